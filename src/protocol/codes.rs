@@ -1,0 +1,26 @@
+//! SQLSTATE codes pgsplit raises itself, named after PostgreSQL's errcodes.txt.
+
+/// `0A000` a statement whose relations live on more than one target.
+pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+/// `08P01` the client broke the protocol.
+pub const PROTOCOL_VIOLATION: &str = "08P01";
+/// `08006` a target could not be reached or dropped the connection.
+pub const CONNECTION_FAILURE: &str = "08006";
+/// `08001` a server connection could not be established.
+pub const CONNECTION_REJECTED: &str = "08001";
+/// `28P01` wrong password.
+pub const INVALID_PASSWORD: &str = "28P01";
+/// `28000` the client may not connect this way (unknown user, TLS required).
+pub const INVALID_AUTHORIZATION: &str = "28000";
+/// `3D000` the client asked for a database pgsplit does not serve.
+pub const INVALID_CATALOG_NAME: &str = "3D000";
+/// `53300` no server connection became free within the checkout timeout.
+pub const TOO_MANY_CONNECTIONS: &str = "53300";
+/// `25P02` statements sent in a transaction that pgsplit already failed.
+pub const IN_FAILED_TRANSACTION: &str = "25P02";
+/// `22023` a routing hint named a target that does not exist.
+pub const INVALID_PARAMETER_VALUE: &str = "22023";
+/// `XX000` an internal error (a bug).
+pub const INTERNAL_ERROR: &str = "XX000";
+/// `57P01` pgsplit is shutting down.
+pub const ADMIN_SHUTDOWN: &str = "57P01";

@@ -1,0 +1,260 @@
+//! Decoders for the few messages pgsplit reads: startup packets and the client messages routing needs. Every read is bounds-checked.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+/// Protocol version 3.0 as sent in a StartupMessage.
+pub const PROTOCOL_3_0: u32 = 196_608;
+/// SSLRequest code.
+pub const SSL_REQUEST: u32 = 80_877_103;
+/// GSSENCRequest code.
+pub const GSSENC_REQUEST: u32 = 80_877_104;
+/// CancelRequest code.
+pub const CANCEL_REQUEST: u32 = 80_877_102;
+
+/// Why a message body could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The body ended before a field did.
+    #[error("message is truncated")]
+    Truncated,
+    /// A string was not valid UTF-8.
+    #[error("invalid UTF-8 in message")]
+    Utf8,
+    /// Bytes were left after the last field.
+    #[error("trailing bytes in message")]
+    Trailing,
+    /// The startup packet asked for an unsupported protocol version.
+    #[error("unsupported frontend protocol {0}.{1}")]
+    Version(u16, u16),
+}
+
+/// The first packet of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Startup {
+    /// A StartupMessage with its parameters (user, database, options, ...).
+    Params(BTreeMap<String, String>),
+    /// The client asks to switch to TLS.
+    SslRequest,
+    /// The client asks for GSSAPI encryption (always declined).
+    GssEncRequest,
+    /// Cancel the query running for the session with this key.
+    Cancel { pid: i32, secret: i32 },
+}
+
+/// Decodes a startup-phase payload (after its length field).
+pub fn startup(payload: &[u8]) -> Result<Startup, DecodeError> {
+    let mut r = Reader::new(payload);
+    let code = r.u32()?;
+    match code {
+        SSL_REQUEST => Ok(Startup::SslRequest),
+        GSSENC_REQUEST => Ok(Startup::GssEncRequest),
+        CANCEL_REQUEST => Ok(Startup::Cancel { pid: r.i32()?, secret: r.i32()? }),
+        PROTOCOL_3_0 => {
+            let mut params = BTreeMap::new();
+            loop {
+                let key = r.cstr()?;
+                if key.is_empty() {
+                    break;
+                }
+                let value = r.cstr()?;
+                params.insert(key.to_owned(), value.to_owned());
+            }
+            Ok(Startup::Params(params))
+        }
+        other => Err(DecodeError::Version((other >> 16) as u16, (other & 0xffff) as u16)),
+    }
+}
+
+/// The SQL text of a Query message body.
+pub fn query(body: &[u8]) -> Result<&str, DecodeError> {
+    let mut r = Reader::new(body);
+    let q = r.cstr()?;
+    r.end()?;
+    Ok(q)
+}
+
+/// A Parse message: statement name, SQL and declared parameter types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parse<'a> {
+    /// Statement name; empty for the unnamed statement.
+    pub name: &'a str,
+    /// SQL text.
+    pub sql: &'a str,
+    /// Declared parameter type OIDs (0 = unspecified).
+    pub param_types: Vec<u32>,
+}
+
+/// Decodes a Parse message body.
+pub fn parse(body: &[u8]) -> Result<Parse<'_>, DecodeError> {
+    let mut r = Reader::new(body);
+    let name = r.cstr()?;
+    let sql = r.cstr()?;
+    let n = r.i16()?;
+    let mut param_types = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n.max(0) {
+        param_types.push(r.u32()?);
+    }
+    r.end()?;
+    Ok(Parse { name, sql, param_types })
+}
+
+/// The portal and statement names at the start of a Bind message body.
+pub fn bind_names(body: &[u8]) -> Result<(&str, &str), DecodeError> {
+    let mut r = Reader::new(body);
+    Ok((r.cstr()?, r.cstr()?))
+}
+
+/// Kind (`b'S'` statement or `b'P'` portal) and name of a Describe or Close message body.
+pub fn describe_or_close(body: &[u8]) -> Result<(u8, &str), DecodeError> {
+    let mut r = Reader::new(body);
+    let kind = r.u8()?;
+    let name = r.cstr()?;
+    r.end()?;
+    Ok((kind, name))
+}
+
+/// Portal name of an Execute message body.
+pub fn execute_portal(body: &[u8]) -> Result<&str, DecodeError> {
+    let mut r = Reader::new(body);
+    let name = r.cstr()?;
+    r.i32()?;
+    r.end()?;
+    Ok(name)
+}
+
+/// Splits a SASLInitialResponse body into mechanism and initial data.
+pub fn sasl_initial(body: &[u8]) -> Result<(&str, &[u8]), DecodeError> {
+    let mut r = Reader::new(body);
+    let mech = r.cstr()?;
+    let len = r.i32()?;
+    let data = if len < 0 { &[][..] } else { r.take(len as usize)? };
+    r.end()?;
+    Ok((mech, data))
+}
+
+/// A ParameterStatus body from a server: name and value.
+pub fn parameter_status(body: &[u8]) -> Result<(&str, &str), DecodeError> {
+    let mut r = Reader::new(body);
+    let n = r.cstr()?;
+    let v = r.cstr()?;
+    Ok((n, v))
+}
+
+/// Fields of an ErrorResponse/NoticeResponse body as (code, value) pairs.
+pub fn error_fields(body: &[u8]) -> Result<Vec<(u8, String)>, DecodeError> {
+    let mut r = Reader::new(body);
+    let mut out = Vec::new();
+    loop {
+        let code = r.u8()?;
+        if code == 0 {
+            return Ok(out);
+        }
+        let v = r.bytes_cstr()?;
+        out.push((code, String::from_utf8_lossy(v).into_owned()));
+    }
+}
+
+/// Copies a body's bytes into an owned `Bytes` only when needed by a caller.
+pub fn owned(body: &[u8]) -> Bytes {
+    Bytes::copy_from_slice(body)
+}
+
+/// A bounds-checked cursor over a message body.
+struct Reader<'a> {
+    /// Remaining unread bytes.
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Reader { buf }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.buf.len() < n {
+            return Err(DecodeError::Truncated);
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn i16(&mut self) -> Result<i16, DecodeError> {
+        let b = self.take(2)?;
+        Ok(i16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn i32(&mut self) -> Result<i32, DecodeError> {
+        Ok(self.u32()? as i32)
+    }
+
+    fn bytes_cstr(&mut self) -> Result<&'a [u8], DecodeError> {
+        let end = self.buf.iter().position(|&b| b == 0).ok_or(DecodeError::Truncated)?;
+        let s = &self.buf[..end];
+        self.buf = &self.buf[end + 1..];
+        Ok(s)
+    }
+
+    fn cstr(&mut self) -> Result<&'a str, DecodeError> {
+        std::str::from_utf8(self.bytes_cstr()?).map_err(|_| DecodeError::Utf8)
+    }
+
+    fn end(&self) -> Result<(), DecodeError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::Trailing)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_startup_parameters() {
+        let mut p = PROTOCOL_3_0.to_be_bytes().to_vec();
+        p.extend_from_slice(b"user\0app\0database\0handled\0\0");
+        let Startup::Params(m) = startup(&p).unwrap() else { panic!("not params") };
+        assert_eq!(m["user"], "app");
+        assert_eq!(m["database"], "handled");
+    }
+
+    #[test]
+    fn rejects_truncated_and_unknown_startups() {
+        let mut p = PROTOCOL_3_0.to_be_bytes().to_vec();
+        p.extend_from_slice(b"user\0app");
+        assert_eq!(startup(&p), Err(DecodeError::Truncated));
+        assert_eq!(startup(&[0, 2, 0, 0]), Err(DecodeError::Version(2, 0)));
+    }
+
+    #[test]
+    fn query_without_terminator_is_truncated_not_overread() {
+        assert_eq!(query(b"select 1"), Err(DecodeError::Truncated));
+        assert_eq!(query(b"select 1\0x"), Err(DecodeError::Trailing));
+        assert_eq!(query(b"select 1\0"), Ok("select 1"));
+    }
+
+    #[test]
+    fn parse_with_short_parameter_list_is_an_error() {
+        let mut b = b"s1\0select $1\0".to_vec();
+        b.extend_from_slice(&2i16.to_be_bytes());
+        b.extend_from_slice(&23u32.to_be_bytes());
+        assert_eq!(parse(&b), Err(DecodeError::Truncated));
+        b.extend_from_slice(&25u32.to_be_bytes());
+        let p = parse(&b).unwrap();
+        assert_eq!((p.name, p.sql, p.param_types), ("s1", "select $1", vec![23, 25]));
+    }
+}

@@ -1,0 +1,247 @@
+//! The router: pure, synchronous decisions of which target runs a statement (SPEC §3). No I/O, no statics.
+//!
+//! A statement's text is analysed once (`analyze`, or the `fallback` token scan when sqlparser
+//! rejects it) into the names it touches; the analysis is cached by text (`cache`) and resolved
+//! against the routing table and the session's view on every use (`decide`).
+
+pub mod analyze;
+pub mod cache;
+pub mod fallback;
+pub mod hint;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use cache::RouteCache;
+
+/// Index of a target in the routing table's `targets`.
+pub type TargetId = usize;
+
+/// What the router knows of the configuration: target names and which schema each owns.
+#[derive(Debug, Clone)]
+pub struct RoutingTable {
+    /// Target names in configuration order; a `TargetId` indexes this.
+    pub targets: Vec<String>,
+    /// Routed schema (as PostgreSQL names it, after case folding) → owning target.
+    pub schemas: HashMap<String, TargetId>,
+    /// Where statements that touch no routed schema go.
+    pub default_target: TargetId,
+}
+
+impl RoutingTable {
+    /// The id of a target by name.
+    pub fn target_id(&self, name: &str) -> Option<TargetId> {
+        self.targets.iter().position(|t| t == name)
+    }
+
+    /// The name of a target.
+    pub fn name(&self, id: TargetId) -> &str {
+        self.targets.get(id).map(String::as_str).unwrap_or("?")
+    }
+}
+
+/// What kind of object a name refers to; schemas route by themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    /// A table, view, sequence, index or other relation.
+    Relation,
+    /// A function or procedure.
+    Function,
+    /// A schema itself (`CREATE SCHEMA workspace`, `GRANT ... IN SCHEMA workspace`).
+    Schema,
+}
+
+/// One object a statement names, case-folded as PostgreSQL does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Name {
+    /// Schema qualifier, if written (for `ObjectKind::Schema`, the schema itself).
+    pub schema: Option<String>,
+    /// Object name (empty for a schema).
+    pub object: String,
+    /// Relation, function or schema.
+    pub kind: ObjectKind,
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.schema, self.kind) {
+            (Some(s), ObjectKind::Schema) => write!(f, "schema {s}"),
+            (Some(s), _) => write!(f, "{s}.{}", self.object),
+            (None, _) => f.write_str(&self.object),
+        }
+    }
+}
+
+/// Transaction control and session commands the session must see, for single-statement texts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Anything else: route it.
+    Other,
+    /// `BEGIN` / `START TRANSACTION` (the text is replayed when the transaction binds).
+    Begin,
+    /// `COMMIT` / `END`.
+    Commit,
+    /// `ROLLBACK` / `ABORT` (not to a savepoint).
+    Rollback,
+    /// `SET pgsplit.target = 'x'`: a session routing default.
+    SetTarget(String),
+    /// `RESET pgsplit.target`.
+    ResetTarget,
+}
+
+/// Everything the router learned from a statement text, independent of any session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Analysis {
+    /// Every object named, in order of first appearance, without duplicates.
+    pub names: Vec<Name>,
+    /// Session-relevant command, for single-statement texts.
+    pub command: Command,
+    /// Target named by a leading `/* pgsplit: target=x */` comment.
+    pub hint: Option<String>,
+    /// True when sqlparser rejected the text and the token scan produced `names`.
+    pub fallback: bool,
+    /// True when the text may write (DML, DDL, COPY FROM, unknown statements in fallback).
+    pub writes: bool,
+    /// Number of statements in the text.
+    pub statements: usize,
+}
+
+impl Analysis {
+    /// Analyses a statement text: hint, then sqlparser, then the fallback scan.
+    pub fn of(sql: &str) -> Analysis {
+        let hint = hint::leading_target(sql);
+        let mut a = match analyze::parse(sql) {
+            Ok(a) => a,
+            Err(_) => fallback::scan(sql),
+        };
+        a.hint = hint;
+        a
+    }
+
+    /// Approximate heap bytes held, for the byte-bounded cache.
+    pub fn heap_bytes(&self) -> usize {
+        let names: usize = self
+            .names
+            .iter()
+            .map(|n| std::mem::size_of::<Name>() + n.object.len() + n.schema.as_ref().map_or(0, String::len))
+            .sum();
+        names + self.hint.as_ref().map_or(0, String::len) + std::mem::size_of::<Self>()
+    }
+}
+
+/// The parts of a session the router reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionView<'a> {
+    /// The session's search_path, schemas in order (case-folded).
+    pub search_path: &'a [String],
+    /// The session default set by `SET pgsplit.target`.
+    pub target_hint: Option<TargetId>,
+}
+
+/// Why the router chose a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The statement's routed relations all live on the target.
+    Relations,
+    /// A leading `/* pgsplit: target=... */` comment.
+    Hint,
+    /// The session's `SET pgsplit.target`.
+    SessionHint,
+    /// No routed relation: the configured default target.
+    Default,
+    /// sqlparser rejected the text; the token scan found the routed names.
+    Fallback,
+}
+
+impl Reason {
+    /// The word used in `pgsplit route` output, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Relations => "relations",
+            Reason::Hint => "hint",
+            Reason::SessionHint => "session_hint",
+            Reason::Default => "default",
+            Reason::Fallback => "fallback",
+        }
+    }
+}
+
+/// A routing decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Where the statement runs.
+    pub target: TargetId,
+    /// The routed relations found, with their targets.
+    pub relations: Vec<(String, TargetId)>,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// Why a statement cannot be routed; each maps to an SQLSTATE in the session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// Routed names on more than one target (SQLSTATE 0A000).
+    #[error("statement touches relations on more than one target: {}", describe(.relations))]
+    CrossTarget {
+        /// Every routed name with its target's name.
+        relations: Vec<(String, String)>,
+    },
+    /// A hint named a target that is not configured (SQLSTATE 22023).
+    #[error("unknown pgsplit target \"{0}\"")]
+    UnknownTarget(String),
+    /// sqlparser rejected a write and the scan found no routed name: pgsplit will not guess (0A000).
+    #[error("cannot route a statement pgsplit could not parse: it may write and names no routed schema")]
+    UnparsedWrite,
+}
+
+fn describe(relations: &[(String, String)]) -> String {
+    relations.iter().map(|(r, t)| format!("{r} on {t}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Decides the target of an analysed statement for a session.
+pub fn decide(table: &RoutingTable, a: &Analysis, s: &SessionView<'_>) -> Result<Decision, RouteError> {
+    let mut relations: Vec<(String, TargetId)> = Vec::new();
+    for name in &a.names {
+        if let Some(t) = resolve(table, name) {
+            relations.push((name.to_string(), t));
+        }
+    }
+    let first = relations.first().map(|r| r.1);
+    if relations.iter().any(|r| Some(r.1) != first) {
+        return Err(RouteError::CrossTarget {
+            relations: relations.iter().map(|(r, t)| (r.clone(), table.name(*t).to_owned())).collect(),
+        });
+    }
+    if let Some(hint) = &a.hint {
+        let t = table.target_id(hint).ok_or_else(|| RouteError::UnknownTarget(hint.clone()))?;
+        if let Some(f) = first.filter(|&f| f != t) {
+            let mut rel: Vec<(String, String)> = relations.iter().map(|(r, _)| (r.clone(), table.name(f).to_owned())).collect();
+            rel.push((format!("hint target={hint}"), hint.clone()));
+            return Err(RouteError::CrossTarget { relations: rel });
+        }
+        return Ok(Decision { target: t, relations, reason: Reason::Hint });
+    }
+    match first {
+        Some(t) => Ok(Decision { target: t, relations, reason: if a.fallback { Reason::Fallback } else { Reason::Relations } }),
+        None => match s.target_hint {
+            Some(t) => Ok(Decision { target: t, relations, reason: Reason::SessionHint }),
+            None if a.fallback && a.writes => Err(RouteError::UnparsedWrite),
+            None => Ok(Decision { target: table.default_target, relations, reason: Reason::Default }),
+        },
+    }
+}
+
+/// The target owning a name: its schema when qualified; unqualified names resolve through search_path once
+/// the catalog knows where they live (until then they do not constrain the route).
+fn resolve(table: &RoutingTable, name: &Name) -> Option<TargetId> {
+    match &name.schema {
+        Some(schema) => table.schemas.get(schema).copied(),
+        None => None,
+    }
+}
+
+/// A shared analysis, as stored in the cache.
+pub type SharedAnalysis = Arc<Analysis>;
+
+#[cfg(test)]
+mod tests;
