@@ -1,5 +1,47 @@
 //! pgsplit: a PostgreSQL wire-protocol proxy that splits one logical database across several by schema.
+//!
+//! The data path, in the direction the bytes flow:
+//!
+//! ```text
+//! client socket ─► server (accept, limit, shutdown) ─► session (startup, auth, state machine)
+//!                                                         │ asks
+//!                                                         ▼
+//!                                       router (pure: SQL + session view → target)
+//!                                                         │
+//!                                   backend pool (bb8) ─► server connection ─► PostgreSQL
+//! ```
+//!
+//! `protocol` frames and builds messages without I/O; `auth` verifies clients; `config` loads `routing.yaml`;
+//! `app` holds what sessions share. `cluster`, `certs` and `demo` are the commands that are not the proxy.
 
+pub mod app;
 pub mod auth;
+pub mod backend;
+pub mod certs;
+pub mod check;
+pub mod cluster;
+pub mod config;
+pub mod demo;
 pub mod protocol;
 pub mod router;
+pub mod server;
+pub mod session;
+pub mod stream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use app::App;
+
+/// Runs the proxy on `listener` until `shutdown` fires, then waits up to `grace` for sessions to end.
+pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken, grace: Duration) {
+    server::run(listener, app.clone(), shutdown).await;
+    // Sessions hold an Arc<App>; when only ours is left, every session has ended.
+    let deadline = tokio::time::Instant::now() + grace;
+    while Arc::strong_count(&app) > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

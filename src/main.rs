@@ -1,1 +1,147 @@
-fn main() {}
+//! The `pgsplit` command line: serve, check, route, demo, certs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+/// pgsplit: one connection string, several PostgreSQL databases, routed by schema.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The routing configuration (for `serve`, the default command).
+    #[arg(long, global = true, default_value = "routing.yaml")]
+    config: PathBuf,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Serve,
+    /// Validate the configuration and reach every target.
+    Check,
+    /// Print the routing decision for a statement as JSON.
+    Route {
+        /// Session search_path, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        search_path: Vec<String>,
+        /// The SQL text.
+        sql: String,
+    },
+    /// Start two throwaway PostgreSQL clusters and pgsplit in front of them.
+    Demo {
+        /// Where the clusters live.
+        #[arg(long, default_value = ".pgsplit-demo")]
+        dir: PathBuf,
+        /// pgsplit's port.
+        #[arg(long, default_value_t = 6432)]
+        port: u16,
+    },
+    /// Write a development CA and server certificate into DIR.
+    Certs {
+        /// Output folder.
+        dir: PathBuf,
+        /// Host names and addresses the server certificate is valid for.
+        #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1,::1")]
+        hosts: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pgsplit: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(&cli.config).await,
+            Command::Check => pgsplit::check::check(&cli.config).await,
+            Command::Route { search_path, sql } => pgsplit::check::route(&cli.config, &search_path, &sql),
+            Command::Demo { dir, port } => pgsplit::demo::run(&dir, port).await,
+            Command::Certs { dir, hosts } => {
+                let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+                match pgsplit::certs::write_dev_certs(&dir, &hosts) {
+                    Ok(files) => {
+                        println!(
+                            "wrote {}, {}, {}, {}",
+                            files.ca_cert.display(),
+                            files.ca_key.display(),
+                            files.server_cert.display(),
+                            files.server_key.display()
+                        );
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("pgsplit: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(path: &std::path::Path) -> Result<(), String> {
+    let config = pgsplit::config::load_file(path).map_err(|e| e.to_string())?;
+    let listen = config.listen.clone();
+    let app = Arc::new(pgsplit::App::build(config).map_err(|e| e.to_string())?);
+    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(%listen, "pgsplit listening");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    pgsplit::run(listener, app, shutdown, Duration::from_secs(30)).await;
+    tracing::info!("pgsplit stopped");
+    Ok(())
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+pub async fn stop_on_signal(token: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    token.cancel();
+}
+
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

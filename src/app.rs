@@ -1,0 +1,236 @@
+//! App: everything a session needs, built once from the configuration and passed explicitly (no globals):
+//! routing table and cache, the targets' pools, client users and TLS.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::UserStore;
+use crate::backend::tls::{self, Verify};
+use crate::backend::{Backend, PoolSettings, TargetSpec};
+pub use crate::config::ClientTlsMode;
+use crate::config::{Config, Mode, ServerTlsMode, Target};
+use crate::router::{RouteCache, RoutingTable, SharedAnalysis, TargetId};
+
+/// Why the configuration could not be turned into a running App.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A TLS file could not be read or used.
+    #[error("{0}")]
+    Tls(String),
+    /// A configured user's password is unusable.
+    #[error("user \"{user}\": {reason}")]
+    User {
+        /// The user.
+        user: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The running proxy's shared state.
+pub struct App {
+    /// The configuration this App was built from.
+    config: Config,
+    /// Target names and schema ownership, for the router.
+    table: RoutingTable,
+    /// Analyses by statement text.
+    cache: RouteCache,
+    /// One pool per target, indexed by `TargetId`.
+    backends: Vec<Backend>,
+    /// Client users and their SCRAM verifiers.
+    users: UserStore,
+    /// Client-side TLS, when enabled.
+    tls: Option<TlsAcceptor>,
+    /// Target of every statement in single mode.
+    single_target: TargetId,
+}
+
+impl App {
+    /// Builds the App: TLS material is read, verifiers computed, pools created (connections open lazily).
+    pub fn build(config: Config) -> Result<App, AppError> {
+        let table = routing_table(&config);
+        let mut backends = Vec::new();
+        for t in &config.targets {
+            backends.push(Backend::new(target_spec(t)?, &pool_settings(t)));
+        }
+        let users = UserStore::new(config.users.iter().map(|u| (u.name.as_str(), u.password.as_str())))
+            .map_err(|e| AppError::User { user: "?".into(), reason: e.to_string() })?;
+        let tls = match config.tls.mode {
+            ClientTlsMode::Disabled => None,
+            _ => Some(acceptor(&config)?),
+        };
+        let single_target = table.target_id(&config.single_target).unwrap_or(table.default_target);
+        let cache = RouteCache::new(config.route_cache_bytes);
+        Ok(App { config, table, cache, backends, users, tls, single_target })
+    }
+
+    /// The analysis of a statement, or `None` in single mode (no parsing there).
+    pub fn analysis(&self, sql: &str) -> Option<SharedAnalysis> {
+        match self.config.mode {
+            Mode::Single => None,
+            Mode::Split => Some(self.cache.analysis(sql)),
+        }
+    }
+
+    /// The routing table.
+    pub fn table(&self) -> &RoutingTable {
+        &self.table
+    }
+
+    /// The decision cache (for figures).
+    pub fn cache(&self) -> &RouteCache {
+        &self.cache
+    }
+
+    /// A target's backend.
+    pub fn backend(&self, t: TargetId) -> &Backend {
+        &self.backends[t.min(self.backends.len() - 1)]
+    }
+
+    /// All backends, in target order.
+    pub fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+
+    /// Where everything goes in single mode.
+    pub fn single_target(&self) -> TargetId {
+        self.single_target
+    }
+
+    /// Client users.
+    pub fn users(&self) -> &UserStore {
+        &self.users
+    }
+
+    /// The logical database name clients connect to.
+    pub fn database(&self) -> &str {
+        &self.config.database
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Client TLS mode.
+    pub fn tls_mode(&self) -> ClientTlsMode {
+        self.config.tls.mode
+    }
+
+    /// Client TLS acceptor, when enabled.
+    pub fn tls(&self) -> Option<&TlsAcceptor> {
+        self.tls.as_ref()
+    }
+
+    /// Server parameters to greet clients with: the default target's (connecting once if none is known yet),
+    /// else any target's, else neutral values.
+    pub async fn server_params(&self) -> Vec<(String, String)> {
+        let default = self.backend(self.table.default_target);
+        let mut params = default.server_params();
+        if params.is_empty() {
+            if let Ok(conn) = default.checkout().await {
+                drop(conn);
+                params = default.server_params();
+            }
+        }
+        if params.is_empty() {
+            params = self.backends.iter().map(Backend::server_params).find(|p| !p.is_empty()).unwrap_or_default();
+        }
+        if params.is_empty() {
+            params = [
+                ("server_version", "15.0"),
+                ("server_encoding", "UTF8"),
+                ("client_encoding", "UTF8"),
+                ("DateStyle", "ISO, MDY"),
+                ("TimeZone", "UTC"),
+                ("integer_datetimes", "on"),
+                ("standard_conforming_strings", "on"),
+                ("IntervalStyle", "postgres"),
+            ]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        }
+        params
+    }
+
+    /// A CancelRequest from a client. Keys are not yet mapped to running statements, so every key is unknown and,
+    /// as SPEC §4 requires for unknown keys, ignored.
+    pub async fn cancel(&self, pid: i32, _secret: i32) {
+        tracing::debug!(pid, "cancel request ignored (unknown key)");
+    }
+}
+
+fn routing_table(config: &Config) -> RoutingTable {
+    let targets: Vec<String> = config.targets.iter().map(|t| t.name.clone()).collect();
+    let mut schemas = HashMap::new();
+    for (i, t) in config.targets.iter().enumerate() {
+        for s in &t.schemas {
+            schemas.insert(s.clone(), i);
+        }
+    }
+    let default_target = targets.iter().position(|t| *t == config.default_target).unwrap_or(0);
+    RoutingTable { targets, schemas, default_target }
+}
+
+fn pool_settings(t: &Target) -> PoolSettings {
+    PoolSettings {
+        max: t.pool.max,
+        min: t.pool.min,
+        checkout_timeout: t.pool.checkout_timeout,
+        idle_timeout: t.pool.idle_timeout,
+        max_lifetime: t.pool.max_lifetime,
+    }
+}
+
+/// How to reach a target, with its TLS client configuration built from the CA file.
+pub fn target_spec(t: &Target) -> Result<TargetSpec, AppError> {
+    let verify = match t.tls.mode {
+        ServerTlsMode::Disable => None,
+        ServerTlsMode::Require => Some(Verify::None),
+        ServerTlsMode::VerifyCa => Some(Verify::Ca),
+        ServerTlsMode::VerifyFull => Some(Verify::Full),
+    };
+    let tls = match verify {
+        None => None,
+        Some(v) => {
+            let config =
+                tls::client_config(v, t.tls.ca.as_deref()).map_err(|e| AppError::Tls(format!("target \"{}\": {e}", t.name)))?;
+            let name = tls::server_name(&t.server.host).map_err(|e| AppError::Tls(format!("target \"{}\": {e}", t.name)))?;
+            Some((config, name))
+        }
+    };
+    Ok(TargetSpec {
+        name: t.name.clone(),
+        host: t.server.host.clone(),
+        port: t.server.port,
+        user: t.server.user.clone(),
+        password: t.server.password.clone(),
+        dbname: t.server.dbname.clone(),
+        tls,
+    })
+}
+
+fn acceptor(config: &Config) -> Result<TlsAcceptor, AppError> {
+    let err = |what: &str, e: &dyn std::fmt::Display| AppError::Tls(format!("client TLS {what}: {e}"));
+    let cert_path = config.tls.cert.as_deref().ok_or_else(|| err("cert", &"not configured"))?;
+    let key_path = config.tls.key.as_deref().ok_or_else(|| err("key", &"not configured"))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
+        .map_err(|e| err("cert", &format!("{}: {e}", cert_path.display())))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| err("cert", &format!("{}: {e}", cert_path.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| err("key", &format!("{}: {e}", key_path.display())))?;
+    let mut server = ServerConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err("config", &e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| err("config", &e))?;
+    server.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}

@@ -1,0 +1,294 @@
+//! One server connection: TCP, optional TLS, authentication towards the server, and framed reads.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use postgres_protocol::authentication::md5_hash;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::backend::{ErrorFields, Message};
+use postgres_protocol::message::frontend;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::protocol::framing::{self, Frame};
+use crate::stream::Stream;
+
+use super::BackendError;
+
+/// How long establishing a server connection (TCP, TLS, auth) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How to reach and log in to one target.
+pub struct TargetSpec {
+    /// The target's configured name, for errors and logs.
+    pub name: String,
+    /// Server host name or address.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Role pgsplit logs in as.
+    pub user: String,
+    /// Its password, if the server asks for one.
+    pub password: Option<String>,
+    /// Database on the server.
+    pub dbname: String,
+    /// TLS configuration and the name to verify, when the target uses TLS.
+    pub tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+}
+
+impl std::fmt::Debug for TargetSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}:{}/{} (tls: {})", self.user, self.host, self.port, self.dbname, self.tls.is_some())
+    }
+}
+
+/// A logged-in server connection, ready for queries.
+pub struct ServerConn {
+    /// The socket.
+    pub stream: Stream,
+    /// Bytes read from the server not yet consumed.
+    pub rbuf: BytesMut,
+    /// ParameterStatus values the server reported, in arrival order.
+    pub params: Vec<(String, String)>,
+    /// The server's BackendKeyData, to forward cancels.
+    pub key: Option<(i32, i32)>,
+    /// Status byte of the last ReadyForQuery: only `I` may go back to the pool.
+    pub status: u8,
+    /// Set when an exchange was cut short: the connection must be closed, never reused.
+    pub broken: bool,
+    /// When it was opened, for `max_lifetime`.
+    pub created: Instant,
+}
+
+impl ServerConn {
+    /// Connects, negotiates TLS if configured, logs in, and waits for the first ReadyForQuery.
+    pub async fn connect(spec: &TargetSpec) -> Result<ServerConn, BackendError> {
+        match tokio::time::timeout(CONNECT_TIMEOUT, Self::connect_inner(spec)).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::Timeout),
+        }
+    }
+
+    async fn connect_inner(spec: &TargetSpec) -> Result<ServerConn, BackendError> {
+        let tcp = TcpStream::connect((spec.host.as_str(), spec.port)).await?;
+        tcp.set_nodelay(true)?;
+        let stream = match &spec.tls {
+            None => Stream::Plain(tcp),
+            Some((config, name)) => Stream::Tls(Box::new(start_tls(tcp, config.clone(), name.clone()).await?)),
+        };
+        let mut conn = ServerConn {
+            stream,
+            rbuf: BytesMut::with_capacity(8192),
+            params: Vec::new(),
+            key: None,
+            status: 0,
+            broken: false,
+            created: Instant::now(),
+        };
+        conn.login(spec).await?;
+        Ok(conn)
+    }
+
+    async fn login(&mut self, spec: &TargetSpec) -> Result<(), BackendError> {
+        let mut out = BytesMut::new();
+        let params = [("user", spec.user.as_str()), ("database", spec.dbname.as_str()), ("application_name", "pgsplit")];
+        frontend::startup_message(params.iter().copied(), &mut out)?;
+        self.stream.write_all(&out).await?;
+        let password = spec.password.as_deref().unwrap_or("");
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let msg = self.read_message().await?;
+            out.clear();
+            match msg {
+                Message::AuthenticationOk => {}
+                Message::AuthenticationCleartextPassword => {
+                    frontend::password_message(password.as_bytes(), &mut out)?;
+                }
+                Message::AuthenticationMd5Password(body) => {
+                    let hash = md5_hash(spec.user.as_bytes(), password.as_bytes(), body.salt());
+                    frontend::password_message(hash.as_bytes(), &mut out)?;
+                }
+                Message::AuthenticationSasl(body) => {
+                    let mut mechs = body.mechanisms();
+                    let mut offered = false;
+                    while let Some(m) = fallible_iterator::FallibleIterator::next(&mut mechs)? {
+                        offered |= m == "SCRAM-SHA-256";
+                    }
+                    if !offered {
+                        return Err(BackendError::Protocol("server offers no SCRAM-SHA-256".into()));
+                    }
+                    let s = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+                    frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)?;
+                    scram = Some(s);
+                }
+                Message::AuthenticationSaslContinue(body) => {
+                    let s = scram.as_mut().ok_or_else(|| BackendError::Protocol("unexpected SASL continue".into()))?;
+                    s.update(body.data())?;
+                    frontend::sasl_response(s.message(), &mut out)?;
+                }
+                Message::AuthenticationSaslFinal(body) => {
+                    let mut s = scram.take().ok_or_else(|| BackendError::Protocol("unexpected SASL final".into()))?;
+                    s.finish(body.data())?;
+                }
+                Message::ParameterStatus(body) => {
+                    self.params.push((body.name()?.to_owned(), body.value()?.to_owned()));
+                }
+                Message::BackendKeyData(body) => self.key = Some((body.process_id(), body.secret_key())),
+                Message::ReadyForQuery(body) => {
+                    self.status = body.status();
+                    return Ok(());
+                }
+                Message::ErrorResponse(body) => return Err(server_error(body.fields())?),
+                Message::NoticeResponse(_) => {}
+                _ => return Err(BackendError::Protocol("unexpected message during login".into())),
+            }
+            if !out.is_empty() {
+                self.stream.write_all(&out).await?;
+            }
+        }
+    }
+
+    async fn read_message(&mut self) -> Result<Message, BackendError> {
+        loop {
+            if let Some(m) = Message::parse(&mut self.rbuf)? {
+                return Ok(m);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Reads more bytes from the server; a closed socket is an error.
+    pub async fn fill(&mut self) -> Result<(), BackendError> {
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(8192);
+        }
+        match self.stream.read_buf(&mut self.rbuf).await {
+            Ok(0) => {
+                self.broken = true;
+                Err(BackendError::Closed)
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.broken = true;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Reads one whole message from the server.
+    pub async fn read_frame(&mut self) -> Result<Frame, BackendError> {
+        loop {
+            if let Some(f) = framing::next_backend(&mut self.rbuf).map_err(|e| BackendError::Protocol(e.to_string()))? {
+                return Ok(f);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Writes bytes to the server; a failure marks the connection broken.
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
+        if let Err(e) = self.stream.write_all(bytes).await {
+            self.broken = true;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Runs a simple query and discards its results; returns the server's error if it failed.
+    /// Used for pgsplit's own housekeeping (resets, demo setup, `check`).
+    pub async fn simple(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, BackendError> {
+        let mut out = BytesMut::new();
+        frontend::query(sql, &mut out)?;
+        self.send(&out).await?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            let f = self.read_frame().await?;
+            match f.tag {
+                b'D' => rows.push(data_row(f.body())),
+                b'E' => error = Some(error_from_body(f.body())),
+                b'Z' => {
+                    self.status = f.body().first().copied().unwrap_or(0);
+                    return match error {
+                        Some(e) => Err(e),
+                        None => Ok(rows),
+                    };
+                }
+                b'G' | b'H' | b'W' => {
+                    self.broken = true;
+                    return Err(BackendError::Protocol("COPY is not supported in internal queries".into()));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn data_row(body: &[u8]) -> Vec<Option<String>> {
+    let mut b = body;
+    let mut out = Vec::new();
+    if b.len() < 2 {
+        return out;
+    }
+    let n = b.get_i16();
+    for _ in 0..n {
+        if b.len() < 4 {
+            break;
+        }
+        let len = b.get_i32();
+        if len < 0 {
+            out.push(None);
+        } else {
+            let len = (len as usize).min(b.len());
+            out.push(Some(String::from_utf8_lossy(&b[..len]).into_owned()));
+            b.advance(len);
+        }
+    }
+    out
+}
+
+/// Turns an ErrorResponse body into a `BackendError::Server`.
+pub fn error_from_body(body: &[u8]) -> BackendError {
+    match crate::protocol::decode::error_fields(body) {
+        Ok(fields) => {
+            let get = |c: u8| fields.iter().find(|(k, _)| *k == c).map(|(_, v)| v.clone()).unwrap_or_default();
+            BackendError::Server { code: get(b'C'), message: get(b'M') }
+        }
+        Err(_) => BackendError::Protocol("malformed ErrorResponse".into()),
+    }
+}
+
+fn server_error(mut fields: ErrorFields<'_>) -> Result<BackendError, BackendError> {
+    let (mut code, mut message) = (String::new(), String::new());
+    while let Some(f) = fallible_iterator::FallibleIterator::next(&mut fields)? {
+        match f.type_() {
+            b'C' => code = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+            b'M' => message = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+            _ => {}
+        }
+    }
+    Ok(BackendError::Server { code, message })
+}
+
+/// SSLRequest, then exactly one reply byte (never more: CVE-2021-23222), then the TLS handshake.
+async fn start_tls(
+    mut tcp: TcpStream,
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+) -> Result<tokio_rustls::TlsStream<TcpStream>, BackendError> {
+    tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await?;
+    let mut reply = [0u8; 1];
+    tcp.read_exact(&mut reply).await?;
+    match reply[0] {
+        b'S' => {
+            let tls = TlsConnector::from(config).connect(name, tcp).await.map_err(BackendError::Tls)?;
+            Ok(tokio_rustls::TlsStream::Client(tls))
+        }
+        b'N' => Err(BackendError::Protocol("server refused TLS (SSLRequest answered N)".into())),
+        other => Err(BackendError::Protocol(format!("unexpected reply {other:#x} to SSLRequest"))),
+    }
+}

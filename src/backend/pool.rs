@@ -1,0 +1,215 @@
+//! One target at run time: its bb8 pool of server connections and what the last connection attempts said about its health.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bb8::{CustomizeConnection, ErrorSink, ManageConnection, Pool, PooledConnection, QueueStrategy, RunError};
+
+use super::{BackendError, ServerConn, TargetSpec};
+
+/// A server connection checked out of a target's pool; dropping it returns it (or discards it if broken).
+pub type PooledConn = PooledConnection<'static, ServerManager>;
+
+/// Pool sizes and timeouts for one target.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Never more server connections than this.
+    pub max: u32,
+    /// Idle connections kept open.
+    pub min: u32,
+    /// How long a client waits for a connection before an error.
+    pub checkout_timeout: Duration,
+    /// Idle connections above `min` are closed after this.
+    pub idle_timeout: Option<Duration>,
+    /// Connections are replaced after this age.
+    pub max_lifetime: Option<Duration>,
+}
+
+/// What the pool knows of a target's reachability.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// False after a failed connection attempt, true after a successful one.
+    up: AtomicBool,
+    /// The last connection error, for the message clients and logs see.
+    last_error: Mutex<Option<String>>,
+    /// ParameterStatus values of the last connection made (server_version, encodings, ...), reported to clients at startup.
+    server_params: Mutex<Vec<(String, String)>>,
+}
+
+impl Health {
+    fn failed(&self, e: &BackendError) {
+        self.up.store(false, Ordering::Relaxed);
+        *lock(&self.last_error) = Some(e.to_string());
+    }
+
+    fn connected(&self, conn: &ServerConn) {
+        self.up.store(true, Ordering::Relaxed);
+        *lock(&self.last_error) = None;
+        *lock(&self.server_params) = conn.params.clone();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// bb8's view of a target: how to open a server connection and when one is unusable.
+pub struct ServerManager {
+    /// Where and how to connect.
+    spec: Arc<TargetSpec>,
+}
+
+impl ManageConnection for ServerManager {
+    type Connection = ServerConn;
+    type Error = BackendError;
+
+    async fn connect(&self) -> Result<ServerConn, BackendError> {
+        ServerConn::connect(&self.spec).await
+    }
+
+    async fn is_valid(&self, conn: &mut ServerConn) -> Result<(), BackendError> {
+        conn.simple("").await.map(|_| ())
+    }
+
+    /// Only a connection whose last ReadyForQuery said idle, and whose last exchange completed, may be reused.
+    fn has_broken(&self, conn: &mut ServerConn) -> bool {
+        conn.broken || conn.status != crate::protocol::STATUS_IDLE
+    }
+}
+
+/// Records connection failures reported by bb8's background connects.
+#[derive(Debug, Clone)]
+struct HealthSink(Arc<Health>);
+
+impl ErrorSink<BackendError> for HealthSink {
+    fn sink(&self, e: BackendError) {
+        self.0.failed(&e);
+    }
+
+    fn boxed_clone(&self) -> Box<dyn ErrorSink<BackendError>> {
+        Box::new(self.clone())
+    }
+}
+
+/// Records successful connections.
+#[derive(Debug)]
+struct HealthOnConnect(Arc<Health>);
+
+impl CustomizeConnection<ServerConn, BackendError> for HealthOnConnect {
+    fn on_acquire<'a>(
+        &'a self,
+        conn: &'a mut ServerConn,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), BackendError>> + Send + 'a>> {
+        self.0.connected(conn);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Why no server connection could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    /// The target cannot be reached (SQLSTATE 08006).
+    #[error("target \"{target}\" is unavailable: {reason}")]
+    Unavailable {
+        /// Target name.
+        target: String,
+        /// The last connection error.
+        reason: String,
+    },
+    /// Every connection stayed busy for the whole checkout timeout (SQLSTATE 53300).
+    #[error("no server connection to target \"{target}\" became free within {waited:?}")]
+    Timeout {
+        /// Target name.
+        target: String,
+        /// The configured checkout timeout.
+        waited: Duration,
+    },
+}
+
+/// A target at run time.
+pub struct Backend {
+    /// Connection details.
+    pub spec: Arc<TargetSpec>,
+    /// The bounded pool.
+    pool: Pool<ServerManager>,
+    /// Reachability as the last connection attempts saw it.
+    health: Arc<Health>,
+    /// How long clients wait for a connection.
+    checkout_timeout: Duration,
+}
+
+impl Backend {
+    /// Builds a target's pool; no connection is opened until needed (or `min` asks for it).
+    pub fn new(spec: TargetSpec, settings: &PoolSettings) -> Backend {
+        let spec = Arc::new(spec);
+        let health = Arc::new(Health::default());
+        health.up.store(true, Ordering::Relaxed);
+        let pool = Pool::builder()
+            .max_size(settings.max.max(1))
+            .min_idle(if settings.min > 0 { Some(settings.min) } else { None })
+            .connection_timeout(settings.checkout_timeout)
+            .idle_timeout(settings.idle_timeout)
+            .max_lifetime(settings.max_lifetime)
+            .test_on_check_out(false)
+            .queue_strategy(QueueStrategy::Fifo)
+            .error_sink(Box::new(HealthSink(health.clone())))
+            .connection_customizer(Box::new(HealthOnConnect(health.clone())))
+            .build_unchecked(ServerManager { spec: spec.clone() });
+        Backend { spec, pool, health, checkout_timeout: settings.checkout_timeout }
+    }
+
+    /// The target's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// Takes a server connection for one transaction. A target known to be down is tried once directly, so its
+    /// clients learn of the outage at once instead of after the whole checkout timeout.
+    pub async fn checkout(&self) -> Result<PooledConn, CheckoutError> {
+        if !self.health.up.load(Ordering::Relaxed) && self.pool.state().idle_connections == 0 {
+            match ServerConn::connect(&self.spec).await {
+                Ok(conn) => {
+                    self.health.connected(&conn);
+                    let _ = self.pool.add(conn);
+                }
+                Err(e) => {
+                    self.health.failed(&e);
+                    return Err(self.unavailable());
+                }
+            }
+        }
+        match self.pool.get_owned().await {
+            Ok(c) => Ok(c),
+            Err(RunError::User(e)) => {
+                self.health.failed(&e);
+                Err(self.unavailable())
+            }
+            Err(RunError::TimedOut) if !self.health.up.load(Ordering::Relaxed) => Err(self.unavailable()),
+            Err(RunError::TimedOut) => {
+                Err(CheckoutError::Timeout { target: self.spec.name.clone(), waited: self.checkout_timeout })
+            }
+        }
+    }
+
+    fn unavailable(&self) -> CheckoutError {
+        let reason = lock(&self.health.last_error).clone().unwrap_or_else(|| "connection failed".into());
+        CheckoutError::Unavailable { target: self.spec.name.clone(), reason }
+    }
+
+    /// Whether the last connection attempt succeeded.
+    pub fn is_up(&self) -> bool {
+        self.health.up.load(Ordering::Relaxed)
+    }
+
+    /// The server parameters of the last connection made, if any.
+    pub fn server_params(&self) -> Vec<(String, String)> {
+        lock(&self.health.server_params).clone()
+    }
+
+    /// Connections open and idle, for status displays.
+    pub fn pool_state(&self) -> (u32, u32) {
+        let s = self.pool.state();
+        (s.connections, s.idle_connections)
+    }
+}

@@ -1,0 +1,67 @@
+//! `pgsplit check` (validate the configuration, reach every target) and `pgsplit route` (explain a decision).
+
+use std::path::Path;
+
+use crate::app::{target_spec, App};
+use crate::backend::ServerConn;
+use crate::router::{self, Analysis, SessionView};
+
+/// Validates the file, builds TLS material, then connects to each target and runs `SELECT version()`.
+/// Every problem is printed; the result is an error if any target failed.
+pub async fn check(path: &Path) -> Result<(), String> {
+    let config = crate::config::load_file(path).map_err(|e| e.to_string())?;
+    let mut failed = Vec::new();
+    for t in &config.targets {
+        let outcome = async {
+            let spec = target_spec(t).map_err(|e| e.to_string())?;
+            let mut conn = ServerConn::connect(&spec).await.map_err(|e| e.to_string())?;
+            let rows = conn.simple("select version()").await.map_err(|e| e.to_string())?;
+            let version = rows.first().and_then(|r| r.first().cloned().flatten()).unwrap_or_default();
+            Ok::<_, String>((version, conn.stream.is_tls()))
+        }
+        .await;
+        match outcome {
+            Ok((version, tls)) => {
+                let short = version.split(" on ").next().unwrap_or(&version).to_owned();
+                println!(
+                    "{}: ok ({short}, {}, schemas: {})",
+                    t.name,
+                    if tls { "TLS" } else { "plain TCP" },
+                    t.schemas.join(", ")
+                );
+            }
+            Err(e) => {
+                println!("{}: FAILED: {e}", t.name);
+                failed.push(t.name.clone());
+            }
+        }
+    }
+    if let Err(e) = App::build(config) {
+        return Err(e.to_string());
+    }
+    if failed.is_empty() {
+        println!("{}: configuration ok", path.display());
+        Ok(())
+    } else {
+        Err(format!("cannot reach target(s): {}", failed.join(", ")))
+    }
+}
+
+/// Prints `{"target", "relations", "reason"}` for a statement; a refused statement is an error (exit 1).
+pub fn route(path: &Path, search_path: &[String], sql: &str) -> Result<(), String> {
+    let config = crate::config::load_file(path).map_err(|e| e.to_string())?;
+    let app = App::build(config).map_err(|e| e.to_string())?;
+    let table = app.table();
+    let analysis = Analysis::of(sql);
+    let view = SessionView { search_path, target_hint: None };
+    match router::decide(table, &analysis, &view) {
+        Ok(d) => {
+            let relations: Vec<serde_json::Value> =
+                d.relations.iter().map(|(r, t)| serde_json::json!({ "relation": r, "target": table.name(*t) })).collect();
+            let out = serde_json::json!({ "target": table.name(d.target), "relations": relations, "reason": d.reason.as_str() });
+            println!("{out}");
+            Ok(())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -1,0 +1,187 @@
+//! Loading: `${VAR}` / `${VAR:-default}` expansion on the raw text (so YAML line numbers stay true), then parsing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use super::model::{ClientTls, Mode, ServerTlsMode, Upstream, User};
+use super::Issue;
+
+/// Expands environment references outside comments. Missing variables without a default are all reported.
+pub fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<Issue>> {
+    let mut out = String::with_capacity(text.len());
+    let mut issues = Vec::new();
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let (code, comment) = split_comment(line);
+        let mut rest = code;
+        while let Some(at) = rest.find("${") {
+            out.push_str(&rest[..at]);
+            let after = &rest[at + 2..];
+            let Some(end) = after.find('}') else {
+                issues.push(Issue { line: Some(i + 1), key: String::new(), message: "unterminated ${".into() });
+                rest = "";
+                break;
+            };
+            let inner = &after[..end];
+            let (name, default) = match inner.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (inner, None),
+            };
+            match env(name).filter(|v| !v.is_empty() || default.is_none()).or(default.map(str::to_owned)) {
+                Some(v) => out.push_str(&v),
+                None => issues.push(Issue {
+                    line: Some(i + 1),
+                    key: String::new(),
+                    message: format!("environment variable {name} is not set (use ${{{name}:-default}} for a default)"),
+                }),
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        out.push_str(comment);
+    }
+    if issues.is_empty() {
+        Ok(out)
+    } else {
+        Err(issues)
+    }
+}
+
+/// Splits a line at a YAML comment (`#` at the start or after white space, outside quotes).
+fn split_comment(line: &str) -> (&str, &str) {
+    let mut quote: Option<char> = None;
+    let mut prev_space = true;
+    for (i, c) in line.char_indices() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '#') if prev_space => return line.split_at(i),
+            _ => {}
+        }
+        prev_space = c.is_whitespace();
+    }
+    (line, "")
+}
+
+/// The file as written, before cross-field checks.
+#[derive(Debug, Deserialize)]
+pub struct RawConfig {
+    pub listen: Option<String>,
+    pub tls: Option<ClientTls>,
+    pub http: Option<String>,
+    pub mode: Option<Mode>,
+    pub database: Option<String>,
+    pub default_target: Option<String>,
+    pub single_target: Option<String>,
+    #[serde(default)]
+    pub targets: serde_yaml::Mapping,
+    #[serde(default)]
+    pub users: Vec<User>,
+    #[serde(default)]
+    pub admin_users: Vec<String>,
+    pub route_cache: Option<RawCache>,
+    /// Extra top-level keys are allowed (SPEC §2).
+    #[serde(flatten)]
+    pub _extra: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// `route_cache:` settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    #[serde(deserialize_with = "size")]
+    pub max_bytes: usize,
+}
+
+/// One target as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub url: String,
+    pub tls: Option<RawServerTls>,
+    #[serde(default)]
+    pub pool: RawPool,
+    #[serde(default)]
+    pub schemas: Vec<String>,
+    #[serde(default)]
+    pub upstream: Upstream,
+}
+
+/// A target's `tls:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServerTls {
+    pub mode: ServerTlsMode,
+    pub ca: Option<std::path::PathBuf>,
+}
+
+/// A target's `pool:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub max: Option<u32>,
+    pub min: Option<u32>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub checkout_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub idle_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub max_lifetime: Option<Duration>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumOrText {
+    Num(u64),
+    Text(String),
+}
+
+/// Parses "500ms", "5s", "10m", "1h" or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    match unit.trim() {
+        "" | "s" => Some(Duration::from_secs(n)),
+        "ms" => Some(Duration::from_millis(n)),
+        "m" | "min" => Some(Duration::from_secs(n * 60)),
+        "h" => Some(Duration::from_secs(n * 3600)),
+        _ => None,
+    }
+}
+
+/// Parses "16MiB", "512KiB", "1GiB", "64kB" or a bare number of bytes.
+pub fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: usize = n.parse().ok()?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "kib" | "k" => 1 << 10,
+        "mb" | "mib" | "m" => 1 << 20,
+        "gb" | "gib" | "g" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    match NumOrText::deserialize(d)? {
+        NumOrText::Num(n) => Ok(Some(Duration::from_secs(n))),
+        NumOrText::Text(t) => parse_duration(&t)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid duration {t:?} (use e.g. 500ms, 5s, 10m, 1h)"))),
+    }
+}
+
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    match NumOrText::deserialize(d)? {
+        NumOrText::Num(n) => Ok(n as usize),
+        NumOrText::Text(t) => {
+            parse_size(&t).ok_or_else(|| serde::de::Error::custom(format!("invalid size {t:?} (use e.g. 16MiB)")))
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! `routing.yaml`: loading (environment expansion, YAML), the model, and validation that reports every problem
+//! with its line (SPEC §2).
+
+mod load;
+mod model;
+mod validate;
+
+use std::path::Path;
+
+pub use load::{parse_duration, parse_size};
+pub use model::*;
+
+/// One problem found in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// 1-based line in the file, when known.
+    pub line: Option<usize>,
+    /// Dotted path of the key, e.g. `targets.data.schemas`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The YAML did not parse or did not match the expected shape.
+    #[error("{file}:{line}:{column}: {message}")]
+    Yaml {
+        /// The file name.
+        file: String,
+        /// 1-based line (0 when unknown).
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// serde_yaml's message.
+        message: String,
+    },
+    /// Environment expansion or validation failed.
+    #[error("{}", render(.file, .issues))]
+    Invalid {
+        /// The file name.
+        file: String,
+        /// Every problem found.
+        issues: Vec<Issue>,
+    },
+}
+
+fn render(file: &str, issues: &[Issue]) -> String {
+    let lines: Vec<String> = issues
+        .iter()
+        .map(|i| {
+            let at = i.line.map(|l| format!("{file}:{l}")).unwrap_or_else(|| file.to_owned());
+            if i.key.is_empty() {
+                format!("{at}: {}", i.message)
+            } else {
+                format!("{at}: {}: {}", i.key, i.message)
+            }
+        })
+        .collect();
+    lines.join("\n")
+}
+
+/// Reads, expands, parses and validates a file. Relative paths in it resolve against the file's folder.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.display().to_string(), source })?;
+    let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let env = |k: &str| std::env::var(k).ok();
+    load_named(&text, base, &env, &path.display().to_string())
+}
+
+/// The testable core of `load_file`: configuration text, the folder relative paths resolve against, and an
+/// environment lookup.
+pub fn load_str(text: &str, base_dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    load_named(text, base_dir, env, "<config>")
+}
+
+fn load_named(text: &str, base_dir: &Path, env: &dyn Fn(&str) -> Option<String>, file: &str) -> Result<Config, ConfigError> {
+    let expanded = load::expand_env(text, env).map_err(|issues| ConfigError::Invalid { file: file.to_owned(), issues })?;
+    let raw: load::RawConfig = serde_yaml::from_str(&expanded).map_err(|e| {
+        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        ConfigError::Yaml { file: file.to_owned(), line, column, message: e.to_string() }
+    })?;
+    let split_env = env("SPLIT_DB_MODE");
+    validate::build(raw, &expanded, base_dir, split_env.as_deref())
+        .map_err(|issues| ConfigError::Invalid { file: file.to_owned(), issues })
+}
+
+#[cfg(test)]
+mod tests;

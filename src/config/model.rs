@@ -1,0 +1,203 @@
+//! The configuration's types: what `routing.yaml` means once loaded (SPEC §2).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address clients connect to.
+    pub listen: String,
+    /// Client-side TLS.
+    pub tls: ClientTls,
+    /// Address of the health and metrics endpoint.
+    pub http: Option<String>,
+    /// Split by schema, or everything to `single_target`.
+    pub mode: Mode,
+    /// The logical database name clients connect to.
+    pub database: String,
+    /// Where statements that touch no routed schema go.
+    pub default_target: String,
+    /// Where everything goes in single mode.
+    pub single_target: String,
+    /// The real databases, in file order.
+    pub targets: Vec<Target>,
+    /// Who may connect to pgsplit.
+    pub users: Vec<User>,
+    /// Users allowed on the admin console.
+    pub admin_users: Vec<String>,
+    /// Byte budget of the route decision cache.
+    pub route_cache_bytes: usize,
+}
+
+impl Config {
+    /// A target by name.
+    pub fn target(&self, name: &str) -> Option<&Target> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+
+    /// The target that owns a schema.
+    pub fn target_of_schema(&self, schema: &str) -> Option<&str> {
+        self.targets.iter().find(|t| t.schemas.iter().any(|s| s == schema)).map(|t| t.name.as_str())
+    }
+}
+
+/// Routing mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Route by schema.
+    Split,
+    /// Send everything to `single_target` (the rollback).
+    Single,
+}
+
+/// Client TLS settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTls {
+    /// disabled | optional | required.
+    pub mode: ClientTlsMode,
+    /// Server certificate chain (PEM) presented to clients.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+impl Default for ClientTls {
+    fn default() -> Self {
+        ClientTls { mode: ClientTlsMode::Disabled, cert: None, key: None }
+    }
+}
+
+/// Whether clients may or must use TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientTlsMode {
+    /// SSLRequest answered `N`.
+    Disabled,
+    /// TLS when the client asks.
+    Optional,
+    /// Plain connections are refused.
+    Required,
+}
+
+/// A real database.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The target's name (routing, hints, passthrough database name).
+    pub name: String,
+    /// Where and as whom to connect, parsed from the URL.
+    pub server: ServerAddr,
+    /// TLS towards the server.
+    pub tls: ServerTls,
+    /// Pool sizes and timeouts.
+    pub pool: PoolConfig,
+    /// Schemas this target owns.
+    pub schemas: Vec<String>,
+    /// Whether the address is itself a transaction pooler (PgBouncer).
+    pub upstream: Upstream,
+}
+
+/// Host, port and login from a target's URL.
+#[derive(Clone)]
+pub struct ServerAddr {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Login role.
+    pub user: String,
+    /// Password (never printed).
+    pub password: Option<String>,
+    /// Database.
+    pub dbname: String,
+}
+
+impl std::fmt::Debug for ServerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}:{}/{}", self.user, self.host, self.port, self.dbname)
+    }
+}
+
+/// TLS towards a server.
+#[derive(Debug, Clone, Default)]
+pub struct ServerTls {
+    /// disable | require | verify-ca | verify-full.
+    pub mode: ServerTlsMode,
+    /// CA certificates (PEM) to verify the server with.
+    pub ca: Option<PathBuf>,
+}
+
+/// libpq's sslmode values pgsplit supports towards servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerTlsMode {
+    /// Plain TCP.
+    #[default]
+    Disable,
+    /// TLS without verification.
+    Require,
+    /// TLS, chain verified.
+    VerifyCa,
+    /// TLS, chain and host name verified.
+    VerifyFull,
+}
+
+/// Pool settings of a target.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Most server connections.
+    pub max: u32,
+    /// Idle connections kept.
+    pub min: u32,
+    /// How long a client waits for a connection.
+    pub checkout_timeout: Duration,
+    /// Idle connections above `min` close after this.
+    pub idle_timeout: Option<Duration>,
+    /// Connections are replaced after this age.
+    pub max_lifetime: Option<Duration>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max: 20,
+            min: 0,
+            checkout_timeout: Duration::from_secs(5),
+            idle_timeout: Some(Duration::from_secs(600)),
+            max_lifetime: None,
+        }
+    }
+}
+
+/// What sits at a target's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Upstream {
+    /// PostgreSQL itself.
+    #[default]
+    Direct,
+    /// A pooler in transaction mode: no session state may survive a transaction.
+    TransactionPooler,
+}
+
+/// A client user.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// Login name.
+    pub name: String,
+    /// Plaintext password or a `SCRAM-SHA-256$...` verifier.
+    pub password: String,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "User({})", self.name)
+    }
+}

@@ -1,0 +1,165 @@
+//! Configuration loading tests: the seed, environment expansion, YAML errors and every validation rule, with lines.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+    move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())
+}
+
+const SEED_ENV: &[(&str, &str)] = &[
+    ("PRIMARY_DATABASE_URL", "postgresql://handled_user:p%40ss@db.example.com:25060/handled_primary?sslmode=require"),
+    ("DATA_DATABASE_URL", "postgresql://handled_user:pw@localhost/handled_data"),
+    ("APP_PASSWORD", "s3cret"),
+];
+
+fn load(text: &str, env: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    load_str(text, Path::new("/etc/pgsplit"), &move |k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+}
+
+fn issues(text: &str) -> Vec<Issue> {
+    match load(text, SEED_ENV) {
+        Err(ConfigError::Invalid { issues, .. }) => issues,
+        other => panic!("expected validation issues, got {other:?}"),
+    }
+}
+
+const SEED: &str = include_str!("../../routing.yaml");
+
+#[test]
+fn seed_loads_with_its_environment() {
+    let c = load(SEED, SEED_ENV).unwrap();
+    assert_eq!(c.listen, "127.0.0.1:6432");
+    assert_eq!(c.mode, Mode::Split);
+    assert_eq!(c.default_target, "primary");
+    let p = c.target("primary").unwrap();
+    assert_eq!((p.server.host.as_str(), p.server.port, p.server.dbname.as_str()), ("db.example.com", 25060, "handled_primary"));
+    assert_eq!(p.server.password.as_deref(), Some("p@ss"));
+    assert_eq!(p.tls.mode, ServerTlsMode::VerifyFull, "explicit tls: wins over the URL's sslmode");
+    assert_eq!(p.tls.ca.as_deref(), Some(Path::new("/etc/pgsplit/certs/ca.crt")));
+    assert_eq!(
+        (p.pool.max, p.pool.checkout_timeout, p.pool.idle_timeout),
+        (15, Duration::from_secs(5), Some(Duration::from_secs(600)))
+    );
+    let d = c.target("data").unwrap();
+    assert_eq!((d.pool.max, d.server.port), (100, 5432));
+    assert_eq!(c.target_of_schema("reference"), Some("data"));
+    assert_eq!(c.route_cache_bytes, 16 << 20);
+    assert_eq!(c.users.len(), 2);
+}
+
+#[test]
+fn missing_environment_variables_are_all_reported_with_lines() {
+    let err = load(SEED, &[("APP_PASSWORD", "x")]).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("<config>:16: environment variable PRIMARY_DATABASE_URL is not set"), "{text}");
+    assert!(text.contains("<config>:21: environment variable DATA_DATABASE_URL is not set"), "{text}");
+}
+
+#[test]
+fn expansion_uses_defaults_and_skips_comments() {
+    let env = env_of(&[("SET", "v")]);
+    let out = load::expand_env("a: ${SET}\nb: ${UNSET:-d}\n# c: ${ALSO_UNSET}\nd: x # ${NOPE}\n", &env).unwrap();
+    assert_eq!(out, "a: v\nb: d\n# c: ${ALSO_UNSET}\nd: x # ${NOPE}\n");
+    let err = load::expand_env("a: 1\nb: ${OPEN\n", &env).unwrap_err();
+    assert_eq!(err[0].line, Some(2));
+}
+
+#[test]
+fn yaml_syntax_errors_carry_line_and_column() {
+    let err = load("listen: 127.0.0.1:6432\ntargets:\n  primary: [\n", SEED_ENV).unwrap_err();
+    match err {
+        ConfigError::Yaml { line, .. } => assert!(line >= 3, "line {line}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn schema_owned_by_two_targets_names_both_with_the_line() {
+    let text = SEED.replace("schemas: [workspace, reference]", "schemas: [workspace, customer]");
+    let found = issues(&text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].line, Some(23));
+    assert_eq!(found[0].key, "targets.data.schemas");
+    assert!(found[0].message.contains("\"customer\"") && found[0].message.contains("\"primary\""));
+}
+
+#[test]
+fn unknown_default_and_single_targets_are_reported() {
+    let text = SEED
+        .replace("default_target: primary", "default_target: nowhere")
+        .replace("single_target: primary", "single_target: old");
+    let found = issues(&text);
+    let keys: Vec<(&str, Option<usize>)> = found.iter().map(|i| (i.key.as_str(), i.line)).collect();
+    assert_eq!(keys, vec![("default_target", Some(11)), ("single_target", Some(12))]);
+}
+
+#[test]
+fn bad_urls_are_reported_without_their_password() {
+    let text = SEED.replace("url: ${DATA_DATABASE_URL}", "url: mysql://u:hunter2@h/db");
+    let found = issues(&text);
+    assert_eq!(found[0].key, "targets.data.url");
+    assert_eq!(found[0].line, Some(21));
+    assert!(!found[0].message.contains("hunter2"));
+    let text = SEED.replace("url: ${DATA_DATABASE_URL}", "url: not a url");
+    assert_eq!(issues(&text)[0].key, "targets.data.url");
+}
+
+#[test]
+fn pool_and_tls_rules() {
+    let text = SEED.replace("pool: { max: 100,", "pool: { max: 0,");
+    assert_eq!(issues(&text)[0].key, "targets.data.pool.max");
+    assert_eq!(issues(&text)[0].line, Some(22));
+    let text = SEED.replace("tls: { mode: disabled }", "tls: { mode: required }");
+    assert_eq!(issues(&text)[0].key, "tls");
+    let text = SEED.replace(", ca: \"${PRIMARY_CA:-certs/ca.crt}\"", "");
+    assert_eq!(issues(&text)[0].key, "targets.primary.tls");
+    let text = SEED.replace("pool: { max: 100,", "pool: { maxx: 100,");
+    assert!(issues(&text)[0].message.contains("maxx"));
+}
+
+#[test]
+fn url_sslmode_applies_when_tls_is_absent() {
+    let text = SEED.replace(
+        "    tls: { mode: verify-full, ca: \"${PRIMARY_CA:-certs/ca.crt}\" }   # disable | require | verify-ca | verify-full\n",
+        "",
+    );
+    let c = load(&text, SEED_ENV).unwrap();
+    assert_eq!(c.target("primary").unwrap().tls.mode, ServerTlsMode::Require);
+    assert_eq!(c.target("data").unwrap().tls.mode, ServerTlsMode::Disable);
+}
+
+#[test]
+fn split_db_mode_false_forces_single() {
+    let mut env = SEED_ENV.to_vec();
+    env.push(("SPLIT_DB_MODE", "false"));
+    assert_eq!(load(SEED, &env).unwrap().mode, Mode::Single);
+    let single = SEED.replace("mode: split ", "mode: single");
+    let mut env = SEED_ENV.to_vec();
+    env.push(("SPLIT_DB_MODE", "true"));
+    assert_eq!(load(&single, &env).unwrap().mode, Mode::Split);
+    assert_eq!(load(&single, SEED_ENV).unwrap().mode, Mode::Single);
+}
+
+#[test]
+fn durations_and_sizes_parse() {
+    assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+    assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
+    assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+    assert_eq!(parse_duration("5 parsecs"), None);
+    assert_eq!(parse_size("16MiB"), Some(16 << 20));
+    assert_eq!(parse_size("512KiB"), Some(512 << 10));
+    assert_eq!(parse_size("lots"), None);
+}
+
+#[test]
+fn line_of_follows_indentation_and_flow_mappings() {
+    let text = "a:\n  b:\n    c: 1\n  d: { e: 2 }\nf: 3\n";
+    assert_eq!(validate::line_of(text, &["a", "b", "c"]), Some(3));
+    assert_eq!(validate::line_of(text, &["a", "d", "e"]), Some(4));
+    assert_eq!(validate::line_of(text, &["f"]), Some(5));
+    assert_eq!(validate::line_of(text, &["a", "zzz"]), Some(1));
+}

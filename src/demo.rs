@@ -1,0 +1,125 @@
+//! `pgsplit demo`: two throwaway clusters (PRIMARY with TLS and SCRAM, DATA plain with md5), sample schemas, and
+//! pgsplit in front of them, until Ctrl-C.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::distr::{Alphanumeric, SampleString};
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::{Cluster, ClusterSpec, ServerAuth};
+
+/// The role pgsplit logs in to both clusters as.
+const SERVER_ROLE: &str = "pgsplit";
+/// The demo application user clients log in to pgsplit as.
+const APP_USER: &str = "app";
+
+/// PRIMARY's sample schema: logins and customers.
+const PRIMARY_SQL: &str = "
+create schema config authorization pgsplit;
+create schema customer authorization pgsplit;
+set role pgsplit;
+create table config.users (id serial primary key, email text not null unique, name text not null);
+create table config.sessions (token text primary key, user_id int not null references config.users, expires_at timestamptz not null);
+create table customer.accounts (id serial primary key, name text not null, plan text not null default 'basic');
+insert into config.users (email, name) values ('ada@example.com', 'Ada'), ('linus@example.com', 'Linus');
+insert into customer.accounts (name, plan) values ('Acme', 'pro'), ('Globex', 'basic');
+";
+
+/// DATA's sample schema: imports and reference data.
+const DATA_SQL: &str = "
+create schema workspace authorization pgsplit;
+create schema reference authorization pgsplit;
+set role pgsplit;
+create table workspace.imports (id serial primary key, file_name text not null, row_count int not null, created_at timestamptz not null default now());
+create table reference.countries (code text primary key, name text not null);
+insert into workspace.imports (file_name, row_count) values ('orders-2024-12.csv', 1200), ('returns.csv', 87);
+insert into reference.countries values ('DE', 'Germany'), ('FR', 'France'), ('JP', 'Japan');
+";
+
+/// Creates the clusters and the sample data, writes `DIR/routing.yaml`, runs pgsplit on `port` until Ctrl-C.
+pub async fn run(dir: &Path, port: u16) -> Result<(), String> {
+    let (primary, data, app_password) = set_up(dir).await.map_err(|e| e.to_string())?;
+    let yaml = config_yaml(dir, &primary, &data, port, &app_password);
+    let config_path = dir.join("routing.yaml");
+    std::fs::write(&config_path, yaml).map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let config = crate::config::load_file(&config_path).map_err(|e| e.to_string())?;
+    let app = Arc::new(crate::App::build(config).map_err(|e| e.to_string())?);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
+    let dsn = format!("postgresql://{APP_USER}:{app_password}@127.0.0.1:{port}/handled");
+    println!(
+        "\npgsplit demo is running.\n\n  DSN:     {dsn}\n  config:  {}\n  PRIMARY: 127.0.0.1:{} (TLS, SCRAM; schemas config, customer)\n  DATA:    127.0.0.1:{} (plain, md5; schemas workspace, reference)\n\nTry:\n  psql '{dsn}'\n    select * from config.users;                      -- runs on PRIMARY\n    select * from workspace.imports;                 -- runs on DATA\n    select inet_server_port();                       -- no routed schema: default target (PRIMARY)\n    select * from config.users u join workspace.imports i on true;  -- refused: 0A000\n\nCtrl-C stops pgsplit and removes both clusters.\n",
+        config_path.display(),
+        primary.port(),
+        data.port()
+    );
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+    });
+    crate::run(listener, app, shutdown, Duration::from_secs(5)).await;
+    println!("stopping clusters");
+    drop(primary);
+    drop(data);
+    Ok(())
+}
+
+/// Both clusters with roles, databases and sample data; returns them and the app user's password.
+pub async fn set_up(dir: &Path) -> Result<(Cluster, Cluster, String), crate::cluster::ClusterError> {
+    std::fs::create_dir_all(dir).map_err(|e| crate::cluster::ClusterError::Io(dir.display().to_string(), e))?;
+    let password = || Alphanumeric.sample_string(&mut rand::rng(), 16);
+    let server_password = password();
+    let primary = Cluster::create(
+        dir,
+        ClusterSpec { name: "primary".into(), tls: true, auth: ServerAuth::Scram, superuser_password: password() },
+    )
+    .await?;
+    let data = Cluster::create(
+        dir,
+        ClusterSpec { name: "data".into(), tls: false, auth: ServerAuth::Md5, superuser_password: password() },
+    )
+    .await?;
+    for (cluster, db, sql) in [(&primary, "handled_primary", PRIMARY_SQL), (&data, "handled_data", DATA_SQL)] {
+        cluster.create_role(SERVER_ROLE, &server_password).await?;
+        cluster.create_database(db, SERVER_ROLE).await?;
+        cluster.psql(db, sql).await?;
+    }
+    std::fs::write(dir.join("server-password"), &server_password)
+        .map_err(|e| crate::cluster::ClusterError::Io(dir.display().to_string(), e))?;
+    Ok((primary, data, password()))
+}
+
+fn config_yaml(dir: &Path, primary: &Cluster, data: &Cluster, port: u16, app_password: &str) -> String {
+    let server_password = std::fs::read_to_string(dir.join("server-password")).unwrap_or_default();
+    let ca = primary.ca_cert().map(|p| p.display().to_string()).unwrap_or_default();
+    format!(
+        "# Written by `pgsplit demo`; the clusters it names are removed when the demo stops.
+listen: 127.0.0.1:{port}
+tls: {{ mode: disabled }}
+mode: split
+database: handled
+default_target: primary
+single_target: primary
+targets:
+  primary:
+    url: postgresql://{SERVER_ROLE}:{server_password}@localhost:{pport}/handled_primary
+    tls: {{ mode: verify-full, ca: \"{ca}\" }}
+    pool: {{ max: 15, min: 0, checkout_timeout: 5s, idle_timeout: 10m }}
+    schemas: [config, customer]
+  data:
+    url: postgresql://{SERVER_ROLE}:{server_password}@127.0.0.1:{dport}/handled_data
+    pool: {{ max: 100 }}
+    schemas: [workspace, reference]
+users:
+  - {{ name: {APP_USER}, password: \"{app_password}\" }}
+admin_users: []
+",
+        pport = primary.port(),
+        dport = data.port(),
+    )
+}

@@ -1,0 +1,87 @@
+//! The client's socket with its read and write buffers, read one whole message at a time.
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::protocol::encode::{self, PgError};
+use crate::protocol::framing::{self, Frame};
+use crate::stream::Stream;
+
+use super::SessionError;
+
+/// Buffers above this are released when the client goes idle, so 1,000 idle clients stay small.
+const IDLE_BUFFER_KEEP: usize = 16 * 1024;
+
+/// A connected client.
+pub struct Client {
+    /// The socket (plain or TLS).
+    pub stream: Stream,
+    /// Bytes read and not yet framed.
+    pub rbuf: BytesMut,
+    /// Messages pgsplit builds itself, flushed once per reply.
+    pub wbuf: BytesMut,
+}
+
+impl Client {
+    /// Wraps a socket, keeping bytes already read during startup.
+    pub fn new(stream: Stream, rbuf: BytesMut) -> Client {
+        Client { stream, rbuf, wbuf: BytesMut::with_capacity(512) }
+    }
+
+    /// The next whole message; `Ok(None)` when the client closed the connection between messages.
+    pub async fn read_frame(&mut self) -> Result<Option<Frame>, SessionError> {
+        loop {
+            if let Some(f) = framing::next_frontend(&mut self.rbuf)? {
+                return Ok(Some(f));
+            }
+            if self.rbuf.is_empty() && self.rbuf.capacity() > IDLE_BUFFER_KEEP {
+                self.rbuf = BytesMut::new();
+            }
+            if self.fill().await? == 0 {
+                return if self.rbuf.is_empty() { Ok(None) } else { Err(SessionError::ClientGone) };
+            }
+        }
+    }
+
+    /// Reads more bytes; returns how many (0 at end of stream).
+    pub async fn fill(&mut self) -> Result<usize, SessionError> {
+        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+            self.rbuf.reserve(8192);
+        }
+        Ok(self.stream.read_buf(&mut self.rbuf).await?)
+    }
+
+    /// Writes pgsplit's own pending messages.
+    pub async fn flush(&mut self) -> Result<(), SessionError> {
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes relayed bytes directly (no copy into `wbuf`).
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
+        self.flush().await?;
+        Ok(self.stream.write_all(bytes).await?)
+    }
+
+    /// Queues an ErrorResponse followed by ReadyForQuery with `status`.
+    pub fn error_ready(&mut self, err: &PgError, status: u8) {
+        err.encode(&mut self.wbuf);
+        encode::ready_for_query(&mut self.wbuf, status);
+    }
+
+    /// Queues CommandComplete with `tag` followed by ReadyForQuery with `status`.
+    pub fn complete_ready(&mut self, tag: &str, status: u8) {
+        encode::command_complete(&mut self.wbuf, tag);
+        encode::ready_for_query(&mut self.wbuf, status);
+    }
+
+    /// Sends a FATAL error and ends the conversation (best effort: the client may already be gone).
+    pub async fn fatal(&mut self, err: &PgError) {
+        err.encode(&mut self.wbuf);
+        let _ = self.flush().await;
+        let _ = self.stream.shutdown().await;
+    }
+}

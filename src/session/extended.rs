@@ -1,0 +1,189 @@
+//! Extended-query batches: messages are held until Sync (or Flush), routed as one unit, and sent in one write.
+//!
+//! Named prepared statements pin the session to the server connection they were prepared on (per target); the
+//! unnamed statement and portals live only within a batch's transaction.
+
+use bytes::BytesMut;
+
+use crate::protocol::encode::PgError;
+use crate::protocol::{codes, decode, Frame};
+use crate::router::TargetId;
+
+use super::state::{Session, Tx};
+use super::SessionError;
+
+impl Session {
+    /// Sync: route the batch and run it, relaying until ReadyForQuery.
+    pub(super) async fn sync(&mut self, sync: Frame) -> Result<(), SessionError> {
+        self.batch.push(sync);
+        let target = match self.batch_target() {
+            Ok(Some(t)) => t,
+            Ok(None) => match &self.tx {
+                Tx::Bound { target, .. } => *target,
+                _ => {
+                    // Nothing to run (a bare Sync, or Close of unknown names): answer as the server would.
+                    self.answer_locally();
+                    return Ok(());
+                }
+            },
+            Err(e) => {
+                self.batch.clear();
+                self.refuse(e);
+                return Ok(());
+            }
+        };
+        let payload = self.take_batch();
+        self.run_on(target, &payload).await
+    }
+
+    /// Flush without Sync: the client wants answers before it syncs. The batch so far is routed and sent with the
+    /// Flush; responses are relayed until the client sends more. The connection stays bound (no ReadyForQuery yet).
+    pub(super) async fn flush_batch(&mut self, flush: Frame) -> Result<(), SessionError> {
+        if self.batch.is_empty() && !matches!(self.tx, Tx::Bound { .. }) {
+            return Ok(());
+        }
+        self.batch.push(flush);
+        let target = match self.batch_target() {
+            Ok(Some(t)) => t,
+            Ok(None) => match &self.tx {
+                Tx::Bound { target, .. } => *target,
+                _ => self.app.table().default_target,
+            },
+            Err(e) => {
+                self.batch.clear();
+                self.refuse(e);
+                return Ok(());
+            }
+        };
+        let payload = self.take_batch();
+        let mut conn = match std::mem::replace(&mut self.tx, Tx::Idle) {
+            Tx::Bound { conn, .. } => conn,
+            other => {
+                self.tx = other;
+                match self.acquire(target).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.refuse(e);
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        // Until a Sync's ReadyForQuery the connection is mid-exchange: never idle, never reusable.
+        conn.status = crate::protocol::STATUS_IN_TX;
+        let sent = conn.send(&payload).await;
+        let relayed = match sent {
+            Ok(()) => super::relay::until_client_speaks(&mut self.client, &mut conn).await,
+            Err(e) => Err(super::relay::RelayError::Server(e)),
+        };
+        match relayed {
+            Ok(()) => {
+                self.tx = Tx::Bound { target, conn };
+                Ok(())
+            }
+            Err(super::relay::RelayError::Client(e)) => Err(e),
+            Err(super::relay::RelayError::Server(e)) => {
+                conn.broken = true;
+                self.release(target, conn);
+                let name = self.app.backend(target).name().to_owned();
+                let err = PgError::error(codes::CONNECTION_FAILURE, format!("connection to target \"{name}\" lost: {e}"));
+                self.client.error_ready(&err, crate::protocol::STATUS_IDLE);
+                Ok(())
+            }
+        }
+    }
+
+    /// The target every statement of the batch agrees on; `None` when the batch names no statement.
+    fn batch_target(&mut self) -> Result<Option<TargetId>, PgError> {
+        let mut target: Option<TargetId> = None;
+        let mut pin = None;
+        let batch = std::mem::take(&mut self.batch);
+        let mut result = Ok(());
+        for f in &batch {
+            let t = match f.tag {
+                b'P' => {
+                    let p = decode::parse(f.body()).map_err(bad_message)?;
+                    let analysis = self.app.analysis(p.sql);
+                    let t = self.route(analysis.as_deref())?;
+                    if p.name.is_empty() {
+                        self.unnamed = Some(t);
+                    } else {
+                        self.statements.insert(p.name.to_owned(), t);
+                        pin = Some(t);
+                    }
+                    Some(t)
+                }
+                b'B' => {
+                    let (_, stmt) = decode::bind_names(f.body()).map_err(bad_message)?;
+                    self.statement_target(stmt)
+                }
+                b'D' => {
+                    let (kind, name) = decode::describe_or_close(f.body()).map_err(bad_message)?;
+                    if kind == b'S' {
+                        self.statement_target(name)
+                    } else {
+                        None
+                    }
+                }
+                b'C' => {
+                    let (kind, name) = decode::describe_or_close(f.body()).map_err(bad_message)?;
+                    if kind == b'S' {
+                        self.statement_target(name)
+                    } else {
+                        None
+                    }
+                }
+                _ => None,
+            };
+            if let (Some(a), Some(b)) = (target, t) {
+                if a != b {
+                    let names = self.app.table();
+                    result = Err(PgError::error(
+                        codes::FEATURE_NOT_SUPPORTED,
+                        format!("extended-protocol batch mixes targets \"{}\" and \"{}\"", names.name(a), names.name(b)),
+                    ));
+                    break;
+                }
+            }
+            target = target.or(t);
+        }
+        self.batch = batch;
+        result?;
+        if let Some(t) = pin {
+            self.pin(t);
+        }
+        Ok(target)
+    }
+
+    fn statement_target(&self, name: &str) -> Option<TargetId> {
+        if name.is_empty() {
+            self.unnamed
+        } else {
+            self.statements.get(name).copied()
+        }
+    }
+
+    fn take_batch(&mut self) -> BytesMut {
+        let len = self.batch.iter().map(|f| f.bytes.len()).sum();
+        let mut out = BytesMut::with_capacity(len);
+        for f in self.batch.drain(..) {
+            out.extend_from_slice(&f.bytes);
+        }
+        out
+    }
+
+    /// Answers a batch that needs no server: CloseComplete for Closes, then ReadyForQuery.
+    fn answer_locally(&mut self) {
+        for f in std::mem::take(&mut self.batch) {
+            if f.tag == b'C' {
+                crate::protocol::encode::tag_only(&mut self.client.wbuf, b'3');
+            }
+        }
+        let status = self.tx.status();
+        crate::protocol::encode::ready_for_query(&mut self.client.wbuf, status);
+    }
+}
+
+fn bad_message(e: decode::DecodeError) -> PgError {
+    PgError::error(codes::PROTOCOL_VIOLATION, format!("invalid extended-protocol message: {e}"))
+}

@@ -1,0 +1,71 @@
+//! One client session: startup and authentication, then a loop over the client's messages, driven by the transaction
+//! state machine in `state`.
+//!
+//! Transitions (see `Tx`): `Idle` → (BEGIN) → `Deferred` → (first statement with a target) → `Bound`;
+//! `Idle` → (statement) → `Bound` if the server stays in a transaction, else back to `Idle`;
+//! `Bound`/`Deferred` → (statement for another target) → `Failed`; `Failed` → (COMMIT/ROLLBACK) → `Idle`.
+//! A server connection is held only in `Bound` (and `Failed` if one was bound), and returns to its pool at
+//! ReadyForQuery idle.
+
+mod client;
+mod extended;
+mod query;
+mod relay;
+mod startup;
+mod state;
+
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+
+use crate::app::App;
+use crate::protocol::codes;
+use crate::protocol::encode::PgError;
+use crate::protocol::framing::FrameError;
+
+pub use state::Tx;
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The client closed the connection mid-message or mid-exchange.
+    #[error("client disconnected")]
+    ClientGone,
+    /// A socket error on the client side.
+    #[error("client I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The client broke the protocol; it is told why (FATAL) and disconnected.
+    #[error("{0}")]
+    Fatal(PgError),
+}
+
+impl From<FrameError> for SessionError {
+    fn from(e: FrameError) -> Self {
+        SessionError::Fatal(PgError::fatal(codes::PROTOCOL_VIOLATION, e.to_string()))
+    }
+}
+
+/// Serves one client connection to its end. Errors end only this session.
+pub async fn serve(tcp: TcpStream, app: Arc<App>) {
+    let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let _ = tcp.set_nodelay(true);
+    let mut session = match startup::startup(tcp, &app).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "client refused at startup");
+            return;
+        }
+    };
+    tracing::info!(%peer, user = %session.user, "client connected");
+    match session.run().await {
+        Ok(()) | Err(SessionError::ClientGone) => tracing::info!(%peer, "client disconnected"),
+        Err(SessionError::Fatal(e)) => {
+            tracing::info!(%peer, error = %e, "client disconnected: protocol error");
+            session.client.fatal(&e).await;
+        }
+        Err(e) => tracing::info!(%peer, error = %e, "client disconnected"),
+    }
+}
+
+pub use state::Session;

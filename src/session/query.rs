@@ -1,0 +1,158 @@
+//! Simple-query messages: local answers for transaction control and hints, routing, and the transaction rules of §4.
+
+use crate::protocol::encode::{self, PgError};
+use crate::protocol::{codes, decode, Frame, STATUS_FAILED, STATUS_IDLE, STATUS_IN_TX};
+use crate::router::{Command, RouteError, TargetId};
+
+use super::state::{Session, Tx};
+use super::SessionError;
+
+impl Session {
+    /// Handles a Query message.
+    pub(super) async fn simple_query(&mut self, frame: Frame) -> Result<(), SessionError> {
+        let sql = decode::query(frame.body())
+            .map_err(|e| SessionError::Fatal(PgError::fatal(codes::PROTOCOL_VIOLATION, format!("invalid Query message: {e}"))))?;
+        let analysis = self.app.analysis(sql);
+        if let Some(a) = &analysis {
+            if self.local_command(&a.command, &frame) {
+                return Ok(());
+            }
+        }
+        let target = match self.route(analysis.as_deref()) {
+            Ok(t) => t,
+            Err(e) => {
+                self.refuse(e);
+                return Ok(());
+            }
+        };
+        self.run_on(target, &frame.bytes).await
+    }
+
+    /// Answers what pgsplit handles itself; returns true when the statement was answered.
+    fn local_command(&mut self, command: &Command, frame: &Frame) -> bool {
+        match (command, &self.tx) {
+            (Command::Begin, Tx::Idle) => {
+                self.tx = Tx::Deferred { begin: frame.bytes.clone() };
+                self.client.complete_ready("BEGIN", STATUS_IN_TX);
+            }
+            (Command::Begin, Tx::Deferred { .. }) => {
+                notice_already_in_transaction(&mut self.client.wbuf);
+                self.client.complete_ready("BEGIN", STATUS_IN_TX);
+            }
+            (Command::Commit | Command::Rollback, Tx::Deferred { .. }) => {
+                let tag = if *command == Command::Commit { "COMMIT" } else { "ROLLBACK" };
+                self.tx = Tx::Idle;
+                self.client.complete_ready(tag, STATUS_IDLE);
+            }
+            (Command::Commit | Command::Rollback, Tx::Failed { .. }) => {
+                // PostgreSQL answers COMMIT of a failed transaction with ROLLBACK. The bound connection (if any) is
+                // rolled back by returning it dirty: has_broken discards it rather than trust its state.
+                self.tx = Tx::Idle;
+                self.client.complete_ready("ROLLBACK", STATUS_IDLE);
+            }
+            (_, Tx::Failed { .. }) => {
+                let e = PgError::error(
+                    codes::IN_FAILED_TRANSACTION,
+                    "current transaction is aborted, commands ignored until end of transaction block",
+                );
+                self.client.error_ready(&e, STATUS_FAILED);
+            }
+            (Command::SetTarget(name), _) => match self.app.table().target_id(name) {
+                Some(t) => {
+                    self.target_hint = Some(t);
+                    let status = self.tx.status();
+                    self.client.complete_ready("SET", status);
+                }
+                None => self.refuse(route_error(RouteError::UnknownTarget(name.clone()))),
+            },
+            (Command::ResetTarget, _) => {
+                self.target_hint = None;
+                let status = self.tx.status();
+                self.client.complete_ready("RESET", status);
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// The target of a statement (analysis `None` in single mode), checked against the bound transaction.
+    pub(super) fn route(&self, analysis: Option<&crate::router::Analysis>) -> Result<TargetId, PgError> {
+        let target = match analysis {
+            None => self.app.single_target(),
+            Some(a) => {
+                let view = crate::router::SessionView { search_path: &self.search_path, target_hint: self.target_hint };
+                crate::router::decide(self.app.table(), a, &view).map_err(route_error)?.target
+            }
+        };
+        if let Tx::Bound { target: bound, .. } = &self.tx {
+            if *bound != target {
+                let t = self.app.table();
+                return Err(PgError::error(
+                    codes::FEATURE_NOT_SUPPORTED,
+                    format!(
+                        "statement for target \"{}\" inside a transaction bound to target \"{}\"",
+                        t.name(target),
+                        t.name(*bound)
+                    ),
+                )
+                .with_hint("a transaction runs on one target; commit it and run this statement in its own transaction"));
+            }
+        }
+        Ok(target)
+    }
+
+    /// Runs an encoded payload on `target`, using the bound connection or taking one (replaying a deferred BEGIN).
+    pub(super) async fn run_on(&mut self, target: TargetId, payload: &[u8]) -> Result<(), SessionError> {
+        let (conn, begin) = match std::mem::replace(&mut self.tx, Tx::Idle) {
+            Tx::Bound { conn, .. } => (conn, None),
+            Tx::Deferred { begin } => match self.acquire(target).await {
+                Ok(c) => (c, Some(begin)),
+                Err(e) => {
+                    self.tx = Tx::Deferred { begin };
+                    self.refuse(e);
+                    return Ok(());
+                }
+            },
+            other => {
+                self.tx = other;
+                match self.acquire(target).await {
+                    Ok(c) => (c, None),
+                    Err(e) => {
+                        let status = self.tx.status();
+                        self.client.error_ready(&e, status);
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        self.execute(target, conn, begin, payload).await
+    }
+}
+
+/// The client-facing error for a routing refusal.
+pub(super) fn route_error(e: RouteError) -> PgError {
+    match &e {
+        RouteError::CrossTarget { relations } => {
+            let detail = relations.iter().map(|(r, t)| format!("{r} is on target \"{t}\"")).collect::<Vec<_>>().join("; ");
+            PgError::error(codes::FEATURE_NOT_SUPPORTED, e.to_string())
+                .with_detail(detail)
+                .with_hint("split the statement so that each part touches one target")
+        }
+        RouteError::UnknownTarget(_) => PgError::error(codes::INVALID_PARAMETER_VALUE, e.to_string()),
+        RouteError::UnparsedWrite => PgError::error(codes::FEATURE_NOT_SUPPORTED, e.to_string())
+            .with_hint("qualify the table with its schema, or add /* pgsplit: target=NAME */ before the statement"),
+    }
+}
+
+fn notice_already_in_transaction(buf: &mut bytes::BytesMut) {
+    encode::message(buf, b'N', |b| {
+        for (code, value) in
+            [(b'S', "WARNING"), (b'V', "WARNING"), (b'C', "25001"), (b'M', "there is already a transaction in progress")]
+        {
+            b.extend_from_slice(&[code]);
+            b.extend_from_slice(value.as_bytes());
+            b.extend_from_slice(&[0]);
+        }
+        b.extend_from_slice(&[0]);
+    });
+}

@@ -1,0 +1,174 @@
+//! The start of a client connection: TLS negotiation, the StartupMessage, SCRAM-SHA-256, and the greeting.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use rand::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::app::{App, ClientTlsMode};
+use crate::auth::ScramExchange;
+use crate::protocol::decode::{self, Startup};
+use crate::protocol::encode::{self, PgError};
+use crate::protocol::{codes, framing};
+use crate::stream::Stream;
+
+use super::client::Client;
+use super::state::Session;
+use super::SessionError;
+
+/// Reads startup packets until a StartupMessage (after an optional TLS upgrade), authenticates, and greets.
+/// `Ok(None)` for connections that end normally during startup (cancel requests, probes).
+pub async fn startup(tcp: TcpStream, app: &Arc<App>) -> Result<Option<Session>, SessionError> {
+    let mut stream = Stream::Plain(tcp);
+    let mut buf = BytesMut::with_capacity(1024);
+    let params = loop {
+        let payload = loop {
+            match framing::next_startup(&mut buf) {
+                Ok(Some(p)) => break p,
+                Ok(None) => {}
+                Err(e) => return Err(refuse(stream, buf, PgError::fatal(codes::PROTOCOL_VIOLATION, e.to_string())).await),
+            }
+            if stream.read_buf(&mut buf).await? == 0 {
+                return Ok(None);
+            }
+        };
+        let packet = match decode::startup(&payload) {
+            Ok(p) => p,
+            Err(e @ decode::DecodeError::Version(..)) => {
+                return Err(refuse(stream, buf, PgError::fatal(codes::FEATURE_NOT_SUPPORTED, e.to_string())).await)
+            }
+            Err(e) => return Err(refuse(stream, buf, PgError::fatal(codes::PROTOCOL_VIOLATION, e.to_string())).await),
+        };
+        match packet {
+            Startup::SslRequest => {
+                // Bytes sent after SSLRequest but before the handshake would be plaintext injection (CVE-2021-23214).
+                if !buf.is_empty() {
+                    let e = PgError::fatal(codes::PROTOCOL_VIOLATION, "data received before TLS handshake");
+                    return Err(refuse(stream, buf, e).await);
+                }
+                stream = match (stream, app.tls()) {
+                    (Stream::Plain(mut tcp), Some(acceptor)) => {
+                        tcp.write_all(b"S").await?;
+                        Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(acceptor.accept(tcp).await?)))
+                    }
+                    (Stream::Plain(mut tcp), None) => {
+                        tcp.write_all(b"N").await?;
+                        Stream::Plain(tcp)
+                    }
+                    (tls @ Stream::Tls(_), _) => {
+                        return Err(refuse(tls, buf, PgError::fatal(codes::PROTOCOL_VIOLATION, "SSLRequest inside TLS")).await);
+                    }
+                };
+            }
+            Startup::GssEncRequest => {
+                stream.write_all(b"N").await?;
+            }
+            Startup::Cancel { pid, secret } => {
+                app.cancel(pid, secret).await;
+                return Ok(None);
+            }
+            Startup::Params(p) => break p,
+        }
+    };
+    if app.tls_mode() == ClientTlsMode::Required && !stream.is_tls() {
+        return Err(
+            refuse(stream, buf, PgError::fatal(codes::INVALID_AUTHORIZATION, "pgsplit requires TLS (sslmode=require)")).await
+        );
+    }
+    let mut client = Client::new(stream, buf);
+    let user = params.get("user").cloned().unwrap_or_default();
+    let database = params.get("database").cloned().unwrap_or_else(|| user.clone());
+    let result = async {
+        if database != app.database() {
+            let e = PgError::fatal(codes::INVALID_CATALOG_NAME, format!("database \"{database}\" does not exist"))
+                .with_hint(format!("pgsplit serves the database \"{}\"", app.database()));
+            return Err(SessionError::Fatal(e));
+        }
+        authenticate(&mut client, app, &user).await?;
+        greet(&mut client, app, &params).await
+    }
+    .await;
+    if let Err(SessionError::Fatal(e)) = &result {
+        client.fatal(e).await;
+    }
+    result?;
+    Ok(Some(Session::new(client, app.clone(), user, &params)))
+}
+
+fn fatal_now(code: &'static str, message: String) -> SessionError {
+    SessionError::Fatal(PgError::fatal(code, message))
+}
+
+async fn refuse(stream: Stream, buf: BytesMut, e: PgError) -> SessionError {
+    let mut client = Client::new(stream, buf);
+    client.fatal(&e).await;
+    SessionError::Fatal(e)
+}
+
+/// SCRAM-SHA-256 against the configured users; unknown users get the same error as wrong passwords.
+async fn authenticate(client: &mut Client, app: &App, user: &str) -> Result<(), SessionError> {
+    let failed = || PgError::fatal(codes::INVALID_PASSWORD, format!("password authentication failed for user \"{user}\""));
+    let users = app.users();
+    encode::auth_sasl(&mut client.wbuf, &["SCRAM-SHA-256"]);
+    client.flush().await?;
+    let first = expect_password_message(client).await?;
+    let (mech, data) = decode::sasl_initial(first.body()).map_err(|e| fatal_now(codes::PROTOCOL_VIOLATION, e.to_string()))?;
+    if mech != "SCRAM-SHA-256" {
+        return Err(fatal_now(codes::PROTOCOL_VIOLATION, format!("unsupported SASL mechanism {mech}")));
+    }
+    // Unknown users run the exchange against a throwaway verifier so timing does not reveal which names exist.
+    let dummy;
+    let verifier = match users.get(user) {
+        Some(v) => v,
+        None => {
+            dummy = crate::auth::Verifier::with_salt("", vec![0; 16], 4096);
+            &dummy
+        }
+    };
+    let (exchange, server_first) = match ScramExchange::start(verifier, data) {
+        Ok(x) => x,
+        Err(e) => return Err(fatal_now(codes::PROTOCOL_VIOLATION, e.to_string())),
+    };
+    encode::auth_sasl_data(&mut client.wbuf, 11, server_first.as_bytes());
+    client.flush().await?;
+    let fin = expect_password_message(client).await?;
+    match exchange.finish(fin.body()) {
+        Ok(server_final) if users.get(user).is_some() => {
+            encode::auth_sasl_data(&mut client.wbuf, 12, server_final.as_bytes());
+            encode::auth_ok(&mut client.wbuf);
+            Ok(())
+        }
+        _ => {
+            tracing::warn!(%user, "client authentication failed");
+            Err(SessionError::Fatal(failed()))
+        }
+    }
+}
+
+async fn expect_password_message(client: &mut Client) -> Result<crate::protocol::Frame, SessionError> {
+    match client.read_frame().await? {
+        Some(f) if f.tag == b'p' => Ok(f),
+        Some(f) => Err(fatal_now(codes::PROTOCOL_VIOLATION, format!("expected password message, got {:?}", f.tag as char))),
+        None => Err(SessionError::ClientGone),
+    }
+}
+
+/// ParameterStatus as the default target reports it (with the client's own application_name), BackendKeyData, ReadyForQuery.
+async fn greet(client: &mut Client, app: &App, startup: &BTreeMap<String, String>) -> Result<(), SessionError> {
+    let mut params = app.server_params().await;
+    if let Some(name) = startup.get("application_name") {
+        params.retain(|(k, _)| k != "application_name");
+        params.push(("application_name".into(), name.clone()));
+    }
+    for (k, v) in &params {
+        encode::parameter_status(&mut client.wbuf, k, v);
+    }
+    let pid = rand::rng().random_range(1..i32::MAX);
+    let secret = rand::rng().random::<i32>();
+    encode::backend_key_data(&mut client.wbuf, pid, secret);
+    encode::ready_for_query(&mut client.wbuf, b'I');
+    client.flush().await
+}

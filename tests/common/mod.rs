@@ -1,0 +1,158 @@
+//! The integration-test harness: two real PostgreSQL clusters per test binary (PRIMARY: TLS-only, SCRAM; DATA:
+//! plain, md5), created with initdb on free loopback ports and removed when the binary exits, and a pgsplit
+//! instance per test on a free port.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use pgsplit::cluster::Cluster;
+use tokio_util::sync::CancellationToken;
+
+/// The clusters shared by every test in a binary.
+pub struct Clusters {
+    /// PRIMARY: config, customer.
+    pub primary: Cluster,
+    /// DATA: workspace, reference.
+    pub data: Cluster,
+    /// Password of the `pgsplit` role on both.
+    pub server_password: String,
+    /// The folder holding both (removed at exit).
+    pub dir: PathBuf,
+}
+
+static CLUSTERS: OnceLock<Clusters> = OnceLock::new();
+static CLEANUP: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+extern "C" fn remove_clusters() {
+    if let Some(c) = CLUSTERS.get() {
+        c.primary.stop_now();
+        c.data.stop_now();
+    }
+    if let Ok(dirs) = CLEANUP.lock() {
+        for d in dirs.iter() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// The shared clusters, created on first use (the demo's own set-up: roles, databases, sample schemas).
+pub fn clusters() -> &'static Clusters {
+    CLUSTERS.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("pgsplit-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create test dir");
+        CLEANUP.lock().expect("cleanup list").push(dir.clone());
+        // SAFETY: registering a plain extern "C" function with atexit has no preconditions.
+        unsafe { libc::atexit(remove_clusters) };
+        // Tests run inside their own runtimes; the clusters are made on a thread of their own.
+        let setup_dir = dir.clone();
+        let (primary, data, _) = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(pgsplit::demo::set_up(&setup_dir))
+        })
+        .join()
+        .expect("cluster set-up thread")
+        .expect("create clusters");
+        let server_password = std::fs::read_to_string(dir.join("server-password")).expect("server password");
+        Clusters { primary, data, server_password, dir }
+    })
+}
+
+/// Password of the `app` user in test configurations.
+pub const APP_PASSWORD: &str = "app-secret";
+
+/// A routing.yaml for the shared clusters; `extra` is appended at the top level.
+pub fn config_yaml(primary_tls: &str, extra: &str) -> String {
+    let c = clusters();
+    let ca = c.primary.ca_cert().map(|p| p.display().to_string()).unwrap_or_default();
+    format!(
+        "listen: 127.0.0.1:0
+database: handled
+default_target: primary
+targets:
+  primary:
+    url: postgresql://pgsplit:{pw}@localhost:{pport}/handled_primary
+    tls: {{ mode: {primary_tls}, ca: \"{ca}\" }}
+    pool: {{ max: 5, checkout_timeout: 3s }}
+    schemas: [config, customer]
+  data:
+    url: postgresql://pgsplit:{pw}@127.0.0.1:{dport}/handled_data
+    pool: {{ max: 10, checkout_timeout: 3s }}
+    schemas: [workspace, reference]
+users:
+  - {{ name: app, password: \"{APP_PASSWORD}\" }}
+admin_users: []
+{extra}",
+        pw = c.server_password,
+        pport = c.primary.port(),
+        dport = c.data.port(),
+    )
+}
+
+/// A running pgsplit; stops when dropped.
+pub struct Proxy {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// The App it serves, for inspecting pools and the cache.
+    pub app: Arc<pgsplit::App>,
+    /// Stops the accept loop.
+    shutdown: CancellationToken,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Proxy {
+    /// Starts pgsplit from configuration text on a free port.
+    pub async fn start(yaml: &str) -> Proxy {
+        let config = pgsplit::config::load_str(yaml, &clusters().dir, &|k| std::env::var(k).ok()).expect("test config loads");
+        let app = Arc::new(pgsplit::App::build(config).expect("app builds"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(pgsplit::run(listener, app.clone(), shutdown.clone(), Duration::from_secs(1)));
+        Proxy { port, app, shutdown }
+    }
+
+    /// The default split configuration.
+    pub async fn split() -> Proxy {
+        Proxy::start(&config_yaml("verify-full", "")).await
+    }
+
+    /// A libpq-style connection string for user `app`.
+    pub fn dsn(&self) -> String {
+        format!("host=127.0.0.1 port={} user=app password={APP_PASSWORD} dbname=handled sslmode=disable", self.port)
+    }
+
+    /// A tokio-postgres client through pgsplit.
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.dsn(), tokio_postgres::NoTls).await.expect("connect through pgsplit");
+        tokio::spawn(conn);
+        client
+    }
+}
+
+/// First column of the first row of a simple query, as text.
+pub async fn scalar(client: &tokio_postgres::Client, sql: &str) -> String {
+    for m in client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")) {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+            return r.get(0).unwrap_or("NULL").to_owned();
+        }
+    }
+    panic!("{sql}: no row")
+}
+
+/// The SQLSTATE of a failed query.
+pub fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_owned()).unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+}
+
+/// Runs SQL directly on a cluster (superuser, unix socket) and returns psql's unaligned output.
+pub async fn direct(cluster: &Cluster, db: &str, sql: &str) -> String {
+    cluster.psql(db, sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")).trim().to_owned()
+}

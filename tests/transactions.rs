@@ -1,0 +1,111 @@
+//! Transactions through pgsplit: deferred BEGIN binds at the first routed statement; another target fails the
+//! transaction as PostgreSQL would; COMMIT/ROLLBACK of an unbound transaction need no server.
+
+mod common;
+
+use common::{clusters, direct, scalar, sqlstate, Proxy};
+
+#[tokio::test]
+async fn begin_binds_to_the_target_of_the_first_routed_statement() {
+    let proxy = Proxy::split().await;
+    let c = proxy.connect().await;
+    c.simple_query("begin").await.unwrap();
+    c.simple_query("insert into workspace.imports (file_name, row_count) values ('tx-bind', 1)").await.unwrap();
+    assert_eq!(scalar(&c, "select current_database()").await, "handled_data", "unrouted statement follows the bound target");
+    c.simple_query("commit").await.unwrap();
+    assert_eq!(
+        direct(&clusters().data, "handled_data", "select count(*) from workspace.imports where file_name = 'tx-bind'").await,
+        "1"
+    );
+}
+
+#[tokio::test]
+async fn statement_for_another_target_fails_the_transaction_until_rollback() {
+    let proxy = Proxy::split().await;
+    let c = proxy.connect().await;
+    c.simple_query("begin").await.unwrap();
+    c.simple_query("insert into customer.accounts (name) values ('tx-fail')").await.unwrap();
+    let err = c.simple_query("select * from workspace.imports").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "0A000");
+    let err = c.simple_query("select 1").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "25P02");
+    let msgs = c.simple_query("commit").await.unwrap();
+    assert!(matches!(msgs.last(), Some(tokio_postgres::SimpleQueryMessage::CommandComplete(_))));
+    assert_eq!(
+        direct(&clusters().primary, "handled_primary", "select count(*) from customer.accounts where name = 'tx-fail'").await,
+        "0"
+    );
+    assert_eq!(scalar(&c, "select 'session goes on'").await, "session goes on");
+}
+
+#[tokio::test]
+async fn commit_and_rollback_of_an_unbound_transaction_are_answered_locally() {
+    let proxy = Proxy::split().await;
+    let c = proxy.connect().await;
+    c.simple_query("begin").await.unwrap();
+    c.simple_query("commit").await.unwrap();
+    c.simple_query("start transaction isolation level repeatable read").await.unwrap();
+    c.simple_query("rollback").await.unwrap();
+    let (open, _) = proxy.app.backend(1).pool_state();
+    assert_eq!(open, 0, "no DATA connection was needed");
+}
+
+#[tokio::test]
+async fn transaction_options_are_replayed_on_the_bound_target() {
+    let proxy = Proxy::split().await;
+    let c = proxy.connect().await;
+    c.simple_query("begin isolation level serializable read only").await.unwrap();
+    assert_eq!(
+        scalar(&c, "select current_setting('transaction_isolation') from reference.countries limit 1").await,
+        "serializable"
+    );
+    let err = c.simple_query("insert into reference.countries values ('XX', 'nowhere')").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "25006", "read only transaction");
+    c.simple_query("rollback").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_connections_are_shared_per_transaction_within_the_pool_bound() {
+    let proxy = Proxy::split().await; // DATA pool max 10
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let c = proxy.connect().await;
+        tasks.push(tokio::spawn(async move {
+            for j in 0..20 {
+                let sql = format!("select count(*) from reference.countries where code <> '{i}-{j}'");
+                c.simple_query(&sql).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (open, _) = proxy.app.backend(1).pool_state();
+    assert!(open <= 10, "{open} DATA connections for 30 clients");
+    let n: u32 = direct(&clusters().data, "handled_data", "select count(*) from pg_stat_activity where usename = 'pgsplit'")
+        .await
+        .parse()
+        .unwrap();
+    assert!(n <= 10, "{n} server connections on DATA");
+}
+
+#[tokio::test]
+async fn abrupt_disconnect_in_a_transaction_releases_its_locks() {
+    let proxy = Proxy::split().await;
+    let c = proxy.connect().await;
+    c.simple_query("insert into workspace.imports (file_name, row_count) values ('lock-me', 1)").await.unwrap();
+    c.simple_query("begin").await.unwrap();
+    c.simple_query("update workspace.imports set row_count = 2 where file_name = 'lock-me'").await.unwrap();
+    drop(c);
+    let other = proxy.connect().await;
+    // With the first transaction still open this update would block past the timeout.
+    let r = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        other.simple_query("update workspace.imports set row_count = 3 where file_name = 'lock-me'").await
+    })
+    .await;
+    assert!(matches!(r, Ok(Ok(_))), "{r:?}");
+    assert_eq!(
+        direct(&clusters().data, "handled_data", "select row_count from workspace.imports where file_name = 'lock-me'").await,
+        "3"
+    );
+}
