@@ -78,11 +78,12 @@ async fn client_tls_optional_accepts_both() {
 
 #[tokio::test]
 async fn client_tls_disabled_answers_sslrequest_with_n() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let proxy = Proxy::split().await;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
-    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
+    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await.unwrap();
     let mut b = [0u8; 1];
-    s.read_exact(&mut b).unwrap();
+    s.read_exact(&mut b).await.unwrap();
     assert_eq!(b[0], b'N');
 }
 

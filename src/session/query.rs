@@ -2,7 +2,7 @@
 
 use crate::protocol::encode::{self, PgError};
 use crate::protocol::{codes, decode, Frame, STATUS_FAILED, STATUS_IDLE, STATUS_IN_TX};
-use crate::router::{Command, RouteError, TargetId};
+use crate::router::{Command, Reason, RouteError, TargetId};
 
 use super::state::{Session, Tx};
 use super::SessionError;
@@ -75,30 +75,33 @@ impl Session {
         true
     }
 
-    /// The target of a statement (analysis `None` in single mode), checked against the bound transaction.
+    /// The target of a statement (analysis `None` in single mode), checked against the bound transaction:
+    /// statements that name no routed schema follow the bound target; explicit ones must match it.
     pub(super) fn route(&self, analysis: Option<&crate::router::Analysis>) -> Result<TargetId, PgError> {
-        let target = match analysis {
-            None => self.app.single_target(),
+        let bound = match &self.tx {
+            Tx::Bound { target, .. } => Some(*target),
+            _ => None,
+        };
+        let (target, explicit) = match analysis {
+            None => (self.app.single_target(), false),
             Some(a) => {
                 let view = crate::router::SessionView { search_path: &self.search_path, target_hint: self.target_hint };
-                crate::router::decide(self.app.table(), a, &view).map_err(route_error)?.target
+                let d = crate::router::decide(self.app.table(), a, &view).map_err(route_error)?;
+                (d.target, !matches!(d.reason, Reason::Default | Reason::SessionHint))
             }
         };
-        if let Tx::Bound { target: bound, .. } = &self.tx {
-            if *bound != target {
+        match bound {
+            Some(b) if b != target && explicit => {
                 let t = self.app.table();
-                return Err(PgError::error(
+                Err(PgError::error(
                     codes::FEATURE_NOT_SUPPORTED,
-                    format!(
-                        "statement for target \"{}\" inside a transaction bound to target \"{}\"",
-                        t.name(target),
-                        t.name(*bound)
-                    ),
+                    format!("statement for target \"{}\" inside a transaction bound to target \"{}\"", t.name(target), t.name(b)),
                 )
-                .with_hint("a transaction runs on one target; commit it and run this statement in its own transaction"));
+                .with_hint("a transaction runs on one target; commit it and run this statement in its own transaction"))
             }
+            Some(b) => Ok(b),
+            None => Ok(target),
         }
-        Ok(target)
     }
 
     /// Runs an encoded payload on `target`, using the bound connection or taking one (replaying a deferred BEGIN).
