@@ -3,6 +3,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
@@ -12,9 +15,13 @@ use tokio_rustls::TlsAcceptor;
 use crate::auth::UserStore;
 use crate::backend::tls::{self, Verify};
 use crate::backend::{Backend, PoolSettings, TargetSpec};
+use crate::catalog::{Catalog, TargetCatalog};
 pub use crate::config::ClientTlsMode;
 use crate::config::{Config, Mode, ServerTlsMode, Target};
 use crate::router::{RouteCache, RoutingTable, SharedAnalysis, TargetId};
+
+/// How long one catalog read may take before the old snapshot is kept.
+const CATALOG_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the configuration could not be turned into a running App.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +47,8 @@ pub struct App {
     table: RoutingTable,
     /// Analyses by statement text.
     cache: RouteCache,
+    /// Which relations live in which schema on each target; replaced whole when a target's snapshot is re-read.
+    catalog: ArcSwap<Catalog>,
     /// One pool per target, indexed by `TargetId`.
     backends: Vec<Backend>,
     /// Client users and their SCRAM verifiers.
@@ -66,7 +75,8 @@ impl App {
         };
         let single_target = table.target_id(&config.single_target).unwrap_or(table.default_target);
         let cache = RouteCache::new(config.route_cache_bytes);
-        Ok(App { config, table, cache, backends, users, tls, single_target })
+        let catalog = ArcSwap::from_pointee(Catalog::unknown(backends.len()));
+        Ok(App { config, table, cache, catalog, backends, users, tls, single_target })
     }
 
     /// The analysis of a statement, or `None` in single mode (no parsing there).
@@ -80,6 +90,47 @@ impl App {
     /// The routing table.
     pub fn table(&self) -> &RoutingTable {
         &self.table
+    }
+
+    /// The catalog snapshot in force.
+    pub fn catalog(&self) -> arc_swap::Guard<Arc<Catalog>> {
+        self.catalog.load()
+    }
+
+    /// Re-reads one target's catalog over a pooled connection; on failure the previous snapshot stays.
+    pub async fn refresh_catalog(&self, target: TargetId) -> Result<usize, String> {
+        let backend = self.backend(target);
+        let read = async {
+            let mut conn = backend.checkout().await.map_err(|e| e.to_string())?;
+            let snapshot = TargetCatalog::load(&mut conn).await;
+            if snapshot.is_err() {
+                conn.broken = true;
+            }
+            snapshot.map_err(|e| e.to_string())
+        };
+        let snapshot = match tokio::time::timeout(CATALOG_TIMEOUT, read).await {
+            Ok(r) => r?,
+            Err(_) => return Err(format!("reading the catalog of target \"{}\" timed out", backend.name())),
+        };
+        let objects = snapshot.len();
+        let snapshot = Arc::new(snapshot);
+        self.catalog.rcu(|c| c.with_target(target, snapshot.clone()));
+        tracing::debug!(target = backend.name(), objects, "catalog refreshed");
+        Ok(objects)
+    }
+
+    /// Re-reads every target's catalog; a target that cannot be read is logged and keeps its old snapshot.
+    pub async fn refresh_catalogs(&self) {
+        for t in 0..self.backends.len() {
+            if let Err(e) = self.refresh_catalog(t).await {
+                tracing::warn!(target = self.backend(t).name(), error = %e, "catalog not refreshed");
+            }
+        }
+    }
+
+    /// How often catalogs are re-read in the background.
+    pub fn catalog_refresh(&self) -> Duration {
+        self.config.catalog_refresh
     }
 
     /// The decision cache (for figures).

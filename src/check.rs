@@ -48,13 +48,17 @@ pub async fn check(path: &Path) -> Result<(), String> {
 }
 
 /// Prints `{"target", "relations", "reason"}` for a statement; a refused statement is an error (exit 1).
-pub fn route(path: &Path, search_path: &[String], sql: &str) -> Result<(), String> {
+pub async fn route(path: &Path, search_path: &[String], sql: &str) -> Result<(), String> {
     let config = crate::config::load_file(path).map_err(|e| e.to_string())?;
     let app = App::build(config).map_err(|e| e.to_string())?;
+    // Offline works: unqualified names that need a target's catalog are resolved only when that target answers.
+    if needs_catalog(&app, search_path) {
+        app.refresh_catalogs().await;
+    }
     let table = app.table();
     let analysis = Analysis::of(sql);
     let view = SessionView { search_path, target_hint: None };
-    match router::decide(table, &analysis, &view) {
+    match router::decide(table, &app.catalog(), &analysis, &view) {
         Ok(d) => {
             let relations: Vec<serde_json::Value> =
                 d.relations.iter().map(|(r, t)| serde_json::json!({ "relation": r, "target": table.name(*t) })).collect();
@@ -64,4 +68,9 @@ pub fn route(path: &Path, search_path: &[String], sql: &str) -> Result<(), Strin
         }
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// Whether the search_path names a routed schema (only then can an unqualified name need a catalog).
+fn needs_catalog(app: &App, search_path: &[String]) -> bool {
+    search_path.iter().any(|s| app.table().schemas.contains_key(s))
 }

@@ -17,6 +17,7 @@
 pub mod app;
 pub mod auth;
 pub mod backend;
+pub mod catalog;
 pub mod certs;
 pub mod check;
 pub mod cluster;
@@ -38,10 +39,28 @@ pub use app::App;
 
 /// Runs the proxy on `listener` until `shutdown` fires, then waits up to `grace` for sessions to end.
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken, grace: Duration) {
+    // Unqualified names resolve through the catalog: read it before the first client, then keep it fresh.
+    app.refresh_catalogs().await;
+    let refresher = tokio::spawn(refresh_catalogs(app.clone(), shutdown.clone()));
     server::run(listener, app.clone(), shutdown).await;
+    refresher.abort();
+    let _ = refresher.await;
     // Sessions hold an Arc<App>; when only ours is left, every session has ended.
     let deadline = tokio::time::Instant::now() + grace;
     while Arc::strong_count(&app) > 1 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Re-reads every target's catalog each `catalog_refresh` period until shutdown.
+async fn refresh_catalogs(app: Arc<App>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(app.catalog_refresh());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => app.refresh_catalogs().await,
+        }
     }
 }

@@ -75,7 +75,7 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(&cli.config).await,
             Command::Check => pgsplit::check::check(&cli.config).await,
-            Command::Route { search_path, sql } => pgsplit::check::route(&cli.config, &search_path, &sql),
+            Command::Route { search_path, sql } => pgsplit::check::route(&cli.config, &search_path, &sql).await,
             Command::Demo { dir, port } => pgsplit::demo::run(&dir, port).await,
             Command::Certs { dir, hosts } => {
                 let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();

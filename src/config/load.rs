@@ -81,6 +81,9 @@ pub struct RawConfig {
     #[serde(default)]
     pub admin_users: Vec<String>,
     pub route_cache: Option<RawCache>,
+    /// How often the catalog snapshot is re-read (it is also re-read after DDL that passes through pgsplit).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub catalog_refresh: Option<Duration>,
     /// Extra top-level keys are allowed (SPEC §2).
     #[serde(flatten)]
     pub _extra: BTreeMap<String, serde_yaml::Value>,

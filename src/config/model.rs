@@ -30,6 +30,8 @@ pub struct Config {
     pub admin_users: Vec<String>,
     /// Byte budget of the route decision cache.
     pub route_cache_bytes: usize,
+    /// Period of catalog snapshot refreshes.
+    pub catalog_refresh: Duration,
 }
 
 impl Config {

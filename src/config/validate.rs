@@ -9,6 +9,8 @@ use super::Issue;
 
 /// Default byte budget of the route cache.
 const DEFAULT_ROUTE_CACHE: usize = 16 << 20;
+/// Default period of catalog snapshot refreshes.
+const DEFAULT_CATALOG_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Builds the model from the parsed file, or every problem found.
 pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -> Result<Config, Vec<Issue>> {
@@ -126,6 +128,7 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
         users: raw.users,
         admin_users: raw.admin_users,
         route_cache_bytes,
+        catalog_refresh: raw.catalog_refresh.unwrap_or(DEFAULT_CATALOG_REFRESH),
     })
 }
 

@@ -3,8 +3,8 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    CopySource, DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, ObjectNamePart, Reset,
-    SchemaName, Set, Statement, Value, Visit, Visitor,
+    ContextModifier, CopySource, DataType, DiscardObject, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident,
+    ObjectName, ObjectNamePart, Query, Reset, SchemaName, SelectItem, Set, SetExpr, Statement, Value, Visit, Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::{Parser, ParserError};
@@ -15,15 +15,17 @@ use super::{Analysis, Command, Name, ObjectKind};
 pub fn parse(sql: &str) -> Result<Analysis, ParserError> {
     let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)?;
     let mut c = Collector::default();
+    let mut ddl = false;
     for st in &statements {
         c.writes |= writes(st);
+        ddl |= changes_catalog(st);
         let _ = st.visit(&mut c);
     }
     let command = match statements.as_slice() {
         [one] => command(one),
         _ => Command::Other,
     };
-    Ok(Analysis { names: c.names, command, hint: None, fallback: false, writes: c.writes, statements: statements.len() })
+    Ok(Analysis { names: c.names, command, hint: None, fallback: false, writes: c.writes, ddl, statements: statements.len() })
 }
 
 /// Folds an identifier as PostgreSQL does: unquoted → lower case, quoted → as written.
@@ -49,7 +51,7 @@ fn name_of(name: &ObjectName, kind: ObjectKind) -> Option<Name> {
     let mut p = parts(name);
     let object = p.pop()?;
     let schema = p.pop();
-    Some(Name { schema, object, kind })
+    Some(Name::new(schema, object, kind))
 }
 
 /// Parses a regclass-style string (`'workspace.seq'`, `'"Ws"."T"'`) into a relation name.
@@ -81,7 +83,7 @@ pub fn regclass_name(s: &str) -> Option<Name> {
         return None;
     }
     let object = parts.pop()?;
-    Some(Name { schema: parts.pop(), object, kind: ObjectKind::Relation })
+    Some(Name::new(parts.pop(), object, ObjectKind::Relation))
 }
 
 /// Gathers names while sqlparser's visitor walks the AST.
@@ -94,17 +96,26 @@ struct Collector {
 }
 
 impl Collector {
+    /// Records a name once; the first sighting decides whether it counts as created by the statement.
     fn add(&mut self, name: Option<Name>) {
         if let Some(n) = name {
-            if !self.names.contains(&n) {
+            if !self.names.iter().any(|m| m.schema == n.schema && m.object == n.object && m.kind == n.kind) {
                 self.names.push(n);
             }
         }
     }
 
+    /// Records an object the statement creates (visited before the relation walk sees the same name).
+    fn created(&mut self, name: &ObjectName, kind: ObjectKind) {
+        if let Some(mut n) = name_of(name, kind) {
+            n.created = true;
+            self.add(Some(n));
+        }
+    }
+
     fn schema(&mut self, name: &ObjectName) {
         if let Some(s) = parts(name).pop() {
-            self.add(Some(Name { schema: Some(s), object: String::new(), kind: ObjectKind::Schema }));
+            self.add(Some(Name::new(Some(s), String::new(), ObjectKind::Schema)));
         }
     }
 }
@@ -145,7 +156,8 @@ impl Visitor for Collector {
                             self.add(lit.and_then(regclass_name));
                         }
                     }
-                } else if name.as_ref().is_some_and(|n| n.schema.is_some()) {
+                } else {
+                    // Unqualified calls resolve through search_path (built-ins live in pg_catalog, searched first).
                     self.add(name);
                 }
             }
@@ -167,6 +179,10 @@ impl Visitor for Collector {
             }
             Statement::Comment { object_name, .. } => self.add(name_of(object_name, ObjectKind::Relation)),
             Statement::Call(f) => self.add(name_of(&f.name, ObjectKind::Function)),
+            Statement::CreateTable(t) => self.created(&t.name, ObjectKind::Relation),
+            Statement::CreateView(v) => self.created(&v.name, ObjectKind::Relation),
+            Statement::CreateSequence { name, .. } => self.created(name, ObjectKind::Relation),
+            Statement::CreateFunction(f) => self.created(&f.name, ObjectKind::Function),
             _ => {}
         }
         ControlFlow::Continue(())
@@ -182,6 +198,42 @@ fn writes(st: &Statement) -> bool {
         Statement::Set(_) | Statement::ShowVariable { .. } | Statement::Explain { .. } => false,
         _ => true,
     }
+}
+
+/// Whether a statement may change what the catalog snapshot holds (relations, functions, schemas).
+fn changes_catalog(st: &Statement) -> bool {
+    !matches!(
+        st,
+        Statement::Query(_)
+            | Statement::Insert(_)
+            | Statement::Update(_)
+            | Statement::Delete(_)
+            | Statement::Merge(_)
+            | Statement::Copy { .. }
+            | Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. }
+            | Statement::Set(_)
+            | Statement::Reset(_)
+            | Statement::ShowVariable { .. }
+            | Statement::Explain { .. }
+            | Statement::Prepare { .. }
+            | Statement::Execute { .. }
+            | Statement::Deallocate { .. }
+            | Statement::Discard { .. }
+            | Statement::Declare { .. }
+            | Statement::Fetch { .. }
+            | Statement::Close { .. }
+            | Statement::Call(_)
+            | Statement::LISTEN { .. }
+            | Statement::UNLISTEN { .. }
+            | Statement::NOTIFY { .. }
+            | Statement::Lock(_)
+            | Statement::Truncate(_)
+            | Statement::Analyze(_)
+    )
 }
 
 fn command(st: &Statement) -> Command {
@@ -202,12 +254,70 @@ fn command(st: &Statement) -> Command {
                 _ => Command::Other,
             }
         }
+        Statement::Set(Set::SingleAssignment { scope: None | Some(ContextModifier::Session), variable, values, .. }) => {
+            let name = parts(variable).join(".");
+            match values.as_slice() {
+                [Expr::Identifier(i)] if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default") => {
+                    Command::ResetParam(name)
+                }
+                [] => Command::Other,
+                vs => Command::SetParam { name, value: vs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ") },
+            }
+        }
+        Statement::Set(Set::SetTimeZone { local: false, value }) => {
+            Command::SetParam { name: "timezone".into(), value: value.to_string() }
+        }
         Statement::Reset(r) => match &r.reset {
             Reset::ConfigurationParameter(p) if is_target_var(p) => Command::ResetTarget,
-            _ => Command::Other,
+            Reset::ConfigurationParameter(p) => Command::ResetParam(parts(p).join(".")),
+            Reset::ALL => Command::ResetAll,
+            Reset::SessionAuthorization => Command::Other,
         },
+        Statement::Discard { object_type: DiscardObject::ALL } => Command::DiscardAll,
+        Statement::Query(q) => set_config(q).unwrap_or(Command::Other),
         _ => Command::Other,
     }
+}
+
+/// `SELECT set_config('name', 'value', false)` (session-wide; `true` is transaction-local and not followed).
+fn set_config(q: &Query) -> Option<Command> {
+    let SetExpr::Select(select) = q.body.as_ref() else { return None };
+    if !select.from.is_empty() || select.projection.len() != 1 {
+        return None;
+    }
+    let (SelectItem::UnnamedExpr(Expr::Function(f)) | SelectItem::ExprWithAlias { expr: Expr::Function(f), .. }) =
+        &select.projection[0]
+    else {
+        return None;
+    };
+    let n = name_of(&f.name, ObjectKind::Function)?;
+    if n.object != "set_config" || n.schema.as_deref().is_some_and(|s| s != "pg_catalog") {
+        return None;
+    }
+    let FunctionArguments::List(list) = &f.args else { return None };
+    let args: Vec<&Expr> = list
+        .args
+        .iter()
+        .filter_map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+            _ => None,
+        })
+        .collect();
+    let [name, value, local] = args.as_slice() else { return None };
+    let is_local = match local {
+        Expr::Value(v) => matches!(v.value, Value::Boolean(true)),
+        _ => return None,
+    };
+    let (name, value) = (string_literal(name)?.to_lowercase(), string_literal(value)?);
+    if is_local {
+        return None;
+    }
+    let value = if name == "search_path" {
+        super::resolve::search_path_sql(&super::resolve::parse_search_path(value))
+    } else {
+        format!("'{}'", value.replace('\'', "''"))
+    };
+    Some(Command::SetParam { name, value })
 }
 
 fn is_target_var(name: &ObjectName) -> bool {

@@ -8,11 +8,14 @@ pub mod analyze;
 pub mod cache;
 pub mod fallback;
 pub mod hint;
+pub mod resolve;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+pub use crate::catalog::Catalog;
 pub use cache::RouteCache;
+pub use resolve::{parse_search_path, Resolved};
 
 /// Index of a target in the routing table's `targets`.
 pub type TargetId = usize;
@@ -60,6 +63,16 @@ pub struct Name {
     pub object: String,
     /// Relation, function or schema.
     pub kind: ObjectKind,
+    /// The statement creates this object (`CREATE TABLE t`, `CREATE VIEW v`, `CREATE FUNCTION f`): an unqualified
+    /// name that does not exist yet resolves to the first existing schema of search_path, as PostgreSQL does.
+    pub created: bool,
+}
+
+impl Name {
+    /// A name as written in the statement (not created by it).
+    pub fn new(schema: Option<String>, object: impl Into<String>, kind: ObjectKind) -> Name {
+        Name { schema, object: object.into(), kind, created: false }
+    }
 }
 
 impl std::fmt::Display for Name {
@@ -87,6 +100,20 @@ pub enum Command {
     SetTarget(String),
     /// `RESET pgsplit.target`.
     ResetTarget,
+    /// `SET [SESSION] name = value` / `TO value`, or `SELECT set_config('name', 'value', false)`: session state the
+    /// client expects on every server connection it uses. `value` is SQL text, ready for `SET name TO value`.
+    SetParam {
+        /// Parameter name, lower case.
+        name: String,
+        /// The value as SQL text (identifiers and literals as written).
+        value: String,
+    },
+    /// `RESET name` or `SET name TO DEFAULT`.
+    ResetParam(String),
+    /// `RESET ALL`.
+    ResetAll,
+    /// `DISCARD ALL`.
+    DiscardAll,
 }
 
 /// Everything the router learned from a statement text, independent of any session.
@@ -102,6 +129,8 @@ pub struct Analysis {
     pub fallback: bool,
     /// True when the text may write (DML, DDL, COPY FROM, unknown statements in fallback).
     pub writes: bool,
+    /// True when the text changes the catalog (CREATE, ALTER, DROP, ...): the catalog is refreshed after it runs.
+    pub ddl: bool,
     /// Number of statements in the text.
     pub statements: usize,
 }
@@ -189,6 +218,17 @@ pub enum RouteError {
     /// A hint named a target that is not configured (SQLSTATE 22023).
     #[error("unknown pgsplit target \"{0}\"")]
     UnknownTarget(String),
+    /// An unqualified name would resolve through a routed schema whose target's catalog pgsplit has not read
+    /// (the target has been unreachable since start): pgsplit cannot tell where the name lives (08006).
+    #[error("cannot resolve \"{name}\": search_path reaches schema \"{schema}\" of target \"{target}\", whose catalog is not loaded (is the target down?)")]
+    CatalogUnavailable {
+        /// The unqualified name.
+        name: String,
+        /// The routed schema on the path.
+        schema: String,
+        /// Its target.
+        target: String,
+    },
     /// sqlparser rejected a write and the scan found no routed name: pgsplit will not guess (0A000).
     #[error("cannot route a statement pgsplit could not parse: it may write and names no routed schema")]
     UnparsedWrite,
@@ -198,12 +238,29 @@ fn describe(relations: &[(String, String)]) -> String {
     relations.iter().map(|(r, t)| format!("{r} on {t}")).collect::<Vec<_>>().join(", ")
 }
 
-/// Decides the target of an analysed statement for a session.
-pub fn decide(table: &RoutingTable, a: &Analysis, s: &SessionView<'_>) -> Result<Decision, RouteError> {
+/// Decides the target of an analysed statement for a session. Names resolve through the session's search_path and
+/// the catalog snapshot (`resolve`); names in unrouted schemas do not constrain the route.
+pub fn decide(table: &RoutingTable, catalog: &Catalog, a: &Analysis, s: &SessionView<'_>) -> Result<Decision, RouteError> {
     let mut relations: Vec<(String, TargetId)> = Vec::new();
     for name in &a.names {
-        if let Some(t) = resolve(table, name) {
-            relations.push((name.to_string(), t));
+        match resolve::resolve(table, catalog, name, s.search_path) {
+            Resolved::Target { target, schema } => {
+                let shown = match (&name.schema, name.kind) {
+                    (None, ObjectKind::Relation | ObjectKind::Function) => format!("{schema}.{}", name.object),
+                    _ => name.to_string(),
+                };
+                if !relations.iter().any(|(r, _)| *r == shown) {
+                    relations.push((shown, target));
+                }
+            }
+            Resolved::Unknown { target, schema } => {
+                return Err(RouteError::CatalogUnavailable {
+                    name: name.to_string(),
+                    schema: schema.to_owned(),
+                    target: table.name(target).to_owned(),
+                })
+            }
+            Resolved::Unrouted => {}
         }
     }
     let first = relations.first().map(|r| r.1);
@@ -225,18 +282,10 @@ pub fn decide(table: &RoutingTable, a: &Analysis, s: &SessionView<'_>) -> Result
         Some(t) => Ok(Decision { target: t, relations, reason: if a.fallback { Reason::Fallback } else { Reason::Relations } }),
         None => match s.target_hint {
             Some(t) => Ok(Decision { target: t, relations, reason: Reason::SessionHint }),
-            None if a.fallback && a.writes => Err(RouteError::UnparsedWrite),
+            // A write pgsplit could not parse and whose names it could not all look up: never guess.
+            None if a.fallback && a.writes && !catalog.is_complete() => Err(RouteError::UnparsedWrite),
             None => Ok(Decision { target: table.default_target, relations, reason: Reason::Default }),
         },
-    }
-}
-
-/// The target owning a name: its schema when qualified; unqualified names resolve through search_path once
-/// the catalog knows where they live (until then they do not constrain the route).
-fn resolve(table: &RoutingTable, name: &Name) -> Option<TargetId> {
-    match &name.schema {
-        Some(schema) => table.schemas.get(schema).copied(),
-        None => None,
     }
 }
 

@@ -13,7 +13,7 @@ fn table() -> RoutingTable {
 
 fn route(sql: &str) -> Result<(String, Reason), RouteError> {
     let t = table();
-    let d = decide(&t, &Analysis::of(sql), &SessionView::default())?;
+    let d = decide(&t, &Catalog::unknown(2), &Analysis::of(sql), &SessionView::default())?;
     Ok((t.name(d.target).to_owned(), d.reason))
 }
 
@@ -105,8 +105,8 @@ fn hints_route_and_unknown_hints_are_errors() {
 fn session_hint_applies_only_to_unrouted_statements() {
     let t = table();
     let view = SessionView { search_path: &[], target_hint: Some(1) };
-    assert_eq!(decide(&t, &Analysis::of("select 1"), &view).map(|d| d.target), Ok(1));
-    assert_eq!(decide(&t, &Analysis::of("select * from config.users"), &view).map(|d| d.target), Ok(0));
+    assert_eq!(decide(&t, &Catalog::unknown(2), &Analysis::of("select 1"), &view).map(|d| d.target), Ok(1));
+    assert_eq!(decide(&t, &Catalog::unknown(2), &Analysis::of("select * from config.users"), &view).map(|d| d.target), Ok(0));
 }
 
 #[test]

@@ -86,7 +86,7 @@ impl Session {
             None => (self.app.single_target(), false),
             Some(a) => {
                 let view = crate::router::SessionView { search_path: &self.search_path, target_hint: self.target_hint };
-                let d = crate::router::decide(self.app.table(), a, &view).map_err(route_error)?;
+                let d = crate::router::decide(self.app.table(), &self.app.catalog(), a, &view).map_err(route_error)?;
                 (d.target, !matches!(d.reason, Reason::Default | Reason::SessionHint))
             }
         };
@@ -142,6 +142,8 @@ pub(super) fn route_error(e: RouteError) -> PgError {
                 .with_hint("split the statement so that each part touches one target")
         }
         RouteError::UnknownTarget(_) => PgError::error(codes::INVALID_PARAMETER_VALUE, e.to_string()),
+        RouteError::CatalogUnavailable { .. } => PgError::error(codes::CONNECTION_FAILURE, e.to_string())
+            .with_hint("qualify the name with its schema, or retry when the target is reachable"),
         RouteError::UnparsedWrite => PgError::error(codes::FEATURE_NOT_SUPPORTED, e.to_string())
             .with_hint("qualify the table with its schema, or add /* pgsplit: target=NAME */ before the statement"),
     }
