@@ -79,12 +79,18 @@ impl App {
         Ok(App { config, table, cache, catalog, backends, users, tls, single_target })
     }
 
-    /// The analysis of a statement, or `None` in single mode (no parsing there).
+    /// The analysis of a statement. In single mode routing needs none, so only texts that may change session state
+    /// (SET, RESET, DISCARD, set_config) are analysed, for the session to follow them; others give `None`.
     pub fn analysis(&self, sql: &str) -> Option<SharedAnalysis> {
         match self.config.mode {
-            Mode::Single => None,
-            Mode::Split => Some(self.cache.analysis(sql)),
+            Mode::Single if !may_change_session(sql) => None,
+            _ => Some(self.cache.analysis(sql)),
         }
+    }
+
+    /// Whether every statement goes to `single_target`.
+    pub fn is_single(&self) -> bool {
+        self.config.mode == Mode::Single
     }
 
     /// The routing table.
@@ -284,4 +290,13 @@ fn acceptor(config: &Config) -> Result<TlsAcceptor, AppError> {
         .map_err(|e| err("config", &e))?;
     server.alpn_protocols = vec![b"postgresql".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
+/// A cheap test for texts that may change session parameters: a leading SET/RESET/DISCARD, or set_config anywhere.
+fn may_change_session(sql: &str) -> bool {
+    let first: String = sql.trim_start().chars().take(8).flat_map(char::to_lowercase).collect();
+    ["set", "reset", "discard"]
+        .iter()
+        .any(|w| first.starts_with(w) && !first[w.len()..].starts_with(|c: char| c.is_alphanumeric()))
+        || sql.len() < 64 * 1024 && sql.to_ascii_lowercase().contains("set_config")
 }

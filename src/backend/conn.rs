@@ -62,6 +62,22 @@ pub struct ServerConn {
     pub broken: bool,
     /// When it was opened, for `max_lifetime`.
     pub created: Instant,
+    /// Session parameters pgsplit has SET on this connection on behalf of clients (name → SQL value text); absent
+    /// names have the value the connection started with. The next client's settings are applied as a diff.
+    pub applied: std::collections::BTreeMap<String, String>,
+    /// What the last relayed exchange ended with, for following session state (see `Outcome`).
+    pub outcome: Outcome,
+}
+
+/// What the server said in the last exchange relayed to a client, beyond the final ReadyForQuery status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// An ErrorResponse was relayed: the statement (or the implicit transaction of a batch) failed.
+    pub error: bool,
+    /// The last CommandComplete tag was `ROLLBACK` (a rolled-back transaction, or a COMMIT of a failed one).
+    pub rolled_back: bool,
+    /// The last CommandComplete tag was `COMMIT`.
+    pub committed: bool,
 }
 
 impl ServerConn {
@@ -88,6 +104,8 @@ impl ServerConn {
             status: 0,
             broken: false,
             created: Instant::now(),
+            applied: std::collections::BTreeMap::new(),
+            outcome: Outcome::default(),
         };
         conn.login(spec).await?;
         Ok(conn)

@@ -4,7 +4,7 @@ pub mod conn;
 pub mod pool;
 pub mod tls;
 
-pub use conn::{ServerConn, TargetSpec};
+pub use conn::{Outcome, ServerConn, TargetSpec};
 pub use pool::{Backend, CheckoutError, PoolSettings, PooledConn};
 
 /// Why talking to a server failed.

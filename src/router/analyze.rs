@@ -21,11 +21,22 @@ pub fn parse(sql: &str) -> Result<Analysis, ParserError> {
         ddl |= changes_catalog(st);
         let _ = st.visit(&mut c);
     }
-    let command = match statements.as_slice() {
-        [one] => command(one),
+    let mut commands: Vec<Command> = statements.iter().map(command).collect();
+    let command = match commands.as_slice() {
+        [_] => commands[0].clone(),
         _ => Command::Other,
     };
-    Ok(Analysis { names: c.names, command, hint: None, fallback: false, writes: c.writes, ddl, statements: statements.len() })
+    commands.retain(Command::changes_session);
+    Ok(Analysis {
+        names: c.names,
+        command,
+        session_changes: commands,
+        hint: None,
+        fallback: false,
+        writes: c.writes,
+        ddl,
+        statements: statements.len(),
+    })
 }
 
 /// Folds an identifier as PostgreSQL does: unquoted → lower case, quoted → as written.

@@ -47,7 +47,16 @@ pub fn scan(sql: &str) -> Analysis {
         matches!(first_keyword, Some(Keyword::SELECT | Keyword::SHOW | Keyword::EXPLAIN | Keyword::VALUES | Keyword::TABLE));
     let ddl = matches!(first_keyword, Some(Keyword::CREATE | Keyword::ALTER | Keyword::DROP | Keyword::DO | Keyword::IMPORT));
     let statements = tokens.iter().filter(|t| matches!(t, Token::SemiColon)).count().max(1);
-    Analysis { names, command: Command::Other, hint: None, fallback: true, writes: !reads, ddl, statements }
+    Analysis {
+        names,
+        command: Command::Other,
+        session_changes: Vec::new(),
+        hint: None,
+        fallback: true,
+        writes: !reads,
+        ddl,
+        statements,
+    }
 }
 
 /// Text even the tokenizer rejects (an unterminated quote): PostgreSQL will reject it too, but never guess:
@@ -62,5 +71,14 @@ fn untokenizable(sql: &str) -> Analysis {
             }
         }
     }
-    Analysis { names, command: Command::Other, hint: None, fallback: true, writes: true, ddl: true, statements: 1 }
+    Analysis {
+        names,
+        command: Command::Other,
+        session_changes: Vec::new(),
+        hint: None,
+        fallback: true,
+        writes: true,
+        ddl: true,
+        statements: 1,
+    }
 }

@@ -116,6 +116,13 @@ pub enum Command {
     DiscardAll,
 }
 
+impl Command {
+    /// Whether the command changes session parameters that must follow the client to other server connections.
+    pub fn changes_session(&self) -> bool {
+        matches!(self, Command::SetParam { .. } | Command::ResetParam(_) | Command::ResetAll | Command::DiscardAll)
+    }
+}
+
 /// Everything the router learned from a statement text, independent of any session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Analysis {
@@ -123,6 +130,9 @@ pub struct Analysis {
     pub names: Vec<Name>,
     /// Session-relevant command, for single-statement texts.
     pub command: Command,
+    /// Every statement of the text that changes session parameters (`SetParam`, `ResetParam`, `ResetAll`,
+    /// `DiscardAll`), in order: the session follows them once the server has accepted the text.
+    pub session_changes: Vec<Command>,
     /// Target named by a leading `/* pgsplit: target=x */` comment.
     pub hint: Option<String>,
     /// True when sqlparser rejected the text and the token scan produced `names`.

@@ -9,7 +9,7 @@ use crate::protocol::encode::PgError;
 use crate::protocol::{codes, decode, Frame};
 use crate::router::TargetId;
 
-use super::state::{Session, Tx};
+use super::state::{Effects, Session, Tx};
 use super::SessionError;
 
 impl Session {
@@ -28,12 +28,14 @@ impl Session {
             },
             Err(e) => {
                 self.batch.clear();
+                self.batch_effects = Effects::default();
                 self.refuse(e);
                 return Ok(());
             }
         };
         let payload = self.take_batch();
-        self.run_on(target, &payload).await
+        let effects = std::mem::take(&mut self.batch_effects);
+        self.run_on(target, &payload, &effects).await
     }
 
     /// Flush without Sync: the client wants answers before it syncs. The batch so far is routed and sent with the
@@ -51,6 +53,7 @@ impl Session {
             },
             Err(e) => {
                 self.batch.clear();
+                self.batch_effects = Effects::default();
                 self.refuse(e);
                 return Ok(());
             }
@@ -105,6 +108,10 @@ impl Session {
                     let p = decode::parse(f.body()).map_err(bad_message)?;
                     let analysis = self.app.analysis(p.sql);
                     let t = self.route(analysis.as_deref())?;
+                    if let Some(a) = &analysis {
+                        self.batch_effects.changes.extend(a.session_changes.iter().cloned());
+                        self.batch_effects.ddl |= a.ddl;
+                    }
                     if p.name.is_empty() {
                         self.unnamed = Some(t);
                     } else {
@@ -174,6 +181,7 @@ impl Session {
 
     /// Answers a batch that needs no server: CloseComplete for Closes, then ReadyForQuery.
     fn answer_locally(&mut self) {
+        self.batch_effects = Effects::default();
         for f in std::mem::take(&mut self.batch) {
             if f.tag == b'C' {
                 crate::protocol::encode::tag_only(&mut self.client.wbuf, b'3');

@@ -9,6 +9,7 @@
 
 mod client;
 mod extended;
+mod params;
 mod query;
 mod relay;
 mod startup;

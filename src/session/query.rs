@@ -4,7 +4,7 @@ use crate::protocol::encode::{self, PgError};
 use crate::protocol::{codes, decode, Frame, STATUS_FAILED, STATUS_IDLE, STATUS_IN_TX};
 use crate::router::{Command, Reason, RouteError, TargetId};
 
-use super::state::{Session, Tx};
+use super::state::{Effects, Session, Tx};
 use super::SessionError;
 
 impl Session {
@@ -25,7 +25,8 @@ impl Session {
                 return Ok(());
             }
         };
-        self.run_on(target, &frame.bytes).await
+        let effects = Effects::of(analysis.as_deref());
+        self.run_on(target, &frame.bytes, &effects).await
     }
 
     /// Answers what pgsplit handles itself; returns true when the statement was answered.
@@ -83,7 +84,8 @@ impl Session {
             _ => None,
         };
         let (target, explicit) = match analysis {
-            None => (self.app.single_target(), false),
+            _ if self.app.is_single() => (self.app.single_target(), false),
+            None => (self.app.table().default_target, false),
             Some(a) => {
                 let view = crate::router::SessionView { search_path: &self.search_path, target_hint: self.target_hint };
                 let d = crate::router::decide(self.app.table(), &self.app.catalog(), a, &view).map_err(route_error)?;
@@ -105,7 +107,7 @@ impl Session {
     }
 
     /// Runs an encoded payload on `target`, using the bound connection or taking one (replaying a deferred BEGIN).
-    pub(super) async fn run_on(&mut self, target: TargetId, payload: &[u8]) -> Result<(), SessionError> {
+    pub(super) async fn run_on(&mut self, target: TargetId, payload: &[u8], effects: &Effects) -> Result<(), SessionError> {
         let (conn, begin) = match std::mem::replace(&mut self.tx, Tx::Idle) {
             Tx::Bound { conn, .. } => (conn, None),
             Tx::Deferred { begin } => match self.acquire(target).await {
@@ -128,7 +130,7 @@ impl Session {
                 }
             }
         };
-        self.execute(target, conn, begin, payload).await
+        self.execute(target, conn, begin, payload, effects).await
     }
 }
 

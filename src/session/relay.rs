@@ -2,7 +2,7 @@
 
 use bytes::Buf;
 
-use crate::backend::{BackendError, ServerConn};
+use crate::backend::{BackendError, Outcome, ServerConn};
 use crate::protocol::framing::{self, MAX_MESSAGE_LEN};
 
 use super::client::Client;
@@ -34,6 +34,7 @@ pub enum Sink {
 /// Relays complete server messages until ReadyForQuery and returns its status byte. Each read from the server is
 /// written to the client in one write, straight from the read buffer.
 pub async fn until_ready(client: &mut Client, conn: &mut ServerConn, sink: Sink) -> Result<u8, RelayError> {
+    conn.outcome = Outcome::default();
     loop {
         let mut off = 0;
         let mut ready = None;
@@ -53,6 +54,11 @@ pub async fn until_ready(client: &mut Client, conn: &mut ServerConn, sink: Sink)
                 b'G' => {
                     copy_in = true;
                     break;
+                }
+                b'E' => conn.outcome.error = true,
+                b'C' => {
+                    conn.outcome.committed = body.starts_with(b"COMMIT\0");
+                    conn.outcome.rolled_back = body.starts_with(b"ROLLBACK\0");
                 }
                 _ => {}
             }

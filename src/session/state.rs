@@ -12,8 +12,28 @@ use crate::protocol::{codes, Frame, STATUS_FAILED, STATUS_IDLE, STATUS_IN_TX};
 use crate::router::TargetId;
 
 use super::client::Client;
+use super::params::Params;
 use super::relay::{self, RelayError, Sink};
 use super::SessionError;
+
+/// What a statement does to session state once the server has accepted it.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Session parameter changes (SET, RESET, ...), in order.
+    pub changes: Vec<crate::router::Command>,
+    /// The text changes the catalog: the target's snapshot is re-read when the transaction ends.
+    pub ddl: bool,
+}
+
+impl Effects {
+    /// The effects of an analysed text (none in single mode, where texts are not analysed).
+    pub fn of(analysis: Option<&crate::router::Analysis>) -> Effects {
+        match analysis {
+            Some(a) => Effects { changes: a.session_changes.clone(), ddl: a.ddl },
+            None => Effects::default(),
+        }
+    }
+}
 
 /// Where the client's transaction stands. This is the state machine of the module doc.
 pub enum Tx {
@@ -62,10 +82,17 @@ pub struct Session {
     pub tx: Tx,
     /// `SET pgsplit.target`: the session's default for statements that name no routed schema.
     pub target_hint: Option<TargetId>,
-    /// The session's search_path (case-folded schema names), used to resolve unqualified names.
+    /// The session's search_path (case-folded schema names), used to resolve unqualified names; derived from
+    /// `params` whenever they change.
     pub search_path: Vec<String>,
+    /// Session parameters (startup, SET, RESET) applied to every server connection the client uses.
+    pub params: Params,
+    /// A target on which DDL ran inside the open transaction: its catalog is re-read when the transaction ends.
+    pub catalog_stale: Option<TargetId>,
     /// Extended-protocol messages received since the last Sync.
     pub batch: Vec<Frame>,
+    /// What the statements parsed in the current batch do to session state.
+    pub batch_effects: Effects,
     /// Target of each named prepared statement the client created.
     pub statements: HashMap<String, TargetId>,
     /// Target of the unnamed statement, for a Bind that re-executes it.
@@ -77,15 +104,18 @@ pub struct Session {
 impl Session {
     /// A session in the idle state.
     pub fn new(client: Client, app: Arc<App>, user: String, startup: &BTreeMap<String, String>) -> Session {
-        let search_path = startup_search_path(startup);
+        let params = Params::from_startup(startup);
         Session {
             client,
             app,
             user,
             tx: Tx::Idle,
             target_hint: None,
-            search_path,
+            search_path: params.search_path(),
+            params,
+            catalog_stale: None,
             batch: Vec::new(),
+            batch_effects: Effects::default(),
             statements: HashMap::new(),
             unnamed: None,
             pins: HashMap::new(),
@@ -116,21 +146,37 @@ impl Session {
     }
 
     /// A server connection for `target`: the session's pinned one if it has one, else one from the pool.
+    /// The connection gets the client's session parameters first (only what differs from what it has).
     pub async fn acquire(&mut self, target: TargetId) -> Result<PooledConn, PgError> {
-        if let Some(slot) = self.pins.get_mut(&target) {
-            if let Some(conn) = slot.take() {
-                return Ok(conn);
+        let pinned = self.pins.get_mut(&target).and_then(Option::take);
+        let mut conn = match pinned {
+            Some(conn) => conn,
+            None => {
+                let backend = self.app.backend(target);
+                backend.checkout().await.map_err(|e| {
+                    let code = match e {
+                        CheckoutError::Unavailable { .. } => codes::CONNECTION_FAILURE,
+                        CheckoutError::Timeout { .. } => codes::TOO_MANY_CONNECTIONS,
+                    };
+                    tracing::warn!(target = backend.name(), error = %e, "server connection unavailable");
+                    PgError::error(code, e.to_string())
+                })?
             }
+        };
+        if let Some(sql) = self.params.diff_sql(&conn.applied) {
+            if let Err(e) = conn.simple(&sql).await {
+                // The connection's state is no longer known: it is closed rather than reused.
+                conn.broken = true;
+                let name = self.app.backend(target).name().to_owned();
+                self.release(target, conn);
+                return Err(PgError::error(
+                    codes::CONNECTION_FAILURE,
+                    format!("cannot apply the session's settings on target \"{name}\": {e}"),
+                ));
+            }
+            self.params.synced(&mut conn.applied);
         }
-        let backend = self.app.backend(target);
-        backend.checkout().await.map_err(|e| {
-            let code = match e {
-                CheckoutError::Unavailable { .. } => codes::CONNECTION_FAILURE,
-                CheckoutError::Timeout { .. } => codes::TOO_MANY_CONNECTIONS,
-            };
-            tracing::warn!(target = backend.name(), error = %e, "server connection unavailable");
-            PgError::error(code, e.to_string())
-        })
+        Ok(conn)
     }
 
     /// Gives a connection back: to the session's pin slot if pinned (and healthy), else to the pool.
@@ -160,7 +206,9 @@ impl Session {
         mut conn: PooledConn,
         begin: Option<Bytes>,
         payload: &[u8],
+        effects: &Effects,
     ) -> Result<(), SessionError> {
+        let was_in_tx = begin.is_some() || conn.status != STATUS_IDLE;
         let result = async {
             if let Some(b) = &begin {
                 conn.send(b).await?;
@@ -170,10 +218,18 @@ impl Session {
             relay::until_ready(&mut self.client, &mut conn, Sink::Client).await
         }
         .await;
+        if let Ok(status) = result {
+            self.follow(target, &mut conn, effects, was_in_tx, status);
+        }
         match result {
             Ok(status) if status == STATUS_IDLE => {
                 self.tx = Tx::Idle;
                 self.release(target, conn);
+                if let Some(stale) = self.catalog_stale.take() {
+                    if let Err(e) = self.app.refresh_catalog(stale).await {
+                        tracing::warn!(target = self.app.backend(stale).name(), error = %e, "catalog not refreshed after DDL");
+                    }
+                }
                 Ok(())
             }
             Ok(_) => {
@@ -194,6 +250,18 @@ impl Session {
         }
     }
 
+    /// Follows what an exchange the server answered did to session state: parameters, and DDL that makes the
+    /// target's catalog snapshot stale (re-read once the transaction ends, before the client's next statement).
+    fn follow(&mut self, target: TargetId, conn: &mut PooledConn, effects: &Effects, was_in_tx: bool, status: u8) {
+        if !effects.changes.is_empty() || self.params.has_pending() {
+            self.params.follow(&effects.changes, was_in_tx, status, conn.outcome, &mut conn.applied);
+            self.search_path = self.params.search_path();
+        }
+        if effects.ddl {
+            self.catalog_stale = Some(target);
+        }
+    }
+
     /// Refuses a statement: inside a transaction the transaction fails as PostgreSQL would fail it.
     pub fn refuse(&mut self, err: PgError) {
         tracing::info!(user = %self.user, error = %err, "statement refused");
@@ -206,21 +274,4 @@ impl Session {
         let status = self.tx.status();
         self.client.error_ready(&err, status);
     }
-}
-
-/// search_path from the startup packet (`search_path` or `options=-c search_path=...`).
-fn startup_search_path(startup: &BTreeMap<String, String>) -> Vec<String> {
-    let from_options = startup.get("options").and_then(|o| {
-        let mut words = o.split_whitespace();
-        let mut found = None;
-        while let Some(w) = words.next() {
-            let kv = if w == "-c" { words.next() } else { w.strip_prefix("-c") }.or_else(|| w.strip_prefix("--"));
-            if let Some(v) = kv.and_then(|kv| kv.strip_prefix("search_path=")) {
-                found = Some(v.to_owned());
-            }
-        }
-        found
-    });
-    let raw = startup.get("search_path").cloned().or(from_options).unwrap_or_else(|| "\"$user\", public".into());
-    raw.split(',').map(|s| s.trim().trim_matches('"').to_owned()).filter(|s| !s.is_empty()).collect()
 }

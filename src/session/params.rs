@@ -1,0 +1,268 @@
+//! Session parameters that follow the client across pooled server connections (SPEC §4 "Session state"): the
+//! startup parameters and every `SET` (not `LOCAL`), `RESET`, `RESET ALL`, `DISCARD ALL` the server accepted,
+//! applied to each server connection the client uses as a diff against what that connection already has.
+
+use std::collections::BTreeMap;
+
+use crate::backend::Outcome;
+use crate::protocol::{STATUS_IDLE, STATUS_IN_TX};
+use crate::router::resolve::{parse_search_path, search_path_of_set_value, search_path_sql};
+use crate::router::Command;
+
+/// search_path when nobody set one: PostgreSQL's default.
+const DEFAULT_SEARCH_PATH: &str = "\"$user\", public";
+
+/// Startup-packet keys that are not session parameters.
+const NOT_PARAMS: [&str; 4] = ["user", "database", "options", "replication"];
+
+/// The client's view of its session parameters.
+#[derive(Debug, Default, Clone)]
+pub struct Params {
+    /// What the client has now: name (lower case) → SQL value text, ready for `SET name TO value`.
+    current: BTreeMap<String, String>,
+    /// What it started with (startup packet): `RESET` returns here.
+    defaults: BTreeMap<String, String>,
+    /// Changes made inside the open transaction: they count only if it commits.
+    pending: Vec<Command>,
+}
+
+impl Params {
+    /// The parameters of a startup packet (`options=-c name=value` included).
+    pub fn from_startup(startup: &BTreeMap<String, String>) -> Params {
+        let mut defaults = BTreeMap::new();
+        for (k, v) in startup {
+            let key = k.to_lowercase();
+            if !NOT_PARAMS.contains(&key.as_str()) {
+                defaults.insert(key.clone(), guc_value_sql(&key, v));
+            }
+        }
+        if let Some(options) = startup.get("options") {
+            for (k, v) in options_settings(options) {
+                let key = k.to_lowercase().replace('-', "_");
+                defaults.insert(key.clone(), guc_value_sql(&key, &v));
+            }
+        }
+        Params { current: defaults.clone(), defaults, pending: Vec::new() }
+    }
+
+    /// The statements that make a server connection with `applied` match the client, or `None` if it already does.
+    pub fn diff_sql(&self, applied: &BTreeMap<String, String>) -> Option<String> {
+        let mut sql = String::new();
+        for (name, value) in &self.current {
+            if applied.get(name) != Some(value) {
+                sql.push_str(&format!("SET {name} TO {value};"));
+            }
+        }
+        for name in applied.keys() {
+            if !self.current.contains_key(name) {
+                sql.push_str(&format!("RESET {name};"));
+            }
+        }
+        (!sql.is_empty()).then_some(sql)
+    }
+
+    /// After `diff_sql` ran on a connection: it now has exactly the client's parameters.
+    pub fn synced(&self, applied: &mut BTreeMap<String, String>) {
+        applied.clone_from(&self.current);
+    }
+
+    /// Follows the parameter changes of an exchange the server has answered: `changes` were sent in it, `was_in_tx`
+    /// says whether a transaction was open before it, `status` and `outcome` are what the server answered.
+    /// `applied` is the connection's record, which always follows what the server did.
+    pub fn follow(
+        &mut self,
+        changes: &[Command],
+        was_in_tx: bool,
+        status: u8,
+        outcome: Outcome,
+        applied: &mut BTreeMap<String, String>,
+    ) {
+        if outcome.error {
+            // The failed statement's changes never happened; in a failed transaction the earlier ones will be
+            // rolled back with it; after an implicit transaction failed, none of the text's changes happened.
+            if status == STATUS_IDLE {
+                self.pending.clear();
+            }
+            return;
+        }
+        match status {
+            STATUS_IN_TX => self.pending.extend(changes.iter().cloned()),
+            STATUS_IDLE => {
+                let pending = std::mem::take(&mut self.pending);
+                if outcome.rolled_back {
+                    return;
+                }
+                if was_in_tx {
+                    for c in &pending {
+                        self.apply(c, applied);
+                    }
+                }
+                for c in changes {
+                    self.apply(c, applied);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Applies one accepted change to the client's view and the connection's record.
+    fn apply(&mut self, change: &Command, applied: &mut BTreeMap<String, String>) {
+        match change {
+            Command::SetParam { name, value } => {
+                self.current.insert(name.clone(), value.clone());
+                applied.insert(name.clone(), value.clone());
+            }
+            Command::ResetParam(name) => {
+                match self.defaults.get(name) {
+                    Some(v) => self.current.insert(name.clone(), v.clone()),
+                    None => self.current.remove(name),
+                };
+                applied.remove(name);
+            }
+            Command::ResetAll | Command::DiscardAll => {
+                self.current.clone_from(&self.defaults);
+                applied.clear();
+            }
+            _ => {}
+        }
+    }
+
+    /// The schemas of the client's search_path, for resolving unqualified names.
+    pub fn search_path(&self) -> Vec<String> {
+        match self.current.get("search_path") {
+            Some(v) => search_path_of_set_value(v),
+            None => parse_search_path(DEFAULT_SEARCH_PATH),
+        }
+    }
+
+    /// Whether changes wait on the open transaction's outcome.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+}
+
+/// A value as the startup packet or `set_config` gives it (a plain string) as SQL text for `SET name TO ...`.
+fn guc_value_sql(name: &str, value: &str) -> String {
+    if name == "search_path" {
+        search_path_sql(&parse_search_path(value))
+    } else {
+        format!("'{}'", value.replace('\'', "''"))
+    }
+}
+
+/// `-c name=value` and `--name=value` settings of the startup `options` string (backslash escapes spaces).
+fn options_settings(options: &str) -> Vec<(String, String)> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => cur.extend(chars.next()),
+            c if c.is_whitespace() => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    let mut out = Vec::new();
+    let mut it = words.into_iter();
+    while let Some(w) = it.next() {
+        let setting =
+            if w == "-c" { it.next() } else { w.strip_prefix("-c").or_else(|| w.strip_prefix("--")).map(str::to_owned) };
+        if let Some((k, v)) = setting.as_deref().and_then(|s| s.split_once('=')) {
+            out.push((k.to_owned(), v.to_owned()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::STATUS_FAILED;
+
+    fn startup(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn set(name: &str, value: &str) -> Command {
+        Command::SetParam { name: name.into(), value: value.into() }
+    }
+
+    const OK: Outcome = Outcome { error: false, rolled_back: false, committed: false };
+
+    #[test]
+    fn startup_parameters_and_options_become_settings() {
+        let p = Params::from_startup(&startup(&[
+            ("user", "app"),
+            ("database", "handled"),
+            ("application_name", "it's me"),
+            ("TimeZone", "UTC"),
+            ("options", "-c search_path=workspace,Public --statement-timeout=5s -c x=a\\ b"),
+        ]));
+        assert_eq!(p.current.get("application_name").map(String::as_str), Some("'it''s me'"));
+        assert_eq!(p.current.get("timezone").map(String::as_str), Some("'UTC'"));
+        assert_eq!(p.current.get("statement_timeout").map(String::as_str), Some("'5s'"));
+        assert_eq!(p.current.get("x").map(String::as_str), Some("'a b'"));
+        assert_eq!(p.search_path(), ["workspace", "public"]);
+        assert!(!p.current.contains_key("user"));
+    }
+
+    #[test]
+    fn a_connection_gets_only_the_difference() {
+        let p = Params::from_startup(&startup(&[("application_name", "a"), ("TimeZone", "UTC")]));
+        let mut applied = BTreeMap::new();
+        assert_eq!(p.diff_sql(&applied).as_deref(), Some("SET application_name TO 'a';SET timezone TO 'UTC';"));
+        p.synced(&mut applied);
+        assert_eq!(p.diff_sql(&applied), None);
+        applied.insert("datestyle".into(), "'German'".into());
+        assert_eq!(p.diff_sql(&applied).as_deref(), Some("RESET datestyle;"));
+    }
+
+    #[test]
+    fn accepted_sets_follow_and_failed_or_rolled_back_ones_do_not() {
+        let mut p = Params::default();
+        let mut applied = BTreeMap::new();
+        p.follow(&[set("search_path", "workspace")], false, STATUS_IDLE, OK, &mut applied);
+        assert_eq!(p.search_path(), ["workspace"]);
+        assert_eq!(applied.get("search_path").map(String::as_str), Some("workspace"));
+
+        let failed = Outcome { error: true, ..OK };
+        p.follow(&[set("timezone", "'x'")], false, STATUS_IDLE, failed, &mut applied);
+        assert!(!p.current.contains_key("timezone"));
+
+        p.follow(&[set("timezone", "'UTC'")], true, STATUS_IN_TX, OK, &mut applied);
+        assert!(p.has_pending() && !p.current.contains_key("timezone"));
+        let rollback = Outcome { rolled_back: true, ..OK };
+        p.follow(&[], true, STATUS_IDLE, rollback, &mut applied);
+        assert!(!p.has_pending() && !p.current.contains_key("timezone"));
+
+        p.follow(&[set("timezone", "'UTC'")], true, STATUS_IN_TX, OK, &mut applied);
+        p.follow(&[], true, STATUS_FAILED, Outcome { error: true, ..OK }, &mut applied);
+        assert!(p.has_pending());
+        p.follow(&[], true, STATUS_IDLE, rollback, &mut applied);
+        assert!(!p.current.contains_key("timezone"));
+
+        p.follow(&[set("timezone", "'UTC'")], true, STATUS_IN_TX, OK, &mut applied);
+        p.follow(&[], true, STATUS_IDLE, Outcome { committed: true, ..OK }, &mut applied);
+        assert_eq!(p.current.get("timezone").map(String::as_str), Some("'UTC'"));
+    }
+
+    #[test]
+    fn reset_returns_to_the_startup_value_and_reset_all_to_all_of_them() {
+        let mut p = Params::from_startup(&startup(&[("application_name", "a")]));
+        let mut applied = BTreeMap::new();
+        p.follow(&[set("application_name", "'b'"), set("datestyle", "'German'")], false, STATUS_IDLE, OK, &mut applied);
+        p.follow(&[Command::ResetParam("application_name".into())], false, STATUS_IDLE, OK, &mut applied);
+        assert_eq!(p.current.get("application_name").map(String::as_str), Some("'a'"));
+        assert!(!applied.contains_key("application_name"), "the server reset it to the connection's own value");
+        p.follow(&[Command::ResetAll], false, STATUS_IDLE, OK, &mut applied);
+        assert!(!p.current.contains_key("datestyle") && applied.is_empty());
+        assert_eq!(p.diff_sql(&applied).as_deref(), Some("SET application_name TO 'a';"));
+    }
+}

@@ -1,0 +1,160 @@
+//! Session state through transaction pooling: search_path (startup options, SET, set_config, RESET) resolves
+//! unqualified names through the catalog, the catalog follows DDL, and every client keeps its own settings on
+//! whichever pooled server connection serves it.
+
+mod common;
+
+use common::{clusters, config_yaml, direct, scalar, sqlstate, Proxy, APP_PASSWORD};
+
+async fn connect_with(proxy: &Proxy, extra: &str) -> tokio_postgres::Client {
+    let dsn = format!("{} {extra}", proxy.dsn());
+    let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await.expect("connect through pgsplit");
+    tokio::spawn(conn);
+    client
+}
+
+#[tokio::test]
+async fn startup_search_path_routes_unqualified_names_to_their_schema_target() {
+    let proxy = Proxy::split().await;
+    let c = connect_with(&proxy, "options='-c search_path=workspace,public'").await;
+    assert_eq!(scalar(&c, "select current_database() from imports limit 1").await, "handled_data");
+    assert_eq!(scalar(&c, "show search_path").await, "workspace, public");
+    let c = connect_with(&proxy, "options='-c search_path=config'").await;
+    assert_eq!(scalar(&c, "select current_database() from users limit 1").await, "handled_primary");
+}
+
+#[tokio::test]
+async fn set_and_reset_search_path_change_where_unqualified_names_go() {
+    let proxy = Proxy::split().await;
+    let c = proxy.connect().await;
+    c.simple_query("set search_path = reference, public").await.unwrap();
+    assert_eq!(scalar(&c, "select name from countries where code = 'JP'").await, "Japan");
+    assert_eq!(scalar(&c, "select current_database() from countries limit 1").await, "handled_data");
+    // The server connection that runs the statement has the client's search_path too.
+    assert_eq!(scalar(&c, "select current_setting('search_path') from countries limit 1").await, "reference, public");
+    c.simple_query("select set_config('search_path', 'config, public', false)").await.unwrap();
+    assert_eq!(scalar(&c, "select current_database() from users limit 1").await, "handled_primary");
+    c.simple_query("reset search_path").await.unwrap();
+    let err = c.simple_query("select * from countries").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "42P01", "after RESET, countries is no longer on the path");
+    // An unqualified name on each target in one statement is refused like a qualified one.
+    c.simple_query("set search_path = config, reference").await.unwrap();
+    let err = c.simple_query("select * from users, countries").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "0A000");
+    let msg = err.as_db_error().unwrap().message().to_owned();
+    assert!(msg.contains("config.users on primary") && msg.contains("reference.countries on data"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_failed_or_rolled_back_set_does_not_follow_the_client() {
+    let proxy = Proxy::split().await;
+    let c = proxy.connect().await;
+    c.simple_query("begin").await.unwrap();
+    c.simple_query("select 1 from reference.countries limit 1").await.unwrap();
+    c.simple_query("set search_path = reference").await.unwrap();
+    c.simple_query("rollback").await.unwrap();
+    assert_eq!(scalar(&c, "show search_path").await, "\"$user\", public");
+    c.simple_query("begin").await.unwrap();
+    c.simple_query("select 1 from reference.countries limit 1").await.unwrap();
+    c.simple_query("set search_path = reference").await.unwrap();
+    c.simple_query("commit").await.unwrap();
+    assert_eq!(scalar(&c, "select current_database() from countries limit 1").await, "handled_data");
+}
+
+#[tokio::test]
+async fn ddl_through_pgsplit_refreshes_the_catalog_at_once() {
+    let proxy = Proxy::split().await;
+    let c = proxy.connect().await;
+    c.simple_query("create table workspace.fresh_from_ddl (id int)").await.unwrap();
+    c.simple_query("set search_path = workspace").await.unwrap();
+    c.simple_query("insert into fresh_from_ddl values (7)").await.unwrap();
+    assert_eq!(direct(&clusters().data, "handled_data", "select id from workspace.fresh_from_ddl").await, "7");
+    // DDL inside a transaction: the catalog is re-read when it commits.
+    c.simple_query("begin").await.unwrap();
+    c.simple_query("create table workspace.fresh_in_tx (id int)").await.unwrap();
+    c.simple_query("commit").await.unwrap();
+    c.simple_query("insert into fresh_in_tx values (8)").await.unwrap();
+    assert_eq!(direct(&clusters().data, "handled_data", "select id from workspace.fresh_in_tx").await, "8");
+    // CREATE without a schema goes to the first schema of search_path.
+    c.simple_query("create table made_here (id int)").await.unwrap();
+    assert_eq!(
+        direct(
+            &clusters().data,
+            "handled_data",
+            "select count(*) from pg_tables where schemaname = 'workspace' and tablename = 'made_here'"
+        )
+        .await,
+        "1"
+    );
+}
+
+#[tokio::test]
+async fn the_catalog_is_refreshed_periodically_for_ddl_made_elsewhere() {
+    let proxy = Proxy::start(&config_yaml("verify-full", "catalog_refresh: 1s\n")).await;
+    direct(&clusters().primary, "handled_primary", "create table customer.made_directly (id int); alter table customer.made_directly owner to pgsplit; insert into customer.made_directly values (5)").await;
+    let c = connect_with(&proxy, "options='-c search_path=customer'").await;
+    let mut seen = String::new();
+    for _ in 0..50 {
+        if let Ok(msgs) = c.simple_query("select current_database() || ':' || id from made_directly").await {
+            let row = msgs.iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            });
+            if let Some(r) = row {
+                seen = r;
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(seen, "handled_primary:5");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_clients_with_their_own_settings_share_a_pool_of_five() {
+    // PRIMARY's pool has 5 connections; each client sets its own TimeZone and application_name.
+    let proxy = Proxy::split().await;
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let dsn = format!("{} application_name=client{i}", proxy.dsn());
+        tasks.push(tokio::spawn(async move {
+            let (c, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await.expect("connect");
+            tokio::spawn(conn);
+            let tz = format!("Etc/GMT+{}", i % 12);
+            c.simple_query(&format!("set timezone = '{tz}'")).await.unwrap();
+            for _ in 0..10 {
+                let row = scalar(
+                    &c,
+                    "select current_setting('TimeZone') || '|' || current_setting('application_name') from config.users limit 1",
+                )
+                .await;
+                assert_eq!(row, format!("{tz}|client{i}"));
+            }
+            c.simple_query("reset timezone").await.unwrap();
+            let row = scalar(&c, "select current_setting('TimeZone') from config.users limit 1").await;
+            assert_ne!(row, tz, "RESET returned client {i} to the default");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (open, _) = proxy.app.backend(0).pool_state();
+    assert!(open <= 5, "{open} PRIMARY connections");
+}
+
+#[tokio::test]
+async fn startup_settings_reach_the_server_connection() {
+    let proxy = Proxy::split().await;
+    let dsn = format!(
+        "host=127.0.0.1 port={} user=app password={APP_PASSWORD} dbname=handled sslmode=disable application_name=startup-app options='-c statement_timeout=4321 -c DateStyle=German'",
+        proxy.port
+    );
+    let (c, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let row = scalar(
+        &c,
+        "select current_setting('application_name') || '|' || current_setting('statement_timeout') || '|' || current_setting('DateStyle') from workspace.imports limit 1",
+    )
+    .await;
+    assert_eq!(row, "startup-app|4321ms|German, DMY");
+}
