@@ -197,3 +197,20 @@ async fn unknown_message_type_after_login_is_a_fatal_protocol_error() {
     assert_eq!(rest.first(), Some(&b'E'));
     assert!(rest.windows(6).any(|w| w == b"C08P01"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_with_trust_authentication_needs_no_password() {
+    use pgsplit::cluster::{Cluster, ClusterSpec, ServerAuth};
+    let spec = ClusterSpec { name: "trust".into(), tls: false, auth: ServerAuth::Trust, superuser_password: "unused".into() };
+    let trust = Cluster::create(&clusters().dir, spec).await.unwrap();
+    trust.create_role("pgsplit", "irrelevant").await.unwrap();
+    trust.create_database("handled_trust", "pgsplit").await.unwrap();
+    let yaml = config_yaml("verify-full", "").replace(
+        &format!("postgresql://pgsplit:{}@127.0.0.1:{}/handled_data", clusters().server_password, clusters().data.port()),
+        &format!("postgresql://pgsplit@127.0.0.1:{}/handled_trust", trust.port()),
+    );
+    assert!(yaml.contains("handled_trust"));
+    let proxy = Proxy::start(&yaml).await;
+    let c = proxy.connect().await;
+    assert_eq!(scalar(&c, "/* pgsplit: target=data */ select current_database()").await, "handled_trust");
+}
