@@ -67,6 +67,11 @@ pub struct ServerConn {
     pub applied: std::collections::BTreeMap<String, String>,
     /// What the last relayed exchange ended with, for following session state (see `Outcome`).
     pub outcome: Outcome,
+    /// Named statements prepared on this connection by pgsplit: server-side name → the Parse body that made it
+    /// (compared on use, so a name is never trusted for other SQL). Shared by every client that prepares the same SQL.
+    pub prepared: std::collections::HashMap<std::sync::Arc<str>, bytes::Bytes>,
+    /// Replies still due for the extended-protocol messages sent, in order (see `protocol::expect`).
+    pub expect: std::collections::VecDeque<crate::protocol::expect::Expect>,
 }
 
 /// What the server said in the last exchange relayed to a client, beyond the final ReadyForQuery status.
@@ -106,6 +111,8 @@ impl ServerConn {
             created: Instant::now(),
             applied: std::collections::BTreeMap::new(),
             outcome: Outcome::default(),
+            prepared: std::collections::HashMap::new(),
+            expect: std::collections::VecDeque::new(),
         };
         conn.login(spec).await?;
         Ok(conn)

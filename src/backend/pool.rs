@@ -4,12 +4,35 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use bb8::{CustomizeConnection, ErrorSink, ManageConnection, Pool, PooledConnection, QueueStrategy, RunError};
 
 use super::{BackendError, ServerConn, TargetSpec};
 
-/// A server connection checked out of a target's pool; dropping it returns it (or discards it if broken).
-pub type PooledConn = PooledConnection<'static, ServerManager>;
+/// A server connection checked out of a target's pool; dropping it returns it (or discards it if broken), then
+/// lets the next waiting client in.
+pub struct PooledConn {
+    /// The connection, on loan from bb8.
+    conn: PooledConnection<'static, ServerManager>,
+    /// The client's turn: bb8 hands a returned connection to whoever asks first, so waiting clients queue on this
+    /// fair (FIFO) semaphore instead, and a client gets its turn only when a connection is free for it.
+    _turn: OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for PooledConn {
+    type Target = ServerConn;
+
+    fn deref(&self) -> &ServerConn {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for PooledConn {
+    fn deref_mut(&mut self) -> &mut ServerConn {
+        &mut self.conn
+    }
+}
 
 /// Pool sizes and timeouts for one target.
 #[derive(Debug, Clone)]
@@ -137,6 +160,8 @@ pub struct Backend {
     health: Arc<Health>,
     /// How long clients wait for a connection.
     checkout_timeout: Duration,
+    /// One permit per connection of `max`: clients wait their turn here, first come, first served.
+    turns: Arc<Semaphore>,
 }
 
 impl Backend {
@@ -156,7 +181,8 @@ impl Backend {
             .error_sink(Box::new(HealthSink(health.clone())))
             .connection_customizer(Box::new(HealthOnConnect(health.clone())))
             .build_unchecked(ServerManager { spec: spec.clone() });
-        Backend { spec, pool, health, checkout_timeout: settings.checkout_timeout }
+        let turns = Arc::new(Semaphore::new(settings.max.max(1) as usize));
+        Backend { spec, pool, health, checkout_timeout: settings.checkout_timeout, turns }
     }
 
     /// The target's name.
@@ -179,8 +205,14 @@ impl Backend {
                 }
             }
         }
-        match self.pool.get_owned().await {
-            Ok(c) => Ok(c),
+        let started = tokio::time::Instant::now();
+        let turn = match tokio::time::timeout(self.checkout_timeout, self.turns.clone().acquire_owned()).await {
+            Ok(Ok(turn)) => turn,
+            _ => return Err(CheckoutError::Timeout { target: self.spec.name.clone(), waited: self.checkout_timeout }),
+        };
+        let left = self.checkout_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+        match tokio::time::timeout(left, self.pool.get_owned()).await.unwrap_or(Err(RunError::TimedOut)) {
+            Ok(conn) => Ok(PooledConn { conn, _turn: turn }),
             Err(RunError::User(e)) => {
                 self.health.failed(&e);
                 Err(self.unavailable())

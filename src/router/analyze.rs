@@ -285,6 +285,10 @@ fn command(st: &Statement) -> Command {
             Reset::SessionAuthorization => Command::Other,
         },
         Statement::Discard { object_type: DiscardObject::ALL } => Command::DiscardAll,
+        Statement::Deallocate { name, .. } if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") => {
+            Command::Deallocate(None)
+        }
+        Statement::Deallocate { name, .. } => Command::Deallocate(Some(fold(name))),
         Statement::Query(q) => set_config(q).unwrap_or(Command::Other),
         _ => Command::Other,
     }

@@ -114,6 +114,8 @@ pub enum Command {
     ResetAll,
     /// `DISCARD ALL`.
     DiscardAll,
+    /// `DEALLOCATE [PREPARE] name`, or `ALL` (`None`).
+    Deallocate(Option<String>),
 }
 
 impl Command {

@@ -1,15 +1,17 @@
-//! Extended-query batches: messages are held until Sync (or Flush), routed as one unit, and sent in one write.
+//! Extended-query batches: messages are held until Sync (or Flush), routed as one unit, rewritten for the server
+//! connection they run on (see `prepared`), and sent in one write.
 //!
-//! Named prepared statements pin the session to the server connection they were prepared on (per target); the
-//! unnamed statement and portals live only within a batch's transaction.
+//! Named prepared statements live in the session and are prepared lazily on each server connection; the unnamed
+//! statement and portals live only within a batch's transaction.
 
-use bytes::BytesMut;
+use std::sync::Arc;
 
 use crate::protocol::encode::PgError;
 use crate::protocol::{codes, decode, Frame};
 use crate::router::TargetId;
 
-use super::state::{Effects, Session, Tx};
+use super::prepared::Prepared;
+use super::state::{Effects, Payload, Session, Tx};
 use super::SessionError;
 
 impl Session {
@@ -20,11 +22,15 @@ impl Session {
             Ok(Some(t)) => t,
             Ok(None) => match &self.tx {
                 Tx::Bound { target, .. } => *target,
-                _ => {
-                    // Nothing to run (a bare Sync, or Close of unknown names): answer as the server would.
+                _ if self.batch.iter().all(|f| matches!(f.tag, b'C' | b'S' | b'H')) => {
+                    // Nothing to run (a bare Sync, or Closes): answer as the server would.
                     self.answer_locally();
                     return Ok(());
                 }
+                // A Bind or Describe of a name the client does not have: the server gives the error a direct
+                // connection would.
+                _ if self.app.is_single() => self.app.single_target(),
+                _ => self.app.table().default_target,
             },
             Err(e) => {
                 self.batch.clear();
@@ -33,9 +39,9 @@ impl Session {
                 return Ok(());
             }
         };
-        let payload = self.take_batch();
+        let batch = std::mem::take(&mut self.batch);
         let effects = std::mem::take(&mut self.batch_effects);
-        self.run_on(target, &payload, &effects).await
+        self.run_on(target, Payload::Batch(batch), &effects).await
     }
 
     /// Flush without Sync: the client wants answers before it syncs. The batch so far is routed and sent with the
@@ -58,7 +64,7 @@ impl Session {
                 return Ok(());
             }
         };
-        let payload = self.take_batch();
+        let batch = std::mem::take(&mut self.batch);
         let mut conn = match std::mem::replace(&mut self.tx, Tx::Idle) {
             Tx::Bound { conn, .. } => conn,
             other => {
@@ -74,6 +80,7 @@ impl Session {
         };
         // Until a Sync's ReadyForQuery the connection is mid-exchange: never idle, never reusable.
         conn.status = crate::protocol::STATUS_IN_TX;
+        let payload = self.rewrite_batch(&mut conn, batch);
         let sent = conn.send(&payload).await;
         let relayed = match sent {
             Ok(()) => super::relay::until_client_speaks(&mut self.client, &mut conn).await,
@@ -99,7 +106,6 @@ impl Session {
     /// The target every statement of the batch agrees on; `None` when the batch names no statement.
     fn batch_target(&mut self) -> Result<Option<TargetId>, PgError> {
         let mut target: Option<TargetId> = None;
-        let mut pin = None;
         let batch = std::mem::take(&mut self.batch);
         let mut result = Ok(());
         for f in &batch {
@@ -114,9 +120,8 @@ impl Session {
                     }
                     if p.name.is_empty() {
                         self.unnamed = Some(t);
-                    } else {
-                        self.statements.insert(p.name.to_owned(), t);
-                        pin = Some(t);
+                    } else if let Some(prepared) = Prepared::from_parse(t, f.body()) {
+                        self.statements.insert(p.name.to_owned(), Arc::new(prepared));
                     }
                     Some(t)
                 }
@@ -156,9 +161,6 @@ impl Session {
         }
         self.batch = batch;
         result?;
-        if let Some(t) = pin {
-            self.pin(t);
-        }
         Ok(target)
     }
 
@@ -166,17 +168,8 @@ impl Session {
         if name.is_empty() {
             self.unnamed
         } else {
-            self.statements.get(name).copied()
+            self.statements.get(name).map(|p| p.target)
         }
-    }
-
-    fn take_batch(&mut self) -> BytesMut {
-        let len = self.batch.iter().map(|f| f.bytes.len()).sum();
-        let mut out = BytesMut::with_capacity(len);
-        for f in self.batch.drain(..) {
-            out.extend_from_slice(&f.bytes);
-        }
-        out
     }
 
     /// Answers a batch that needs no server: CloseComplete for Closes, then ReadyForQuery.
@@ -184,6 +177,9 @@ impl Session {
         self.batch_effects = Effects::default();
         for f in std::mem::take(&mut self.batch) {
             if f.tag == b'C' {
+                if let Ok((b'S', name)) = decode::describe_or_close(f.body()) {
+                    self.statements.remove(name);
+                }
                 crate::protocol::encode::tag_only(&mut self.client.wbuf, b'3');
             }
         }

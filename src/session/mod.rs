@@ -10,6 +10,7 @@
 mod client;
 mod extended;
 mod params;
+mod prepared;
 mod query;
 mod relay;
 mod startup;

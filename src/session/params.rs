@@ -127,6 +127,12 @@ impl Params {
         }
     }
 
+    /// `DISCARD ALL` / `RESET ALL` answered without a server: back to the startup values.
+    pub fn discard_all(&mut self) {
+        self.current.clone_from(&self.defaults);
+        self.pending.clear();
+    }
+
     /// The schemas of the client's search_path, for resolving unqualified names.
     pub fn search_path(&self) -> Vec<String> {
         match self.current.get("search_path") {

@@ -4,7 +4,7 @@ use crate::protocol::encode::{self, PgError};
 use crate::protocol::{codes, decode, Frame, STATUS_FAILED, STATUS_IDLE, STATUS_IN_TX};
 use crate::router::{Command, Reason, RouteError, TargetId};
 
-use super::state::{Effects, Session, Tx};
+use super::state::{Effects, Payload, Session, Tx};
 use super::SessionError;
 
 impl Session {
@@ -26,7 +26,7 @@ impl Session {
             }
         };
         let effects = Effects::of(analysis.as_deref());
-        self.run_on(target, &frame.bytes, &effects).await
+        self.run_on(target, Payload::Raw(&frame.bytes), &effects).await
     }
 
     /// Answers what pgsplit handles itself; returns true when the statement was answered.
@@ -66,6 +66,22 @@ impl Session {
                 }
                 None => self.refuse(route_error(RouteError::UnknownTarget(name.clone()))),
             },
+            (Command::Deallocate(None), _) if self.pins.is_empty() => {
+                self.statements.clear();
+                let status = self.tx.status();
+                self.client.complete_ready("DEALLOCATE ALL", status);
+            }
+            (Command::Deallocate(Some(name)), _) if self.statements.remove(name).is_some() => {
+                let status = self.tx.status();
+                self.client.complete_ready("DEALLOCATE", status);
+            }
+            (Command::DiscardAll, Tx::Idle) if self.pins.is_empty() => {
+                // Nothing of this client lives on a server connection: DISCARD ALL is its names and settings.
+                self.statements.clear();
+                self.params.discard_all();
+                self.search_path = self.params.search_path();
+                self.client.complete_ready("DISCARD ALL", STATUS_IDLE);
+            }
             (Command::ResetTarget, _) => {
                 self.target_hint = None;
                 let status = self.tx.status();
@@ -107,7 +123,7 @@ impl Session {
     }
 
     /// Runs an encoded payload on `target`, using the bound connection or taking one (replaying a deferred BEGIN).
-    pub(super) async fn run_on(&mut self, target: TargetId, payload: &[u8], effects: &Effects) -> Result<(), SessionError> {
+    pub(super) async fn run_on(&mut self, target: TargetId, payload: Payload<'_>, effects: &Effects) -> Result<(), SessionError> {
         let (conn, begin) = match std::mem::replace(&mut self.tx, Tx::Idle) {
             Tx::Bound { conn, .. } => (conn, None),
             Tx::Deferred { begin } => match self.acquire(target).await {

@@ -3,6 +3,8 @@
 use bytes::Buf;
 
 use crate::backend::{BackendError, Outcome, ServerConn};
+use crate::protocol::encode;
+use crate::protocol::expect::{Expect, Reply};
 use crate::protocol::framing::{self, MAX_MESSAGE_LEN};
 
 use super::client::Client;
@@ -31,56 +33,129 @@ pub enum Sink {
     Discard,
 }
 
+/// What the buffered server messages ended with.
+enum Step {
+    /// ReadyForQuery with this status: the exchange is over.
+    Ready(u8),
+    /// CopyInResponse: the client's CopyData must flow to the server now.
+    CopyIn,
+    /// Everything buffered was relayed; more must be read.
+    More,
+}
+
 /// Relays complete server messages until ReadyForQuery and returns its status byte. Each read from the server is
-/// written to the client in one write, straight from the read buffer.
+/// written to the client in one write, straight from the read buffer, unless replies must be hidden or injected
+/// (see `protocol::expect`).
 pub async fn until_ready(client: &mut Client, conn: &mut ServerConn, sink: Sink) -> Result<u8, RelayError> {
     conn.outcome = Outcome::default();
     loop {
-        let mut off = 0;
-        let mut ready = None;
-        let mut copy_in = false;
-        while let Some(n) = framing::peek_len(&conn.rbuf[off..], |_| Some(MAX_MESSAGE_LEN)).map_err(|e| {
-            conn.broken = true;
-            BackendError::Protocol(e.to_string())
-        })? {
-            let tag = conn.rbuf[off];
-            let body = &conn.rbuf[off + 5..off + n];
-            off += n;
-            match tag {
-                b'Z' => {
-                    ready = Some(body.first().copied().unwrap_or(b'I'));
-                    break;
-                }
-                b'G' => {
-                    copy_in = true;
-                    break;
-                }
-                b'E' => conn.outcome.error = true,
-                b'C' => {
-                    conn.outcome.committed = body.starts_with(b"COMMIT\0");
-                    conn.outcome.rolled_back = body.starts_with(b"ROLLBACK\0");
-                }
-                _ => {}
-            }
+        match forward_buffered(client, conn, sink).await? {
+            Step::Ready(status) => return Ok(status),
+            Step::CopyIn => copy_from_client(client, conn).await?,
+            Step::More => conn.fill().await?,
         }
-        if off > 0 {
+    }
+}
+
+/// Relays the complete messages in the server's read buffer, following the queue of expected replies.
+async fn forward_buffered(client: &mut Client, conn: &mut ServerConn, sink: Sink) -> Result<Step, RelayError> {
+    let mut off = 0;
+    // Start of the bytes not yet passed on; a hidden or injected reply splices the output there.
+    let mut run = 0;
+    let mut step = Step::More;
+    while let Some(n) = framing::peek_len(&conn.rbuf[off..], |_| Some(MAX_MESSAGE_LEN)).map_err(|e| {
+        conn.broken = true;
+        BackendError::Protocol(e.to_string())
+    })? {
+        let tag = conn.rbuf[off];
+        while let Some(Expect::Inject(reply)) = conn.expect.front() {
+            let reply = *reply;
             if sink == Sink::Client {
-                if let Err(e) = client.write_raw(&conn.rbuf[..off]).await {
-                    conn.broken = true;
-                    return Err(RelayError::Client(e));
-                }
+                client.wbuf.extend_from_slice(&conn.rbuf[run..off]);
+                encode::tag_only(&mut client.wbuf, reply);
             }
-            conn.rbuf.advance(off);
+            run = off;
+            conn.expect.pop_front();
         }
-        if let Some(status) = ready {
-            conn.status = status;
-            return Ok(status);
+        let body = &conn.rbuf[off + 5..off + n];
+        let mut hide = false;
+        match tag {
+            b'Z' => {
+                let status = body.first().copied().unwrap_or(b'I');
+                conn.status = status;
+                step = Step::Ready(status);
+                conn.expect.clear();
+            }
+            b'G' => step = Step::CopyIn,
+            b'E' => {
+                conn.outcome.error = true;
+                failed_until_sync(conn);
+            }
+            b'C' => {
+                conn.outcome.committed = body.starts_with(b"COMMIT\0");
+                conn.outcome.rolled_back = body.starts_with(b"ROLLBACK\0");
+                reply_part(conn, tag);
+            }
+            // Asynchronous messages belong to no reply.
+            b'N' | b'S' | b'A' => {}
+            _ => hide = reply_part(conn, tag),
         }
-        if copy_in {
-            copy_from_client(client, conn).await?;
-            continue;
+        if hide {
+            if sink == Sink::Client {
+                client.wbuf.extend_from_slice(&conn.rbuf[run..off]);
+            }
+            run = off + n;
         }
-        conn.fill().await?;
+        off += n;
+        if !matches!(step, Step::More) {
+            break;
+        }
+    }
+    if sink == Sink::Client {
+        let written = if client.wbuf.is_empty() {
+            client.write_raw(&conn.rbuf[run..off]).await
+        } else {
+            client.wbuf.extend_from_slice(&conn.rbuf[run..off]);
+            client.flush().await
+        };
+        if let Err(e) = written {
+            conn.broken = true;
+            return Err(RelayError::Client(e));
+        }
+    }
+    conn.rbuf.advance(off);
+    Ok(step)
+}
+
+/// A server message that is part of the reply at the queue's front: pops the entry when the reply is complete.
+/// Returns whether the message must be hidden from the client.
+fn reply_part(conn: &mut ServerConn, tag: u8) -> bool {
+    match conn.expect.front() {
+        Some(Expect::Hide { .. }) => {
+            conn.expect.pop_front();
+            true
+        }
+        Some(Expect::Forward(reply)) => {
+            if reply.ends_with(tag) {
+                conn.expect.pop_front();
+            }
+            false
+        }
+        _ => false,
+    }
+}
+
+/// After an ErrorResponse the server skips every message up to Sync: their replies will not come, injected ones
+/// must not be sent, and statements whose Parse did not complete do not exist on the connection.
+fn failed_until_sync(conn: &mut ServerConn) {
+    while let Some(e) = conn.expect.front() {
+        if *e == Expect::Forward(Reply::Sync) {
+            break;
+        }
+        if let Some(s) = e.creates() {
+            conn.prepared.remove(s);
+        }
+        conn.expect.pop_front();
     }
 }
 
@@ -132,16 +207,13 @@ async fn copy_from_client(client: &mut Client, conn: &mut ServerConn) -> Result<
 pub async fn until_client_speaks(client: &mut Client, conn: &mut ServerConn) -> Result<(), RelayError> {
     use tokio::io::AsyncReadExt;
     loop {
-        let mut off = 0;
-        while let Some(n) = framing::peek_len(&conn.rbuf[off..], |_| Some(MAX_MESSAGE_LEN)).map_err(|e| {
-            conn.broken = true;
-            BackendError::Protocol(e.to_string())
-        })? {
-            off += n;
-        }
-        if off > 0 {
-            client.write_raw(&conn.rbuf[..off]).await.map_err(RelayError::Client)?;
-            conn.rbuf.advance(off);
+        match forward_buffered(client, conn, Sink::Client).await? {
+            Step::Ready(_) => return Ok(()),
+            Step::CopyIn => {
+                copy_from_client(client, conn).await?;
+                continue;
+            }
+            Step::More => {}
         }
         if !client.rbuf.is_empty() {
             return Ok(());

@@ -9,27 +9,42 @@ use crate::app::App;
 use crate::backend::{CheckoutError, PooledConn};
 use crate::protocol::encode::PgError;
 use crate::protocol::{codes, Frame, STATUS_FAILED, STATUS_IDLE, STATUS_IN_TX};
-use crate::router::TargetId;
+use crate::router::{Analysis, Command, TargetId};
 
 use super::client::Client;
 use super::params::Params;
+use super::prepared::Prepared;
 use super::relay::{self, RelayError, Sink};
 use super::SessionError;
+
+/// What is sent to the server for one client request.
+pub enum Payload<'a> {
+    /// Bytes to send as they are (a Query message).
+    Raw(&'a [u8]),
+    /// An extended-protocol batch, rewritten for the connection it runs on (prepared statements).
+    Batch(Vec<Frame>),
+}
 
 /// What a statement does to session state once the server has accepted it.
 #[derive(Debug, Default)]
 pub struct Effects {
     /// Session parameter changes (SET, RESET, ...), in order.
-    pub changes: Vec<crate::router::Command>,
+    pub changes: Vec<Command>,
     /// The text changes the catalog: the target's snapshot is re-read when the transaction ends.
     pub ddl: bool,
+    /// The text drops every prepared statement of the server connection (`DEALLOCATE ALL`, `DISCARD ALL`).
+    pub forgets_prepared: bool,
 }
 
 impl Effects {
     /// The effects of an analysed text (none in single mode, where texts are not analysed).
-    pub fn of(analysis: Option<&crate::router::Analysis>) -> Effects {
+    pub fn of(analysis: Option<&Analysis>) -> Effects {
         match analysis {
-            Some(a) => Effects { changes: a.session_changes.clone(), ddl: a.ddl },
+            Some(a) => Effects {
+                changes: a.session_changes.clone(),
+                ddl: a.ddl,
+                forgets_prepared: matches!(a.command, Command::Deallocate(None) | Command::DiscardAll),
+            },
             None => Effects::default(),
         }
     }
@@ -93,8 +108,8 @@ pub struct Session {
     pub batch: Vec<Frame>,
     /// What the statements parsed in the current batch do to session state.
     pub batch_effects: Effects,
-    /// Target of each named prepared statement the client created.
-    pub statements: HashMap<String, TargetId>,
+    /// The client's named prepared statements, by the client's name.
+    pub statements: HashMap<String, Arc<Prepared>>,
     /// Target of the unnamed statement, for a Bind that re-executes it.
     pub unnamed: Option<TargetId>,
     /// Server connections pinned to this session (named prepared statements live on them), by target.
@@ -186,9 +201,8 @@ impl Session {
                 *slot = Some(conn);
                 return;
             }
-            // A broken pinned connection loses its prepared statements; the session must start over on a new one.
+            // A broken pinned connection loses what was pinned to it; the session goes on unpinned.
             self.pins.remove(&target);
-            self.statements.retain(|_, t| *t != target);
         }
         drop(conn);
     }
@@ -205,16 +219,24 @@ impl Session {
         target: TargetId,
         mut conn: PooledConn,
         begin: Option<Bytes>,
-        payload: &[u8],
+        payload: Payload<'_>,
         effects: &Effects,
     ) -> Result<(), SessionError> {
         let was_in_tx = begin.is_some() || conn.status != STATUS_IDLE;
+        let batch;
+        let bytes = match payload {
+            Payload::Raw(b) => b,
+            Payload::Batch(frames) => {
+                batch = self.rewrite_batch(&mut conn, frames);
+                &batch[..]
+            }
+        };
         let result = async {
             if let Some(b) = &begin {
                 conn.send(b).await?;
                 relay::until_ready(&mut self.client, &mut conn, Sink::Discard).await?;
             }
-            conn.send(payload).await?;
+            conn.send(bytes).await?;
             relay::until_ready(&mut self.client, &mut conn, Sink::Client).await
         }
         .await;
@@ -259,6 +281,9 @@ impl Session {
         }
         if effects.ddl {
             self.catalog_stale = Some(target);
+        }
+        if effects.forgets_prepared {
+            conn.prepared.clear();
         }
     }
 

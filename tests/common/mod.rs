@@ -139,7 +139,7 @@ impl Proxy {
 
 /// First column of the first row of a simple query, as text.
 pub async fn scalar(client: &tokio_postgres::Client, sql: &str) -> String {
-    for m in client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")) {
+    for m in client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}: {:?}", e.as_db_error())) {
         if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
             return r.get(0).unwrap_or("NULL").to_owned();
         }

@@ -1,0 +1,184 @@
+//! Named prepared statements under transaction pooling (SPEC §4): a client's statement name maps to a server-side
+//! statement named after its SQL, prepared lazily on whichever server connection serves the batch and shared by
+//! every client that prepares the same text. The batch is rewritten for the connection it runs on, and the replies
+//! pgsplit adds or answers itself are queued so the client sees what a direct connection would send.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::backend::ServerConn;
+use crate::protocol::decode;
+use crate::protocol::expect::{Expect, Reply};
+use crate::protocol::Frame;
+use crate::router::TargetId;
+
+use super::state::Session;
+
+/// Server-side statements kept per connection; past this the oldest-found one is closed to make room.
+const MAX_PREPARED_PER_CONN: usize = 1000;
+
+/// A client's named statement.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The target its SQL routes to.
+    pub target: TargetId,
+    /// Its server-side name: `pgsplit_` and a hash of SQL and parameter types.
+    pub server_name: Arc<str>,
+    /// The Parse body that creates it on a server (server-side name, SQL, parameter types).
+    pub parse_body: Bytes,
+}
+
+impl Prepared {
+    /// The statement a client's Parse body (`name\0sql\0types`) creates.
+    pub fn from_parse(target: TargetId, client_body: &[u8]) -> Option<Prepared> {
+        let nul = client_body.iter().position(|&b| b == 0)?;
+        let rest = &client_body[nul + 1..];
+        let hash = foldhash::fast::FixedState::with_seed(0x7067_7370_6c69_7421).hash_one(rest);
+        let server_name = format!("pgsplit_{hash:016x}");
+        let mut body = BytesMut::with_capacity(server_name.len() + 1 + rest.len());
+        body.put_slice(server_name.as_bytes());
+        body.put_u8(0);
+        body.put_slice(rest);
+        Some(Prepared { target, server_name: server_name.into(), parse_body: body.freeze() })
+    }
+}
+
+impl Session {
+    /// The bytes to send on `conn` for an extended-protocol batch, with the replies they will get queued on `conn`.
+    pub(super) fn rewrite_batch(&mut self, conn: &mut ServerConn, batch: Vec<Frame>) -> BytesMut {
+        let len = batch.iter().map(|f| f.bytes.len()).sum::<usize>();
+        let mut out = BytesMut::with_capacity(len + 64);
+        for f in batch {
+            match f.tag {
+                b'P' => self.rewrite_parse(conn, &f, &mut out),
+                b'B' => {
+                    let stmt = decode::bind_names(f.body()).map(|(_, s)| s).unwrap_or("");
+                    match self.statement(stmt) {
+                        Some(p) => {
+                            ensure_prepared(conn, &p, &mut out);
+                            let (portal, _) = decode::bind_names(f.body()).unwrap_or(("", ""));
+                            let skip = portal.len() + 1 + stmt.len() + 1;
+                            message(
+                                &mut out,
+                                b'B',
+                                &[portal.as_bytes(), &[0], p.server_name.as_bytes(), &[0], &f.body()[skip..]],
+                            );
+                        }
+                        None => out.put_slice(&f.bytes),
+                    }
+                    conn.expect.push_back(Expect::Forward(Reply::Bind));
+                }
+                b'D' => {
+                    match decode::describe_or_close(f.body()) {
+                        Ok((b'S', name)) if self.statement(name).is_some() => {
+                            if let Some(p) = self.statement(name) {
+                                ensure_prepared(conn, &p, &mut out);
+                                message(&mut out, b'D', &[b"S", p.server_name.as_bytes(), &[0]]);
+                            }
+                        }
+                        _ => out.put_slice(&f.bytes),
+                    }
+                    conn.expect.push_back(Expect::Forward(Reply::Describe));
+                }
+                b'C' => match decode::describe_or_close(f.body()) {
+                    Ok((b'S', name)) if !name.is_empty() => {
+                        // The server-side statement stays for other clients; the client's name is gone.
+                        self.statements.remove(name);
+                        conn.expect.push_back(Expect::Inject(b'3'));
+                    }
+                    _ => {
+                        out.put_slice(&f.bytes);
+                        conn.expect.push_back(Expect::Forward(Reply::Close));
+                    }
+                },
+                b'E' => {
+                    out.put_slice(&f.bytes);
+                    conn.expect.push_back(Expect::Forward(Reply::Execute));
+                }
+                b'S' => {
+                    out.put_slice(&f.bytes);
+                    conn.expect.push_back(Expect::Forward(Reply::Sync));
+                }
+                _ => out.put_slice(&f.bytes),
+            }
+        }
+        out
+    }
+
+    fn rewrite_parse(&mut self, conn: &mut ServerConn, f: &Frame, out: &mut BytesMut) {
+        let name = decode::parse(f.body()).map(|p| p.name).unwrap_or("");
+        let Some(p) = (!name.is_empty()).then(|| self.statement(name)).flatten() else {
+            out.put_slice(&f.bytes);
+            conn.expect.push_back(Expect::Forward(Reply::Parse(None)));
+            return;
+        };
+        if conn.prepared.get(&p.server_name) == Some(&p.parse_body) {
+            conn.expect.push_back(Expect::Inject(b'1'));
+            return;
+        }
+        make_room(conn, &p, out);
+        message(out, b'P', &[&p.parse_body]);
+        conn.prepared.insert(p.server_name.clone(), p.parse_body.clone());
+        conn.expect.push_back(Expect::Forward(Reply::Parse(Some(p.server_name.clone()))));
+    }
+
+    /// A named statement of this client (the unnamed one is never rewritten).
+    fn statement(&self, name: &str) -> Option<Arc<Prepared>> {
+        if name.is_empty() {
+            return None;
+        }
+        self.statements.get(name).cloned()
+    }
+}
+
+/// Prepares `p` on `conn` first if the connection lacks it; the ParseComplete is hidden from the client.
+fn ensure_prepared(conn: &mut ServerConn, p: &Prepared, out: &mut BytesMut) {
+    if conn.prepared.get(&p.server_name) == Some(&p.parse_body) {
+        return;
+    }
+    make_room(conn, p, out);
+    message(out, b'P', &[&p.parse_body]);
+    conn.prepared.insert(p.server_name.clone(), p.parse_body.clone());
+    conn.expect.push_back(Expect::Hide { statement: Some(p.server_name.clone()) });
+}
+
+/// Closes a statement to keep the connection's cache bounded, and a stale one under `p`'s name (a hash collision).
+fn make_room(conn: &mut ServerConn, p: &Prepared, out: &mut BytesMut) {
+    let stale = conn.prepared.contains_key(&p.server_name).then(|| p.server_name.clone());
+    let victim =
+        stale.or_else(|| (conn.prepared.len() >= MAX_PREPARED_PER_CONN).then(|| conn.prepared.keys().next().cloned()).flatten());
+    if let Some(v) = victim {
+        conn.prepared.remove(&v);
+        message(out, b'C', &[b"S", v.as_bytes(), &[0]]);
+        conn.expect.push_back(Expect::Hide { statement: None });
+    }
+}
+
+/// Appends one message made of `parts`.
+fn message(out: &mut BytesMut, tag: u8, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    out.put_u8(tag);
+    out.put_u32((len + 4) as u32);
+    for p in parts {
+        out.put_slice(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_sql_and_types_share_a_server_name_and_others_do_not() {
+        let a = Prepared::from_parse(0, b"s1\0select $1\0\0\x01\0\0\0\x17").unwrap();
+        let b = Prepared::from_parse(1, b"other\0select $1\0\0\x01\0\0\0\x17").unwrap();
+        let c = Prepared::from_parse(0, b"s1\0select $1\0\0\x01\0\0\0\x19").unwrap();
+        assert_eq!(a.server_name, b.server_name);
+        assert_ne!(a.server_name, c.server_name);
+        assert!(a.parse_body.starts_with(a.server_name.as_bytes()));
+        assert!(a.parse_body.ends_with(b"select $1\0\0\x01\0\0\0\x17"));
+        assert!(Prepared::from_parse(0, b"no terminator").is_none());
+    }
+}

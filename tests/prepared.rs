@@ -1,0 +1,131 @@
+//! Named prepared statements under transaction pooling: they survive changing server connections, two clients'
+//! names never collide, Close and errors behave as on a direct connection, and pgbench's extended and prepared
+//! modes run clean with more clients than the pool.
+
+mod common;
+
+use std::process::Command;
+
+use common::{clusters, config_yaml, sqlstate, Proxy, APP_PASSWORD};
+
+/// A configuration whose pools are tiny, so clients constantly share and swap server connections.
+fn tiny_pools(primary: u32, data: u32) -> String {
+    config_yaml("verify-full", "")
+        .replace("pool: { max: 5, checkout_timeout: 3s }", &format!("pool: {{ max: {primary}, checkout_timeout: 10s }}"))
+        .replace("pool: { max: 10, checkout_timeout: 3s }", &format!("pool: {{ max: {data}, checkout_timeout: 10s }}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_statements_survive_transaction_pooling_on_both_targets() {
+    let proxy = Proxy::start(&tiny_pools(2, 2)).await;
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let c = proxy.connect().await;
+        tasks.push(tokio::spawn(async move {
+            let on_primary = c.prepare("select email from config.users where name = $1").await.unwrap();
+            let on_data = c.prepare("select name from reference.countries where code = $1").await.unwrap();
+            let mine = c.prepare(&format!("select $1::int + {i}")).await.unwrap();
+            for j in 0..20i32 {
+                let email: String = c.query_one(&on_primary, &[&"Ada"]).await.unwrap().get(0);
+                assert_eq!(email, "ada@example.com");
+                let country: String = c.query_one(&on_data, &[&"FR"]).await.unwrap().get(0);
+                assert_eq!(country, "France");
+                let n: i32 = c.query_one(&mine, &[&j]).await.unwrap().get(0);
+                assert_eq!(n, j + i, "client {i} ran its own statement");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (open, _) = proxy.app.backend(0).pool_state();
+    assert!(open <= 2, "{open} PRIMARY connections");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_same_statement_name_different_sql_never_collide() {
+    // One server connection: both clients' "s0" (tokio-postgres names its statements s0, s1, ...) run on it.
+    let proxy = Proxy::start(&tiny_pools(1, 1)).await;
+    let a = proxy.connect().await;
+    let b = proxy.connect().await;
+    let sa = a.prepare("select 'A:' || $1::text").await.unwrap();
+    let sb = b.prepare("select 'B:' || $1::text").await.unwrap();
+    for i in 0..10 {
+        let ra: String = a.query_one(&sa, &[&i.to_string()]).await.unwrap().get(0);
+        let rb: String = b.query_one(&sb, &[&i.to_string()]).await.unwrap().get(0);
+        assert_eq!((ra, rb), (format!("A:{i}"), format!("B:{i}")));
+    }
+}
+
+#[tokio::test]
+async fn closed_statements_are_gone_and_failed_parses_leave_nothing_behind() {
+    let proxy = Proxy::start(&tiny_pools(1, 1)).await;
+    let mut c = proxy.connect().await;
+    let err = c.prepare("select * from config.no_such_table where id = $1").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "42P01");
+    // The same text again fails the same way (nothing half-prepared remains on the connection).
+    let err = c.prepare("select * from config.no_such_table where id = $1").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "42P01");
+    let s = c.prepare("select count(*) from config.users where id > $1").await.unwrap();
+    let n: i64 = c.query_one(&s, &[&0i32]).await.unwrap().get(0);
+    assert!(n >= 2);
+    drop(s); // tokio-postgres sends Close for the statement
+    let s2 = c.prepare("select count(*) from config.users where id > $1").await.unwrap();
+    let n2: i64 = c.query_one(&s2, &[&0i32]).await.unwrap().get(0);
+    assert_eq!(n, n2);
+    // A statement for another target inside a transaction is refused like a simple query.
+    let tx = c.transaction().await.unwrap();
+    tx.query("select 1 from config.users limit 1", &[]).await.unwrap();
+    let err = tx.query("select 1 from workspace.imports limit 1", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "0A000");
+    drop(tx);
+    let n3: i64 = c.query_one(&s2, &[&0i32]).await.unwrap().get(0);
+    assert_eq!(n, n3);
+}
+
+#[tokio::test]
+async fn sql_deallocate_all_clears_the_clients_names_without_touching_others() {
+    let proxy = Proxy::start(&tiny_pools(1, 1)).await;
+    let a = proxy.connect().await;
+    let b = proxy.connect().await;
+    let sb = b.prepare("select 'still here'").await.unwrap();
+    let sa = a.prepare("select 'gone soon'").await.unwrap();
+    a.batch_execute("DEALLOCATE ALL").await.unwrap();
+    let err = a.query(&sa, &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "26000", "invalid_sql_statement_name, as on a direct connection");
+    let r: String = b.query_one(&sb, &[]).await.unwrap().get(0);
+    assert_eq!(r, "still here");
+}
+
+fn pgbench(args: &[&str]) -> std::process::Output {
+    let bin = pgsplit::cluster::find_bindir().map(|b| b.join("pgbench")).unwrap_or_else(|_| "pgbench".into());
+    Command::new(bin).args(args).output().expect("pgbench runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_simple_extended_and_prepared_modes_run_clean_with_more_clients_than_the_pool() {
+    let yaml = tiny_pools(5, 4).replace("default_target: primary", "default_target: data");
+    let proxy = Proxy::start(&yaml).await;
+    let url = format!("postgresql://app:{APP_PASSWORD}@127.0.0.1:{}/handled?sslmode=disable", proxy.port);
+    let out = tokio::task::spawn_blocking(move || {
+        let init = pgbench(&["-i", "-s", "1", "-q", "--foreign-keys", &url]);
+        assert!(init.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&init.stderr));
+        ["simple", "extended", "prepared"]
+            .iter()
+            // One thread per client: pgbench prepares with a blocking PQprepare, which on a shared thread would
+            // wait for a server connection held by that thread's other clients (any pooler deadlocks pgbench so).
+            .map(|mode| (mode.to_string(), pgbench(&["-M", mode, "-c", "12", "-j", "12", "-t", "50", "-n", &url])))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for (mode, o) in out {
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "-M {mode}: {stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+        assert!(stdout.contains("number of transactions actually processed: 600/600"), "-M {mode}: {stdout}");
+        assert!(stdout.contains("number of failed transactions: 0"), "-M {mode}: {stdout}");
+    }
+    let n: i64 =
+        common::direct(&clusters().data, "handled_data", "select count(*) from public.pgbench_history").await.parse().unwrap();
+    assert!(n >= 1800, "{n} history rows from three tpcb-like runs");
+}
