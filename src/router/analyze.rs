@@ -95,10 +95,9 @@ struct Collector {
     names: Vec<Name>,
     /// Whether any statement may write.
     writes: bool,
-    /// CTE names in scope (folded); an unqualified relation matching one is the CTE, not a table.
-    ctes: Vec<String>,
-    /// `ctes.len()` at the start of each query being walked, so a query's CTEs go out of scope with it.
-    cte_marks: Vec<usize>,
+    /// One scope per query being walked, outermost first: an unqualified relation matching a CTE name in scope is
+    /// the CTE, not a table.
+    scopes: Vec<CteScope>,
     /// The next relation the walk reports is the name of a table function (`FROM f(1)`), not a relation.
     function_next: bool,
 }
@@ -133,15 +132,18 @@ impl Collector {
         }
     }
 
-    /// Whether an unqualified relation name is a CTE of an enclosing query.
+    /// Whether an unqualified relation name is a CTE of an enclosing query. Inside the body of a query's n-th CTE
+    /// only the CTEs before it are visible (all of them under `WITH RECURSIVE`), as in PostgreSQL.
     fn is_cte(&self, name: &ObjectName) -> bool {
-        match name.0.as_slice() {
-            [ObjectNamePart::Identifier(i)] => {
-                let n = fold(i);
-                self.ctes.contains(&n)
-            }
-            _ => false,
-        }
+        let [ObjectNamePart::Identifier(i)] = name.0.as_slice() else { return false };
+        let n = fold(i);
+        self.scopes.iter().enumerate().any(|(depth, scope)| {
+            let visible = match self.scopes.get(depth + 1).and_then(|inner| inner.cte_index) {
+                Some(i) if !scope.recursive => &scope.ctes[..i],
+                _ => &scope.ctes[..],
+            };
+            visible.contains(&n)
+        })
     }
 
     /// A qualified user-defined type (`workspace.mood`) routes by its schema; unqualified ones are left to the
@@ -358,6 +360,18 @@ impl Collector {
     }
 }
 
+/// The CTEs one query defines, for telling CTE references from relations.
+struct CteScope {
+    /// CTE names (folded), in order.
+    ctes: Vec<String>,
+    /// `WITH RECURSIVE`: every CTE is visible in every body.
+    recursive: bool,
+    /// How many CTE bodies the walk has entered so far.
+    entered: usize,
+    /// When this query is the body of the enclosing query's n-th CTE: n.
+    cte_index: Option<usize>,
+}
+
 /// Built-in functions whose first argument is a regclass (a string literal naming a relation).
 const REGCLASS_FUNCTIONS: &[&str] = &[
     "nextval",
@@ -384,17 +398,25 @@ impl Visitor for Collector {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
-        self.cte_marks.push(self.ctes.len());
-        if let Some(with) = &query.with {
-            self.ctes.extend(with.cte_tables.iter().map(|c| fold(&c.alias.name)));
-        }
+        // A query's CTE bodies are walked first, in order: while the enclosing query has bodies left to enter,
+        // the query entered now is the next one.
+        let cte_index = match self.scopes.last_mut() {
+            Some(outer) if outer.entered < outer.ctes.len() => {
+                outer.entered += 1;
+                Some(outer.entered - 1)
+            }
+            _ => None,
+        };
+        let (ctes, recursive) = match &query.with {
+            Some(with) => (with.cte_tables.iter().map(|c| fold(&c.alias.name)).collect(), with.recursive),
+            None => (Vec::new(), false),
+        };
+        self.scopes.push(CteScope { ctes, recursive, entered: 0, cte_index });
         ControlFlow::Continue(())
     }
 
     fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<()> {
-        if let Some(mark) = self.cte_marks.pop() {
-            self.ctes.truncate(mark);
-        }
+        self.scopes.pop();
         ControlFlow::Continue(())
     }
 
@@ -475,6 +497,10 @@ fn changes_catalog(st: &Statement) -> bool {
             | Statement::Lock(_)
             | Statement::Truncate(_)
             | Statement::Analyze(_)
+            | Statement::Vacuum(_)
+            | Statement::Comment { .. }
+            | Statement::Grant(_)
+            | Statement::Revoke(_)
     )
 }
 
