@@ -2,43 +2,21 @@
 
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
-use sqlparser::tokenizer::{Token, Tokenizer};
+use sqlparser::tokenizer::{Token, Tokenizer, Word};
 
 use super::{Analysis, Command, Name, ObjectKind};
 
+/// How deep dollar-quoted bodies are scanned (a `DO` block's body, a function body inside it).
+const MAX_BODY_DEPTH: usize = 2;
+
 /// Scans tokens for `word . word` pairs; every pair is a candidate `schema.object` (the router keeps only routed schemas,
 /// so alias-qualified columns such as `p.name` do not matter). String literals and comments are single tokens, so their
-/// contents are never taken for names.
+/// contents are never taken for names; dollar-quoted bodies (`DO $$ ... $$`) are scanned like the text around them,
+/// since they may be the only place a routed name appears.
 pub fn scan(sql: &str) -> Analysis {
-    let dialect = PostgreSqlDialect {};
-    let tokens: Vec<Token> = match Tokenizer::new(&dialect, sql).tokenize() {
-        Ok(t) => t.into_iter().filter(|t| !matches!(t, Token::Whitespace(_))).collect(),
-        Err(_) => return untokenizable(sql),
-    };
-    let fold = |v: &sqlparser::tokenizer::Word| if v.quote_style.is_some() { v.value.clone() } else { v.value.to_lowercase() };
+    let Some(tokens) = tokenize(sql) else { return untokenizable(sql) };
     let mut names: Vec<Name> = Vec::new();
-    let mut push = |n: Name| {
-        if !names.contains(&n) {
-            names.push(n);
-        }
-    };
-    let mut i = 0;
-    while i < tokens.len() {
-        match &tokens[i..] {
-            [Token::Word(a), Token::Period, Token::Word(b), ..] => {
-                push(Name::new(Some(fold(a)), fold(b), ObjectKind::Relation));
-                // `a.b.c` is db.schema.object or schema.table.column: the next pair is scanned too.
-                i += 2;
-            }
-            // Every other word is a candidate unqualified name; the router keeps those the catalog finds through
-            // search_path, so keywords and column names cost a lookup and nothing more.
-            [Token::Word(w), ..] => {
-                push(Name::new(None, fold(w), ObjectKind::Relation));
-                i += 1;
-            }
-            _ => i += 1,
-        }
-    }
+    collect(&tokens, &mut names, 0);
     let first_keyword = tokens.iter().find_map(|t| match t {
         Token::Word(w) => Some(w.keyword),
         _ => None,
@@ -56,6 +34,65 @@ pub fn scan(sql: &str) -> Analysis {
         writes: !reads,
         ddl,
         statements,
+    }
+}
+
+/// The text's tokens without white space, or `None` when even the tokenizer rejects it.
+fn tokenize(sql: &str) -> Option<Vec<Token>> {
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
+    Some(tokens.into_iter().filter(|t| !matches!(t, Token::Whitespace(_))).collect())
+}
+
+/// Adds every `a.b` pair and every other word of `tokens` to `names`, descending into dollar-quoted bodies.
+fn collect(tokens: &[Token], names: &mut Vec<Name>, depth: usize) {
+    let fold = |v: &Word| if v.quote_style.is_some() { v.value.clone() } else { v.value.to_lowercase() };
+    let mut push = |n: Name| {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    };
+    let mut bodies = Vec::new();
+    let mut i = 0;
+    while i < tokens.len() {
+        match &tokens[i..] {
+            [Token::Word(a), Token::Period, Token::Word(b), rest @ ..] => {
+                push(Name::new(Some(fold(a)), fold(b), ObjectKind::Relation));
+                // `a.b.c` is db.schema.object or schema.table.column: the next pair is scanned too; a lone `b` is
+                // the object of this pair, not an unqualified name.
+                i += if matches!(rest.first(), Some(Token::Period)) { 2 } else { 3 };
+            }
+            // `SCHEMA s` (`CREATE EXTENSION ... SCHEMA s`, `ALTER DEFAULT PRIVILEGES IN SCHEMA s`) names the schema.
+            [Token::Word(k), Token::Word(s), ..] if k.keyword == Keyword::SCHEMA && s.keyword != Keyword::IF => {
+                push(Name::new(Some(fold(s)), String::new(), ObjectKind::Schema));
+                i += 2;
+            }
+            // Every other word is a candidate unqualified name; the router keeps those the catalog finds through
+            // search_path, so keywords and column names cost a lookup and nothing more.
+            [Token::Word(w), ..] => {
+                push(Name::new(None, fold(w), ObjectKind::Relation));
+                i += 1;
+            }
+            [Token::DollarQuotedString(body), ..] => {
+                bodies.push(body.value.as_str());
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    if depth < MAX_BODY_DEPTH {
+        for body in bodies {
+            // A body the tokenizer rejects (plpgsql is not SQL) is still scanned for its `x.y` shapes.
+            match tokenize(body) {
+                Some(inner) => collect(&inner, names, depth + 1),
+                None => {
+                    for n in untokenizable(body).names {
+                        if !names.contains(&n) {
+                            names.push(n);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
