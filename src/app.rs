@@ -15,10 +15,14 @@ use tokio_rustls::TlsAcceptor;
 use crate::auth::UserStore;
 use crate::backend::tls::{self, Verify};
 use crate::backend::{Backend, PoolSettings, TargetSpec};
+use crate::cancel::CancelRegistry;
 use crate::catalog::{Catalog, TargetCatalog};
 pub use crate::config::ClientTlsMode;
 use crate::config::{Config, Mode, ServerTlsMode, Target};
 use crate::router::{RouteCache, RoutingTable, SharedAnalysis, TargetId};
+
+/// How long delivering a cancel to a server may take.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long one catalog read may take before the old snapshot is kept.
 const CATALOG_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,6 +53,10 @@ pub struct App {
     cache: RouteCache,
     /// Which relations live in which schema on each target; replaced whole when a target's snapshot is re-read.
     catalog: ArcSwap<Catalog>,
+    /// Every client's cancel key and the statement it has in flight.
+    cancels: CancelRegistry,
+    /// Sessions that keep a server connection of their own (LISTEN, temporary tables, ...), for metrics.
+    pinned: std::sync::atomic::AtomicUsize,
     /// One pool per target, indexed by `TargetId`.
     backends: Vec<Backend>,
     /// Client users and their SCRAM verifiers.
@@ -76,7 +84,18 @@ impl App {
         let single_target = table.target_id(&config.single_target).unwrap_or(table.default_target);
         let cache = RouteCache::new(config.route_cache_bytes);
         let catalog = ArcSwap::from_pointee(Catalog::unknown(backends.len()));
-        Ok(App { config, table, cache, catalog, backends, users, tls, single_target })
+        Ok(App {
+            config,
+            table,
+            cache,
+            catalog,
+            cancels: CancelRegistry::default(),
+            pinned: Default::default(),
+            backends,
+            users,
+            tls,
+            single_target,
+        })
     }
 
     /// The analysis of a statement. In single mode routing needs none, so only texts that may change session state
@@ -216,10 +235,34 @@ impl App {
         params
     }
 
-    /// A CancelRequest from a client. Keys are not yet mapped to running statements, so every key is unknown and,
-    /// as SPEC §4 requires for unknown keys, ignored.
-    pub async fn cancel(&self, pid: i32, _secret: i32) {
-        tracing::debug!(pid, "cancel request ignored (unknown key)");
+    /// How many sessions are pinned to a server connection now.
+    pub fn pinned_sessions(&self) -> &std::sync::atomic::AtomicUsize {
+        &self.pinned
+    }
+
+    /// Client cancel keys.
+    pub fn cancels(&self) -> &CancelRegistry {
+        &self.cancels
+    }
+
+    /// A CancelRequest from a client: a client waiting for a server connection stops waiting; a statement in flight
+    /// is cancelled on its server. The statement cannot finish and its connection go to another client while the
+    /// cancel is being delivered (the slot's lock is held meanwhile). Unknown keys are ignored.
+    pub async fn cancel(&self, pid: i32, secret: i32) {
+        let Some(slot) = self.cancels.find(pid, secret) else {
+            tracing::debug!(pid, "cancel request with an unknown key ignored");
+            return;
+        };
+        slot.waiting.notify_waiters();
+        let running = slot.running.lock().await;
+        if let Some(r) = *running {
+            let backend = self.backend(r.target);
+            match tokio::time::timeout(CANCEL_TIMEOUT, crate::backend::conn::send_cancel(&backend.spec, r.key)).await {
+                Ok(Ok(())) => tracing::info!(pid, target = backend.name(), "statement cancelled at the client's request"),
+                Ok(Err(e)) => tracing::warn!(pid, target = backend.name(), error = %e, "cancel not delivered"),
+                Err(_) => tracing::warn!(pid, target = backend.name(), "cancel not delivered: timed out"),
+            }
+        }
     }
 }
 

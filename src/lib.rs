@@ -17,6 +17,7 @@
 pub mod app;
 pub mod auth;
 pub mod backend;
+pub mod cancel;
 pub mod catalog;
 pub mod certs;
 pub mod check;

@@ -299,6 +299,28 @@ fn server_error(mut fields: ErrorFields<'_>) -> Result<BackendError, BackendErro
     Ok(BackendError::Server { code, message })
 }
 
+/// Sends a CancelRequest for the server process `key` to the target (over TLS when the target uses it) and waits
+/// until the server has taken it (it closes the connection once the cancel is signalled).
+pub async fn send_cancel(spec: &TargetSpec, key: (i32, i32)) -> Result<(), BackendError> {
+    let tcp = TcpStream::connect((spec.host.as_str(), spec.port)).await?;
+    tcp.set_nodelay(true)?;
+    let mut stream = match &spec.tls {
+        None => Stream::Plain(tcp),
+        Some((config, name)) => Stream::Tls(Box::new(start_tls(tcp, config.clone(), name.clone()).await?)),
+    };
+    let mut packet = [0u8; 16];
+    packet[..4].copy_from_slice(&16u32.to_be_bytes());
+    packet[4..8].copy_from_slice(&crate::protocol::decode::CANCEL_REQUEST.to_be_bytes());
+    packet[8..12].copy_from_slice(&key.0.to_be_bytes());
+    packet[12..].copy_from_slice(&key.1.to_be_bytes());
+    stream.write_all(&packet).await?;
+    stream.flush().await?;
+    let mut rest = Vec::new();
+    // The server sends nothing and closes; a TLS close without close_notify is fine here.
+    let _ = stream.read_to_end(&mut rest).await;
+    Ok(())
+}
+
 /// SSLRequest, then exactly one reply byte (never more: CVE-2021-23222), then the TLS handshake.
 async fn start_tls(
     mut tcp: TcpStream,

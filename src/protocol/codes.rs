@@ -24,3 +24,5 @@ pub const INVALID_PARAMETER_VALUE: &str = "22023";
 pub const INTERNAL_ERROR: &str = "XX000";
 /// `57P01` pgsplit is shutting down.
 pub const ADMIN_SHUTDOWN: &str = "57P01";
+/// `57014` a statement cancelled at the client's request.
+pub const QUERY_CANCELED: &str = "57014";

@@ -3,14 +3,15 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    AlterTableOperation, ArrayElemTypeDef, ColumnDef, ColumnOption, CommentObject, ContextModifier, CopySource, CreateTable,
-    CreateTableLikeKind, DataType, DiscardObject, DropFunction, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments,
-    Grant, GrantObjects, Ident, ObjectName, ObjectNamePart, ObjectType, Query, Reset, Revoke, SchemaName, SelectItem, Set,
-    SetExpr, Statement, TableConstraint, TableFactor, Value, Visit, Visitor,
+    AlterTableOperation, ArrayElemTypeDef, ColumnDef, ColumnOption, CommentObject, CopySource, CreateTable, CreateTableLikeKind,
+    DataType, DropFunction, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Grant, GrantObjects, Ident,
+    ObjectName, ObjectNamePart, ObjectType, Query, Revoke, SchemaName, Statement, TableConstraint, TableFactor, Value, Visit,
+    Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::{Parser, ParserError};
 
+use super::commands::{self, SESSION_LOCK_FUNCTIONS};
 use super::{Analysis, Command, Name, ObjectKind};
 
 /// Parses `sql` and collects the objects it names.
@@ -19,11 +20,12 @@ pub fn parse(sql: &str) -> Result<Analysis, ParserError> {
     let mut c = Collector::default();
     let mut ddl = false;
     for st in &statements {
-        c.writes |= writes(st);
-        ddl |= changes_catalog(st);
+        c.writes |= commands::writes(st);
+        c.pins |= commands::pins(st);
+        ddl |= commands::changes_catalog(st);
         let _ = st.visit(&mut c);
     }
-    let mut commands: Vec<Command> = statements.iter().map(command).collect();
+    let mut commands: Vec<Command> = statements.iter().map(commands::command).collect();
     let command = match commands.as_slice() {
         [_] => commands[0].clone(),
         _ => Command::Other,
@@ -37,6 +39,7 @@ pub fn parse(sql: &str) -> Result<Analysis, ParserError> {
         fallback: false,
         writes: c.writes,
         ddl,
+        pins: c.pins,
         statements: statements.len(),
     })
 }
@@ -49,7 +52,7 @@ pub fn fold(ident: &Ident) -> String {
     }
 }
 
-fn parts(name: &ObjectName) -> Vec<String> {
+pub(super) fn parts(name: &ObjectName) -> Vec<String> {
     name.0
         .iter()
         .map(|p| match p {
@@ -60,7 +63,7 @@ fn parts(name: &ObjectName) -> Vec<String> {
 }
 
 /// Turns `[db.]schema.object` or `object` into a `Name`.
-fn name_of(name: &ObjectName, kind: ObjectKind) -> Option<Name> {
+pub(super) fn name_of(name: &ObjectName, kind: ObjectKind) -> Option<Name> {
     let mut p = parts(name);
     let object = p.pop()?;
     let schema = p.pop();
@@ -106,6 +109,8 @@ struct Collector {
     names: Vec<Name>,
     /// Whether any statement may write.
     writes: bool,
+    /// Whether any statement leaves state that pins the session to its server connection.
+    pins: bool,
     /// One scope per query being walked, outermost first: an unqualified relation matching a CTE name in scope is
     /// the CTE, not a table.
     scopes: Vec<CteScope>,
@@ -324,6 +329,7 @@ impl Collector {
     fn function(&mut self, f: &Function) {
         let Some(name) = name_of(&f.name, ObjectKind::Function) else { return };
         let builtin = name.schema.as_deref().is_none_or(|s| s == "pg_catalog");
+        self.pins |= builtin && SESSION_LOCK_FUNCTIONS.contains(&name.object.as_str());
         if builtin && REGCLASS_FUNCTIONS.contains(&name.object.as_str()) {
             if let FunctionArguments::List(list) = &f.args {
                 if let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))) = list.args.first() {
@@ -395,7 +401,7 @@ const REGCLASS_FUNCTIONS: &[&str] = &[
     "pg_indexes_size",
 ];
 
-fn string_literal(e: &Expr) -> Option<&str> {
+pub(super) fn string_literal(e: &Expr) -> Option<&str> {
     match e {
         Expr::Value(v) => match &v.value {
             Value::SingleQuotedString(s) => Some(s),
@@ -462,147 +468,4 @@ impl Visitor for Collector {
         self.statement(st);
         ControlFlow::Continue(())
     }
-}
-
-/// Whether a statement may change data or schema (used to refuse guesses).
-fn writes(st: &Statement) -> bool {
-    match st {
-        Statement::Query(_) => false,
-        Statement::Copy { to, .. } => !to,
-        Statement::StartTransaction { .. } | Statement::Commit { .. } | Statement::Rollback { .. } => false,
-        Statement::Set(_) | Statement::ShowVariable { .. } | Statement::Explain { .. } => false,
-        _ => true,
-    }
-}
-
-/// Whether a statement may change what the catalog snapshot holds (relations, functions, schemas).
-fn changes_catalog(st: &Statement) -> bool {
-    !matches!(
-        st,
-        Statement::Query(_)
-            | Statement::Insert(_)
-            | Statement::Update(_)
-            | Statement::Delete(_)
-            | Statement::Merge(_)
-            | Statement::Copy { .. }
-            | Statement::StartTransaction { .. }
-            | Statement::Commit { .. }
-            | Statement::Rollback { .. }
-            | Statement::Savepoint { .. }
-            | Statement::ReleaseSavepoint { .. }
-            | Statement::Set(_)
-            | Statement::Reset(_)
-            | Statement::ShowVariable { .. }
-            | Statement::Explain { .. }
-            | Statement::Prepare { .. }
-            | Statement::Execute { .. }
-            | Statement::Deallocate { .. }
-            | Statement::Discard { .. }
-            | Statement::Declare { .. }
-            | Statement::Fetch { .. }
-            | Statement::Close { .. }
-            | Statement::Call(_)
-            | Statement::LISTEN { .. }
-            | Statement::UNLISTEN { .. }
-            | Statement::NOTIFY { .. }
-            | Statement::Lock(_)
-            | Statement::Truncate(_)
-            | Statement::Analyze(_)
-            | Statement::Vacuum(_)
-            | Statement::Comment { .. }
-            | Statement::Grant(_)
-            | Statement::Revoke(_)
-    )
-}
-
-fn command(st: &Statement) -> Command {
-    match st {
-        Statement::StartTransaction { .. } => Command::Begin,
-        Statement::Commit { chain: false, .. } => Command::Commit,
-        Statement::Rollback { chain: false, savepoint: None } => Command::Rollback,
-        Statement::Set(Set::SingleAssignment { scope: None, variable, values, .. }) if is_target_var(variable) => {
-            match values.as_slice() {
-                [v] => match v {
-                    Expr::Value(val) => match &val.value {
-                        Value::SingleQuotedString(s) => Command::SetTarget(s.clone()),
-                        _ => Command::Other,
-                    },
-                    Expr::Identifier(i) => Command::SetTarget(fold(i)),
-                    _ => Command::Other,
-                },
-                _ => Command::Other,
-            }
-        }
-        Statement::Set(Set::SingleAssignment { scope: None | Some(ContextModifier::Session), variable, values, .. }) => {
-            let name = parts(variable).join(".");
-            match values.as_slice() {
-                [Expr::Identifier(i)] if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default") => {
-                    Command::ResetParam(name)
-                }
-                [] => Command::Other,
-                vs => Command::SetParam { name, value: vs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ") },
-            }
-        }
-        Statement::Set(Set::SetTimeZone { local: false, value }) => {
-            Command::SetParam { name: "timezone".into(), value: value.to_string() }
-        }
-        Statement::Reset(r) => match &r.reset {
-            Reset::ConfigurationParameter(p) if is_target_var(p) => Command::ResetTarget,
-            Reset::ConfigurationParameter(p) => Command::ResetParam(parts(p).join(".")),
-            Reset::ALL => Command::ResetAll,
-            Reset::SessionAuthorization => Command::Other,
-        },
-        Statement::Discard { object_type: DiscardObject::ALL } => Command::DiscardAll,
-        Statement::Deallocate { name, .. } if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") => {
-            Command::Deallocate(None)
-        }
-        Statement::Deallocate { name, .. } => Command::Deallocate(Some(fold(name))),
-        Statement::Query(q) => set_config(q).unwrap_or(Command::Other),
-        _ => Command::Other,
-    }
-}
-
-/// `SELECT set_config('name', 'value', false)` (session-wide; `true` is transaction-local and not followed).
-fn set_config(q: &Query) -> Option<Command> {
-    let SetExpr::Select(select) = q.body.as_ref() else { return None };
-    if !select.from.is_empty() || select.projection.len() != 1 {
-        return None;
-    }
-    let (SelectItem::UnnamedExpr(Expr::Function(f)) | SelectItem::ExprWithAlias { expr: Expr::Function(f), .. }) =
-        &select.projection[0]
-    else {
-        return None;
-    };
-    let n = name_of(&f.name, ObjectKind::Function)?;
-    if n.object != "set_config" || n.schema.as_deref().is_some_and(|s| s != "pg_catalog") {
-        return None;
-    }
-    let FunctionArguments::List(list) = &f.args else { return None };
-    let args: Vec<&Expr> = list
-        .args
-        .iter()
-        .filter_map(|a| match a {
-            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
-            _ => None,
-        })
-        .collect();
-    let [name, value, local] = args.as_slice() else { return None };
-    let is_local = match local {
-        Expr::Value(v) => matches!(v.value, Value::Boolean(true)),
-        _ => return None,
-    };
-    let (name, value) = (string_literal(name)?.to_lowercase(), string_literal(value)?);
-    if is_local {
-        return None;
-    }
-    let value = if name == "search_path" {
-        super::resolve::search_path_sql(&super::resolve::parse_search_path(value))
-    } else {
-        format!("'{}'", value.replace('\'', "''"))
-    };
-    Some(Command::SetParam { name, value })
-}
-
-fn is_target_var(name: &ObjectName) -> bool {
-    parts(name) == ["pgsplit", "target"]
 }

@@ -25,6 +25,9 @@ pub fn scan(sql: &str) -> Analysis {
         matches!(first_keyword, Some(Keyword::SELECT | Keyword::SHOW | Keyword::EXPLAIN | Keyword::VALUES | Keyword::TABLE));
     let ddl = matches!(first_keyword, Some(Keyword::CREATE | Keyword::ALTER | Keyword::DROP | Keyword::DO | Keyword::IMPORT));
     let statements = tokens.iter().filter(|t| matches!(t, Token::SemiColon)).count().max(1);
+    // Session state pgsplit cannot follow in a text it could not parse keeps the session on its connection.
+    let pins = matches!(first_keyword, Some(Keyword::SET | Keyword::RESET | Keyword::DISCARD))
+        || names.iter().any(|n| n.schema.is_none() && PINNING_WORDS.contains(&n.object.as_str()));
     Analysis {
         names,
         command: Command::Other,
@@ -33,9 +36,23 @@ pub fn scan(sql: &str) -> Analysis {
         fallback: true,
         writes: !reads,
         ddl,
+        pins,
         statements,
     }
 }
+
+/// Words that, in a text sqlparser rejected, may leave state on the server connection (see `commands::pins`).
+const PINNING_WORDS: [&str; 9] = [
+    "listen",
+    "temp",
+    "temporary",
+    "prepare",
+    "hold",
+    "pg_advisory_lock",
+    "pg_advisory_lock_shared",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_lock_shared",
+];
 
 /// The text's tokens without white space, or `None` when even the tokenizer rejects it.
 fn tokenize(sql: &str) -> Option<Vec<Token>> {
@@ -116,6 +133,7 @@ fn untokenizable(sql: &str) -> Analysis {
         fallback: true,
         writes: true,
         ddl: true,
+        pins: true,
         statements: 1,
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod analyze;
 pub mod cache;
+pub mod commands;
 pub mod fallback;
 pub mod hint;
 pub mod resolve;
@@ -143,6 +144,9 @@ pub struct Analysis {
     pub writes: bool,
     /// True when the text changes the catalog (CREATE, ALTER, DROP, ...): the catalog is refreshed after it runs.
     pub ddl: bool,
+    /// True when the text leaves state on its server connection that cannot be replayed on another (LISTEN,
+    /// temporary tables, session advisory locks, cursors WITH HOLD, SQL PREPARE): the session keeps the connection.
+    pub pins: bool,
     /// Number of statements in the text.
     pub statements: usize,
 }

@@ -81,11 +81,13 @@ impl Session {
         // Until a Sync's ReadyForQuery the connection is mid-exchange: never idle, never reusable.
         conn.status = crate::protocol::STATUS_IN_TX;
         let payload = self.rewrite_batch(&mut conn, batch);
+        self.in_flight(target, &conn).await;
         let sent = conn.send(&payload).await;
         let relayed = match sent {
             Ok(()) => super::relay::until_client_speaks(&mut self.client, &mut conn).await,
             Err(e) => Err(super::relay::RelayError::Server(e)),
         };
+        self.landed().await;
         match relayed {
             Ok(()) => {
                 self.tx = Tx::Bound { target, conn };
@@ -117,6 +119,7 @@ impl Session {
                     if let Some(a) = &analysis {
                         self.batch_effects.changes.extend(a.session_changes.iter().cloned());
                         self.batch_effects.ddl |= a.ddl;
+                        self.batch_effects.pins |= a.pins;
                     }
                     if p.name.is_empty() {
                         self.unnamed = Some(t);

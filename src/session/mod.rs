@@ -9,6 +9,7 @@
 
 mod client;
 mod extended;
+mod notify;
 mod params;
 mod prepared;
 mod query;

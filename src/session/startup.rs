@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::app::{App, ClientTlsMode};
 use crate::auth::ScramExchange;
+use crate::cancel::ClientKey;
 use crate::protocol::decode::{self, Startup};
 use crate::protocol::encode::{self, PgError};
 use crate::protocol::{codes, framing};
@@ -88,14 +88,21 @@ pub async fn startup(tcp: TcpStream, app: &Arc<App>) -> Result<Option<Session>, 
             return Err(SessionError::Fatal(e));
         }
         authenticate(&mut client, app, &user).await?;
-        greet(&mut client, app, &params).await
+        let key = app.cancels().register();
+        match greet(&mut client, app, &params, &key).await {
+            Ok(()) => Ok(key),
+            Err(e) => {
+                app.cancels().unregister(key.pid);
+                Err(e)
+            }
+        }
     }
     .await;
     if let Err(SessionError::Fatal(e)) = &result {
         client.fatal(e).await;
     }
-    result?;
-    Ok(Some(Session::new(client, app.clone(), user, &params)))
+    let key = result?;
+    Ok(Some(Session::new(client, app.clone(), user, &params, key)))
 }
 
 fn fatal_now(code: &'static str, message: String) -> SessionError {
@@ -157,7 +164,7 @@ async fn expect_password_message(client: &mut Client) -> Result<crate::protocol:
 }
 
 /// ParameterStatus as the default target reports it (with the client's own application_name), BackendKeyData, ReadyForQuery.
-async fn greet(client: &mut Client, app: &App, startup: &BTreeMap<String, String>) -> Result<(), SessionError> {
+async fn greet(client: &mut Client, app: &App, startup: &BTreeMap<String, String>, key: &ClientKey) -> Result<(), SessionError> {
     let mut params = app.server_params().await;
     if let Some(name) = startup.get("application_name") {
         params.retain(|(k, _)| k != "application_name");
@@ -166,9 +173,7 @@ async fn greet(client: &mut Client, app: &App, startup: &BTreeMap<String, String
     for (k, v) in &params {
         encode::parameter_status(&mut client.wbuf, k, v);
     }
-    let pid = rand::rng().random_range(1..i32::MAX);
-    let secret = rand::rng().random::<i32>();
-    encode::backend_key_data(&mut client.wbuf, pid, secret);
+    encode::backend_key_data(&mut client.wbuf, key.pid, key.secret);
     encode::ready_for_query(&mut client.wbuf, b'I');
     client.flush().await
 }

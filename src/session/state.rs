@@ -6,7 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::app::App;
-use crate::backend::{CheckoutError, PooledConn};
+use crate::backend::{CheckoutError, PooledConn, ServerConn};
+use crate::cancel::{ClientKey, Running};
 use crate::protocol::encode::PgError;
 use crate::protocol::{codes, Frame, STATUS_FAILED, STATUS_IDLE, STATUS_IN_TX};
 use crate::router::{Analysis, Command, TargetId};
@@ -34,6 +35,8 @@ pub struct Effects {
     pub ddl: bool,
     /// The text drops every prepared statement of the server connection (`DEALLOCATE ALL`, `DISCARD ALL`).
     pub forgets_prepared: bool,
+    /// The text leaves state on the connection that only it has: the session keeps the connection.
+    pub pins: bool,
 }
 
 impl Effects {
@@ -44,6 +47,7 @@ impl Effects {
                 changes: a.session_changes.clone(),
                 ddl: a.ddl,
                 forgets_prepared: matches!(a.command, Command::Deallocate(None) | Command::DiscardAll),
+                pins: a.pins,
             },
             None => Effects::default(),
         }
@@ -104,6 +108,8 @@ pub struct Session {
     pub params: Params,
     /// A target on which DDL ran inside the open transaction: its catalog is re-read when the transaction ends.
     pub catalog_stale: Option<TargetId>,
+    /// The cancel key pgsplit gave the client, and where its statement in flight runs.
+    pub key: ClientKey,
     /// Extended-protocol messages received since the last Sync.
     pub batch: Vec<Frame>,
     /// What the statements parsed in the current batch do to session state.
@@ -118,7 +124,7 @@ pub struct Session {
 
 impl Session {
     /// A session in the idle state.
-    pub fn new(client: Client, app: Arc<App>, user: String, startup: &BTreeMap<String, String>) -> Session {
+    pub fn new(client: Client, app: Arc<App>, user: String, startup: &BTreeMap<String, String>, key: ClientKey) -> Session {
         let params = Params::from_startup(startup);
         Session {
             client,
@@ -129,6 +135,7 @@ impl Session {
             search_path: params.search_path(),
             params,
             catalog_stale: None,
+            key,
             batch: Vec::new(),
             batch_effects: Effects::default(),
             statements: HashMap::new(),
@@ -140,7 +147,12 @@ impl Session {
     /// Serves the client's messages until it terminates.
     pub async fn run(&mut self) -> Result<(), SessionError> {
         loop {
-            let Some(frame) = self.client.read_frame().await? else { return Ok(()) };
+            let next = if self.pins.values().any(Option::is_some) {
+                super::notify::next_frame_or_notification(&mut self.client, &mut self.pins).await?
+            } else {
+                self.client.read_frame().await?
+            };
+            let Some(frame) = next else { return Ok(()) };
             match frame.tag {
                 b'Q' => self.simple_query(frame).await?,
                 b'P' | b'B' | b'D' | b'E' | b'C' => self.batch.push(frame),
@@ -168,7 +180,14 @@ impl Session {
             Some(conn) => conn,
             None => {
                 let backend = self.app.backend(target);
-                backend.checkout().await.map_err(|e| {
+                // A cancel while the client waits in the queue ends the wait, as it would end the statement.
+                let checkout = tokio::select! {
+                    c = backend.checkout() => c,
+                    _ = self.key.slot.waiting.notified() => {
+                        return Err(PgError::error(codes::QUERY_CANCELED, "canceling statement due to user request"));
+                    }
+                };
+                checkout.map_err(|e| {
                     let code = match e {
                         CheckoutError::Unavailable { .. } => codes::CONNECTION_FAILURE,
                         CheckoutError::Timeout { .. } => codes::TOO_MANY_CONNECTIONS,
@@ -209,7 +228,13 @@ impl Session {
 
     /// Keeps the server connection of `target` for the rest of the session.
     pub fn pin(&mut self, target: TargetId) {
-        self.pins.entry(target).or_insert(None);
+        if self.pins.is_empty() {
+            self.app.pinned_sessions().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if !self.pins.contains_key(&target) {
+            tracing::info!(user = %self.user, target = self.app.backend(target).name(), "session pinned to its server connection");
+            self.pins.insert(target, None);
+        }
     }
 
     /// Sends `frames` (already encoded, optionally preceded by a deferred BEGIN) on `conn`, relays the answer to the
@@ -231,6 +256,7 @@ impl Session {
                 &batch[..]
             }
         };
+        self.in_flight(target, &conn).await;
         let result = async {
             if let Some(b) = &begin {
                 conn.send(b).await?;
@@ -240,6 +266,7 @@ impl Session {
             relay::until_ready(&mut self.client, &mut conn, Sink::Client).await
         }
         .await;
+        self.landed().await;
         if let Ok(status) = result {
             self.follow(target, &mut conn, effects, was_in_tx, status);
         }
@@ -272,6 +299,19 @@ impl Session {
         }
     }
 
+    /// Marks the client's statement as running on `conn`, for cancel requests.
+    pub async fn in_flight(&self, target: TargetId, conn: &ServerConn) {
+        if let Some(key) = conn.key {
+            *self.key.slot.running.lock().await = Some(Running { target, key });
+        }
+    }
+
+    /// The exchange is over: waits for a cancel being delivered to finish, so none can reach the connection's next
+    /// client.
+    pub async fn landed(&self) {
+        *self.key.slot.running.lock().await = None;
+    }
+
     /// Follows what an exchange the server answered did to session state: parameters, and DDL that makes the
     /// target's catalog snapshot stale (re-read once the transaction ends, before the client's next statement).
     fn follow(&mut self, target: TargetId, conn: &mut PooledConn, effects: &Effects, was_in_tx: bool, status: u8) {
@@ -284,6 +324,9 @@ impl Session {
         }
         if effects.forgets_prepared {
             conn.prepared.clear();
+        }
+        if effects.pins && !conn.outcome.error {
+            self.pin(target);
         }
     }
 
@@ -298,5 +341,19 @@ impl Session {
         };
         let status = self.tx.status();
         self.client.error_ready(&err, status);
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.app.cancels().unregister(self.key.pid);
+        if !self.pins.is_empty() {
+            self.app.pinned_sessions().fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        // What pinned a connection (LISTEN, temporary tables, advisory locks, ...) must not reach another client:
+        // the connection is closed rather than returned.
+        for conn in self.pins.values_mut().flatten() {
+            conn.broken = true;
+        }
     }
 }

@@ -1,0 +1,109 @@
+//! Cancel requests (SPEC §4 "Cancel"): each client gets pgsplit's own key; a CancelRequest with it is forwarded to
+//! the server running that client's statement — only while it runs there — and a client waiting for a server
+//! connection stops waiting. Unknown keys are ignored.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rand::Rng;
+use tokio::sync::Notify;
+
+use crate::router::TargetId;
+
+/// A statement in flight on a server connection: where to send its cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Running {
+    /// The target whose server runs it.
+    pub target: TargetId,
+    /// That server connection's BackendKeyData (process id, secret).
+    pub key: (i32, i32),
+}
+
+/// One client's cancel state.
+#[derive(Debug)]
+pub struct CancelSlot {
+    /// The secret the client must present with its process id.
+    secret: i32,
+    /// The statement in flight, if any. A cancel holds this lock while it is forwarded, and the session takes it
+    /// before giving the connection back, so a late cancel can never reach a statement of another client.
+    pub running: tokio::sync::Mutex<Option<Running>>,
+    /// Wakes the session if it is waiting for a server connection when the cancel arrives.
+    pub waiting: Notify,
+}
+
+/// The process id and secret pgsplit gave a client, with its slot.
+#[derive(Debug, Clone)]
+pub struct ClientKey {
+    /// Process id in BackendKeyData.
+    pub pid: i32,
+    /// Secret in BackendKeyData.
+    pub secret: i32,
+    /// Shared with the registry.
+    pub slot: Arc<CancelSlot>,
+}
+
+/// Every connected client's cancel slot, by the process id pgsplit gave it.
+#[derive(Debug, Default)]
+pub struct CancelRegistry {
+    /// pid → slot.
+    slots: Mutex<HashMap<i32, Arc<CancelSlot>>>,
+}
+
+impl CancelRegistry {
+    /// A fresh, unique key for a new client.
+    pub fn register(&self) -> ClientKey {
+        let mut rng = rand::rng();
+        let secret = rng.random::<i32>();
+        let slot = Arc::new(CancelSlot { secret, running: tokio::sync::Mutex::new(None), waiting: Notify::new() });
+        let mut slots = lock(&self.slots);
+        loop {
+            let pid = rng.random_range(1..i32::MAX);
+            if let std::collections::hash_map::Entry::Vacant(e) = slots.entry(pid) {
+                e.insert(slot.clone());
+                return ClientKey { pid, secret, slot };
+            }
+        }
+    }
+
+    /// Forgets a client that disconnected.
+    pub fn unregister(&self, pid: i32) {
+        lock(&self.slots).remove(&pid);
+    }
+
+    /// The slot for a CancelRequest, if the key is known and the secret matches.
+    pub fn find(&self, pid: i32, secret: i32) -> Option<Arc<CancelSlot>> {
+        lock(&self.slots).get(&pid).filter(|s| s.secret == secret).cloned()
+    }
+
+    /// Number of registered clients.
+    pub fn len(&self) -> usize {
+        lock(&self.slots).len()
+    }
+
+    /// Whether no client is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_unique_and_need_the_right_secret() {
+        let r = CancelRegistry::default();
+        let a = r.register();
+        let b = r.register();
+        assert_ne!(a.pid, b.pid);
+        assert!(r.find(a.pid, a.secret).is_some());
+        assert!(r.find(a.pid, a.secret.wrapping_add(1)).is_none());
+        r.unregister(a.pid);
+        assert!(r.find(a.pid, a.secret).is_none());
+        assert_eq!(r.len(), 1);
+    }
+}

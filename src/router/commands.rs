@@ -1,0 +1,169 @@
+//! What statements do to the session rather than which objects they name: transaction control, SET/RESET and
+//! friends, DDL that stales the catalog, writes, and what pins a session to its server connection. sqlparser AST
+//! matching, like `analyze`.
+
+use sqlparser::ast::{
+    ContextModifier, DiscardObject, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, Query, Reset, SelectItem,
+    Set, SetExpr, Statement, Value,
+};
+
+use super::analyze::{fold, name_of, parts, string_literal};
+use super::{Command, ObjectKind};
+
+/// Session-level advisory lock functions: their locks outlive the transaction, so the session keeps its connection.
+pub const SESSION_LOCK_FUNCTIONS: [&str; 4] =
+    ["pg_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock", "pg_try_advisory_lock_shared"];
+
+/// Whether a statement leaves state on its server connection that cannot be replayed elsewhere (SPEC §4 "Pinning"):
+/// LISTEN, temporary tables, cursors WITH HOLD, SQL-level PREPARE. (Session advisory locks are found by the walk.)
+pub fn pins(st: &Statement) -> bool {
+    match st {
+        Statement::LISTEN { .. } | Statement::Prepare { .. } => true,
+        Statement::CreateTable(t) => t.temporary,
+        Statement::Declare { stmts } => stmts.iter().any(|d| d.hold == Some(true)),
+        _ => false,
+    }
+}
+
+/// Whether a statement may change data or schema (used to refuse guesses).
+pub fn writes(st: &Statement) -> bool {
+    match st {
+        Statement::Query(_) => false,
+        Statement::Copy { to, .. } => !to,
+        Statement::StartTransaction { .. } | Statement::Commit { .. } | Statement::Rollback { .. } => false,
+        Statement::Set(_) | Statement::ShowVariable { .. } | Statement::Explain { .. } => false,
+        _ => true,
+    }
+}
+
+/// Whether a statement may change what the catalog snapshot holds (relations, functions, schemas).
+pub fn changes_catalog(st: &Statement) -> bool {
+    !matches!(
+        st,
+        Statement::Query(_)
+            | Statement::Insert(_)
+            | Statement::Update(_)
+            | Statement::Delete(_)
+            | Statement::Merge(_)
+            | Statement::Copy { .. }
+            | Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. }
+            | Statement::Set(_)
+            | Statement::Reset(_)
+            | Statement::ShowVariable { .. }
+            | Statement::Explain { .. }
+            | Statement::Prepare { .. }
+            | Statement::Execute { .. }
+            | Statement::Deallocate { .. }
+            | Statement::Discard { .. }
+            | Statement::Declare { .. }
+            | Statement::Fetch { .. }
+            | Statement::Close { .. }
+            | Statement::Call(_)
+            | Statement::LISTEN { .. }
+            | Statement::UNLISTEN { .. }
+            | Statement::NOTIFY { .. }
+            | Statement::Lock(_)
+            | Statement::Truncate(_)
+            | Statement::Analyze(_)
+            | Statement::Vacuum(_)
+            | Statement::Comment { .. }
+            | Statement::Grant(_)
+            | Statement::Revoke(_)
+    )
+}
+
+pub fn command(st: &Statement) -> Command {
+    match st {
+        Statement::StartTransaction { .. } => Command::Begin,
+        Statement::Commit { chain: false, .. } => Command::Commit,
+        Statement::Rollback { chain: false, savepoint: None } => Command::Rollback,
+        Statement::Set(Set::SingleAssignment { scope: None, variable, values, .. }) if is_target_var(variable) => {
+            match values.as_slice() {
+                [v] => match v {
+                    Expr::Value(val) => match &val.value {
+                        Value::SingleQuotedString(s) => Command::SetTarget(s.clone()),
+                        _ => Command::Other,
+                    },
+                    Expr::Identifier(i) => Command::SetTarget(fold(i)),
+                    _ => Command::Other,
+                },
+                _ => Command::Other,
+            }
+        }
+        Statement::Set(Set::SingleAssignment { scope: None | Some(ContextModifier::Session), variable, values, .. }) => {
+            let name = parts(variable).join(".");
+            match values.as_slice() {
+                [Expr::Identifier(i)] if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default") => {
+                    Command::ResetParam(name)
+                }
+                [] => Command::Other,
+                vs => Command::SetParam { name, value: vs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ") },
+            }
+        }
+        Statement::Set(Set::SetTimeZone { local: false, value }) => {
+            Command::SetParam { name: "timezone".into(), value: value.to_string() }
+        }
+        Statement::Reset(r) => match &r.reset {
+            Reset::ConfigurationParameter(p) if is_target_var(p) => Command::ResetTarget,
+            Reset::ConfigurationParameter(p) => Command::ResetParam(parts(p).join(".")),
+            Reset::ALL => Command::ResetAll,
+            Reset::SessionAuthorization => Command::Other,
+        },
+        Statement::Discard { object_type: DiscardObject::ALL } => Command::DiscardAll,
+        Statement::Deallocate { name, .. } if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") => {
+            Command::Deallocate(None)
+        }
+        Statement::Deallocate { name, .. } => Command::Deallocate(Some(fold(name))),
+        Statement::Query(q) => set_config(q).unwrap_or(Command::Other),
+        _ => Command::Other,
+    }
+}
+
+/// `SELECT set_config('name', 'value', false)` (session-wide; `true` is transaction-local and not followed).
+fn set_config(q: &Query) -> Option<Command> {
+    let SetExpr::Select(select) = q.body.as_ref() else { return None };
+    if !select.from.is_empty() || select.projection.len() != 1 {
+        return None;
+    }
+    let (SelectItem::UnnamedExpr(Expr::Function(f)) | SelectItem::ExprWithAlias { expr: Expr::Function(f), .. }) =
+        &select.projection[0]
+    else {
+        return None;
+    };
+    let n = name_of(&f.name, ObjectKind::Function)?;
+    if n.object != "set_config" || n.schema.as_deref().is_some_and(|s| s != "pg_catalog") {
+        return None;
+    }
+    let FunctionArguments::List(list) = &f.args else { return None };
+    let args: Vec<&Expr> = list
+        .args
+        .iter()
+        .filter_map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+            _ => None,
+        })
+        .collect();
+    let [name, value, local] = args.as_slice() else { return None };
+    let is_local = match local {
+        Expr::Value(v) => matches!(v.value, Value::Boolean(true)),
+        _ => return None,
+    };
+    let (name, value) = (string_literal(name)?.to_lowercase(), string_literal(value)?);
+    if is_local {
+        return None;
+    }
+    let value = if name == "search_path" {
+        super::resolve::search_path_sql(&super::resolve::parse_search_path(value))
+    } else {
+        format!("'{}'", value.replace('\'', "''"))
+    };
+    Some(Command::SetParam { name, value })
+}
+
+pub fn is_target_var(name: &ObjectName) -> bool {
+    parts(name) == ["pgsplit", "target"]
+}

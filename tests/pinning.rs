@@ -1,0 +1,106 @@
+//! Pinning: what cannot be replayed on another server connection (LISTEN, temporary tables, session advisory
+//! locks, cursors WITH HOLD, SQL PREPARE) keeps the session on its connection until it disconnects, notifications
+//! arrive while the client is idle, and nothing pinned reaches another client.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{clusters, config_yaml, direct, scalar, Proxy};
+
+/// A proxy whose DATA pool has two connections, so an unpinned session would soon land on another one.
+async fn small_data_pool() -> Proxy {
+    Proxy::start(
+        &config_yaml("verify-full", "")
+            .replace("pool: { max: 10, checkout_timeout: 3s }", "pool: { max: 2, checkout_timeout: 10s }"),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_tables_and_sql_prepare_stay_usable_for_the_whole_session() {
+    let proxy = small_data_pool().await;
+    let c = proxy.connect().await;
+    let others: Vec<_> = futures_lite(&proxy, 3).await;
+    c.simple_query("/* pgsplit: target=data */ create temporary table scratch (v int)").await.unwrap();
+    c.simple_query("/* pgsplit: target=data */ prepare pick as select 40 + 2").await.unwrap();
+    for round in 0..10 {
+        // Other clients keep the other DATA connection busy in between.
+        for o in &others {
+            o.simple_query("select count(*) from reference.countries").await.unwrap();
+        }
+        c.simple_query(&format!("/* pgsplit: target=data */ insert into scratch values ({round})")).await.unwrap();
+        assert_eq!(scalar(&c, "/* pgsplit: target=data */ execute pick").await, "42");
+    }
+    assert_eq!(scalar(&c, "/* pgsplit: target=data */ select count(*) from scratch").await, "10");
+    assert_eq!(proxy.app.pinned_sessions().load(std::sync::atomic::Ordering::Relaxed), 1);
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(proxy.app.pinned_sessions().load(std::sync::atomic::Ordering::Relaxed), 0);
+    // The pinned connection was closed, not handed on with its temporary table.
+    for o in &others {
+        let err = o.simple_query("/* pgsplit: target=data */ select * from scratch").await.unwrap_err();
+        assert_eq!(common::sqlstate(&err), "42P01");
+    }
+}
+
+async fn futures_lite(proxy: &Proxy, n: usize) -> Vec<tokio_postgres::Client> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(proxy.connect().await);
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_delivers_notifications_while_the_client_is_idle() {
+    let proxy = small_data_pool().await;
+    let dsn = proxy.dsn();
+    let (listener, mut conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    let _ = tx.send(n.payload().to_owned());
+                }
+                Some(Ok(_)) => {}
+                _ => break,
+            }
+        }
+    });
+    listener.simple_query("/* pgsplit: target=data */ listen imports_done").await.unwrap();
+    let talker = proxy.connect().await;
+    talker.simple_query("/* pgsplit: target=data */ notify imports_done, 'batch-7'").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("notification within 5 s");
+    assert_eq!(got.as_deref(), Some("batch-7"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_advisory_locks_are_released_when_the_client_disconnects() {
+    let proxy = small_data_pool().await;
+    let c = proxy.connect().await;
+    assert_eq!(scalar(&c, "/* pgsplit: target=data */ select pg_advisory_lock(4242)::text").await, "");
+    let held =
+        direct(&clusters().data, "handled_data", "select count(*) from pg_locks where locktype = 'advisory' and objid = 4242")
+            .await;
+    assert_eq!(held, "1");
+    // Still held by the same session across statements.
+    assert_eq!(scalar(&c, "/* pgsplit: target=data */ select pg_advisory_unlock(4242)::text").await, "true");
+    assert_eq!(scalar(&c, "/* pgsplit: target=data */ select pg_advisory_lock(4242)::text").await, "");
+    drop(c);
+    let mut free = String::new();
+    for _ in 0..50 {
+        free = direct(
+            &clusters().data,
+            "handled_data",
+            "select count(*) from pg_locks where locktype = 'advisory' and objid = 4242",
+        )
+        .await;
+        if free == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(free, "0", "the lock went with the closed connection");
+}
