@@ -3,6 +3,8 @@
 //! unqualified names through search_path (SPEC §3.2).
 
 use std::collections::{HashMap, HashSet};
+
+use foldhash::fast::RandomState;
 use std::sync::Arc;
 
 use crate::backend::{BackendError, ServerConn};
@@ -24,22 +26,22 @@ const SNAPSHOT_SQL: &str = "select 'r', n.nspname, c.relname from pg_catalog.pg_
 #[derive(Debug, Default, Clone)]
 struct SchemaObjects {
     /// Tables, views, materialized views, sequences, foreign and partitioned tables.
-    relations: HashSet<String>,
+    relations: HashSet<String, RandomState>,
     /// Function and procedure names (overloads collapse into one name).
-    functions: HashSet<String>,
+    functions: HashSet<String, RandomState>,
 }
 
 /// One target's catalog at the time it was read.
 #[derive(Debug, Default, Clone)]
 pub struct TargetCatalog {
     /// Schema name → its objects; every schema of the database has an entry, empty or not.
-    schemas: HashMap<String, SchemaObjects>,
+    schemas: HashMap<String, SchemaObjects, RandomState>,
 }
 
 impl TargetCatalog {
     /// Builds a snapshot from `(kind, schema, name)` rows: kind `r` relation, `f` function, `s` schema.
     pub fn from_rows<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) -> TargetCatalog {
-        let mut schemas: HashMap<String, SchemaObjects> = HashMap::new();
+        let mut schemas: HashMap<String, SchemaObjects, RandomState> = HashMap::default();
         for (kind, schema, name) in rows {
             let objects = schemas.entry(schema.to_owned()).or_default();
             match kind {

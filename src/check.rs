@@ -60,8 +60,10 @@ pub async fn route(path: &Path, search_path: &[String], sql: &str) -> Result<(),
     let view = SessionView { search_path, target_hint: None };
     match router::decide(table, &app.catalog(), &analysis, &view) {
         Ok(d) => {
-            let relations: Vec<serde_json::Value> =
-                d.relations.iter().map(|(r, t)| serde_json::json!({ "relation": r, "target": table.name(*t) })).collect();
+            let relations: Vec<serde_json::Value> = router::routed_relations(table, &app.catalog(), &analysis, &view)
+                .iter()
+                .map(|(r, t)| serde_json::json!({ "relation": r, "target": table.name(*t) }))
+                .collect();
             let out = serde_json::json!({ "target": table.name(d.target), "relations": relations, "reason": d.reason.as_str() });
             println!("{out}");
             Ok(())

@@ -216,8 +216,6 @@ impl Reason {
 pub struct Decision {
     /// Where the statement runs.
     pub target: TargetId,
-    /// The routed relations found, with their targets.
-    pub relations: Vec<(String, TargetId)>,
     /// Why.
     pub reason: Reason,
 }
@@ -255,19 +253,16 @@ fn describe(relations: &[(String, String)]) -> String {
 }
 
 /// Decides the target of an analysed statement for a session. Names resolve through the session's search_path and
-/// the catalog snapshot (`resolve`); names in unrouted schemas do not constrain the route.
+/// the catalog snapshot (`resolve`); names in unrouted schemas do not constrain the route. Nothing is allocated
+/// unless the statement is refused.
 pub fn decide(table: &RoutingTable, catalog: &Catalog, a: &Analysis, s: &SessionView<'_>) -> Result<Decision, RouteError> {
-    let mut relations: Vec<(String, TargetId)> = Vec::new();
+    let mut first: Option<TargetId> = None;
+    let mut mixed = false;
     for name in &a.names {
         match resolve::resolve(table, catalog, name, s.search_path) {
-            Resolved::Target { target, schema } => {
-                let shown = match (&name.schema, name.kind) {
-                    (None, ObjectKind::Relation | ObjectKind::Function) => format!("{schema}.{}", name.object),
-                    _ => name.to_string(),
-                };
-                if !relations.iter().any(|(r, _)| *r == shown) {
-                    relations.push((shown, target));
-                }
+            Resolved::Target { target, .. } => {
+                mixed |= first.is_some_and(|f| f != target);
+                first = first.or(Some(target));
             }
             Resolved::Unknown { target, schema } => {
                 return Err(RouteError::CatalogUnavailable {
@@ -279,30 +274,49 @@ pub fn decide(table: &RoutingTable, catalog: &Catalog, a: &Analysis, s: &Session
             Resolved::Unrouted => {}
         }
     }
-    let first = relations.first().map(|r| r.1);
-    if relations.iter().any(|r| Some(r.1) != first) {
-        return Err(RouteError::CrossTarget {
-            relations: relations.iter().map(|(r, t)| (r.clone(), table.name(*t).to_owned())).collect(),
-        });
+    if mixed {
+        return Err(RouteError::CrossTarget { relations: named(table, &routed_relations(table, catalog, a, s)) });
     }
     if let Some(hint) = &a.hint {
         let t = table.target_id(hint).ok_or_else(|| RouteError::UnknownTarget(hint.clone()))?;
-        if let Some(f) = first.filter(|&f| f != t) {
-            let mut rel: Vec<(String, String)> = relations.iter().map(|(r, _)| (r.clone(), table.name(f).to_owned())).collect();
+        if first.is_some_and(|f| f != t) {
+            let mut rel = named(table, &routed_relations(table, catalog, a, s));
             rel.push((format!("hint target={hint}"), hint.clone()));
             return Err(RouteError::CrossTarget { relations: rel });
         }
-        return Ok(Decision { target: t, relations, reason: Reason::Hint });
+        return Ok(Decision { target: t, reason: Reason::Hint });
     }
     match first {
-        Some(t) => Ok(Decision { target: t, relations, reason: if a.fallback { Reason::Fallback } else { Reason::Relations } }),
+        Some(t) => Ok(Decision { target: t, reason: if a.fallback { Reason::Fallback } else { Reason::Relations } }),
         None => match s.target_hint {
-            Some(t) => Ok(Decision { target: t, relations, reason: Reason::SessionHint }),
+            Some(t) => Ok(Decision { target: t, reason: Reason::SessionHint }),
             // A write pgsplit could not parse and whose names it could not all look up: never guess.
             None if a.fallback && a.writes && !catalog.is_complete() => Err(RouteError::UnparsedWrite),
-            None => Ok(Decision { target: table.default_target, relations, reason: Reason::Default }),
+            None => Ok(Decision { target: table.default_target, reason: Reason::Default }),
         },
     }
+}
+
+/// Every routed name of a statement as written or resolved (`schema.object`), with its target, without duplicates:
+/// for refusals and `pgsplit route`.
+pub fn routed_relations(table: &RoutingTable, catalog: &Catalog, a: &Analysis, s: &SessionView<'_>) -> Vec<(String, TargetId)> {
+    let mut relations: Vec<(String, TargetId)> = Vec::new();
+    for name in &a.names {
+        if let Resolved::Target { target, schema } = resolve::resolve(table, catalog, name, s.search_path) {
+            let shown = match (&name.schema, name.kind) {
+                (None, ObjectKind::Relation | ObjectKind::Function) => format!("{schema}.{}", name.object),
+                _ => name.to_string(),
+            };
+            if !relations.iter().any(|(r, _)| *r == shown) {
+                relations.push((shown, target));
+            }
+        }
+    }
+    relations
+}
+
+fn named(table: &RoutingTable, relations: &[(String, TargetId)]) -> Vec<(String, String)> {
+    relations.iter().map(|(r, t)| (r.clone(), table.name(*t).to_owned())).collect()
 }
 
 /// A shared analysis, as stored in the cache.
