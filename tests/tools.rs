@@ -136,3 +136,27 @@ fn route_command_prints_the_decision_as_json_and_exits_1_on_refusal() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("more than one target"));
 }
+
+#[test]
+fn route_command_resolves_unqualified_names_with_the_live_catalog() {
+    let path = write_config("route-search-path.yaml", &config_yaml("verify-full", ""));
+    let out = Command::new(env!("CARGO_BIN_EXE_pgsplit"))
+        .args(["route", "--config"])
+        .arg(&path)
+        .args(["--search-path", "reference,public", "select * from countries"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["target"], "data");
+    assert_eq!(v["relations"][0]["relation"], "reference.countries");
+    // A name that exists nowhere on the path does not constrain the route.
+    let out = Command::new(env!("CARGO_BIN_EXE_pgsplit"))
+        .args(["route", "--config"])
+        .arg(&path)
+        .args(["--search-path", "reference", "select * from no_such_thing"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["target"].as_str(), v["reason"].as_str()), (Some("primary"), Some("default")));
+}
