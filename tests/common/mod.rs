@@ -156,3 +156,41 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> String {
 pub async fn direct(cluster: &Cluster, db: &str, sql: &str) -> String {
     cluster.psql(db, sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")).trim().to_owned()
 }
+
+/// A raw protocol connection through pgsplit, logged in as `app` and past the first ReadyForQuery, for tests that
+/// must send exactly the bytes they choose (or stop half-way).
+pub async fn raw_login(port: u16) -> tokio::net::TcpStream {
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+    use postgres_protocol::message::{backend::Message, frontend};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let mut out = bytes::BytesMut::new();
+    frontend::startup_message([("user", "app"), ("database", "handled")].into_iter(), &mut out).expect("startup");
+    s.write_all(&out).await.expect("write startup");
+    let mut buf = bytes::BytesMut::new();
+    let mut scram = ScramSha256::new(APP_PASSWORD.as_bytes(), ChannelBinding::unrequested());
+    loop {
+        let msg = loop {
+            if let Some(m) = Message::parse(&mut buf).expect("server message") {
+                break m;
+            }
+            assert!(s.read_buf(&mut buf).await.expect("read") > 0, "server closed during login");
+        };
+        out.clear();
+        match msg {
+            Message::AuthenticationSasl(_) => {
+                frontend::sasl_initial_response("SCRAM-SHA-256", scram.message(), &mut out).expect("sasl")
+            }
+            Message::AuthenticationSaslContinue(b) => {
+                scram.update(b.data()).expect("scram");
+                frontend::sasl_response(scram.message(), &mut out).expect("sasl");
+            }
+            Message::ReadyForQuery(_) => return s,
+            Message::ErrorResponse(_) => panic!("login refused"),
+            _ => {}
+        }
+        if !out.is_empty() {
+            s.write_all(&out).await.expect("write");
+        }
+    }
+}

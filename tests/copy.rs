@@ -1,0 +1,128 @@
+//! COPY through pgsplit: large COPY FROM STDIN and TO STDOUT streamed both ways with the data intact, CopyFail,
+//! COPY inside a transaction, and a client that vanishes mid-COPY never leaves a dirty server connection behind.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{clusters, config_yaml, direct, scalar, Proxy, APP_PASSWORD};
+
+fn psql(url: &str, script: &str) -> std::process::Output {
+    use std::io::Write;
+    let bin = pgsplit::cluster::find_bindir().map(|b| b.join("psql")).unwrap_or_else(|_| "psql".into());
+    let mut child = Command::new(bin)
+        .args([url, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("psql runs");
+    child.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("script");
+    child.wait_with_output().expect("psql output")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_thousand_rows_copy_in_and_out_intact() {
+    let proxy = Proxy::split().await;
+    let dir = clusters().dir.join("copy-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("in.tsv");
+    let output = dir.join("out.tsv");
+    let mut data = String::with_capacity(8 << 20);
+    for i in 0..200_000 {
+        data.push_str(&format!("{i}\trow-{i}-{}\t{}\n", "x".repeat(i % 17), i as f64 / 7.0));
+    }
+    std::fs::write(&input, &data).unwrap();
+    let url = format!("postgresql://app:{APP_PASSWORD}@127.0.0.1:{}/handled?sslmode=disable", proxy.port);
+    let script = format!(
+        "create table workspace.copy_big (id int, label text, v float8);\n\\copy workspace.copy_big from '{}'\n\\copy (select * from workspace.copy_big order by id) to '{}'\nselect count(*) from workspace.copy_big;\n",
+        input.display(),
+        output.display()
+    );
+    let out = tokio::task::spawn_blocking(move || psql(&url, &script)).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200000");
+    let back = std::fs::read_to_string(&output).unwrap();
+    assert_eq!(back.len(), data.len());
+    assert!(back == data, "COPY TO STDOUT returned what COPY FROM STDIN sent");
+    assert_eq!(direct(&clusters().data, "handled_data", "select count(*) from workspace.copy_big").await, "200000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_fail_and_copy_inside_a_transaction_behave_as_direct() {
+    let proxy = Proxy::split().await;
+    let url = format!("postgresql://app:{APP_PASSWORD}@127.0.0.1:{}/handled?sslmode=disable", proxy.port);
+    let script = "create table workspace.copy_tx (v int);
+begin;
+insert into workspace.copy_tx values (1);
+\\copy workspace.copy_tx from stdin
+2
+3
+\\.
+commit;
+select sum(v) from workspace.copy_tx;
+";
+    let u = url.clone();
+    let out = tokio::task::spawn_blocking(move || psql(&u, script)).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "6");
+
+    // CopyFail from a raw client: the server's error comes back and the session goes on.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = common::raw_login(proxy.port).await;
+    let mut msg = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::query("copy workspace.copy_tx from stdin", &mut msg).unwrap();
+    s.write_all(&msg).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert_eq!(buf[0], b'G', "CopyInResponse: {:?}", &buf[..n]);
+    msg.clear();
+    postgres_protocol::message::frontend::copy_fail("client changed its mind", &mut msg).unwrap();
+    postgres_protocol::message::frontend::query("select 'after copyfail'", &mut msg).unwrap();
+    s.write_all(&msg).await.unwrap();
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("after copyfail") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&got).contains("client changed its mind"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_mid_copy_or_mid_transaction_leaves_no_dirty_connection() {
+    // One DATA connection: whatever the vanished client left on it would meet the next client.
+    let yaml = config_yaml("verify-full", "")
+        .replace("pool: { max: 10, checkout_timeout: 3s }", "pool: { max: 1, checkout_timeout: 10s }");
+    let proxy = Proxy::start(&yaml).await;
+    let setup = proxy.connect().await;
+    setup.simple_query("create table workspace.half_copied (v int)").await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for stop_in_transaction in [false, true] {
+        let mut s = common::raw_login(proxy.port).await;
+        let mut msg = bytes::BytesMut::new();
+        if stop_in_transaction {
+            postgres_protocol::message::frontend::query("begin; insert into workspace.half_copied values (99)", &mut msg)
+                .unwrap();
+        } else {
+            postgres_protocol::message::frontend::query("copy workspace.half_copied from stdin", &mut msg).unwrap();
+        }
+        s.write_all(&msg).await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        let _ = s.read(&mut buf).await.unwrap();
+        if !stop_in_transaction {
+            msg.clear();
+            // CopyData with two rows, then silence: the client vanishes before CopyDone.
+            msg.extend_from_slice(&[b'd', 0, 0, 0, 8]);
+            msg.extend_from_slice(b"1\n2\n");
+            s.write_all(&msg).await.unwrap();
+        }
+        drop(s);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let next = proxy.connect().await;
+        let n = tokio::time::timeout(Duration::from_secs(10), scalar(&next, "select count(*) from workspace.half_copied")).await;
+        assert_eq!(n.expect("the next client is served"), "0", "nothing of the vanished client was committed");
+        assert_eq!(scalar(&next, "select count(*) from pg_stat_activity where state like 'idle in transaction%' and usename = 'pgsplit' and query like '%half_copied%'").await, "0");
+    }
+}
