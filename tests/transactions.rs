@@ -114,3 +114,32 @@ async fn abrupt_disconnect_in_a_transaction_releases_its_locks() {
         "3"
     );
 }
+
+#[tokio::test]
+async fn savepoints_and_set_local_before_the_first_routed_statement_are_held_and_replayed_there() {
+    let proxy = Proxy::split().await;
+    let c = proxy.connect().await;
+    c.simple_query("begin").await.unwrap();
+    c.simple_query("savepoint before_anything").await.unwrap();
+    c.simple_query("set local statement_timeout = '4s'").await.unwrap();
+    // DATA is not the default target: binding there works because nothing above ran on PRIMARY.
+    assert_eq!(
+        scalar(&c, "select current_setting('statement_timeout') from workspace.imports limit 1").await,
+        "4s",
+        "SET LOCAL was replayed on the bound target"
+    );
+    c.simple_query("insert into workspace.imports (file_name, row_count) values ('held-savepoint', 1)").await.unwrap();
+    c.simple_query("rollback to savepoint before_anything").await.unwrap();
+    c.simple_query("insert into workspace.imports (file_name, row_count) values ('held-savepoint', 2)").await.unwrap();
+    c.simple_query("commit").await.unwrap();
+    assert_eq!(
+        direct(
+            &clusters().data,
+            "handled_data",
+            "select string_agg(row_count::text, ',') from workspace.imports where file_name = 'held-savepoint'"
+        )
+        .await,
+        "2"
+    );
+    assert_eq!(scalar(&c, "select current_setting('statement_timeout') from workspace.imports limit 1").await, "0");
+}

@@ -81,6 +81,11 @@ pub fn command(st: &Statement) -> Command {
         Statement::StartTransaction { .. } => Command::Begin,
         Statement::Commit { chain: false, .. } => Command::Commit,
         Statement::Rollback { chain: false, savepoint: None } => Command::Rollback,
+        Statement::Rollback { chain: false, savepoint: Some(_) } => Command::Holdable("ROLLBACK"),
+        Statement::Savepoint { .. } => Command::Holdable("SAVEPOINT"),
+        Statement::ReleaseSavepoint { .. } => Command::Holdable("RELEASE"),
+        Statement::Set(Set::SingleAssignment { scope: Some(ContextModifier::Local), .. })
+        | Statement::Set(Set::SetTimeZone { local: true, .. }) => Command::Holdable("SET"),
         Statement::Set(Set::SingleAssignment { scope: None, variable, values, .. }) if is_target_var(variable) => {
             match values.as_slice() {
                 [v] => match v {

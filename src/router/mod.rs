@@ -117,6 +117,9 @@ pub enum Command {
     DiscardAll,
     /// `DEALLOCATE [PREPARE] name`, or `ALL` (`None`).
     Deallocate(Option<String>),
+    /// A statement that only matters inside the transaction it runs in (`SAVEPOINT`, `RELEASE`, `ROLLBACK TO`,
+    /// `SET LOCAL`): before the transaction has a target it is held and replayed there. The tag it completes with.
+    Holdable(&'static str),
 }
 
 impl Command {

@@ -2,7 +2,7 @@
 
 use crate::protocol::encode::{self, PgError};
 use crate::protocol::{codes, decode, Frame, STATUS_FAILED, STATUS_IDLE, STATUS_IN_TX};
-use crate::router::{Command, Reason, RouteError, TargetId};
+use crate::router::{Analysis, Command, Reason, RouteError, TargetId};
 
 use super::state::{Effects, Payload, Session, Tx};
 use super::SessionError;
@@ -14,7 +14,7 @@ impl Session {
             .map_err(|e| SessionError::Fatal(PgError::fatal(codes::PROTOCOL_VIOLATION, format!("invalid Query message: {e}"))))?;
         let analysis = self.app.analysis(sql);
         if let Some(a) = &analysis {
-            if self.local_command(&a.command, &frame) {
+            if self.local_command(a, &frame) {
                 return Ok(());
             }
         }
@@ -30,11 +30,16 @@ impl Session {
     }
 
     /// Answers what pgsplit handles itself; returns true when the statement was answered.
-    fn local_command(&mut self, command: &Command, frame: &Frame) -> bool {
-        match (command, &self.tx) {
+    fn local_command(&mut self, a: &Analysis, frame: &Frame) -> bool {
+        let command = &a.command;
+        match (command, &mut self.tx) {
             (Command::Begin, Tx::Idle) => {
-                self.tx = Tx::Deferred { begin: frame.bytes.clone() };
+                self.tx = Tx::Deferred { begin: frame.bytes.clone(), held: Vec::new() };
                 self.client.complete_ready("BEGIN", STATUS_IN_TX);
+            }
+            (Command::Holdable(tag), Tx::Deferred { held, .. }) if a.hint.is_none() && self.target_hint.is_none() => {
+                held.push(frame.bytes.clone());
+                self.client.complete_ready(tag, STATUS_IN_TX);
             }
             (Command::Begin, Tx::Deferred { .. }) => {
                 notice_already_in_transaction(&mut self.client.wbuf);
@@ -125,11 +130,11 @@ impl Session {
     /// Runs an encoded payload on `target`, using the bound connection or taking one (replaying a deferred BEGIN).
     pub(super) async fn run_on(&mut self, target: TargetId, payload: Payload<'_>, effects: &Effects) -> Result<(), SessionError> {
         let (conn, begin) = match std::mem::replace(&mut self.tx, Tx::Idle) {
-            Tx::Bound { conn, .. } => (conn, None),
-            Tx::Deferred { begin } => match self.acquire(target).await {
-                Ok(c) => (c, Some(begin)),
+            Tx::Bound { conn, .. } => (conn, Vec::new()),
+            Tx::Deferred { begin, held } => match self.acquire(target).await {
+                Ok(c) => (c, std::iter::once(begin).chain(held).collect()),
                 Err(e) => {
-                    self.tx = Tx::Deferred { begin };
+                    self.tx = Tx::Deferred { begin, held };
                     self.refuse(e);
                     return Ok(());
                 }
@@ -137,7 +142,7 @@ impl Session {
             other => {
                 self.tx = other;
                 match self.acquire(target).await {
-                    Ok(c) => (c, None),
+                    Ok(c) => (c, Vec::new()),
                     Err(e) => {
                         let status = self.tx.status();
                         self.client.error_ready(&e, status);

@@ -62,6 +62,8 @@ pub enum Tx {
     Deferred {
         /// The client's BEGIN as a Query message, replayed on the target when the transaction binds.
         begin: Bytes,
+        /// Statements that need no target (SAVEPOINT, SET LOCAL, ...) answered meanwhile, replayed after BEGIN.
+        held: Vec<Bytes>,
     },
     /// A transaction (or an unsynced extended batch) is open on a server connection of `target`.
     Bound {
@@ -237,17 +239,17 @@ impl Session {
         }
     }
 
-    /// Sends `frames` (already encoded, optionally preceded by a deferred BEGIN) on `conn`, relays the answer to the
+    /// Sends `frames` (already encoded, preceded by a deferred BEGIN and what was held with it) on `conn`, relays the answer to the
     /// client, and settles the transaction state from the server's ReadyForQuery.
     pub async fn execute(
         &mut self,
         target: TargetId,
         mut conn: PooledConn,
-        begin: Option<Bytes>,
+        prelude: Vec<Bytes>,
         payload: Payload<'_>,
         effects: &Effects,
     ) -> Result<(), SessionError> {
-        let was_in_tx = begin.is_some() || conn.status != STATUS_IDLE;
+        let was_in_tx = !prelude.is_empty() || conn.status != STATUS_IDLE;
         let batch;
         let bytes = match payload {
             Payload::Raw(b) => b,
@@ -258,9 +260,12 @@ impl Session {
         };
         self.in_flight(target, &conn).await;
         let result = async {
-            if let Some(b) = &begin {
-                conn.send(b).await?;
-                relay::until_ready(&mut self.client, &mut conn, Sink::Discard).await?;
+            if !prelude.is_empty() {
+                // The deferred BEGIN and what was held since, in one write; their answers were given already.
+                conn.send(&prelude.concat()).await?;
+                for _ in &prelude {
+                    relay::until_ready(&mut self.client, &mut conn, Sink::Discard).await?;
+                }
             }
             conn.send(bytes).await?;
             relay::until_ready(&mut self.client, &mut conn, Sink::Client).await
