@@ -165,7 +165,7 @@ pub async fn raw_login(port: u16) -> tokio::net::TcpStream {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
     let mut out = bytes::BytesMut::new();
-    frontend::startup_message([("user", "app"), ("database", "handled")].into_iter(), &mut out).expect("startup");
+    frontend::startup_message([("user", "app"), ("database", "handled")], &mut out).expect("startup");
     s.write_all(&out).await.expect("write startup");
     let mut buf = bytes::BytesMut::new();
     let mut scram = ScramSha256::new(APP_PASSWORD.as_bytes(), ChannelBinding::unrequested());
