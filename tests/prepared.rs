@@ -129,3 +129,72 @@ async fn pgbench_simple_extended_and_prepared_modes_run_clean_with_more_clients_
         common::direct(&clusters().data, "handled_data", "select count(*) from public.pgbench_history").await.parse().unwrap();
     assert!(n >= 1800, "{n} history rows from three tpcb-like runs");
 }
+
+/// Reads server messages until ReadyForQuery; returns their tags and the ReadyForQuery status.
+async fn read_until_ready(s: &mut tokio::net::TcpStream) -> (Vec<u8>, u8) {
+    use postgres_protocol::message::backend::Message;
+    use tokio::io::AsyncReadExt;
+    let mut buf = bytes::BytesMut::new();
+    let mut tags = Vec::new();
+    loop {
+        while buf.len() >= 5 {
+            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            if buf.len() < len + 1 {
+                break;
+            }
+            let tag = buf[0];
+            tags.push(tag);
+            if let Ok(Some(Message::ReadyForQuery(r))) = Message::parse(&mut buf) {
+                return (tags, r.status());
+            }
+        }
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_buf(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "server closed");
+    }
+}
+
+#[tokio::test]
+async fn a_jdbc_style_batch_with_a_prepared_begin_binds_to_the_statements_target() {
+    use postgres_protocol::message::frontend;
+    use tokio::io::AsyncWriteExt;
+    let proxy = Proxy::split().await;
+    let mut s = common::raw_login(proxy.port).await;
+    let mut out = bytes::BytesMut::new();
+    let no_params: [Option<&[u8]>; 0] = [];
+    for (name, sql) in [("", "BEGIN"), ("S_1", "insert into workspace.imports (file_name, row_count) values ('jdbc-begin', 1)")] {
+        frontend::parse(name, sql, std::iter::empty(), &mut out).unwrap();
+        frontend::bind(
+            "",
+            name,
+            std::iter::empty(),
+            no_params.iter(),
+            |p: &Option<&[u8]>, buf: &mut bytes::BytesMut| match p {
+                Some(v) => {
+                    buf.extend_from_slice(v);
+                    Ok(postgres_protocol::IsNull::No)
+                }
+                None => Ok(postgres_protocol::IsNull::Yes),
+            },
+            std::iter::empty(),
+            &mut out,
+        )
+        .map_err(|_| "bind")
+        .unwrap();
+        frontend::execute("", 0, &mut out).unwrap();
+    }
+    frontend::sync(&mut out);
+    s.write_all(&out).await.unwrap();
+    let (tags, status) = read_until_ready(&mut s).await;
+    assert_eq!(status, b'T', "inside the transaction: {:?}", tags.iter().map(|&t| t as char).collect::<String>());
+    assert!(!tags.contains(&b'E'), "{:?}", tags.iter().map(|&t| t as char).collect::<String>());
+    out.clear();
+    frontend::query("COMMIT", &mut out).unwrap();
+    s.write_all(&out).await.unwrap();
+    let (_, status) = read_until_ready(&mut s).await;
+    assert_eq!(status, b'I');
+    assert_eq!(
+        common::direct(&clusters().data, "handled_data", "select count(*) from workspace.imports where file_name = 'jdbc-begin'")
+            .await,
+        "1"
+    );
+}

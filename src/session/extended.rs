@@ -106,72 +106,73 @@ impl Session {
     }
 
     /// The target every statement of the batch agrees on; `None` when the batch names no statement.
+    /// Statements that chose their target (relations, hints) must agree; the others (a JDBC `BEGIN`, `SELECT 1`)
+    /// follow them, else go where the first of them would.
     fn batch_target(&mut self) -> Result<Option<TargetId>, PgError> {
-        let mut target: Option<TargetId> = None;
+        let mut explicit: Option<TargetId> = None;
+        let mut follower: Option<TargetId> = None;
         let batch = std::mem::take(&mut self.batch);
         let mut result = Ok(());
         for f in &batch {
-            let t = match f.tag {
-                b'P' => {
-                    let p = decode::parse(f.body()).map_err(bad_message)?;
-                    let analysis = self.app.analysis(p.sql);
-                    let t = self.route(analysis.as_deref())?;
-                    if let Some(a) = &analysis {
-                        self.batch_effects.changes.extend(a.session_changes.iter().cloned());
-                        self.batch_effects.ddl |= a.ddl;
-                        self.batch_effects.pins |= a.pins;
+            let routed = match f.tag {
+                b'P' => match self.route_parse(f) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        result = Err(e);
+                        break;
                     }
-                    if p.name.is_empty() {
-                        self.unnamed = Some(t);
-                    } else if let Some(prepared) = Prepared::from_parse(t, f.body()) {
-                        self.statements.insert(p.name.to_owned(), Arc::new(prepared));
-                    }
-                    Some(t)
-                }
-                b'B' => {
-                    let (_, stmt) = decode::bind_names(f.body()).map_err(bad_message)?;
-                    self.statement_target(stmt)
-                }
-                b'D' => {
-                    let (kind, name) = decode::describe_or_close(f.body()).map_err(bad_message)?;
-                    if kind == b'S' {
-                        self.statement_target(name)
-                    } else {
-                        None
-                    }
-                }
-                b'C' => {
-                    let (kind, name) = decode::describe_or_close(f.body()).map_err(bad_message)?;
-                    if kind == b'S' {
-                        self.statement_target(name)
-                    } else {
-                        None
-                    }
-                }
+                },
+                b'B' => decode::bind_names(f.body()).ok().and_then(|(_, stmt)| self.statement_target(stmt)),
+                b'D' | b'C' => match decode::describe_or_close(f.body()) {
+                    Ok((b'S', name)) => self.statement_target(name),
+                    _ => None,
+                },
                 _ => None,
             };
-            if let (Some(a), Some(b)) = (target, t) {
-                if a != b {
-                    let names = self.app.table();
-                    result = Err(PgError::error(
-                        codes::FEATURE_NOT_SUPPORTED,
-                        format!("extended-protocol batch mixes targets \"{}\" and \"{}\"", names.name(a), names.name(b)),
-                    ));
-                    break;
-                }
+            match routed {
+                Some((t, true)) => match explicit {
+                    Some(e) if e != t => {
+                        let names = self.app.table();
+                        result = Err(PgError::error(
+                            codes::FEATURE_NOT_SUPPORTED,
+                            format!("extended-protocol batch mixes targets \"{}\" and \"{}\"", names.name(e), names.name(t)),
+                        ));
+                        break;
+                    }
+                    _ => explicit = Some(t),
+                },
+                Some((t, false)) => follower = follower.or(Some(t)),
+                None => {}
             }
-            target = target.or(t);
         }
         self.batch = batch;
         result?;
-        Ok(target)
+        Ok(explicit.or(follower))
     }
 
-    fn statement_target(&self, name: &str) -> Option<TargetId> {
+    /// Routes a Parse and records the statement it names.
+    fn route_parse(&mut self, f: &Frame) -> Result<(TargetId, bool), PgError> {
+        let p = decode::parse(f.body()).map_err(bad_message)?;
+        let analysis = self.app.analysis(p.sql);
+        let (t, explicit) = self.route(analysis.as_deref())?;
+        if let Some(a) = &analysis {
+            self.batch_effects.changes.extend(a.session_changes.iter().cloned());
+            self.batch_effects.ddl |= a.ddl;
+            self.batch_effects.pins |= a.pins;
+        }
+        if p.name.is_empty() {
+            self.unnamed = Some((t, explicit));
+        } else if let Some(prepared) = Prepared::from_parse(t, explicit, f.body()) {
+            self.statements.insert(p.name.to_owned(), Arc::new(prepared));
+        }
+        Ok((t, explicit))
+    }
+
+    fn statement_target(&self, name: &str) -> Option<(TargetId, bool)> {
         if name.is_empty() {
             self.unnamed
         } else {
-            self.statements.get(name).map(|p| p.target)
+            self.statements.get(name).map(|p| (p.target, p.explicit))
         }
     }
 

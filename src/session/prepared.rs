@@ -24,6 +24,8 @@ const MAX_PREPARED_PER_CONN: usize = 1000;
 pub struct Prepared {
     /// The target its SQL routes to.
     pub target: TargetId,
+    /// Whether its SQL chose that target (relations, hint) or merely followed the session then.
+    pub explicit: bool,
     /// Its server-side name: `pgsplit_` and a hash of SQL and parameter types.
     pub server_name: Arc<str>,
     /// The Parse body that creates it on a server (server-side name, SQL, parameter types).
@@ -32,7 +34,7 @@ pub struct Prepared {
 
 impl Prepared {
     /// The statement a client's Parse body (`name\0sql\0types`) creates.
-    pub fn from_parse(target: TargetId, client_body: &[u8]) -> Option<Prepared> {
+    pub fn from_parse(target: TargetId, explicit: bool, client_body: &[u8]) -> Option<Prepared> {
         let nul = client_body.iter().position(|&b| b == 0)?;
         let rest = &client_body[nul + 1..];
         let hash = foldhash::fast::FixedState::with_seed(0x7067_7370_6c69_7421).hash_one(rest);
@@ -41,7 +43,7 @@ impl Prepared {
         body.put_slice(server_name.as_bytes());
         body.put_u8(0);
         body.put_slice(rest);
-        Some(Prepared { target, server_name: server_name.into(), parse_body: body.freeze() })
+        Some(Prepared { target, explicit, server_name: server_name.into(), parse_body: body.freeze() })
     }
 }
 
@@ -172,13 +174,13 @@ mod tests {
 
     #[test]
     fn same_sql_and_types_share_a_server_name_and_others_do_not() {
-        let a = Prepared::from_parse(0, b"s1\0select $1\0\0\x01\0\0\0\x17").unwrap();
-        let b = Prepared::from_parse(1, b"other\0select $1\0\0\x01\0\0\0\x17").unwrap();
-        let c = Prepared::from_parse(0, b"s1\0select $1\0\0\x01\0\0\0\x19").unwrap();
+        let a = Prepared::from_parse(0, true, b"s1\0select $1\0\0\x01\0\0\0\x17").unwrap();
+        let b = Prepared::from_parse(1, true, b"other\0select $1\0\0\x01\0\0\0\x17").unwrap();
+        let c = Prepared::from_parse(0, true, b"s1\0select $1\0\0\x01\0\0\0\x19").unwrap();
         assert_eq!(a.server_name, b.server_name);
         assert_ne!(a.server_name, c.server_name);
         assert!(a.parse_body.starts_with(a.server_name.as_bytes()));
         assert!(a.parse_body.ends_with(b"select $1\0\0\x01\0\0\0\x17"));
-        assert!(Prepared::from_parse(0, b"no terminator").is_none());
+        assert!(Prepared::from_parse(0, true, b"no terminator").is_none());
     }
 }

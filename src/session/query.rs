@@ -19,7 +19,7 @@ impl Session {
             }
         }
         let target = match self.route(analysis.as_deref()) {
-            Ok(t) => t,
+            Ok((t, _)) => t,
             Err(e) => {
                 self.refuse(e);
                 return Ok(());
@@ -99,7 +99,9 @@ impl Session {
 
     /// The target of a statement (analysis `None` in single mode), checked against the bound transaction:
     /// statements that name no routed schema follow the bound target; explicit ones must match it.
-    pub(super) fn route(&self, analysis: Option<&crate::router::Analysis>) -> Result<TargetId, PgError> {
+    /// The target of a statement and whether the statement itself chose it (its relations or a hint) rather than
+    /// following the session (bound transaction, session hint, default target).
+    pub(super) fn route(&self, analysis: Option<&crate::router::Analysis>) -> Result<(TargetId, bool), PgError> {
         let bound = match &self.tx {
             Tx::Bound { target, .. } => Some(*target),
             _ => None,
@@ -122,8 +124,8 @@ impl Session {
                 )
                 .with_hint("a transaction runs on one target; commit it and run this statement in its own transaction"))
             }
-            Some(b) => Ok(b),
-            None => Ok(target),
+            Some(b) => Ok((b, explicit)),
+            None => Ok((target, explicit)),
         }
     }
 

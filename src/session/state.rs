@@ -118,8 +118,8 @@ pub struct Session {
     pub batch_effects: Effects,
     /// The client's named prepared statements, by the client's name.
     pub statements: HashMap<String, Arc<Prepared>>,
-    /// Target of the unnamed statement, for a Bind that re-executes it.
-    pub unnamed: Option<TargetId>,
+    /// Target of the unnamed statement (and whether its SQL chose it), for a Bind that re-executes it.
+    pub unnamed: Option<(TargetId, bool)>,
     /// Server connections pinned to this session (named prepared statements live on them), by target.
     pub pins: HashMap<TargetId, Option<PooledConn>>,
 }
