@@ -1,0 +1,140 @@
+//! What a client sees through pgsplit is byte for byte what the server sent: rows with NULLs and large values,
+//! binary results, errors with all their fields, notices, empty queries; plus the ORM habits of SPEC §4 (PDO's SQL
+//! DEALLOCATE of a protocol statement, psqlODBC's multi-statement start-up batch).
+
+mod common;
+
+use bytes::BytesMut;
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use common::{clusters, Proxy};
+
+/// Everything the server sends up to and including ReadyForQuery.
+async fn exchange<S: AsyncReadExt + AsyncWriteExt + Unpin>(s: &mut S, request: &[u8]) -> Vec<u8> {
+    s.write_all(request).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // Complete when the last whole message is a ReadyForQuery.
+        let mut off = 0;
+        let mut last = 0u8;
+        while got.len() >= off + 5 {
+            let len = u32::from_be_bytes([got[off + 1], got[off + 2], got[off + 3], got[off + 4]]) as usize;
+            if got.len() < off + 1 + len {
+                break;
+            }
+            last = got[off];
+            off += 1 + len;
+        }
+        if off == got.len() && last == b'Z' {
+            return got;
+        }
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "server closed");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// The message types of a response, in order.
+fn tags(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while bytes.len() >= off + 5 {
+        out.push(bytes[off]);
+        off += 1 + u32::from_be_bytes([bytes[off + 1], bytes[off + 2], bytes[off + 3], bytes[off + 4]]) as usize;
+    }
+    out
+}
+
+/// A direct connection to DATA as the role pgsplit uses, over the unix socket (trust), past its first ReadyForQuery.
+async fn direct_data() -> UnixStream {
+    let cl = &clusters().data;
+    let path = cl.socket_dir().join(format!(".s.PGSQL.{}", cl.port()));
+    let mut s = UnixStream::connect(path).await.unwrap();
+    let mut out = BytesMut::new();
+    frontend::startup_message([("user", "pgsplit"), ("database", "handled_data")], &mut out).unwrap();
+    let _ = exchange(&mut s, &out).await;
+    s
+}
+
+fn requests() -> Vec<(&'static str, BytesMut)> {
+    let mut v = Vec::new();
+    let mut q = |name: &'static str, sql: &str| {
+        let mut b = BytesMut::new();
+        frontend::query(sql, &mut b).unwrap();
+        v.push((name, b));
+    };
+    q("nulls and types", "select 1 as a, null::text as b, 'x'::bytea as c, 1.5::numeric as d, '{1,2}'::int[] as e from reference.countries where code = 'FR'");
+    q("large row", "select repeat('a', 300000) as big, code from reference.countries where code = 'DE'");
+    q("error with all fields", "select 1 / (select count(*) - count(*) from reference.countries)");
+    q(
+        "notice with detail and hint",
+        "/* pgsplit: target=data */ do $$ begin raise notice 'hello' using detail = 'the detail', hint = 'the hint'; end $$",
+    );
+    q("empty query", "/* pgsplit: target=data */ ");
+    q("multi-statement", "select code from reference.countries order by code; select count(*) from reference.countries");
+    // Extended protocol, binary results.
+    let mut b = BytesMut::new();
+    frontend::parse("", "select code, name, length(name) from reference.countries where code = $1", [25u32], &mut b).unwrap();
+    frontend::bind(
+        "",
+        "",
+        [0i16],
+        [&b"JP"[..]],
+        |p: &[u8], buf: &mut BytesMut| {
+            buf.extend_from_slice(p);
+            Ok::<_, Box<dyn std::error::Error + Sync + Send>>(postgres_protocol::IsNull::No)
+        },
+        [1i16],
+        &mut b,
+    )
+    .map_err(|_| "bind")
+    .unwrap();
+    frontend::describe(b'P', "", &mut b).unwrap();
+    frontend::execute("", 0, &mut b).unwrap();
+    frontend::sync(&mut b);
+    v.push(("extended, binary results", b));
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_are_byte_identical_to_a_direct_connection() {
+    let proxy = Proxy::split().await;
+    let mut via = common::raw_login(proxy.port).await;
+    let mut direct = direct_data().await;
+    for (name, request) in requests() {
+        let expected = exchange(&mut direct, &request).await;
+        let got = exchange(&mut via, &request).await;
+        assert!(got == expected, "{name}: {} bytes through pgsplit, {} direct", got.len(), expected.len());
+    }
+}
+
+#[tokio::test]
+async fn pdo_sql_deallocate_of_a_protocol_statement_and_an_odbc_startup_batch_work() {
+    let proxy = Proxy::split().await;
+    let mut s = common::raw_login(proxy.port).await;
+    // psqlODBC's start-up batch: several statements in one Query.
+    let mut b = BytesMut::new();
+    frontend::query("SET DateStyle = 'ISO';SET extra_float_digits = 2;show transaction_isolation", &mut b).unwrap();
+    let got = exchange(&mut s, &b).await;
+    assert!(!tags(&got).contains(&b'E'), "no error: {}", String::from_utf8_lossy(&got));
+    assert!(String::from_utf8_lossy(&got).contains("read committed"));
+    // PDO: a protocol-level statement, deallocated with SQL.
+    b.clear();
+    frontend::parse("pdo_stmt_00000001", "select count(*) from reference.countries", std::iter::empty(), &mut b).unwrap();
+    frontend::sync(&mut b);
+    let got = exchange(&mut s, &b).await;
+    assert_eq!(got[0], b'1', "ParseComplete");
+    b.clear();
+    frontend::query("DEALLOCATE pdo_stmt_00000001", &mut b).unwrap();
+    let got = exchange(&mut s, &b).await;
+    assert!(String::from_utf8_lossy(&got).contains("DEALLOCATE"), "{got:?}");
+    b.clear();
+    frontend::describe(b'S', "pdo_stmt_00000001", &mut b).unwrap();
+    frontend::sync(&mut b);
+    let got = exchange(&mut s, &b).await;
+    assert_eq!(tags(&got), [b'E', b'Z'], "the statement is gone");
+    assert!(got.windows(6).any(|w| w == b"C26000"), "{}", String::from_utf8_lossy(&got));
+}
