@@ -138,3 +138,14 @@ async fn pdo_sql_deallocate_of_a_protocol_statement_and_an_odbc_startup_batch_wo
     assert_eq!(tags(&got), [b'E', b'Z'], "the statement is gone");
     assert!(got.windows(6).any(|w| w == b"C26000"), "{}", String::from_utf8_lossy(&got));
 }
+
+#[tokio::test]
+async fn the_greeting_reports_the_clients_own_settings() {
+    let proxy = Proxy::split().await;
+    let (_s, reported) =
+        common::raw_login_with(proxy.port, &[("application_name", "greeter"), ("options", "-c TimeZone=Asia/Tokyo")]).await;
+    let get = |k: &str| reported.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(get("application_name"), Some("greeter"));
+    assert_eq!(get("TimeZone"), Some("Asia/Tokyo"));
+    assert_eq!(get("server_encoding"), Some("UTF8"), "the rest as the default target reports it");
+}

@@ -157,7 +157,7 @@ fn guc_value_sql(name: &str, value: &str) -> String {
 }
 
 /// `-c name=value` and `--name=value` settings of the startup `options` string (backslash escapes spaces).
-fn options_settings(options: &str) -> Vec<(String, String)> {
+pub(super) fn options_settings(options: &str) -> Vec<(String, String)> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut chars = options.chars();

@@ -166,9 +166,16 @@ async fn expect_password_message(client: &mut Client) -> Result<crate::protocol:
 /// ParameterStatus as the default target reports it (with the client's own application_name), BackendKeyData, ReadyForQuery.
 async fn greet(client: &mut Client, app: &App, startup: &BTreeMap<String, String>, key: &ClientKey) -> Result<(), SessionError> {
     let mut params = app.server_params().await;
-    if let Some(name) = startup.get("application_name") {
-        params.retain(|(k, _)| k != "application_name");
-        params.push(("application_name".into(), name.clone()));
+    // The client's own settings (startup parameters, `options=-c ...`) are what its session will have: report
+    // those for the parameters the server reports.
+    let options = startup.get("options").map(|o| super::params::options_settings(o)).unwrap_or_default();
+    let own = startup.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain(options.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    for (key, value) in own {
+        if let Some(p) = params.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(key)) {
+            p.1 = value.to_owned();
+        } else if key == "application_name" {
+            params.push(("application_name".into(), value.to_owned()));
+        }
     }
     for (k, v) in &params {
         encode::parameter_status(&mut client.wbuf, k, v);

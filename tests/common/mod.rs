@@ -160,12 +160,19 @@ pub async fn direct(cluster: &Cluster, db: &str, sql: &str) -> String {
 /// A raw protocol connection through pgsplit, logged in as `app` and past the first ReadyForQuery, for tests that
 /// must send exactly the bytes they choose (or stop half-way).
 pub async fn raw_login(port: u16) -> tokio::net::TcpStream {
+    raw_login_with(port, &[]).await.0
+}
+
+/// `raw_login` with extra startup parameters; also returns the ParameterStatus values pgsplit greeted with.
+pub async fn raw_login_with(port: u16, extra: &[(&str, &str)]) -> (tokio::net::TcpStream, Vec<(String, String)>) {
     use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
     use postgres_protocol::message::{backend::Message, frontend};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
     let mut out = bytes::BytesMut::new();
-    frontend::startup_message([("user", "app"), ("database", "handled")], &mut out).expect("startup");
+    let params = [("user", "app"), ("database", "handled")].into_iter().chain(extra.iter().copied());
+    frontend::startup_message(params, &mut out).expect("startup");
+    let mut reported = Vec::new();
     s.write_all(&out).await.expect("write startup");
     let mut buf = bytes::BytesMut::new();
     let mut scram = ScramSha256::new(APP_PASSWORD.as_bytes(), ChannelBinding::unrequested());
@@ -185,7 +192,10 @@ pub async fn raw_login(port: u16) -> tokio::net::TcpStream {
                 scram.update(b.data()).expect("scram");
                 frontend::sasl_response(scram.message(), &mut out).expect("sasl");
             }
-            Message::ReadyForQuery(_) => return s,
+            Message::ParameterStatus(p) => {
+                reported.push((p.name().expect("name").to_owned(), p.value().expect("value").to_owned()))
+            }
+            Message::ReadyForQuery(_) => return (s, reported),
             Message::ErrorResponse(_) => panic!("login refused"),
             _ => {}
         }
