@@ -203,10 +203,10 @@ impl App {
         self.tls.as_ref()
     }
 
-    /// Server parameters to greet clients with: the default target's (connecting once if none is known yet),
-    /// else any target's, else neutral values.
-    pub async fn server_params(&self) -> Vec<(String, String)> {
-        let default = self.backend(self.table.default_target);
+    /// Server parameters to greet clients with: `target`'s (connecting once if none is known yet), else any
+    /// target's, else neutral values.
+    pub async fn server_params(&self, target: TargetId) -> Vec<(String, String)> {
+        let default = self.backend(target);
         let mut params = default.server_params();
         if params.is_empty() {
             if let Ok(conn) = default.checkout().await {

@@ -106,10 +106,11 @@ impl Session {
             Tx::Bound { target, .. } => Some(*target),
             _ => None,
         };
-        let (target, explicit) = match analysis {
+        let (target, explicit) = match (self.passthrough, analysis) {
+            (Some(t), _) => (t, true),
             _ if self.app.is_single() => (self.app.single_target(), false),
-            None => (self.app.table().default_target, false),
-            Some(a) => {
+            (None, None) => (self.app.table().default_target, false),
+            (None, Some(a)) => {
                 let view = crate::router::SessionView { search_path: &self.search_path, target_hint: self.target_hint };
                 let d = crate::router::decide(self.app.table(), &self.app.catalog(), a, &view).map_err(route_error)?;
                 (d.target, !matches!(d.reason, Reason::Default | Reason::SessionHint))

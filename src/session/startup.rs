@@ -81,15 +81,19 @@ pub async fn startup(tcp: TcpStream, app: &Arc<App>) -> Result<Option<Session>, 
     let mut client = Client::new(stream, buf);
     let user = params.get("user").cloned().unwrap_or_default();
     let database = params.get("database").cloned().unwrap_or_else(|| user.clone());
+    // The logical database is split; a target's own name is that target, unsplit (passthrough: pg_dump, migrations).
+    let passthrough = if database == app.database() { None } else { app.table().target_id(&database) };
     let result = async {
-        if database != app.database() {
+        if database != app.database() && passthrough.is_none() {
+            let targets = app.table().targets.join(", ");
             let e = PgError::fatal(codes::INVALID_CATALOG_NAME, format!("database \"{database}\" does not exist"))
-                .with_hint(format!("pgsplit serves the database \"{}\"", app.database()));
+                .with_hint(format!("pgsplit serves the database \"{}\" and, unsplit, its targets: {targets}", app.database()));
             return Err(SessionError::Fatal(e));
         }
         authenticate(&mut client, app, &user).await?;
         let key = app.cancels().register();
-        match greet(&mut client, app, &params, &key).await {
+        let greeter = passthrough.unwrap_or(app.table().default_target);
+        match greet(&mut client, app, greeter, &params, &key).await {
             Ok(()) => Ok(key),
             Err(e) => {
                 app.cancels().unregister(key.pid);
@@ -102,7 +106,12 @@ pub async fn startup(tcp: TcpStream, app: &Arc<App>) -> Result<Option<Session>, 
         client.fatal(e).await;
     }
     let key = result?;
-    Ok(Some(Session::new(client, app.clone(), user, &params, key)))
+    if let Some(t) = passthrough {
+        tracing::info!(%user, target = app.backend(t).name(), "passthrough session");
+    }
+    let mut session = Session::new(client, app.clone(), user, &params, key);
+    session.passthrough = passthrough;
+    Ok(Some(session))
 }
 
 fn fatal_now(code: &'static str, message: String) -> SessionError {
@@ -163,9 +172,15 @@ async fn expect_password_message(client: &mut Client) -> Result<crate::protocol:
     }
 }
 
-/// ParameterStatus as the default target reports it (with the client's own application_name), BackendKeyData, ReadyForQuery.
-async fn greet(client: &mut Client, app: &App, startup: &BTreeMap<String, String>, key: &ClientKey) -> Result<(), SessionError> {
-    let mut params = app.server_params().await;
+/// ParameterStatus as `target` reports it (with the client's own settings), BackendKeyData, ReadyForQuery.
+async fn greet(
+    client: &mut Client,
+    app: &App,
+    target: crate::router::TargetId,
+    startup: &BTreeMap<String, String>,
+    key: &ClientKey,
+) -> Result<(), SessionError> {
+    let mut params = app.server_params(target).await;
     // The client's own settings (startup parameters, `options=-c ...`) are what its session will have: report
     // those for the parameters the server reports.
     let options = startup.get("options").map(|o| super::params::options_settings(o)).unwrap_or_default();

@@ -112,6 +112,8 @@ pub struct Session {
     pub catalog_stale: Option<TargetId>,
     /// The cancel key pgsplit gave the client, and where its statement in flight runs.
     pub key: ClientKey,
+    /// Connected with a target's name as the database: every statement goes to that target, unsplit.
+    pub passthrough: Option<TargetId>,
     /// Extended-protocol messages received since the last Sync.
     pub batch: Vec<Frame>,
     /// What the statements parsed in the current batch do to session state.
@@ -138,6 +140,7 @@ impl Session {
             params,
             catalog_stale: None,
             key,
+            passthrough: None,
             batch: Vec::new(),
             batch_effects: Effects::default(),
             statements: HashMap::new(),

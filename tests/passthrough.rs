@@ -1,0 +1,70 @@
+//! Passthrough databases: connecting with a target's name as the database talks to that target unsplit, so
+//! pg_dump, pg_restore and catalog browsing work through pgsplit.
+
+mod common;
+
+use std::process::Command;
+
+use common::{scalar, sqlstate, Proxy, APP_PASSWORD};
+
+fn url(proxy: &Proxy, db: &str) -> String {
+    format!("postgresql://app:{APP_PASSWORD}@127.0.0.1:{}/{db}?sslmode=disable", proxy.port)
+}
+
+async fn connect_to(proxy: &Proxy, db: &str) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(&url(proxy, db), tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    c
+}
+
+#[tokio::test]
+async fn a_targets_name_as_database_reaches_that_target_unsplit() {
+    let proxy = Proxy::split().await;
+    let data = connect_to(&proxy, "data").await;
+    assert_eq!(scalar(&data, "select current_database()").await, "handled_data");
+    // config.users lives on PRIMARY: through the DATA passthrough it is simply not there.
+    let err = data.simple_query("select * from config.users").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "42P01");
+    let primary = connect_to(&proxy, "primary").await;
+    assert_eq!(scalar(&primary, "select current_database()").await, "handled_primary");
+    assert_eq!(scalar(&primary, "select count(*) > 0 from config.users").await, "t");
+    let err = tokio_postgres::connect(&url(&proxy, "nowhere"), tokio_postgres::NoTls).await.err().expect("refused");
+    assert_eq!(sqlstate(&err), "3D000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_dump_and_restore_through_passthrough() {
+    let proxy = Proxy::split().await;
+    let dump_url = url(&proxy, "data");
+    let out = tokio::task::spawn_blocking(move || {
+        let bin = pgsplit::cluster::find_bindir().map(|b| b.join("pg_dump")).unwrap_or_else(|_| "pg_dump".into());
+        Command::new(bin).args(["--schema=reference", "--no-owner", &dump_url]).output().expect("pg_dump runs")
+    })
+    .await
+    .unwrap();
+    let dump = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dump.contains("CREATE TABLE reference.countries"), "{dump}");
+    assert!(dump.contains("Japan"), "the data came through COPY");
+    // Restore it into a new schema on DATA through the same passthrough.
+    let restore = dump.replace("reference.", "restored_ref.").replace("SCHEMA reference", "SCHEMA restored_ref");
+    let restore_url = url(&proxy, "data");
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let bin = pgsplit::cluster::find_bindir().map(|b| b.join("psql")).unwrap_or_else(|_| "psql".into());
+        let mut child = Command::new(bin)
+            .args([restore_url.as_str(), "-X", "-q", "-v", "ON_ERROR_STOP=1"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("psql runs");
+        child.stdin.take().expect("stdin").write_all(restore.as_bytes()).expect("restore script");
+        child.wait_with_output().expect("psql output")
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let data = connect_to(&proxy, "data").await;
+    assert_eq!(scalar(&data, "select name from restored_ref.countries where code = 'JP'").await, "Japan");
+}
