@@ -70,6 +70,8 @@ pub struct ServerConn {
     /// Named statements prepared on this connection by pgsplit: server-side name → the Parse body that made it
     /// (compared on use, so a name is never trusted for other SQL). Shared by every client that prepares the same SQL.
     pub prepared: std::collections::HashMap<std::sync::Arc<str>, bytes::Bytes>,
+    /// The target's name, for errors that must say which target failed.
+    pub target: Arc<str>,
     /// Replies still due for the extended-protocol messages sent, in order (see `protocol::expect`).
     pub expect: std::collections::VecDeque<crate::protocol::expect::Expect>,
 }
@@ -112,6 +114,7 @@ impl ServerConn {
             applied: std::collections::BTreeMap::new(),
             outcome: Outcome::default(),
             prepared: std::collections::HashMap::new(),
+            target: spec.name.as_str().into(),
             expect: std::collections::VecDeque::new(),
         };
         conn.login(spec).await?;
@@ -202,6 +205,24 @@ impl ServerConn {
                 Err(e.into())
             }
         }
+    }
+
+    /// Whether an idle connection is still open with nothing unread: a server that shut down or dropped the
+    /// connection while it sat in the pool has sent a FATAL error or closed the socket. Never blocks.
+    pub fn idle_and_alive(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        let fd = match &self.stream {
+            Stream::Plain(tcp) => tcp.as_raw_fd(),
+            Stream::Tls(tls) => tls.get_ref().0.as_raw_fd(),
+        };
+        let mut byte = 0u8;
+        // SAFETY: `fd` is this connection's open socket for the duration of the call; recv writes at most one byte
+        // into `byte`, which outlives the call. MSG_PEEK leaves any data in place; MSG_DONTWAIT never blocks.
+        let n = unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
     }
 
     /// Reads one whole message from the server.

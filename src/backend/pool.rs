@@ -210,8 +210,29 @@ impl Backend {
             Ok(Ok(turn)) => turn,
             _ => return Err(CheckoutError::Timeout { target: self.spec.name.clone(), waited: self.checkout_timeout }),
         };
-        let left = self.checkout_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
-        match tokio::time::timeout(left, self.pool.get_owned()).await.unwrap_or(Err(RunError::TimedOut)) {
+        // An idle connection the server closed or wrote to meanwhile (shutdown, restart, idle timeout) is dropped
+        // and the next one tried; at most every pooled connection once, then a fresh one.
+        let mut attempts = self.turns.available_permits() + 2 + self.pool.state().connections as usize;
+        loop {
+            let left = self.checkout_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+            let got = tokio::time::timeout(left, self.pool.get_owned()).await.unwrap_or(Err(RunError::TimedOut));
+            match got {
+                Ok(mut conn) if !conn.idle_and_alive() && attempts > 0 => {
+                    tracing::debug!(target = %self.spec.name, "dropping a server connection closed while idle");
+                    conn.broken = true;
+                    attempts -= 1;
+                }
+                other => return self.checked_out(other, turn),
+            }
+        }
+    }
+
+    fn checked_out(
+        &self,
+        got: Result<PooledConnection<'static, ServerManager>, RunError<BackendError>>,
+        turn: OwnedSemaphorePermit,
+    ) -> Result<PooledConn, CheckoutError> {
+        match got {
             Ok(conn) => Ok(PooledConn { conn, _turn: turn }),
             Err(RunError::User(e)) => {
                 self.health.failed(&e);

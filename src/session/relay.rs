@@ -87,6 +87,23 @@ async fn forward_buffered(client: &mut Client, conn: &mut ServerConn, sink: Sink
                 conn.expect.clear();
             }
             b'G' => step = Step::CopyIn,
+            b'E' if is_fatal(body) => {
+                // The server is ending this connection (shutdown, restart, terminated backend), not the client's
+                // session: the client gets an ERROR naming the target, and the exchange ends here.
+                conn.outcome.error = true;
+                conn.broken = true;
+                if sink == Sink::Client {
+                    client.wbuf.extend_from_slice(&conn.rbuf[run..off]);
+                    fatal_as_error(body, &conn.target, &mut client.wbuf);
+                    encode::ready_for_query(&mut client.wbuf, b'I');
+                }
+                run = off + n;
+                off += n;
+                step = Step::Ready(b'I');
+                conn.status = b'I';
+                conn.expect.clear();
+                break;
+            }
             b'E' => {
                 conn.outcome.error = true;
                 failed_until_sync(conn);
@@ -125,6 +142,42 @@ async fn forward_buffered(client: &mut Client, conn: &mut ServerConn, sink: Sink
     }
     conn.rbuf.advance(off);
     Ok(step)
+}
+
+/// Whether an ErrorResponse body has severity FATAL or PANIC.
+fn is_fatal(body: &[u8]) -> bool {
+    let mut rest = body;
+    while let Some((&code, tail)) = rest.split_first() {
+        let Some(end) = tail.iter().position(|&b| b == 0) else { return false };
+        if code == b'S' {
+            return matches!(&tail[..end], b"FATAL" | b"PANIC");
+        }
+        rest = &tail[end + 1..];
+    }
+    false
+}
+
+/// Rewrites a server's FATAL ErrorResponse as an ERROR whose message names the target; other fields are kept.
+fn fatal_as_error(body: &[u8], target: &str, out: &mut bytes::BytesMut) {
+    encode::message(out, b'E', |b| {
+        let mut rest = body;
+        while let Some((&code, tail)) = rest.split_first() {
+            let Some(end) = tail.iter().position(|&x| x == 0) else { break };
+            let value = &tail[..end];
+            b.extend_from_slice(&[code]);
+            match code {
+                b'S' | b'V' => b.extend_from_slice(b"ERROR"),
+                b'M' => {
+                    b.extend_from_slice(format!("target \"{target}\": ").as_bytes());
+                    b.extend_from_slice(value);
+                }
+                _ => b.extend_from_slice(value),
+            }
+            b.extend_from_slice(&[0]);
+            rest = &tail[end + 1..];
+        }
+        b.extend_from_slice(&[0]);
+    });
 }
 
 /// A server message that is part of the reply at the queue's front: pops the entry when the reply is complete.
