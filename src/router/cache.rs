@@ -8,7 +8,7 @@ use std::hash::BuildHasher;
 
 use foldhash::fast::RandomState;
 
-use super::{Analysis, SharedAnalysis};
+use super::{Analysis, Command, SharedAnalysis};
 
 /// Shards keep sessions on different cores from contending on one lock.
 const SHARDS: usize = 16;
@@ -65,21 +65,37 @@ impl RouteCache {
         }
     }
 
-    /// The analysis of `sql`, from the cache or computed (and stored) now.
+    /// The analysis of `sql`, from the cache or computed (and stored) now. Texts that differ only in numeric
+    /// literals share one entry (`literals::shape`), unless the statement carries values into session state
+    /// (`SET x = 5`), which is then cached under its own text.
     pub fn analysis(&self, sql: &str) -> SharedAnalysis {
-        if sql.len() > self.max_text {
+        let shaped = super::literals::shape(sql);
+        if shaped.len() > self.max_text {
             self.misses.fetch_add(1, Ordering::Relaxed);
             return Arc::new(Analysis::of(sql));
         }
-        let shard = &self.shards[(self.hasher.hash_one(sql) as usize) % SHARDS];
-        if let Some(a) = lock(shard).map.get(sql) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return a.clone();
+        let keys: &[&str] = if shaped == sql { &[sql] } else { &[&shaped, sql] };
+        for key in keys {
+            if let Some(a) = lock(self.shard(key)).map.get(*key) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return a.clone();
+            }
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let a = Arc::new(Analysis::of(sql));
-        let size = sql.len() + a.heap_bytes() + 32;
-        let mut s = lock(shard);
+        let literal_free = a.session_changes.is_empty() && !matches!(a.command, Command::SetTarget(_));
+        let key: &str = if literal_free { &shaped } else { sql };
+        self.store(key, a.clone());
+        a
+    }
+
+    fn shard(&self, key: &str) -> &Mutex<Shard> {
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+    }
+
+    fn store(&self, key: &str, a: SharedAnalysis) {
+        let size = key.len() + a.heap_bytes() + 32;
+        let mut s = lock(self.shard(key));
         while s.bytes + size > self.shard_budget && !s.map.is_empty() {
             // Evict in the map's (randomised) order: O(1), no bookkeeping per hit.
             let Some(victim) = s.map.keys().next().cloned() else { break };
@@ -87,10 +103,9 @@ impl RouteCache {
                 s.bytes = s.bytes.saturating_sub(victim.len() + old.heap_bytes() + 32);
             }
         }
-        if s.map.insert(sql.into(), a.clone()).is_none() {
+        if s.map.insert(key.into(), a).is_none() {
             s.bytes += size;
         }
-        a
     }
 
     /// Current figures.
@@ -135,6 +150,20 @@ mod tests {
         }
         assert!(c.stats().bytes <= 64 * 1024, "{:?}", c.stats());
         assert!(c.stats().entries > 10);
+    }
+
+    #[test]
+    fn texts_that_differ_only_in_numbers_share_an_entry_but_set_values_do_not() {
+        let c = RouteCache::new(1 << 20);
+        c.analysis("select * from workspace.t where id = 1");
+        c.analysis("select * from workspace.t where id = 2");
+        assert_eq!((c.stats().hits, c.stats().entries), (1, 1));
+        let a = c.analysis("set statement_timeout = 1000");
+        let b = c.analysis("set statement_timeout = 2000");
+        assert_eq!(a.session_changes, [Command::SetParam { name: "statement_timeout".into(), value: "1000".into() }]);
+        assert_eq!(b.session_changes, [Command::SetParam { name: "statement_timeout".into(), value: "2000".into() }]);
+        assert_eq!(c.analysis("set statement_timeout = 2000").session_changes, b.session_changes);
+        assert_eq!(c.stats().entries, 3);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod commands;
 pub mod fallback;
 pub mod hint;
+pub mod literals;
 pub mod resolve;
 
 use std::collections::HashMap;

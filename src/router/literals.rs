@@ -1,0 +1,139 @@
+//! The shape of a statement text for the route cache: numeric literals outside quotes, quoted identifiers, dollar
+//! quotes and comments become `0`, so the simple protocol's `... WHERE id = 42` and `... WHERE id = 43` share one
+//! analysis (SPEC §3.7: parse once per distinct text). Numbers never decide a route; strings (regclass names),
+//! identifiers and comments (hints) are left exactly as written.
+
+use std::borrow::Cow;
+
+/// `sql` with its numeric literals replaced by `0`; borrowed when it has none.
+pub fn shape(sql: &str) -> Cow<'_, str> {
+    let b = sql.as_bytes();
+    let mut out: Option<String> = None;
+    // Start of the bytes not yet copied to `out`.
+    let mut copied = 0;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\'' => i = skip_quoted(b, i, b'\'', i > 0 && matches!(b[i - 1], b'e' | b'E')),
+            b'"' => i = skip_quoted(b, i, b'"', false),
+            b'-' if b.get(i + 1) == Some(&b'-') => i = b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |p| i + p + 1),
+            b'/' if b.get(i + 1) == Some(&b'*') => i = skip_block_comment(b, i),
+            b'$' => i = skip_dollar(b, i),
+            c if c.is_ascii_digit() && (i == 0 || !is_ident(b[i - 1])) => {
+                let end = i + b[i..].iter().position(|&c| !(c.is_ascii_digit() || c == b'.')).unwrap_or(b.len() - i);
+                let o = out.get_or_insert_with(|| String::with_capacity(sql.len()));
+                o.push_str(&sql[copied..i]);
+                o.push('0');
+                copied = end;
+                i = end;
+            }
+            c if is_ident(c) => {
+                // Digits inside a word belong to the word (t1, col2).
+                i += b[i..].iter().position(|&c| !is_ident(c)).unwrap_or(b.len() - i);
+            }
+            _ => i += 1,
+        }
+    }
+    match out {
+        None => Cow::Borrowed(sql),
+        Some(mut o) => {
+            o.push_str(&sql[copied..]);
+            Cow::Owned(o)
+        }
+    }
+}
+
+fn is_ident(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
+}
+
+/// End of a quoted string or identifier starting at `start` (doubled quotes escape; E'' strings also backslash).
+fn skip_quoted(b: &[u8], start: usize, quote: u8, backslash: bool) -> usize {
+    let mut i = start + 1;
+    while i < b.len() {
+        if backslash && b[i] == b'\\' {
+            i += 2;
+            continue;
+        }
+        if b[i] == quote {
+            if b.get(i + 1) == Some(&quote) {
+                i += 2;
+                continue;
+            }
+            return i + 1;
+        }
+        i += 1;
+    }
+    b.len()
+}
+
+/// End of a (nested) block comment starting at `start`.
+fn skip_block_comment(b: &[u8], start: usize) -> usize {
+    let mut depth = 0usize;
+    let mut i = start;
+    while i + 1 < b.len() {
+        match (b[i], b[i + 1]) {
+            (b'/', b'*') => {
+                depth += 1;
+                i += 2;
+            }
+            (b'*', b'/') => {
+                depth -= 1;
+                i += 2;
+                if depth == 0 {
+                    return i;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    b.len()
+}
+
+/// End of a dollar-quoted string (`$$...$$`, `$tag$...$tag$`) at `start`, or just past a `$1` placeholder.
+fn skip_dollar(b: &[u8], start: usize) -> usize {
+    let tag_end = b[start + 1..].iter().position(|&c| !(c.is_ascii_alphanumeric() || c == b'_')).map(|p| start + 1 + p);
+    match tag_end {
+        Some(end) if b[end] == b'$' && !b[start + 1..end].first().is_some_and(u8::is_ascii_digit) => {
+            let tag = &b[start..=end];
+            let body = end + 1;
+            b[body..].windows(tag.len()).position(|w| w == tag).map_or(b.len(), |p| body + p + tag.len())
+        }
+        // `$1`: a parameter, digits included.
+        Some(end) => end,
+        None => b.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shape;
+
+    #[test]
+    fn numbers_become_zero_and_everything_else_stays() {
+        assert_eq!(shape("select * from t where id = 42 and v > 3.5"), "select * from t where id = 0 and v > 0");
+        assert_eq!(
+            shape("select abalance from pgbench_accounts where aid = 81234;"),
+            "select abalance from pgbench_accounts where aid = 0;"
+        );
+        assert_eq!(shape("select 1 from t1 where c2 = $1 limit 10"), "select 0 from t1 where c2 = $1 limit 0");
+        assert_eq!(shape("select x from t where id in (1, 2, 3)"), "select x from t where id in (0, 0, 0)");
+    }
+
+    #[test]
+    fn quotes_comments_and_dollar_bodies_are_untouched() {
+        for sql in [
+            "select nextval('workspace.seq2')",
+            "select * from \"Table 2\"",
+            "/* pgsplit: target=data2 */ select x",
+            "select x -- 5\nfrom t",
+            "do $$ begin perform 1; end $$",
+            "do $f1$ select 2 $f1$",
+            "select e'it\\'s 3'",
+            "select 'it''s 4'",
+        ] {
+            assert!(matches!(shape(sql), std::borrow::Cow::Borrowed(_)), "{sql} -> {}", shape(sql));
+        }
+        assert_eq!(shape("select '7', 8 /* 9 */"), "select '7', 0 /* 9 */");
+    }
+}
