@@ -1,0 +1,80 @@
+//! Pools under pressure: never more server connections than `max` (checked on the server), waiting clients served
+//! in turn, and a checkout that times out is a 53300 naming the target, promptly, with the session kept.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{clusters, config_yaml, direct, scalar, sqlstate, Proxy};
+
+/// Server connections are counted on the clusters: one proxy at a time in this binary.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_clients_over_a_pool_of_fifteen_never_open_a_sixteenth_connection() {
+    let _serial = SERIAL.lock().await;
+    // Only this proxy's connections count: those the server started from now on.
+    let since = direct(&clusters().primary, "handled_primary", "select now()::text").await;
+    let yaml = config_yaml("verify-full", "")
+        .replace("pool: { max: 5, checkout_timeout: 3s }", "pool: { max: 15, checkout_timeout: 30s }");
+    let proxy = Proxy::start(&yaml).await;
+    let peak = Arc::new(AtomicU32::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, done) = (peak.clone(), done.clone());
+        let sql = format!(
+            "select count(*) from pg_stat_activity where usename = 'pgsplit' and datname = 'handled_primary' \
+             and backend_start >= '{since}'"
+        );
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                let n: u32 = direct(&clusters().primary, "handled_primary", &sql).await.parse().unwrap_or(0);
+                peak.fetch_max(n, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let c = proxy.connect().await;
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                let r = scalar(&c, &format!("select {i} from config.users, pg_sleep(0.005) limit 1")).await;
+                assert_eq!(r, i.to_string());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    sampler.await.unwrap();
+    let peak = peak.load(Ordering::Relaxed);
+    assert!(peak <= 15, "{peak} server connections on PRIMARY");
+    assert!(peak >= 5, "the pool was actually used in parallel ({peak})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_timeout_is_53300_naming_the_target_within_twice_the_timeout_and_the_session_goes_on() {
+    let _serial = SERIAL.lock().await;
+    let yaml = config_yaml("verify-full", "")
+        .replace("pool: { max: 10, checkout_timeout: 3s }", "pool: { max: 1, checkout_timeout: 1s }");
+    let proxy = Proxy::start(&yaml).await;
+    let holder = proxy.connect().await;
+    holder.simple_query("begin").await.unwrap();
+    holder.simple_query("select 1 from reference.countries limit 1").await.unwrap();
+    let waiter = proxy.connect().await;
+    let started = Instant::now();
+    let err = waiter.simple_query("select count(*) from reference.countries").await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(sqlstate(&err), "53300");
+    let msg = err.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
+    assert!(msg.contains("\"data\""), "{msg}");
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(2), "returned after {took:?}");
+    // PRIMARY is unaffected, and once the holder commits the waiter is served in the same session.
+    assert_eq!(scalar(&waiter, "select count(*) > 0 from config.users").await, "t");
+    holder.simple_query("commit").await.unwrap();
+    assert_eq!(scalar(&waiter, "select count(*) > 0 from reference.countries").await, "t");
+}
