@@ -21,6 +21,9 @@ pub use crate::config::ClientTlsMode;
 use crate::config::{Config, Mode, ServerTlsMode, Target};
 use crate::router::{RouteCache, RoutingTable, SharedAnalysis, TargetId};
 
+/// How long a background health probe may take before the target counts as down.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long delivering a cancel to a server may take.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -149,6 +152,23 @@ impl App {
         for t in 0..self.backends.len() {
             if let Err(e) = self.refresh_catalog(t).await {
                 tracing::warn!(target = self.backend(t).name(), error = %e, "catalog not refreshed");
+            }
+        }
+    }
+
+    /// Probes every target; a target that is back (or whose catalog was never read) gets its catalog re-read.
+    pub async fn probe_targets(&self) {
+        for t in 0..self.backends.len() {
+            let backend = self.backend(t);
+            let was_up = backend.is_up();
+            let up = backend.probe(PROBE_TIMEOUT).await;
+            if up && !was_up {
+                tracing::info!(target = backend.name(), "target reachable again");
+            }
+            if up && (!was_up || self.catalog().target(t).is_none()) {
+                if let Err(e) = self.refresh_catalog(t).await {
+                    tracing::warn!(target = backend.name(), error = %e, "catalog not refreshed");
+                }
             }
         }
     }

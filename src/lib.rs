@@ -42,7 +42,7 @@ pub use app::App;
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken, grace: Duration) {
     // Unqualified names resolve through the catalog: read it before the first client, then keep it fresh.
     app.refresh_catalogs().await;
-    let refresher = tokio::spawn(refresh_catalogs(app.clone(), shutdown.clone()));
+    let refresher = tokio::spawn(background(app.clone(), shutdown.clone()));
     server::run(listener, app.clone(), shutdown).await;
     refresher.abort();
     let _ = refresher.await;
@@ -53,15 +53,23 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationTok
     }
 }
 
-/// Re-reads every target's catalog each `catalog_refresh` period until shutdown.
-async fn refresh_catalogs(app: Arc<App>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(app.catalog_refresh());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
+/// How often every target is probed in the background.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Until shutdown: probes the targets every `HEALTH_INTERVAL` (health, and a catalog for a target that came back)
+/// and re-reads every catalog each `catalog_refresh` period.
+async fn background(app: Arc<App>, shutdown: CancellationToken) {
+    let mut catalogs = tokio::time::interval(app.catalog_refresh());
+    catalogs.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    catalogs.tick().await;
+    let mut probes = tokio::time::interval(HEALTH_INTERVAL);
+    probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    probes.tick().await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => app.refresh_catalogs().await,
+            _ = catalogs.tick() => app.refresh_catalogs().await,
+            _ = probes.tick() => app.probe_targets().await,
         }
     }
 }

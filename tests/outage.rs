@@ -68,3 +68,37 @@ async fn a_server_process_killed_mid_statement_is_an_error_naming_the_target_and
     assert!(msg.contains("target \"data\""), "{msg}");
     assert_eq!(scalar(&c, "select count(*) > 0 from reference.countries").await, "t", "the client's session goes on");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_probes_see_outages_without_traffic_and_a_returning_target_gets_its_catalog() {
+    let _serial = SERIAL.lock().await;
+    let data = &clusters().data;
+    data.stop().await.expect("stop DATA");
+    // Started while DATA is down: DATA's catalog cannot be read, so names on a routed search_path cannot resolve.
+    let proxy = Proxy::split().await;
+    let (c, conn) =
+        tokio_postgres::connect(&format!("{} options='-c search_path=workspace'", proxy.dsn()), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+    tokio::spawn(conn);
+    let err = c.simple_query("select count(*) from imports").await.expect_err("DATA is down");
+    assert_eq!(sqlstate(&err), "08006");
+    assert!(!proxy.app.backend(1).is_up());
+    data.start().await.expect("start DATA");
+    // No statement needs DATA meanwhile: the probe notices it is back and reads its catalog.
+    let started = Instant::now();
+    while !proxy.app.backend(1).is_up() || proxy.app.catalog().target(1).is_none() {
+        assert!(started.elapsed() < Duration::from_secs(15), "DATA not seen back after {:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(scalar(&c, "select count(*) > 0 from imports").await, "t");
+    // Down again, still without traffic to it: the probe marks it down.
+    data.stop().await.expect("stop DATA");
+    let started = Instant::now();
+    while proxy.app.backend(1).is_up() {
+        assert!(started.elapsed() < Duration::from_secs(15), "outage not noticed after {:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    data.start().await.expect("start DATA");
+    until_it_works(&c, "select count(*) from imports", Duration::from_secs(15)).await;
+}

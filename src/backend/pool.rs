@@ -250,6 +250,36 @@ impl Backend {
         CheckoutError::Unavailable { target: self.spec.name.clone(), reason }
     }
 
+    /// Checks the target in the background: a busy pool is serving; otherwise an idle (or new) connection must
+    /// answer an empty query within `timeout`. Updates and returns reachability.
+    pub async fn probe(&self, timeout: Duration) -> bool {
+        let state = self.pool.state();
+        if state.connections > 0 && state.idle_connections == 0 {
+            return self.is_up();
+        }
+        let checked = tokio::time::timeout(timeout, async {
+            let mut conn = self.pool.get().await.map_err(|e| match e {
+                RunError::User(e) => e,
+                RunError::TimedOut => BackendError::Timeout,
+            })?;
+            let answer = conn.simple("").await;
+            if answer.is_err() {
+                conn.broken = true;
+            }
+            answer.map(|_| ())
+        })
+        .await
+        .unwrap_or(Err(BackendError::Timeout));
+        match checked {
+            Ok(()) => self.health.up.store(true, Ordering::Relaxed),
+            Err(e) => {
+                tracing::warn!(target = %self.spec.name, error = %e, "health probe failed");
+                self.health.failed(&e);
+            }
+        }
+        self.is_up()
+    }
+
     /// Whether the last connection attempt succeeded.
     pub fn is_up(&self) -> bool {
         self.health.up.load(Ordering::Relaxed)
