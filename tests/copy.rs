@@ -3,24 +3,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::{clusters, config_yaml, direct, scalar, Proxy, APP_PASSWORD};
-
-fn psql(url: &str, script: &str) -> std::process::Output {
-    use std::io::Write;
-    let bin = pgsplit::cluster::find_bindir().map(|b| b.join("psql")).unwrap_or_else(|_| "psql".into());
-    let mut child = Command::new(bin)
-        .args([url, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("psql runs");
-    child.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("script");
-    child.wait_with_output().expect("psql output")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_thousand_rows_copy_in_and_out_intact() {
@@ -40,7 +25,7 @@ async fn two_hundred_thousand_rows_copy_in_and_out_intact() {
         input.display(),
         output.display()
     );
-    let out = tokio::task::spawn_blocking(move || psql(&url, &script)).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || common::psql_script(&url, &script)).await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200000");
     let back = std::fs::read_to_string(&output).unwrap();
@@ -64,7 +49,7 @@ commit;
 select sum(v) from workspace.copy_tx;
 ";
     let u = url.clone();
-    let out = tokio::task::spawn_blocking(move || psql(&u, script)).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || common::psql_script(&u, script)).await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "6");
 

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{Proxy, APP_PASSWORD};
 
 /// Peak resident memory of this process, in KiB (VmHWM).
@@ -29,21 +27,7 @@ async fn a_quarter_gigabyte_copy_each_way_keeps_memory_flat() {
 \\copy (select * from workspace.copy_stream) to '/dev/null'
 select pg_size_pretty(sum(length(line) + 1)) from workspace.copy_stream;
 ";
-    let out = tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let bin = pgsplit::cluster::find_bindir().map(|b| b.join("psql")).unwrap_or_else(|_| "psql".into());
-        let mut child = Command::new(bin)
-            .args([url.as_str(), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("psql runs");
-        child.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("script");
-        child.wait_with_output().expect("psql output")
-    })
-    .await
-    .unwrap();
+    let out = tokio::task::spawn_blocking(move || common::psql_script(&url, script)).await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "253 MB", "the payload moved");
     let grew = peak_rss_kib().saturating_sub(before);

@@ -37,8 +37,10 @@ async fn pg_dump_and_restore_through_passthrough() {
     let proxy = Proxy::split().await;
     let dump_url = url(&proxy, "data");
     let out = tokio::task::spawn_blocking(move || {
-        let bin = pgsplit::cluster::find_bindir().map(|b| b.join("pg_dump")).unwrap_or_else(|_| "pg_dump".into());
-        Command::new(bin).args(["--schema=reference", "--no-owner", &dump_url]).output().expect("pg_dump runs")
+        Command::new(common::pg_tool("pg_dump"))
+            .args(["--schema=reference", "--no-owner", &dump_url])
+            .output()
+            .expect("pg_dump runs")
     })
     .await
     .unwrap();
@@ -49,21 +51,7 @@ async fn pg_dump_and_restore_through_passthrough() {
     // Restore it into a new schema on DATA through the same passthrough.
     let restore = dump.replace("reference.", "restored_ref.").replace("SCHEMA reference", "SCHEMA restored_ref");
     let restore_url = url(&proxy, "data");
-    let out = tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let bin = pgsplit::cluster::find_bindir().map(|b| b.join("psql")).unwrap_or_else(|_| "psql".into());
-        let mut child = Command::new(bin)
-            .args([restore_url.as_str(), "-X", "-q", "-v", "ON_ERROR_STOP=1"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("psql runs");
-        child.stdin.take().expect("stdin").write_all(restore.as_bytes()).expect("restore script");
-        child.wait_with_output().expect("psql output")
-    })
-    .await
-    .unwrap();
+    let out = tokio::task::spawn_blocking(move || common::psql_script(&restore_url, &restore)).await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let data = connect_to(&proxy, "data").await;
     assert_eq!(scalar(&data, "select name from restored_ref.countries where code = 'JP'").await, "Japan");

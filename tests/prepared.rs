@@ -98,8 +98,7 @@ async fn sql_deallocate_all_clears_the_clients_names_without_touching_others() {
 }
 
 fn pgbench(args: &[&str]) -> std::process::Output {
-    let bin = pgsplit::cluster::find_bindir().map(|b| b.join("pgbench")).unwrap_or_else(|_| "pgbench".into());
-    Command::new(bin).args(args).output().expect("pgbench runs")
+    Command::new(common::pg_tool("pgbench")).args(args).output().expect("pgbench runs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,11 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{clusters, config_yaml, direct, Proxy, APP_PASSWORD};
-
-fn pg_tool(name: &str) -> std::path::PathBuf {
-    pgsplit::cluster::find_bindir().map(|b| b.join(name)).unwrap_or_else(|_| name.into())
-}
+use common::{clusters, config_yaml, direct, pg_tool, Proxy, APP_PASSWORD};
 
 fn url(proxy: &Proxy) -> String {
     format!("postgresql://app:{APP_PASSWORD}@127.0.0.1:{}/handled?sslmode=disable", proxy.port)

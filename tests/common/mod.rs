@@ -204,3 +204,22 @@ pub async fn raw_login_with(port: u16, extra: &[(&str, &str)]) -> (tokio::net::T
         }
     }
 }
+
+/// A PostgreSQL client program from the server's bin folder (`psql`, `pgbench`, `pg_dump`).
+pub fn pg_tool(name: &str) -> std::path::PathBuf {
+    pgsplit::cluster::find_bindir().map(|b| b.join(name)).unwrap_or_else(|_| name.into())
+}
+
+/// Runs `script` through psql at `url` (`-X -q -At`, stopping at the first error); blocking.
+pub fn psql_script(url: &str, script: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(pg_tool("psql"))
+        .args([url, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("psql runs");
+    child.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("script");
+    child.wait_with_output().expect("psql output")
+}
