@@ -130,10 +130,10 @@ impl App {
         let backend = self.backend(target);
         let read = async {
             let mut conn = backend.checkout().await.map_err(|e| e.to_string())?;
+            // Broken until the exchange completes: if the timeout drops it half-way, it is closed, not reused.
+            conn.broken = true;
             let snapshot = TargetCatalog::load(&mut conn).await;
-            if snapshot.is_err() {
-                conn.broken = true;
-            }
+            conn.broken = snapshot.is_err();
             snapshot.map_err(|e| e.to_string())
         };
         let snapshot = match tokio::time::timeout(CATALOG_TIMEOUT, read).await {

@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{clusters, config_yaml, sqlstate, Proxy, APP_PASSWORD};
+use common::{clusters, config_yaml, direct, sqlstate, Proxy, APP_PASSWORD};
 
 /// A configuration whose pools are tiny, so clients constantly share and swap server connections.
 fn tiny_pools(primary: u32, data: u32) -> String {
@@ -196,4 +196,42 @@ async fn a_jdbc_style_batch_with_a_prepared_begin_binds_to_the_statements_target
             .await,
         "1"
     );
+}
+
+#[tokio::test]
+async fn named_statements_inside_a_deferred_transaction_and_after_a_refusal_behave_as_direct() {
+    let proxy = Proxy::start(&tiny_pools(1, 1)).await;
+    let mut c = proxy.connect().await;
+    let on_data = c.prepare("insert into workspace.imports (file_name, row_count) values ($1, 1)").await.unwrap();
+    let on_primary = c.prepare("select count(*) from config.users where id > $1").await.unwrap();
+    // BEGIN is deferred; the first statement is a named one (its reply queue must survive BEGIN's replay).
+    for round in 0..3 {
+        let tx = c.transaction().await.unwrap();
+        tx.execute(&on_data, &[&format!("deferred-named-{round}")]).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    assert_eq!(
+        direct(
+            &clusters().data,
+            "handled_data",
+            "select count(*) from workspace.imports where file_name like 'deferred-named-%'"
+        )
+        .await,
+        "3"
+    );
+    // A statement prepared earlier for DATA cannot join a transaction bound to PRIMARY.
+    let tx = c.transaction().await.unwrap();
+    let _: i64 = tx.query_one(&on_primary, &[&0i32]).await.unwrap().get(0);
+    let err = tx.execute(&on_data, &[&"misrouted".to_string()]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "0A000");
+    // After the refusal the transaction is failed for the extended protocol too, and nothing is committed.
+    let err = tx.query_one(&on_primary, &[&0i32]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "25P02");
+    tx.commit().await.unwrap();
+    assert_eq!(
+        direct(&clusters().data, "handled_data", "select count(*) from workspace.imports where file_name = 'misrouted'").await,
+        "0"
+    );
+    let n: i64 = c.query_one(&on_primary, &[&0i32]).await.unwrap().get(0);
+    assert!(n >= 2, "the session goes on");
 }

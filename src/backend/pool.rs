@@ -262,10 +262,10 @@ impl Backend {
                 RunError::User(e) => e,
                 RunError::TimedOut => BackendError::Timeout,
             })?;
+            // Broken until the exchange completes: if the timeout drops it half-way, it is closed, not reused.
+            conn.broken = true;
             let answer = conn.simple("").await;
-            if answer.is_err() {
-                conn.broken = true;
-            }
+            conn.broken = answer.is_err();
             answer.map(|_| ())
         })
         .await

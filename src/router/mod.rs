@@ -126,7 +126,19 @@ pub enum Command {
 impl Command {
     /// Whether the command changes session parameters that must follow the client to other server connections.
     pub fn changes_session(&self) -> bool {
-        matches!(self, Command::SetParam { .. } | Command::ResetParam(_) | Command::ResetAll | Command::DiscardAll)
+        matches!(
+            self,
+            Command::SetParam { .. }
+                | Command::ResetParam(_)
+                | Command::ResetAll
+                | Command::DiscardAll
+                | Command::Deallocate(None)
+        )
+    }
+
+    /// Whether the command drops every prepared statement of the server connection it runs on.
+    pub fn forgets_prepared(&self) -> bool {
+        matches!(self, Command::DiscardAll | Command::Deallocate(None))
     }
 }
 
@@ -137,8 +149,8 @@ pub struct Analysis {
     pub names: Vec<Name>,
     /// Session-relevant command, for single-statement texts.
     pub command: Command,
-    /// Every statement of the text that changes session parameters (`SetParam`, `ResetParam`, `ResetAll`,
-    /// `DiscardAll`), in order: the session follows them once the server has accepted the text.
+    /// Every statement of the text that changes session state (`SetParam`, `ResetParam`, `ResetAll`, `DiscardAll`,
+    /// `DEALLOCATE ALL`), in order: the session follows them once the server has accepted the text.
     pub session_changes: Vec<Command>,
     /// Target named by a leading `/* pgsplit: target=x */` comment.
     pub hint: Option<String>,

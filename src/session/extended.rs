@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::protocol::encode::PgError;
 use crate::protocol::{codes, decode, Frame};
-use crate::router::TargetId;
+use crate::router::{Command, TargetId};
 
 use super::prepared::Prepared;
 use super::state::{Effects, Payload, Session, Tx};
@@ -18,6 +18,9 @@ impl Session {
     /// Sync: route the batch and run it, relaying until ReadyForQuery.
     pub(super) async fn sync(&mut self, sync: Frame) -> Result<(), SessionError> {
         self.batch.push(sync);
+        if !self.failed_on_server().await {
+            return Ok(());
+        }
         let target = match self.batch_target() {
             Ok(Some(t)) => t,
             Ok(None) => match &self.tx {
@@ -48,6 +51,9 @@ impl Session {
     /// Flush; responses are relayed until the client sends more. The connection stays bound (no ReadyForQuery yet).
     pub(super) async fn flush_batch(&mut self, flush: Frame) -> Result<(), SessionError> {
         if self.batch.is_empty() && !matches!(self.tx, Tx::Bound { .. }) {
+            return Ok(());
+        }
+        if !self.failed_on_server().await {
             return Ok(());
         }
         self.batch.push(flush);
@@ -106,6 +112,23 @@ impl Session {
     }
 
     /// The target every statement of the batch agrees on; `None` when the batch names no statement.
+    /// In a failed transaction the batch goes to a server whose transaction failed too, which answers it exactly.
+    /// Returns false (and answers the client) when that server cannot be had.
+    async fn failed_on_server(&mut self) -> bool {
+        if !matches!(self.tx, Tx::Failed { .. }) {
+            return true;
+        }
+        match self.fail_on_server().await {
+            Ok(()) => true,
+            Err(e) => {
+                self.batch.clear();
+                self.batch_effects = Effects::default();
+                self.client.error_ready(&e, crate::protocol::STATUS_FAILED);
+                false
+            }
+        }
+    }
+
     /// Statements that chose their target (relations, hints) must agree; the others (a JDBC `BEGIN`, `SELECT 1`)
     /// follow them, else go where the first of them would.
     fn batch_target(&mut self) -> Result<Option<TargetId>, PgError> {
@@ -129,6 +152,14 @@ impl Session {
                 },
                 _ => None,
             };
+            // A statement prepared earlier for another target cannot join the bound transaction (a Parse was
+            // checked by `route`; a Bind or Describe of an older statement is checked here).
+            if let (Some((t, true)), Tx::Bound { target: b, .. }) = (routed, &self.tx) {
+                if t != *b {
+                    result = Err(self.other_target_in_transaction(t, *b));
+                    break;
+                }
+            }
             match routed {
                 Some((t, true)) => match explicit {
                     Some(e) if e != t => {
@@ -159,6 +190,7 @@ impl Session {
             self.batch_effects.changes.extend(a.session_changes.iter().cloned());
             self.batch_effects.ddl |= a.ddl;
             self.batch_effects.pins |= a.pins;
+            self.batch_effects.forgets_prepared |= a.session_changes.iter().any(Command::forgets_prepared);
         }
         if p.name.is_empty() {
             self.unnamed = Some((t, explicit));

@@ -12,6 +12,12 @@ impl Session {
     pub(super) async fn simple_query(&mut self, frame: Frame) -> Result<(), SessionError> {
         let sql = decode::query(frame.body())
             .map_err(|e| SessionError::Fatal(PgError::fatal(codes::PROTOCOL_VIOLATION, format!("invalid Query message: {e}"))))?;
+        if matches!(self.tx, Tx::Failed { bound: Some(_) }) {
+            if let Err(e) = self.fail_on_server().await {
+                self.client.error_ready(&e, STATUS_FAILED);
+                return Ok(());
+            }
+        }
         let analysis = self.app.analysis(sql);
         if let Some(a) = &analysis {
             if self.local_command(a, &frame) {
@@ -50,13 +56,13 @@ impl Session {
                 self.tx = Tx::Idle;
                 self.client.complete_ready(tag, STATUS_IDLE);
             }
-            (Command::Commit | Command::Rollback, Tx::Failed { .. }) => {
-                // PostgreSQL answers COMMIT of a failed transaction with ROLLBACK. The bound connection (if any) is
-                // rolled back by returning it dirty: has_broken discards it rather than trust its state.
+            // A failed transaction that never bound: no server needed (a bound one was failed on its server).
+            (Command::Commit | Command::Rollback, Tx::Failed { bound: None }) => {
+                // PostgreSQL answers COMMIT of a failed transaction with ROLLBACK.
                 self.tx = Tx::Idle;
                 self.client.complete_ready("ROLLBACK", STATUS_IDLE);
             }
-            (_, Tx::Failed { .. }) => {
+            (_, Tx::Failed { bound: None }) => {
                 let e = PgError::error(
                     codes::IN_FAILED_TRANSACTION,
                     "current transaction is aborted, commands ignored until end of transaction block",
@@ -117,17 +123,20 @@ impl Session {
             }
         };
         match bound {
-            Some(b) if b != target && explicit => {
-                let t = self.app.table();
-                Err(PgError::error(
-                    codes::FEATURE_NOT_SUPPORTED,
-                    format!("statement for target \"{}\" inside a transaction bound to target \"{}\"", t.name(target), t.name(b)),
-                )
-                .with_hint("a transaction runs on one target; commit it and run this statement in its own transaction"))
-            }
+            Some(b) if b != target && explicit => Err(self.other_target_in_transaction(target, b)),
             Some(b) => Ok((b, explicit)),
             None => Ok((target, explicit)),
         }
+    }
+
+    /// The refusal of a statement for `target` inside a transaction bound to `bound`.
+    pub(super) fn other_target_in_transaction(&self, target: TargetId, bound: TargetId) -> PgError {
+        let t = self.app.table();
+        PgError::error(
+            codes::FEATURE_NOT_SUPPORTED,
+            format!("statement for target \"{}\" inside a transaction bound to target \"{}\"", t.name(target), t.name(bound)),
+        )
+        .with_hint("a transaction runs on one target; commit it and run this statement in its own transaction")
     }
 
     /// Runs an encoded payload on `target`, using the bound connection or taking one (replaying a deferred BEGIN).

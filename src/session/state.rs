@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::app::App;
-use crate::backend::{CheckoutError, PooledConn, ServerConn};
+use crate::backend::{BackendError, CheckoutError, PooledConn, ServerConn};
 use crate::cancel::{ClientKey, Running};
 use crate::protocol::encode::PgError;
 use crate::protocol::{codes, Frame, STATUS_FAILED, STATUS_IDLE, STATUS_IN_TX};
@@ -46,7 +46,7 @@ impl Effects {
             Some(a) => Effects {
                 changes: a.session_changes.clone(),
                 ddl: a.ddl,
-                forgets_prepared: matches!(a.command, Command::Deallocate(None) | Command::DiscardAll),
+                forgets_prepared: a.session_changes.iter().any(Command::forgets_prepared),
                 pins: a.pins,
             },
             None => Effects::default(),
@@ -72,10 +72,12 @@ pub enum Tx {
         /// The server connection, held until ReadyForQuery idle.
         conn: PooledConn,
     },
-    /// pgsplit refused a statement inside the transaction: everything but COMMIT/ROLLBACK gets 25P02.
+    /// pgsplit refused a statement inside the transaction: everything but COMMIT/ROLLBACK gets 25P02. A bound
+    /// transaction is made to fail on its server before the next message (`fail_on_server`), so PostgreSQL itself
+    /// answers what follows, in either protocol.
     Failed {
-        /// The bound connection, if the transaction had bound; rolled back at the end.
-        conn: Option<PooledConn>,
+        /// The target and connection, if the transaction had bound.
+        bound: Option<(TargetId, PooledConn)>,
     },
 }
 
@@ -203,7 +205,10 @@ impl Session {
             }
         };
         if let Some(sql) = self.params.diff_sql(&conn.applied) {
-            if let Err(e) = conn.simple(&sql).await {
+            conn.broken = true;
+            let applied = conn.simple(&sql).await;
+            conn.broken = applied.is_err();
+            if let Err(e) = applied {
                 // The connection's state is no longer known: it is closed rather than reused.
                 conn.broken = true;
                 let name = self.app.backend(target).name().to_owned();
@@ -227,6 +232,9 @@ impl Session {
             }
             // A broken pinned connection loses what was pinned to it; the session goes on unpinned.
             self.pins.remove(&target);
+            if self.pins.is_empty() {
+                self.app.pinned_sessions().fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         drop(conn);
     }
@@ -253,27 +261,36 @@ impl Session {
         effects: &Effects,
     ) -> Result<(), SessionError> {
         let was_in_tx = !prelude.is_empty() || conn.status != STATUS_IDLE;
-        let batch;
-        let bytes = match payload {
-            Payload::Raw(b) => b,
-            Payload::Batch(frames) => {
-                batch = self.rewrite_batch(&mut conn, frames);
-                &batch[..]
-            }
-        };
         self.in_flight(target, &conn).await;
-        let result = async {
-            if !prelude.is_empty() {
-                // The deferred BEGIN and what was held since, in one write; their answers were given already.
+        let mut result: Result<u8, RelayError> = Ok(STATUS_IN_TX);
+        if !prelude.is_empty() {
+            // The deferred BEGIN and what was held since, in one write; their answers were given already. Done
+            // before the batch is rewritten, so their replies never meet the batch's queue of expected replies.
+            result = async {
                 conn.send(&prelude.concat()).await?;
+                let mut status = STATUS_IN_TX;
                 for _ in &prelude {
-                    relay::until_ready(&mut self.client, &mut conn, Sink::Discard).await?;
+                    status = relay::until_ready(&mut self.client, &mut conn, Sink::Discard).await?;
                 }
+                Ok(status)
             }
-            conn.send(bytes).await?;
-            relay::until_ready(&mut self.client, &mut conn, Sink::Client).await
+            .await;
         }
-        .await;
+        if result.is_ok() {
+            let batch;
+            let bytes = match payload {
+                Payload::Raw(b) => b,
+                Payload::Batch(frames) => {
+                    batch = self.rewrite_batch(&mut conn, frames);
+                    &batch[..]
+                }
+            };
+            result = async {
+                conn.send(bytes).await?;
+                relay::until_ready(&mut self.client, &mut conn, Sink::Client).await
+            }
+            .await;
+        }
         self.landed().await;
         if let Ok(status) = result {
             self.follow(target, &mut conn, effects, was_in_tx, status);
@@ -332,8 +349,10 @@ impl Session {
         }
         if effects.forgets_prepared {
             conn.prepared.clear();
+            self.statements.clear();
         }
-        if effects.pins && !conn.outcome.error {
+        // Even a failed exchange may have left what pins (a session advisory lock survives a rollback).
+        if effects.pins {
             self.pin(target);
         }
     }
@@ -343,12 +362,49 @@ impl Session {
         tracing::info!(user = %self.user, error = %err, "statement refused");
         self.tx = match std::mem::replace(&mut self.tx, Tx::Idle) {
             Tx::Idle => Tx::Idle,
-            Tx::Deferred { .. } => Tx::Failed { conn: None },
-            Tx::Bound { conn, .. } => Tx::Failed { conn: Some(conn) },
-            Tx::Failed { conn } => Tx::Failed { conn },
+            Tx::Deferred { .. } => Tx::Failed { bound: None },
+            Tx::Bound { target, conn } => Tx::Failed { bound: Some((target, conn)) },
+            Tx::Failed { bound } => Tx::Failed { bound },
         };
         let status = self.tx.status();
         self.client.error_ready(&err, status);
+    }
+
+    /// Makes a transaction pgsplit failed fail on a server too (with a statement that raises), so that PostgreSQL
+    /// answers everything after it exactly as it would (25P02, COMMIT answered by ROLLBACK), including extended-
+    /// protocol batches. A transaction that never bound gets a connection of the default target for this.
+    pub async fn fail_on_server(&mut self) -> Result<(), PgError> {
+        let (target, mut conn, begin) = match std::mem::replace(&mut self.tx, Tx::Idle) {
+            Tx::Failed { bound: Some((target, conn)) } => (target, conn, ""),
+            Tx::Failed { bound: None } => {
+                let target = if self.app.is_single() { self.app.single_target() } else { self.app.table().default_target };
+                match self.acquire(target).await {
+                    Ok(conn) => (target, conn, "BEGIN;"),
+                    Err(e) => {
+                        self.tx = Tx::Failed { bound: None };
+                        return Err(e);
+                    }
+                }
+            }
+            other => {
+                self.tx = other;
+                return Ok(());
+            }
+        };
+        let sql = format!(
+            "{begin}DO $pgsplit$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = 'transaction failed by pgsplit'; END $pgsplit$"
+        );
+        conn.broken = true;
+        let failed = conn.simple(&sql).await;
+        if matches!(failed, Err(BackendError::Server { .. })) && conn.status == STATUS_FAILED {
+            conn.broken = false;
+            self.tx = Tx::Bound { target, conn };
+            return Ok(());
+        }
+        let name = self.app.backend(target).name().to_owned();
+        self.release(target, conn);
+        self.tx = Tx::Failed { bound: None };
+        Err(PgError::error(codes::CONNECTION_FAILURE, format!("connection to target \"{name}\" lost")))
     }
 }
 
