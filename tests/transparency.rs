@@ -149,3 +149,69 @@ async fn the_greeting_reports_the_clients_own_settings() {
     assert_eq!(get("TimeZone"), Some("Asia/Tokyo"));
     assert_eq!(get("server_encoding"), Some("UTF8"), "the rest as the default target reports it");
 }
+
+fn bind_execute_sync(out: &mut BytesMut) {
+    frontend::bind(
+        "",
+        "",
+        std::iter::empty::<i16>(),
+        std::iter::empty::<&[u8]>(),
+        |p: &[u8], b: &mut BytesMut| {
+            b.extend_from_slice(p);
+            Ok::<_, Box<dyn std::error::Error + Sync + Send>>(postgres_protocol::IsNull::No)
+        },
+        std::iter::empty::<i16>(),
+        out,
+    )
+    .map_err(|_| "bind")
+    .unwrap();
+    frontend::execute("", 0, out).unwrap();
+    frontend::sync(out);
+}
+
+#[tokio::test]
+async fn the_unnamed_statement_of_one_client_never_runs_for_another() {
+    // One DATA connection: both clients' unnamed statements live on the same server process.
+    let yaml = common::config_yaml("verify-full", "")
+        .replace("pool: { max: 10, checkout_timeout: 3s }", "pool: { max: 1, checkout_timeout: 5s }");
+    let proxy = Proxy::start(&yaml).await;
+    let mut a = common::raw_login(proxy.port).await;
+    let mut b = common::raw_login(proxy.port).await;
+    let mut m = BytesMut::new();
+    frontend::parse("", "select 'B:' || count(*) from reference.countries", std::iter::empty(), &mut m).unwrap();
+    frontend::sync(&mut m);
+    exchange(&mut b, &m).await;
+    m.clear();
+    frontend::parse("", "select 'A:' || count(*) from reference.countries", std::iter::empty(), &mut m).unwrap();
+    frontend::sync(&mut m);
+    exchange(&mut a, &m).await;
+    // B binds its unnamed statement in a later batch: it must run B's SQL, not A's.
+    m.clear();
+    bind_execute_sync(&mut m);
+    let got = exchange(&mut b, &m).await;
+    assert!(String::from_utf8_lossy(&got).contains("B:"), "{}", String::from_utf8_lossy(&got));
+    assert!(!String::from_utf8_lossy(&got).contains("A:"));
+}
+
+#[tokio::test]
+async fn a_close_answered_by_pgsplit_before_a_flush_is_sent_at_once() {
+    let proxy = Proxy::split().await;
+    let mut s = common::raw_login(proxy.port).await;
+    let mut m = BytesMut::new();
+    frontend::parse("s1", "select 1 from reference.countries limit 1", std::iter::empty(), &mut m).unwrap();
+    frontend::sync(&mut m);
+    exchange(&mut s, &m).await;
+    m.clear();
+    frontend::close(b'S', "s1", &mut m).unwrap();
+    frontend::flush(&mut m);
+    s.write_all(&m).await.unwrap();
+    let mut buf = [0u8; 5];
+    tokio::time::timeout(std::time::Duration::from_secs(3), s.read_exact(&mut buf))
+        .await
+        .expect("CloseComplete without waiting for Sync")
+        .unwrap();
+    assert_eq!(buf, [b'3', 0, 0, 0, 4]);
+    m.clear();
+    frontend::sync(&mut m);
+    assert_eq!(tags(&exchange(&mut s, &m).await), [b'Z']);
+}

@@ -52,9 +52,31 @@ impl Session {
     pub(super) fn rewrite_batch(&mut self, conn: &mut ServerConn, batch: Vec<Frame>) -> BytesMut {
         let len = batch.iter().map(|f| f.bytes.len()).sum::<usize>();
         let mut out = BytesMut::with_capacity(len + 64);
+        // The unnamed statement lives on the connection: one prepared by another client (or by this one on another
+        // connection) may be there. A Bind or Describe of it in a batch without its Parse gets the client's own
+        // last unnamed Parse first.
+        let mut unnamed_here = false;
         for f in batch {
+            let uses_unnamed = match f.tag {
+                b'B' => decode::bind_names(f.body()).is_ok_and(|(_, s)| s.is_empty()),
+                b'D' => matches!(decode::describe_or_close(f.body()), Ok((b'S', ""))),
+                _ => false,
+            };
+            if uses_unnamed && !unnamed_here {
+                if let Some(parse) = &self.unnamed_parse {
+                    out.put_slice(parse);
+                    conn.expect.push_back(Expect::Hide { statement: None });
+                    unnamed_here = true;
+                }
+            }
             match f.tag {
-                b'P' => self.rewrite_parse(conn, &f, &mut out),
+                b'P' => {
+                    if decode::parse(f.body()).is_ok_and(|p| p.name.is_empty()) {
+                        self.unnamed_parse = Some(f.bytes.clone());
+                        unnamed_here = true;
+                    }
+                    self.rewrite_parse(conn, &f, &mut out)
+                }
                 b'B' => {
                     let stmt = decode::bind_names(f.body()).map(|(_, s)| s).unwrap_or("");
                     match self.statement(stmt) {

@@ -63,6 +63,14 @@ async fn forward_buffered(client: &mut Client, conn: &mut ServerConn, sink: Sink
     // Start of the bytes not yet passed on; a hidden or injected reply splices the output there.
     let mut run = 0;
     let mut step = Step::More;
+    // Replies pgsplit gives itself that are due now (everything before them has been relayed): a Flush batch may
+    // consist of nothing else, and no server message would ever carry them out.
+    while let Some(Expect::Inject(reply)) = conn.expect.front() {
+        if sink == Sink::Client {
+            encode::tag_only(&mut client.wbuf, *reply);
+        }
+        conn.expect.pop_front();
+    }
     while let Some(n) = framing::peek_len(&conn.rbuf[off..], |_| Some(MAX_MESSAGE_LEN)).map_err(|e| {
         conn.broken = true;
         BackendError::Protocol(e.to_string())

@@ -124,6 +124,8 @@ pub struct Session {
     pub statements: HashMap<String, Arc<Prepared>>,
     /// Target of the unnamed statement (and whether its SQL chose it), for a Bind that re-executes it.
     pub unnamed: Option<(TargetId, bool)>,
+    /// The client's last unnamed Parse, re-sent before a later batch's Bind of the unnamed statement.
+    pub unnamed_parse: Option<Bytes>,
     /// Server connections pinned to this session (named prepared statements live on them), by target.
     pub pins: HashMap<TargetId, Option<PooledConn>>,
 }
@@ -147,6 +149,7 @@ impl Session {
             batch_effects: Effects::default(),
             statements: HashMap::new(),
             unnamed: None,
+            unnamed_parse: None,
             pins: HashMap::new(),
         }
     }
