@@ -31,6 +31,10 @@ pub fn parse(sql: &str) -> Result<Analysis, ParserError> {
         _ => Command::Other,
     };
     commands.retain(Command::changes_session);
+    // set_config outside the one form pgsplit follows (`SELECT set_config('x', 'v', false)`) may change session
+    // state it cannot replay: keep the connection (transaction-local ones included: harmless over-pinning).
+    let followed = commands.iter().filter(|c| matches!(c, Command::SetParam { .. })).count();
+    c.pins |= c.set_configs > followed;
     Ok(Analysis {
         names: c.names,
         command,
@@ -111,6 +115,8 @@ struct Collector {
     writes: bool,
     /// Whether any statement leaves state that pins the session to its server connection.
     pins: bool,
+    /// `set_config` calls seen; those not followed as a session parameter change pin the session.
+    set_configs: usize,
     /// One scope per query being walked, outermost first: an unqualified relation matching a CTE name in scope is
     /// the CTE, not a table.
     scopes: Vec<CteScope>,
@@ -330,6 +336,9 @@ impl Collector {
         let Some(name) = name_of(&f.name, ObjectKind::Function) else { return };
         let builtin = name.schema.as_deref().is_none_or(|s| s == "pg_catalog");
         self.pins |= builtin && SESSION_LOCK_FUNCTIONS.contains(&name.object.as_str());
+        if builtin && name.object == "set_config" && !transaction_local(f) {
+            self.set_configs += 1;
+        }
         if builtin && REGCLASS_FUNCTIONS.contains(&name.object.as_str()) {
             if let FunctionArguments::List(list) = &f.args {
                 if let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))) = list.args.first() {
@@ -468,4 +477,14 @@ impl Visitor for Collector {
         self.statement(st);
         ControlFlow::Continue(())
     }
+}
+
+/// Whether a `set_config(name, value, is_local)` call says `true` for `is_local` (its effect ends with the
+/// transaction, so nothing is left on the connection).
+fn transaction_local(f: &Function) -> bool {
+    let FunctionArguments::List(list) = &f.args else { return false };
+    matches!(
+        list.args.get(2),
+        Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) if matches!(v.value, Value::Boolean(true))
+    )
 }

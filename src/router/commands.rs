@@ -20,7 +20,13 @@ pub fn pins(st: &Statement) -> bool {
     match st {
         Statement::LISTEN { .. } | Statement::Prepare { .. } => true,
         Statement::CreateTable(t) => t.temporary,
+        Statement::CreateView(v) => v.temporary,
+        Statement::CreateSequence { temporary, .. } => *temporary,
+        Statement::Query(q) => matches!(q.body.as_ref(), SetExpr::Select(s) if s.into.as_ref().is_some_and(|i| i.temporary)),
         Statement::Declare { stmts } => stmts.iter().any(|d| d.hold == Some(true)),
+        // Session state pgsplit does not replay: the role, the session's transaction defaults.
+        Statement::Set(Set::SetRole { .. } | Set::SetSessionAuthorization(_)) => true,
+        Statement::Set(Set::SetTransaction { session: true, .. }) => true,
         _ => false,
     }
 }

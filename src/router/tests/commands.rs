@@ -71,3 +71,35 @@ fn regclass_strings_fold_like_postgres() {
     assert!(regclass_name("a..b").is_none());
     assert!(regclass_name("a.b.c.d").is_none());
 }
+
+#[test]
+fn state_that_cannot_be_replayed_pins_the_session() {
+    for sql in [
+        "listen imports_done",
+        "prepare q as select 1",
+        "create temporary table t (id int)",
+        "create temp view v as select 1",
+        "create temporary sequence s",
+        "select 1 as x into temp t2",
+        "declare c cursor with hold for select 1",
+        "select pg_advisory_lock(1)",
+        "set role reporting",
+        "set session authorization other",
+        "set session characteristics as transaction isolation level serializable",
+        "select set_config('app.user', 'x', false), 1",
+        "select 1; select set_config('app.user', 'x', false) from config.users",
+    ] {
+        assert!(Analysis::of(sql).pins, "{sql}");
+    }
+    for sql in [
+        "select 1",
+        "create table t (id int)",
+        "select pg_advisory_xact_lock(1)",
+        "select set_config('search_path', 'workspace', false)",
+        "select set_config('app.user', 'x', true)",
+        "declare c cursor for select 1",
+        "set statement_timeout = 5",
+    ] {
+        assert!(!Analysis::of(sql).pins, "{sql}");
+    }
+}
