@@ -215,3 +215,25 @@ async fn a_close_answered_by_pgsplit_before_a_flush_is_sent_at_once() {
     frontend::sync(&mut m);
     assert_eq!(tags(&exchange(&mut s, &m).await), [b'Z']);
 }
+
+#[tokio::test]
+async fn a_refusal_before_sync_sends_only_the_error_and_skips_the_rest_of_the_batch() {
+    let proxy = Proxy::split().await;
+    let mut s = common::raw_login(proxy.port).await;
+    let mut m = BytesMut::new();
+    frontend::parse("", "select * from config.users, workspace.imports", std::iter::empty(), &mut m).unwrap();
+    frontend::describe(b'S', "", &mut m).unwrap();
+    frontend::flush(&mut m);
+    s.write_all(&m).await.unwrap();
+    let mut got = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(3), s.read(&mut got)).await.expect("the error at once").unwrap();
+    assert_eq!(tags(&got[..n]), [b'E'], "only the ErrorResponse before Sync");
+    assert!(got[..n].windows(6).any(|w| w == b"C0A000"));
+    // What follows before Sync is skipped; Sync gets one ReadyForQuery; the session goes on.
+    m.clear();
+    bind_execute_sync(&mut m);
+    assert_eq!(tags(&exchange(&mut s, &m).await), [b'Z']);
+    m.clear();
+    frontend::query("select 1", &mut m).unwrap();
+    assert_eq!(tags(&exchange(&mut s, &m).await), [b'T', b'D', b'C', b'Z']);
+}

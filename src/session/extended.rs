@@ -66,7 +66,7 @@ impl Session {
             Err(e) => {
                 self.batch.clear();
                 self.batch_effects = Effects::default();
-                self.refuse(e);
+                self.refuse_before_sync(e);
                 return Ok(());
             }
         };
@@ -78,7 +78,7 @@ impl Session {
                 match self.acquire(target).await {
                     Ok(c) => c,
                     Err(e) => {
-                        self.refuse(e);
+                        self.refuse_before_sync(e);
                         return Ok(());
                     }
                 }
@@ -105,7 +105,8 @@ impl Session {
                 self.release(target, conn);
                 let name = self.app.backend(target).name().to_owned();
                 let err = PgError::error(codes::CONNECTION_FAILURE, format!("connection to target \"{name}\" lost: {e}"));
-                self.client.error_ready(&err, crate::protocol::STATUS_IDLE);
+                self.tx = Tx::Idle;
+                self.refuse_before_sync(err);
                 Ok(())
             }
         }

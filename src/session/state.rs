@@ -120,6 +120,8 @@ pub struct Session {
     pub batch: Vec<Frame>,
     /// What the statements parsed in the current batch do to session state.
     pub batch_effects: Effects,
+    /// An error was sent for a flushed batch: messages are skipped until the client's Sync.
+    pub skip_until_sync: bool,
     /// The client's named prepared statements, by the client's name.
     pub statements: HashMap<String, Arc<Prepared>>,
     /// Target of the unnamed statement (and whether its SQL chose it), for a Bind that re-executes it.
@@ -147,6 +149,7 @@ impl Session {
             passthrough: None,
             batch: Vec::new(),
             batch_effects: Effects::default(),
+            skip_until_sync: false,
             statements: HashMap::new(),
             unnamed: None,
             unnamed_parse: None,
@@ -165,6 +168,12 @@ impl Session {
             let Some(frame) = next else { return Ok(()) };
             match frame.tag {
                 b'Q' => self.simple_query(frame).await?,
+                // After an error before Sync, the rest of the batch is skipped, as PostgreSQL skips it.
+                b'P' | b'B' | b'D' | b'E' | b'C' | b'H' if self.skip_until_sync => {}
+                b'S' if self.skip_until_sync => {
+                    self.skip_until_sync = false;
+                    crate::protocol::encode::ready_for_query(&mut self.client.wbuf, self.tx.status());
+                }
                 b'P' | b'B' | b'D' | b'E' | b'C' => self.batch.push(frame),
                 b'S' => self.sync(frame).await?,
                 b'H' => self.flush_batch(frame).await?,
@@ -362,6 +371,13 @@ impl Session {
 
     /// Refuses a statement: inside a transaction the transaction fails as PostgreSQL would fail it.
     pub fn refuse(&mut self, err: PgError) {
+        self.fail_transaction(&err);
+        let status = self.tx.status();
+        self.client.error_ready(&err, status);
+    }
+
+    /// A refused statement fails the open transaction, if any.
+    fn fail_transaction(&mut self, err: &PgError) {
         tracing::info!(user = %self.user, error = %err, "statement refused");
         self.tx = match std::mem::replace(&mut self.tx, Tx::Idle) {
             Tx::Idle => Tx::Idle,
@@ -369,8 +385,14 @@ impl Session {
             Tx::Bound { target, conn } => Tx::Failed { bound: Some((target, conn)) },
             Tx::Failed { bound } => Tx::Failed { bound },
         };
-        let status = self.tx.status();
-        self.client.error_ready(&err, status);
+    }
+
+    /// Refuses part of an extended batch the client flushed before its Sync: only the error now; the rest of the
+    /// batch is skipped and its Sync answered with ReadyForQuery, as PostgreSQL does.
+    pub fn refuse_before_sync(&mut self, err: PgError) {
+        self.fail_transaction(&err);
+        err.encode(&mut self.client.wbuf);
+        self.skip_until_sync = true;
     }
 
     /// Makes a transaction pgsplit failed fail on a server too (with a statement that raises), so that PostgreSQL
