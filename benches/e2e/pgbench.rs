@@ -180,4 +180,3 @@ fn parse(summary: &str) -> Option<Sample> {
         cpu_s: None,
     })
 }
-
