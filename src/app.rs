@@ -361,5 +361,20 @@ fn may_change_session(sql: &str) -> bool {
     ["set", "reset", "discard"]
         .iter()
         .any(|w| first.starts_with(w) && !first[w.len()..].starts_with(|c: char| c.is_alphanumeric()))
-        || sql.len() < 64 * 1024 && sql.to_ascii_lowercase().contains("set_config")
+        || sql.as_bytes().windows(10).any(|w| w.eq_ignore_ascii_case(b"set_config"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_change_session;
+
+    #[test]
+    fn single_mode_analyses_only_texts_that_may_change_session_state() {
+        for sql in ["SET search_path = a", "  reset all", "discard all", "select SET_CONFIG('a', 'b', false)", "set"] {
+            assert!(may_change_session(sql), "{sql}");
+        }
+        for sql in ["select 1", "settle_accounts()", "select * from resets", "insert into t values (1)", ""] {
+            assert!(!may_change_session(sql), "{sql}");
+        }
+    }
 }
