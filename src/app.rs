@@ -357,11 +357,11 @@ fn acceptor(config: &Config) -> Result<TlsAcceptor, AppError> {
 
 /// A cheap test for texts that may change session parameters: a leading SET/RESET/DISCARD, or set_config anywhere.
 fn may_change_session(sql: &str) -> bool {
-    let first: String = sql.trim_start().chars().take(8).flat_map(char::to_lowercase).collect();
-    ["set", "reset", "discard"]
-        .iter()
-        .any(|w| first.starts_with(w) && !first[w.len()..].starts_with(|c: char| c.is_alphanumeric()))
-        || sql.as_bytes().windows(10).any(|w| w.eq_ignore_ascii_case(b"set_config"))
+    let first = sql.trim_start().as_bytes();
+    [&b"set"[..], b"reset", b"discard"].iter().any(|w| {
+        first.get(..w.len()).is_some_and(|p| p.eq_ignore_ascii_case(w))
+            && !first.get(w.len()).is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
+    }) || sql.as_bytes().windows(10).any(|w| w.eq_ignore_ascii_case(b"set_config"))
 }
 
 #[cfg(test)]

@@ -28,13 +28,18 @@ pub fn scan(sql: &str) -> Analysis {
     // Session state pgsplit cannot follow in a text it could not parse keeps the session on its connection.
     let pins = matches!(first_keyword, Some(Keyword::SET | Keyword::RESET | Keyword::DISCARD))
         || names.iter().any(|n| n.schema.is_none() && PINNING_WORDS.contains(&n.object.as_str()));
+    scanned(names, !reads, ddl, pins, statements)
+}
+
+/// What the token scan learned: names and flags, no session command (that needs the parse).
+fn scanned(names: Vec<Name>, writes: bool, ddl: bool, pins: bool, statements: usize) -> Analysis {
     Analysis {
         names,
         command: Command::Other,
         session_changes: Vec::new(),
         hint: None,
         fallback: true,
-        writes: !reads,
+        writes,
         ddl,
         pins,
         statements,
@@ -125,15 +130,5 @@ fn untokenizable(sql: &str) -> Analysis {
             }
         }
     }
-    Analysis {
-        names,
-        command: Command::Other,
-        session_changes: Vec::new(),
-        hint: None,
-        fallback: true,
-        writes: true,
-        ddl: true,
-        pins: true,
-        statements: 1,
-    }
+    scanned(names, true, true, true, 1)
 }
