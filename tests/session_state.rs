@@ -158,3 +158,17 @@ async fn startup_settings_reach_the_server_connection() {
     .await;
     assert_eq!(row, "startup-app|4321ms|German, DMY");
 }
+
+#[tokio::test]
+async fn a_prepared_set_executed_in_a_later_batch_follows_the_client() {
+    let proxy = Proxy::split().await;
+    let c = proxy.connect().await;
+    // Parse (and Describe) in one batch, Bind/Execute in the next: the setting changes when it is executed.
+    let set = c.prepare("set timezone = 'Asia/Tokyo'").await.unwrap();
+    let on_data = "select current_setting('TimeZone') from workspace.imports limit 1";
+    c.simple_query("insert into workspace.imports (file_name, row_count) values ('tz', 1)").await.unwrap();
+    assert_ne!(scalar(&c, on_data).await, "Asia/Tokyo", "not executed yet");
+    c.execute(&set, &[]).await.unwrap();
+    assert_eq!(scalar(&c, on_data).await, "Asia/Tokyo", "another target's connection got the setting");
+    assert_eq!(scalar(&c, "show timezone").await, "Asia/Tokyo");
+}

@@ -143,3 +143,114 @@ async fn savepoints_and_set_local_before_the_first_routed_statement_are_held_and
     );
     assert_eq!(scalar(&c, "select current_setting('statement_timeout') from workspace.imports limit 1").await, "0");
 }
+
+#[tokio::test]
+async fn a_plain_read_before_the_first_routed_statement_does_not_tie_the_transaction_to_the_default_target() {
+    let proxy = Proxy::split().await;
+    let c = proxy.connect().await;
+    c.simple_query("begin").await.unwrap();
+    assert_eq!(scalar(&c, "select 1").await, "1");
+    c.simple_query("savepoint a").await.unwrap();
+    c.simple_query("set local statement_timeout = '7s'").await.unwrap();
+    assert_eq!(scalar(&c, "select current_database()").await, "handled_primary", "answered on the default target");
+    // The first statement that chooses a target moves the transaction there, savepoint and SET LOCAL included.
+    c.simple_query("insert into workspace.imports (file_name, row_count) values ('tentative', 1)").await.unwrap();
+    assert_eq!(scalar(&c, "select current_database()").await, "handled_data");
+    assert_eq!(scalar(&c, "select current_setting('statement_timeout')").await, "7s");
+    c.simple_query("rollback to savepoint a").await.unwrap();
+    c.simple_query("insert into workspace.imports (file_name, row_count) values ('tentative', 2)").await.unwrap();
+    // Now firm: PRIMARY is refused as in any bound transaction.
+    let err = c.simple_query("select * from customer.accounts").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "0A000");
+    c.simple_query("rollback").await.unwrap();
+    assert_eq!(
+        direct(&clusters().data, "handled_data", "select count(*) from workspace.imports where file_name = 'tentative'").await,
+        "0"
+    );
+
+    c.simple_query("begin").await.unwrap();
+    assert_eq!(scalar(&c, "select now() = now()").await, "t");
+    c.simple_query("insert into workspace.imports (file_name, row_count) values ('tentative', 3)").await.unwrap();
+    c.simple_query("commit").await.unwrap();
+    assert_eq!(
+        direct(
+            &clusters().data,
+            "handled_data",
+            "select string_agg(row_count::text, ',') from workspace.imports where file_name = 'tentative'"
+        )
+        .await,
+        "3"
+    );
+}
+
+#[tokio::test]
+async fn a_read_with_transaction_effects_binds_for_good() {
+    let proxy = Proxy::split().await;
+    let c = proxy.connect().await;
+    c.simple_query("begin").await.unwrap();
+    c.simple_query("select pg_advisory_xact_lock(4242)").await.unwrap();
+    let err = c.simple_query("insert into workspace.imports (file_name, row_count) values ('xact-lock', 1)").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "0A000", "the lock lives on PRIMARY: the transaction cannot move");
+    c.simple_query("rollback").await.unwrap();
+
+    // A read that failed leaves a failed transaction, answered by the server as PostgreSQL would.
+    c.simple_query("begin").await.unwrap();
+    assert_eq!(sqlstate(&c.simple_query("select 1/0").await.unwrap_err()), "22012");
+    let err = c.simple_query("insert into workspace.imports (file_name, row_count) values ('failed-read', 1)").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "25P02");
+    c.simple_query("rollback").await.unwrap();
+    assert_eq!(scalar(&c, "select 'session goes on'").await, "session goes on");
+    assert_eq!(
+        direct(
+            &clusters().data,
+            "handled_data",
+            "select count(*) from workspace.imports where file_name in ('xact-lock', 'failed-read')"
+        )
+        .await,
+        "0"
+    );
+}
+
+#[tokio::test]
+async fn extended_protocol_begin_and_savepoints_in_batches_of_their_own_are_deferred() {
+    let proxy = Proxy::split().await;
+    let c = proxy.connect().await;
+    // tokio-postgres prepares each statement (Parse/Describe/Sync) and runs it (Bind/Execute/Sync): BEGIN and
+    // SAVEPOINT come in batches of their own, before the statement that chooses DATA.
+    c.execute("begin", &[]).await.unwrap();
+    c.execute("savepoint s", &[]).await.unwrap();
+    c.execute("insert into workspace.imports (file_name, row_count) values ('ext-begin', 1)", &[]).await.unwrap();
+    c.execute("rollback to savepoint s", &[]).await.unwrap();
+    c.execute("insert into workspace.imports (file_name, row_count) values ('ext-begin', 2)", &[]).await.unwrap();
+    let row = c
+        .query_one("select current_database()::text, count(*) from workspace.imports where file_name = 'ext-begin'", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "handled_data");
+    assert_eq!(row.get::<_, i64>(1), 1, "the transaction sees its own insert");
+    c.execute("commit", &[]).await.unwrap();
+    assert_eq!(
+        direct(
+            &clusters().data,
+            "handled_data",
+            "select string_agg(row_count::text, ',') from workspace.imports where file_name = 'ext-begin'"
+        )
+        .await,
+        "2"
+    );
+
+    // A prepared BEGIN re-executed later, and a rolled back transaction.
+    let begin = c.prepare("begin isolation level repeatable read").await.unwrap();
+    assert!(begin.params().is_empty() && begin.columns().is_empty());
+    c.execute(&begin, &[]).await.unwrap();
+    c.execute("insert into workspace.imports (file_name, row_count) values ('ext-begin', 3)", &[]).await.unwrap();
+    let iso = c.query_one("select current_setting('transaction_isolation')", &[]).await.unwrap();
+    assert_eq!(iso.get::<_, String>(0), "repeatable read", "BEGIN's options were replayed on DATA");
+    c.execute("rollback", &[]).await.unwrap();
+    c.execute(&begin, &[]).await.unwrap();
+    c.execute("commit", &[]).await.unwrap();
+    assert_eq!(
+        direct(&clusters().data, "handled_data", "select count(*) from workspace.imports where file_name = 'ext-begin'").await,
+        "1"
+    );
+}

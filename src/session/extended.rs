@@ -6,12 +6,14 @@
 
 use std::sync::Arc;
 
-use crate::protocol::encode::PgError;
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::protocol::encode::{self, PgError};
 use crate::protocol::{codes, decode, Frame};
-use crate::router::{Command, TargetId};
+use crate::router::{Analysis, Command, SharedAnalysis, TargetId};
 
 use super::prepared::Prepared;
-use super::state::{Effects, Payload, Session, Tx};
+use super::state::{Effects, Payload, Session, Tx, Unnamed};
 use super::SessionError;
 
 impl Session {
@@ -21,9 +23,12 @@ impl Session {
         if !self.failed_on_server().await {
             return Ok(());
         }
+        // A batch on the same target firms up a transaction bound by a plain read (see `Session::tentative`).
+        self.tentative = None;
         let target = match self.batch_target() {
-            Ok(Some(t)) => t,
-            Ok(None) => match &self.tx {
+            Ok((_, true)) if matches!(self.tx, Tx::Idle | Tx::Deferred { .. }) && self.answer_tx_control() => return Ok(()),
+            Ok((Some(t), _)) => t,
+            Ok((None, _)) => match &self.tx {
                 Tx::Bound { target, .. } => *target,
                 _ if self.batch.iter().all(|f| matches!(f.tag, b'C' | b'S' | b'H')) => {
                     // Nothing to run (a bare Sync, or Closes): answer as the server would.
@@ -57,9 +62,10 @@ impl Session {
             return Ok(());
         }
         self.batch.push(flush);
+        self.tentative = None;
         let target = match self.batch_target() {
-            Ok(Some(t)) => t,
-            Ok(None) => match &self.tx {
+            Ok((Some(t), _)) => t,
+            Ok((None, _)) => match &self.tx {
                 Tx::Bound { target, .. } => *target,
                 _ => self.app.table().default_target,
             },
@@ -131,24 +137,46 @@ impl Session {
     }
 
     /// Statements that chose their target (relations, hints) must agree; the others (a JDBC `BEGIN`, `SELECT 1`)
-    /// follow them, else go where the first of them would.
-    fn batch_target(&mut self) -> Result<Option<TargetId>, PgError> {
+    /// follow them, else go where the first of them would. Also tells whether every statement the batch parses or
+    /// binds is transaction control pgsplit may answer itself (BEGIN, SAVEPOINT, SET LOCAL, ...).
+    fn batch_target(&mut self) -> Result<(Option<TargetId>, bool), PgError> {
         let mut explicit: Option<TargetId> = None;
         let mut follower: Option<TargetId> = None;
+        let mut tx_control = self.target_hint.is_none() && !self.app.is_single();
+        let controls = |a: Option<&Analysis>| {
+            a.is_some_and(|a| a.hint.is_none() && matches!(a.command, Command::Begin | Command::Holdable(_)))
+        };
         let batch = std::mem::take(&mut self.batch);
         let mut result = Ok(());
         for f in &batch {
             let routed = match f.tag {
                 b'P' => match self.route_parse(f) {
-                    Ok(r) => Some(r),
+                    Ok((t, explicit, a)) => {
+                        tx_control &= controls(a.as_deref());
+                        Some((t, explicit))
+                    }
                     Err(e) => {
                         result = Err(e);
                         break;
                     }
                 },
-                b'B' => decode::bind_names(f.body()).ok().and_then(|(_, stmt)| self.statement_target(stmt)),
-                b'D' | b'C' => match decode::describe_or_close(f.body()) {
-                    Ok((b'S', name)) => self.statement_target(name),
+                b'B' => {
+                    let stmt = decode::bind_names(f.body()).ok().and_then(|(_, name)| self.statement_route(name));
+                    let analysis = stmt.and_then(|(_, _, a)| a.cloned());
+                    let routed = stmt.map(|(t, explicit, _)| (t, explicit));
+                    tx_control &= controls(analysis.as_deref());
+                    // What the statement does to the session happens when it runs, in this batch or a later one.
+                    if let Some(a) = analysis {
+                        self.batch_effects.add(&a);
+                    }
+                    routed
+                }
+                b'C' => {
+                    tx_control = false;
+                    None
+                }
+                b'D' => match decode::describe_or_close(f.body()) {
+                    Ok((b'S', name)) => self.statement_route(name).map(|(t, explicit, _)| (t, explicit)),
                     _ => None,
                 },
                 _ => None,
@@ -179,33 +207,138 @@ impl Session {
         }
         self.batch = batch;
         result?;
-        Ok(explicit.or(follower))
+        Ok((explicit.or(follower), tx_control))
     }
 
     /// Routes a Parse and records the statement it names.
-    fn route_parse(&mut self, f: &Frame) -> Result<(TargetId, bool), PgError> {
+    fn route_parse(&mut self, f: &Frame) -> Result<(TargetId, bool, Option<SharedAnalysis>), PgError> {
         let p = decode::parse(f.body()).map_err(bad_message)?;
         let analysis = self.app.analysis(p.sql);
         let (t, explicit) = self.route(analysis.as_deref())?;
-        if let Some(a) = &analysis {
-            self.batch_effects.changes.extend(a.session_changes.iter().cloned());
-            self.batch_effects.ddl |= a.ddl;
-            self.batch_effects.pins |= a.pins;
-            self.batch_effects.forgets_prepared |= a.session_changes.iter().any(Command::forgets_prepared);
-        }
         if p.name.is_empty() {
-            self.unnamed = Some((t, explicit));
-        } else if let Some(prepared) = Prepared::from_parse(t, explicit, f.body()) {
+            self.unnamed = Some(Unnamed { target: t, explicit, analysis: analysis.clone() });
+        } else if let Some(prepared) = Prepared::from_parse(t, explicit, analysis.clone(), f.body()) {
             self.statements.insert(p.name.to_owned(), Arc::new(prepared));
         }
-        Ok((t, explicit))
+        Ok((t, explicit, analysis))
     }
 
-    fn statement_target(&self, name: &str) -> Option<(TargetId, bool)> {
+    /// Answers a batch of transaction control without a server, as `local_command` answers a simple BEGIN: a BEGIN
+    /// outside a transaction is deferred; SAVEPOINT, RELEASE, ROLLBACK TO and SET LOCAL of a deferred transaction
+    /// are held. Returns false, having answered nothing, when the batch needs a server after all (portals by name,
+    /// a SAVEPOINT outside a transaction, a statement the client does not have).
+    fn answer_tx_control(&mut self) -> bool {
+        enum Reply {
+            Parse,
+            Bind,
+            Statement(Vec<u32>),
+            Portal,
+            Begin(Bytes),
+            AlreadyBegun,
+            Hold(&'static str, Bytes),
+            Ready,
+        }
+        let mut deferred = matches!(self.tx, Tx::Deferred { .. });
+        let mut unnamed: Option<Bytes> = None;
+        let mut portal: Option<(Command, Bytes)> = None;
+        let mut replies = Vec::with_capacity(self.batch.len());
+        for f in &self.batch {
+            let reply = match f.tag {
+                b'P' => {
+                    if decode::parse(f.body()).is_ok_and(|p| p.name.is_empty()) {
+                        unnamed = Some(f.bytes.slice(5..));
+                    }
+                    Reply::Parse
+                }
+                b'B' => {
+                    let Ok(("", name)) = decode::bind_names(f.body()) else { return false };
+                    let Some((body, Some(a))) = self.statement_source(name, unnamed.as_ref()) else { return false };
+                    let Ok(p) = decode::parse(&body) else { return false };
+                    portal = Some((a.command.clone(), query_message(p.sql)));
+                    Reply::Bind
+                }
+                b'D' => match decode::describe_or_close(f.body()) {
+                    Ok((b'S', name)) => {
+                        let Some((body, _)) = self.statement_source(name, unnamed.as_ref()) else { return false };
+                        let Ok(p) = decode::parse(&body) else { return false };
+                        Reply::Statement(p.param_types)
+                    }
+                    Ok((b'P', "")) if portal.is_some() => Reply::Portal,
+                    _ => return false,
+                },
+                b'E' => match (&portal, decode::execute_portal(f.body())) {
+                    (Some((Command::Begin, _)), Ok("")) if deferred => Reply::AlreadyBegun,
+                    (Some((Command::Begin, q)), Ok("")) => {
+                        deferred = true;
+                        Reply::Begin(q.clone())
+                    }
+                    (Some((Command::Holdable(tag), q)), Ok("")) if deferred => Reply::Hold(tag, q.clone()),
+                    _ => return false,
+                },
+                b'S' => Reply::Ready,
+                _ => return false,
+            };
+            replies.push(reply);
+        }
+        if let Some(parse) = unnamed {
+            let mut frame = BytesMut::with_capacity(parse.len() + 5);
+            encode::message(&mut frame, b'P', |b| b.extend_from_slice(&parse));
+            self.unnamed_parse = Some(frame.freeze());
+        }
+        self.batch.clear();
+        self.batch_effects = Effects::default();
+        let buf = &mut self.client.wbuf;
+        for reply in replies {
+            match reply {
+                Reply::Parse => encode::tag_only(buf, b'1'),
+                Reply::Bind => encode::tag_only(buf, b'2'),
+                Reply::Statement(types) => {
+                    encode::message(buf, b't', |b| {
+                        b.put_i16(types.len() as i16);
+                        types.iter().for_each(|t| b.put_u32(*t));
+                    });
+                    encode::tag_only(buf, b'n');
+                }
+                Reply::Portal => encode::tag_only(buf, b'n'),
+                Reply::Begin(q) => {
+                    self.tx = Tx::Deferred { begin: q, held: Vec::new() };
+                    encode::command_complete(buf, "BEGIN");
+                }
+                Reply::AlreadyBegun => {
+                    super::query::notice_already_in_transaction(buf);
+                    encode::command_complete(buf, "BEGIN");
+                }
+                Reply::Hold(tag, q) => {
+                    if let Tx::Deferred { held, .. } = &mut self.tx {
+                        held.push(q);
+                    }
+                    encode::command_complete(buf, tag);
+                }
+                Reply::Ready => encode::ready_for_query(buf, self.tx.status()),
+            }
+        }
+        true
+    }
+
+    /// The Parse body (name, SQL, parameter types) and analysis of the client's statement `name`; the unnamed one
+    /// is `batch_unnamed` (parsed in this batch) or the client's last unnamed Parse.
+    fn statement_source(&self, name: &str, batch_unnamed: Option<&Bytes>) -> Option<(Bytes, Option<SharedAnalysis>)> {
         if name.is_empty() {
-            self.unnamed
+            let body = batch_unnamed.cloned().or_else(|| self.unnamed_parse.as_ref().map(|f| f.slice(5..)))?;
+            Some((body, self.unnamed.as_ref()?.analysis.clone()))
         } else {
-            self.statements.get(name).map(|p| (p.target, p.explicit))
+            let p = self.statements.get(name)?;
+            Some((p.parse_body.clone(), p.analysis.clone()))
+        }
+    }
+
+    /// The client's statement of that name (empty: the unnamed statement): target, whether its SQL chose it, and
+    /// its analysis.
+    pub(super) fn statement_route(&self, name: &str) -> Option<(TargetId, bool, Option<&SharedAnalysis>)> {
+        if name.is_empty() {
+            self.unnamed.as_ref().map(|u| (u.target, u.explicit, u.analysis.as_ref()))
+        } else {
+            self.statements.get(name).map(|p| (p.target, p.explicit, p.analysis.as_ref()))
         }
     }
 
@@ -227,4 +360,14 @@ impl Session {
 
 fn bad_message(e: decode::DecodeError) -> PgError {
     PgError::error(codes::PROTOCOL_VIOLATION, format!("invalid extended-protocol message: {e}"))
+}
+
+/// A Query message carrying `sql`, to replay a statement answered locally.
+fn query_message(sql: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(sql.len() + 6);
+    encode::message(&mut buf, b'Q', |b| {
+        b.extend_from_slice(sql.as_bytes());
+        b.put_u8(0);
+    });
+    buf.freeze()
 }

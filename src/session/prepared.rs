@@ -12,7 +12,7 @@ use crate::backend::ServerConn;
 use crate::protocol::decode;
 use crate::protocol::expect::{Expect, Reply};
 use crate::protocol::Frame;
-use crate::router::TargetId;
+use crate::router::{SharedAnalysis, TargetId};
 
 use super::state::Session;
 
@@ -30,11 +30,19 @@ pub struct Prepared {
     pub server_name: Arc<str>,
     /// The Parse body that creates it on a server (server-side name, SQL, parameter types).
     pub parse_body: Bytes,
+    /// What its SQL does (session changes, DDL, pins), followed each time it is executed; `None` in single mode
+    /// for texts that change nothing.
+    pub analysis: Option<SharedAnalysis>,
 }
 
 impl Prepared {
     /// The statement a client's Parse body (`name\0sql\0types`) creates.
-    pub fn from_parse(target: TargetId, explicit: bool, client_body: &[u8]) -> Option<Prepared> {
+    pub fn from_parse(
+        target: TargetId,
+        explicit: bool,
+        analysis: Option<SharedAnalysis>,
+        client_body: &[u8],
+    ) -> Option<Prepared> {
         let nul = client_body.iter().position(|&b| b == 0)?;
         let rest = &client_body[nul + 1..];
         let hash = foldhash::fast::FixedState::with_seed(0x7067_7370_6c69_7421).hash_one(rest);
@@ -43,7 +51,12 @@ impl Prepared {
         body.put_slice(server_name.as_bytes());
         body.put_u8(0);
         body.put_slice(rest);
-        Some(Prepared { target, explicit, server_name: server_name.into(), parse_body: body.freeze() })
+        Some(Prepared { target, explicit, server_name: server_name.into(), parse_body: body.freeze(), analysis })
+    }
+
+    /// The statement's SQL text.
+    pub fn sql(&self) -> &str {
+        decode::parse(&self.parse_body).map(|p| p.sql).unwrap_or("")
     }
 }
 
@@ -196,13 +209,13 @@ mod tests {
 
     #[test]
     fn same_sql_and_types_share_a_server_name_and_others_do_not() {
-        let a = Prepared::from_parse(0, true, b"s1\0select $1\0\0\x01\0\0\0\x17").unwrap();
-        let b = Prepared::from_parse(1, true, b"other\0select $1\0\0\x01\0\0\0\x17").unwrap();
-        let c = Prepared::from_parse(0, true, b"s1\0select $1\0\0\x01\0\0\0\x19").unwrap();
+        let a = Prepared::from_parse(0, true, None, b"s1\0select $1\0\0\x01\0\0\0\x17").unwrap();
+        let b = Prepared::from_parse(1, true, None, b"other\0select $1\0\0\x01\0\0\0\x17").unwrap();
+        let c = Prepared::from_parse(0, true, None, b"s1\0select $1\0\0\x01\0\0\0\x19").unwrap();
         assert_eq!(a.server_name, b.server_name);
         assert_ne!(a.server_name, c.server_name);
         assert!(a.parse_body.starts_with(a.server_name.as_bytes()));
         assert!(a.parse_body.ends_with(b"select $1\0\0\x01\0\0\0\x17"));
-        assert!(Prepared::from_parse(0, true, b"no terminator").is_none());
+        assert!(Prepared::from_parse(0, true, None, b"no terminator").is_none());
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::protocol::encode::{self, PgError};
 use crate::protocol::{codes, decode, Frame, STATUS_FAILED, STATUS_IDLE, STATUS_IN_TX};
-use crate::router::{Analysis, Command, Reason, RouteError, TargetId};
+use crate::router::{Analysis, Command, ObjectKind, Reason, RouteError, TargetId};
 
 use super::state::{Effects, Payload, Session, Tx};
 use super::SessionError;
@@ -24,15 +24,36 @@ impl Session {
                 return Ok(());
             }
         }
-        let target = match self.route(analysis.as_deref()) {
-            Ok((t, _)) => t,
+        let (target, explicit) = match self.route(analysis.as_deref()) {
+            Ok(r) => r,
             Err(e) => {
                 self.refuse(e);
                 return Ok(());
             }
         };
+        let plain_read = !explicit && analysis.as_deref().is_some_and(plain_read);
+        // A plain read needs an answer before the deferred transaction has a target: it binds tentatively.
+        let replay = match &self.tx {
+            Tx::Deferred { begin, held } if plain_read => {
+                Some(std::iter::once(begin.clone()).chain(held.iter().cloned()).collect())
+            }
+            _ => None,
+        };
+        if let Some(r) = &mut self.tentative {
+            match analysis.as_deref().map(|a| &a.command) {
+                Some(Command::Holdable(_)) if !explicit => r.push(frame.bytes.clone()),
+                _ if plain_read => {}
+                // Another target moves the transaction (`run_on`); anything else makes the binding firm.
+                _ if explicit && matches!(self.tx, Tx::Bound { target: b, .. } if b != target) => {}
+                _ => self.tentative = None,
+            }
+        }
         let effects = Effects::of(analysis.as_deref());
-        self.run_on(target, Payload::Raw(&frame.bytes), &effects).await
+        self.run_on(target, Payload::Raw(&frame.bytes), &effects).await?;
+        if replay.is_some() && matches!(self.tx, Tx::Bound { .. }) {
+            self.tentative = replay;
+        }
+        Ok(())
     }
 
     /// Answers what pgsplit handles itself; returns true when the statement was answered.
@@ -123,6 +144,12 @@ impl Session {
             }
         };
         match bound {
+            // A transaction bound by a plain read moves to the first target a statement chooses (`run_on`).
+            Some(b) if b != target && explicit && self.tentative.is_some() && self.tx.status() == STATUS_IN_TX => {
+                Ok((target, explicit))
+            }
+            // A transaction that failed on its server: PostgreSQL answers (25P02, or ROLLBACK) as it would directly.
+            Some(b) if self.tx.status() == STATUS_FAILED => Ok((b, explicit)),
             Some(b) if b != target && explicit => Err(self.other_target_in_transaction(target, b)),
             Some(b) => Ok((b, explicit)),
             None => Ok((target, explicit)),
@@ -141,6 +168,9 @@ impl Session {
 
     /// Runs an encoded payload on `target`, using the bound connection or taking one (replaying a deferred BEGIN).
     pub(super) async fn run_on(&mut self, target: TargetId, payload: Payload<'_>, effects: &Effects) -> Result<(), SessionError> {
+        if matches!(self.tx, Tx::Bound { target: b, .. } if b != target) {
+            self.unbind_tentative().await;
+        }
         let (conn, begin) = match std::mem::replace(&mut self.tx, Tx::Idle) {
             Tx::Bound { conn, .. } => (conn, Vec::new()),
             Tx::Deferred { begin, held } => match self.acquire(target).await {
@@ -167,6 +197,45 @@ impl Session {
     }
 }
 
+/// Built-in functions whose effect lasts until the end of the transaction (locks, sequence values, notifications,
+/// transaction ids): a transaction that called one cannot move to another target.
+const TRANSACTION_EFFECTS: &[&str] = &[
+    "pg_advisory_xact_lock",
+    "pg_advisory_xact_lock_shared",
+    "pg_try_advisory_xact_lock",
+    "pg_try_advisory_xact_lock_shared",
+    "set_config",
+    "nextval",
+    "setval",
+    "currval",
+    "lastval",
+    "pg_notify",
+    "txid_current",
+    "txid_current_if_assigned",
+    "pg_current_xact_id",
+    "pg_current_xact_id_if_assigned",
+    "pg_export_snapshot",
+    "pg_import_snapshot",
+];
+
+/// A read that leaves nothing behind in its transaction, so the transaction could as well have begun elsewhere:
+/// no write, DDL, session change or pin, parsed (not scanned), and no call of a function with transaction effects.
+fn plain_read(a: &Analysis) -> bool {
+    a.command == Command::Other
+        && !a.writes
+        && !a.ddl
+        && !a.pins
+        && !a.fallback
+        && a.hint.is_none()
+        && a.session_changes.is_empty()
+        && a.names.iter().all(|n| {
+            n.kind != ObjectKind::Function
+                || (n.schema.as_deref().is_none_or(|s| s == "pg_catalog")
+                    && !n.object.starts_with("lo_")
+                    && !TRANSACTION_EFFECTS.contains(&n.object.as_str()))
+        })
+}
+
 /// The client-facing error for a routing refusal.
 pub(super) fn route_error(e: RouteError) -> PgError {
     match &e {
@@ -184,7 +253,7 @@ pub(super) fn route_error(e: RouteError) -> PgError {
     }
 }
 
-fn notice_already_in_transaction(buf: &mut bytes::BytesMut) {
+pub(super) fn notice_already_in_transaction(buf: &mut bytes::BytesMut) {
     encode::message(buf, b'N', |b| {
         for (code, value) in
             [(b'S', "WARNING"), (b'V', "WARNING"), (b'C', "25001"), (b'M', "there is already a transaction in progress")]

@@ -42,16 +42,31 @@ pub struct Effects {
 impl Effects {
     /// The effects of an analysed text (none in single mode, where texts are not analysed).
     pub fn of(analysis: Option<&Analysis>) -> Effects {
-        match analysis {
-            Some(a) => Effects {
-                changes: a.session_changes.clone(),
-                ddl: a.ddl,
-                forgets_prepared: a.session_changes.iter().any(Command::forgets_prepared),
-                pins: a.pins,
-            },
-            None => Effects::default(),
+        let mut e = Effects::default();
+        if let Some(a) = analysis {
+            e.add(a);
         }
+        e
     }
+
+    /// Adds the effects of one more statement that runs in the same exchange.
+    pub fn add(&mut self, a: &Analysis) {
+        self.changes.extend(a.session_changes.iter().cloned());
+        self.ddl |= a.ddl;
+        self.forgets_prepared |= a.session_changes.iter().any(Command::forgets_prepared);
+        self.pins |= a.pins;
+    }
+}
+
+/// The client's unnamed statement: cheaper than a `Prepared` (it is parsed anew for nearly every extended query).
+#[derive(Debug, Clone)]
+pub struct Unnamed {
+    /// The target its SQL routes to.
+    pub target: TargetId,
+    /// Whether its SQL chose that target.
+    pub explicit: bool,
+    /// What its SQL does, followed each time it is executed.
+    pub analysis: Option<crate::router::SharedAnalysis>,
 }
 
 /// Where the client's transaction stands. This is the state machine of the module doc.
@@ -124,12 +139,17 @@ pub struct Session {
     pub skip_until_sync: bool,
     /// The client's named prepared statements, by the client's name.
     pub statements: HashMap<String, Arc<Prepared>>,
-    /// Target of the unnamed statement (and whether its SQL chose it), for a Bind that re-executes it.
-    pub unnamed: Option<(TargetId, bool)>,
+    /// The unnamed statement (its target, whether its SQL chose it, what it does), for a Bind that re-executes it.
+    pub unnamed: Option<Unnamed>,
     /// The client's last unnamed Parse, re-sent before a later batch's Bind of the unnamed statement.
     pub unnamed_parse: Option<Bytes>,
     /// Server connections pinned to this session (named prepared statements live on them), by target.
     pub pins: HashMap<TargetId, Option<PooledConn>>,
+    /// The bound transaction is tentative: a deferred transaction bound to its default target because a plain read
+    /// (`SELECT 1`, `SELECT now()`) needed an answer before any statement chose a target. Until a statement makes
+    /// the binding firm, a statement for another target moves the transaction there: it is rolled back where it
+    /// is and these Query messages (BEGIN and the savepoints and `SET LOCAL`s since) are replayed on the other.
+    pub tentative: Option<Vec<Bytes>>,
 }
 
 impl Session {
@@ -154,6 +174,7 @@ impl Session {
             unnamed: None,
             unnamed_parse: None,
             pins: HashMap::new(),
+            tentative: None,
         }
     }
 
@@ -310,6 +331,7 @@ impl Session {
         match result {
             Ok(status) if status == STATUS_IDLE => {
                 self.tx = Tx::Idle;
+                self.tentative = None;
                 self.release(target, conn);
                 if let Some(stale) = self.catalog_stale.take() {
                     if let Err(e) = self.app.refresh_catalog(stale).await {
@@ -329,6 +351,7 @@ impl Session {
                 tracing::warn!(target = %name, error = %e, "server connection lost");
                 self.release(target, conn);
                 self.tx = Tx::Idle;
+                self.tentative = None;
                 let err = PgError::error(codes::CONNECTION_FAILURE, format!("connection to target \"{name}\" lost: {e}"));
                 self.client.error_ready(&err, STATUS_IDLE);
                 Ok(())
@@ -369,6 +392,20 @@ impl Session {
         }
     }
 
+    /// Moves a tentatively bound transaction off its server (see `tentative`): it is rolled back there and becomes
+    /// deferred again, with what is to be replayed where it binds next.
+    pub async fn unbind_tentative(&mut self) {
+        let Some(mut replay) = self.tentative.take().filter(|r| !r.is_empty()) else { return };
+        let Tx::Bound { target, mut conn } = std::mem::replace(&mut self.tx, Tx::Idle) else { return };
+        conn.broken = true;
+        let rolled_back = conn.simple("ROLLBACK").await;
+        conn.broken = rolled_back.is_err() || conn.status != STATUS_IDLE;
+        self.release(target, conn);
+        let held = replay.split_off(1);
+        let begin = replay.pop().unwrap_or_default();
+        self.tx = Tx::Deferred { begin, held };
+    }
+
     /// Refuses a statement: inside a transaction the transaction fails as PostgreSQL would fail it.
     pub fn refuse(&mut self, err: PgError) {
         self.fail_transaction(&err);
@@ -379,6 +416,7 @@ impl Session {
     /// A refused statement fails the open transaction, if any.
     fn fail_transaction(&mut self, err: &PgError) {
         tracing::info!(user = %self.user, error = %err, "statement refused");
+        self.tentative = None;
         self.tx = match std::mem::replace(&mut self.tx, Tx::Idle) {
             Tx::Idle => Tx::Idle,
             Tx::Deferred { .. } => Tx::Failed { bound: None },
