@@ -235,3 +235,138 @@ async fn named_statements_inside_a_deferred_transaction_and_after_a_refusal_beha
     let n: i64 = c.query_one(&on_primary, &[&0i32]).await.unwrap().get(0);
     assert!(n >= 2, "the session goes on");
 }
+
+/// Reads exactly `n` server messages; returns their tags.
+async fn read_messages(s: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut tags = Vec::new();
+    let mut header = [0u8; 5];
+    while tags.len() < n {
+        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_exact(&mut header)).await.unwrap().unwrap();
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        s.read_exact(&mut body).await.unwrap();
+        tags.push(header[0]);
+    }
+    tags
+}
+
+#[tokio::test]
+async fn an_asyncpg_style_prepare_with_flush_inside_a_deferred_transaction_keeps_the_transaction() {
+    use postgres_protocol::message::frontend;
+    use tokio::io::AsyncWriteExt;
+    let proxy = Proxy::split().await;
+    let mut s = common::raw_login(proxy.port).await;
+    let mut out = bytes::BytesMut::new();
+    frontend::query("BEGIN", &mut out).unwrap();
+    s.write_all(&out).await.unwrap();
+    assert_eq!(read_until_ready(&mut s).await.1, b'T');
+    // asyncpg prepares with Parse/Describe/Flush and waits for the description before it binds.
+    out.clear();
+    let sql = "insert into workspace.imports (file_name, row_count) values ('flush-in-tx', 1) returning id";
+    frontend::parse("__asyncpg_stmt_1__", sql, std::iter::empty(), &mut out).unwrap();
+    frontend::describe(b'S', "__asyncpg_stmt_1__", &mut out).unwrap();
+    frontend::flush(&mut out);
+    s.write_all(&out).await.unwrap();
+    assert_eq!(read_messages(&mut s, 3).await, b"1tT", "ParseComplete, ParameterDescription, RowDescription");
+    out.clear();
+    let no_params: [Option<&[u8]>; 0] = [];
+    frontend::bind(
+        "",
+        "__asyncpg_stmt_1__",
+        std::iter::empty(),
+        no_params.iter(),
+        |_: &Option<&[u8]>, _: &mut bytes::BytesMut| Ok(postgres_protocol::IsNull::Yes),
+        std::iter::empty(),
+        &mut out,
+    )
+    .map_err(|_| "bind")
+    .unwrap();
+    frontend::execute("", 0, &mut out).unwrap();
+    frontend::sync(&mut out);
+    s.write_all(&out).await.unwrap();
+    let (tags, status) = read_until_ready(&mut s).await;
+    assert_eq!(tags, b"2DCZ", "{:?}", String::from_utf8_lossy(&tags));
+    assert_eq!(status, b'T', "still inside the client's transaction");
+    out.clear();
+    frontend::query("ROLLBACK", &mut out).unwrap();
+    s.write_all(&out).await.unwrap();
+    assert_eq!(read_until_ready(&mut s).await.1, b'I');
+    assert_eq!(
+        common::direct(
+            &clusters().data,
+            "handled_data",
+            "select count(*) from workspace.imports where file_name = 'flush-in-tx'"
+        )
+        .await,
+        "0",
+        "the insert ran inside the rolled back transaction"
+    );
+}
+
+/// Parse (named), Bind and Execute of `sql` with no parameters.
+fn parse_bind_execute(name: &str, sql: &str, out: &mut bytes::BytesMut) {
+    use postgres_protocol::message::frontend;
+    frontend::parse(name, sql, std::iter::empty(), out).unwrap();
+    bind_execute(name, out);
+}
+
+/// Bind of the statement `name` (no parameters) and Execute of the portal.
+fn bind_execute(name: &str, out: &mut bytes::BytesMut) {
+    use postgres_protocol::message::frontend;
+    let no_params: [Option<&[u8]>; 0] = [];
+    frontend::bind(
+        "",
+        name,
+        std::iter::empty(),
+        no_params.iter(),
+        |_: &Option<&[u8]>, _: &mut bytes::BytesMut| Ok(postgres_protocol::IsNull::Yes),
+        std::iter::empty(),
+        out,
+    )
+    .map_err(|_| "bind")
+    .unwrap();
+    frontend::execute("", 0, out).unwrap();
+}
+
+#[tokio::test]
+async fn after_a_server_error_in_a_flushed_batch_the_rest_until_sync_is_ignored_as_by_postgres() {
+    use postgres_protocol::message::frontend;
+    use tokio::io::AsyncWriteExt;
+    let proxy = Proxy::split().await;
+    let mut s = common::raw_login(proxy.port).await;
+    let mut out = bytes::BytesMut::new();
+    frontend::query("BEGIN; insert into workspace.imports (file_name, row_count) values ('skip', 1)", &mut out).unwrap();
+    s.write_all(&out).await.unwrap();
+    assert_eq!(read_until_ready(&mut s).await.1, b'T');
+    // The server connection gets `select 2` prepared.
+    out.clear();
+    frontend::parse("b", "select 2", std::iter::empty(), &mut out).unwrap();
+    frontend::sync(&mut out);
+    s.write_all(&out).await.unwrap();
+    assert_eq!(read_until_ready(&mut s).await.0, b"1Z");
+    // An error in a flushed part of a batch...
+    out.clear();
+    parse_bind_execute("c", "select 1 / (random() * 0)::int", &mut out);
+    frontend::flush(&mut out);
+    s.write_all(&out).await.unwrap();
+    assert_eq!(read_messages(&mut s, 3).await, b"12E");
+    // ... and what follows until Sync gets no reply, even a Parse of SQL the connection has prepared already.
+    out.clear();
+    parse_bind_execute("b2", "select 2", &mut out);
+    frontend::flush(&mut out);
+    frontend::sync(&mut out);
+    s.write_all(&out).await.unwrap();
+    let (tags, status) = read_until_ready(&mut s).await;
+    assert_eq!((tags.as_slice(), status), (&b"Z"[..], b'E'), "{:?}", String::from_utf8_lossy(&tags));
+    out.clear();
+    frontend::query("ROLLBACK", &mut out).unwrap();
+    s.write_all(&out).await.unwrap();
+    assert_eq!(read_until_ready(&mut s).await.1, b'I');
+    // The skipped Parse created nothing.
+    out.clear();
+    bind_execute("b2", &mut out);
+    frontend::sync(&mut out);
+    s.write_all(&out).await.unwrap();
+    assert_eq!(read_until_ready(&mut s).await.0, b"EZ", "prepared statement \"b2\" does not exist");
+}

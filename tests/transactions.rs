@@ -254,3 +254,21 @@ async fn extended_protocol_begin_and_savepoints_in_batches_of_their_own_are_defe
         "1"
     );
 }
+
+#[tokio::test]
+async fn a_held_statement_that_fails_where_the_transaction_binds_reports_its_own_error() {
+    let proxy = Proxy::split().await;
+    let c = proxy.connect().await;
+    c.simple_query("begin").await.unwrap();
+    c.simple_query("set local statement_timeout = 'not a duration'").await.unwrap();
+    let err = c.simple_query("insert into workspace.imports (file_name, row_count) values ('held-fails', 1)").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "22023", "the SET LOCAL's own error, not 25P02: {err:?}");
+    assert!(err.as_db_error().is_some_and(|e| e.message().contains("statement_timeout")), "{err:?}");
+    assert_eq!(sqlstate(&c.simple_query("select 1").await.unwrap_err()), "25P02");
+    c.simple_query("rollback").await.unwrap();
+    assert_eq!(scalar(&c, "select 'session goes on'").await, "session goes on");
+    assert_eq!(
+        direct(&clusters().data, "handled_data", "select count(*) from workspace.imports where file_name = 'held-fails'").await,
+        "0"
+    );
+}

@@ -67,6 +67,10 @@ pub struct ServerConn {
     pub applied: std::collections::BTreeMap<String, String>,
     /// What the last relayed exchange ended with, for following session state (see `Outcome`).
     pub outcome: Outcome,
+    /// The server reported an error in an extended-protocol batch and skips every message until the next Sync.
+    pub skipping: bool,
+    /// The first ErrorResponse of a replay whose replies were discarded (a held statement that failed), whole.
+    pub discarded_error: Option<bytes::Bytes>,
     /// Named statements prepared on this connection by pgsplit: server-side name → the Parse body that made it
     /// (compared on use, so a name is never trusted for other SQL). Shared by every client that prepares the same SQL.
     pub prepared: std::collections::HashMap<std::sync::Arc<str>, bytes::Bytes>,
@@ -113,6 +117,8 @@ impl ServerConn {
             created: Instant::now(),
             applied: std::collections::BTreeMap::new(),
             outcome: Outcome::default(),
+            discarded_error: None,
+            skipping: false,
             prepared: std::collections::HashMap::new(),
             target: spec.name.as_str().into(),
             expect: std::collections::VecDeque::new(),

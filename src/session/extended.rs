@@ -19,6 +19,14 @@ use super::SessionError;
 impl Session {
     /// Sync: route the batch and run it, relaying until ReadyForQuery.
     pub(super) async fn sync(&mut self, sync: Frame) -> Result<(), SessionError> {
+        if self.server_skipping() {
+            // Only the Sync reaches the server: it gives the ReadyForQuery a direct connection would.
+            let target = match &self.tx {
+                Tx::Bound { target, .. } => *target,
+                _ => return Ok(()),
+            };
+            return self.run_on(target, Payload::Raw(&sync.bytes), &Effects::default()).await;
+        }
         self.batch.push(sync);
         if !self.failed_on_server().await {
             return Ok(());
@@ -55,7 +63,7 @@ impl Session {
     /// Flush without Sync: the client wants answers before it syncs. The batch so far is routed and sent with the
     /// Flush; responses are relayed until the client sends more. The connection stays bound (no ReadyForQuery yet).
     pub(super) async fn flush_batch(&mut self, flush: Frame) -> Result<(), SessionError> {
-        if self.batch.is_empty() && !matches!(self.tx, Tx::Bound { .. }) {
+        if self.batch.is_empty() && !matches!(self.tx, Tx::Bound { .. }) || self.server_skipping() {
             return Ok(());
         }
         if !self.failed_on_server().await {
@@ -79,6 +87,36 @@ impl Session {
         let batch = std::mem::take(&mut self.batch);
         let mut conn = match std::mem::replace(&mut self.tx, Tx::Idle) {
             Tx::Bound { conn, .. } => conn,
+            // A deferred transaction binds here (asyncpg prepares with Parse/Describe/Flush inside transactions).
+            Tx::Deferred { begin, held } => {
+                let mut conn = match self.acquire(target).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.tx = Tx::Deferred { begin, held };
+                        self.refuse_before_sync(e);
+                        return Ok(());
+                    }
+                };
+                let prelude: Vec<_> = std::iter::once(begin).chain(held).collect();
+                match self.replay(&mut conn, &prelude).await {
+                    Ok(status) if status == crate::protocol::STATUS_FAILED => {
+                        self.held_failed(&mut conn, false);
+                        self.tx = Tx::Bound { target, conn };
+                        self.skip_until_sync = true;
+                        return Ok(());
+                    }
+                    Ok(_) => conn,
+                    Err(super::relay::RelayError::Client(e)) => return Err(e),
+                    Err(super::relay::RelayError::Server(e)) => {
+                        conn.broken = true;
+                        self.release(target, conn);
+                        let name = self.app.backend(target).name().to_owned();
+                        let err = PgError::error(codes::CONNECTION_FAILURE, format!("connection to target \"{name}\" lost: {e}"));
+                        self.refuse_before_sync(err);
+                        return Ok(());
+                    }
+                }
+            }
             other => {
                 self.tx = other;
                 match self.acquire(target).await {
@@ -116,6 +154,18 @@ impl Session {
                 Ok(())
             }
         }
+    }
+
+    /// Whether the bound server reported an error in the batch flushed so far: like PostgreSQL, the session then
+    /// ignores the client's messages until Sync (they would be ignored by the server, and what pgsplit adds to them
+    /// — statements it prepares, replies it injects — must not happen either). True drops what was gathered.
+    fn server_skipping(&mut self) -> bool {
+        let skipping = matches!(&self.tx, Tx::Bound { conn, .. } if conn.skipping);
+        if skipping {
+            self.batch.clear();
+            self.batch_effects = Effects::default();
+        }
+        skipping
     }
 
     /// The target every statement of the batch agrees on; `None` when the batch names no statement.

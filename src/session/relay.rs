@@ -91,6 +91,7 @@ async fn forward_buffered(client: &mut Client, conn: &mut ServerConn, sink: Sink
             b'Z' => {
                 let status = body.first().copied().unwrap_or(b'I');
                 conn.status = status;
+                conn.skipping = false;
                 step = Step::Ready(status);
                 conn.expect.clear();
             }
@@ -114,6 +115,9 @@ async fn forward_buffered(client: &mut Client, conn: &mut ServerConn, sink: Sink
             }
             b'E' => {
                 conn.outcome.error = true;
+                if sink == Sink::Discard && conn.discarded_error.is_none() {
+                    conn.discarded_error = Some(bytes::Bytes::copy_from_slice(&conn.rbuf[off..off + n]));
+                }
                 failed_until_sync(conn);
             }
             b'C' => {
@@ -209,6 +213,7 @@ fn reply_part(conn: &mut ServerConn, tag: u8) -> bool {
 /// After an ErrorResponse the server skips every message up to Sync: their replies will not come, injected ones
 /// must not be sent, and statements whose Parse did not complete do not exist on the connection.
 fn failed_until_sync(conn: &mut ServerConn) {
+    conn.skipping = true;
     while let Some(e) = conn.expect.front() {
         if *e == Expect::Forward(Reply::Sync) {
             break;

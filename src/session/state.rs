@@ -297,19 +297,15 @@ impl Session {
         self.in_flight(target, &conn).await;
         let mut result: Result<u8, RelayError> = Ok(STATUS_IN_TX);
         if !prelude.is_empty() {
-            // The deferred BEGIN and what was held since, in one write; their answers were given already. Done
-            // before the batch is rewritten, so their replies never meet the batch's queue of expected replies.
-            result = async {
-                conn.send(&prelude.concat()).await?;
-                let mut status = STATUS_IN_TX;
-                for _ in &prelude {
-                    status = relay::until_ready(&mut self.client, &mut conn, Sink::Discard).await?;
-                }
-                Ok(status)
-            }
-            .await;
+            // Done before the batch is rewritten, so their replies never meet the batch's queue of expected replies.
+            result = self.replay(&mut conn, &prelude).await;
         }
-        if result.is_ok() {
+        let held_failed = matches!(result, Ok(STATUS_FAILED));
+        if held_failed {
+            // A held statement (SET LOCAL with a bad value, ROLLBACK TO an unknown savepoint) failed where the
+            // transaction bound: the client's statement gets that error instead of a bare 25P02.
+            self.held_failed(&mut conn, true);
+        } else if result.is_ok() {
             let batch;
             let bytes = match payload {
                 Payload::Raw(b) => b,
@@ -325,8 +321,9 @@ impl Session {
             .await;
         }
         self.landed().await;
-        if let Ok(status) = result {
-            self.follow(target, &mut conn, effects, was_in_tx, status);
+        match result {
+            Ok(status) if !held_failed => self.follow(target, &mut conn, effects, was_in_tx, status),
+            _ => {}
         }
         match result {
             Ok(status) if status == STATUS_IDLE => {
@@ -356,6 +353,32 @@ impl Session {
                 self.client.error_ready(&err, STATUS_IDLE);
                 Ok(())
             }
+        }
+    }
+
+    /// Replays a deferred BEGIN and what was held since on `conn`, in one write; their answers were given already.
+    /// Returns the transaction status after them.
+    pub async fn replay(&mut self, conn: &mut PooledConn, prelude: &[Bytes]) -> Result<u8, RelayError> {
+        conn.discarded_error = None;
+        conn.send(&prelude.concat()).await?;
+        let mut status = STATUS_IN_TX;
+        for _ in prelude {
+            status = relay::until_ready(&mut self.client, conn, Sink::Discard).await?;
+        }
+        Ok(status)
+    }
+
+    /// Answers the client's request with the error of the held statement that failed on replay (the transaction is
+    /// failed on its server now), and ReadyForQuery unless the request was flushed before its Sync.
+    pub fn held_failed(&mut self, conn: &mut PooledConn, ready: bool) {
+        match conn.discarded_error.take() {
+            Some(e) => self.client.wbuf.extend_from_slice(&e),
+            None => {
+                PgError::error(codes::IN_FAILED_TRANSACTION, "a statement held since BEGIN failed").encode(&mut self.client.wbuf)
+            }
+        }
+        if ready {
+            crate::protocol::encode::ready_for_query(&mut self.client.wbuf, STATUS_FAILED);
         }
     }
 
