@@ -68,6 +68,10 @@ pub struct App {
     tls: Option<TlsAcceptor>,
     /// Target of every statement in single mode.
     single_target: TargetId,
+    /// Cancelled when pgsplit shuts down: sessions at rest end, sessions in a transaction end with it.
+    draining: tokio_util::sync::CancellationToken,
+    /// Counters the sessions bump, exported on `/metrics` (per-target ones live in each backend).
+    metrics: crate::metrics::Metrics,
 }
 
 impl App {
@@ -98,21 +102,38 @@ impl App {
             users,
             tls,
             single_target,
+            draining: Default::default(),
+            metrics: Default::default(),
         })
     }
 
     /// The analysis of a statement. In single mode routing needs none, so only texts that may change session state
     /// (SET, RESET, DISCARD, set_config) are analysed, for the session to follow them; others give `None`.
     pub fn analysis(&self, sql: &str) -> Option<SharedAnalysis> {
-        match self.config.mode {
+        match self.mode() {
             Mode::Single if !may_change_session(sql) => None,
             _ => Some(self.cache.analysis(sql)),
         }
     }
 
+    /// The routing mode in force. Every read of the mode goes through here.
+    pub fn mode(&self) -> Mode {
+        self.config.mode
+    }
+
     /// Whether every statement goes to `single_target`.
     pub fn is_single(&self) -> bool {
-        self.config.mode == Mode::Single
+        self.mode() == Mode::Single
+    }
+
+    /// Fires when pgsplit stops accepting clients and waits for sessions to end.
+    pub fn draining(&self) -> &tokio_util::sync::CancellationToken {
+        &self.draining
+    }
+
+    /// Process-wide counters for `/metrics`.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// The routing table.
@@ -169,6 +190,33 @@ impl App {
                 if let Err(e) = self.refresh_catalog(t).await {
                     tracing::warn!(target = backend.name(), error = %e, "catalog not refreshed");
                 }
+            }
+        }
+        self.check_connection_alerts();
+    }
+
+    /// Samples each target's open server connections against its `alert_connections` (called at every probe tick):
+    /// the alert is raised, with a warning, once every sample for `alert_sustain` was above the threshold, and
+    /// cleared, with an info line, at the first sample that is not.
+    pub fn check_connection_alerts(&self) {
+        use crate::metrics::AlertChange;
+        let now = std::time::Instant::now();
+        let sustain = self.config.alert_sustain;
+        for (b, t) in self.backends.iter().zip(&self.config.targets) {
+            let Some(threshold) = t.alert_connections else { continue };
+            let (connections, _) = b.pool_state();
+            match b.stats.alert.observe(connections, threshold, sustain, now) {
+                Some(AlertChange::Raised) => tracing::warn!(
+                    target = b.name(),
+                    connections,
+                    threshold,
+                    sustained = ?sustain,
+                    "connection alert: target has more server connections than its threshold"
+                ),
+                Some(AlertChange::Cleared) => {
+                    tracing::info!(target = b.name(), connections, threshold, "connection alert cleared")
+                }
+                None => {}
             }
         }
     }

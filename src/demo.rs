@@ -50,8 +50,16 @@ pub async fn run(dir: &Path, port: u16) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
     let dsn = format!("postgresql://{APP_USER}:{app_password}@127.0.0.1:{port}/handled");
+    // Health and metrics beside the proxy (9930 for the default 6432), or on any free port if that one is taken.
+    let http = match tokio::net::TcpListener::bind(("127.0.0.1", port.wrapping_add(3498))).await {
+        Ok(l) => l,
+        Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("cannot listen (http): {e}"))?,
+    };
+    let health = http.local_addr().map(|a| format!("http://{a}/api/health")).unwrap_or_default();
+    let http_stop = CancellationToken::new();
+    tokio::spawn(crate::http::serve(http, Arc::downgrade(&app), http_stop.clone()));
     println!(
-        "\npgsplit demo is running.\n\n  DSN:     {dsn}\n  config:  {}\n  PRIMARY: 127.0.0.1:{} (TLS, SCRAM; schemas config, customer)\n  DATA:    127.0.0.1:{} (plain, md5; schemas workspace, reference)\n\nTry:\n  psql '{dsn}'\n    select * from config.users;                      -- runs on PRIMARY\n    select * from workspace.imports;                 -- runs on DATA\n    select inet_server_port();                       -- no routed schema: default target (PRIMARY)\n    select * from config.users u join workspace.imports i on true;  -- refused: 0A000\n\nCtrl-C stops pgsplit and removes both clusters.\n",
+        "\npgsplit demo is running.\n\n  DSN:     {dsn}\n  health:  {health} (metrics: /metrics)\n  config:  {}\n  PRIMARY: 127.0.0.1:{} (TLS, SCRAM; schemas config, customer)\n  DATA:    127.0.0.1:{} (plain, md5; schemas workspace, reference)\n\nTry:\n  psql '{dsn}'\n    select * from config.users;                      -- runs on PRIMARY\n    select * from workspace.imports;                 -- runs on DATA\n    select inet_server_port();                       -- no routed schema: default target (PRIMARY)\n    select * from config.users u join workspace.imports i on true;  -- refused: 0A000\n\nCtrl-C stops pgsplit and removes both clusters.\n",
         config_path.display(),
         primary.port(),
         data.port()
@@ -63,6 +71,7 @@ pub async fn run(dir: &Path, port: u16) -> Result<(), String> {
         stop.cancel();
     });
     crate::run(listener, app, shutdown, Duration::from_secs(5)).await;
+    http_stop.cancel();
     println!("stopping clusters");
     drop(primary);
     drop(data);

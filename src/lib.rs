@@ -24,6 +24,8 @@ pub mod check;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod http;
+pub mod metrics;
 pub mod protocol;
 pub mod router;
 pub mod server;
@@ -38,19 +40,27 @@ use tokio_util::sync::CancellationToken;
 
 pub use app::App;
 
-/// Runs the proxy on `listener` until `shutdown` fires, then waits up to `grace` for sessions to end.
+/// Runs the proxy on `listener` until `shutdown` fires, then stops accepting, ends idle sessions, and waits up to
+/// `grace` for sessions in a transaction to end.
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken, grace: Duration) {
     // Unqualified names resolve through the catalog: read it before the first client, then keep it fresh.
     app.refresh_catalogs().await;
     let refresher = tokio::spawn(background(app.clone(), shutdown.clone()));
     server::run(listener, app.clone(), shutdown).await;
+    // The listener is closed: new connections are refused. Idle sessions end now, the others with their transaction.
+    app.draining().cancel();
     refresher.abort();
     let _ = refresher.await;
+    tracing::info!(sessions = app.metrics().clients(), ?grace, "shutting down: waiting for open transactions");
     // Sessions hold an Arc<App>; when only ours is left, every session has ended.
     let deadline = tokio::time::Instant::now() + grace;
     while Arc::strong_count(&app) > 1 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    if Arc::strong_count(&app) > 1 {
+        tracing::warn!(sessions = app.metrics().clients(), "shutdown timeout reached: closing the sessions still open");
+    }
+    // Dropping the last App drops the pools, closing their server connections.
 }
 
 /// How often every target is probed in the background.

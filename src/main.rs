@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
@@ -107,12 +106,24 @@ fn main() -> ExitCode {
 async fn serve(path: &std::path::Path) -> Result<(), String> {
     let config = pgsplit::config::load_file(path).map_err(|e| e.to_string())?;
     let listen = config.listen.clone();
+    let http = config.http.clone();
+    let grace = config.shutdown_timeout;
     let app = Arc::new(pgsplit::App::build(config).map_err(|e| e.to_string())?);
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    tracing::info!(%listen, "pgsplit listening");
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
     let shutdown = CancellationToken::new();
+    // The operations endpoint outlives the proxy's shutdown: health stays visible while sessions drain.
+    let http_stop = CancellationToken::new();
+    if let Some(http) = http {
+        let l = tokio::net::TcpListener::bind(&http).await.map_err(|e| format!("cannot listen on {http} (http): {e}"))?;
+        let http = l.local_addr().map(|a| a.to_string()).unwrap_or(http);
+        tracing::info!(%http, "health and metrics at http://{http}/api/health and /metrics");
+        tokio::spawn(pgsplit::http::serve(l, Arc::downgrade(&app), http_stop.clone()));
+    }
+    tracing::info!(listen = %addr, "pgsplit listening");
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    pgsplit::run(listener, app, shutdown, Duration::from_secs(30)).await;
+    pgsplit::run(listener, app, shutdown, grace).await;
+    http_stop.cancel();
     tracing::info!("pgsplit stopped");
     Ok(())
 }

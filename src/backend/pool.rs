@@ -150,6 +150,16 @@ pub enum CheckoutError {
     },
 }
 
+impl CheckoutError {
+    /// The metrics label of the failure.
+    fn failure(&self) -> crate::metrics::CheckoutFailure {
+        match self {
+            CheckoutError::Unavailable { .. } => crate::metrics::CheckoutFailure::Unavailable,
+            CheckoutError::Timeout { .. } => crate::metrics::CheckoutFailure::Timeout,
+        }
+    }
+}
+
 /// A target at run time.
 pub struct Backend {
     /// Connection details.
@@ -162,6 +172,8 @@ pub struct Backend {
     checkout_timeout: Duration,
     /// One permit per connection of `max`: clients wait their turn here, first come, first served.
     turns: Arc<Semaphore>,
+    /// Queries, errors, routes, waits and the connection alert of this target, for `/metrics`.
+    pub stats: crate::metrics::TargetStats,
 }
 
 impl Backend {
@@ -182,7 +194,7 @@ impl Backend {
             .connection_customizer(Box::new(HealthOnConnect(health.clone())))
             .build_unchecked(ServerManager { spec: spec.clone() });
         let turns = Arc::new(Semaphore::new(settings.max.max(1) as usize));
-        Backend { spec, pool, health, checkout_timeout: settings.checkout_timeout, turns }
+        Backend { spec, pool, health, checkout_timeout: settings.checkout_timeout, turns, stats: Default::default() }
     }
 
     /// The target's name.
@@ -193,6 +205,14 @@ impl Backend {
     /// Takes a server connection for one transaction. A target known to be down is tried once directly, so its
     /// clients learn of the outage at once instead of after the whole checkout timeout.
     pub async fn checkout(&self) -> Result<PooledConn, CheckoutError> {
+        let started = tokio::time::Instant::now();
+        let _waiting = self.stats.waiting();
+        let checkout = self.checkout_inner().await;
+        self.stats.checked_out(started, checkout.as_ref().err().map(CheckoutError::failure));
+        checkout
+    }
+
+    async fn checkout_inner(&self) -> Result<PooledConn, CheckoutError> {
         if !self.health.up.load(Ordering::Relaxed) && self.pool.state().idle_connections == 0 {
             match ServerConn::connect(&self.spec).await {
                 Ok(conn) => {

@@ -84,6 +84,12 @@ pub struct RawConfig {
     /// How often the catalog snapshot is re-read (it is also re-read after DDL that passes through pgsplit).
     #[serde(default, deserialize_with = "opt_duration")]
     pub catalog_refresh: Option<Duration>,
+    /// How long connections must stay above a target's `alert_connections` before the alert is raised.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub alert_sustain: Option<Duration>,
+    /// How long sessions may go on after SIGTERM/SIGINT.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub shutdown_timeout: Option<Duration>,
     /// Extra top-level keys are allowed (SPEC §2).
     #[serde(flatten)]
     pub _extra: BTreeMap<String, serde_yaml::Value>,
@@ -109,6 +115,8 @@ pub struct RawTarget {
     pub schemas: Vec<String>,
     #[serde(default)]
     pub upstream: Upstream,
+    /// Connection alert threshold.
+    pub alert_connections: Option<u32>,
 }
 
 /// A target's `tls:`.

@@ -32,6 +32,10 @@ pub struct Config {
     pub route_cache_bytes: usize,
     /// Period of catalog snapshot refreshes.
     pub catalog_refresh: Duration,
+    /// How long a target's server connections must stay above its `alert_connections` before the alert is raised.
+    pub alert_sustain: Duration,
+    /// On SIGTERM/SIGINT, how long open sessions may go on before pgsplit exits anyway.
+    pub shutdown_timeout: Duration,
 }
 
 impl Config {
@@ -103,6 +107,8 @@ pub struct Target {
     pub schemas: Vec<String>,
     /// Whether the address is itself a transaction pooler (PgBouncer).
     pub upstream: Upstream,
+    /// More open server connections than this, sustained for `alert_sustain`, raise a connection alert.
+    pub alert_connections: Option<u32>,
 }
 
 /// Host, port and login from a target's URL.

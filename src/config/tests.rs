@@ -49,6 +49,27 @@ fn seed_loads_with_its_environment() {
     assert_eq!(c.target_of_schema("reference"), Some("data"));
     assert_eq!(c.route_cache_bytes, 16 << 20);
     assert_eq!(c.users.len(), 2);
+    assert_eq!((p.alert_connections, d.alert_connections), (Some(12), Some(50)));
+    assert_eq!((c.alert_sustain, c.shutdown_timeout), (Duration::from_secs(15), Duration::from_secs(30)));
+}
+
+#[test]
+fn alert_and_shutdown_settings_have_defaults_and_are_checked_against_the_pool() {
+    let bare = SEED
+        .replace("    alert_connections: 12                    # warn (and export) when > 12 server connections stay open (alert_sustain)\n", "")
+        .replace("alert_sustain: 15s", "")
+        .replace("shutdown_timeout: 30s", "");
+    let c = load(&bare, SEED_ENV).unwrap();
+    assert_eq!(c.target("primary").unwrap().alert_connections, None);
+    assert_eq!((c.alert_sustain, c.shutdown_timeout), (Duration::from_secs(15), Duration::from_secs(30)));
+    let text = SEED.replace("alert_connections: 12 ", "alert_connections: 15 ");
+    let found = issues(&text);
+    assert_eq!((found[0].key.as_str(), found[0].line), ("targets.primary.alert_connections", Some(20)));
+    assert!(found[0].message.contains("pool max is 15"), "{}", found[0].message);
+    let text = SEED.replace("alert_connections: 50", "alert_connections: 0");
+    assert_eq!(issues(&text)[0].key, "targets.data.alert_connections");
+    let text = SEED.replace("shutdown_timeout: 30s", "shutdown_timeout: soon");
+    assert!(load(&text, SEED_ENV).unwrap_err().to_string().contains("invalid duration"));
 }
 
 #[test]
@@ -56,7 +77,7 @@ fn missing_environment_variables_are_all_reported_with_lines() {
     let err = load(SEED, &[("APP_PASSWORD", "x")]).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("<config>:16: environment variable PRIMARY_DATABASE_URL is not set"), "{text}");
-    assert!(text.contains("<config>:21: environment variable DATA_DATABASE_URL is not set"), "{text}");
+    assert!(text.contains("<config>:22: environment variable DATA_DATABASE_URL is not set"), "{text}");
 }
 
 #[test]
@@ -82,7 +103,7 @@ fn schema_owned_by_two_targets_names_both_with_the_line() {
     let text = SEED.replace("schemas: [workspace, reference]", "schemas: [workspace, customer]");
     let found = issues(&text);
     assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0].line, Some(23));
+    assert_eq!(found[0].line, Some(24));
     assert_eq!(found[0].key, "targets.data.schemas");
     assert!(found[0].message.contains("\"customer\"") && found[0].message.contains("\"primary\""));
 }
@@ -102,7 +123,7 @@ fn bad_urls_are_reported_without_their_password() {
     let text = SEED.replace("url: ${DATA_DATABASE_URL}", "url: mysql://u:hunter2@h/db");
     let found = issues(&text);
     assert_eq!(found[0].key, "targets.data.url");
-    assert_eq!(found[0].line, Some(21));
+    assert_eq!(found[0].line, Some(22));
     assert!(!found[0].message.contains("hunter2"));
     let text = SEED.replace("url: ${DATA_DATABASE_URL}", "url: not a url");
     assert_eq!(issues(&text)[0].key, "targets.data.url");
@@ -112,7 +133,7 @@ fn bad_urls_are_reported_without_their_password() {
 fn pool_and_tls_rules() {
     let text = SEED.replace("pool: { max: 100,", "pool: { max: 0,");
     assert_eq!(issues(&text)[0].key, "targets.data.pool.max");
-    assert_eq!(issues(&text)[0].line, Some(22));
+    assert_eq!(issues(&text)[0].line, Some(23));
     let text = SEED.replace("tls: { mode: disabled }", "tls: { mode: required }");
     assert_eq!(issues(&text)[0].key, "tls");
     let text = SEED.replace(", ca: \"${PRIMARY_CA:-certs/ca.crt}\"", "");

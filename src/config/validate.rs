@@ -11,6 +11,10 @@ use super::Issue;
 const DEFAULT_ROUTE_CACHE: usize = 16 << 20;
 /// Default period of catalog snapshot refreshes.
 const DEFAULT_CATALOG_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
+/// Default time above `alert_connections` before a connection alert: three probe ticks.
+const DEFAULT_ALERT_SUSTAIN: std::time::Duration = std::time::Duration::from_secs(15);
+/// Default time sessions may go on after SIGTERM/SIGINT.
+const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Builds the model from the parsed file, or every problem found.
 pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -> Result<Config, Vec<Issue>> {
@@ -76,6 +80,13 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
         if pool.min > pool.max {
             issue(&["targets", &name, "pool", "min"], format!("min {} is above max {}", pool.min, pool.max));
         }
+        match t.alert_connections {
+            Some(0) => issue(&["targets", &name, "alert_connections"], "must be at least 1".into()),
+            Some(a) if a >= pool.max && pool.max > 0 => {
+                issue(&["targets", &name, "alert_connections"], format!("{a} can never be exceeded: pool max is {}", pool.max))
+            }
+            _ => {}
+        }
         for s in &t.schemas {
             if s.is_empty() {
                 issue(&["targets", &name, "schemas"], "empty schema name".into());
@@ -86,7 +97,8 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
             }
         }
         if let Some(server) = server {
-            targets.push(Target { name, server, tls, pool, schemas: t.schemas, upstream: t.upstream });
+            let (schemas, upstream, alert_connections) = (t.schemas, t.upstream, t.alert_connections);
+            targets.push(Target { name, server, tls, pool, schemas, upstream, alert_connections });
         }
     }
 
@@ -129,6 +141,8 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
         admin_users: raw.admin_users,
         route_cache_bytes,
         catalog_refresh: raw.catalog_refresh.unwrap_or(DEFAULT_CATALOG_REFRESH),
+        alert_sustain: raw.alert_sustain.unwrap_or(DEFAULT_ALERT_SUSTAIN),
+        shutdown_timeout: raw.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
     })
 }
 

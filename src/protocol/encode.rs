@@ -33,17 +33,20 @@ pub struct PgError {
     pub detail: Option<String>,
     /// Optional hint on what to do instead.
     pub hint: Option<String>,
+    /// Why pgsplit refused the statement (a short label for logs and metrics, e.g. `cross_target`); empty when
+    /// the error is not a refusal of pgsplit's own. Never sent to the client.
+    pub cause: &'static str,
 }
 
 impl PgError {
     /// An ERROR-level error with the given SQLSTATE and message.
     pub fn error(code: &'static str, message: impl Into<String>) -> Self {
-        PgError { severity: Severity::Error, code, message: message.into(), detail: None, hint: None }
+        PgError { severity: Severity::Error, code, message: message.into(), detail: None, hint: None, cause: "" }
     }
 
     /// A FATAL error: the connection ends after it.
     pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
-        PgError { severity: Severity::Fatal, code, message: message.into(), detail: None, hint: None }
+        PgError { severity: Severity::Fatal, code, message: message.into(), detail: None, hint: None, cause: "" }
     }
 
     /// Adds a DETAIL field.
@@ -55,6 +58,12 @@ impl PgError {
     /// Adds a HINT field.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
+        self
+    }
+
+    /// Labels the refusal's cause (logs and `pgsplit_refusals_total{reason}`).
+    pub fn because(mut self, cause: &'static str) -> Self {
+        self.cause = cause;
         self
     }
 

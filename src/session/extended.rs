@@ -246,7 +246,8 @@ impl Session {
                         result = Err(PgError::error(
                             codes::FEATURE_NOT_SUPPORTED,
                             format!("extended-protocol batch mixes targets \"{}\" and \"{}\"", names.name(e), names.name(t)),
-                        ));
+                        )
+                        .because("batch_mixes_targets"));
                         break;
                     }
                     _ => explicit = Some(t),

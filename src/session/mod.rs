@@ -8,6 +8,7 @@
 //! ReadyForQuery idle.
 
 mod client;
+mod drain;
 mod extended;
 mod notify;
 mod params;
@@ -56,18 +57,26 @@ pub async fn serve(tcp: TcpStream, app: Arc<App>) {
         Ok(Some(s)) => s,
         Ok(None) => return,
         Err(e) => {
-            tracing::info!(%peer, error = %e, "client refused at startup");
+            let sqlstate = if let SessionError::Fatal(e) = &e { e.code } else { "" };
+            tracing::info!(%peer, sqlstate, error = %e, "client refused at startup");
+            if !sqlstate.is_empty() {
+                app.metrics().startup_refused(sqlstate);
+            }
             return;
         }
     };
-    tracing::info!(%peer, user = %session.user, "client connected");
+    let _connected = app.metrics().client_connected();
+    let database = session.passthrough.map_or(app.database(), |t| app.backend(t).name());
+    let tls = session.client.stream.is_tls();
+    let user = session.user.clone();
+    tracing::info!(%peer, %user, %database, tls, "client connected");
     match session.run().await {
-        Ok(()) | Err(SessionError::ClientGone) => tracing::info!(%peer, "client disconnected"),
+        Ok(()) | Err(SessionError::ClientGone) => tracing::info!(%peer, %user, "client disconnected"),
         Err(SessionError::Fatal(e)) => {
-            tracing::info!(%peer, error = %e, "client disconnected: protocol error");
+            tracing::info!(%peer, %user, sqlstate = e.code, error = %e, "client disconnected by pgsplit");
             session.client.fatal(&e).await;
         }
-        Err(e) => tracing::info!(%peer, error = %e, "client disconnected"),
+        Err(e) => tracing::info!(%peer, %user, error = %e, "client disconnected"),
     }
 }
 

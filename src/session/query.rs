@@ -1,5 +1,6 @@
 //! Simple-query messages: local answers for transaction control and hints, routing, and the transaction rules of §4.
 
+use crate::metrics::RouteReason;
 use crate::protocol::encode::{self, PgError};
 use crate::protocol::{codes, decode, Frame, STATUS_FAILED, STATUS_IDLE, STATUS_IN_TX};
 use crate::router::{Analysis, Command, ObjectKind, Reason, RouteError, TargetId};
@@ -133,16 +134,17 @@ impl Session {
             Tx::Bound { target, .. } => Some(*target),
             _ => None,
         };
-        let (target, explicit) = match (self.passthrough, analysis) {
-            (Some(t), _) => (t, true),
-            _ if self.app.is_single() => (self.app.single_target(), false),
-            (None, None) => (self.app.table().default_target, false),
+        let (target, explicit, why) = match (self.passthrough, analysis) {
+            (Some(t), _) => (t, true, RouteReason::Passthrough),
+            _ if self.app.is_single() => (self.app.single_target(), false, RouteReason::Single),
+            (None, None) => (self.app.table().default_target, false, RouteReason::Router(Reason::Default)),
             (None, Some(a)) => {
                 let view = crate::router::SessionView { search_path: &self.search_path, target_hint: self.target_hint };
                 let d = crate::router::decide(self.app.table(), &self.app.catalog(), a, &view).map_err(route_error)?;
-                (d.target, !matches!(d.reason, Reason::Default | Reason::SessionHint))
+                (d.target, !matches!(d.reason, Reason::Default | Reason::SessionHint), RouteReason::Router(d.reason))
             }
         };
+        self.app.backend(target).stats.routed(why);
         match bound {
             // A transaction bound by a plain read moves to the first target a statement chooses (`run_on`).
             Some(b) if b != target && explicit && self.tentative.is_some() && self.tx.status() == STATUS_IN_TX => {
@@ -164,6 +166,7 @@ impl Session {
             format!("statement for target \"{}\" inside a transaction bound to target \"{}\"", t.name(target), t.name(bound)),
         )
         .with_hint("a transaction runs on one target; commit it and run this statement in its own transaction")
+        .because("other_target_in_transaction")
     }
 
     /// Runs an encoded payload on `target`, using the bound connection or taking one (replaying a deferred BEGIN).
@@ -244,12 +247,15 @@ pub(super) fn route_error(e: RouteError) -> PgError {
             PgError::error(codes::FEATURE_NOT_SUPPORTED, e.to_string())
                 .with_detail(detail)
                 .with_hint("split the statement so that each part touches one target")
+                .because("cross_target")
         }
-        RouteError::UnknownTarget(_) => PgError::error(codes::INVALID_PARAMETER_VALUE, e.to_string()),
+        RouteError::UnknownTarget(_) => PgError::error(codes::INVALID_PARAMETER_VALUE, e.to_string()).because("unknown_target"),
         RouteError::CatalogUnavailable { .. } => PgError::error(codes::CONNECTION_FAILURE, e.to_string())
-            .with_hint("qualify the name with its schema, or retry when the target is reachable"),
+            .with_hint("qualify the name with its schema, or retry when the target is reachable")
+            .because("catalog_unavailable"),
         RouteError::UnparsedWrite => PgError::error(codes::FEATURE_NOT_SUPPORTED, e.to_string())
-            .with_hint("qualify the table with its schema, or add /* pgsplit: target=NAME */ before the statement"),
+            .with_hint("qualify the table with its schema, or add /* pgsplit: target=NAME */ before the statement")
+            .because("unparsed_write"),
     }
 }
 

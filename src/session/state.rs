@@ -184,7 +184,7 @@ impl Session {
             let next = if self.pins.values().any(Option::is_some) {
                 super::notify::next_frame_or_notification(&mut self.client, &mut self.pins).await?
             } else {
-                self.client.read_frame().await?
+                self.next_frame_or_drain().await?
             };
             let Some(frame) = next else { return Ok(()) };
             match frame.tag {
@@ -224,16 +224,16 @@ impl Session {
                 let checkout = tokio::select! {
                     c = backend.checkout() => c,
                     _ = self.key.slot.waiting.notified() => {
-                        return Err(PgError::error(codes::QUERY_CANCELED, "canceling statement due to user request"));
+                        return Err(PgError::error(codes::QUERY_CANCELED, "canceling statement due to user request").because("canceled_in_queue"));
                     }
                 };
                 checkout.map_err(|e| {
-                    let code = match e {
-                        CheckoutError::Unavailable { .. } => codes::CONNECTION_FAILURE,
-                        CheckoutError::Timeout { .. } => codes::TOO_MANY_CONNECTIONS,
+                    let (code, cause) = match e {
+                        CheckoutError::Unavailable { .. } => (codes::CONNECTION_FAILURE, "target_unavailable"),
+                        CheckoutError::Timeout { .. } => (codes::TOO_MANY_CONNECTIONS, "checkout_timeout"),
                     };
                     tracing::warn!(target = backend.name(), error = %e, "server connection unavailable");
-                    PgError::error(code, e.to_string())
+                    PgError::error(code, e.to_string()).because(cause)
                 })?
             }
         };
@@ -293,6 +293,7 @@ impl Session {
         payload: Payload<'_>,
         effects: &Effects,
     ) -> Result<(), SessionError> {
+        let started = std::time::Instant::now();
         let was_in_tx = !prelude.is_empty() || conn.status != STATUS_IDLE;
         self.in_flight(target, &conn).await;
         let mut result: Result<u8, RelayError> = Ok(STATUS_IN_TX);
@@ -321,6 +322,7 @@ impl Session {
             .await;
         }
         self.landed().await;
+        self.app.backend(target).stats.query(started, result.is_err() || conn.outcome.error || held_failed);
         match result {
             Ok(status) if !held_failed => self.follow(target, &mut conn, effects, was_in_tx, status),
             _ => {}
@@ -438,7 +440,8 @@ impl Session {
 
     /// A refused statement fails the open transaction, if any.
     fn fail_transaction(&mut self, err: &PgError) {
-        tracing::info!(user = %self.user, error = %err, "statement refused");
+        tracing::info!(user = %self.user, reason = err.cause, sqlstate = err.code, error = %err, "statement refused");
+        self.app.metrics().refused(if err.cause.is_empty() { "other" } else { err.cause }, err.code);
         self.tentative = None;
         self.tx = match std::mem::replace(&mut self.tx, Tx::Idle) {
             Tx::Idle => Tx::Idle,

@@ -1,0 +1,104 @@
+//! The operations endpoint on the `http:` address: `GET /api/health` and `GET /metrics` (SPEC §6).
+//!
+//! Served with hyper's HTTP/1 server directly: two fixed GET routes need no router framework. Handlers read only
+//! state that is already there (probe results, atomics, pool states), so they answer at once even while a target
+//! hangs. The server holds the App weakly, so it never keeps a shutdown waiting.
+
+pub mod health;
+
+use std::convert::Infallible;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::config::Mode;
+
+/// Most HTTP connections served at once (monitoring needs few; the rest wait in the backlog).
+const MAX_CONNECTIONS: usize = 64;
+
+/// How long a client may take to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves `/api/health` and `/metrics` on `listener` until `shutdown` fires or the App is gone.
+pub async fn serve(listener: TcpListener, app: Weak<App>, shutdown: CancellationToken) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let tcp = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(respond(&req, app.upgrade().as_deref())) }
+            });
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "http connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Answers one request.
+fn respond(req: &Request<Incoming>, app: Option<&App>) -> Response<Full<Bytes>> {
+    let Some(app) = app else {
+        return reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "pgsplit is stopping\n".into());
+    };
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/api/health") => {
+            let r = health_report(app);
+            let code = StatusCode::from_u16(r.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            reply(code, "application/json", r.body)
+        }
+        (&Method::GET, "/metrics") => {
+            reply(StatusCode::OK, crate::metrics::CONTENT_TYPE, crate::metrics::render(crate::metrics::Snapshot::of(app)))
+        }
+        (_, "/api/health" | "/metrics") => reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use GET\n".into()),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found: try /api/health or /metrics\n".into()),
+    }
+}
+
+/// The health report from the probes' last results.
+pub fn health_report(app: &App) -> health::Report {
+    let mode = app.mode();
+    let essential = match mode {
+        Mode::Split => app.table().default_target,
+        Mode::Single => app.single_target(),
+    };
+    let targets: Vec<health::TargetHealth<'_>> =
+        app.backends().iter().map(|b| health::TargetHealth { name: b.name(), up: b.is_up() }).collect();
+    health::report(mode, essential, &targets, SystemTime::now())
+}
+
+fn reply(code: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = code;
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    r.headers_mut().insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-store"));
+    r
+}

@@ -1,0 +1,622 @@
+//! Every metric pgsplit exports, in one place: the atomics the data path bumps, and the Prometheus text rendered from
+//! them (and from figures sampled at scrape time) for `GET /metrics`.
+//!
+//! The hot path only does relaxed atomic adds on handles it already holds (a target's `TargetStats`, the App's
+//! `Metrics`): no allocation, no formatting, no lock. Figures that already exist elsewhere (pool states, cache
+//! counts, pinned sessions, mode, reachability) are read when Prometheus scrapes, not mirrored.
+//!
+//! Names (all prefixed `pgsplit_`): see `render`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::config::Mode;
+use crate::router::cache::CacheStats;
+use crate::router::Reason;
+
+/// The Content-Type of `render`'s output.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Upper bounds (µs) of the checkout-wait histogram: most checkouts are immediate; the tail is the queue.
+const CHECKOUT_BOUNDS_US: &[u64] = &[50, 100, 250, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000];
+/// Upper bounds (µs) of the query-latency histogram (send to ReadyForQuery, relay included).
+const QUERY_BOUNDS_US: &[u64] =
+    &[250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 10_000_000];
+
+/// Why a statement went where it went, as counted in `pgsplit_route_decisions_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteReason {
+    /// The router's own reasons.
+    Router(Reason),
+    /// Single mode: everything to `single_target`.
+    Single,
+    /// A passthrough session (database named after a target).
+    Passthrough,
+}
+
+/// Every label value of `RouteReason`, in index order.
+const ROUTE_REASONS: [&str; 7] = ["relations", "hint", "session_hint", "default", "fallback", "single", "passthrough"];
+
+impl RouteReason {
+    fn index(self) -> usize {
+        match self {
+            RouteReason::Router(Reason::Relations) => 0,
+            RouteReason::Router(Reason::Hint) => 1,
+            RouteReason::Router(Reason::SessionHint) => 2,
+            RouteReason::Router(Reason::Default) => 3,
+            RouteReason::Router(Reason::Fallback) => 4,
+            RouteReason::Single => 5,
+            RouteReason::Passthrough => 6,
+        }
+    }
+}
+
+/// Why a checkout failed, as counted in `pgsplit_checkout_failures_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckoutFailure {
+    /// The target could not be reached.
+    Unavailable = 0,
+    /// No connection became free within the checkout timeout.
+    Timeout = 1,
+}
+
+/// A fixed-bucket histogram of durations, updated with three relaxed atomic adds.
+#[derive(Debug)]
+pub struct Histogram {
+    /// Bucket upper bounds in microseconds, ascending.
+    bounds_us: &'static [u64],
+    /// Observations per bucket (not cumulative); one more than `bounds_us` for +Inf.
+    counts: Box<[AtomicU64]>,
+    /// Sum of all observations in microseconds.
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds_us: &'static [u64]) -> Histogram {
+        Histogram { bounds_us, counts: (0..=bounds_us.len()).map(|_| AtomicU64::new(0)).collect(), sum_us: AtomicU64::new(0) }
+    }
+
+    /// Records one duration.
+    pub fn observe(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let bucket = self.bounds_us.iter().position(|&b| us <= b).unwrap_or(self.bounds_us.len());
+        if let Some(c) = self.counts.get(bucket) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Buckets as (upper bound in seconds, count), the sum in seconds and the total count.
+    fn snapshot(&self) -> HistogramSnapshot {
+        let mut buckets = Vec::with_capacity(self.counts.len());
+        let mut count = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            let n = c.load(Ordering::Relaxed);
+            count += n;
+            let bound = self.bounds_us.get(i).map(|&b| b as f64 / 1e6).unwrap_or(f64::INFINITY);
+            buckets.push((bound, n));
+        }
+        HistogramSnapshot { buckets, sum: self.sum_us.load(Ordering::Relaxed) as f64 / 1e6, count }
+    }
+}
+
+/// A histogram's figures at scrape time.
+#[derive(Debug, Clone, Default)]
+struct HistogramSnapshot {
+    /// (upper bound in seconds, observations in that bucket only).
+    buckets: Vec<(f64, u64)>,
+    /// Sum in seconds.
+    sum: f64,
+    /// Observations.
+    count: u64,
+}
+
+/// What the data path counts about one target; each `Backend` owns one.
+#[derive(Debug)]
+pub struct TargetStats {
+    /// Client requests (a Query, or an extended batch up to Sync) run on the target.
+    queries: AtomicU64,
+    /// Of those, the ones that ended in an error (the server's ErrorResponse or a lost connection).
+    errors: AtomicU64,
+    /// Route decisions for the target, by `RouteReason` index.
+    routed: [AtomicU64; ROUTE_REASONS.len()],
+    /// Clients waiting in the checkout queue now.
+    waiting: AtomicI64,
+    /// Checkouts that failed, by `CheckoutFailure`.
+    checkout_failures: [AtomicU64; 2],
+    /// Time from asking for a server connection to having one.
+    checkout_wait: Histogram,
+    /// Time from sending a request to its ReadyForQuery.
+    query_latency: Histogram,
+    /// The connection alert (`alert_connections`), driven by the health probes.
+    pub alert: Alert,
+}
+
+impl Default for TargetStats {
+    fn default() -> Self {
+        TargetStats {
+            queries: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            routed: Default::default(),
+            waiting: AtomicI64::new(0),
+            checkout_failures: Default::default(),
+            checkout_wait: Histogram::new(CHECKOUT_BOUNDS_US),
+            query_latency: Histogram::new(QUERY_BOUNDS_US),
+            alert: Alert::default(),
+        }
+    }
+}
+
+/// Counts a client in the checkout queue while it lives.
+pub struct Waiting<'a>(&'a AtomicI64);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl TargetStats {
+    /// One request ran on the target: how long it took and whether it ended in an error.
+    pub fn query(&self, started: Instant, failed: bool) {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.query_latency.observe(started.elapsed());
+    }
+
+    /// A statement was routed to the target.
+    pub fn routed(&self, reason: RouteReason) {
+        self.routed[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A client joins the checkout queue until the returned guard drops.
+    pub fn waiting(&self) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(&self.waiting)
+    }
+
+    /// A checkout that began at `started` ended: it waited that long, and failed for `failure` if it did.
+    pub fn checked_out(&self, started: tokio::time::Instant, failure: Option<CheckoutFailure>) {
+        self.checkout_wait.observe(started.elapsed());
+        if let Some(why) = failure {
+            self.checkout_failures[why as usize].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A target's connection alert: its open server connections stayed above a threshold for a while.
+#[derive(Debug, Default)]
+pub struct Alert {
+    /// Whether the alert is raised (exported as `pgsplit_connection_alert`).
+    raised: AtomicBool,
+    /// When the count was first seen above the threshold, in the current run of probes above it.
+    above_since: Mutex<Option<Instant>>,
+}
+
+/// What one observation did to an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertChange {
+    /// Above the threshold for `sustain`: the alert starts.
+    Raised,
+    /// Back at or below the threshold: the alert ends.
+    Cleared,
+}
+
+impl Alert {
+    /// Feeds one sample (taken at a probe tick): `count` connections against `threshold`; the alert starts when
+    /// every sample for at least `sustain` was above it, and clears at the first sample that is not.
+    pub fn observe(&self, count: u32, threshold: u32, sustain: Duration, now: Instant) -> Option<AlertChange> {
+        let mut since = self.above_since.lock().unwrap_or_else(|e| e.into_inner());
+        let raised = self.raised.load(Ordering::Relaxed);
+        if count <= threshold {
+            *since = None;
+            if raised {
+                self.raised.store(false, Ordering::Relaxed);
+                return Some(AlertChange::Cleared);
+            }
+            return None;
+        }
+        let first = *since.get_or_insert(now);
+        if !raised && now.saturating_duration_since(first) >= sustain {
+            self.raised.store(true, Ordering::Relaxed);
+            return Some(AlertChange::Raised);
+        }
+        None
+    }
+
+    /// Whether the alert is raised now.
+    pub fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::Relaxed)
+    }
+}
+
+/// Process-wide figures the data path counts (the per-target ones live in each `Backend`'s `TargetStats`).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Authenticated client sessions now.
+    clients: AtomicI64,
+    /// Statements refused by pgsplit, by (cause, SQLSTATE). Refusals are rare: a lock here costs nothing.
+    refusals: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Connections refused before or during authentication, by SQLSTATE.
+    startup_refusals: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// Counts a connected client while it lives.
+pub struct Connected<'a>(&'a AtomicI64);
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Metrics {
+    /// A client finished startup; it counts as connected until the guard drops.
+    pub fn client_connected(&self) -> Connected<'_> {
+        self.clients.fetch_add(1, Ordering::Relaxed);
+        Connected(&self.clients)
+    }
+
+    /// Authenticated clients connected now.
+    pub fn clients(&self) -> i64 {
+        self.clients.load(Ordering::Relaxed)
+    }
+
+    /// pgsplit refused a statement.
+    pub fn refused(&self, cause: &'static str, sqlstate: &'static str) {
+        *self.refusals.lock().unwrap_or_else(|e| e.into_inner()).entry((cause, sqlstate)).or_default() += 1;
+    }
+
+    /// A connection was refused at startup (authentication, unknown database, TLS required, protocol).
+    pub fn startup_refused(&self, sqlstate: &'static str) {
+        *self.startup_refusals.lock().unwrap_or_else(|e| e.into_inner()).entry(sqlstate).or_default() += 1;
+    }
+}
+
+/// One target's figures at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct TargetSnapshot {
+    /// Target name.
+    pub name: String,
+    /// Reachable as the last probe or connection attempt saw it.
+    pub up: bool,
+    /// Server connections open.
+    pub connections: u32,
+    /// Of those, idle in the pool.
+    pub idle: u32,
+    /// Clients in the checkout queue.
+    pub waiting: i64,
+    /// Requests run.
+    pub queries: u64,
+    /// Requests that ended in an error.
+    pub errors: u64,
+    /// Route decisions by `ROUTE_REASONS`.
+    pub routed: [u64; ROUTE_REASONS.len()],
+    /// Checkout failures by `CheckoutFailure`.
+    pub checkout_failures: [u64; 2],
+    /// Checkout wait.
+    checkout_wait: HistogramSnapshot,
+    /// Query latency.
+    query_latency: HistogramSnapshot,
+    /// `alert_connections`, if set.
+    pub alert_threshold: Option<u32>,
+    /// Whether the connection alert is raised.
+    pub alert_raised: bool,
+}
+
+impl TargetSnapshot {
+    /// Reads a target's counters; the caller fills in what the pool and the configuration know.
+    pub fn of(name: &str, stats: &TargetStats) -> TargetSnapshot {
+        TargetSnapshot {
+            name: name.to_owned(),
+            waiting: stats.waiting.load(Ordering::Relaxed).max(0),
+            queries: stats.queries.load(Ordering::Relaxed),
+            errors: stats.errors.load(Ordering::Relaxed),
+            routed: std::array::from_fn(|i| stats.routed[i].load(Ordering::Relaxed)),
+            checkout_failures: std::array::from_fn(|i| stats.checkout_failures[i].load(Ordering::Relaxed)),
+            checkout_wait: stats.checkout_wait.snapshot(),
+            query_latency: stats.query_latency.snapshot(),
+            alert_raised: stats.alert.is_raised(),
+            ..TargetSnapshot::default()
+        }
+    }
+}
+
+/// Everything `/metrics` shows, read at one scrape.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The routing mode in force.
+    pub mode: Mode,
+    /// Authenticated clients.
+    pub clients: i64,
+    /// Sessions pinned to a server connection.
+    pub pinned: u64,
+    /// Route cache figures.
+    pub cache: CacheStats,
+    /// Refusals by (cause, SQLSTATE).
+    pub refusals: Vec<((&'static str, &'static str), u64)>,
+    /// Startup refusals by SQLSTATE.
+    pub startup_refusals: Vec<(&'static str, u64)>,
+    /// Per target, in configuration order.
+    pub targets: Vec<TargetSnapshot>,
+}
+
+impl Snapshot {
+    /// Reads the process-wide counters; the caller adds targets, mode, cache and pins.
+    pub fn new(metrics: &Metrics, mode: Mode, cache: CacheStats, pinned: u64) -> Snapshot {
+        let refusals = metrics.refusals.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (*k, *v)).collect();
+        let startup_refusals =
+            metrics.startup_refusals.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (*k, *v)).collect();
+        Snapshot { mode, clients: metrics.clients(), pinned, cache, refusals, startup_refusals, targets: Vec::new() }
+    }
+}
+
+impl Snapshot {
+    /// Everything at once, from a running App.
+    pub fn of(app: &crate::App) -> Snapshot {
+        let pinned = app.pinned_sessions().load(Ordering::Relaxed) as u64;
+        let mut s = Snapshot::new(app.metrics(), app.mode(), app.cache().stats(), pinned);
+        for (i, b) in app.backends().iter().enumerate() {
+            let mut t = TargetSnapshot::of(b.name(), &b.stats);
+            (t.connections, t.idle) = b.pool_state();
+            t.up = b.is_up();
+            t.alert_threshold = app.config().targets.get(i).and_then(|c| c.alert_connections);
+            s.targets.push(t);
+        }
+        s
+    }
+}
+
+/// Renders a snapshot as Prometheus text (version 0.0.4).
+pub fn render(snapshot: Snapshot) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(snapshot));
+    let mut out = String::with_capacity(8192);
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
+    out
+}
+
+type Enc<'a> = DescriptorEncoder<'a>;
+
+fn gauge<L: EncodeLabelSet>(
+    e: &mut Enc<'_>,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (L, i64)>,
+) -> std::fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in rows {
+        m.encode_family(&labels)?.encode_gauge(&v)?;
+    }
+    Ok(())
+}
+
+fn counter<L: EncodeLabelSet>(
+    e: &mut Enc<'_>,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (L, u64)>,
+) -> std::fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in rows {
+        m.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&v, None)?;
+    }
+    Ok(())
+}
+
+fn histogram<'a>(
+    e: &mut Enc<'_>,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (&'a str, &'a HistogramSnapshot)>,
+) -> std::fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (target, h) in rows {
+        let labels = [("target", target)];
+        m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
+    }
+    Ok(())
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let none: [(&str, &str); 0] = [];
+        let e = &mut e;
+        let t = &self.targets;
+        gauge(e, "pgsplit_clients", "Client sessions connected (authenticated).", [(none, self.clients)])?;
+        gauge(e, "pgsplit_pinned_sessions", "Sessions pinned to a server connection.", [(none, self.pinned as i64)])?;
+        let modes = [("split", Mode::Split), ("single", Mode::Single)];
+        gauge(
+            e,
+            "pgsplit_mode",
+            "Routing mode in force (1 for the current one).",
+            modes.map(|(name, m)| ([("mode", name)], i64::from(self.mode == m))),
+        )?;
+        gauge(
+            e,
+            "pgsplit_target_up",
+            "Whether the target is reachable (1) or down (0).",
+            t.iter().map(|x| ([("target", x.name.as_str())], i64::from(x.up))),
+        )?;
+        gauge(
+            e,
+            "pgsplit_server_connections",
+            "Server connections open per target and state.",
+            t.iter().flat_map(|x| {
+                let n = x.name.as_str();
+                [
+                    ([("target", n), ("state", "idle")], i64::from(x.idle)),
+                    ([("target", n), ("state", "active")], i64::from(x.connections.saturating_sub(x.idle))),
+                ]
+            }),
+        )?;
+        gauge(
+            e,
+            "pgsplit_waiting_clients",
+            "Clients waiting for a server connection of the target.",
+            t.iter().map(|x| ([("target", x.name.as_str())], x.waiting)),
+        )?;
+        counter(
+            e,
+            "pgsplit_queries",
+            "Client requests (Query, or extended batch) run on the target.",
+            t.iter().map(|x| ([("target", x.name.as_str())], x.queries)),
+        )?;
+        counter(
+            e,
+            "pgsplit_query_errors",
+            "Client requests on the target that ended in an error.",
+            t.iter().map(|x| ([("target", x.name.as_str())], x.errors)),
+        )?;
+        counter(
+            e,
+            "pgsplit_checkout_failures",
+            "Server connections that could not be had, by reason.",
+            t.iter().flat_map(|x| {
+                let n = x.name.as_str();
+                [
+                    ([("target", n), ("reason", "unavailable")], x.checkout_failures[0]),
+                    ([("target", n), ("reason", "timeout")], x.checkout_failures[1]),
+                ]
+            }),
+        )?;
+        counter(
+            e,
+            "pgsplit_route_decisions",
+            "Statements routed, by target and reason.",
+            t.iter().flat_map(|x| {
+                ROUTE_REASONS.iter().zip(x.routed).map(move |(r, v)| ([("target", x.name.as_str()), ("reason", *r)], v))
+            }),
+        )?;
+        counter(
+            e,
+            "pgsplit_refusals",
+            "Statements pgsplit refused, by cause and SQLSTATE.",
+            self.refusals.iter().map(|((cause, code), v)| ([("reason", *cause), ("sqlstate", *code)], *v)),
+        )?;
+        counter(
+            e,
+            "pgsplit_startup_refusals",
+            "Client connections refused at startup (authentication, database, TLS, protocol), by SQLSTATE.",
+            self.startup_refusals.iter().map(|(code, v)| ([("sqlstate", *code)], *v)),
+        )?;
+        counter(e, "pgsplit_route_cache_hits", "Route cache lookups answered from the cache.", [(none, self.cache.hits)])?;
+        counter(e, "pgsplit_route_cache_misses", "Route cache lookups that analysed the text.", [(none, self.cache.misses)])?;
+        gauge(e, "pgsplit_route_cache_entries", "Analyses held in the route cache.", [(none, self.cache.entries as i64)])?;
+        gauge(e, "pgsplit_route_cache_bytes", "Bytes held by the route cache.", [(none, self.cache.bytes as i64)])?;
+        histogram(
+            e,
+            "pgsplit_checkout_wait_seconds",
+            "Time to get a server connection.",
+            t.iter().map(|x| (x.name.as_str(), &x.checkout_wait)),
+        )?;
+        histogram(
+            e,
+            "pgsplit_query_duration_seconds",
+            "Time from sending a request to its ReadyForQuery.",
+            t.iter().map(|x| (x.name.as_str(), &x.query_latency)),
+        )?;
+        gauge(
+            e,
+            "pgsplit_connection_alert_threshold",
+            "alert_connections of the target (targets without one are not listed).",
+            t.iter().filter_map(|x| x.alert_threshold.map(|v| ([("target", x.name.as_str())], i64::from(v)))),
+        )?;
+        gauge(
+            e,
+            "pgsplit_connection_alert",
+            "1 while the target's server connections stay above alert_connections.",
+            t.iter().filter(|x| x.alert_threshold.is_some()).map(|x| ([("target", x.name.as_str())], i64::from(x.alert_raised))),
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_with_sum_and_count() {
+        let h = Histogram::new(&[1_000, 10_000]);
+        h.observe(Duration::from_micros(500));
+        h.observe(Duration::from_micros(5_000));
+        h.observe(Duration::from_secs(1));
+        let stats = TargetStats { query_latency: h, ..TargetStats::default() };
+        let mut snap =
+            Snapshot::new(&Metrics::default(), Mode::Split, CacheStats { hits: 0, misses: 0, entries: 0, bytes: 0 }, 0);
+        snap.targets.push(TargetSnapshot::of("data", &stats));
+        let text = render(snap);
+        assert!(text.contains("pgsplit_query_duration_seconds_bucket{target=\"data\",le=\"0.001\"} 1\n"), "{text}");
+        assert!(text.contains("pgsplit_query_duration_seconds_bucket{target=\"data\",le=\"0.01\"} 2\n"), "{text}");
+        assert!(text.contains("pgsplit_query_duration_seconds_bucket{target=\"data\",le=\"+Inf\"} 3\n"), "{text}");
+        assert!(text.contains("pgsplit_query_duration_seconds_count{target=\"data\"} 3\n"), "{text}");
+        assert!(text.contains("pgsplit_query_duration_seconds_sum{target=\"data\"} 1.0055\n"), "{text}");
+    }
+
+    #[test]
+    fn counters_gauges_and_labels_render() {
+        let m = Metrics::default();
+        let _c = m.client_connected();
+        m.refused("cross_target", "0A000");
+        m.refused("cross_target", "0A000");
+        let stats = TargetStats::default();
+        stats.routed(RouteReason::Router(Reason::Relations));
+        {
+            let _w = stats.waiting();
+            let _w2 = stats.waiting();
+        }
+        let _w = stats.waiting();
+        let mut snap = Snapshot::new(&m, Mode::Single, CacheStats { hits: 7, misses: 2, entries: 2, bytes: 300 }, 1);
+        let mut t = TargetSnapshot::of("primary", &stats);
+        (t.connections, t.idle, t.up, t.alert_threshold) = (5, 2, true, Some(12));
+        snap.targets.push(t);
+        let text = render(snap);
+        for line in [
+            "pgsplit_clients 1",
+            "pgsplit_mode{mode=\"single\"} 1",
+            "pgsplit_mode{mode=\"split\"} 0",
+            "pgsplit_server_connections{target=\"primary\",state=\"active\"} 3",
+            "pgsplit_waiting_clients{target=\"primary\"} 1",
+            "pgsplit_route_decisions_total{target=\"primary\",reason=\"relations\"} 1",
+            "pgsplit_refusals_total{reason=\"cross_target\",sqlstate=\"0A000\"} 2",
+            "pgsplit_route_cache_hits_total 7",
+            "pgsplit_route_cache_bytes 300",
+            "pgsplit_target_up{target=\"primary\"} 1",
+            "pgsplit_connection_alert_threshold{target=\"primary\"} 12",
+            "pgsplit_connection_alert{target=\"primary\"} 0",
+            "pgsplit_pinned_sessions 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn alert_rises_only_after_the_sustain_period_and_clears_at_once() {
+        let a = Alert::default();
+        let t0 = Instant::now();
+        let s = Duration::from_secs(10);
+        assert_eq!(a.observe(13, 12, s, t0), None);
+        assert_eq!(a.observe(20, 12, s, t0 + Duration::from_secs(5)), None);
+        assert_eq!(a.observe(13, 12, s, t0 + Duration::from_secs(10)), Some(AlertChange::Raised));
+        assert!(a.is_raised());
+        assert_eq!(a.observe(14, 12, s, t0 + Duration::from_secs(15)), None, "raised once");
+        assert_eq!(a.observe(12, 12, s, t0 + Duration::from_secs(20)), Some(AlertChange::Cleared));
+        assert!(!a.is_raised());
+        // A dip below the threshold restarts the period.
+        assert_eq!(a.observe(13, 12, s, t0 + Duration::from_secs(25)), None);
+        assert_eq!(a.observe(1, 12, s, t0 + Duration::from_secs(30)), None);
+        assert_eq!(a.observe(13, 12, s, t0 + Duration::from_secs(35)), None);
+        assert_eq!(a.observe(13, 12, Duration::ZERO, t0 + Duration::from_secs(35)), Some(AlertChange::Raised));
+    }
+}

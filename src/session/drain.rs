@@ -1,0 +1,32 @@
+//! Shutdown as a session sees it: once pgsplit drains, a session at rest (no transaction, no unsynced batch) is
+//! ended with FATAL 57P01; a session in a transaction goes on until the transaction ends (or the grace period does).
+
+use crate::protocol::encode::PgError;
+use crate::protocol::{codes, Frame};
+
+use super::state::{Session, Tx};
+use super::SessionError;
+
+impl Session {
+    /// Whether nothing of the client's is open on a server: the session can end without losing work.
+    fn at_rest(&self) -> bool {
+        matches!(self.tx, Tx::Idle) && self.batch.is_empty() && !self.skip_until_sync
+    }
+
+    /// The client's next message; or, when pgsplit is draining and the session is at rest, the end of the session.
+    pub(super) async fn next_frame_or_drain(&mut self) -> Result<Option<Frame>, SessionError> {
+        if !self.at_rest() {
+            return self.client.read_frame().await;
+        }
+        let draining = self.app.draining().clone();
+        tokio::select! {
+            biased;
+            _ = draining.cancelled() => {
+                tracing::info!(user = %self.user, "closing an idle session: pgsplit is shutting down");
+                Err(SessionError::Fatal(PgError::fatal(codes::ADMIN_SHUTDOWN, "pgsplit is shutting down")))
+            }
+            // Cancel-safe: a partial read stays in the client's buffer.
+            frame = self.client.read_frame() => frame,
+        }
+    }
+}
