@@ -48,10 +48,18 @@ pub enum AppError {
 
 /// The running proxy's shared state.
 pub struct App {
-    /// The configuration this App was built from.
-    config: Config,
-    /// Target names and schema ownership, for the router.
-    table: RoutingTable,
+    /// The configuration in force; replaced whole by a reload.
+    config: ArcSwap<Config>,
+    /// Where the configuration was read from, for RELOAD and SIGHUP.
+    source: Option<std::path::PathBuf>,
+    /// The logical database name clients connect to (fixed for the process).
+    database: String,
+    /// Client TLS mode (fixed for the process).
+    tls_mode: ClientTlsMode,
+    /// Routing mode in force: `MODE_SPLIT` or `MODE_SINGLE`. Switched by the admin console, RELOAD or SIGHUP.
+    mode: std::sync::atomic::AtomicU8,
+    /// Target names and schema ownership, for the router; replaced by a reload.
+    table: ArcSwap<RoutingTable>,
     /// Analyses by statement text.
     cache: RouteCache,
     /// Which relations live in which schema on each target; replaced whole when a target's snapshot is re-read.
@@ -62,16 +70,35 @@ pub struct App {
     pinned: std::sync::atomic::AtomicUsize,
     /// One pool per target, indexed by `TargetId`.
     backends: Vec<Backend>,
-    /// Client users and their SCRAM verifiers.
-    users: UserStore,
+    /// Client users and their SCRAM verifiers; replaced by a reload.
+    users: ArcSwap<UserStore>,
     /// Client-side TLS, when enabled.
     tls: Option<TlsAcceptor>,
     /// Target of every statement in single mode.
-    single_target: TargetId,
+    single_target: std::sync::atomic::AtomicUsize,
+    /// Serialises reloads (RELOAD, SIGHUP) so two never interleave.
+    reloading: tokio::sync::Mutex<()>,
     /// Cancelled when pgsplit shuts down: sessions at rest end, sessions in a transaction end with it.
     draining: tokio_util::sync::CancellationToken,
     /// Counters the sessions bump, exported on `/metrics` (per-target ones live in each backend).
     metrics: crate::metrics::Metrics,
+}
+
+const MODE_SPLIT: u8 = 0;
+const MODE_SINGLE: u8 = 1;
+
+fn mode_byte(m: Mode) -> u8 {
+    match m {
+        Mode::Split => MODE_SPLIT,
+        Mode::Single => MODE_SINGLE,
+    }
+}
+
+/// What a reload changed, for the log and the admin console.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// Human-readable changes, one per item.
+    pub changes: Vec<String>,
 }
 
 impl App {
@@ -82,8 +109,7 @@ impl App {
         for t in &config.targets {
             backends.push(Backend::new(target_spec(t)?, &pool_settings(t)));
         }
-        let users = UserStore::new(config.users.iter().map(|u| (u.name.as_str(), u.password.as_str())))
-            .map_err(|e| AppError::User { user: "?".into(), reason: e.to_string() })?;
+        let users = user_store(&config)?;
         let tls = match config.tls.mode {
             ClientTlsMode::Disabled => None,
             _ => Some(acceptor(&config)?),
@@ -92,33 +118,111 @@ impl App {
         let cache = RouteCache::new(config.route_cache_bytes);
         let catalog = ArcSwap::from_pointee(Catalog::unknown(backends.len()));
         Ok(App {
-            config,
-            table,
+            source: None,
+            database: config.database.clone(),
+            tls_mode: config.tls.mode,
+            mode: mode_byte(config.mode).into(),
+            config: ArcSwap::from_pointee(config),
+            table: ArcSwap::from_pointee(table),
             cache,
             catalog,
             cancels: CancelRegistry::default(),
             pinned: Default::default(),
             backends,
-            users,
+            users: ArcSwap::from_pointee(users),
             tls,
-            single_target,
+            single_target: single_target.into(),
+            reloading: Default::default(),
             draining: Default::default(),
             metrics: Default::default(),
         })
     }
 
+    /// Remembers the file the configuration came from, for RELOAD and SIGHUP.
+    pub fn with_source(mut self, path: impl Into<std::path::PathBuf>) -> App {
+        self.source = Some(path.into());
+        self
+    }
+
+    /// Switches the routing mode. Transactions already open finish where they are; each session's next
+    /// transaction follows the new mode.
+    pub fn set_mode(&self, mode: Mode) {
+        let old = self.mode.swap(mode_byte(mode), std::sync::atomic::Ordering::SeqCst);
+        if old != mode_byte(mode) {
+            tracing::warn!(mode = mode.as_str(), "routing mode switched");
+        }
+    }
+
+    /// Re-reads the configuration file and applies it: routes, default and single targets, users, pool sizes and
+    /// checkout timeouts, alert thresholds, and `mode` if the file's value changed since it was last read. Anything
+    /// that needs a restart (targets added, removed or re-addressed, listen addresses, TLS files) makes the reload
+    /// fail: the running configuration stays, and the error says why.
+    pub async fn reload(&self) -> Result<Reloaded, String> {
+        let _one = self.reloading.lock().await;
+        let Some(path) = &self.source else { return Err("pgsplit was not started from a configuration file".into()) };
+        let new = crate::config::load_file(path).map_err(|e| e.to_string())?;
+        let old = self.config.load_full();
+        let restart = needs_restart(&old, &new);
+        if !restart.is_empty() {
+            return Err(format!("{} changed: restart pgsplit to apply it (nothing was changed)", restart.join(", ")));
+        }
+        let users = user_store(&new).map_err(|e| e.to_string())?;
+        let mut done = Reloaded::default();
+        let table = routing_table(&new);
+        if table.schemas != self.table().schemas || table.default_target != self.table().default_target {
+            done.changes.push("routes".into());
+        }
+        let single = table.target_id(&new.single_target).unwrap_or(table.default_target);
+        if single != self.single_target() {
+            done.changes.push(format!("single_target = {}", new.single_target));
+        }
+        if new.users != old.users {
+            done.changes.push("users".into());
+        }
+        for ((b, t), o) in self.backends.iter().zip(&new.targets).zip(&old.targets) {
+            if t.pool != o.pool {
+                b.resize(&pool_settings(t));
+                done.changes.push(format!("pool of {}: max {}", t.name, t.pool.max));
+            }
+            if t.alert_connections != o.alert_connections {
+                done.changes.push(format!("alert_connections of {}", t.name));
+            }
+        }
+        self.table.store(Arc::new(table));
+        self.single_target.store(single, std::sync::atomic::Ordering::SeqCst);
+        self.users.store(Arc::new(users));
+        let file_mode_changed = new.mode != old.mode;
+        let mode = new.mode;
+        self.config.store(Arc::new(new));
+        if file_mode_changed {
+            self.set_mode(mode);
+            done.changes.push(format!("mode = {}", mode.as_str()));
+        }
+        tracing::info!(changes = ?done.changes, "configuration reloaded");
+        Ok(done)
+    }
+
     /// The analysis of a statement. In single mode routing needs none, so only texts that may change session state
     /// (SET, RESET, DISCARD, set_config) are analysed, for the session to follow them; others give `None`.
     pub fn analysis(&self, sql: &str) -> Option<SharedAnalysis> {
-        match self.mode() {
-            Mode::Single if !may_change_session(sql) => None,
-            _ => Some(self.cache.analysis(sql)),
+        self.analysis_for(sql, self.is_single())
+    }
+
+    /// `analysis` for a session that routes in single mode (`single`) or split mode, whatever the mode is now.
+    pub fn analysis_for(&self, sql: &str, single: bool) -> Option<SharedAnalysis> {
+        if single && !may_change_session(sql) {
+            None
+        } else {
+            Some(self.cache.analysis(sql))
         }
     }
 
     /// The routing mode in force. Every read of the mode goes through here.
     pub fn mode(&self) -> Mode {
-        self.config.mode
+        match self.mode.load(std::sync::atomic::Ordering::Relaxed) {
+            MODE_SINGLE => Mode::Single,
+            _ => Mode::Split,
+        }
     }
 
     /// Whether every statement goes to `single_target`.
@@ -137,8 +241,8 @@ impl App {
     }
 
     /// The routing table.
-    pub fn table(&self) -> &RoutingTable {
-        &self.table
+    pub fn table(&self) -> arc_swap::Guard<Arc<RoutingTable>> {
+        self.table.load()
     }
 
     /// The catalog snapshot in force.
@@ -201,8 +305,9 @@ impl App {
     pub fn check_connection_alerts(&self) {
         use crate::metrics::AlertChange;
         let now = std::time::Instant::now();
-        let sustain = self.config.alert_sustain;
-        for (b, t) in self.backends.iter().zip(&self.config.targets) {
+        let config = self.config();
+        let sustain = config.alert_sustain;
+        for (b, t) in self.backends.iter().zip(&config.targets) {
             let Some(threshold) = t.alert_connections else { continue };
             let (connections, _) = b.pool_state();
             match b.stats.alert.observe(connections, threshold, sustain, now) {
@@ -223,7 +328,7 @@ impl App {
 
     /// How often catalogs are re-read in the background.
     pub fn catalog_refresh(&self) -> Duration {
-        self.config.catalog_refresh
+        self.config().catalog_refresh
     }
 
     /// The decision cache (for figures).
@@ -243,27 +348,27 @@ impl App {
 
     /// Where everything goes in single mode.
     pub fn single_target(&self) -> TargetId {
-        self.single_target
+        self.single_target.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Client users.
-    pub fn users(&self) -> &UserStore {
-        &self.users
+    pub fn users(&self) -> arc_swap::Guard<Arc<UserStore>> {
+        self.users.load()
     }
 
     /// The logical database name clients connect to.
     pub fn database(&self) -> &str {
-        &self.config.database
+        &self.database
     }
 
     /// The configuration in force.
-    pub fn config(&self) -> &Config {
-        &self.config
+    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
     }
 
     /// Client TLS mode.
     pub fn tls_mode(&self) -> ClientTlsMode {
-        self.config.tls.mode
+        self.tls_mode
     }
 
     /// Client TLS acceptor, when enabled.
@@ -332,6 +437,44 @@ impl App {
             }
         }
     }
+}
+
+fn user_store(config: &Config) -> Result<UserStore, AppError> {
+    UserStore::new(config.users.iter().map(|u| (u.name.as_str(), u.password.as_str())))
+        .map_err(|e| AppError::User { user: "?".into(), reason: e.to_string() })
+}
+
+/// What differs between two configurations that a running pgsplit cannot apply.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut what = Vec::new();
+    if old.listen != new.listen {
+        what.push("listen");
+    }
+    if old.http != new.http {
+        what.push("http");
+    }
+    if old.database != new.database {
+        what.push("database");
+    }
+    if old.tls != new.tls {
+        what.push("tls");
+    }
+    /// What a running target is built from.
+    fn addressed(c: &Config) -> Vec<String> {
+        let t = c.targets.iter();
+        t.map(|t| {
+            let a = &t.server;
+            format!(
+                "{}|{}|{}|{}|{:?}|{}|{:?}|{:?}|{:?}",
+                t.name, a.host, a.port, a.user, a.password, a.dbname, t.tls.mode, t.tls.ca, t.upstream
+            )
+        })
+        .collect()
+    }
+    if addressed(old) != addressed(new) {
+        what.push("targets (names, addresses, logins or TLS)");
+    }
+    what
 }
 
 fn routing_table(config: &Config) -> RoutingTable {

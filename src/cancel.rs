@@ -29,6 +29,23 @@ pub struct CancelSlot {
     pub running: tokio::sync::Mutex<Option<Running>>,
     /// Wakes the session if it is waiting for a server connection when the cancel arrives.
     pub waiting: Notify,
+    /// Who the client is, for the admin console's SHOW CLIENTS (set once it has logged in).
+    pub info: std::sync::OnceLock<ClientInfo>,
+}
+
+/// A logged-in client, as the admin console shows it.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// Role.
+    pub user: String,
+    /// Database it connected to (the logical one, a target's name, or `pgsplit`).
+    pub database: String,
+    /// Address and port.
+    pub peer: String,
+    /// Over TLS.
+    pub tls: bool,
+    /// When it logged in.
+    pub since: std::time::SystemTime,
 }
 
 /// The process id and secret pgsplit gave a client, with its slot.
@@ -54,7 +71,12 @@ impl CancelRegistry {
     pub fn register(&self) -> ClientKey {
         let mut rng = rand::rng();
         let secret = rng.random::<i32>();
-        let slot = Arc::new(CancelSlot { secret, running: tokio::sync::Mutex::new(None), waiting: Notify::new() });
+        let slot = Arc::new(CancelSlot {
+            secret,
+            running: tokio::sync::Mutex::new(None),
+            waiting: Notify::new(),
+            info: Default::default(),
+        });
         let mut slots = lock(&self.slots);
         loop {
             let pid = rng.random_range(1..i32::MAX);
@@ -73,6 +95,13 @@ impl CancelRegistry {
     /// The slot for a CancelRequest, if the key is known and the secret matches.
     pub fn find(&self, pid: i32, secret: i32) -> Option<Arc<CancelSlot>> {
         lock(&self.slots).get(&pid).filter(|s| s.secret == secret).cloned()
+    }
+
+    /// Every registered client's process id and slot, by process id.
+    pub fn all(&self) -> Vec<(i32, Arc<CancelSlot>)> {
+        let mut all: Vec<_> = lock(&self.slots).iter().map(|(pid, s)| (*pid, s.clone())).collect();
+        all.sort_by_key(|(pid, _)| *pid);
+        all
     }
 
     /// Number of registered clients.

@@ -58,9 +58,9 @@ pub async fn route(path: &Path, search_path: &[String], sql: &str) -> Result<(),
     let table = app.table();
     let analysis = Analysis::of(sql);
     let view = SessionView { search_path, target_hint: None };
-    match router::decide(table, &app.catalog(), &analysis, &view) {
+    match router::decide(&table, &app.catalog(), &analysis, &view) {
         Ok(d) => {
-            let relations: Vec<serde_json::Value> = router::routed_relations(table, &app.catalog(), &analysis, &view)
+            let relations: Vec<serde_json::Value> = router::routed_relations(&table, &app.catalog(), &analysis, &view)
                 .iter()
                 .map(|(r, t)| serde_json::json!({ "relation": r, "target": table.name(*t) }))
                 .collect();
@@ -75,4 +75,44 @@ pub async fn route(path: &Path, search_path: &[String], sql: &str) -> Result<(),
 /// Whether the search_path names a routed schema (only then can an unqualified name need a catalog).
 fn needs_catalog(app: &App, search_path: &[String]) -> bool {
     search_path.iter().any(|s| app.table().schemas.contains_key(s))
+}
+
+/// `pgsplit mode single|split`: switches the running instance's routing mode through its admin console (the
+/// database `pgsplit` on `listen`), as an admin user: `user`, else the first of `admin_users`. The password is
+/// `PGPASSWORD` when set, else that user's password in the file (when it is not a SCRAM verifier).
+pub async fn set_mode(path: &Path, mode: crate::config::Mode, user: Option<String>) -> Result<(), String> {
+    let config = crate::config::load_file(path).map_err(|e| e.to_string())?;
+    let user =
+        user.or_else(|| config.admin_users.first().cloned()).ok_or("no admin user: add one to admin_users, or pass --user")?;
+    let password = std::env::var("PGPASSWORD").ok().or_else(|| {
+        config.users.iter().find(|u| u.name == user).map(|u| u.password.clone()).filter(|p| !p.starts_with("SCRAM-SHA-256$"))
+    });
+    let (host, port) = match config.listen.rsplit_once(':') {
+        Some((h, p)) => (h.trim_matches(['[', ']']), p.parse::<u16>().map_err(|e| format!("listen {}: {e}", config.listen))?),
+        None => return Err(format!("listen {}: no port", config.listen)),
+    };
+    let host = if host == "0.0.0.0" || host.is_empty() { "127.0.0.1" } else { host };
+    let tls = match config.tls.mode {
+        crate::config::ClientTlsMode::Required => {
+            let c = crate::backend::tls::client_config(crate::backend::tls::Verify::None, None).map_err(|e| e.to_string())?;
+            Some((c, crate::backend::tls::server_name(host).map_err(|e| e.to_string())?))
+        }
+        _ => None,
+    };
+    let spec = crate::backend::TargetSpec {
+        name: "pgsplit admin console".into(),
+        host: host.to_owned(),
+        port,
+        user,
+        password,
+        dbname: crate::session::ADMIN_DATABASE.into(),
+        tls,
+    };
+    let mut conn =
+        ServerConn::connect(&spec).await.map_err(|e| format!("cannot reach the admin console at {host}:{port}: {e}"))?;
+    conn.simple(&format!("SET mode = {}", mode.as_str())).await.map_err(|e| e.to_string())?;
+    let rows = conn.simple("SHOW MODE").await.map_err(|e| e.to_string())?;
+    let now = rows.first().and_then(|r| r.first().cloned().flatten()).unwrap_or_default();
+    println!("mode: {now}");
+    Ok(())
 }

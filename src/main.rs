@@ -27,6 +27,12 @@ enum LogFormat {
     Json,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Single,
+    Split,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy (the default).
@@ -49,6 +55,15 @@ enum Command {
         /// pgsplit's port.
         #[arg(long, default_value_t = 6432)]
         port: u16,
+    },
+    /// Switch the running instance's routing mode through its admin console (the rollback switch).
+    Mode {
+        /// single: everything to `single_target`; split: route by schema.
+        #[arg(value_enum)]
+        mode: ModeArg,
+        /// Admin user (default: the first of `admin_users`); the password is PGPASSWORD or the user's in the file.
+        #[arg(long)]
+        user: Option<String>,
     },
     /// Write a development CA and server certificate into DIR.
     Certs {
@@ -75,6 +90,13 @@ fn main() -> ExitCode {
             Command::Serve => serve(&cli.config).await,
             Command::Check => pgsplit::check::check(&cli.config).await,
             Command::Route { search_path, sql } => pgsplit::check::route(&cli.config, &search_path, &sql).await,
+            Command::Mode { mode, user } => {
+                let mode = match mode {
+                    ModeArg::Single => pgsplit::config::Mode::Single,
+                    ModeArg::Split => pgsplit::config::Mode::Split,
+                };
+                pgsplit::check::set_mode(&cli.config, mode, user).await
+            }
             Command::Demo { dir, port } => pgsplit::demo::run(&dir, port).await,
             Command::Certs { dir, hosts } => {
                 let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
@@ -108,7 +130,7 @@ async fn serve(path: &std::path::Path) -> Result<(), String> {
     let listen = config.listen.clone();
     let http = config.http.clone();
     let grace = config.shutdown_timeout;
-    let app = Arc::new(pgsplit::App::build(config).map_err(|e| e.to_string())?);
+    let app = Arc::new(pgsplit::App::build(config).map_err(|e| e.to_string())?.with_source(path));
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
     let shutdown = CancellationToken::new();
@@ -122,10 +144,29 @@ async fn serve(path: &std::path::Path) -> Result<(), String> {
     }
     tracing::info!(listen = %addr, "pgsplit listening");
     tokio::spawn(stop_on_signal(shutdown.clone()));
+    tokio::spawn(reload_on_hangup(Arc::downgrade(&app)));
     pgsplit::run(listener, app, shutdown, grace).await;
     http_stop.cancel();
     tracing::info!("pgsplit stopped");
     Ok(())
+}
+
+/// Re-reads the configuration on SIGHUP; a file that cannot be applied is logged and the running one stays.
+async fn reload_on_hangup(app: std::sync::Weak<pgsplit::App>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            let Some(app) = app.upgrade() else { return };
+            tracing::info!("SIGHUP: reloading the configuration");
+            if let Err(e) = app.reload().await {
+                tracing::error!(error = %e, "configuration not reloaded; the running configuration stays");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = app;
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.

@@ -1,6 +1,6 @@
 //! One target at run time: its bb8 pool of server connections and what the last connection attempts said about its health.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -160,6 +160,13 @@ impl CheckoutError {
     }
 }
 
+/// bb8's own bound on a pool; the configured `max` is enforced by `Backend::turns`.
+const POOL_CEILING: u32 = 10_000;
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// A target at run time.
 pub struct Backend {
     /// Connection details.
@@ -168,8 +175,12 @@ pub struct Backend {
     pool: Pool<ServerManager>,
     /// Reachability as the last connection attempts saw it.
     health: Arc<Health>,
-    /// How long clients wait for a connection.
-    checkout_timeout: Duration,
+    /// How long clients wait for a connection, in milliseconds (a reload may change it).
+    checkout_timeout_ms: AtomicU64,
+    /// Most server connections (a reload may change it; `turns` holds this many permits).
+    max: AtomicU32,
+    /// PAUSE: new checkouts wait until RESUME.
+    paused: tokio::sync::watch::Sender<bool>,
     /// One permit per connection of `max`: clients wait their turn here, first come, first served.
     turns: Arc<Semaphore>,
     /// Queries, errors, routes, waits and the connection alert of this target, for `/metrics`.
@@ -183,7 +194,9 @@ impl Backend {
         let health = Arc::new(Health::default());
         health.up.store(true, Ordering::Relaxed);
         let pool = Pool::builder()
-            .max_size(settings.max.max(1))
+            // `turns` bounds the connections in use to `max`; bb8's own bound is only a ceiling, so that a reload
+            // can raise `max` without a new pool.
+            .max_size(POOL_CEILING.max(settings.max))
             .min_idle(if settings.min > 0 { Some(settings.min) } else { None })
             .connection_timeout(settings.checkout_timeout)
             .idle_timeout(settings.idle_timeout)
@@ -194,7 +207,63 @@ impl Backend {
             .connection_customizer(Box::new(HealthOnConnect(health.clone())))
             .build_unchecked(ServerManager { spec: spec.clone() });
         let turns = Arc::new(Semaphore::new(settings.max.max(1) as usize));
-        Backend { spec, pool, health, checkout_timeout: settings.checkout_timeout, turns, stats: Default::default() }
+        Backend {
+            spec,
+            pool,
+            health,
+            checkout_timeout_ms: AtomicU64::new(millis(settings.checkout_timeout)),
+            max: AtomicU32::new(settings.max.max(1)),
+            paused: tokio::sync::watch::Sender::new(false),
+            turns,
+            stats: Default::default(),
+        }
+    }
+
+    /// Applies reloaded pool settings: `max` (permits added now, or withdrawn as connections come back; extra
+    /// connections are closed after their next use) and `checkout_timeout`. `min`, `idle_timeout` and
+    /// `max_lifetime` keep their start values until restart.
+    pub fn resize(&self, settings: &PoolSettings) {
+        self.checkout_timeout_ms.store(millis(settings.checkout_timeout), Ordering::Relaxed);
+        let new = settings.max.max(1);
+        let old = self.max.swap(new, Ordering::SeqCst);
+        if new > old {
+            self.turns.add_permits((new - old) as usize);
+        } else if new < old {
+            let want = (old - new) as usize;
+            let gone = self.turns.forget_permits(want);
+            if gone < want {
+                let turns = self.turns.clone();
+                tokio::spawn(async move {
+                    if let Ok(p) = turns.acquire_many_owned((want - gone) as u32).await {
+                        p.forget();
+                    }
+                });
+            }
+        }
+    }
+
+    /// The pool's current `max`.
+    pub fn max(&self) -> u32 {
+        self.max.load(Ordering::Relaxed)
+    }
+
+    fn checkout_timeout(&self) -> Duration {
+        Duration::from_millis(self.checkout_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// PAUSE (true) or RESUME (false): while paused, checkouts wait; connections in use are not disturbed.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.send_replace(paused);
+    }
+
+    /// Whether the target is paused.
+    pub fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+
+    /// Server connections checked out now.
+    pub fn in_use(&self) -> u32 {
+        self.max().saturating_sub(self.turns.available_permits() as u32)
     }
 
     /// The target's name.
@@ -213,6 +282,10 @@ impl Backend {
     }
 
     async fn checkout_inner(&self) -> Result<PooledConn, CheckoutError> {
+        if self.is_paused() {
+            // Until RESUME; the session's cancel ends the wait.
+            let _ = self.paused.subscribe().wait_for(|p| !*p).await;
+        }
         if !self.health.up.load(Ordering::Relaxed) && self.pool.state().idle_connections == 0 {
             match ServerConn::connect(&self.spec).await {
                 Ok(conn) => {
@@ -226,15 +299,16 @@ impl Backend {
             }
         }
         let started = tokio::time::Instant::now();
-        let turn = match tokio::time::timeout(self.checkout_timeout, self.turns.clone().acquire_owned()).await {
+        let checkout_timeout = self.checkout_timeout();
+        let turn = match tokio::time::timeout(checkout_timeout, self.turns.clone().acquire_owned()).await {
             Ok(Ok(turn)) => turn,
-            _ => return Err(CheckoutError::Timeout { target: self.spec.name.clone(), waited: self.checkout_timeout }),
+            _ => return Err(CheckoutError::Timeout { target: self.spec.name.clone(), waited: checkout_timeout }),
         };
         // An idle connection the server closed or wrote to meanwhile (shutdown, restart, idle timeout) is dropped
         // and the next one tried; at most every pooled connection once, then a fresh one.
         let mut attempts = self.turns.available_permits() + 2 + self.pool.state().connections as usize;
         loop {
-            let left = self.checkout_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+            let left = checkout_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
             let got = tokio::time::timeout(left, self.pool.get_owned()).await.unwrap_or(Err(RunError::TimedOut));
             match got {
                 Ok(mut conn) if !conn.idle_and_alive() && attempts > 0 => {
@@ -253,14 +327,20 @@ impl Backend {
         turn: OwnedSemaphorePermit,
     ) -> Result<PooledConn, CheckoutError> {
         match got {
-            Ok(conn) => Ok(PooledConn { conn, _turn: turn }),
+            Ok(mut conn) => {
+                // Above `max` after a reload shrank it: this connection closes after this use.
+                if self.pool.state().connections > self.max() {
+                    conn.broken = true;
+                }
+                Ok(PooledConn { conn, _turn: turn })
+            }
             Err(RunError::User(e)) => {
                 self.health.failed(&e);
                 Err(self.unavailable())
             }
             Err(RunError::TimedOut) if !self.health.up.load(Ordering::Relaxed) => Err(self.unavailable()),
             Err(RunError::TimedOut) => {
-                Err(CheckoutError::Timeout { target: self.spec.name.clone(), waited: self.checkout_timeout })
+                Err(CheckoutError::Timeout { target: self.spec.name.clone(), waited: self.checkout_timeout() })
             }
         }
     }

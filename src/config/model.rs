@@ -60,8 +60,18 @@ pub enum Mode {
     Single,
 }
 
+impl Mode {
+    /// The word in `routing.yaml`, logs and the admin console.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Split => "split",
+            Mode::Single => "single",
+        }
+    }
+}
+
 /// Client TLS settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientTls {
     /// disabled | optional | required.
@@ -157,7 +167,7 @@ pub enum ServerTlsMode {
 }
 
 /// Pool settings of a target.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
     /// Most server connections.
     pub max: u32,
@@ -195,7 +205,7 @@ pub enum Upstream {
 }
 
 /// A client user.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     /// Login name.

@@ -19,6 +19,7 @@ use super::SessionError;
 impl Session {
     /// Sync: route the batch and run it, relaying until ReadyForQuery.
     pub(super) async fn sync(&mut self, sync: Frame) -> Result<(), SessionError> {
+        self.follow_mode();
         if self.server_skipping() {
             // Only the Sync reaches the server: it gives the ReadyForQuery a direct connection would.
             let target = match &self.tx {
@@ -45,7 +46,7 @@ impl Session {
                 }
                 // A Bind or Describe of a name the client does not have: the server gives the error a direct
                 // connection would.
-                _ if self.app.is_single() => self.app.single_target(),
+                _ if self.single => self.app.single_target(),
                 _ => self.app.table().default_target,
             },
             Err(e) => {
@@ -63,6 +64,7 @@ impl Session {
     /// Flush without Sync: the client wants answers before it syncs. The batch so far is routed and sent with the
     /// Flush; responses are relayed until the client sends more. The connection stays bound (no ReadyForQuery yet).
     pub(super) async fn flush_batch(&mut self, flush: Frame) -> Result<(), SessionError> {
+        self.follow_mode();
         if self.batch.is_empty() && !matches!(self.tx, Tx::Bound { .. }) || self.server_skipping() {
             return Ok(());
         }
@@ -192,7 +194,7 @@ impl Session {
     fn batch_target(&mut self) -> Result<(Option<TargetId>, bool), PgError> {
         let mut explicit: Option<TargetId> = None;
         let mut follower: Option<TargetId> = None;
-        let mut tx_control = self.target_hint.is_none() && !self.app.is_single();
+        let mut tx_control = self.target_hint.is_none() && !self.single;
         let controls = |a: Option<&Analysis>| {
             a.is_some_and(|a| a.hint.is_none() && matches!(a.command, Command::Begin | Command::Holdable(_)))
         };
@@ -211,6 +213,12 @@ impl Session {
                     }
                 },
                 b'B' => {
+                    if let Ok((_, name)) = decode::bind_names(f.body()) {
+                        if let Err(e) = self.reroute_statement(name) {
+                            result = Err(e);
+                            break;
+                        }
+                    }
                     let stmt = decode::bind_names(f.body()).ok().and_then(|(_, name)| self.statement_route(name));
                     let analysis = stmt.and_then(|(_, _, a)| a.cloned());
                     let routed = stmt.map(|(t, explicit, _)| (t, explicit));
@@ -226,7 +234,13 @@ impl Session {
                     None
                 }
                 b'D' => match decode::describe_or_close(f.body()) {
-                    Ok((b'S', name)) => self.statement_route(name).map(|(t, explicit, _)| (t, explicit)),
+                    Ok((b'S', name)) => {
+                        if let Err(e) = self.reroute_statement(name) {
+                            result = Err(e);
+                            break;
+                        }
+                        self.statement_route(name).map(|(t, explicit, _)| (t, explicit))
+                    }
                     _ => None,
                 },
                 _ => None,
@@ -264,14 +278,36 @@ impl Session {
     /// Routes a Parse and records the statement it names.
     fn route_parse(&mut self, f: &Frame) -> Result<(TargetId, bool, Option<SharedAnalysis>), PgError> {
         let p = decode::parse(f.body()).map_err(bad_message)?;
-        let analysis = self.app.analysis(p.sql);
+        let analysis = self.app.analysis_for(p.sql, self.single);
         let (t, explicit) = self.route(analysis.as_deref())?;
         if p.name.is_empty() {
-            self.unnamed = Some(Unnamed { target: t, explicit, analysis: analysis.clone() });
-        } else if let Some(prepared) = Prepared::from_parse(t, explicit, analysis.clone(), f.body()) {
+            self.unnamed = Some(Unnamed { target: t, explicit, analysis: analysis.clone(), single: self.single });
+        } else if let Some(prepared) = Prepared::from_parse(t, explicit, analysis.clone(), self.single, f.body()) {
             self.statements.insert(p.name.to_owned(), Arc::new(prepared));
         }
         Ok((t, explicit, analysis))
+    }
+
+    /// A statement prepared in the other routing mode is routed again in the session's mode (after a switch, its
+    /// next transaction follows the new mode); the server-side statement stays the same.
+    fn reroute_statement(&mut self, name: &str) -> Result<(), PgError> {
+        let single = self.single;
+        if name.is_empty() {
+            if self.unnamed.as_ref().is_none_or(|u| u.single == single) {
+                return Ok(());
+            }
+            let Some(parse) = self.unnamed_parse.clone() else { return Ok(()) };
+            let Ok(p) = decode::parse(parse.get(5..).unwrap_or_default()) else { return Ok(()) };
+            let analysis = self.app.analysis_for(p.sql, single);
+            let (target, explicit) = self.route(analysis.as_deref())?;
+            self.unnamed = Some(Unnamed { target, explicit, analysis, single });
+        } else {
+            let Some(old) = self.statements.get(name).filter(|p| p.single != single).cloned() else { return Ok(()) };
+            let analysis = self.app.analysis_for(old.sql(), single);
+            let (target, explicit) = self.route(analysis.as_deref())?;
+            self.statements.insert(name.to_owned(), Arc::new(old.rerouted(target, explicit, analysis, single)));
+        }
+        Ok(())
     }
 
     /// Answers a batch of transaction control without a server, as `local_command` answers a simple BEGIN: a BEGIN

@@ -7,6 +7,7 @@
 //! A server connection is held only in `Bound` (and `Failed` if one was bound), and returns to its pool at
 //! ReadyForQuery idle.
 
+mod admin;
 mod client;
 mod drain;
 mod extended;
@@ -27,6 +28,7 @@ use crate::protocol::codes;
 use crate::protocol::encode::PgError;
 use crate::protocol::framing::FrameError;
 
+pub use startup::ADMIN_DATABASE;
 pub use state::Tx;
 
 /// Why a session ended.

@@ -19,7 +19,8 @@ impl Session {
                 return Ok(());
             }
         }
-        let analysis = self.app.analysis(sql);
+        self.follow_mode();
+        let analysis = self.app.analysis_for(sql, self.single);
         if let Some(a) = &analysis {
             if self.local_command(a, &frame) {
                 return Ok(());
@@ -136,11 +137,11 @@ impl Session {
         };
         let (target, explicit, why) = match (self.passthrough, analysis) {
             (Some(t), _) => (t, true, RouteReason::Passthrough),
-            _ if self.app.is_single() => (self.app.single_target(), false, RouteReason::Single),
+            _ if self.single => (self.app.single_target(), false, RouteReason::Single),
             (None, None) => (self.app.table().default_target, false, RouteReason::Router(Reason::Default)),
             (None, Some(a)) => {
                 let view = crate::router::SessionView { search_path: &self.search_path, target_hint: self.target_hint };
-                let d = crate::router::decide(self.app.table(), &self.app.catalog(), a, &view).map_err(route_error)?;
+                let d = crate::router::decide(&self.app.table(), &self.app.catalog(), a, &view).map_err(route_error)?;
                 (d.target, !matches!(d.reason, Reason::Default | Reason::SessionHint), RouteReason::Router(d.reason))
             }
         };

@@ -9,7 +9,10 @@ use tokio::net::TcpStream;
 
 use crate::app::{App, ClientTlsMode};
 use crate::auth::ScramExchange;
-use crate::cancel::ClientKey;
+use crate::cancel::{ClientInfo, ClientKey};
+
+/// The database name of the admin console.
+pub const ADMIN_DATABASE: &str = "pgsplit";
 use crate::protocol::decode::{self, Startup};
 use crate::protocol::encode::{self, PgError};
 use crate::protocol::{codes, framing};
@@ -22,6 +25,7 @@ use super::SessionError;
 /// Reads startup packets until a StartupMessage (after an optional TLS upgrade), authenticates, and greets.
 /// `Ok(None)` for connections that end normally during startup (cancel requests, probes).
 pub async fn startup(tcp: TcpStream, app: &Arc<App>) -> Result<Option<Session>, SessionError> {
+    let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let mut stream = Stream::Plain(tcp);
     let mut buf = BytesMut::with_capacity(1024);
     let params = loop {
@@ -78,22 +82,39 @@ pub async fn startup(tcp: TcpStream, app: &Arc<App>) -> Result<Option<Session>, 
             refuse(stream, buf, PgError::fatal(codes::INVALID_AUTHORIZATION, "pgsplit requires TLS (sslmode=require)")).await
         );
     }
+    let tls = stream.is_tls();
     let mut client = Client::new(stream, buf);
     let user = params.get("user").cloned().unwrap_or_default();
     let database = params.get("database").cloned().unwrap_or_else(|| user.clone());
     // The logical database is split; a target's own name is that target, unsplit (passthrough: pg_dump, migrations).
-    let passthrough = if database == app.database() { None } else { app.table().target_id(&database) };
+    let admin = database == ADMIN_DATABASE;
+    let passthrough = if database == app.database() || admin { None } else { app.table().target_id(&database) };
     let result = async {
-        if database != app.database() && passthrough.is_none() {
+        if database != app.database() && passthrough.is_none() && !admin {
             let targets = app.table().targets.join(", ");
             let e = PgError::fatal(codes::INVALID_CATALOG_NAME, format!("database \"{database}\" does not exist"))
                 .with_hint(format!("pgsplit serves the database \"{}\" and, unsplit, its targets: {targets}", app.database()));
             return Err(SessionError::Fatal(e));
         }
         authenticate(&mut client, app, &user).await?;
+        if admin && !app.config().admin_users.contains(&user) {
+            tracing::warn!(%user, "admin console refused: not in admin_users");
+            let e = PgError::fatal(codes::INVALID_AUTHORIZATION, format!("user \"{user}\" is not an admin user of pgsplit"))
+                .because("not_admin");
+            return Err(SessionError::Fatal(e));
+        }
         let key = app.cancels().register();
+        let _ = key.slot.info.set(ClientInfo {
+            user: user.clone(),
+            database: database.clone(),
+            peer,
+            tls,
+            since: std::time::SystemTime::now(),
+        });
         let greeter = passthrough.unwrap_or(app.table().default_target);
-        match greet(&mut client, app, greeter, &params, &key).await {
+        let greeted =
+            if admin { greet_admin(&mut client, &key).await } else { greet(&mut client, app, greeter, &params, &key).await };
+        match greeted {
             Ok(()) => Ok(key),
             Err(e) => {
                 app.cancels().unregister(key.pid);
@@ -111,6 +132,7 @@ pub async fn startup(tcp: TcpStream, app: &Arc<App>) -> Result<Option<Session>, 
     }
     let mut session = Session::new(client, app.clone(), user, &params, key);
     session.passthrough = passthrough;
+    session.admin = admin;
     Ok(Some(session))
 }
 
@@ -170,6 +192,23 @@ async fn expect_password_message(client: &mut Client) -> Result<crate::protocol:
         Some(f) => Err(fatal_now(codes::PROTOCOL_VIOLATION, format!("expected password message, got {:?}", f.tag as char))),
         None => Err(SessionError::ClientGone),
     }
+}
+
+/// The admin console's greeting: neutral server parameters (no target is asked), BackendKeyData, ReadyForQuery.
+async fn greet_admin(client: &mut Client, key: &ClientKey) -> Result<(), SessionError> {
+    for (k, v) in [
+        ("server_version", "15.0 (pgsplit admin console)"),
+        ("server_encoding", "UTF8"),
+        ("client_encoding", "UTF8"),
+        ("DateStyle", "ISO, MDY"),
+        ("integer_datetimes", "on"),
+        ("standard_conforming_strings", "on"),
+    ] {
+        encode::parameter_status(&mut client.wbuf, k, v);
+    }
+    encode::backend_key_data(&mut client.wbuf, key.pid, key.secret);
+    encode::ready_for_query(&mut client.wbuf, b'I');
+    client.flush().await
 }
 
 /// ParameterStatus as `target` reports it (with the client's own settings), BackendKeyData, ReadyForQuery.

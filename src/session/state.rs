@@ -67,6 +67,8 @@ pub struct Unnamed {
     pub explicit: bool,
     /// What its SQL does, followed each time it is executed.
     pub analysis: Option<crate::router::SharedAnalysis>,
+    /// Routed in single mode (true) or split mode.
+    pub single: bool,
 }
 
 /// Where the client's transaction stands. This is the state machine of the module doc.
@@ -150,12 +152,18 @@ pub struct Session {
     /// the binding firm, a statement for another target moves the transaction there: it is rolled back where it
     /// is and these Query messages (BEGIN and the savepoints and `SET LOCAL`s since) are replayed on the other.
     pub tentative: Option<Vec<Bytes>>,
+    /// The routing mode of the session's current transaction (single: everything to the single target). Taken from
+    /// the App whenever no transaction is open, so a mode switch applies from each session's next transaction.
+    pub single: bool,
+    /// An admin console session (database `pgsplit`).
+    pub admin: bool,
 }
 
 impl Session {
     /// A session in the idle state.
     pub fn new(client: Client, app: Arc<App>, user: String, startup: &BTreeMap<String, String>, key: ClientKey) -> Session {
         let params = Params::from_startup(startup);
+        let app_single = app.is_single();
         Session {
             client,
             app,
@@ -175,11 +183,16 @@ impl Session {
             unnamed_parse: None,
             pins: HashMap::new(),
             tentative: None,
+            single: app_single,
+            admin: false,
         }
     }
 
     /// Serves the client's messages until it terminates.
     pub async fn run(&mut self) -> Result<(), SessionError> {
+        if self.admin {
+            return self.run_admin().await;
+        }
         loop {
             let next = if self.pins.values().any(Option::is_some) {
                 super::notify::next_frame_or_notification(&mut self.client, &mut self.pins).await?
@@ -209,6 +222,13 @@ impl Session {
                 }
             }
             self.client.flush().await?;
+        }
+    }
+
+    /// Between transactions, the session takes the routing mode in force (a switch applies from the next one).
+    pub fn follow_mode(&mut self) {
+        if matches!(self.tx, Tx::Idle) {
+            self.single = self.app.is_single();
         }
     }
 
@@ -466,7 +486,7 @@ impl Session {
         let (target, mut conn, begin) = match std::mem::replace(&mut self.tx, Tx::Idle) {
             Tx::Failed { bound: Some((target, conn)) } => (target, conn, ""),
             Tx::Failed { bound: None } => {
-                let target = if self.app.is_single() { self.app.single_target() } else { self.app.table().default_target };
+                let target = if self.single { self.app.single_target() } else { self.app.table().default_target };
                 match self.acquire(target).await {
                     Ok(conn) => (target, conn, "BEGIN;"),
                     Err(e) => {

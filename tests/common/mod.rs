@@ -119,6 +119,17 @@ impl Proxy {
         Proxy { port, app, shutdown }
     }
 
+    /// Starts pgsplit from a configuration file (so RELOAD re-reads it) on a free port.
+    pub async fn start_file(path: &std::path::Path) -> Proxy {
+        let config = pgsplit::config::load_file(path).expect("test config loads");
+        let app = Arc::new(pgsplit::App::build(config).expect("app builds").with_source(path));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(pgsplit::run(listener, app.clone(), shutdown.clone(), Duration::from_secs(1)));
+        Proxy { port, app, shutdown }
+    }
+
     /// The default split configuration.
     pub async fn split() -> Proxy {
         Proxy::start(&config_yaml("verify-full", "")).await

@@ -1,0 +1,368 @@
+//! The admin console and the rollback switch (SPEC §6): SHOW, SET mode, RELOAD, PAUSE/RESUME, SIGHUP, the `mode`
+//! command and SPLIT_DB_MODE, against the real clusters.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{clusters, config_yaml, direct, scalar, sqlstate, Proxy, APP_PASSWORD};
+use tokio_postgres::SimpleQueryMessage;
+
+const ADMIN_PASSWORD: &str = "admin-secret";
+
+/// The test configuration with an admin user; `extra` at the top level.
+fn admin_yaml(extra: &str) -> String {
+    config_yaml("verify-full", extra)
+        .replace("admin_users: []", "admin_users: [admin]")
+        .replace("users:\n", &format!("users:\n  - {{ name: admin, password: \"{ADMIN_PASSWORD}\" }}\n"))
+}
+
+/// Writes `yaml` to a fresh file.
+fn config_file(yaml: &str) -> std::path::PathBuf {
+    let dir = clusters().dir.join(format!("admin-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).expect("config dir");
+    let path = dir.join("routing.yaml");
+    std::fs::write(&path, yaml).expect("config");
+    path
+}
+
+async fn connect_as(port: u16, user: &str, password: &str, db: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let dsn = format!("host=127.0.0.1 port={port} user={user} password={password} dbname={db} sslmode=disable");
+    let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+async fn admin(port: u16) -> tokio_postgres::Client {
+    connect_as(port, "admin", ADMIN_PASSWORD, "pgsplit").await.expect("admin console login")
+}
+
+/// Rows of a simple query, as text.
+async fn rows(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
+    let msgs = c.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}: {:?}", e.as_db_error()));
+    msgs.iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).unwrap_or("").to_owned()).collect()),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn mode(c: &tokio_postgres::Client) -> String {
+    rows(c, "SHOW MODE").await[0][0].clone()
+}
+
+/// PRIMARY is the single target, the old combined database: it has DATA's tables too.
+async fn primary_has_data_tables() {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        direct(
+            &clusters().primary,
+            "handled_primary",
+            "create schema workspace authorization pgsplit; create table workspace.imports (id serial primary key, \
+             file_name text not null, row_count int not null, created_at timestamptz not null default now()); \
+             alter table workspace.imports owner to pgsplit",
+        )
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn admin_console_shows_pools_clients_servers_stats_routes_config_mode_and_refuses_others() {
+    let proxy = Proxy::start(&admin_yaml("")).await;
+    let Err(err) = connect_as(proxy.port, "app", APP_PASSWORD, "pgsplit").await else { panic!("app is no admin") };
+    assert_eq!(sqlstate(&err), "28000");
+    let app = proxy.connect().await;
+    assert_eq!(scalar(&app, "select count(*) >= 0 from workspace.imports").await, "t");
+    let a = admin(proxy.port).await;
+
+    let pools = rows(&a, "SHOW POOLS").await;
+    assert_eq!(pools.iter().map(|r| (r[0].as_str(), r[1].as_str())).collect::<Vec<_>>(), [("primary", "5"), ("data", "10")]);
+    assert_eq!(mode(&a).await, "split");
+    let routes = rows(&a, "show routes;").await;
+    assert!(routes.contains(&vec!["workspace".to_owned(), "data".to_owned()]), "{routes:?}");
+    assert!(routes.contains(&vec!["(default)".to_owned(), "primary".to_owned()]), "{routes:?}");
+    let clients = rows(&a, "SHOW CLIENTS").await;
+    assert!(clients.iter().any(|r| r[1] == "app" && r[2] == "handled"), "{clients:?}");
+    assert!(clients.iter().any(|r| r[1] == "admin" && r[2] == "pgsplit"), "{clients:?}");
+    let servers = rows(&a, "SHOW SERVERS").await;
+    assert_eq!(servers.len(), 2);
+    assert_eq!(servers[0][5], "verifyfull");
+    let stats = rows(&a, "SHOW STATS").await;
+    assert!(stats.iter().any(|r| r[0] == "data" && r[1].parse::<u64>().unwrap() >= 1), "{stats:?}");
+    let config = rows(&a, "SHOW CONFIG").await;
+    let text = format!("{config:?}");
+    for secret in [APP_PASSWORD, ADMIN_PASSWORD, clusters().server_password.as_str()] {
+        assert!(!text.contains(secret), "SHOW CONFIG shows a password: {text}");
+    }
+    assert!(config.iter().any(|r| r[0] == "targets.primary.url" && r[1].contains(":********@")), "{text}");
+
+    let err = a.simple_query("SHOW NONSENSE").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "42601");
+    let err = a.query("SHOW MODE", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "0A000", "extended protocol is refused");
+    assert_eq!(mode(&a).await, "split", "the console goes on");
+}
+
+#[tokio::test]
+async fn set_mode_moves_each_sessions_next_transaction_while_open_ones_finish_where_they_are() {
+    primary_has_data_tables().await;
+    let proxy = Proxy::start(&admin_yaml("")).await;
+    let a = admin(proxy.port).await;
+    let c = proxy.connect().await;
+    c.simple_query("set application_name = 'follows-the-switch'").await.unwrap();
+    let count = c.prepare("select current_database()::text, count(*) from workspace.imports").await.unwrap();
+    c.simple_query("begin").await.unwrap();
+    c.simple_query("insert into workspace.imports (file_name, row_count) values ('open-at-switch', 1)").await.unwrap();
+
+    a.simple_query("SET mode = single").await.unwrap();
+    assert_eq!(mode(&a).await, "single");
+    assert_eq!(scalar(&c, "select current_database()").await, "handled_data", "the open transaction stays");
+    c.simple_query("commit").await.unwrap();
+    assert_eq!(
+        direct(&clusters().data, "handled_data", "select count(*) from workspace.imports where file_name = 'open-at-switch'")
+            .await,
+        "1"
+    );
+    // The next transaction follows the new mode, with the session's settings and prepared statements.
+    assert_eq!(scalar(&c, "select current_database()").await, "handled_primary");
+    assert_eq!(scalar(&c, "show application_name").await, "follows-the-switch");
+    let row = c.query_one(&count, &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "handled_primary", "a statement prepared in split mode follows single mode");
+
+    a.simple_query("set mode to 'split'").await.unwrap();
+    assert_eq!(mode(&a).await, "split");
+    let row = c.query_one(&count, &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "handled_data", "and back");
+    assert_eq!(scalar(&c, "select current_database() from customer.accounts limit 1").await, "handled_primary");
+    let err = a.simple_query("SET mode = sideways").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "22023");
+}
+
+#[tokio::test]
+async fn switching_modes_under_concurrent_writers_keeps_every_acknowledged_insert_exactly_once() {
+    primary_has_data_tables().await;
+    let proxy = Proxy::start(&admin_yaml("")).await;
+    let a = admin(proxy.port).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let c = proxy.connect().await;
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let insert = c.prepare("insert into workspace.imports (file_name, row_count) values ($1, $2)").await.unwrap();
+            let mut acknowledged = Vec::new();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) || n < 20 {
+                let key = format!("switch-{w}-{n}");
+                if n % 2 == 0 {
+                    // An explicit transaction of two inserts: both land on one database.
+                    c.simple_query("begin").await.unwrap();
+                    c.simple_query(&format!("insert into workspace.imports (file_name, row_count) values ('{key}', 1)"))
+                        .await
+                        .unwrap();
+                    c.execute(&insert, &[&key, &2i32]).await.unwrap();
+                    c.simple_query("commit").await.unwrap();
+                    acknowledged.push((key, 2));
+                } else {
+                    c.execute(&insert, &[&key, &1i32]).await.unwrap();
+                    acknowledged.push((key, 1));
+                }
+                n += 1;
+            }
+            acknowledged
+        }));
+    }
+    let mut switches = 0;
+    let started = Instant::now();
+    while switches < 20 || started.elapsed() < Duration::from_secs(2) {
+        let to = if switches % 2 == 0 { "single" } else { "split" };
+        a.simple_query(&format!("SET mode = {to}")).await.unwrap();
+        switches += 1;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    a.simple_query("SET mode = split").await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let mut expected = Vec::new();
+    for w in writers {
+        expected.extend(w.await.expect("writer ran without errors"));
+    }
+    assert!(expected.len() >= 80);
+    let count_on = |cluster: &'static pgsplit::cluster::Cluster, db: &'static str| async move {
+        let out = direct(cluster, db, "select file_name || '=' || count(*) from workspace.imports where file_name like 'switch-%' group by file_name order by file_name").await;
+        out.lines().map(|l| l.to_owned()).collect::<Vec<_>>()
+    };
+    let on_primary = count_on(&clusters().primary, "handled_primary").await;
+    let on_data = count_on(&clusters().data, "handled_data").await;
+    assert!(!on_primary.is_empty() && !on_data.is_empty(), "both modes served writes");
+    let mut found = std::collections::HashMap::new();
+    for line in on_primary.iter().chain(&on_data) {
+        let (key, n) = line.rsplit_once('=').unwrap();
+        assert!(found.insert(key.to_owned(), n.parse::<i64>().unwrap()).is_none(), "{key} is on both databases");
+    }
+    for (key, rows) in &expected {
+        assert_eq!(found.get(key), Some(rows), "{key}: acknowledged rows must exist exactly once, on one database");
+    }
+    assert_eq!(found.len(), expected.len(), "nothing unacknowledged was written");
+}
+
+#[tokio::test]
+async fn reload_applies_a_changed_file_and_rejects_a_broken_one() {
+    let yaml = admin_yaml("");
+    let path = config_file(&yaml);
+    let proxy = Proxy::start_file(&path).await;
+    let a = admin(proxy.port).await;
+    assert!(connect_as(proxy.port, "late", "late-secret", "handled").await.is_err());
+
+    let changed = yaml
+        .replace("pool: { max: 10, checkout_timeout: 3s }", "pool: { max: 3, checkout_timeout: 3s }")
+        .replace("users:\n", "users:\n  - { name: late, password: \"late-secret\" }\n")
+        + "mode: single\n";
+    std::fs::write(&path, &changed).unwrap();
+    a.simple_query("RELOAD").await.unwrap();
+    assert_eq!(mode(&a).await, "single");
+    let pools = rows(&a, "SHOW POOLS").await;
+    assert_eq!(pools[1][..2], ["data".to_owned(), "3".to_owned()]);
+    let late = connect_as(proxy.port, "late", "late-secret", "handled").await.expect("a user added by reload logs in");
+    assert_eq!(scalar(&late, "select 1").await, "1");
+
+    std::fs::write(&path, "listen: [this is not: valid").unwrap();
+    let err = a.simple_query("RELOAD").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "F0000");
+    assert_eq!(mode(&a).await, "single", "the running configuration stays");
+    assert_eq!(scalar(&proxy.connect().await, "select 'still serving'").await, "still serving");
+
+    let moved = changed.replace(&format!(":{}/", clusters().data.port()), ":1/");
+    std::fs::write(&path, moved).unwrap();
+    let err = a.simple_query("RELOAD").await.unwrap_err();
+    assert!(err.as_db_error().unwrap().message().contains("restart"), "{err:?}");
+    let pools = rows(&a, "SHOW POOLS").await;
+    assert_eq!(pools[1][1], "3");
+}
+
+#[tokio::test]
+async fn pause_holds_new_transactions_of_its_target_until_resume_and_waits_for_running_ones() {
+    let proxy = Proxy::start(&admin_yaml("")).await;
+    let a = admin(proxy.port).await;
+    let open = proxy.connect().await;
+    open.simple_query("begin").await.unwrap();
+    open.simple_query("select count(*) from workspace.imports").await.unwrap();
+
+    let port = proxy.port;
+    let pause = tokio::spawn(async move {
+        let a = admin(port).await;
+        a.simple_query("PAUSE data").await.unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!pause.is_finished(), "PAUSE waits for the running transaction");
+    open.simple_query("commit").await.unwrap();
+    pause.await.unwrap();
+    assert_eq!(rows(&a, "SHOW POOLS").await[1][7], "true");
+
+    let c = proxy.connect().await;
+    let waiting = tokio::spawn(async move { scalar(&c, "select count(*) >= 0 from workspace.imports").await });
+    let other = proxy.connect().await;
+    assert_eq!(scalar(&other, "select 'primary unaffected' from customer.accounts limit 1").await, "primary unaffected");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "a new DATA transaction waits while DATA is paused");
+    a.simple_query("RESUME data").await.unwrap();
+    assert_eq!(waiting.await.unwrap(), "t");
+    let err = a.simple_query("PAUSE nowhere").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "22023");
+}
+
+/// A free port on 127.0.0.1 (bound, then released for pgsplit to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The real binary on `path`; killed when dropped.
+struct Binary(std::process::Child);
+
+impl Binary {
+    fn start(path: &std::path::Path, env: &[(&str, &str)]) -> Binary {
+        let child = Command::new(env!("CARGO_BIN_EXE_pgsplit"))
+            .args(["--config", path.to_str().unwrap()])
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pgsplit starts");
+        Binary(child)
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn admin_when_up(port: u16) -> tokio_postgres::Client {
+    let started = Instant::now();
+    loop {
+        match connect_as(port, "admin", ADMIN_PASSWORD, "pgsplit").await {
+            Ok(c) => return c,
+            Err(e) if started.elapsed() > Duration::from_secs(20) => panic!("pgsplit did not come up: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+async fn mode_becomes(a: &tokio_postgres::Client, want: &str) {
+    let started = Instant::now();
+    while mode(a).await != want {
+        assert!(started.elapsed() < Duration::from_secs(10), "mode did not become {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_mode_command_sighup_and_split_db_mode_switch_the_running_binary() {
+    let port = free_port();
+    let yaml = admin_yaml("").replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
+    let path = config_file(&yaml);
+    let _pgsplit = Binary::start(&path, &[]);
+    let a = admin_when_up(port).await;
+    assert_eq!(mode(&a).await, "split");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_pgsplit")).args(["mode", "single", "--config"]).arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "mode: single");
+    assert_eq!(mode(&a).await, "single");
+
+    // A changed `mode:` in the file plus SIGHUP.
+    std::fs::write(&path, format!("{yaml}mode: single\n")).unwrap();
+    let pid = _pgsplit.0.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    std::fs::write(&path, format!("{yaml}mode: split\n")).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    mode_becomes(&a, "split").await;
+
+    // A broken file on SIGHUP: logged, and the running configuration stays.
+    std::fs::write(&path, "targets: [").unwrap();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(mode(&a).await, "split");
+    let c = connect_as(port, "app", APP_PASSWORD, "handled").await.unwrap();
+    assert_eq!(scalar(&c, "select current_database() from workspace.imports limit 1").await, "handled_data");
+}
+
+#[tokio::test]
+async fn split_db_mode_false_at_start_forces_single_mode() {
+    let port = free_port();
+    let yaml = admin_yaml("").replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
+    let path = config_file(&yaml);
+    let _pgsplit = Binary::start(&path, &[("SPLIT_DB_MODE", "false")]);
+    let a = admin_when_up(port).await;
+    assert_eq!(mode(&a).await, "single");
+    let c = connect_as(port, "app", APP_PASSWORD, "handled").await.unwrap();
+    assert_eq!(scalar(&c, "select current_database()").await, "handled_primary");
+}
