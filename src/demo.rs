@@ -45,11 +45,12 @@ pub async fn run(dir: &Path, port: u16) -> Result<(), String> {
     let config_path = dir.join("routing.yaml");
     std::fs::write(&config_path, yaml).map_err(|e| format!("{}: {e}", config_path.display()))?;
     let config = crate::config::load_file(&config_path).map_err(|e| e.to_string())?;
-    let app = Arc::new(crate::App::build(config).map_err(|e| e.to_string())?);
+    let app = Arc::new(crate::App::build(config).map_err(|e| e.to_string())?.with_source(&config_path));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
     let dsn = format!("postgresql://{APP_USER}:{app_password}@127.0.0.1:{port}/handled");
+    let admin = format!("postgresql://admin:{app_password}@127.0.0.1:{port}/pgsplit");
     // Health and metrics beside the proxy (9930 for the default 6432), or on any free port if that one is taken.
     let http = match tokio::net::TcpListener::bind(("127.0.0.1", port.wrapping_add(3498))).await {
         Ok(l) => l,
@@ -59,7 +60,7 @@ pub async fn run(dir: &Path, port: u16) -> Result<(), String> {
     let http_stop = CancellationToken::new();
     tokio::spawn(crate::http::serve(http, Arc::downgrade(&app), http_stop.clone()));
     println!(
-        "\npgsplit demo is running.\n\n  DSN:     {dsn}\n  health:  {health} (metrics: /metrics)\n  config:  {}\n  PRIMARY: 127.0.0.1:{} (TLS, SCRAM; schemas config, customer)\n  DATA:    127.0.0.1:{} (plain, md5; schemas workspace, reference)\n\nTry:\n  psql '{dsn}'\n    select * from config.users;                      -- runs on PRIMARY\n    select * from workspace.imports;                 -- runs on DATA\n    select inet_server_port();                       -- no routed schema: default target (PRIMARY)\n    select * from config.users u join workspace.imports i on true;  -- refused: 0A000\n\nCtrl-C stops pgsplit and removes both clusters.\n",
+        "\npgsplit demo is running.\n\n  DSN:     {dsn}\n  admin:   {admin} (SHOW POOLS, SET mode = single, ...)\n  health:  {health} (metrics: /metrics)\n  config:  {}\n  PRIMARY: 127.0.0.1:{} (TLS, SCRAM; schemas config, customer)\n  DATA:    127.0.0.1:{} (plain, md5; schemas workspace, reference)\n\nTry:\n  psql '{dsn}'\n    select * from config.users;                      -- runs on PRIMARY\n    select * from workspace.imports;                 -- runs on DATA\n    select inet_server_port();                       -- no routed schema: default target (PRIMARY)\n    select * from config.users u join workspace.imports i on true;  -- refused: 0A000\n\nCtrl-C stops pgsplit and removes both clusters.\n",
         config_path.display(),
         primary.port(),
         data.port()
@@ -126,7 +127,8 @@ targets:
     schemas: [workspace, reference]
 users:
   - {{ name: {APP_USER}, password: \"{app_password}\" }}
-admin_users: []
+  - {{ name: admin, password: \"{app_password}\" }}
+admin_users: [admin]
 ",
         pport = primary.port(),
         dport = data.port(),

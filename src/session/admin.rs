@@ -41,7 +41,8 @@ impl Session {
     pub(super) async fn run_admin(&mut self) -> Result<(), SessionError> {
         let mut skipping = false;
         loop {
-            let Some(frame) = self.client.read_frame().await? else { return Ok(()) };
+            // Ends with FATAL 57P01 when pgsplit shuts down, like any session at rest.
+            let Some(frame) = self.next_frame_or_drain().await? else { return Ok(()) };
             match frame.tag {
                 b'Q' => {
                     let sql = decode::query(frame.body()).map_err(|e| {
