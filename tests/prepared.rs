@@ -370,3 +370,63 @@ async fn after_a_server_error_in_a_flushed_batch_the_rest_until_sync_is_ignored_
     s.write_all(&out).await.unwrap();
     assert_eq!(read_until_ready(&mut s).await.0, b"EZ", "prepared statement \"b2\" does not exist");
 }
+
+#[tokio::test]
+async fn a_pipelined_batch_larger_than_the_socket_buffers_both_ways_completes() {
+    use postgres_protocol::message::frontend;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let proxy = Proxy::split().await;
+    let s = common::raw_login(proxy.port).await;
+    // 2,000 Bind/Execute of a 10 kB parameter echoed back: 20 MB each way, far beyond what socket buffers hold. The
+    // server answers the first messages while pgsplit is still sending the rest; neither side may wait for the other.
+    const N: usize = 2000;
+    let param = vec![b'x'; 10_000];
+    let mut out = bytes::BytesMut::new();
+    frontend::parse(
+        "",
+        "(select $1::text from workspace.imports limit 0) union all select $1::text",
+        std::iter::empty(),
+        &mut out,
+    )
+    .unwrap();
+    for _ in 0..N {
+        let params: [Option<&[u8]>; 1] = [Some(&param)];
+        frontend::bind(
+            "",
+            "",
+            std::iter::empty(),
+            params.iter(),
+            |p: &Option<&[u8]>, buf: &mut bytes::BytesMut| {
+                buf.extend_from_slice(p.unwrap_or_default());
+                Ok(postgres_protocol::IsNull::No)
+            },
+            std::iter::empty(),
+            &mut out,
+        )
+        .map_err(|_| "bind")
+        .unwrap();
+        frontend::execute("", 0, &mut out).unwrap();
+    }
+    frontend::sync(&mut out);
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move { wr.write_all(&out).await.map(|()| wr) });
+    let reader = async {
+        let mut rows = 0;
+        let mut header = [0u8; 5];
+        loop {
+            rd.read_exact(&mut header).await.unwrap();
+            let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+            let mut body = vec![0u8; len - 4];
+            rd.read_exact(&mut body).await.unwrap();
+            match header[0] {
+                b'D' => rows += 1,
+                b'E' => panic!("error: {}", String::from_utf8_lossy(&body)),
+                b'Z' => return rows,
+                _ => {}
+            }
+        }
+    };
+    let rows = tokio::time::timeout(std::time::Duration::from_secs(120), reader).await.expect("the batch completes");
+    assert_eq!(rows, N);
+    writer.await.unwrap().unwrap();
+}

@@ -242,8 +242,45 @@ impl ServerConn {
     }
 
     /// Writes bytes to the server; a failure marks the connection broken.
+    ///
+    /// While a write cannot proceed, the server's replies are read into `rbuf` (to be relayed after): a server
+    /// blocked writing replies to the start of a long pipelined batch stops reading, and a sender that did not read
+    /// meanwhile would wait for it forever.
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
-        if let Err(e) = self.stream.write_all(bytes).await {
+        use std::pin::Pin;
+        use std::task::Poll;
+        use tokio::io::AsyncWrite;
+        let mut off = 0;
+        let stream = &mut self.stream;
+        let rbuf = &mut self.rbuf;
+        let sent = std::future::poll_fn(|cx| loop {
+            let step = if off < bytes.len() {
+                Pin::new(&mut *stream).poll_write(cx, &bytes[off..]).map_ok(Some)
+            } else {
+                Pin::new(&mut *stream).poll_flush(cx).map_ok(|()| None)
+            };
+            match step {
+                Poll::Ready(Ok(Some(0))) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(Some(n))) => {
+                    off += n;
+                    continue;
+                }
+                Poll::Ready(Ok(None)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+            if rbuf.capacity() - rbuf.len() < 4096 {
+                rbuf.reserve(8192);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, rbuf) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::UnexpectedEof.into())),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        })
+        .await;
+        if let Err(e) = sent {
             self.broken = true;
             return Err(e.into());
         }
