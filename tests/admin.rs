@@ -341,8 +341,12 @@ async fn the_mode_command_sighup_and_split_db_mode_switch_the_running_binary() {
     std::fs::write(&path, format!("{yaml}mode: single\n")).unwrap();
     let pid = _pgsplit.0.id().to_string();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let started = Instant::now();
+    while !rows(&a, "SHOW CONFIG").await.contains(&vec!["mode (file)".to_owned(), "single".to_owned()]) {
+        assert!(started.elapsed() < Duration::from_secs(10), "SIGHUP did not reload the file");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     std::fs::write(&path, format!("{yaml}mode: split\n")).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     mode_becomes(&a, "split").await;
 
