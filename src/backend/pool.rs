@@ -202,7 +202,9 @@ impl Backend {
             .idle_timeout(settings.idle_timeout)
             .max_lifetime(settings.max_lifetime)
             .test_on_check_out(false)
-            .queue_strategy(QueueStrategy::Fifo)
+            // The most recently used idle connection first, as PgBouncer does: warm server caches and prepared
+            // statements, and connections beyond the steady need stay idle long enough to be closed.
+            .queue_strategy(QueueStrategy::Lifo)
             .error_sink(Box::new(HealthSink(health.clone())))
             .connection_customizer(Box::new(HealthOnConnect(health.clone())))
             .build_unchecked(ServerManager { spec: spec.clone() });
