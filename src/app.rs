@@ -235,6 +235,15 @@ impl App {
         &self.draining
     }
 
+    /// Starts draining: the token fires, and every session is woken through its own slot (sessions wait on their
+    /// own Notify rather than all on the shared token, which would serialise every idle session on one lock).
+    pub fn start_draining(&self) {
+        self.draining.cancel();
+        for (_, slot) in self.cancels.all() {
+            slot.drain.notify_one();
+        }
+    }
+
     /// Process-wide counters for `/metrics`.
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.metrics

@@ -29,6 +29,8 @@ pub struct CancelSlot {
     pub running: tokio::sync::Mutex<Option<Running>>,
     /// Wakes the session if it is waiting for a server connection when the cancel arrives.
     pub waiting: Notify,
+    /// Wakes the session when pgsplit starts draining (a permit is stored if the session is busy).
+    pub drain: Notify,
     /// Who the client is, for the admin console's SHOW CLIENTS (set once it has logged in).
     pub info: std::sync::OnceLock<ClientInfo>,
 }
@@ -75,6 +77,7 @@ impl CancelRegistry {
             secret,
             running: tokio::sync::Mutex::new(None),
             waiting: Notify::new(),
+            drain: Notify::new(),
             info: Default::default(),
         });
         let mut slots = lock(&self.slots);

@@ -48,7 +48,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationTok
     let refresher = tokio::spawn(background(app.clone(), shutdown.clone()));
     server::run(listener, app.clone(), shutdown).await;
     // The listener is closed: new connections are refused. Idle sessions end now, the others with their transaction.
-    app.draining().cancel();
+    app.start_draining();
     refresher.abort();
     let _ = refresher.await;
     tracing::info!(sessions = app.metrics().clients(), ?grace, "shutting down: waiting for open transactions");

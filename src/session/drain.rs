@@ -18,15 +18,20 @@ impl Session {
         if !self.at_rest() {
             return self.client.read_frame().await;
         }
-        let draining = self.app.draining().clone();
+        if self.app.draining().is_cancelled() {
+            return closing(&self.user);
+        }
         tokio::select! {
             biased;
-            _ = draining.cancelled() => {
-                tracing::info!(user = %self.user, "closing an idle session: pgsplit is shutting down");
-                Err(SessionError::Fatal(PgError::fatal(codes::ADMIN_SHUTDOWN, "pgsplit is shutting down")))
-            }
+            _ = self.key.slot.drain.notified() => closing(&self.user),
             // Cancel-safe: a partial read stays in the client's buffer.
             frame = self.client.read_frame() => frame,
         }
     }
+}
+
+/// The end of a session at rest when pgsplit shuts down.
+fn closing(user: &str) -> Result<Option<Frame>, SessionError> {
+    tracing::info!(%user, "closing an idle session: pgsplit is shutting down");
+    Err(SessionError::Fatal(PgError::fatal(codes::ADMIN_SHUTDOWN, "pgsplit is shutting down")))
 }
