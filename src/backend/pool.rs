@@ -84,19 +84,21 @@ pub struct ServerManager {
 }
 
 impl ManageConnection for ServerManager {
-    type Connection = ServerConn;
+    /// Boxed: a connection changes hands several times per transaction (pool, session, transaction state), and a
+    /// pointer moves where the whole connection (buffers, caches, TLS state) would be copied each time.
+    type Connection = Box<ServerConn>;
     type Error = BackendError;
 
-    async fn connect(&self) -> Result<ServerConn, BackendError> {
-        ServerConn::connect(&self.spec).await
+    async fn connect(&self) -> Result<Box<ServerConn>, BackendError> {
+        ServerConn::connect(&self.spec).await.map(Box::new)
     }
 
-    async fn is_valid(&self, conn: &mut ServerConn) -> Result<(), BackendError> {
+    async fn is_valid(&self, conn: &mut Box<ServerConn>) -> Result<(), BackendError> {
         conn.simple("").await.map(|_| ())
     }
 
     /// Only a connection whose last ReadyForQuery said idle, and whose last exchange completed, may be reused.
-    fn has_broken(&self, conn: &mut ServerConn) -> bool {
+    fn has_broken(&self, conn: &mut Box<ServerConn>) -> bool {
         conn.broken || conn.status != crate::protocol::STATUS_IDLE
     }
 }
@@ -119,10 +121,10 @@ impl ErrorSink<BackendError> for HealthSink {
 #[derive(Debug)]
 struct HealthOnConnect(Arc<Health>);
 
-impl CustomizeConnection<ServerConn, BackendError> for HealthOnConnect {
+impl CustomizeConnection<Box<ServerConn>, BackendError> for HealthOnConnect {
     fn on_acquire<'a>(
         &'a self,
-        conn: &'a mut ServerConn,
+        conn: &'a mut Box<ServerConn>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), BackendError>> + Send + 'a>> {
         self.0.connected(conn);
         Box::pin(async { Ok(()) })
@@ -292,7 +294,7 @@ impl Backend {
             match ServerConn::connect(&self.spec).await {
                 Ok(conn) => {
                     self.health.connected(&conn);
-                    let _ = self.pool.add(conn);
+                    let _ = self.pool.add(Box::new(conn));
                 }
                 Err(e) => {
                     self.health.failed(&e);
