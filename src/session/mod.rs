@@ -12,6 +12,7 @@ mod drain;
 mod extended;
 mod notify;
 mod params;
+mod pooler;
 mod prepared;
 mod query;
 mod relay;
