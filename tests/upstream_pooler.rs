@@ -223,13 +223,8 @@ async fn no_setting_leaks_to_other_clients_of_pgsplit_or_pgbouncer() {
         c.query("select 1 from accounts", &[]).await.unwrap();
         setters.push(c);
     }
-    // A pgsplit client that never set anything, many times over (the backends are shared round the pool).
-    let clean = proxy.connect().await;
-    for round in 0..20 {
-        assert_eq!(scalar(&clean, UNTRACKED).await, DEFAULTS, "round {round}");
-        assert!(!scalar(&clean, "show application_name").await.starts_with("client"), "round {round}");
-    }
-    // Clients of PgBouncer itself, holding every backend of its pool at once, so each backend is looked at.
+    // Clients of PgBouncer itself, first (before anything through pgsplit touches the backends again), holding
+    // every backend of its pool at once, so each backend is looked at.
     let mut direct = Vec::new();
     for _ in 0..BOUNCER_POOL {
         let d = bouncer.connect_direct().await;
@@ -243,6 +238,12 @@ async fn no_setting_leaks_to_other_clients_of_pgsplit_or_pgbouncer() {
         d.simple_query("commit").await.unwrap();
     }
     assert_eq!(backends.len(), BOUNCER_POOL, "every PgBouncer backend was checked");
+    // A pgsplit client that never set anything, many times over (the backends are shared round the pool).
+    let clean = proxy.connect().await;
+    for round in 0..20 {
+        assert_eq!(scalar(&clean, UNTRACKED).await, DEFAULTS, "round {round}");
+        assert!(!scalar(&clean, "show application_name").await.starts_with("client"), "round {round}");
+    }
     // The setters still have theirs.
     for (i, c) in setters.iter().enumerate() {
         assert_eq!(scalar(c, UNTRACKED).await, format!("{}s|customer|77MB|tenant-x", i + 1));
