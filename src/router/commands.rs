@@ -43,7 +43,10 @@ pub fn outside_transaction_block(sql: &str) -> bool {
     let words: Vec<String> = leading_words(sql, 4).into_iter().filter(|x| x != "unique").collect();
     let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
     match w(0) {
-        "vacuum" | "begin" | "start" | "commit" | "end" | "rollback" | "abort" => true,
+        "vacuum" | "begin" | "commit" | "end" | "abort" => true,
+        "start" => w(1) == "transaction",
+        // ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] x stays inside the transaction.
+        "rollback" => !words.iter().skip(1).any(|x| x == "to"),
         "create" | "drop" | "alter" if matches!(w(1), "database" | "tablespace" | "subscription" | "system") => true,
         "create" | "drop" => w(1) == "index" && w(2) == "concurrently",
         "reindex" => words.iter().skip(1).any(|x| matches!(x.as_str(), "concurrently" | "system" | "database")),
