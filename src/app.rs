@@ -533,6 +533,7 @@ pub fn target_spec(t: &Target) -> Result<TargetSpec, AppError> {
         password: t.server.password.clone(),
         dbname: t.server.dbname.clone(),
         tls,
+        upstream_pooler: t.upstream == crate::config::Upstream::TransactionPooler,
     })
 }
 

@@ -107,6 +107,7 @@ pub async fn set_mode(path: &Path, mode: crate::config::Mode, user: Option<Strin
         password,
         dbname: crate::session::ADMIN_DATABASE.into(),
         tls,
+        upstream_pooler: false,
     };
     let mut conn =
         ServerConn::connect(&spec).await.map_err(|e| format!("cannot reach the admin console at {host}:{port}: {e}"))?;

@@ -63,16 +63,13 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationTok
     // Dropping the last App drops the pools, closing their server connections.
 }
 
-/// How often every target is probed in the background.
-pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Until shutdown: probes the targets every `HEALTH_INTERVAL` (health, and a catalog for a target that came back)
+/// Until shutdown: probes the targets every `health_interval` (health, and a catalog for a target that came back)
 /// and re-reads every catalog each `catalog_refresh` period.
 async fn background(app: Arc<App>, shutdown: CancellationToken) {
     let mut catalogs = tokio::time::interval(app.catalog_refresh());
     catalogs.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     catalogs.tick().await;
-    let mut probes = tokio::time::interval(HEALTH_INTERVAL);
+    let mut probes = tokio::time::interval(app.config().health_interval);
     probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     probes.tick().await;
     loop {

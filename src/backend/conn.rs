@@ -38,6 +38,9 @@ pub struct TargetSpec {
     pub dbname: String,
     /// TLS configuration and the name to verify, when the target uses TLS.
     pub tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    /// The address is a transaction pooler (`upstream: transaction_pooler`): consecutive transactions on one
+    /// connection may run on different PostgreSQL backends, so no session state may be left between them.
+    pub upstream_pooler: bool,
 }
 
 impl std::fmt::Debug for TargetSpec {
@@ -78,6 +81,12 @@ pub struct ServerConn {
     pub target: Arc<str>,
     /// Replies still due for the extended-protocol messages sent, in order (see `protocol::expect`).
     pub expect: std::collections::VecDeque<crate::protocol::expect::Expect>,
+    /// Copied from the target: a transaction pooler is in front (named statements are not kept on it).
+    pub upstream_pooler: bool,
+    /// pgsplit opened the server transaction around an autocommit request (a transaction pooler's settings are
+    /// applied with `SET LOCAL`): the request's ReadyForQuery is held back from the client until pgsplit has ended
+    /// the transaction (see `session::pooler`).
+    pub wrapped: bool,
 }
 
 /// What the server said in the last exchange relayed to a client, beyond the final ReadyForQuery status.
@@ -122,6 +131,8 @@ impl ServerConn {
             prepared: std::collections::HashMap::new(),
             target: spec.name.as_str().into(),
             expect: std::collections::VecDeque::new(),
+            upstream_pooler: spec.upstream_pooler,
+            wrapped: false,
         };
         conn.login(spec).await?;
         Ok(conn)

@@ -87,6 +87,9 @@ pub struct RawConfig {
     /// How long connections must stay above a target's `alert_connections` before the alert is raised.
     #[serde(default, deserialize_with = "opt_duration")]
     pub alert_sustain: Option<Duration>,
+    /// How often every target is probed in the background.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub health_interval: Option<Duration>,
     /// How long sessions may go on after SIGTERM/SIGINT.
     #[serde(default, deserialize_with = "opt_duration")]
     pub shutdown_timeout: Option<Duration>,

@@ -36,6 +36,8 @@ pub struct Config {
     pub alert_sustain: Duration,
     /// On SIGTERM/SIGINT, how long open sessions may go on before pgsplit exits anyway.
     pub shutdown_timeout: Duration,
+    /// Period of the background health probes (which also sample connection alerts).
+    pub health_interval: Duration,
 }
 
 impl Config {

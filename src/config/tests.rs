@@ -184,3 +184,27 @@ fn line_of_follows_indentation_and_flow_mappings() {
     assert_eq!(validate::line_of(text, &["f"]), Some(5));
     assert_eq!(validate::line_of(text, &["a", "zzz"]), Some(1));
 }
+
+#[test]
+fn upstream_defaults_to_direct_and_accepts_transaction_pooler() {
+    let c = load(SEED, SEED_ENV).unwrap();
+    assert_eq!(c.target("primary").unwrap().upstream, Upstream::Direct);
+    let text =
+        SEED.replace("    schemas: [config, customer]\n", "    schemas: [config, customer]\n    upstream: transaction_pooler\n");
+    let c = load(&text, SEED_ENV).unwrap();
+    assert_eq!(c.target("primary").unwrap().upstream, Upstream::TransactionPooler);
+    assert_eq!(c.target("data").unwrap().upstream, Upstream::Direct);
+    let text = SEED.replace("    schemas: [config, customer]\n", "    schemas: [config, customer]\n    upstream: pgbouncer\n");
+    let found = issues(&text);
+    assert_eq!(found[0].key, "targets.primary");
+    assert!(found[0].message.contains("transaction_pooler"), "{}", found[0].message);
+}
+
+#[test]
+fn health_interval_defaults_to_5s_and_must_be_positive() {
+    assert_eq!(load(SEED, SEED_ENV).unwrap().health_interval, Duration::from_secs(5));
+    let c = load(&format!("{SEED}health_interval: 500ms\n"), SEED_ENV).unwrap();
+    assert_eq!(c.health_interval, Duration::from_millis(500));
+    let found = issues(&format!("{SEED}health_interval: 0s\n"));
+    assert_eq!((found[0].key.as_str(), found[0].line), ("health_interval", Some(35)));
+}

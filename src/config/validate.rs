@@ -13,6 +13,8 @@ const DEFAULT_ROUTE_CACHE: usize = 16 << 20;
 const DEFAULT_CATALOG_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
 /// Default time above `alert_connections` before a connection alert: three probe ticks.
 const DEFAULT_ALERT_SUSTAIN: std::time::Duration = std::time::Duration::from_secs(15);
+/// Default period of the background health probes.
+const DEFAULT_HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 /// Default time sessions may go on after SIGTERM/SIGINT.
 const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -125,6 +127,10 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
         _ => raw.mode.unwrap_or(Mode::Split),
     };
     let route_cache_bytes = raw.route_cache.map(|c| c.max_bytes).unwrap_or(DEFAULT_ROUTE_CACHE);
+    let health_interval = raw.health_interval.unwrap_or(DEFAULT_HEALTH_INTERVAL);
+    if health_interval.is_zero() {
+        issue(&["health_interval"], "must be longer than 0s".into());
+    }
     if !issues.is_empty() {
         return Err(issues);
     }
@@ -143,6 +149,7 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
         catalog_refresh: raw.catalog_refresh.unwrap_or(DEFAULT_CATALOG_REFRESH),
         alert_sustain: raw.alert_sustain.unwrap_or(DEFAULT_ALERT_SUSTAIN),
         shutdown_timeout: raw.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+        health_interval,
     })
 }
 

@@ -25,6 +25,7 @@ pub fn parse(sql: &str) -> Result<Analysis, ParserError> {
         ddl |= commands::changes_catalog(st);
         let _ = st.visit(&mut c);
     }
+    let own_transaction = statements.iter().any(commands::controls_transaction);
     let mut commands: Vec<Command> = statements.iter().map(commands::command).collect();
     let command = match commands.as_slice() {
         [_] => commands[0].clone(),
@@ -45,6 +46,7 @@ pub fn parse(sql: &str) -> Result<Analysis, ParserError> {
         ddl,
         pins: c.pins,
         statements: statements.len(),
+        own_transaction,
     })
 }
 

@@ -31,6 +31,53 @@ pub fn pins(st: &Statement) -> bool {
     }
 }
 
+/// Whether a statement begins or ends a transaction (the text then runs as it is on a transaction pooler).
+pub fn controls_transaction(st: &Statement) -> bool {
+    matches!(st, Statement::StartTransaction { .. } | Statement::Commit { .. } | Statement::Rollback { savepoint: None, .. })
+}
+
+/// Whether a text starts with a statement PostgreSQL refuses inside a transaction block, or with transaction
+/// control (for texts sqlparser rejected). A word scan of the text's start: comments and case do not matter.
+pub fn outside_transaction_block(sql: &str) -> bool {
+    // CREATE UNIQUE INDEX CONCURRENTLY is CREATE INDEX CONCURRENTLY here.
+    let words: Vec<String> = leading_words(sql, 4).into_iter().filter(|x| x != "unique").collect();
+    let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+    match w(0) {
+        "vacuum" | "begin" | "commit" | "end" | "abort" => true,
+        "start" => w(1) == "transaction",
+        // ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] x stays inside the transaction.
+        "rollback" => !words.iter().skip(1).any(|x| x == "to"),
+        "create" | "drop" | "alter" if matches!(w(1), "database" | "tablespace" | "subscription" | "system") => true,
+        "create" | "drop" => w(1) == "index" && w(2) == "concurrently",
+        "reindex" => words.iter().skip(1).any(|x| matches!(x.as_str(), "concurrently" | "system" | "database")),
+        "discard" => w(1) == "all",
+        "prepare" => w(1) == "transaction",
+        _ => false,
+    }
+}
+
+/// The first `n` words of a text, lower case, after white space and comments (`--`, `/* */`).
+fn leading_words(sql: &str, n: usize) -> Vec<String> {
+    let mut rest = sql;
+    let mut words = Vec::new();
+    while words.len() < n {
+        rest = rest.trim_start();
+        if let Some(r) = rest.strip_prefix("--") {
+            rest = r.split_once('\n').map_or("", |(_, after)| after);
+        } else if let Some(r) = rest.strip_prefix("/*") {
+            rest = r.split_once("*/").map_or("", |(_, after)| after);
+        } else {
+            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            if end == 0 {
+                break;
+            }
+            words.push(rest[..end].to_ascii_lowercase());
+            rest = &rest[end..];
+        }
+    }
+    words
+}
+
 /// Whether a statement may change data or schema (used to refuse guesses).
 pub fn writes(st: &Statement) -> bool {
     match st {

@@ -43,6 +43,7 @@ fn scanned(names: Vec<Name>, writes: bool, ddl: bool, pins: bool, statements: us
         ddl,
         pins,
         statements,
+        own_transaction: false,
     }
 }
 

@@ -165,6 +165,10 @@ pub struct Analysis {
     pub pins: bool,
     /// Number of statements in the text.
     pub statements: usize,
+    /// The text must run as it is, never inside a transaction pgsplit opens around it: it controls transactions
+    /// itself (BEGIN, COMMIT, ROLLBACK, ... AND CHAIN) or PostgreSQL refuses it inside a transaction block
+    /// (VACUUM, CREATE DATABASE, ... CONCURRENTLY). See `session::pooler`.
+    pub own_transaction: bool,
 }
 
 impl Analysis {
@@ -176,6 +180,7 @@ impl Analysis {
             Err(_) => fallback::scan(sql),
         };
         a.hint = hint;
+        a.own_transaction |= commands::outside_transaction_block(sql);
         a
     }
 

@@ -87,42 +87,21 @@ impl Session {
             }
         };
         let batch = std::mem::take(&mut self.batch);
-        let mut conn = match std::mem::replace(&mut self.tx, Tx::Idle) {
-            Tx::Bound { conn, .. } => conn,
+        let (mut conn, mut prelude) = match std::mem::replace(&mut self.tx, Tx::Idle) {
+            Tx::Bound { conn, .. } => (conn, None),
             // A deferred transaction binds here (asyncpg prepares with Parse/Describe/Flush inside transactions).
-            Tx::Deferred { begin, held } => {
-                let mut conn = match self.acquire(target).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        self.tx = Tx::Deferred { begin, held };
-                        self.refuse_before_sync(e);
-                        return Ok(());
-                    }
-                };
-                let prelude: Vec<_> = std::iter::once(begin).chain(held).collect();
-                match self.replay(&mut conn, &prelude).await {
-                    Ok(status) if status == crate::protocol::STATUS_FAILED => {
-                        self.held_failed(&mut conn, false);
-                        self.tx = Tx::Bound { target, conn };
-                        self.skip_until_sync = true;
-                        return Ok(());
-                    }
-                    Ok(_) => conn,
-                    Err(super::relay::RelayError::Client(e)) => return Err(e),
-                    Err(super::relay::RelayError::Server(e)) => {
-                        conn.broken = true;
-                        self.release(target, conn);
-                        let name = self.app.backend(target).name().to_owned();
-                        let err = PgError::error(codes::CONNECTION_FAILURE, format!("connection to target \"{name}\" lost: {e}"));
-                        self.refuse_before_sync(err);
-                        return Ok(());
-                    }
+            Tx::Deferred { begin, held } => match self.acquire(target).await {
+                Ok(c) => (c, Some(std::iter::once(begin).chain(held).collect())),
+                Err(e) => {
+                    self.tx = Tx::Deferred { begin, held };
+                    self.refuse_before_sync(e);
+                    return Ok(());
                 }
-            }
+            },
             other => {
                 self.tx = other;
                 match self.acquire(target).await {
-                    Ok(c) => c,
+                    Ok(c) => (c, Some(Vec::new())),
                     Err(e) => {
                         self.refuse_before_sync(e);
                         return Ok(());
@@ -130,6 +109,30 @@ impl Session {
                 }
             }
         };
+        if let Some(prelude) = &mut prelude {
+            // Behind a transaction pooler: SET LOCALs after the BEGIN, or a transaction around an autocommit batch.
+            self.pooler_prelude(&mut conn, prelude, &self.batch_effects);
+        }
+        if let Some(prelude) = prelude.filter(|p| !p.is_empty()) {
+            match self.replay(&mut conn, &prelude).await {
+                Ok(status) if status == crate::protocol::STATUS_FAILED => {
+                    self.held_failed(&mut conn, false);
+                    self.tx = Tx::Bound { target, conn };
+                    self.skip_until_sync = true;
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(super::relay::RelayError::Client(e)) => return Err(e),
+                Err(super::relay::RelayError::Server(e)) => {
+                    conn.broken = true;
+                    self.release(target, conn);
+                    let name = self.app.backend(target).name().to_owned();
+                    let err = PgError::error(codes::CONNECTION_FAILURE, format!("connection to target \"{name}\" lost: {e}"));
+                    self.refuse_before_sync(err);
+                    return Ok(());
+                }
+            }
+        }
         // Until a Sync's ReadyForQuery the connection is mid-exchange: never idle, never reusable.
         conn.status = crate::protocol::STATUS_IN_TX;
         let payload = self.rewrite_batch(&mut conn, batch);

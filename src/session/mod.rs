@@ -13,6 +13,7 @@ mod drain;
 mod extended;
 mod notify;
 mod params;
+mod pooler;
 mod prepared;
 mod query;
 mod relay;

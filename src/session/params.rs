@@ -46,9 +46,10 @@ impl Params {
     }
 
     /// The statements that make a server connection with `applied` match the client, or `None` if it already does.
-    pub fn diff_sql(&self, applied: &BTreeMap<String, String>) -> Option<String> {
+    /// Behind a transaction pooler (`pooler`) only the parameters the pooler tracks itself are set this way.
+    pub fn diff_sql(&self, applied: &BTreeMap<String, String>, pooler: bool) -> Option<String> {
         let mut sql = String::new();
-        for (name, value) in &self.current {
+        for (name, value) in self.session_level(pooler) {
             if applied.get(name) != Some(value) {
                 sql.push_str(&format!("SET {name} TO {value};"));
             }
@@ -61,9 +62,33 @@ impl Params {
         (!sql.is_empty()).then_some(sql)
     }
 
-    /// After `diff_sql` ran on a connection: it now has exactly the client's parameters.
-    pub fn synced(&self, applied: &mut BTreeMap<String, String>) {
-        applied.clone_from(&self.current);
+    /// After `diff_sql` ran on a connection: it now has exactly the client's parameters (those set at session level).
+    pub fn synced(&self, applied: &mut BTreeMap<String, String>, pooler: bool) {
+        applied.clear();
+        applied.extend(self.session_level(pooler).map(|(k, v)| (k.clone(), v.clone())));
+    }
+
+    /// The parameters set on a server connection at session level: all of them, or behind a transaction pooler
+    /// those it tracks itself.
+    fn session_level(&self, pooler: bool) -> impl Iterator<Item = (&String, &String)> {
+        self.current.iter().filter(move |(name, _)| !pooler || tracked_by_pooler(name))
+    }
+
+    /// Behind a transaction pooler: `SET LOCAL` of every parameter the pooler does not track, for the start of each
+    /// transaction; `None` when there are none (the common case costs nothing).
+    pub fn local_sql(&self) -> Option<String> {
+        let mut sql = String::new();
+        for (name, value) in self.current.iter().filter(|(name, _)| !tracked_by_pooler(name)) {
+            sql.push_str(&format!("SET LOCAL {} TO {value};", guc_name_sql(name)));
+        }
+        (!sql.is_empty()).then_some(sql)
+    }
+
+    /// Behind a transaction pooler: the parameters the open transaction changed at session level that the pooler
+    /// does not track. They must be reset before it commits, or they would stay on the PostgreSQL backend for the
+    /// pooler's next client.
+    pub fn pending_untracked(&self) -> impl Iterator<Item = &str> {
+        untracked(&self.pending)
     }
 
     /// Follows the parameter changes of an exchange the server has answered: `changes` were sent in it, `was_in_tx`
@@ -147,6 +172,29 @@ impl Params {
     }
 }
 
+/// The parameters a transaction pooler keeps per client itself (PgBouncer's `track_extra_parameters` defaults, all
+/// reported by PostgreSQL through ParameterStatus): a session-level SET of them is safe behind it.
+pub const TRACKED_BY_POOLER: [&str; 5] =
+    ["client_encoding", "datestyle", "timezone", "standard_conforming_strings", "application_name"];
+
+/// Whether a transaction pooler restores `name` for each of its clients itself.
+pub fn tracked_by_pooler(name: &str) -> bool {
+    TRACKED_BY_POOLER.contains(&name)
+}
+
+/// Names of the parameters `changes` set or reset at session level that a transaction pooler does not track.
+pub fn untracked(changes: &[Command]) -> impl Iterator<Item = &str> {
+    changes.iter().filter_map(|c| match c {
+        Command::SetParam { name, .. } | Command::ResetParam(name) if !tracked_by_pooler(name) => Some(name.as_str()),
+        _ => None,
+    })
+}
+
+/// A parameter name as SQL: each dotted part quoted (names from `set_config` are arbitrary strings).
+pub fn guc_name_sql(name: &str) -> String {
+    name.split('.').map(|part| format!("\"{}\"", part.replace('"', "\"\""))).collect::<Vec<_>>().join(".")
+}
+
 /// A value as the startup packet or `set_config` gives it (a plain string) as SQL text for `SET name TO ...`.
 fn guc_value_sql(name: &str, value: &str) -> String {
     if name == "search_path" {
@@ -223,11 +271,11 @@ mod tests {
     fn a_connection_gets_only_the_difference() {
         let p = Params::from_startup(&startup(&[("application_name", "a"), ("TimeZone", "UTC")]));
         let mut applied = BTreeMap::new();
-        assert_eq!(p.diff_sql(&applied).as_deref(), Some("SET application_name TO 'a';SET timezone TO 'UTC';"));
-        p.synced(&mut applied);
-        assert_eq!(p.diff_sql(&applied), None);
+        assert_eq!(p.diff_sql(&applied, false).as_deref(), Some("SET application_name TO 'a';SET timezone TO 'UTC';"));
+        p.synced(&mut applied, false);
+        assert_eq!(p.diff_sql(&applied, false), None);
         applied.insert("datestyle".into(), "'German'".into());
-        assert_eq!(p.diff_sql(&applied).as_deref(), Some("RESET datestyle;"));
+        assert_eq!(p.diff_sql(&applied, false).as_deref(), Some("RESET datestyle;"));
     }
 
     #[test]
@@ -269,6 +317,20 @@ mod tests {
         assert!(!applied.contains_key("application_name"), "the server reset it to the connection's own value");
         p.follow(&[Command::ResetAll], false, STATUS_IDLE, OK, &mut applied);
         assert!(!p.current.contains_key("datestyle") && applied.is_empty());
-        assert_eq!(p.diff_sql(&applied).as_deref(), Some("SET application_name TO 'a';"));
+        assert_eq!(p.diff_sql(&applied, false).as_deref(), Some("SET application_name TO 'a';"));
+    }
+
+    #[test]
+    fn behind_a_transaction_pooler_only_tracked_parameters_are_set_for_the_session() {
+        let mut p = Params::from_startup(&startup(&[("application_name", "a"), ("options", "-c statement_timeout=5s")]));
+        let mut applied = BTreeMap::new();
+        assert_eq!(p.diff_sql(&applied, true).as_deref(), Some("SET application_name TO 'a';"));
+        p.synced(&mut applied, true);
+        assert_eq!(applied.keys().collect::<Vec<_>>(), ["application_name"]);
+        assert_eq!(p.local_sql().as_deref(), Some("SET LOCAL \"statement_timeout\" TO '5s';"));
+        assert_eq!(Params::from_startup(&startup(&[("TimeZone", "UTC")])).local_sql(), None);
+        p.follow(&[set("work_mem", "'1MB'"), set("timezone", "'UTC'")], true, STATUS_IN_TX, OK, &mut applied);
+        assert_eq!(p.pending_untracked().collect::<Vec<_>>(), ["work_mem"]);
+        assert_eq!(guc_name_sql("my.x\"; drop"), "\"my\".\"x\"\"; drop\"");
     }
 }

@@ -99,24 +99,40 @@ impl Session {
             }
             match f.tag {
                 b'P' => {
-                    if decode::parse(f.body()).is_ok_and(|p| p.name.is_empty()) {
-                        self.unnamed_parse = Some(f.bytes.clone());
-                        unnamed_here = true;
+                    let named = match decode::parse(f.body()) {
+                        Ok(p) if p.name.is_empty() => {
+                            self.unnamed_parse = Some(f.bytes.clone());
+                            unnamed_here = true;
+                            false
+                        }
+                        _ => true,
+                    };
+                    match self.statement(decode::parse(f.body()).map(|p| p.name).unwrap_or("")) {
+                        // Behind a transaction pooler the statement is only checked here, as the unnamed one.
+                        Some(p) if named && conn.upstream_pooler => {
+                            parse_unnamed(&p, &mut out);
+                            unnamed_here = false;
+                            conn.expect.push_back(Expect::Forward(Reply::Parse(None)));
+                        }
+                        _ => self.rewrite_parse(conn, &f, &mut out),
                     }
-                    self.rewrite_parse(conn, &f, &mut out)
                 }
                 b'B' => {
                     let stmt = decode::bind_names(f.body()).map(|(_, s)| s).unwrap_or("");
                     match self.statement(stmt) {
                         Some(p) => {
-                            ensure_prepared(conn, &p, &mut out);
                             let (portal, _) = decode::bind_names(f.body()).unwrap_or(("", ""));
                             let skip = portal.len() + 1 + stmt.len() + 1;
-                            message(
-                                &mut out,
-                                b'B',
-                                &[portal.as_bytes(), &[0], p.server_name.as_bytes(), &[0], &f.body()[skip..]],
-                            );
+                            let rest = f.body().get(skip..).unwrap_or_default();
+                            if conn.upstream_pooler {
+                                parse_unnamed(&p, &mut out);
+                                conn.expect.push_back(Expect::Hide { statement: None });
+                                unnamed_here = false;
+                                message(&mut out, b'B', &[portal.as_bytes(), &[0], &[0], rest]);
+                            } else {
+                                ensure_prepared(conn, &p, &mut out);
+                                message(&mut out, b'B', &[portal.as_bytes(), &[0], p.server_name.as_bytes(), &[0], rest]);
+                            }
                         }
                         None => out.put_slice(&f.bytes),
                     }
@@ -126,8 +142,15 @@ impl Session {
                     match decode::describe_or_close(f.body()) {
                         Ok((b'S', name)) if self.statement(name).is_some() => {
                             if let Some(p) = self.statement(name) {
-                                ensure_prepared(conn, &p, &mut out);
-                                message(&mut out, b'D', &[b"S", p.server_name.as_bytes(), &[0]]);
+                                if conn.upstream_pooler {
+                                    parse_unnamed(&p, &mut out);
+                                    conn.expect.push_back(Expect::Hide { statement: None });
+                                    unnamed_here = false;
+                                    message(&mut out, b'D', &[b"S", &[0]]);
+                                } else {
+                                    ensure_prepared(conn, &p, &mut out);
+                                    message(&mut out, b'D', &[b"S", p.server_name.as_bytes(), &[0]]);
+                                }
                             }
                         }
                         _ => out.put_slice(&f.bytes),
@@ -183,6 +206,13 @@ impl Session {
         }
         self.statements.get(name).cloned()
     }
+}
+
+/// A Parse of `p`'s SQL and parameter types as the unnamed statement: behind a transaction pooler, named statements
+/// cannot stay on the server (the next transaction may run on another backend), so each use parses them anew.
+fn parse_unnamed(p: &Prepared, out: &mut BytesMut) {
+    let rest = p.parse_body.get(p.server_name.len() + 1..).unwrap_or_default();
+    message(out, b'P', &[&[0], rest]);
 }
 
 /// Prepares `p` on `conn` first if the connection lacks it; the ParseComplete is hidden from the client.

@@ -94,6 +94,8 @@ async fn forward_buffered(client: &mut Client, conn: &mut ServerConn, sink: Sink
                 conn.skipping = false;
                 step = Step::Ready(status);
                 conn.expect.clear();
+                // The transaction pgsplit opened around the request is still to be ended: its answer comes later.
+                hide = conn.wrapped;
             }
             b'G' => step = Step::CopyIn,
             b'E' if is_fatal(body) => {

@@ -37,6 +37,8 @@ pub struct Effects {
     pub forgets_prepared: bool,
     /// The text leaves state on the connection that only it has: the session keeps the connection.
     pub pins: bool,
+    /// The text controls transactions itself or cannot run in a transaction block (see `Analysis::own_transaction`).
+    pub own_transaction: bool,
 }
 
 impl Effects {
@@ -55,6 +57,7 @@ impl Effects {
         self.ddl |= a.ddl;
         self.forgets_prepared |= a.session_changes.iter().any(Command::forgets_prepared);
         self.pins |= a.pins;
+        self.own_transaction |= a.own_transaction;
     }
 }
 
@@ -257,7 +260,8 @@ impl Session {
                 })?
             }
         };
-        if let Some(sql) = self.params.diff_sql(&conn.applied) {
+        let pooler = conn.upstream_pooler;
+        if let Some(sql) = self.params.diff_sql(&conn.applied, pooler) {
             conn.broken = true;
             let applied = conn.simple(&sql).await;
             conn.broken = applied.is_err();
@@ -271,7 +275,7 @@ impl Session {
                     format!("cannot apply the session's settings on target \"{name}\": {e}"),
                 ));
             }
-            self.params.synced(&mut conn.applied);
+            self.params.synced(&mut conn.applied, pooler);
         }
         Ok(conn)
     }
@@ -309,12 +313,13 @@ impl Session {
         &mut self,
         target: TargetId,
         mut conn: PooledConn,
-        prelude: Vec<Bytes>,
+        mut prelude: Vec<Bytes>,
         payload: Payload<'_>,
         effects: &Effects,
     ) -> Result<(), SessionError> {
         let started = std::time::Instant::now();
         let was_in_tx = !prelude.is_empty() || conn.status != STATUS_IDLE;
+        self.pooler_prelude(&mut conn, &mut prelude, effects);
         self.in_flight(target, &conn).await;
         let mut result: Result<u8, RelayError> = Ok(STATUS_IN_TX);
         if !prelude.is_empty() {
@@ -325,7 +330,8 @@ impl Session {
         if held_failed {
             // A held statement (SET LOCAL with a bad value, ROLLBACK TO an unknown savepoint) failed where the
             // transaction bound: the client's statement gets that error instead of a bare 25P02.
-            self.held_failed(&mut conn, true);
+            let ready = !conn.wrapped;
+            self.held_failed(&mut conn, ready);
         } else if result.is_ok() {
             let batch;
             let bytes = match payload {
@@ -340,6 +346,9 @@ impl Session {
                 relay::until_ready(&mut self.client, &mut conn, Sink::Client).await
             }
             .await;
+        }
+        if conn.wrapped && result.is_ok() {
+            result = self.end_wrapped(&mut conn, effects).await;
         }
         self.landed().await;
         self.app.backend(target).stats.query(started, result.is_err() || conn.outcome.error || held_failed);
@@ -423,6 +432,10 @@ impl Session {
         if !effects.changes.is_empty() || self.params.has_pending() {
             self.params.follow(&effects.changes, was_in_tx, status, conn.outcome, &mut conn.applied);
             self.search_path = self.params.search_path();
+            if conn.upstream_pooler {
+                // Untracked parameters were reset on the server before commit; the connection keeps none.
+                conn.applied.retain(|name, _| super::params::tracked_by_pooler(name));
+            }
         }
         if effects.ddl {
             self.catalog_stale = Some(target);

@@ -103,3 +103,25 @@ fn state_that_cannot_be_replayed_pins_the_session() {
         assert!(!Analysis::of(sql).pins, "{sql}");
     }
 }
+
+#[test]
+fn texts_that_must_not_be_wrapped_in_a_transaction_are_recognised() {
+    for sql in [
+        "begin",
+        "select 1; commit",
+        "commit and chain",
+        "/* pgsplit: target=data */ vacuum workspace.imports",
+        "VACUUM (VERBOSE) t",
+        "create database x",
+        "-- note\nCREATE UNIQUE INDEX CONCURRENTLY i ON workspace.imports (id)",
+        "drop index concurrently workspace.i",
+        "reindex table concurrently t",
+        "alter system set work_mem = '1MB'",
+        "discard all",
+    ] {
+        assert!(Analysis::of(sql).own_transaction, "{sql}");
+    }
+    for sql in ["select 1", "set statement_timeout = '1s'", "create index i on t (a)", "rollback to savepoint a", "savepoint a"] {
+        assert!(!Analysis::of(sql).own_transaction, "{sql}");
+    }
+}
