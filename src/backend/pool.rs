@@ -181,6 +181,8 @@ pub struct Backend {
     checkout_timeout_ms: AtomicU64,
     /// Most server connections (a reload may change it; `turns` holds this many permits).
     max: AtomicU32,
+    /// A reload lowered `max`: connections above it are closed after use.
+    shrunk: AtomicBool,
     /// PAUSE: new checkouts wait until RESUME.
     paused: tokio::sync::watch::Sender<bool>,
     /// One permit per connection of `max`: clients wait their turn here, first come, first served.
@@ -217,6 +219,7 @@ impl Backend {
             health,
             checkout_timeout_ms: AtomicU64::new(millis(settings.checkout_timeout)),
             max: AtomicU32::new(settings.max.max(1)),
+            shrunk: AtomicBool::new(false),
             paused: tokio::sync::watch::Sender::new(false),
             turns,
             stats: Default::default(),
@@ -233,6 +236,7 @@ impl Backend {
         if new > old {
             self.turns.add_permits((new - old) as usize);
         } else if new < old {
+            self.shrunk.store(true, Ordering::Relaxed);
             let want = (old - new) as usize;
             let gone = self.turns.forget_permits(want);
             if gone < want {
@@ -302,23 +306,30 @@ impl Backend {
                 }
             }
         }
-        let started = tokio::time::Instant::now();
         let checkout_timeout = self.checkout_timeout();
-        let turn = match tokio::time::timeout(checkout_timeout, self.turns.clone().acquire_owned()).await {
-            Ok(Ok(turn)) => turn,
-            _ => return Err(CheckoutError::Timeout { target: self.spec.name.clone(), waited: checkout_timeout }),
+        // A free turn is taken at once; only a wait needs a timer.
+        let turn = match self.turns.clone().try_acquire_owned() {
+            Ok(turn) => turn,
+            Err(_) => match tokio::time::timeout(checkout_timeout, self.turns.clone().acquire_owned()).await {
+                Ok(Ok(turn)) => turn,
+                _ => return Err(CheckoutError::Timeout { target: self.spec.name.clone(), waited: checkout_timeout }),
+            },
         };
         // An idle connection the server closed or wrote to meanwhile (shutdown, restart, idle timeout) is dropped
         // and the next one tried; at most every pooled connection once, then a fresh one.
-        let mut attempts = self.turns.available_permits() + 2 + self.pool.state().connections as usize;
+        let mut attempts: Option<usize> = None;
         loop {
-            let left = checkout_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
-            let got = tokio::time::timeout(left, self.pool.get_owned()).await.unwrap_or(Err(RunError::TimedOut));
+            // bb8 bounds the wait itself (its connection timeout is the checkout timeout the pool was built with).
+            let got = self.pool.get_owned().await;
             match got {
-                Ok(mut conn) if !conn.idle_and_alive() && attempts > 0 => {
+                Ok(mut conn) if !conn.idle_and_alive() => {
+                    let left = attempts.get_or_insert_with(|| 2 + self.pool.state().connections as usize);
+                    if *left == 0 {
+                        return self.checked_out(Ok(conn), turn);
+                    }
                     tracing::debug!(target = %self.spec.name, "dropping a server connection closed while idle");
                     conn.broken = true;
-                    attempts -= 1;
+                    *left -= 1;
                 }
                 other => return self.checked_out(other, turn),
             }
@@ -333,7 +344,7 @@ impl Backend {
         match got {
             Ok(mut conn) => {
                 // Above `max` after a reload shrank it: this connection closes after this use.
-                if self.pool.state().connections > self.max() {
+                if self.shrunk.load(Ordering::Relaxed) && self.pool.state().connections > self.max() {
                     conn.broken = true;
                 }
                 Ok(PooledConn { conn, _turn: turn })

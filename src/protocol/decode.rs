@@ -100,6 +100,17 @@ pub fn parse(body: &[u8]) -> Result<Parse<'_>, DecodeError> {
     Ok(Parse { name, sql, param_types })
 }
 
+/// The statement name at the start of a Parse message body (nothing else is decoded or checked).
+pub fn parse_name(body: &[u8]) -> Result<&str, DecodeError> {
+    Reader::new(body).cstr()
+}
+
+/// Statement name and SQL text of a Parse message body, without decoding the parameter types that follow.
+pub fn parse_sql(body: &[u8]) -> Result<(&str, &str), DecodeError> {
+    let mut r = Reader::new(body);
+    Ok((r.cstr()?, r.cstr()?))
+}
+
 /// The portal and statement names at the start of a Bind message body.
 pub fn bind_names(body: &[u8]) -> Result<(&str, &str), DecodeError> {
     let mut r = Reader::new(body);

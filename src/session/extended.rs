@@ -280,13 +280,13 @@ impl Session {
 
     /// Routes a Parse and records the statement it names.
     fn route_parse(&mut self, f: &Frame) -> Result<(TargetId, bool, Option<SharedAnalysis>), PgError> {
-        let p = decode::parse(f.body()).map_err(bad_message)?;
-        let analysis = self.app.analysis_for(p.sql, self.single);
+        let (name, sql) = decode::parse_sql(f.body()).map_err(bad_message)?;
+        let analysis = self.app.analysis_for(sql, self.single);
         let (t, explicit) = self.route(analysis.as_deref())?;
-        if p.name.is_empty() {
+        if name.is_empty() {
             self.unnamed = Some(Unnamed { target: t, explicit, analysis: analysis.clone(), single: self.single });
         } else if let Some(prepared) = Prepared::from_parse(t, explicit, analysis.clone(), self.single, f.body()) {
-            self.statements.insert(p.name.to_owned(), Arc::new(prepared));
+            self.statements.insert(name.to_owned(), Arc::new(prepared));
         }
         Ok((t, explicit, analysis))
     }

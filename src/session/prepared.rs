@@ -99,15 +99,16 @@ impl Session {
             }
             match f.tag {
                 b'P' => {
-                    let named = match decode::parse(f.body()) {
-                        Ok(p) if p.name.is_empty() => {
+                    let name = decode::parse_name(f.body());
+                    let named = match name {
+                        Ok("") => {
                             self.unnamed_parse = Some(f.bytes.clone());
                             unnamed_here = true;
                             false
                         }
                         _ => true,
                     };
-                    match self.statement(decode::parse(f.body()).map(|p| p.name).unwrap_or("")) {
+                    match self.statement(name.unwrap_or("")) {
                         // Behind a transaction pooler the statement is only checked here, as the unnamed one.
                         Some(p) if named && conn.upstream_pooler => {
                             parse_unnamed(&p, &mut out);
@@ -183,7 +184,7 @@ impl Session {
     }
 
     fn rewrite_parse(&mut self, conn: &mut ServerConn, f: &Frame, out: &mut BytesMut) {
-        let name = decode::parse(f.body()).map(|p| p.name).unwrap_or("");
+        let name = decode::parse_name(f.body()).unwrap_or("");
         let Some(p) = (!name.is_empty()).then(|| self.statement(name)).flatten() else {
             out.put_slice(&f.bytes);
             conn.expect.push_back(Expect::Forward(Reply::Parse(None)));

@@ -238,7 +238,7 @@ impl Session {
     /// A server connection for `target`: the session's pinned one if it has one, else one from the pool.
     /// The connection gets the client's session parameters first (only what differs from what it has).
     pub async fn acquire(&mut self, target: TargetId) -> Result<PooledConn, PgError> {
-        let pinned = self.pins.get_mut(&target).and_then(Option::take);
+        let pinned = if self.pins.is_empty() { None } else { self.pins.get_mut(&target).and_then(Option::take) };
         let mut conn = match pinned {
             Some(conn) => conn,
             None => {
@@ -282,7 +282,7 @@ impl Session {
 
     /// Gives a connection back: to the session's pin slot if pinned (and healthy), else to the pool.
     pub fn release(&mut self, target: TargetId, conn: PooledConn) {
-        if let Some(slot) = self.pins.get_mut(&target) {
+        if let Some(slot) = (!self.pins.is_empty()).then(|| self.pins.get_mut(&target)).flatten() {
             if !conn.broken {
                 *slot = Some(conn);
                 return;
