@@ -69,14 +69,21 @@ impl RouteCache {
     /// literals share one entry (`literals::shape`), unless the statement carries values into session state
     /// (`SET x = 5`), which is then cached under its own text.
     pub fn analysis(&self, sql: &str) -> SharedAnalysis {
+        // The exact text first: texts without numeric literals (parameters, identifiers only) are stored under
+        // themselves and need no shaping.
+        if sql.len() <= self.max_text {
+            if let Some(a) = lock(self.shard(sql)).map.get(sql) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return a.clone();
+            }
+        }
         let shaped = super::literals::shape(sql);
         if shaped.len() > self.max_text {
             self.misses.fetch_add(1, Ordering::Relaxed);
             return Arc::new(Analysis::of(sql));
         }
-        let keys: &[&str] = if shaped == sql { &[sql] } else { &[&shaped, sql] };
-        for key in keys {
-            if let Some(a) = lock(self.shard(key)).map.get(*key) {
+        if shaped != sql {
+            if let Some(a) = lock(self.shard(&shaped)).map.get(&*shaped) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 return a.clone();
             }
