@@ -270,19 +270,7 @@ async fn an_asyncpg_style_prepare_with_flush_inside_a_deferred_transaction_keeps
     s.write_all(&out).await.unwrap();
     assert_eq!(read_messages(&mut s, 3).await, b"1tT", "ParseComplete, ParameterDescription, RowDescription");
     out.clear();
-    let no_params: [Option<&[u8]>; 0] = [];
-    frontend::bind(
-        "",
-        "__asyncpg_stmt_1__",
-        std::iter::empty(),
-        no_params.iter(),
-        |_: &Option<&[u8]>, _: &mut bytes::BytesMut| Ok(postgres_protocol::IsNull::Yes),
-        std::iter::empty(),
-        &mut out,
-    )
-    .map_err(|_| "bind")
-    .unwrap();
-    frontend::execute("", 0, &mut out).unwrap();
+    bind_execute("__asyncpg_stmt_1__", &mut out);
     frontend::sync(&mut out);
     s.write_all(&out).await.unwrap();
     let (tags, status) = read_until_ready(&mut s).await;
