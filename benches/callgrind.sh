@@ -9,7 +9,7 @@ CONFIG=$1 DSN=$2 MODE=$3 N=$4 SQL=${5:-select count(*) from workspace.imports;}
 QUERY=$(mktemp)
 echo "$SQL" > "$QUERY"
 rm -f callgrind.out.pgsplit.*
-valgrind --tool=callgrind --callgrind-out-file=callgrind.out.pgsplit.%p target/release/pgsplit --config "$CONFIG" \
+valgrind --tool=callgrind --callgrind-out-file=callgrind.out.pgsplit.%p "$(dirname "$0")/../target/release/pgsplit" --config "$CONFIG" \
   > callgrind.log 2>&1 &
 VPID=$!
 trap 'kill -INT $VPID 2>/dev/null || true; rm -f "$QUERY"' EXIT
@@ -17,7 +17,7 @@ for _ in $(seq 100); do pg_isready -q -d "$DSN" && break; sleep 0.2; done
 pgbench -n -f "$QUERY" -M "$MODE" -c 1 -j 1 -t 300 "$DSN" > /dev/null
 callgrind_control -z $VPID > /dev/null
 pgbench -n -f "$QUERY" -M "$MODE" -c 1 -j 1 -t "$N" "$DSN" > /dev/null
-callgrind_control -d $VPID > /dev/null
+callgrind_control -d $VPID > /dev/null 2>&1
 kill -INT $VPID; wait $VPID 2>/dev/null || true
 for f in callgrind.out.pgsplit.*.1; do
   total=$(callgrind_annotate --threshold=100 "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
