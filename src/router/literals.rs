@@ -5,6 +5,31 @@
 
 use std::borrow::Cow;
 
+/// Byte classes for `shape`'s scan: one table load decides what a byte starts.
+const PLAIN: u8 = 0;
+const WORD: u8 = 1;
+const DIGIT: u8 = 2;
+const SPECIAL: u8 = 3;
+
+const CLASS: [u8; 256] = {
+    let mut t = [PLAIN; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = if b.is_ascii_digit() {
+            DIGIT
+        } else if b.is_ascii_alphabetic() || b == b'_' || b >= 0x80 {
+            WORD
+        } else if matches!(b, b'\'' | b'"' | b'-' | b'/' | b'$') {
+            SPECIAL
+        } else {
+            PLAIN
+        };
+        c += 1;
+    }
+    t
+};
+
 /// `sql` with its numeric literals replaced by `0`; borrowed when it has none.
 pub fn shape(sql: &str) -> Cow<'_, str> {
     let b = sql.as_bytes();
@@ -13,13 +38,16 @@ pub fn shape(sql: &str) -> Cow<'_, str> {
     let mut copied = 0;
     let mut i = 0;
     while i < b.len() {
-        match b[i] {
-            b'\'' => i = skip_quoted(b, i, b'\'', i > 0 && matches!(b[i - 1], b'e' | b'E')),
-            b'"' => i = skip_quoted(b, i, b'"', false),
-            b'-' if b.get(i + 1) == Some(&b'-') => i = b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |p| i + p + 1),
-            b'/' if b.get(i + 1) == Some(&b'*') => i = skip_block_comment(b, i),
-            b'$' => i = skip_dollar(b, i),
-            c if c.is_ascii_digit() && (i == 0 || !is_ident(b[i - 1])) => {
+        match CLASS[b[i] as usize] {
+            PLAIN => i += 1,
+            // A word, digits inside it included (t1, col2, $ too: a$1).
+            WORD => {
+                i += 1;
+                while i < b.len() && (matches!(CLASS[b[i] as usize], WORD | DIGIT) || b[i] == b'$') {
+                    i += 1;
+                }
+            }
+            DIGIT => {
                 let end = i + b[i..].iter().position(|&c| !(c.is_ascii_digit() || c == b'.')).unwrap_or(b.len() - i);
                 let o = out.get_or_insert_with(|| String::with_capacity(sql.len()));
                 o.push_str(&sql[copied..i]);
@@ -27,11 +55,16 @@ pub fn shape(sql: &str) -> Cow<'_, str> {
                 copied = end;
                 i = end;
             }
-            c if is_ident(c) => {
-                // Digits inside a word belong to the word (t1, col2).
-                i += b[i..].iter().position(|&c| !is_ident(c)).unwrap_or(b.len() - i);
+            _ => {
+                i = match b[i] {
+                    b'\'' => skip_quoted(b, i, b'\'', i > 0 && matches!(b[i - 1], b'e' | b'E')),
+                    b'"' => skip_quoted(b, i, b'"', false),
+                    b'-' if b.get(i + 1) == Some(&b'-') => b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |p| i + p + 1),
+                    b'/' if b.get(i + 1) == Some(&b'*') => skip_block_comment(b, i),
+                    b'$' => skip_dollar(b, i),
+                    _ => i + 1,
+                }
             }
-            _ => i += 1,
         }
     }
     match out {
@@ -41,10 +74,6 @@ pub fn shape(sql: &str) -> Cow<'_, str> {
             Cow::Owned(o)
         }
     }
-}
-
-fn is_ident(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
 }
 
 /// End of a quoted string or identifier starting at `start` (doubled quotes escape; E'' strings also backslash).
