@@ -416,14 +416,22 @@ impl Session {
     /// Marks the client's statement as running on `conn`, for cancel requests.
     pub async fn in_flight(&self, target: TargetId, conn: &ServerConn) {
         if let Some(key) = conn.key {
-            *self.key.slot.running.lock().await = Some(Running { target, key });
+            self.set_running(Some(Running { target, key })).await;
         }
     }
 
     /// The exchange is over: waits for a cancel being delivered to finish, so none can reach the connection's next
     /// client.
     pub async fn landed(&self) {
-        *self.key.slot.running.lock().await = None;
+        self.set_running(None).await;
+    }
+
+    /// Sets the statement in flight; waits only while a cancel is being delivered (it holds the lock meanwhile).
+    async fn set_running(&self, running: Option<Running>) {
+        match self.key.slot.running.try_lock() {
+            Ok(mut slot) => *slot = running,
+            Err(_) => *self.key.slot.running.lock().await = running,
+        }
     }
 
     /// Follows what an exchange the server answered did to session state: parameters, and DDL that makes the
