@@ -150,14 +150,18 @@ pub enum CheckoutError {
         /// The configured checkout timeout.
         waited: Duration,
     },
+    /// The client cancelled while it waited for its turn (SQLSTATE 57014).
+    #[error("canceling statement due to user request")]
+    Canceled,
 }
 
 impl CheckoutError {
-    /// The metrics label of the failure.
-    fn failure(&self) -> crate::metrics::CheckoutFailure {
+    /// The metrics label of the failure; a wait the client cancelled is none.
+    fn failure(&self) -> Option<crate::metrics::CheckoutFailure> {
         match self {
-            CheckoutError::Unavailable { .. } => crate::metrics::CheckoutFailure::Unavailable,
-            CheckoutError::Timeout { .. } => crate::metrics::CheckoutFailure::Timeout,
+            CheckoutError::Unavailable { .. } => Some(crate::metrics::CheckoutFailure::Unavailable),
+            CheckoutError::Timeout { .. } => Some(crate::metrics::CheckoutFailure::Timeout),
+            CheckoutError::Canceled => None,
         }
     }
 }
@@ -282,17 +286,33 @@ impl Backend {
     /// Takes a server connection for one transaction. A target known to be down is tried once directly, so its
     /// clients learn of the outage at once instead of after the whole checkout timeout.
     pub async fn checkout(&self) -> Result<PooledConn, CheckoutError> {
+        self.checkout_or_cancel(None).await
+    }
+
+    /// `checkout` for a client: `cancel` (its cancel slot) ends a wait for a turn or for RESUME. Only waits are
+    /// raced against it, so a checkout that needs no wait stays a small future (no select, no timer).
+    pub async fn checkout_or_cancel(&self, cancel: Option<&tokio::sync::Notify>) -> Result<PooledConn, CheckoutError> {
         let started = tokio::time::Instant::now();
         let _waiting = self.stats.waiting();
-        let checkout = self.checkout_inner().await;
-        self.stats.checked_out(started, checkout.as_ref().err().map(CheckoutError::failure));
+        let checkout = self.checkout_inner(cancel).await;
+        self.stats.checked_out(started, checkout.as_ref().err().and_then(CheckoutError::failure));
         checkout
     }
 
-    async fn checkout_inner(&self) -> Result<PooledConn, CheckoutError> {
+    async fn checkout_inner(&self, cancel: Option<&tokio::sync::Notify>) -> Result<PooledConn, CheckoutError> {
+        let cancelled = || async {
+            match cancel {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         if self.is_paused() {
-            // Until RESUME; the session's cancel ends the wait.
-            let _ = self.paused.subscribe().wait_for(|p| !*p).await;
+            // Until RESUME.
+            let mut resumed = self.paused.subscribe();
+            tokio::select! {
+                _ = resumed.wait_for(|p| !*p) => {}
+                _ = cancelled() => return Err(CheckoutError::Canceled),
+            }
         }
         if !self.health.up.load(Ordering::Relaxed) && self.pool.state().idle_connections == 0 {
             match ServerConn::connect(&self.spec).await {
@@ -310,10 +330,16 @@ impl Backend {
         // A free turn is taken at once; only a wait needs a timer.
         let turn = match self.turns.clone().try_acquire_owned() {
             Ok(turn) => turn,
-            Err(_) => match tokio::time::timeout(checkout_timeout, self.turns.clone().acquire_owned()).await {
-                Ok(Ok(turn)) => turn,
-                _ => return Err(CheckoutError::Timeout { target: self.spec.name.clone(), waited: checkout_timeout }),
-            },
+            Err(_) => {
+                let waited = tokio::select! {
+                    t = tokio::time::timeout(checkout_timeout, self.turns.clone().acquire_owned()) => t,
+                    _ = cancelled() => return Err(CheckoutError::Canceled),
+                };
+                match waited {
+                    Ok(Ok(turn)) => turn,
+                    _ => return Err(CheckoutError::Timeout { target: self.spec.name.clone(), waited: checkout_timeout }),
+                }
+            }
         };
         // An idle connection the server closed or wrote to meanwhile (shutdown, restart, idle timeout) is dropped
         // and the next one tried; at most every pooled connection once, then a fresh one.

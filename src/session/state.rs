@@ -244,17 +244,16 @@ impl Session {
             None => {
                 let backend = self.app.backend(target);
                 // A cancel while the client waits in the queue ends the wait, as it would end the statement.
-                let checkout = tokio::select! {
-                    c = backend.checkout() => c,
-                    _ = self.key.slot.waiting.notified() => {
-                        return Err(PgError::error(codes::QUERY_CANCELED, "canceling statement due to user request").because("canceled_in_queue"));
-                    }
-                };
+                let checkout = backend.checkout_or_cancel(Some(&self.key.slot.waiting)).await;
                 checkout.map_err(|e| {
                     let (code, cause) = match e {
                         CheckoutError::Unavailable { .. } => (codes::CONNECTION_FAILURE, "target_unavailable"),
                         CheckoutError::Timeout { .. } => (codes::TOO_MANY_CONNECTIONS, "checkout_timeout"),
+                        CheckoutError::Canceled => (codes::QUERY_CANCELED, "canceled_in_queue"),
                     };
+                    if matches!(e, CheckoutError::Canceled) {
+                        return PgError::error(code, e.to_string()).because(cause);
+                    }
                     tracing::warn!(target = backend.name(), error = %e, "server connection unavailable");
                     PgError::error(code, e.to_string()).because(cause)
                 })?
