@@ -418,3 +418,45 @@ async fn a_pipelined_batch_larger_than_the_socket_buffers_both_ways_completes() 
     assert_eq!(rows, N);
     writer.await.unwrap().unwrap();
 }
+
+/// Command tags of the CommandComplete messages until ReadyForQuery.
+async fn command_tags(s: &mut tokio::net::TcpStream) -> Vec<String> {
+    use tokio::io::AsyncReadExt;
+    let mut tags = Vec::new();
+    let mut header = [0u8; 5];
+    loop {
+        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_exact(&mut header)).await.unwrap().unwrap();
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        s.read_exact(&mut body).await.unwrap();
+        match header[0] {
+            b'C' => tags.push(String::from_utf8_lossy(&body[..body.len() - 1]).into_owned()),
+            b'Z' => return tags,
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn several_unnamed_transaction_control_statements_in_one_batch_each_get_their_own_reply() {
+    use postgres_protocol::message::frontend;
+    use tokio::io::AsyncWriteExt;
+    let proxy = Proxy::split().await;
+    let mut s = common::raw_login(proxy.port).await;
+    let mut out = bytes::BytesMut::new();
+    frontend::query("BEGIN", &mut out).unwrap();
+    s.write_all(&out).await.unwrap();
+    assert_eq!(command_tags(&mut s).await, ["BEGIN"]);
+    // Answered by pgsplit (the transaction is deferred): each statement by its own text.
+    out.clear();
+    for sql in ["SAVEPOINT a", "RELEASE SAVEPOINT a", "SET LOCAL statement_timeout = '3s'"] {
+        parse_bind_execute("", sql, &mut out);
+    }
+    frontend::sync(&mut out);
+    s.write_all(&out).await.unwrap();
+    assert_eq!(command_tags(&mut s).await, ["SAVEPOINT", "RELEASE", "SET"]);
+    out.clear();
+    frontend::query("select current_setting('statement_timeout') from workspace.imports limit 1; commit", &mut out).unwrap();
+    s.write_all(&out).await.unwrap();
+    assert_eq!(command_tags(&mut s).await, ["SELECT 1", "COMMIT"], "the held statements replayed in order on DATA");
+}

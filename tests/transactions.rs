@@ -272,3 +272,57 @@ async fn a_held_statement_that_fails_where_the_transaction_binds_reports_its_own
         "0"
     );
 }
+
+#[tokio::test]
+async fn reads_that_write_or_call_unknown_functions_bind_for_good() {
+    direct(
+        &clusters().primary,
+        "handled_primary",
+        "create table if not exists public.audit_tentative (x int); alter table public.audit_tentative owner to pgsplit",
+    )
+    .await;
+    let proxy = Proxy::split().await;
+    let c = proxy.connect().await;
+    for read in [
+        "with x as (insert into public.audit_tentative values (1) returning 1) select * from x",
+        "select md5('a user or unknown function may write')",
+        "select 1 from public.audit_tentative for update",
+    ] {
+        c.simple_query("begin").await.unwrap();
+        c.simple_query(read).await.unwrap();
+        let err =
+            c.simple_query("insert into workspace.imports (file_name, row_count) values ('not-moved', 1)").await.unwrap_err();
+        assert_eq!(sqlstate(&err), "0A000", "{read}: the transaction must not move silently");
+        c.simple_query("rollback").await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_statement_prepared_before_the_transaction_runs_where_the_transaction_is_bound() {
+    let proxy = Proxy::split().await;
+    let c = proxy.connect().await;
+    // Prepared while idle: it names no routed schema, so it merely follows (then: the default target, PRIMARY).
+    let anywhere = c.prepare("select current_database()::text").await.unwrap();
+    c.simple_query("begin").await.unwrap();
+    c.simple_query("insert into workspace.imports (file_name, row_count) values ('prepared-follows', 1)").await.unwrap();
+    let row = c.query_one(&anywhere, &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "handled_data");
+    // The transaction is still DATA's: PRIMARY is refused, DATA still works.
+    let err = c.simple_query("insert into customer.accounts (name) values ('wrong-target')").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "0A000", "{err:?}");
+    c.simple_query("rollback").await.unwrap();
+    c.simple_query("begin").await.unwrap();
+    c.simple_query("insert into workspace.imports (file_name, row_count) values ('prepared-follows', 2)").await.unwrap();
+    c.query_one(&anywhere, &[]).await.unwrap();
+    c.simple_query("update workspace.imports set row_count = 3 where file_name = 'prepared-follows'").await.unwrap();
+    c.simple_query("commit").await.unwrap();
+    assert_eq!(
+        direct(
+            &clusters().data,
+            "handled_data",
+            "select string_agg(row_count::text, ',') from workspace.imports where file_name = 'prepared-follows'"
+        )
+        .await,
+        "3"
+    );
+}

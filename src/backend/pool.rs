@@ -187,6 +187,8 @@ pub struct Backend {
     max: AtomicU32,
     /// A reload lowered `max`: connections above it are closed after use.
     shrunk: AtomicBool,
+    /// Permits a shrink still has to withdraw (they were in use); a later grow pays this first.
+    shrink_debt: Arc<AtomicU32>,
     /// PAUSE: new checkouts wait until RESUME.
     paused: tokio::sync::watch::Sender<bool>,
     /// One permit per connection of `max`: clients wait their turn here, first come, first served.
@@ -224,6 +226,7 @@ impl Backend {
             checkout_timeout_ms: AtomicU64::new(millis(settings.checkout_timeout)),
             max: AtomicU32::new(settings.max.max(1)),
             shrunk: AtomicBool::new(false),
+            shrink_debt: Default::default(),
             paused: tokio::sync::watch::Sender::new(false),
             turns,
             stats: Default::default(),
@@ -238,16 +241,28 @@ impl Backend {
         let new = settings.max.max(1);
         let old = self.max.swap(new, Ordering::SeqCst);
         if new > old {
-            self.turns.add_permits((new - old) as usize);
+            // Permits still owed by an earlier shrink are cancelled first, then the rest are added.
+            let mut grow = new - old;
+            let _ = self.shrink_debt.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |debt| {
+                let paid = debt.min(grow);
+                grow = new - old - paid;
+                Some(debt - paid)
+            });
+            self.turns.add_permits(grow as usize);
         } else if new < old {
             self.shrunk.store(true, Ordering::Relaxed);
             let want = (old - new) as usize;
             let gone = self.turns.forget_permits(want);
-            if gone < want {
+            if gone < want && self.shrink_debt.fetch_add((want - gone) as u32, Ordering::SeqCst) == 0 {
+                // Withdraws the rest one permit at a time as connections come back, for as long as any is owed.
                 let turns = self.turns.clone();
+                let debt = self.shrink_debt.clone();
                 tokio::spawn(async move {
-                    if let Ok(p) = turns.acquire_many_owned((want - gone) as u32).await {
-                        p.forget();
+                    while debt.load(Ordering::SeqCst) > 0 {
+                        let Ok(permit) = turns.clone().acquire_owned().await else { return };
+                        if debt.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1)).is_ok() {
+                            permit.forget();
+                        }
                     }
                 });
             }
@@ -275,7 +290,8 @@ impl Backend {
 
     /// Server connections checked out now.
     pub fn in_use(&self) -> u32 {
-        self.max().saturating_sub(self.turns.available_permits() as u32)
+        let owed = self.shrink_debt.load(Ordering::Relaxed);
+        (self.max() + owed).saturating_sub(self.turns.available_permits() as u32)
     }
 
     /// The target's name.
@@ -294,12 +310,16 @@ impl Backend {
     pub async fn checkout_or_cancel(&self, cancel: Option<&tokio::sync::Notify>) -> Result<PooledConn, CheckoutError> {
         let started = tokio::time::Instant::now();
         let _waiting = self.stats.waiting();
-        let checkout = self.checkout_inner(cancel).await;
+        let checkout = self.checkout_inner(started, cancel).await;
         self.stats.checked_out(started, checkout.as_ref().err().and_then(CheckoutError::failure));
         checkout
     }
 
-    async fn checkout_inner(&self, cancel: Option<&tokio::sync::Notify>) -> Result<PooledConn, CheckoutError> {
+    async fn checkout_inner(
+        &self,
+        started: tokio::time::Instant,
+        cancel: Option<&tokio::sync::Notify>,
+    ) -> Result<PooledConn, CheckoutError> {
         let cancelled = || async {
             match cancel {
                 Some(n) => n.notified().await,
@@ -345,8 +365,9 @@ impl Backend {
         // and the next one tried; at most every pooled connection once, then a fresh one.
         let mut attempts: Option<usize> = None;
         loop {
-            // bb8 bounds the wait itself (its connection timeout is the checkout timeout the pool was built with).
-            let got = self.pool.get_owned().await;
+            // What is left of the checkout timeout (bb8's own is the one the pool was built with).
+            let left = checkout_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+            let got = tokio::time::timeout(left, self.pool.get_owned()).await.unwrap_or(Err(RunError::TimedOut));
             match got {
                 Ok(mut conn) if !conn.idle_and_alive() => {
                     let left = attempts.get_or_insert_with(|| 2 + self.pool.state().connections as usize);

@@ -77,6 +77,7 @@ impl Session {
             Ok((Some(t), _)) => t,
             Ok((None, _)) => match &self.tx {
                 Tx::Bound { target, .. } => *target,
+                _ if self.single => self.app.single_target(),
                 _ => self.app.table().default_target,
             },
             Err(e) => {
@@ -275,7 +276,13 @@ impl Session {
         }
         self.batch = batch;
         result?;
-        Ok((explicit.or(follower), tx_control))
+        // Inside a bound transaction everything runs where it is bound (an explicit other target was refused
+        // above); a statement prepared earlier for another target only follows.
+        let bound = match &self.tx {
+            Tx::Bound { target, .. } => Some(*target),
+            _ => None,
+        };
+        Ok((explicit.or(bound).or(follower), tx_control))
     }
 
     /// Routes a Parse and records the statement it names.
@@ -329,14 +336,15 @@ impl Session {
             Ready,
         }
         let mut deferred = matches!(self.tx, Tx::Deferred { .. });
-        let mut unnamed: Option<Bytes> = None;
+        let mut unnamed: Option<(Bytes, Option<SharedAnalysis>)> = None;
         let mut portal: Option<(Command, Bytes)> = None;
         let mut replies = Vec::with_capacity(self.batch.len());
         for f in &self.batch {
             let reply = match f.tag {
                 b'P' => {
-                    if decode::parse(f.body()).is_ok_and(|p| p.name.is_empty()) {
-                        unnamed = Some(f.bytes.slice(5..));
+                    if let Ok(("", sql)) = decode::parse_sql(f.body()) {
+                        // This Parse's own analysis: `self.unnamed` holds the batch's last one.
+                        unnamed = Some((f.bytes.slice(5..), self.app.analysis_for(sql, self.single)));
                     }
                     Reply::Parse
                 }
@@ -370,7 +378,7 @@ impl Session {
             };
             replies.push(reply);
         }
-        if let Some(parse) = unnamed {
+        if let Some((parse, _)) = unnamed {
             let mut frame = BytesMut::with_capacity(parse.len() + 5);
             encode::message(&mut frame, b'P', |b| b.extend_from_slice(&parse));
             self.unnamed_parse = Some(frame.freeze());
@@ -412,9 +420,16 @@ impl Session {
 
     /// The Parse body (name, SQL, parameter types) and analysis of the client's statement `name`; the unnamed one
     /// is `batch_unnamed` (parsed in this batch) or the client's last unnamed Parse.
-    fn statement_source(&self, name: &str, batch_unnamed: Option<&Bytes>) -> Option<(Bytes, Option<SharedAnalysis>)> {
+    fn statement_source(
+        &self,
+        name: &str,
+        batch_unnamed: Option<&(Bytes, Option<SharedAnalysis>)>,
+    ) -> Option<(Bytes, Option<SharedAnalysis>)> {
         if name.is_empty() {
-            let body = batch_unnamed.cloned().or_else(|| self.unnamed_parse.as_ref().map(|f| f.slice(5..)))?;
+            if let Some(u) = batch_unnamed {
+                return Some(u.clone());
+            }
+            let body = self.unnamed_parse.as_ref().map(|f| f.slice(5..))?;
             Some((body, self.unnamed.as_ref()?.analysis.clone()))
         } else {
             let p = self.statements.get(name)?;

@@ -33,7 +33,7 @@ impl Session {
                 return Ok(());
             }
         };
-        let plain_read = !explicit && analysis.as_deref().is_some_and(plain_read);
+        let plain_read = !explicit && analysis.as_deref().is_some_and(|a| plain_read(a, sql));
         // A plain read needs an answer before the deferred transaction has a target: it binds tentatively.
         let replay = match &self.tx {
             Tx::Deferred { begin, held } if plain_read => {
@@ -175,6 +175,12 @@ impl Session {
         if matches!(self.tx, Tx::Bound { target: b, .. } if b != target) {
             self.unbind_tentative().await;
         }
+        // Still bound elsewhere (not a tentative binding): the transaction's target wins, never the connection's
+        // label alone.
+        let target = match &self.tx {
+            Tx::Bound { target: b, .. } => *b,
+            _ => target,
+        };
         let (conn, begin) = match std::mem::replace(&mut self.tx, Tx::Idle) {
             Tx::Bound { conn, .. } => (conn, Vec::new()),
             Tx::Deferred { begin, held } => match self.acquire(target).await {
@@ -201,30 +207,44 @@ impl Session {
     }
 }
 
-/// Built-in functions whose effect lasts until the end of the transaction (locks, sequence values, notifications,
-/// transaction ids): a transaction that called one cannot move to another target.
-const TRANSACTION_EFFECTS: &[&str] = &[
-    "pg_advisory_xact_lock",
-    "pg_advisory_xact_lock_shared",
-    "pg_try_advisory_xact_lock",
-    "pg_try_advisory_xact_lock_shared",
-    "set_config",
-    "nextval",
-    "setval",
-    "currval",
-    "lastval",
-    "pg_notify",
-    "txid_current",
-    "txid_current_if_assigned",
-    "pg_current_xact_id",
-    "pg_current_xact_id_if_assigned",
-    "pg_export_snapshot",
-    "pg_import_snapshot",
+/// Built-in functions a plain read may call: they leave nothing behind in the transaction. Any other function
+/// (user functions in unrouted schemas, locks, sequences, notifications) makes the binding firm.
+const PLAIN_FUNCTIONS: &[&str] = &[
+    "now",
+    "current_timestamp",
+    "clock_timestamp",
+    "statement_timestamp",
+    "transaction_timestamp",
+    "localtimestamp",
+    "version",
+    "current_database",
+    "current_schema",
+    "current_schemas",
+    "current_user",
+    "session_user",
+    "current_setting",
+    "inet_server_port",
+    "inet_server_addr",
+    "inet_client_addr",
+    "pg_backend_pid",
+    "pg_is_in_recovery",
+    "pg_postmaster_start_time",
+    "count",
+    "coalesce",
+    "random",
+    "gen_random_uuid",
+    "length",
+    "lower",
+    "upper",
 ];
 
+/// Words that make a read anything but plain: data-modifying CTEs, SELECT INTO, row locks, EXPLAIN ANALYZE.
+const NOT_PLAIN_WORDS: &[&str] = &["insert", "update", "delete", "merge", "into", "for", "analyze", "analyse", "lock"];
+
 /// A read that leaves nothing behind in its transaction, so the transaction could as well have begun elsewhere:
-/// no write, DDL, session change or pin, parsed (not scanned), and no call of a function with transaction effects.
-fn plain_read(a: &Analysis) -> bool {
+/// no write, DDL, session change or pin, parsed (not scanned), only harmless built-in functions, and none of the
+/// words that turn a SELECT into a write or a lock. Conservative: anything else binds the transaction for good.
+fn plain_read(a: &Analysis, sql: &str) -> bool {
     a.command == Command::Other
         && !a.writes
         && !a.ddl
@@ -234,10 +254,11 @@ fn plain_read(a: &Analysis) -> bool {
         && a.session_changes.is_empty()
         && a.names.iter().all(|n| {
             n.kind != ObjectKind::Function
-                || (n.schema.as_deref().is_none_or(|s| s == "pg_catalog")
-                    && !n.object.starts_with("lo_")
-                    && !TRANSACTION_EFFECTS.contains(&n.object.as_str()))
+                || (n.schema.as_deref().is_none_or(|s| s == "pg_catalog") && PLAIN_FUNCTIONS.contains(&n.object.as_str()))
         })
+        && !sql
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .any(|w| NOT_PLAIN_WORDS.iter().any(|k| w.eq_ignore_ascii_case(k)))
 }
 
 /// The client-facing error for a routing refusal.
