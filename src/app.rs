@@ -76,6 +76,8 @@ pub struct App {
     tls: Option<TlsAcceptor>,
     /// Target of every statement in single mode.
     single_target: std::sync::atomic::AtomicUsize,
+    /// Bumped whenever a reload changes the routes: statements prepared under older routes are routed again.
+    routes_generation: std::sync::atomic::AtomicU64,
     /// Serialises reloads (RELOAD, SIGHUP) so two never interleave.
     reloading: tokio::sync::Mutex<()>,
     /// Cancelled when pgsplit shuts down: sessions at rest end, sessions in a transaction end with it.
@@ -132,6 +134,7 @@ impl App {
             users: ArcSwap::from_pointee(users),
             tls,
             single_target: single_target.into(),
+            routes_generation: Default::default(),
             reloading: Default::default(),
             draining: Default::default(),
             metrics: Default::default(),
@@ -169,7 +172,8 @@ impl App {
         let users = user_store(&new).map_err(|e| e.to_string())?;
         let mut done = Reloaded::default();
         let table = routing_table(&new);
-        if table.schemas != self.table().schemas || table.default_target != self.table().default_target {
+        let routes_changed = table.schemas != self.table().schemas || table.default_target != self.table().default_target;
+        if routes_changed {
             done.changes.push("routes".into());
         }
         let single = table.target_id(&new.single_target).unwrap_or(table.default_target);
@@ -189,6 +193,9 @@ impl App {
             }
         }
         self.table.store(Arc::new(table));
+        if routes_changed {
+            self.routes_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         self.single_target.store(single, std::sync::atomic::Ordering::SeqCst);
         self.users.store(Arc::new(users));
         let file_mode_changed = new.mode != old.mode;
@@ -215,6 +222,11 @@ impl App {
         } else {
             Some(self.cache.analysis(sql))
         }
+    }
+
+    /// How many reloads changed the routes so far.
+    pub fn routes_generation(&self) -> u64 {
+        self.routes_generation.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The routing mode in force. Every read of the mode goes through here.

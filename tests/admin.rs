@@ -370,3 +370,27 @@ async fn split_db_mode_false_at_start_forces_single_mode() {
     let c = connect_as(port, "app", APP_PASSWORD, "handled").await.unwrap();
     assert_eq!(scalar(&c, "select current_database()").await, "handled_primary");
 }
+
+#[tokio::test]
+async fn prepared_statements_follow_routes_changed_by_a_reload() {
+    primary_has_data_tables().await;
+    let yaml = admin_yaml("");
+    let path = config_file(&yaml);
+    let proxy = Proxy::start_file(&path).await;
+    let a = admin(proxy.port).await;
+    let c = proxy.connect().await;
+    let which = c.prepare("select current_database()::text, (select count(*) from workspace.imports)").await.unwrap();
+    assert_eq!(c.query_one(&which, &[]).await.unwrap().get::<_, String>(0), "handled_data");
+    // workspace moves to PRIMARY.
+    let moved = yaml
+        .replace("schemas: [config, customer]", "schemas: [config, customer, workspace]")
+        .replace("schemas: [workspace, reference]", "schemas: [reference]");
+    std::fs::write(&path, moved).unwrap();
+    a.simple_query("RELOAD").await.unwrap();
+    assert!(rows(&a, "SHOW ROUTES").await.contains(&vec!["workspace".to_owned(), "primary".to_owned()]));
+    assert_eq!(
+        c.query_one(&which, &[]).await.unwrap().get::<_, String>(0),
+        "handled_primary",
+        "a statement prepared before the reload is routed by the new routes"
+    );
+}

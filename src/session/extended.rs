@@ -291,31 +291,31 @@ impl Session {
         let analysis = self.app.analysis_for(sql, self.single);
         let (t, explicit) = self.route(analysis.as_deref())?;
         if name.is_empty() {
-            self.unnamed = Some(Unnamed { target: t, explicit, analysis: analysis.clone(), single: self.single });
-        } else if let Some(prepared) = Prepared::from_parse(t, explicit, analysis.clone(), self.single, f.body()) {
+            self.unnamed = Some(Unnamed { target: t, explicit, analysis: analysis.clone(), epoch: self.routing_epoch() });
+        } else if let Some(prepared) = Prepared::from_parse(t, explicit, analysis.clone(), self.routing_epoch(), f.body()) {
             self.statements.insert(name.to_owned(), Arc::new(prepared));
         }
         Ok((t, explicit, analysis))
     }
 
-    /// A statement prepared in the other routing mode is routed again in the session's mode (after a switch, its
-    /// next transaction follows the new mode); the server-side statement stays the same.
+    /// A statement prepared under another routing (the other mode, or routes a reload has changed since) is routed
+    /// again before it runs; the server-side statement stays the same.
     fn reroute_statement(&mut self, name: &str) -> Result<(), PgError> {
-        let single = self.single;
+        let (single, epoch) = (self.single, self.routing_epoch());
         if name.is_empty() {
-            if self.unnamed.as_ref().is_none_or(|u| u.single == single) {
+            if self.unnamed.as_ref().is_none_or(|u| u.epoch == epoch) {
                 return Ok(());
             }
             let Some(parse) = self.unnamed_parse.clone() else { return Ok(()) };
-            let Ok(p) = decode::parse(parse.get(5..).unwrap_or_default()) else { return Ok(()) };
-            let analysis = self.app.analysis_for(p.sql, single);
+            let Ok((_, sql)) = decode::parse_sql(parse.get(5..).unwrap_or_default()) else { return Ok(()) };
+            let analysis = self.app.analysis_for(sql, single);
             let (target, explicit) = self.route(analysis.as_deref())?;
-            self.unnamed = Some(Unnamed { target, explicit, analysis, single });
+            self.unnamed = Some(Unnamed { target, explicit, analysis, epoch });
         } else {
-            let Some(old) = self.statements.get(name).filter(|p| p.single != single).cloned() else { return Ok(()) };
+            let Some(old) = self.statements.get(name).filter(|p| p.epoch != epoch).cloned() else { return Ok(()) };
             let analysis = self.app.analysis_for(old.sql(), single);
             let (target, explicit) = self.route(analysis.as_deref())?;
-            self.statements.insert(name.to_owned(), Arc::new(old.rerouted(target, explicit, analysis, single)));
+            self.statements.insert(name.to_owned(), Arc::new(old.rerouted(target, explicit, analysis, epoch)));
         }
         Ok(())
     }

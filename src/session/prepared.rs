@@ -33,8 +33,9 @@ pub struct Prepared {
     /// What its SQL does (session changes, DDL, pins), followed each time it is executed; `None` in single mode
     /// for texts that change nothing.
     pub analysis: Option<SharedAnalysis>,
-    /// Routed in single mode (true) or split mode: a statement is routed again after a mode switch.
-    pub single: bool,
+    /// The routing it was routed under (`Session::routing_epoch`: mode and routes generation): a statement is
+    /// routed again after a mode switch or a reload that changed the routes.
+    pub epoch: u64,
 }
 
 impl Prepared {
@@ -43,7 +44,7 @@ impl Prepared {
         target: TargetId,
         explicit: bool,
         analysis: Option<SharedAnalysis>,
-        single: bool,
+        epoch: u64,
         client_body: &[u8],
     ) -> Option<Prepared> {
         let nul = client_body.iter().position(|&b| b == 0)?;
@@ -54,19 +55,12 @@ impl Prepared {
         body.put_slice(server_name.as_bytes());
         body.put_u8(0);
         body.put_slice(rest);
-        Some(Prepared { target, explicit, server_name: server_name.into(), parse_body: body.freeze(), analysis, single })
+        Some(Prepared { target, explicit, server_name: server_name.into(), parse_body: body.freeze(), analysis, epoch })
     }
 
     /// The same statement routed anew (after a mode switch).
-    pub fn rerouted(&self, target: TargetId, explicit: bool, analysis: Option<SharedAnalysis>, single: bool) -> Prepared {
-        Prepared {
-            target,
-            explicit,
-            server_name: self.server_name.clone(),
-            parse_body: self.parse_body.clone(),
-            analysis,
-            single,
-        }
+    pub fn rerouted(&self, target: TargetId, explicit: bool, analysis: Option<SharedAnalysis>, epoch: u64) -> Prepared {
+        Prepared { target, explicit, server_name: self.server_name.clone(), parse_body: self.parse_body.clone(), analysis, epoch }
     }
 
     /// The statement's SQL text.
@@ -255,13 +249,13 @@ mod tests {
 
     #[test]
     fn same_sql_and_types_share_a_server_name_and_others_do_not() {
-        let a = Prepared::from_parse(0, true, None, false, b"s1\0select $1\0\0\x01\0\0\0\x17").unwrap();
-        let b = Prepared::from_parse(1, true, None, false, b"other\0select $1\0\0\x01\0\0\0\x17").unwrap();
-        let c = Prepared::from_parse(0, true, None, false, b"s1\0select $1\0\0\x01\0\0\0\x19").unwrap();
+        let a = Prepared::from_parse(0, true, None, 0, b"s1\0select $1\0\0\x01\0\0\0\x17").unwrap();
+        let b = Prepared::from_parse(1, true, None, 0, b"other\0select $1\0\0\x01\0\0\0\x17").unwrap();
+        let c = Prepared::from_parse(0, true, None, 0, b"s1\0select $1\0\0\x01\0\0\0\x19").unwrap();
         assert_eq!(a.server_name, b.server_name);
         assert_ne!(a.server_name, c.server_name);
         assert!(a.parse_body.starts_with(a.server_name.as_bytes()));
         assert!(a.parse_body.ends_with(b"select $1\0\0\x01\0\0\0\x17"));
-        assert!(Prepared::from_parse(0, true, None, false, b"no terminator").is_none());
+        assert!(Prepared::from_parse(0, true, None, 0, b"no terminator").is_none());
     }
 }

@@ -70,8 +70,8 @@ pub struct Unnamed {
     pub explicit: bool,
     /// What its SQL does, followed each time it is executed.
     pub analysis: Option<crate::router::SharedAnalysis>,
-    /// Routed in single mode (true) or split mode.
-    pub single: bool,
+    /// The routing it was routed under (`Session::routing_epoch`).
+    pub epoch: u64,
 }
 
 /// Where the client's transaction stands. This is the state machine of the module doc.
@@ -226,6 +226,12 @@ impl Session {
             }
             self.client.flush().await?;
         }
+    }
+
+    /// The routing the session's statements are routed under now: the mode (bit 0) and how many reloads changed
+    /// the routes. A prepared statement routed under another epoch is routed again before it runs.
+    pub fn routing_epoch(&self) -> u64 {
+        self.app.routes_generation() << 1 | u64::from(self.single)
     }
 
     /// Between transactions, the session takes the routing mode in force (a switch applies from the next one).
