@@ -129,6 +129,10 @@ impl Session {
                 while targets.iter().any(|&t| self.app.backend(t).in_use() > 0) && tokio::time::Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
+                let busy: u32 = targets.iter().map(|&t| self.app.backend(t).in_use()).sum();
+                if busy > 0 {
+                    tracing::warn!(connections = busy, "PAUSE: connections still in use after 30 s (pinned sessions or long transactions); new transactions wait");
+                }
                 Ok(Answer::Done("PAUSE"))
             }
             ["resume", rest @ ..] => {
