@@ -64,12 +64,7 @@ impl Session {
                     }
                 }
                 b'd' | b'c' | b'f' => {}
-                other => {
-                    return Err(SessionError::Fatal(PgError::fatal(
-                        codes::PROTOCOL_VIOLATION,
-                        format!("unexpected message type {:?}", other as char),
-                    )))
-                }
+                other => return Err(SessionError::unexpected_message(other)),
             }
             self.client.flush().await?;
         }

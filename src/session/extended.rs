@@ -217,13 +217,12 @@ impl Session {
                     }
                 },
                 b'B' => {
-                    if let Ok((_, name)) = decode::bind_names(f.body()) {
-                        if let Err(e) = self.reroute_statement(name) {
-                            result = Err(e);
-                            break;
-                        }
+                    let name = decode::bind_names(f.body()).ok().map(|(_, name)| name);
+                    if let Err(e) = name.map_or(Ok(()), |n| self.reroute_statement(n)) {
+                        result = Err(e);
+                        break;
                     }
-                    let stmt = decode::bind_names(f.body()).ok().and_then(|(_, name)| self.statement_route(name));
+                    let stmt = name.and_then(|n| self.statement_route(n));
                     let analysis = stmt.and_then(|(_, _, a)| a.cloned());
                     let routed = stmt.map(|(t, explicit, _)| (t, explicit));
                     tx_control &= controls(analysis.as_deref());

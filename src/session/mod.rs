@@ -46,6 +46,13 @@ pub enum SessionError {
     Fatal(PgError),
 }
 
+impl SessionError {
+    /// A message type the session does not accept here: FATAL 08P01, as PostgreSQL answers it.
+    pub fn unexpected_message(tag: u8) -> SessionError {
+        SessionError::Fatal(PgError::fatal(codes::PROTOCOL_VIOLATION, format!("unexpected message type {:?}", tag as char)))
+    }
+}
+
 impl From<FrameError> for SessionError {
     fn from(e: FrameError) -> Self {
         SessionError::Fatal(PgError::fatal(codes::PROTOCOL_VIOLATION, e.to_string()))

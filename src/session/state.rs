@@ -217,12 +217,7 @@ impl Session {
                 b'X' => return Ok(()),
                 // CopyData/CopyDone/CopyFail outside COPY are ignored, as PostgreSQL does.
                 b'd' | b'c' | b'f' => {}
-                other => {
-                    return Err(SessionError::Fatal(PgError::fatal(
-                        codes::PROTOCOL_VIOLATION,
-                        format!("unexpected message type {:?}", other as char),
-                    )))
-                }
+                other => return Err(SessionError::unexpected_message(other)),
             }
             self.client.flush().await?;
         }
