@@ -92,7 +92,9 @@ async fn admin_console_shows_pools_clients_servers_stats_routes_config_mode_and_
     let servers = rows(&a, "SHOW SERVERS").await;
     assert_eq!(servers.len(), 2);
     assert_eq!(servers[0][5], "verifyfull");
+    app.simple_query("listen admin_sees_pins").await.unwrap();
     let stats = rows(&a, "SHOW STATS").await;
+    assert!(stats.iter().any(|r| r[0] == "(pinned sessions)" && r[1] == "1"), "{stats:?}");
     assert!(stats.iter().any(|r| r[0] == "data" && r[1].parse::<u64>().unwrap() >= 1), "{stats:?}");
     let config = rows(&a, "SHOW CONFIG").await;
     let text = format!("{config:?}");

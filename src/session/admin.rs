@@ -267,6 +267,8 @@ impl Session {
                         ]
                     })
                     .collect();
+                let pinned = app.pinned_sessions().load(std::sync::atomic::Ordering::Relaxed);
+                rows.push(vec!["(pinned sessions)".into(), pinned.to_string(), String::new(), String::new(), String::new()]);
                 rows.push(vec![
                     "(route cache)".into(),
                     format!("{} hits", cache.hits),
