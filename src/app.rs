@@ -302,6 +302,13 @@ impl App {
         }
     }
 
+    /// Opens each target's `min` connections (at start; the probes keep them topped up).
+    pub async fn open_min_connections(&self) {
+        for backend in &self.backends {
+            backend.keep_min(PROBE_TIMEOUT).await;
+        }
+    }
+
     /// Probes every target; a target that is back (or whose catalog was never read) gets its catalog re-read.
     pub async fn probe_targets(&self) {
         for t in 0..self.backends.len() {
@@ -310,6 +317,9 @@ impl App {
             let up = backend.probe(PROBE_TIMEOUT).await;
             if up && !was_up {
                 tracing::info!(target = backend.name(), "target reachable again");
+            }
+            if up {
+                backend.keep_min(PROBE_TIMEOUT).await;
             }
             if up && (!was_up || self.catalog().target(t).is_none()) {
                 if let Err(e) = self.refresh_catalog(t).await {

@@ -72,6 +72,7 @@ async fn background(app: Arc<App>, shutdown: CancellationToken) {
     let mut probes = tokio::time::interval(app.config().health_interval);
     probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     probes.tick().await;
+    app.open_min_connections().await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

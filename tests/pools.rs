@@ -78,3 +78,49 @@ async fn a_checkout_timeout_is_53300_naming_the_target_within_twice_the_timeout_
     holder.simple_query("commit").await.unwrap();
     assert_eq!(scalar(&waiter, "select count(*) > 0 from reference.countries").await, "t");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_probes_and_min_connections_never_take_the_pool_past_max() {
+    let _serial = SERIAL.lock().await;
+    // Probes every 20 ms race the clients for idle connections, and `min` asks for idle ones while all are busy:
+    // neither may open a connection beyond `max`.
+    let yaml = config_yaml("verify-full", "health_interval: 20ms\n")
+        .replace("pool: { max: 10, checkout_timeout: 3s }", "pool: { max: 3, min: 2, checkout_timeout: 30s }");
+    let proxy = Proxy::start(&yaml).await;
+    let data = proxy.app.backend(1);
+    // `min` connections are opened without a client asking.
+    let started = Instant::now();
+    while data.pool_state().0 < 2 {
+        assert!(started.elapsed() < Duration::from_secs(10), "min connections never opened: {:?}", data.pool_state());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let peak = Arc::new(AtomicU32::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, done, app) = (peak.clone(), done.clone(), proxy.app.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                peak.fetch_max(app.backend(1).pool_state().0, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let c = proxy.connect().await;
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..150 {
+                assert_eq!(scalar(&c, &format!("select {i} from reference.countries limit 1")).await, i.to_string());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    sampler.await.unwrap();
+    let peak = peak.load(Ordering::Relaxed);
+    assert!(peak <= 3, "{peak} server connections to DATA over a pool of 3");
+    assert_eq!(peak, 3, "the pool was used to its max");
+    assert!(data.pool_state().0 >= 2, "min connections stay open: {:?}", data.pool_state());
+}

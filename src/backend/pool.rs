@@ -43,7 +43,7 @@ pub struct PoolSettings {
     pub min: u32,
     /// How long a client waits for a connection before an error.
     pub checkout_timeout: Duration,
-    /// Idle connections above `min` are closed after this.
+    /// Idle connections are closed after this (those below `min` are opened again by the next probe).
     pub idle_timeout: Option<Duration>,
     /// Connections are replaced after this age.
     pub max_lifetime: Option<Duration>,
@@ -185,6 +185,8 @@ pub struct Backend {
     checkout_timeout_ms: AtomicU64,
     /// Most server connections (a reload may change it; `turns` holds this many permits).
     max: AtomicU32,
+    /// Connections kept open even when idle (opened at start and topped up at each probe by `keep_min`).
+    min: u32,
     /// A reload lowered `max`: connections above it are closed after use.
     shrunk: AtomicBool,
     /// Permits a shrink still has to withdraw (they were in use); a later grow pays this first.
@@ -207,7 +209,8 @@ impl Backend {
             // `turns` bounds the connections in use to `max`; bb8's own bound is only a ceiling, so that a reload
             // can raise `max` without a new pool.
             .max_size(POOL_CEILING.max(settings.max))
-            .min_idle(if settings.min > 0 { Some(settings.min) } else { None })
+            // No `min_idle`: bb8 would open idle connections beyond `max` while all are in use; `keep_min` opens
+            // them under turns instead.
             .connection_timeout(settings.checkout_timeout)
             .idle_timeout(settings.idle_timeout)
             .max_lifetime(settings.max_lifetime)
@@ -225,6 +228,7 @@ impl Backend {
             health,
             checkout_timeout_ms: AtomicU64::new(millis(settings.checkout_timeout)),
             max: AtomicU32::new(settings.max.max(1)),
+            min: settings.min,
             shrunk: AtomicBool::new(false),
             shrink_debt: Default::default(),
             paused: tokio::sync::watch::Sender::new(false),
@@ -334,18 +338,6 @@ impl Backend {
                 _ = cancelled() => return Err(CheckoutError::Canceled),
             }
         }
-        if !self.health.up.load(Ordering::Relaxed) && self.pool.state().idle_connections == 0 {
-            match ServerConn::connect(&self.spec).await {
-                Ok(conn) => {
-                    self.health.connected(&conn);
-                    let _ = self.pool.add(Box::new(conn));
-                }
-                Err(e) => {
-                    self.health.failed(&e);
-                    return Err(self.unavailable());
-                }
-            }
-        }
         let checkout_timeout = self.checkout_timeout();
         // A free turn is taken at once; only a wait needs a timer.
         let turn = match self.turns.clone().try_acquire_owned() {
@@ -361,6 +353,20 @@ impl Backend {
                 }
             }
         };
+        // Every connection is opened under a turn (here, by bb8 for a turn's holder, by a probe or by `keep_min`), so
+        // the pool never holds more than `max`.
+        if !self.health.up.load(Ordering::Relaxed) && self.pool.state().idle_connections == 0 {
+            match ServerConn::connect(&self.spec).await {
+                Ok(conn) => {
+                    self.health.connected(&conn);
+                    let _ = self.pool.add(Box::new(conn));
+                }
+                Err(e) => {
+                    self.health.failed(&e);
+                    return Err(self.unavailable());
+                }
+            }
+        }
         // An idle connection the server closed or wrote to meanwhile (shutdown, restart, idle timeout) is dropped
         // and the next one tried; at most every pooled connection once, then a fresh one.
         let mut attempts: Option<usize> = None;
@@ -419,6 +425,9 @@ impl Backend {
         if state.connections > 0 && state.idle_connections == 0 {
             return self.is_up();
         }
+        // The probe takes a turn as a client does: a connection it borrows (or opens) is one of `max`, never one more.
+        // No free turn means every connection is in use: the target is serving.
+        let Ok(_turn) = self.turns.clone().try_acquire_owned() else { return self.is_up() };
         let checked = tokio::time::timeout(timeout, async {
             let mut conn = self.pool.get().await.map_err(|e| match e {
                 RunError::User(e) => e,
@@ -440,6 +449,32 @@ impl Backend {
             }
         }
         self.is_up()
+    }
+
+    /// Opens connections until `min` are open. It holds one turn per connection it touches, as that many clients
+    /// would, so `max` still bounds the pool; whatever the pool is busy with now is left alone (the next call tops up).
+    pub async fn keep_min(&self, timeout: Duration) {
+        let state = self.pool.state();
+        let missing = self.min.min(self.max()).saturating_sub(state.connections);
+        if missing == 0 {
+            return;
+        }
+        // Every idle connection is taken too, so that each further `get` opens a new one.
+        let wanted = (missing + state.idle_connections).min(self.turns.available_permits() as u32);
+        let Ok(_turns) = self.turns.clone().try_acquire_many_owned(wanted) else { return };
+        let mut held = Vec::with_capacity(wanted as usize);
+        for _ in 0..wanted {
+            match tokio::time::timeout(timeout, self.pool.get()).await {
+                Ok(Ok(conn)) => held.push(conn),
+                Ok(Err(RunError::User(e))) => {
+                    self.health.failed(&e);
+                    break;
+                }
+                _ => break,
+            }
+        }
+        // `held` goes back to the pool idle before the turns are released.
+        drop(held);
     }
 
     /// Whether the last connection attempt succeeded.
