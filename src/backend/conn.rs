@@ -49,6 +49,10 @@ impl std::fmt::Debug for TargetSpec {
     }
 }
 
+/// A connection handed out again within this time is checked for liveness by its socket's readiness alone (see
+/// `ServerConn::idle_and_alive`); after a longer rest, with a peek at the socket.
+const PEEK_AFTER: Duration = Duration::from_secs(1);
+
 /// A logged-in server connection, ready for queries.
 pub struct ServerConn {
     /// The socket.
@@ -65,6 +69,8 @@ pub struct ServerConn {
     pub broken: bool,
     /// When it was opened, for `max_lifetime`.
     pub created: Instant,
+    /// When it was last handed out (see `idle_and_alive`).
+    checked_out: Instant,
     /// Session parameters pgsplit has SET on this connection on behalf of clients (name → SQL value text); absent
     /// names have the value the connection started with. The next client's settings are applied as a diff.
     pub applied: std::collections::BTreeMap<String, String>,
@@ -124,6 +130,7 @@ impl ServerConn {
             status: 0,
             broken: false,
             created: Instant::now(),
+            checked_out: Instant::now(),
             applied: std::collections::BTreeMap::new(),
             outcome: Outcome::default(),
             discarded_error: None,
@@ -226,15 +233,28 @@ impl ServerConn {
 
     /// Whether an idle connection is still open with nothing unread: a server that shut down or dropped the
     /// connection while it sat in the pool has sent a FATAL error or closed the socket. Never blocks.
-    pub fn idle_and_alive(&self) -> bool {
+    ///
+    /// `now` is the time of the checkout. A connection last checked out less than `PEEK_AFTER` before is judged by the readiness the runtime's reactor
+    /// has already seen for its socket (no system call): a server that wrote or closed meanwhile made it readable.
+    /// Readiness, or a longer rest, is confirmed with a non-blocking peek at the socket.
+    pub fn idle_and_alive(&mut self, now: Instant) -> bool {
         use std::os::fd::AsRawFd;
         if !self.rbuf.is_empty() {
             return false;
         }
-        let fd = match &self.stream {
-            Stream::Plain(tcp) => tcp.as_raw_fd(),
-            Stream::Tls(tls) => tls.get_ref().0.as_raw_fd(),
+        let tcp = match &self.stream {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => tls.get_ref().0,
         };
+        let rested = now.saturating_duration_since(self.checked_out);
+        self.checked_out = now;
+        if rested < PEEK_AFTER {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if tcp.poll_read_ready(&mut cx).is_pending() {
+                return true;
+            }
+        }
+        let fd = tcp.as_raw_fd();
         let mut byte = 0u8;
         // SAFETY: `fd` is this connection's open socket for the duration of the call; recv writes at most one byte
         // into `byte`, which outlives the call. MSG_PEEK leaves any data in place; MSG_DONTWAIT never blocks.

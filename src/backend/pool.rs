@@ -371,11 +371,22 @@ impl Backend {
         // and the next one tried; at most every pooled connection once, then a fresh one.
         let mut attempts: Option<usize> = None;
         loop {
-            // What is left of the checkout timeout (bb8's own is the one the pool was built with).
-            let left = checkout_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
-            let got = tokio::time::timeout(left, self.pool.get_owned()).await.unwrap_or(Err(RunError::TimedOut));
+            // An idle connection is taken at the first poll; only a wait for one needs the timer, set to what is left
+            // of the checkout timeout (bb8's own is the one the pool was built with).
+            let mut get = std::pin::pin!(self.pool.get_owned());
+            let first = std::future::poll_fn(|cx| std::task::Poll::Ready(std::future::Future::poll(get.as_mut(), cx)));
+            let got = match first.await {
+                std::task::Poll::Ready(got) => got,
+                std::task::Poll::Pending => {
+                    let left = checkout_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+                    tokio::time::timeout(left, get).await.unwrap_or(Err(RunError::TimedOut))
+                }
+            };
             match got {
-                Ok(mut conn) if !conn.idle_and_alive() => {
+                Ok(mut conn) => {
+                    if conn.idle_and_alive(started.into_std()) {
+                        return self.checked_out(Ok(conn), turn);
+                    }
                     let left = attempts.get_or_insert_with(|| 2 + self.pool.state().connections as usize);
                     if *left == 0 {
                         return self.checked_out(Ok(conn), turn);

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod fallback;
 pub mod hint;
 pub mod literals;
+pub mod memo;
 pub mod resolve;
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 pub use crate::catalog::Catalog;
 pub use cache::RouteCache;
+pub use memo::DecisionMemo;
 pub use resolve::{parse_search_path, Resolved};
 
 /// Index of a target in the routing table's `targets`.

@@ -288,7 +288,7 @@ impl Session {
     fn route_parse(&mut self, f: &Frame) -> Result<(TargetId, bool, Option<SharedAnalysis>), PgError> {
         let (name, sql) = decode::parse_sql(f.body()).map_err(bad_message)?;
         let analysis = self.app.analysis_for(sql, self.single);
-        let (t, explicit) = self.route(analysis.as_deref())?;
+        let (t, explicit) = self.route(analysis.as_ref())?;
         if name.is_empty() {
             self.unnamed = Some(Unnamed { target: t, explicit, analysis: analysis.clone(), epoch: self.routing_epoch() });
         } else if let Some(prepared) = Prepared::from_parse(t, explicit, analysis.clone(), self.routing_epoch(), f.body()) {
@@ -308,12 +308,12 @@ impl Session {
             let Some(parse) = self.unnamed_parse.clone() else { return Ok(()) };
             let Ok((_, sql)) = decode::parse_sql(parse.get(5..).unwrap_or_default()) else { return Ok(()) };
             let analysis = self.app.analysis_for(sql, single);
-            let (target, explicit) = self.route(analysis.as_deref())?;
+            let (target, explicit) = self.route(analysis.as_ref())?;
             self.unnamed = Some(Unnamed { target, explicit, analysis, epoch });
         } else {
             let Some(old) = self.statements.get(name).filter(|p| p.epoch != epoch).cloned() else { return Ok(()) };
             let analysis = self.app.analysis_for(old.sql(), single);
-            let (target, explicit) = self.route(analysis.as_deref())?;
+            let (target, explicit) = self.route(analysis.as_ref())?;
             self.statements.insert(name.to_owned(), Arc::new(old.rerouted(target, explicit, analysis, epoch)));
         }
         Ok(())

@@ -3,7 +3,7 @@
 use crate::metrics::RouteReason;
 use crate::protocol::encode::{self, PgError};
 use crate::protocol::{codes, decode, Frame, STATUS_FAILED, STATUS_IDLE, STATUS_IN_TX};
-use crate::router::{Analysis, Command, ObjectKind, Reason, RouteError, TargetId};
+use crate::router::{Analysis, Command, ObjectKind, Reason, RouteError, SharedAnalysis, TargetId};
 
 use super::state::{Effects, Payload, Session, Tx};
 use super::SessionError;
@@ -26,14 +26,16 @@ impl Session {
                 return Ok(());
             }
         }
-        let (target, explicit) = match self.route(analysis.as_deref()) {
+        let (target, explicit) = match self.route(analysis.as_ref()) {
             Ok(r) => r,
             Err(e) => {
                 self.refuse(e);
                 return Ok(());
             }
         };
-        let plain_read = !explicit && analysis.as_deref().is_some_and(|a| plain_read(a, sql));
+        // Only a deferred or tentatively bound transaction asks (the word scan costs more than the rest of routing).
+        let asks = matches!(self.tx, Tx::Deferred { .. }) || self.tentative.is_some();
+        let plain_read = asks && !explicit && analysis.as_deref().is_some_and(|a| plain_read(a, sql));
         // A plain read needs an answer before the deferred transaction has a target: it binds tentatively.
         let replay = match &self.tx {
             Tx::Deferred { begin, held } if plain_read => {
@@ -130,7 +132,7 @@ impl Session {
     /// statements that name no routed schema follow the bound target; explicit ones must match it.
     /// The target of a statement and whether the statement itself chose it (its relations or a hint) rather than
     /// following the session (bound transaction, session hint, default target).
-    pub(super) fn route(&self, analysis: Option<&crate::router::Analysis>) -> Result<(TargetId, bool), PgError> {
+    pub(super) fn route(&mut self, analysis: Option<&SharedAnalysis>) -> Result<(TargetId, bool), PgError> {
         let bound = match &self.tx {
             Tx::Bound { target, .. } => Some(*target),
             _ => None,
@@ -141,7 +143,7 @@ impl Session {
             (None, None) => (self.app.table().default_target, false, RouteReason::Router(Reason::Default)),
             (None, Some(a)) => {
                 let view = crate::router::SessionView { search_path: &self.search_path, target_hint: self.target_hint };
-                let d = crate::router::decide(&self.app.table(), &self.app.catalog(), a, &view).map_err(route_error)?;
+                let d = self.route_memo.decide(&self.app.table(), &self.app.catalog(), a, &view).map_err(route_error)?;
                 (d.target, !matches!(d.reason, Reason::Default | Reason::SessionHint), RouteReason::Router(d.reason))
             }
         };

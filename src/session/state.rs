@@ -128,6 +128,8 @@ pub struct Session {
     /// The session's search_path (case-folded schema names), used to resolve unqualified names; derived from
     /// `params` whenever they change.
     pub search_path: Vec<String>,
+    /// The last routing decision, reused for the next statement of the same shape (see `router::DecisionMemo`).
+    pub route_memo: crate::router::DecisionMemo,
     /// Session parameters (startup, SET, RESET) applied to every server connection the client uses.
     pub params: Params,
     /// A target on which DDL ran inside the open transaction: its catalog is re-read when the transaction ends.
@@ -174,6 +176,7 @@ impl Session {
             tx: Tx::Idle,
             target_hint: None,
             search_path: params.search_path(),
+            route_memo: Default::default(),
             params,
             catalog_stale: None,
             key,

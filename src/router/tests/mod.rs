@@ -9,6 +9,7 @@ mod dml;
 mod fallback;
 mod hints;
 mod identifiers;
+mod memo;
 mod property;
 mod search_path;
 mod select;
