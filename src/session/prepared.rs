@@ -71,14 +71,14 @@ impl Prepared {
 
 impl Session {
     /// The bytes to send on `conn` for an extended-protocol batch, with the replies they will get queued on `conn`.
-    pub(super) fn rewrite_batch(&mut self, conn: &mut ServerConn, batch: Vec<Frame>) -> BytesMut {
+    pub(super) fn rewrite_batch(&mut self, conn: &mut ServerConn, mut batch: Vec<Frame>) -> BytesMut {
         let len = batch.iter().map(|f| f.bytes.len()).sum::<usize>();
         let mut out = BytesMut::with_capacity(len + 64);
         // The unnamed statement lives on the connection: one prepared by another client (or by this one on another
         // connection) may be there. A Bind or Describe of it in a batch without its Parse gets the client's own
         // last unnamed Parse first.
         let mut unnamed_here = false;
-        for f in batch {
+        for f in batch.drain(..) {
             let uses_unnamed = match f.tag {
                 b'B' => decode::bind_names(f.body()).is_ok_and(|(_, s)| s.is_empty()),
                 b'D' => matches!(decode::describe_or_close(f.body()), Ok((b'S', ""))),
@@ -173,6 +173,10 @@ impl Session {
                 }
                 _ => out.put_slice(&f.bytes),
             }
+        }
+        // The emptied vector collects the next batch: no regrowth per batch.
+        if self.batch.capacity() == 0 {
+            self.batch = batch;
         }
         out
     }
