@@ -84,7 +84,10 @@ pub fn writes(st: &Statement) -> bool {
         Statement::Query(_) => false,
         Statement::Copy { to, .. } => !to,
         Statement::StartTransaction { .. } | Statement::Commit { .. } | Statement::Rollback { .. } => false,
-        Statement::Set(_) | Statement::ShowVariable { .. } | Statement::Explain { .. } => false,
+        Statement::Set(_) | Statement::ShowVariable { .. } => false,
+        // EXPLAIN ANALYZE runs its statement; EXPLAIN of a write without it counts as one too (conservative: the
+        // ANALYZE option has several spellings, `EXPLAIN (ANALYZE on, ...)` among them).
+        Statement::Explain { statement, .. } => writes(statement),
         _ => true,
     }
 }

@@ -53,10 +53,24 @@ fn catalog_changes_and_writes_are_flagged() {
     ] {
         assert!(!Analysis::of(sql).ddl, "{sql}");
     }
-    for sql in ["insert into workspace.a values (1)", "copy workspace.a from stdin", "truncate config.a", "create schema x"] {
+    for sql in [
+        "insert into workspace.a values (1)",
+        "copy workspace.a from stdin",
+        "truncate config.a",
+        "create schema x",
+        "explain analyze insert into a values (1)",
+        "explain (analyze, buffers) delete from a",
+        "explain (analyze on) update a set b = 1",
+    ] {
         assert!(Analysis::of(sql).writes, "{sql}");
     }
-    for sql in ["select * from workspace.a", "copy workspace.a to stdout", "explain select 1", "show search_path"] {
+    for sql in [
+        "select * from workspace.a",
+        "copy workspace.a to stdout",
+        "explain select 1",
+        "explain analyze select 1",
+        "show search_path",
+    ] {
         assert!(!Analysis::of(sql).writes, "{sql}");
     }
 }
