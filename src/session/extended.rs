@@ -52,7 +52,10 @@ impl Session {
             Err(e) => {
                 self.batch.clear();
                 self.batch_effects = Effects::default();
-                self.refuse(e);
+                // As if refused before this Sync: a transaction bound on a server (perhaps only by a flushed part
+                // of this very batch) is failed there, and the server's status ends the batch.
+                self.refuse_before_sync(e);
+                self.sync_after_refusal().await;
                 return Ok(());
             }
         };

@@ -210,10 +210,7 @@ impl Session {
                 b'Q' => self.simple_query(frame).await?,
                 // After an error before Sync, the rest of the batch is skipped, as PostgreSQL skips it.
                 b'P' | b'B' | b'D' | b'E' | b'C' | b'H' if self.skip_until_sync => {}
-                b'S' if self.skip_until_sync => {
-                    self.skip_until_sync = false;
-                    crate::protocol::encode::ready_for_query(&mut self.client.wbuf, self.tx.status());
-                }
+                b'S' if self.skip_until_sync => self.sync_after_refusal().await,
                 b'P' | b'B' | b'D' | b'E' | b'C' => self.batch.push(frame),
                 b'S' => self.sync(frame).await?,
                 b'H' => self.flush_batch(frame).await?,
@@ -503,6 +500,19 @@ impl Session {
         self.skip_until_sync = true;
     }
 
+    /// The Sync ending a batch that was refused after a flushed part: a server connection holding that part fails
+    /// too, and its answer decides the status, as PostgreSQL's would: an explicit transaction stays failed (25P02
+    /// until ROLLBACK), an implicit one is over, rolled back.
+    pub(super) async fn sync_after_refusal(&mut self) {
+        self.skip_until_sync = false;
+        if matches!(self.tx, Tx::Failed { bound: Some(_) }) {
+            if let Err(e) = self.fail_on_server().await {
+                e.encode(&mut self.client.wbuf);
+            }
+        }
+        crate::protocol::encode::ready_for_query(&mut self.client.wbuf, self.tx.status());
+    }
+
     /// Makes a transaction pgsplit failed fail on a server too (with a statement that raises), so that PostgreSQL
     /// answers everything after it exactly as it would (25P02, COMMIT answered by ROLLBACK), including extended-
     /// protocol batches. A transaction that never bound gets a connection of the default target for this.
@@ -529,10 +539,28 @@ impl Session {
         );
         conn.broken = true;
         let failed = conn.simple(&sql).await;
-        if matches!(failed, Err(BackendError::Server { .. })) && conn.status == STATUS_FAILED {
-            conn.broken = false;
-            self.tx = Tx::Bound { target, conn };
-            return Ok(());
+        if matches!(failed, Err(BackendError::Server { .. })) {
+            // pgsplit's own transaction around an autocommit request (behind a transaction pooler) is not the
+            // client's: it ends here, so that the server's answer below is about the client's transaction.
+            if conn.wrapped && conn.status == STATUS_FAILED && conn.simple("ROLLBACK").await.is_ok() {
+                conn.wrapped = false;
+            }
+            match conn.status {
+                STATUS_FAILED => {
+                    conn.broken = false;
+                    self.tx = Tx::Bound { target, conn };
+                    return Ok(());
+                }
+                // No BEGIN: the implicit transaction of a flushed extended batch. The error ended it, rolled back,
+                // as PostgreSQL ends one; the connection is idle and clean again.
+                STATUS_IDLE if begin.is_empty() => {
+                    conn.broken = false;
+                    conn.expect.clear();
+                    self.release(target, conn);
+                    return Ok(());
+                }
+                _ => {}
+            }
         }
         let name = self.app.backend(target).name().to_owned();
         self.release(target, conn);
