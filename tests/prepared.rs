@@ -6,7 +6,10 @@ mod common;
 
 use std::process::Command;
 
-use common::{clusters, config_yaml, direct, sqlstate, Proxy, APP_PASSWORD};
+use common::{
+    bind_execute, clusters, config_yaml, direct, parse_bind_execute, read_messages, read_until_ready, sqlstate, Proxy,
+    APP_PASSWORD,
+};
 
 /// A configuration whose pools are tiny, so clients constantly share and swap server connections.
 fn tiny_pools(primary: u32, data: u32) -> String {
@@ -129,29 +132,6 @@ async fn pgbench_simple_extended_and_prepared_modes_run_clean_with_more_clients_
     assert!(n >= 1800, "{n} history rows from three tpcb-like runs");
 }
 
-/// Reads server messages until ReadyForQuery; returns their tags and the ReadyForQuery status.
-async fn read_until_ready(s: &mut tokio::net::TcpStream) -> (Vec<u8>, u8) {
-    use postgres_protocol::message::backend::Message;
-    use tokio::io::AsyncReadExt;
-    let mut buf = bytes::BytesMut::new();
-    let mut tags = Vec::new();
-    loop {
-        while buf.len() >= 5 {
-            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-            if buf.len() < len + 1 {
-                break;
-            }
-            let tag = buf[0];
-            tags.push(tag);
-            if let Ok(Some(Message::ReadyForQuery(r))) = Message::parse(&mut buf) {
-                return (tags, r.status());
-            }
-        }
-        let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_buf(&mut buf)).await.unwrap().unwrap();
-        assert!(n > 0, "server closed");
-    }
-}
-
 #[tokio::test]
 async fn a_jdbc_style_batch_with_a_prepared_begin_binds_to_the_statements_target() {
     use postgres_protocol::message::frontend;
@@ -236,21 +216,6 @@ async fn named_statements_inside_a_deferred_transaction_and_after_a_refusal_beha
     assert!(n >= 2, "the session goes on");
 }
 
-/// Reads exactly `n` server messages; returns their tags.
-async fn read_messages(s: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
-    use tokio::io::AsyncReadExt;
-    let mut tags = Vec::new();
-    let mut header = [0u8; 5];
-    while tags.len() < n {
-        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_exact(&mut header)).await.unwrap().unwrap();
-        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-        let mut body = vec![0u8; len - 4];
-        s.read_exact(&mut body).await.unwrap();
-        tags.push(header[0]);
-    }
-    tags
-}
-
 #[tokio::test]
 async fn an_asyncpg_style_prepare_with_flush_inside_a_deferred_transaction_keeps_the_transaction() {
     use postgres_protocol::message::frontend;
@@ -290,31 +255,6 @@ async fn an_asyncpg_style_prepare_with_flush_inside_a_deferred_transaction_keeps
         "0",
         "the insert ran inside the rolled back transaction"
     );
-}
-
-/// Parse (named), Bind and Execute of `sql` with no parameters.
-fn parse_bind_execute(name: &str, sql: &str, out: &mut bytes::BytesMut) {
-    use postgres_protocol::message::frontend;
-    frontend::parse(name, sql, std::iter::empty(), out).unwrap();
-    bind_execute(name, out);
-}
-
-/// Bind of the statement `name` (no parameters) and Execute of the portal.
-fn bind_execute(name: &str, out: &mut bytes::BytesMut) {
-    use postgres_protocol::message::frontend;
-    let no_params: [Option<&[u8]>; 0] = [];
-    frontend::bind(
-        "",
-        name,
-        std::iter::empty(),
-        no_params.iter(),
-        |_: &Option<&[u8]>, _: &mut bytes::BytesMut| Ok(postgres_protocol::IsNull::Yes),
-        std::iter::empty(),
-        out,
-    )
-    .map_err(|_| "bind")
-    .unwrap();
-    frontend::execute("", 0, out).unwrap();
 }
 
 #[tokio::test]

@@ -70,7 +70,7 @@ pub struct ServerConn {
     /// When it was opened, for `max_lifetime`.
     pub created: Instant,
     /// When it was last handed out (see `idle_and_alive`).
-    checked_out: Instant,
+    handed_out: Instant,
     /// Session parameters pgsplit has SET on this connection on behalf of clients (name → SQL value text); absent
     /// names have the value the connection started with. The next client's settings are applied as a diff.
     pub applied: std::collections::BTreeMap<String, String>,
@@ -130,7 +130,7 @@ impl ServerConn {
             status: 0,
             broken: false,
             created: Instant::now(),
-            checked_out: Instant::now(),
+            handed_out: Instant::now(),
             applied: std::collections::BTreeMap::new(),
             outcome: Outcome::default(),
             discarded_error: None,
@@ -234,9 +234,9 @@ impl ServerConn {
     /// Whether an idle connection is still open with nothing unread: a server that shut down or dropped the
     /// connection while it sat in the pool has sent a FATAL error or closed the socket. Never blocks.
     ///
-    /// `now` is the time of the checkout. A connection last checked out less than `PEEK_AFTER` before is judged by the readiness the runtime's reactor
-    /// has already seen for its socket (no system call): a server that wrote or closed meanwhile made it readable.
-    /// Readiness, or a longer rest, is confirmed with a non-blocking peek at the socket.
+    /// `now` is the time of this checkout. A connection handed out less than `PEEK_AFTER` before is judged by the
+    /// readiness the runtime's reactor has already seen for its socket (no system call): a server that wrote or
+    /// closed meanwhile made it readable. Readiness, or a longer rest, is confirmed with a non-blocking peek.
     pub fn idle_and_alive(&mut self, now: Instant) -> bool {
         use std::os::fd::AsRawFd;
         if !self.rbuf.is_empty() {
@@ -246,8 +246,8 @@ impl ServerConn {
             Stream::Plain(tcp) => tcp,
             Stream::Tls(tls) => tls.get_ref().0,
         };
-        let rested = now.saturating_duration_since(self.checked_out);
-        self.checked_out = now;
+        let rested = now.saturating_duration_since(self.handed_out);
+        self.handed_out = now;
         if rested < PEEK_AFTER {
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             if tcp.poll_read_ready(&mut cx).is_pending() {

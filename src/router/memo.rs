@@ -49,26 +49,16 @@ impl DecisionMemo {
             }
         }
         let decision = decide(table, catalog, a, s)?;
-        match &mut self.last {
-            Some(last) => {
-                last.analysis = a.clone();
-                last.table = table.clone();
-                last.catalog = catalog.clone();
-                copy_into(&mut last.search_path, s.search_path);
-                last.target_hint = s.target_hint;
-                last.decision = decision.clone();
-            }
-            None => {
-                self.last = Some(Last {
-                    analysis: a.clone(),
-                    table: table.clone(),
-                    catalog: catalog.clone(),
-                    search_path: s.search_path.to_vec(),
-                    target_hint: s.target_hint,
-                    decision: decision.clone(),
-                })
-            }
-        }
+        let mut search_path = self.last.take().map(|last| last.search_path).unwrap_or_default();
+        copy_into(&mut search_path, s.search_path);
+        self.last = Some(Last {
+            analysis: a.clone(),
+            table: table.clone(),
+            catalog: catalog.clone(),
+            search_path,
+            target_hint: s.target_hint,
+            decision: decision.clone(),
+        });
         Ok(decision)
     }
 }

@@ -234,3 +234,66 @@ pub fn psql_script(url: &str, script: &str) -> std::process::Output {
     child.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("script");
     child.wait_with_output().expect("psql output")
 }
+
+/// Reads server messages until ReadyForQuery; returns their tags and the ReadyForQuery status.
+pub async fn read_until_ready(s: &mut tokio::net::TcpStream) -> (Vec<u8>, u8) {
+    use postgres_protocol::message::backend::Message;
+    use tokio::io::AsyncReadExt;
+    let mut buf = bytes::BytesMut::new();
+    let mut tags = Vec::new();
+    loop {
+        while buf.len() >= 5 {
+            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            if buf.len() < len + 1 {
+                break;
+            }
+            let tag = buf[0];
+            tags.push(tag);
+            if let Ok(Some(Message::ReadyForQuery(r))) = Message::parse(&mut buf) {
+                return (tags, r.status());
+            }
+        }
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_buf(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "server closed");
+    }
+}
+
+/// Reads exactly `n` server messages; returns their tags.
+pub async fn read_messages(s: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut tags = Vec::new();
+    let mut header = [0u8; 5];
+    while tags.len() < n {
+        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_exact(&mut header)).await.unwrap().unwrap();
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        s.read_exact(&mut body).await.unwrap();
+        tags.push(header[0]);
+    }
+    tags
+}
+
+/// Parse (named), Bind and Execute of `sql` with no parameters.
+pub fn parse_bind_execute(name: &str, sql: &str, out: &mut bytes::BytesMut) {
+    use postgres_protocol::message::frontend;
+    frontend::parse(name, sql, std::iter::empty(), out).unwrap();
+    bind_execute(name, out);
+}
+
+/// Bind of the statement `name` (no parameters) and Execute of the portal.
+pub fn bind_execute(name: &str, out: &mut bytes::BytesMut) {
+    use postgres_protocol::message::frontend;
+    let no_params: [Option<&[u8]>; 0] = [];
+    frontend::bind(
+        "",
+        name,
+        std::iter::empty(),
+        no_params.iter(),
+        |_: &Option<&[u8]>, _: &mut bytes::BytesMut| Ok(postgres_protocol::IsNull::Yes),
+        std::iter::empty(),
+        out,
+    )
+    .map_err(|_| "bind")
+    .unwrap();
+    frontend::execute("", 0, out).unwrap();
+}
