@@ -403,30 +403,17 @@ async fn several_unnamed_transaction_control_statements_in_one_batch_each_get_th
 
 #[tokio::test]
 async fn a_refusal_after_a_flushed_part_of_an_autocommit_batch_rolls_it_back_and_ends_idle_as_by_postgres() {
-    use postgres_protocol::message::frontend;
-    use tokio::io::AsyncWriteExt;
     let proxy = Proxy::split().await;
     let mut s = common::raw_login(proxy.port).await;
-    let mut out = bytes::BytesMut::new();
-    // No BEGIN: the batch is one implicit transaction. Its first part runs on DATA and is flushed...
-    parse_bind_execute("", "insert into workspace.imports (file_name, row_count) values ('flushed-then-refused', 1)", &mut out);
-    frontend::flush(&mut out);
-    s.write_all(&out).await.unwrap();
-    assert_eq!(read_messages(&mut s, 3).await, b"12C");
-    // ... then a statement for PRIMARY is refused: as an error in the batch would, it ends the implicit transaction
-    // rolled back, and the Sync's ReadyForQuery says idle.
-    out.clear();
-    parse_bind_execute("", "select count(*) from config.users", &mut out);
-    frontend::sync(&mut out);
-    s.write_all(&out).await.unwrap();
-    let (tags, status) = read_until_ready(&mut s).await;
-    assert_eq!((tags.as_slice(), status), (&b"EZ"[..], b'I'), "{:?}", String::from_utf8_lossy(&tags));
-    // The session goes on, on either target, and the flushed insert was rolled back.
-    out.clear();
-    frontend::query("select count(*) from config.users", &mut out).unwrap();
-    s.write_all(&out).await.unwrap();
-    let (tags, status) = read_until_ready(&mut s).await;
-    assert_eq!((tags.as_slice(), status), (&b"TDCZ"[..], b'I'), "{:?}", String::from_utf8_lossy(&tags));
+    // No BEGIN: the batch is one implicit transaction. Its first part runs on DATA and is flushed; then a statement
+    // for PRIMARY is refused: as an error in the batch would, it ends the implicit transaction rolled back.
+    common::assert_refusal_after_flush_ends_idle(
+        &mut s,
+        "insert into workspace.imports (file_name, row_count) values ('flushed-then-refused', 1)",
+        "select count(*) from config.users",
+        "select count(*) from config.users",
+    )
+    .await;
     assert_eq!(
         direct(
             &clusters().data,

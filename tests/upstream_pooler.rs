@@ -10,9 +10,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{
-    clusters, direct, parse_bind_execute, pg_tool, read_messages, read_until_ready, scalar, sqlstate, Proxy, APP_PASSWORD,
-};
+use common::{clusters, direct, pg_tool, scalar, sqlstate, Proxy, APP_PASSWORD};
 
 /// PgBouncer's pool towards PostgreSQL: far fewer backends than pgsplit has connections to PgBouncer (5), so
 /// consecutive transactions of one pgsplit connection land on different backends.
@@ -361,29 +359,18 @@ async fn pgbench_prepared_and_extended_through_pgbouncer_run_clean() {
 
 #[tokio::test]
 async fn a_refusal_after_a_flushed_part_of_a_wrapped_autocommit_batch_rolls_it_back_and_ends_idle() {
-    use postgres_protocol::message::frontend;
-    use tokio::io::AsyncWriteExt;
     let Some(bouncer) = Bouncer::start().await else { return };
     let proxy = proxy(&bouncer).await;
-    // statement_timeout is not tracked by PgBouncer: pgsplit wraps each autocommit request in its own transaction.
+    // statement_timeout is not tracked by PgBouncer: pgsplit wraps each autocommit request in its own transaction,
+    // which must end with the client's implicit one.
     let (mut s, _) = common::raw_login_with(proxy.port, &[("options", "-c statement_timeout=30s")]).await;
-    let mut out = bytes::BytesMut::new();
-    parse_bind_execute("", "insert into customer.accounts (name) values ('pooler-flushed-then-refused')", &mut out);
-    frontend::flush(&mut out);
-    s.write_all(&out).await.unwrap();
-    assert_eq!(read_messages(&mut s, 3).await, b"12C");
-    // A statement for DATA is refused: pgsplit's transaction and the client's implicit one end, rolled back.
-    out.clear();
-    parse_bind_execute("", "select count(*) from workspace.imports", &mut out);
-    frontend::sync(&mut out);
-    s.write_all(&out).await.unwrap();
-    let (tags, status) = read_until_ready(&mut s).await;
-    assert_eq!((tags.as_slice(), status), (&b"EZ"[..], b'I'), "{:?}", String::from_utf8_lossy(&tags));
-    out.clear();
-    frontend::query("select count(*) from customer.accounts", &mut out).unwrap();
-    s.write_all(&out).await.unwrap();
-    let (tags, status) = read_until_ready(&mut s).await;
-    assert_eq!((tags.as_slice(), status), (&b"TDCZ"[..], b'I'), "{:?}", String::from_utf8_lossy(&tags));
+    common::assert_refusal_after_flush_ends_idle(
+        &mut s,
+        "insert into customer.accounts (name) values ('pooler-flushed-then-refused')",
+        "select count(*) from workspace.imports",
+        "select count(*) from customer.accounts",
+    )
+    .await;
     assert_eq!(
         direct(
             &clusters().primary,

@@ -297,3 +297,28 @@ pub fn bind_execute(name: &str, out: &mut bytes::BytesMut) {
     .unwrap();
     frontend::execute("", 0, out).unwrap();
 }
+
+/// Runs `flushed` (Parse/Bind/Execute, Flush) and then `refused` (Parse/Bind/Execute, Sync) on `s`, outside any
+/// transaction, and checks what PostgreSQL would answer when the second part fails: the first part's replies at the
+/// Flush, then the error and ReadyForQuery idle (the implicit transaction rolled back); then `after` (a simple query
+/// returning one row) runs, idle. The caller checks that `flushed` left nothing behind.
+pub async fn assert_refusal_after_flush_ends_idle(s: &mut tokio::net::TcpStream, flushed: &str, refused: &str, after: &str) {
+    use postgres_protocol::message::frontend;
+    use tokio::io::AsyncWriteExt;
+    let mut out = bytes::BytesMut::new();
+    parse_bind_execute("", flushed, &mut out);
+    frontend::flush(&mut out);
+    s.write_all(&out).await.unwrap();
+    assert_eq!(read_messages(s, 3).await, b"12C", "{flushed}");
+    out.clear();
+    parse_bind_execute("", refused, &mut out);
+    frontend::sync(&mut out);
+    s.write_all(&out).await.unwrap();
+    let (tags, status) = read_until_ready(s).await;
+    assert_eq!((tags.as_slice(), status), (&b"EZ"[..], b'I'), "{refused}: {:?}", String::from_utf8_lossy(&tags));
+    out.clear();
+    frontend::query(after, &mut out).unwrap();
+    s.write_all(&out).await.unwrap();
+    let (tags, status) = read_until_ready(s).await;
+    assert_eq!((tags.as_slice(), status), (&b"TDCZ"[..], b'I'), "{after}: {:?}", String::from_utf8_lossy(&tags));
+}
