@@ -20,38 +20,16 @@ async fn sixty_clients_over_a_pool_of_fifteen_never_open_a_sixteenth_connection(
     let yaml = config_yaml("verify-full", "")
         .replace("pool: { max: 5, checkout_timeout: 3s }", "pool: { max: 15, checkout_timeout: 30s }");
     let proxy = Proxy::start(&yaml).await;
-    let peak = Arc::new(AtomicU32::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (peak, done) = (peak.clone(), done.clone());
-        let sql = format!(
-            "select count(*) from pg_stat_activity where usename = 'pgsplit' and datname = 'handled_primary' \
-             and backend_start >= '{since}'"
-        );
-        tokio::spawn(async move {
-            while !done.load(Ordering::Relaxed) {
-                let n: u32 = direct(&clusters().primary, "handled_primary", &sql).await.parse().unwrap_or(0);
-                peak.fetch_max(n, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
+    let sql = format!(
+        "select count(*) from pg_stat_activity where usename = 'pgsplit' and datname = 'handled_primary' \
+         and backend_start >= '{since}'"
+    );
+    let count = move || {
+        let sql = sql.clone();
+        async move { direct(&clusters().primary, "handled_primary", &sql).await.parse().unwrap_or(0) }
     };
-    let mut tasks = Vec::new();
-    for i in 0..60 {
-        let c = proxy.connect().await;
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..10 {
-                let r = scalar(&c, &format!("select {i} from config.users, pg_sleep(0.005) limit 1")).await;
-                assert_eq!(r, i.to_string());
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    done.store(true, Ordering::Relaxed);
-    sampler.await.unwrap();
-    let peak = peak.load(Ordering::Relaxed);
+    let peak =
+        peak_under_load(&proxy, 60, 10, |i| format!("select {i} from config.users, pg_sleep(0.005) limit 1"), 20, count).await;
     assert!(peak <= 15, "{peak} server connections on PRIMARY");
     assert!(peak >= 5, "the pool was actually used in parallel ({peak})");
 }
@@ -94,23 +72,41 @@ async fn health_probes_and_min_connections_never_take_the_pool_past_max() {
         assert!(started.elapsed() < Duration::from_secs(10), "min connections never opened: {:?}", data.pool_state());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let app = proxy.app.clone();
+    let open = move || {
+        let app = app.clone();
+        async move { app.backend(1).pool_state().0 }
+    };
+    let peak = peak_under_load(&proxy, 12, 150, |i| format!("select {i} from reference.countries limit 1"), 1, open).await;
+    assert!(peak <= 3, "{peak} server connections to DATA over a pool of 3");
+    assert_eq!(peak, 3, "the pool was used to its max");
+    assert!(data.pool_state().0 >= 2, "min connections stay open: {:?}", data.pool_state());
+}
+
+/// Runs `clients` sessions through `proxy`, each `queries` times `sql(i)` (which must answer `i`), while `sample` is
+/// taken every `every_ms` milliseconds; returns the highest sample.
+async fn peak_under_load<S, F>(proxy: &Proxy, clients: u32, queries: u32, sql: fn(u32) -> String, every_ms: u64, sample: S) -> u32
+where
+    S: Fn() -> F + Send + 'static,
+    F: std::future::Future<Output = u32> + Send,
+{
     let peak = Arc::new(AtomicU32::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
-        let (peak, done, app) = (peak.clone(), done.clone(), proxy.app.clone());
+        let (peak, done) = (peak.clone(), done.clone());
         tokio::spawn(async move {
             while !done.load(Ordering::Relaxed) {
-                peak.fetch_max(app.backend(1).pool_state().0, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                peak.fetch_max(sample().await, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(every_ms)).await;
             }
         })
     };
     let mut tasks = Vec::new();
-    for i in 0..12 {
+    for i in 0..clients {
         let c = proxy.connect().await;
         tasks.push(tokio::spawn(async move {
-            for _ in 0..150 {
-                assert_eq!(scalar(&c, &format!("select {i} from reference.countries limit 1")).await, i.to_string());
+            for _ in 0..queries {
+                assert_eq!(scalar(&c, &sql(i)).await, i.to_string());
             }
         }));
     }
@@ -119,8 +115,5 @@ async fn health_probes_and_min_connections_never_take_the_pool_past_max() {
     }
     done.store(true, Ordering::Relaxed);
     sampler.await.unwrap();
-    let peak = peak.load(Ordering::Relaxed);
-    assert!(peak <= 3, "{peak} server connections to DATA over a pool of 3");
-    assert_eq!(peak, 3, "the pool was used to its max");
-    assert!(data.pool_state().0 >= 2, "min connections stay open: {:?}", data.pool_state());
+    peak.load(Ordering::Relaxed)
 }
