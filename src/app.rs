@@ -19,6 +19,7 @@ use crate::cancel::CancelRegistry;
 use crate::catalog::{Catalog, TargetCatalog};
 pub use crate::config::ClientTlsMode;
 use crate::config::{Config, Mode, ServerTlsMode, Target};
+use crate::router::cache::LookupMemo;
 use crate::router::{RouteCache, RoutingTable, SharedAnalysis, TargetId};
 
 /// How long a background health probe may take before the target counts as down.
@@ -212,15 +213,16 @@ impl App {
     /// The analysis of a statement. In single mode routing needs none, so only texts that may change session state
     /// (SET, RESET, DISCARD, set_config) are analysed, for the session to follow them; others give `None`.
     pub fn analysis(&self, sql: &str) -> Option<SharedAnalysis> {
-        self.analysis_for(sql, self.is_single())
+        self.analysis_for(sql, self.is_single(), &mut Default::default())
     }
 
-    /// `analysis` for a session that routes in single mode (`single`) or split mode, whatever the mode is now.
-    pub fn analysis_for(&self, sql: &str, single: bool) -> Option<SharedAnalysis> {
+    /// `analysis` for a session that routes in single mode (`single`) or split mode, whatever the mode is now, with
+    /// the session's memo of its last lookup.
+    pub fn analysis_for(&self, sql: &str, single: bool, memo: &mut LookupMemo) -> Option<SharedAnalysis> {
         if single && !may_change_session(sql) {
             None
         } else {
-            Some(self.cache.analysis(sql))
+            Some(self.cache.analysis_memo(sql, memo))
         }
     }
 

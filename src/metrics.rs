@@ -8,7 +8,7 @@
 //! Names (all prefixed `pgsplit_`): see `render`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,42 @@ const CHECKOUT_BOUNDS_US: &[u64] = &[50, 100, 250, 500, 1_000, 5_000, 10_000, 50
 /// Upper bounds (µs) of the query-latency histogram (send to ReadyForQuery, relay included).
 const QUERY_BOUNDS_US: &[u64] =
     &[250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 10_000_000];
+
+/// Stripes of the counters the data path bumps on every statement: each thread adds to its own cache line, so
+/// sessions on different cores never pull the same line back and forth; a scrape sums the stripes.
+const STRIPES: usize = 8;
+
+/// This thread's stripe, assigned round-robin at its first count.
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    }
+    STRIPE.with(|s| *s)
+}
+
+/// One cache line (two, against adjacent-line prefetch) holding `T`.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Line<T>(T);
+
+/// A counter bumped from many threads: one relaxed add on the calling thread's own stripe.
+#[derive(Debug, Default)]
+pub struct StripedCounter {
+    stripes: [Line<AtomicU64>; STRIPES],
+}
+
+impl StripedCounter {
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.stripes[stripe()].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The total over all stripes.
+    pub fn get(&self) -> u64 {
+        self.stripes.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+    }
+}
 
 /// Why a statement went where it went, as counted in `pgsplit_route_decisions_total{reason}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,43 +103,55 @@ pub enum CheckoutFailure {
     Timeout = 1,
 }
 
-/// A fixed-bucket histogram of durations, updated with three relaxed atomic adds.
+/// Most buckets a histogram may have (its bounds plus +Inf).
+const MAX_BUCKETS: usize = 16;
+const _: () = assert!(CHECKOUT_BOUNDS_US.len() < MAX_BUCKETS && QUERY_BOUNDS_US.len() < MAX_BUCKETS);
+
+/// One stripe of a histogram: observations per bucket (not cumulative) and their sum in microseconds.
+#[derive(Debug, Default)]
+struct HistogramRow {
+    counts: [AtomicU64; MAX_BUCKETS],
+    sum_us: AtomicU64,
+}
+
+/// A fixed-bucket histogram of durations, updated with two relaxed atomic adds on the calling thread's stripe.
 #[derive(Debug)]
 pub struct Histogram {
-    /// Bucket upper bounds in microseconds, ascending.
+    /// Bucket upper bounds in microseconds, ascending; one bucket more for +Inf.
     bounds_us: &'static [u64],
-    /// Observations per bucket (not cumulative); one more than `bounds_us` for +Inf.
-    counts: Box<[AtomicU64]>,
-    /// Sum of all observations in microseconds.
-    sum_us: AtomicU64,
+    /// One row per stripe.
+    rows: Box<[Line<HistogramRow>; STRIPES]>,
 }
 
 impl Histogram {
     fn new(bounds_us: &'static [u64]) -> Histogram {
-        Histogram { bounds_us, counts: (0..=bounds_us.len()).map(|_| AtomicU64::new(0)).collect(), sum_us: AtomicU64::new(0) }
+        debug_assert!(bounds_us.len() < MAX_BUCKETS);
+        Histogram { bounds_us, rows: Box::default() }
     }
 
     /// Records one duration.
     pub fn observe(&self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let bucket = self.bounds_us.iter().position(|&b| us <= b).unwrap_or(self.bounds_us.len());
-        if let Some(c) = self.counts.get(bucket) {
+        let row = &self.rows[stripe()].0;
+        if let Some(c) = row.counts.get(bucket) {
             c.fetch_add(1, Ordering::Relaxed);
         }
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        row.sum_us.fetch_add(us, Ordering::Relaxed);
     }
 
     /// Buckets as (upper bound in seconds, count), the sum in seconds and the total count.
     fn snapshot(&self) -> HistogramSnapshot {
-        let mut buckets = Vec::with_capacity(self.counts.len());
+        let mut buckets = Vec::with_capacity(self.bounds_us.len() + 1);
         let mut count = 0;
-        for (i, c) in self.counts.iter().enumerate() {
-            let n = c.load(Ordering::Relaxed);
+        for i in 0..=self.bounds_us.len() {
+            let n: u64 = self.rows.iter().map(|r| r.0.counts[i].load(Ordering::Relaxed)).sum();
             count += n;
             let bound = self.bounds_us.get(i).map(|&b| b as f64 / 1e6).unwrap_or(f64::INFINITY);
             buckets.push((bound, n));
         }
-        HistogramSnapshot { buckets, sum: self.sum_us.load(Ordering::Relaxed) as f64 / 1e6, count }
+        let sum: u64 = self.rows.iter().map(|r| r.0.sum_us.load(Ordering::Relaxed)).sum();
+        HistogramSnapshot { buckets, sum: sum as f64 / 1e6, count }
     }
 }
 
@@ -118,17 +166,26 @@ struct HistogramSnapshot {
     count: u64,
 }
 
-/// What the data path counts about one target; each `Backend` owns one.
-#[derive(Debug)]
-pub struct TargetStats {
+/// What one thread counts for one target, on lines no other thread writes.
+#[derive(Debug, Default)]
+struct Counts {
     /// Client requests (a Query, or an extended batch up to Sync) run on the target.
     queries: AtomicU64,
     /// Of those, the ones that ended in an error (the server's ErrorResponse or a lost connection).
     errors: AtomicU64,
     /// Route decisions for the target, by `RouteReason` index.
     routed: [AtomicU64; ROUTE_REASONS.len()],
-    /// Clients waiting in the checkout queue now.
+    /// Clients that joined the checkout queue on this thread less those that left it here (the sum over the
+    /// stripes is the queue's length).
     waiting: AtomicI64,
+}
+
+/// What the data path counts about one target; each `Backend` owns one. Counters bumped per statement are striped
+/// by thread (`stripe`).
+#[derive(Debug)]
+pub struct TargetStats {
+    /// Per-statement counters, one stripe per thread.
+    counts: Box<[Line<Counts>; STRIPES]>,
     /// Checkouts that failed, by `CheckoutFailure`.
     checkout_failures: [AtomicU64; 2],
     /// Time from asking for a server connection to having one.
@@ -142,10 +199,7 @@ pub struct TargetStats {
 impl Default for TargetStats {
     fn default() -> Self {
         TargetStats {
-            queries: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            routed: Default::default(),
-            waiting: AtomicI64::new(0),
+            counts: Box::default(),
             checkout_failures: Default::default(),
             checkout_wait: Histogram::new(CHECKOUT_BOUNDS_US),
             query_latency: Histogram::new(QUERY_BOUNDS_US),
@@ -164,24 +218,31 @@ impl Drop for Waiting<'_> {
 }
 
 impl TargetStats {
+    /// `field` summed over the stripes.
+    fn sum<T: std::iter::Sum<T>>(&self, field: impl Fn(&Counts) -> T) -> T {
+        self.counts.iter().map(|c| field(&c.0)).sum()
+    }
+
     /// One request ran on the target: how long it took and whether it ended in an error.
     pub fn query(&self, started: Instant, failed: bool) {
-        self.queries.fetch_add(1, Ordering::Relaxed);
+        let counts = &self.counts[stripe()].0;
+        counts.queries.fetch_add(1, Ordering::Relaxed);
         if failed {
-            self.errors.fetch_add(1, Ordering::Relaxed);
+            counts.errors.fetch_add(1, Ordering::Relaxed);
         }
         self.query_latency.observe(started.elapsed());
     }
 
     /// A statement was routed to the target.
     pub fn routed(&self, reason: RouteReason) {
-        self.routed[reason.index()].fetch_add(1, Ordering::Relaxed);
+        self.counts[stripe()].0.routed[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A client joins the checkout queue until the returned guard drops.
     pub fn waiting(&self) -> Waiting<'_> {
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        Waiting(&self.waiting)
+        let waiting = &self.counts[stripe()].0.waiting;
+        waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(waiting)
     }
 
     /// A checkout that began at `started` ended: it waited that long, and failed for `failure` if it did.
@@ -318,10 +379,10 @@ impl TargetSnapshot {
     pub fn of(name: &str, stats: &TargetStats) -> TargetSnapshot {
         TargetSnapshot {
             name: name.to_owned(),
-            waiting: stats.waiting.load(Ordering::Relaxed).max(0),
-            queries: stats.queries.load(Ordering::Relaxed),
-            errors: stats.errors.load(Ordering::Relaxed),
-            routed: std::array::from_fn(|i| stats.routed[i].load(Ordering::Relaxed)),
+            waiting: stats.sum(|c| c.waiting.load(Ordering::Relaxed)).max(0),
+            queries: stats.sum(|c| c.queries.load(Ordering::Relaxed)),
+            errors: stats.sum(|c| c.errors.load(Ordering::Relaxed)),
+            routed: std::array::from_fn(|i| stats.sum(|c| c.routed[i].load(Ordering::Relaxed))),
             checkout_failures: std::array::from_fn(|i| stats.checkout_failures[i].load(Ordering::Relaxed)),
             checkout_wait: stats.checkout_wait.snapshot(),
             query_latency: stats.query_latency.snapshot(),
@@ -562,6 +623,28 @@ mod tests {
         assert!(text.contains("pgsplit_query_duration_seconds_bucket{target=\"data\",le=\"+Inf\"} 3\n"), "{text}");
         assert!(text.contains("pgsplit_query_duration_seconds_count{target=\"data\"} 3\n"), "{text}");
         assert!(text.contains("pgsplit_query_duration_seconds_sum{target=\"data\"} 1.0055\n"), "{text}");
+    }
+
+    #[test]
+    fn striped_counts_from_many_threads_sum_exactly() {
+        let (counter, stats) = (StripedCounter::default(), TargetStats::default());
+        std::thread::scope(|s| {
+            for _ in 0..12 {
+                s.spawn(|| {
+                    for _ in 0..1000 {
+                        counter.add(1);
+                        stats.query(Instant::now(), false);
+                    }
+                    // Joins the queue on this thread; left on another below.
+                    std::mem::forget(stats.waiting());
+                });
+            }
+        });
+        let waiting: i64 = stats.sum(|c| c.waiting.load(Ordering::Relaxed));
+        assert_eq!((counter.get(), stats.sum(|c| c.queries.load(Ordering::Relaxed)), waiting), (12_000, 12_000, 12));
+        assert_eq!(stats.query_latency.snapshot().count, 12_000);
+        std::thread::scope(|s| s.spawn(|| drop(Waiting(&stats.counts[stripe()].0.waiting))).join().ok());
+        assert_eq!(stats.sum(|c| c.waiting.load(Ordering::Relaxed)), 11, "a queue left on another thread still counts");
     }
 
     #[test]

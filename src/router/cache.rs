@@ -1,7 +1,6 @@
 //! The decision cache: analyses by statement text, bounded in bytes (SPEC §3.7), shared by all sessions.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use std::hash::BuildHasher;
@@ -9,6 +8,7 @@ use std::hash::BuildHasher;
 use foldhash::fast::RandomState;
 
 use super::{Analysis, Command, SharedAnalysis};
+use crate::metrics::StripedCounter;
 
 /// Shards keep sessions on different cores from contending on one lock.
 const SHARDS: usize = 16;
@@ -21,10 +21,10 @@ pub struct RouteCache {
     shard_budget: usize,
     /// Texts longer than this are analysed every time (an ORM's 600-element IN list must not crowd out the rest).
     max_text: usize,
-    /// Lookups answered from the cache.
-    hits: AtomicU64,
+    /// Lookups answered from the cache (a session's memo included).
+    hits: StripedCounter,
     /// Lookups that had to analyse the text.
-    misses: AtomicU64,
+    misses: StripedCounter,
     /// Hash state shared by shard selection and the maps.
     hasher: RandomState,
 }
@@ -36,6 +36,18 @@ struct Shard {
     map: HashMap<Box<str>, SharedAnalysis, RandomState>,
     /// Bytes held by keys and analyses.
     bytes: usize,
+}
+
+/// A session's last route cache lookup: the key its analysis is cached under (the text, or its shape), the
+/// analysis, and a buffer for shaping texts. Bounded by the cache's longest text.
+#[derive(Debug, Default)]
+pub struct LookupMemo {
+    /// The cache key of `analysis`.
+    key: String,
+    /// The analysis found or made last.
+    analysis: Option<SharedAnalysis>,
+    /// The last text's shape, when it had literals (`literals::shape_into`).
+    shaped: String,
 }
 
 /// Hit and miss counts, for metrics and `pgsplit route`.
@@ -59,8 +71,8 @@ impl RouteCache {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             shard_budget,
             max_text: (shard_budget / 8).max(64),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            hits: StripedCounter::default(),
+            misses: StripedCounter::default(),
             hasher: RandomState::default(),
         }
     }
@@ -69,31 +81,55 @@ impl RouteCache {
     /// literals share one entry (`literals::shape`), unless the statement carries values into session state
     /// (`SET x = 5`), which is then cached under its own text.
     pub fn analysis(&self, sql: &str) -> SharedAnalysis {
-        // The exact text first: texts without numeric literals (parameters, identifiers only) are stored under
-        // themselves and need no shaping.
-        if sql.len() <= self.max_text {
-            if let Some(a) = lock(self.shard(sql)).map.get(sql) {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                return a.clone();
-            }
+        self.analysis_memo(sql, &mut LookupMemo::default())
+    }
+
+    /// `analysis`, first asking the session's `memo` of its last lookup: a client repeating a text, or its shape
+    /// with other numbers, is answered without the shared map's lock and hash.
+    pub fn analysis_memo(&self, sql: &str, memo: &mut LookupMemo) -> SharedAnalysis {
+        if let Some(a) = memo.analysis.as_ref().filter(|_| memo.key == sql) {
+            self.hits.add(1);
+            return a.clone();
         }
-        let shaped = super::literals::shape(sql);
+        let literals = super::literals::shape_into(sql, &mut memo.shaped);
+        let shaped: &str = if literals { &memo.shaped } else { sql };
         if shaped.len() > self.max_text {
-            self.misses.fetch_add(1, Ordering::Relaxed);
+            self.misses.add(1);
             return Arc::new(Analysis::of(sql));
         }
-        if shaped != sql {
-            if let Some(a) = lock(self.shard(&shaped)).map.get(&*shaped) {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                return a.clone();
-            }
+        if let Some(a) = memo.analysis.as_ref().filter(|_| literals && memo.key == shaped) {
+            self.hits.add(1);
+            return a.clone();
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
-        let a = Arc::new(Analysis::of(sql));
-        let literal_free = a.session_changes.is_empty() && !matches!(a.command, Command::SetTarget(_));
-        let key: &str = if literal_free { &shaped } else { sql };
-        self.store(key, a.clone());
+        // Under its shape (the common case), or, with literals, under its own text (a SET carrying a value).
+        let found = match self.lookup(shaped) {
+            Some(a) => Some((a, shaped)),
+            None if literals => self.lookup(sql).map(|a| (a, sql)),
+            None => None,
+        };
+        let (a, key) = match found {
+            Some(found) => {
+                self.hits.add(1);
+                found
+            }
+            None => {
+                self.misses.add(1);
+                let a = Arc::new(Analysis::of(sql));
+                let literal_free = a.session_changes.is_empty() && !matches!(a.command, Command::SetTarget(_));
+                let key = if literal_free { shaped } else { sql };
+                self.store(key, a.clone());
+                (a, key)
+            }
+        };
+        let key_is_shaped = literals && std::ptr::eq(key, shaped);
+        memo.key.clear();
+        memo.key.push_str(if key_is_shaped { &memo.shaped } else { sql });
+        memo.analysis = Some(a.clone());
         a
+    }
+
+    fn lookup(&self, key: &str) -> Option<SharedAnalysis> {
+        lock(self.shard(key)).map.get(key).cloned()
     }
 
     fn shard(&self, key: &str) -> &Mutex<Shard> {
@@ -123,7 +159,7 @@ impl RouteCache {
             entries += s.map.len();
             bytes += s.bytes;
         }
-        CacheStats { hits: self.hits.load(Ordering::Relaxed), misses: self.misses.load(Ordering::Relaxed), entries, bytes }
+        CacheStats { hits: self.hits.get(), misses: self.misses.get(), entries, bytes }
     }
 }
 
@@ -181,5 +217,26 @@ mod tests {
         c.analysis(&long);
         assert_eq!(c.stats().entries, 0);
         assert_eq!(c.stats().misses, 2);
+    }
+
+    #[test]
+    fn a_sessions_memo_answers_repeats_and_shapes_but_never_mixes_set_values() {
+        let c = RouteCache::new(1 << 20);
+        let mut memo = LookupMemo::default();
+        let a = c.analysis_memo("select * from workspace.t where id = 1", &mut memo);
+        let b = c.analysis_memo("select * from workspace.t where id = 2", &mut memo);
+        assert!(Arc::ptr_eq(&a, &b), "one shape, one analysis");
+        let set = |v: &str| vec![Command::SetParam { name: "statement_timeout".into(), value: v.into() }];
+        assert_eq!(c.analysis_memo("set statement_timeout = 1000", &mut memo).session_changes, set("1000"));
+        assert_eq!(c.analysis_memo("set statement_timeout = 2000", &mut memo).session_changes, set("2000"));
+        assert_eq!(c.analysis_memo("set statement_timeout = 2000", &mut memo).session_changes, set("2000"));
+        assert_eq!(c.analysis_memo("set statement_timeout = 1000", &mut memo).session_changes, set("1000"));
+        let d = c.analysis_memo("select * from workspace.t where id = 3", &mut memo);
+        assert!(Arc::ptr_eq(&a, &d));
+        let e = c.analysis_memo("select * from workspace.t where id = $1", &mut memo);
+        assert!(!Arc::ptr_eq(&a, &e));
+        assert!(Arc::ptr_eq(&e, &c.analysis_memo("select * from workspace.t where id = $1", &mut memo)));
+        // Misses: the first select, the two SET values, the $1 text; everything else is a hit.
+        assert_eq!((c.stats().hits, c.stats().misses, c.stats().entries), (5, 4, 4));
     }
 }

@@ -32,8 +32,19 @@ const CLASS: [u8; 256] = {
 
 /// `sql` with its numeric literals replaced by `0`; borrowed when it has none.
 pub fn shape(sql: &str) -> Cow<'_, str> {
+    let mut out = String::new();
+    if shape_into(sql, &mut out) {
+        Cow::Owned(out)
+    } else {
+        Cow::Borrowed(sql)
+    }
+}
+
+/// `shape` into a buffer the caller keeps: true, with the shape in `out`, when `sql` has numeric literals; false
+/// (and `out` unspecified) when its shape is `sql` itself.
+pub fn shape_into(sql: &str, out: &mut String) -> bool {
     let b = sql.as_bytes();
-    let mut out: Option<String> = None;
+    let mut any = false;
     // Start of the bytes not yet copied to `out`.
     let mut copied = 0;
     let mut i = 0;
@@ -49,9 +60,12 @@ pub fn shape(sql: &str) -> Cow<'_, str> {
             }
             DIGIT => {
                 let end = i + b[i..].iter().position(|&c| !(c.is_ascii_digit() || c == b'.')).unwrap_or(b.len() - i);
-                let o = out.get_or_insert_with(|| String::with_capacity(sql.len()));
-                o.push_str(&sql[copied..i]);
-                o.push('0');
+                if !any {
+                    any = true;
+                    out.clear();
+                }
+                out.push_str(&sql[copied..i]);
+                out.push('0');
                 copied = end;
                 i = end;
             }
@@ -67,13 +81,10 @@ pub fn shape(sql: &str) -> Cow<'_, str> {
             }
         }
     }
-    match out {
-        None => Cow::Borrowed(sql),
-        Some(mut o) => {
-            o.push_str(&sql[copied..]);
-            Cow::Owned(o)
-        }
+    if any {
+        out.push_str(&sql[copied..]);
     }
+    any
 }
 
 /// End of a quoted string or identifier starting at `start` (doubled quotes escape; E'' strings also backslash).
@@ -136,7 +147,7 @@ fn skip_dollar(b: &[u8], start: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::shape;
+    use super::{shape, shape_into};
 
     #[test]
     fn numbers_become_zero_and_everything_else_stays() {
@@ -164,5 +175,15 @@ mod tests {
             assert!(matches!(shape(sql), std::borrow::Cow::Borrowed(_)), "{sql} -> {}", shape(sql));
         }
         assert_eq!(shape("select '7', 8 /* 9 */"), "select '7', 0 /* 9 */");
+    }
+
+    #[test]
+    fn shape_into_reuses_its_buffer_and_says_whether_it_wrote_a_shape() {
+        let mut out = String::from("left over from an earlier text");
+        assert!(shape_into("select 1 from t where id = 22", &mut out));
+        assert_eq!(out, "select 0 from t where id = 0");
+        assert!(!shape_into("select x from t where id = $1", &mut out));
+        assert!(shape_into("select 'a', 7", &mut out));
+        assert_eq!(out, "select 'a', 0");
     }
 }

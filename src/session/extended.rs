@@ -290,7 +290,7 @@ impl Session {
     /// Routes a Parse and records the statement it names.
     fn route_parse(&mut self, f: &Frame) -> Result<(TargetId, bool, Option<SharedAnalysis>), PgError> {
         let (name, sql) = decode::parse_sql(f.body()).map_err(bad_message)?;
-        let analysis = self.app.analysis_for(sql, self.single);
+        let analysis = self.app.analysis_for(sql, self.single, &mut self.lookup_memo);
         let (t, explicit) = self.route(analysis.as_ref())?;
         if name.is_empty() {
             self.unnamed = Some(Unnamed { target: t, explicit, analysis: analysis.clone(), epoch: self.routing_epoch() });
@@ -310,12 +310,12 @@ impl Session {
             }
             let Some(parse) = self.unnamed_parse.clone() else { return Ok(()) };
             let Ok((_, sql)) = decode::parse_sql(parse.get(5..).unwrap_or_default()) else { return Ok(()) };
-            let analysis = self.app.analysis_for(sql, single);
+            let analysis = self.app.analysis_for(sql, single, &mut self.lookup_memo);
             let (target, explicit) = self.route(analysis.as_ref())?;
             self.unnamed = Some(Unnamed { target, explicit, analysis, epoch });
         } else {
             let Some(old) = self.statements.get(name).filter(|p| p.epoch != epoch).cloned() else { return Ok(()) };
-            let analysis = self.app.analysis_for(old.sql(), single);
+            let analysis = self.app.analysis_for(old.sql(), single, &mut self.lookup_memo);
             let (target, explicit) = self.route(analysis.as_ref())?;
             self.statements.insert(name.to_owned(), Arc::new(old.rerouted(target, explicit, analysis, epoch)));
         }
@@ -346,7 +346,7 @@ impl Session {
                 b'P' => {
                     if let Ok(("", sql)) = decode::parse_sql(f.body()) {
                         // This Parse's own analysis: `self.unnamed` holds the batch's last one.
-                        unnamed = Some((f.bytes.slice(5..), self.app.analysis_for(sql, self.single)));
+                        unnamed = Some((f.bytes.slice(5..), self.app.analysis_for(sql, self.single, &mut self.lookup_memo)));
                     }
                     Reply::Parse
                 }

@@ -20,7 +20,7 @@ impl Session {
             }
         }
         self.follow_mode();
-        let analysis = self.app.analysis_for(sql, self.single);
+        let analysis = self.app.analysis_for(sql, self.single, &mut self.lookup_memo);
         if let Some(a) = &analysis {
             if self.local_command(a, &frame) {
                 return Ok(());

@@ -130,6 +130,8 @@ pub struct Session {
     pub search_path: Vec<String>,
     /// The last routing decision, reused for the next statement of the same shape (see `router::DecisionMemo`).
     pub route_memo: crate::router::DecisionMemo,
+    /// The session's last route cache lookup, for repeated texts.
+    pub lookup_memo: crate::router::cache::LookupMemo,
     /// Session parameters (startup, SET, RESET) applied to every server connection the client uses.
     pub params: Params,
     /// A target on which DDL ran inside the open transaction: its catalog is re-read when the transaction ends.
@@ -177,6 +179,7 @@ impl Session {
             target_hint: None,
             search_path: params.search_path(),
             route_memo: Default::default(),
+            lookup_memo: Default::default(),
             params,
             catalog_stale: None,
             key,
