@@ -21,7 +21,8 @@ pub struct RouteCache {
     shard_budget: usize,
     /// Texts longer than this are analysed every time (an ORM's 600-element IN list must not crowd out the rest).
     max_text: usize,
-    /// Lookups answered from the cache (a session's memo included).
+    /// Lookups answered from the cache: the shared map, or a session's memo of its last lookup (which may hold an
+    /// analysis the map has evicted since).
     hits: StripedCounter,
     /// Lookups that had to analyse the text.
     misses: StripedCounter,
@@ -39,7 +40,7 @@ struct Shard {
 }
 
 /// A session's last route cache lookup: the key its analysis is cached under (the text, or its shape), the
-/// analysis, and a buffer for shaping texts. Bounded by the cache's longest text.
+/// analysis, and a buffer for shaping texts; texts up to `MEMO_TEXT` bytes only.
 #[derive(Debug, Default)]
 pub struct LookupMemo {
     /// The cache key of `analysis`.
@@ -49,6 +50,23 @@ pub struct LookupMemo {
     /// The last text's shape, when it had literals (`literals::shape_into`).
     shaped: String,
 }
+
+/// Which key an analysis is cached under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    /// The text's shape, shared by every text of that shape.
+    Shape,
+    /// The text itself: the statement carries a value into session state.
+    Text,
+}
+
+/// Whether texts of one shape may share `a`: nothing in it carries a literal's value into session state.
+fn shared_by_shape(a: &Analysis) -> bool {
+    a.session_changes.is_empty() && !matches!(a.command, Command::SetTarget(_))
+}
+
+/// Texts longer than this are not kept in a session's memo, so an idle session holds at most a few KB for it.
+const MEMO_TEXT: usize = 1024;
 
 /// Hit and miss counts, for metrics and `pgsplit route`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,25 +105,30 @@ impl RouteCache {
     /// `analysis`, first asking the session's `memo` of its last lookup: a client repeating a text, or its shape
     /// with other numbers, is answered without the shared map's lock and hash.
     pub fn analysis_memo(&self, sql: &str, memo: &mut LookupMemo) -> SharedAnalysis {
+        // The last text again: whatever key its analysis is cached under, that key is this text.
         if let Some(a) = memo.analysis.as_ref().filter(|_| memo.key == sql) {
             self.hits.add(1);
             return a.clone();
         }
-        let literals = super::literals::shape_into(sql, &mut memo.shaped);
-        let shaped: &str = if literals { &memo.shaped } else { sql };
+        let mut long = String::new();
+        let buf = if sql.len() <= MEMO_TEXT { &mut memo.shaped } else { &mut long };
+        let literals = super::literals::shape_into(sql, buf);
+        let shaped: &str = if literals { buf } else { sql };
         if shaped.len() > self.max_text {
             self.misses.add(1);
             return Arc::new(Analysis::of(sql));
         }
-        if let Some(a) = memo.analysis.as_ref().filter(|_| literals && memo.key == shaped) {
+        // Another text of the last one's shape, if its analysis is shared by the shape.
+        if let Some(a) = memo.analysis.as_ref().filter(|a| literals && memo.key == shaped && shared_by_shape(a)) {
             self.hits.add(1);
             return a.clone();
         }
-        // Under its shape (the common case), or, with literals, under its own text (a SET carrying a value).
         let found = match self.lookup(shaped) {
-            Some(a) => Some((a, shaped)),
-            None if literals => self.lookup(sql).map(|a| (a, sql)),
-            None => None,
+            // An entry under the shape is either shared by its texts, or (a SET whose text is its own shape, as
+            // `SET x = 0`) belongs to that one text only.
+            Some(a) if !literals || shared_by_shape(&a) => Some((a, Key::Shape)),
+            _ if literals => self.lookup(sql).map(|a| (a, Key::Text)),
+            _ => None,
         };
         let (a, key) = match found {
             Some(found) => {
@@ -115,19 +138,20 @@ impl RouteCache {
             None => {
                 self.misses.add(1);
                 let a = Arc::new(Analysis::of(sql));
-                let literal_free = a.session_changes.is_empty() && !matches!(a.command, Command::SetTarget(_));
-                let key = if literal_free { shaped } else { sql };
-                self.store(key, a.clone());
+                let key = if shared_by_shape(&a) { Key::Shape } else { Key::Text };
+                self.store(if key == Key::Shape { shaped } else { sql }, a.clone());
                 (a, key)
             }
         };
-        let key_is_shaped = literals && std::ptr::eq(key, shaped);
-        memo.key.clear();
-        memo.key.push_str(if key_is_shaped { &memo.shaped } else { sql });
-        memo.analysis = Some(a.clone());
+        if sql.len() <= MEMO_TEXT {
+            memo.key.clear();
+            memo.key.push_str(if key == Key::Shape { shaped } else { sql });
+            memo.analysis = Some(a.clone());
+        }
         a
     }
 
+    /// The cached analysis under `key`, if any.
     fn lookup(&self, key: &str) -> Option<SharedAnalysis> {
         lock(self.shard(key)).map.get(key).cloned()
     }
@@ -238,5 +262,31 @@ mod tests {
         assert!(Arc::ptr_eq(&e, &c.analysis_memo("select * from workspace.t where id = $1", &mut memo)));
         // Misses: the first select, the two SET values, the $1 text; everything else is a hit.
         assert_eq!((c.stats().hits, c.stats().misses, c.stats().entries), (5, 4, 4));
+    }
+
+    #[test]
+    fn a_set_whose_text_is_its_own_shape_is_never_shared_with_other_values() {
+        // `= 0` shapes to itself: its entry sits where the shape of every `= N` would be looked up.
+        let c = RouteCache::new(1 << 20);
+        let value = |a: SharedAnalysis| match &a.session_changes[..] {
+            [Command::SetParam { value, .. }] => value.clone(),
+            other => panic!("{other:?}"),
+        };
+        let mut memo = LookupMemo::default();
+        for v in ["0", "5", "0", "30000", "30000", "0"] {
+            let sql = format!("set statement_timeout = {v}");
+            assert_eq!(value(c.analysis_memo(&sql, &mut memo)), v, "session memo");
+            assert_eq!(value(c.analysis(&sql)), v, "shared cache");
+        }
+    }
+
+    #[test]
+    fn long_texts_are_not_kept_in_the_memo() {
+        let c = RouteCache::new(16 << 20);
+        let mut memo = LookupMemo::default();
+        let long = format!("select * from workspace.t where id in ({})", vec!["1"; 1000].join(","));
+        c.analysis_memo(&long, &mut memo);
+        assert!(memo.key.capacity() + memo.shaped.capacity() <= 2 * MEMO_TEXT, "{}", memo.key.capacity());
+        assert!(memo.analysis.is_none());
     }
 }
