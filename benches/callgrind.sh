@@ -3,13 +3,14 @@
 #   benches/callgrind.sh CONFIG DSN MODE N [SQL]
 # Starts target/release/pgsplit under callgrind with CONFIG (its `listen` must match DSN), warms up with 300
 # pgbench transactions, zeroes the counters, runs N transactions of SQL with `pgbench -M MODE -c CLIENTS` (env,
-# default 1), and prints the instructions per transaction. The profile stays in callgrind.out.pgsplit.* for callgrind_annotate.
+# default 1), and prints the instructions per transaction. The profile stays in callgrind.out.pgsplit.* for
+# callgrind_annotate. PGSPLIT_BIN runs another build instead (a saved copy of an older one, for before/after).
 set -euo pipefail
 CONFIG=$1 DSN=$2 MODE=$3 N=$4 SQL=${5:-select count(*) from workspace.imports;}
 QUERY=$(mktemp)
 echo "$SQL" > "$QUERY"
 rm -f callgrind.out.pgsplit.*
-valgrind --tool=callgrind --callgrind-out-file=callgrind.out.pgsplit.%p "$(dirname "$0")/../target/release/pgsplit" --config "$CONFIG" \
+valgrind --tool=callgrind --callgrind-out-file=callgrind.out.pgsplit.%p "${PGSPLIT_BIN:-$(dirname "$0")/../target/release/pgsplit}" --config "$CONFIG" \
   > callgrind.log 2>&1 &
 VPID=$!
 trap 'kill -INT $VPID 2>/dev/null || true; rm -f "$QUERY"' EXIT

@@ -83,6 +83,9 @@ pub struct App {
     reloading: tokio::sync::Mutex<()>,
     /// Cancelled when pgsplit shuts down: sessions at rest end, sessions in a transaction end with it.
     draining: tokio_util::sync::CancellationToken,
+    /// Set with `draining`, for the check every session makes before each wait for its client (the token's own
+    /// check takes a lock every session shares).
+    is_draining: std::sync::atomic::AtomicBool,
     /// Counters the sessions bump, exported on `/metrics` (per-target ones live in each backend).
     metrics: crate::metrics::Metrics,
 }
@@ -138,6 +141,7 @@ impl App {
             routes_generation: Default::default(),
             reloading: Default::default(),
             draining: Default::default(),
+            is_draining: Default::default(),
             metrics: Default::default(),
         })
     }
@@ -249,12 +253,18 @@ impl App {
         &self.draining
     }
 
-    /// Starts draining: the token fires, and every session is woken through its own slot (sessions wait on their
-    /// own Notify rather than all on the shared token, which would serialise every idle session on one lock).
+    /// Whether pgsplit is draining: one atomic load.
+    pub fn is_draining(&self) -> bool {
+        self.is_draining.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Starts draining: the flag is set, the token fires, and every session is woken through its own slot (sessions
+    /// wait on their own waker rather than all on the shared token, which would serialise them on one lock).
     pub fn start_draining(&self) {
+        self.is_draining.store(true, std::sync::atomic::Ordering::Release);
         self.draining.cancel();
         for (_, slot) in self.cancels.all() {
-            slot.drain.notify_one();
+            slot.drain.wake();
         }
     }
 

@@ -29,8 +29,9 @@ pub struct CancelSlot {
     pub running: tokio::sync::Mutex<Option<Running>>,
     /// Wakes the session if it is waiting for a server connection when the cancel arrives.
     pub waiting: Notify,
-    /// Wakes the session when pgsplit starts draining (a permit is stored if the session is busy).
-    pub drain: Notify,
+    /// Wakes the session, if it waits for its client, when pgsplit starts draining (`App::is_draining`); a busy
+    /// session sees the flag when it next waits.
+    pub drain: atomic_waker::AtomicWaker,
     /// Who the client is, for the admin console's SHOW CLIENTS (set once it has logged in).
     pub info: std::sync::OnceLock<ClientInfo>,
 }
@@ -77,7 +78,7 @@ impl CancelRegistry {
             secret,
             running: tokio::sync::Mutex::new(None),
             waiting: Notify::new(),
-            drain: Notify::new(),
+            drain: Default::default(),
             info: Default::default(),
         });
         let mut slots = lock(&self.slots);

@@ -18,14 +18,32 @@ impl Session {
         if !self.at_rest() {
             return self.client.read_frame().await;
         }
-        if self.app.draining().is_cancelled() {
-            return closing(&self.user);
-        }
+        let drained = Drained { app: &self.app, waker: &self.key.slot.drain };
         tokio::select! {
             biased;
-            _ = self.key.slot.drain.notified() => closing(&self.user),
+            _ = drained => closing(&self.user),
             // Cancel-safe: a partial read stays in the client's buffer.
             frame = self.client.read_frame() => frame,
+        }
+    }
+}
+
+/// Ready once pgsplit drains: registers the session's waker in its slot, then checks the flag (in that order, so a
+/// drain starting in between still wakes it). No lock, no allocation: it is polled before every wait for a client.
+struct Drained<'a> {
+    app: &'a crate::App,
+    waker: &'a atomic_waker::AtomicWaker,
+}
+
+impl std::future::Future for Drained<'_> {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.waker.register(cx.waker());
+        if self.app.is_draining() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
         }
     }
 }
