@@ -55,6 +55,13 @@ async fn a_checkout_timeout_is_53300_naming_the_target_within_twice_the_timeout_
     assert_eq!(scalar(&waiter, "select count(*) > 0 from config.users").await, "t");
     holder.simple_query("commit").await.unwrap();
     assert_eq!(scalar(&waiter, "select count(*) > 0 from reference.countries").await, "t");
+    // The queued checkout's wait is in the checkout-wait histogram (immediate ones count as 0 s).
+    let text = pgsplit::metrics::render(pgsplit::metrics::Snapshot::of(&proxy.app));
+    let sum = text
+        .lines()
+        .find_map(|l| l.strip_prefix("pgsplit_checkout_wait_seconds_sum{target=\"data\"} "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(sum.is_some_and(|s| s >= 0.9), "checkout wait sum {sum:?}:\n{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -314,8 +314,9 @@ impl Backend {
     pub async fn checkout_or_cancel(&self, cancel: Option<&tokio::sync::Notify>) -> Result<PooledConn, CheckoutError> {
         let started = tokio::time::Instant::now();
         let _waiting = self.stats.waiting();
-        let checkout = self.checkout_inner(started, cancel).await;
-        self.stats.checked_out(started, checkout.as_ref().err().and_then(CheckoutError::failure));
+        let mut waited = false;
+        let checkout = self.checkout_inner(started, cancel, &mut waited).await;
+        self.stats.checked_out(waited.then_some(started), checkout.as_ref().err().and_then(CheckoutError::failure));
         checkout
     }
 
@@ -323,6 +324,7 @@ impl Backend {
         &self,
         started: tokio::time::Instant,
         cancel: Option<&tokio::sync::Notify>,
+        waited: &mut bool,
     ) -> Result<PooledConn, CheckoutError> {
         let cancelled = || async {
             match cancel {
@@ -331,6 +333,7 @@ impl Backend {
             }
         };
         if self.is_paused() {
+            *waited = true;
             // Until RESUME.
             let mut resumed = self.paused.subscribe();
             tokio::select! {
@@ -343,11 +346,12 @@ impl Backend {
         let turn = match self.turns.clone().try_acquire_owned() {
             Ok(turn) => turn,
             Err(_) => {
-                let waited = tokio::select! {
+                *waited = true;
+                let turn = tokio::select! {
                     t = tokio::time::timeout(checkout_timeout, self.turns.clone().acquire_owned()) => t,
                     _ = cancelled() => return Err(CheckoutError::Canceled),
                 };
-                match waited {
+                match turn {
                     Ok(Ok(turn)) => turn,
                     _ => return Err(CheckoutError::Timeout { target: self.spec.name.clone(), waited: checkout_timeout }),
                 }
@@ -356,6 +360,7 @@ impl Backend {
         // Every connection is opened under a turn (here, by bb8 for a turn's holder, by a probe or by `keep_min`), so
         // the pool never holds more than `max`.
         if !self.health.up.load(Ordering::Relaxed) && self.pool.state().idle_connections == 0 {
+            *waited = true;
             match ServerConn::connect(&self.spec).await {
                 Ok(conn) => {
                     self.health.connected(&conn);
@@ -378,6 +383,7 @@ impl Backend {
             let got = match first.await {
                 std::task::Poll::Ready(got) => got,
                 std::task::Poll::Pending => {
+                    *waited = true;
                     let left = checkout_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
                     tokio::time::timeout(left, get).await.unwrap_or(Err(RunError::TimedOut))
                 }
@@ -392,6 +398,7 @@ impl Backend {
                         return self.checked_out(Ok(conn), turn);
                     }
                     tracing::debug!(target = %self.spec.name, "dropping a server connection closed while idle");
+                    *waited = true;
                     conn.broken = true;
                     *left -= 1;
                 }

@@ -30,6 +30,17 @@ const CLASS: [u8; 256] = {
     t
 };
 
+/// Bytes that continue a word: letters, digits, `_`, `$`, non-ASCII.
+const CONTINUES_WORD: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = matches!(CLASS[c], WORD | DIGIT) || c == b'$' as usize;
+        c += 1;
+    }
+    t
+};
+
 /// `sql` with its numeric literals replaced by `0`; borrowed when it has none.
 pub fn shape(sql: &str) -> Cow<'_, str> {
     let mut out = String::new();
@@ -54,7 +65,7 @@ pub fn shape_into(sql: &str, out: &mut String) -> bool {
             // A word, digits inside it included (t1, col2, $ too: a$1).
             WORD => {
                 i += 1;
-                while i < b.len() && (matches!(CLASS[b[i] as usize], WORD | DIGIT) || b[i] == b'$') {
+                while i < b.len() && CONTINUES_WORD[b[i] as usize] {
                     i += 1;
                 }
             }

@@ -142,6 +142,7 @@ impl Session {
         let payload = self.rewrite_batch(&mut conn, batch);
         self.in_flight(target, &conn).await;
         let sent = conn.send(&payload).await;
+        self.give_back_rewrite(payload);
         let relayed = match sent {
             Ok(()) => super::relay::until_client_speaks(&mut self.client, &mut conn).await,
             Err(e) => Err(super::relay::RelayError::Server(e)),

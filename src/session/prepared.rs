@@ -69,11 +69,17 @@ impl Prepared {
     }
 }
 
+/// Largest rewrite buffer a session keeps between batches.
+const REWRITE_KEEP: usize = 4 * 1024;
+
 impl Session {
     /// The bytes to send on `conn` for an extended-protocol batch, with the replies they will get queued on `conn`.
     pub(super) fn rewrite_batch(&mut self, conn: &mut ServerConn, mut batch: Vec<Frame>) -> BytesMut {
         let len = batch.iter().map(|f| f.bytes.len()).sum::<usize>();
-        let mut out = BytesMut::with_capacity(len + 64);
+        // The buffer the last batch was sent from, when it was small: no allocation per batch.
+        let mut out = std::mem::take(&mut self.rewrite_buf);
+        out.clear();
+        out.reserve(len + 64);
         // The unnamed statement lives on the connection: one prepared by another client (or by this one on another
         // connection) may be there. A Bind or Describe of it in a batch without its Parse gets the client's own
         // last unnamed Parse first.
@@ -179,6 +185,14 @@ impl Session {
             self.batch = batch;
         }
         out
+    }
+
+    /// Takes back a sent batch's buffer for the next one, unless it grew past `REWRITE_KEEP` (a large batch's
+    /// memory is not kept by an idle session).
+    pub(super) fn give_back_rewrite(&mut self, buf: BytesMut) {
+        if buf.capacity() <= REWRITE_KEEP {
+            self.rewrite_buf = buf;
+        }
     }
 
     fn rewrite_parse(&mut self, conn: &mut ServerConn, f: &Frame, out: &mut BytesMut) {

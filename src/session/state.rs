@@ -132,6 +132,8 @@ pub struct Session {
     pub route_memo: crate::router::DecisionMemo,
     /// The session's last route cache lookup, for repeated texts.
     pub lookup_memo: crate::router::cache::LookupMemo,
+    /// The buffer extended batches are rewritten into, kept between batches while small (`give_back_rewrite`).
+    pub rewrite_buf: bytes::BytesMut,
     /// Session parameters (startup, SET, RESET) applied to every server connection the client uses.
     pub params: Params,
     /// A target on which DDL ran inside the open transaction: its catalog is re-read when the transaction ends.
@@ -180,6 +182,7 @@ impl Session {
             search_path: params.search_path(),
             route_memo: Default::default(),
             lookup_memo: Default::default(),
+            rewrite_buf: Default::default(),
             params,
             catalog_stale: None,
             key,
@@ -336,19 +339,19 @@ impl Session {
             let ready = !conn.wrapped;
             self.held_failed(&mut conn, ready);
         } else if result.is_ok() {
-            let batch;
-            let bytes = match payload {
-                Payload::Raw(b) => b,
-                Payload::Batch(frames) => {
-                    batch = self.rewrite_batch(&mut conn, frames);
-                    &batch[..]
-                }
+            let (raw, batch) = match payload {
+                Payload::Raw(b) => (b, None),
+                Payload::Batch(frames) => (&[][..], Some(self.rewrite_batch(&mut conn, frames))),
             };
+            let bytes = batch.as_deref().unwrap_or(raw);
             result = async {
                 conn.send(bytes).await?;
                 relay::until_ready(&mut self.client, &mut conn, Sink::Client).await
             }
             .await;
+            if let Some(batch) = batch {
+                self.give_back_rewrite(batch);
+            }
         }
         if conn.wrapped && result.is_ok() {
             result = self.end_wrapped(&mut conn, effects).await;
