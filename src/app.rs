@@ -81,10 +81,8 @@ pub struct App {
     routes_generation: std::sync::atomic::AtomicU64,
     /// Serialises reloads (RELOAD, SIGHUP) so two never interleave.
     reloading: tokio::sync::Mutex<()>,
-    /// Cancelled when pgsplit shuts down: sessions at rest end, sessions in a transaction end with it.
-    draining: tokio_util::sync::CancellationToken,
-    /// Set with `draining`, for the check every session makes before each wait for its client (the token's own
-    /// check takes a lock every session shares).
+    /// Set when pgsplit shuts down: sessions at rest end, sessions in a transaction end with it. An atomic flag,
+    /// as every session checks it before each wait for its client.
     is_draining: std::sync::atomic::AtomicBool,
     /// Counters the sessions bump, exported on `/metrics` (per-target ones live in each backend).
     metrics: crate::metrics::Metrics,
@@ -140,7 +138,6 @@ impl App {
             single_target: single_target.into(),
             routes_generation: Default::default(),
             reloading: Default::default(),
-            draining: Default::default(),
             is_draining: Default::default(),
             metrics: Default::default(),
         })
@@ -248,21 +245,14 @@ impl App {
         self.mode() == Mode::Single
     }
 
-    /// Fires when pgsplit stops accepting clients and waits for sessions to end.
-    pub fn draining(&self) -> &tokio_util::sync::CancellationToken {
-        &self.draining
-    }
-
     /// Whether pgsplit is draining: one atomic load.
     pub fn is_draining(&self) -> bool {
         self.is_draining.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Starts draining: the flag is set, the token fires, and every session is woken through its own slot (sessions
-    /// wait on their own waker rather than all on the shared token, which would serialise them on one lock).
+    /// Starts draining: the flag is set and every session is woken through its own slot.
     pub fn start_draining(&self) {
         self.is_draining.store(true, std::sync::atomic::Ordering::Release);
-        self.draining.cancel();
         for (_, slot) in self.cancels.all() {
             slot.drain.wake();
         }

@@ -369,17 +369,20 @@ async fn sigterm_lets_an_open_transaction_commit_refuses_new_clients_ends_idle_o
     // Sends nothing after shutdown starts: only the session's drain wake-up can end it.
     let silent = connect(port).await.expect("connect");
     silent.simple_query("select 1").await.expect("silent client works before shutdown");
+    // Pinned to its server connection by LISTEN, and silent too.
+    let listening = connect(port).await.expect("connect");
+    listening.simple_query("listen pgsplit_shutdown").await.expect("LISTEN pins the session");
     busy.simple_query(&format!("begin; create table {table} (x int)")).await.expect("open transaction");
     bin.sigterm();
     bin.wait_for("shutting down: waiting for open transactions", Duration::from_secs(10));
     let closed_by_pgsplit = async {
-        while !silent.is_closed() {
+        while !silent.is_closed() || !listening.is_closed() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
     assert!(
         tokio::time::timeout(Duration::from_secs(10), closed_by_pgsplit).await.is_ok(),
-        "a session waiting for its client is ended at shutdown without a message from the client"
+        "sessions waiting for their clients (one pinned) are ended at shutdown without a message from the client"
     );
 
     // The transaction goes on and commits; health still answers meanwhile.

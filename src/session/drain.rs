@@ -9,7 +9,7 @@ use super::SessionError;
 
 impl Session {
     /// Whether nothing of the client's is open on a server: the session can end without losing work.
-    fn at_rest(&self) -> bool {
+    pub(super) fn at_rest(&self) -> bool {
         matches!(self.tx, Tx::Idle) && self.batch.is_empty() && !self.skip_until_sync
     }
 
@@ -30,9 +30,11 @@ impl Session {
 
 /// Ready once pgsplit drains: registers the session's waker in its slot, then checks the flag (in that order, so a
 /// drain starting in between still wakes it). No lock, no allocation: it is polled before every wait for a client.
-struct Drained<'a> {
-    app: &'a crate::App,
-    waker: &'a atomic_waker::AtomicWaker,
+pub(super) struct Drained<'a> {
+    /// Whose flag says pgsplit drains.
+    pub(super) app: &'a crate::App,
+    /// The session's slot's waker, woken by `App::start_draining`.
+    pub(super) waker: &'a atomic_waker::AtomicWaker,
 }
 
 impl std::future::Future for Drained<'_> {
@@ -49,7 +51,7 @@ impl std::future::Future for Drained<'_> {
 }
 
 /// The end of a session at rest when pgsplit shuts down.
-fn closing(user: &str) -> Result<Option<Frame>, SessionError> {
+pub(super) fn closing(user: &str) -> Result<Option<Frame>, SessionError> {
     tracing::info!(%user, "closing an idle session: pgsplit is shutting down");
     Err(SessionError::Fatal(PgError::fatal(codes::ADMIN_SHUTDOWN, "pgsplit is shutting down")))
 }

@@ -15,10 +15,12 @@ use super::client::Client;
 use super::SessionError;
 
 /// The client's next whole message (`None` when it closed between messages), relaying the pinned connection's
-/// asynchronous messages meanwhile.
+/// asynchronous messages meanwhile; with `drain` (a session at rest, and its user), the session's end if pgsplit
+/// shuts down meanwhile.
 pub async fn next_frame_or_notification(
     client: &mut Client,
     pins: &mut HashMap<TargetId, Option<PooledConn>>,
+    mut drain: Option<(super::drain::Drained<'_>, &str)>,
 ) -> Result<Option<Frame>, SessionError> {
     loop {
         if let Some(f) = framing::next_frontend(&mut client.rbuf)? {
@@ -32,7 +34,15 @@ pub async fn next_frame_or_notification(
         if conn.rbuf.capacity() - conn.rbuf.len() < 1024 {
             conn.rbuf.reserve(8192);
         }
+        let drained = async {
+            match drain.as_mut() {
+                Some((d, _)) => d.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            biased;
+            _ = drained => return super::drain::closing(drain.as_ref().map_or("", |(_, user)| user)),
             r = client.stream.read_buf(&mut client.rbuf) => {
                 if r? == 0 {
                     return if client.rbuf.is_empty() { Ok(None) } else { Err(SessionError::ClientGone) };

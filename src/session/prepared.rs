@@ -69,8 +69,11 @@ impl Prepared {
     }
 }
 
+/// Most frames a session's emptied batch vector may hold room for to be kept for the next batch.
+const BATCH_KEEP: usize = 64;
+
 /// Largest rewrite buffer a session keeps between batches.
-const REWRITE_KEEP: usize = 4 * 1024;
+const REWRITE_KEEP: usize = 1024;
 
 impl Session {
     /// The bytes to send on `conn` for an extended-protocol batch, with the replies they will get queued on `conn`.
@@ -180,8 +183,8 @@ impl Session {
                 _ => out.put_slice(&f.bytes),
             }
         }
-        // The emptied vector collects the next batch: no regrowth per batch.
-        if self.batch.capacity() == 0 {
+        // The emptied vector collects the next batch: no regrowth per batch (unless a long pipeline grew it).
+        if self.batch.capacity() == 0 && batch.capacity() <= BATCH_KEEP {
             self.batch = batch;
         }
         out

@@ -207,7 +207,11 @@ impl Session {
         }
         loop {
             let next = if self.pins.values().any(Option::is_some) {
-                super::notify::next_frame_or_notification(&mut self.client, &mut self.pins).await?
+                // At rest, a pinned session ends at shutdown as any other; in a transaction it goes on.
+                let drain = self
+                    .at_rest()
+                    .then(|| (super::drain::Drained { app: &self.app, waker: &self.key.slot.drain }, self.user.as_str()));
+                super::notify::next_frame_or_notification(&mut self.client, &mut self.pins, drain).await?
             } else {
                 self.next_frame_or_drain().await?
             };
