@@ -214,3 +214,25 @@ async fn a_target_with_trust_authentication_needs_no_password() {
     let c = proxy.connect().await;
     assert_eq!(scalar(&c, "/* pgsplit: target=data */ select current_database()").await, "handled_trust");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_logs_in_is_disconnected_after_client_login_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let proxy = Proxy::start(&config_yaml("verify-full", "client_login_timeout: 1s\n")).await;
+    let started = std::time::Instant::now();
+    // Silent, and a startup packet that announces 40 bytes and sends 4: both would hold a task forever.
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
+    let mut dripping = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
+    dripping.write_all(&[0, 0, 0, 40]).await.unwrap();
+    let good = proxy.connect().await;
+    for s in [&mut silent, &mut dripping] {
+        let mut b = [0u8; 64];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut b)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "closed by pgsplit: {read:?}");
+    }
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_millis(900), "not before the timeout: {took:?}");
+    // A client that logged in is not subject to it.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(scalar(&good, "select 'logged in'").await, "logged in");
+}

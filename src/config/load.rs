@@ -93,6 +93,9 @@ pub struct RawConfig {
     /// How long sessions may go on after SIGTERM/SIGINT.
     #[serde(default, deserialize_with = "opt_duration")]
     pub shutdown_timeout: Option<Duration>,
+    /// How long a client may take to log in.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub client_login_timeout: Option<Duration>,
     /// Extra top-level keys are allowed (SPEC §2).
     #[serde(flatten)]
     pub _extra: BTreeMap<String, serde_yaml::Value>,

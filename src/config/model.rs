@@ -36,6 +36,9 @@ pub struct Config {
     pub alert_sustain: Duration,
     /// On SIGTERM/SIGINT, how long open sessions may go on before pgsplit exits anyway.
     pub shutdown_timeout: Duration,
+    /// How long a client may take from connecting to logging in (startup, TLS, authentication) before it is
+    /// disconnected (PgBouncer's `client_login_timeout`).
+    pub client_login_timeout: Duration,
     /// Period of the background health probes (which also sample connection alerts).
     pub health_interval: Duration,
 }

@@ -62,6 +62,9 @@ fn alert_and_shutdown_settings_have_defaults_and_are_checked_against_the_pool() 
     let c = load(&bare, SEED_ENV).unwrap();
     assert_eq!(c.target("primary").unwrap().alert_connections, None);
     assert_eq!((c.alert_sustain, c.shutdown_timeout), (Duration::from_secs(15), Duration::from_secs(30)));
+    assert_eq!(c.client_login_timeout, Duration::from_secs(60), "PgBouncer's default");
+    let set = load(&format!("{bare}\nclient_login_timeout: 5s\n"), SEED_ENV).unwrap();
+    assert_eq!(set.client_login_timeout, Duration::from_secs(5));
     let text = SEED.replace("alert_connections: 12 ", "alert_connections: 15 ");
     let found = issues(&text);
     assert_eq!((found[0].key.as_str(), found[0].line), ("targets.primary.alert_connections", Some(20)));

@@ -17,6 +17,8 @@ const DEFAULT_ALERT_SUSTAIN: std::time::Duration = std::time::Duration::from_sec
 const DEFAULT_HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 /// Default time sessions may go on after SIGTERM/SIGINT.
 const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// PgBouncer's default `client_login_timeout`.
+const DEFAULT_CLIENT_LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Builds the model from the parsed file, or every problem found.
 pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -> Result<Config, Vec<Issue>> {
@@ -149,6 +151,7 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
         catalog_refresh: raw.catalog_refresh.unwrap_or(DEFAULT_CATALOG_REFRESH),
         alert_sustain: raw.alert_sustain.unwrap_or(DEFAULT_ALERT_SUSTAIN),
         shutdown_timeout: raw.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+        client_login_timeout: raw.client_login_timeout.unwrap_or(DEFAULT_CLIENT_LOGIN_TIMEOUT),
         health_interval,
     })
 }

@@ -333,5 +333,6 @@ fn config_rows(app: &crate::App) -> Vec<Vec<String>> {
     rows.push(("route_cache_bytes".into(), c.route_cache_bytes.to_string()));
     rows.push(("catalog_refresh".into(), format!("{:?}", c.catalog_refresh)));
     rows.push(("shutdown_timeout".into(), format!("{:?}", c.shutdown_timeout)));
+    rows.push(("client_login_timeout".into(), format!("{:?}", c.client_login_timeout)));
     rows.into_iter().map(|(k, v)| vec![k, v]).collect()
 }

@@ -44,6 +44,9 @@ pub enum SessionError {
     /// The client broke the protocol; it is told why (FATAL) and disconnected.
     #[error("{0}")]
     Fatal(PgError),
+    /// The client did not log in within `client_login_timeout`; it is disconnected.
+    #[error("client_login_timeout ({0:?}) reached before the client logged in")]
+    LoginTimeout(std::time::Duration),
 }
 
 impl SessionError {
@@ -63,7 +66,11 @@ impl From<FrameError> for SessionError {
 pub async fn serve(tcp: TcpStream, app: Arc<App>) {
     let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let _ = tcp.set_nodelay(true);
-    let mut session = match startup::startup(tcp, &app).await {
+    // A client that never finishes logging in (stalled, or a slow drip) is dropped: it would hold a task, a socket
+    // and one of MAX_CLIENTS, and keep pgsplit from exiting at shutdown.
+    let login_timeout = app.config().client_login_timeout;
+    let login = tokio::time::timeout(login_timeout, startup::startup(tcp, &app)).await;
+    let mut session = match login.unwrap_or_else(|_| Err(SessionError::LoginTimeout(login_timeout))) {
         Ok(Some(s)) => s,
         Ok(None) => return,
         Err(e) => {
