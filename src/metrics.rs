@@ -636,7 +636,7 @@ mod tests {
                         counter.add(1);
                         stats.query(Instant::now(), false);
                     }
-                    // Joins the queue on this thread; left on another below.
+                    // Joins the queue on this thread and stays in it.
                     std::mem::forget(stats.waiting());
                 });
             }

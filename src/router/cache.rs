@@ -96,7 +96,7 @@ impl RouteCache {
     }
 
     /// The analysis of `sql`, from the cache or computed (and stored) now. Texts that differ only in numeric
-    /// literals share one entry (`literals::shape`), unless the statement carries values into session state
+    /// literals share one entry (`literals::shape_into`), unless the statement carries values into session state
     /// (`SET x = 5`), which is then cached under its own text.
     pub fn analysis(&self, sql: &str) -> SharedAnalysis {
         self.analysis_memo(sql, &mut LookupMemo::default())

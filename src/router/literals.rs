@@ -3,9 +3,7 @@
 //! analysis (SPEC §3.7: parse once per distinct text). Numbers never decide a route; strings (regclass names),
 //! identifiers and comments (hints) are left exactly as written.
 
-use std::borrow::Cow;
-
-/// Byte classes for `shape`'s scan: one table load decides what a byte starts.
+/// Byte classes for `shape_into`'s scan: one table load decides what a byte starts.
 const PLAIN: u8 = 0;
 const WORD: u8 = 1;
 const DIGIT: u8 = 2;
@@ -41,18 +39,8 @@ const CONTINUES_WORD: [bool; 256] = {
     t
 };
 
-/// `sql` with its numeric literals replaced by `0`; borrowed when it has none.
-pub fn shape(sql: &str) -> Cow<'_, str> {
-    let mut out = String::new();
-    if shape_into(sql, &mut out) {
-        Cow::Owned(out)
-    } else {
-        Cow::Borrowed(sql)
-    }
-}
-
-/// `shape` into a buffer the caller keeps: true, with the shape in `out`, when `sql` has numeric literals; false
-/// (and `out` unspecified) when its shape is `sql` itself.
+/// The shape of `sql` (its numeric literals replaced by `0`) into a buffer the caller keeps: true, with the shape
+/// in `out`, when `sql` has numeric literals; false (and `out` unspecified) when its shape is `sql` itself.
 pub fn shape_into(sql: &str, out: &mut String) -> bool {
     let b = sql.as_bytes();
     let mut any = false;
@@ -158,7 +146,19 @@ fn skip_dollar(b: &[u8], start: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::{shape, shape_into};
+    use std::borrow::Cow;
+
+    use super::shape_into;
+
+    /// `sql`'s shape; borrowed when it has no literals.
+    fn shape(sql: &str) -> Cow<'_, str> {
+        let mut out = String::new();
+        if shape_into(sql, &mut out) {
+            Cow::Owned(out)
+        } else {
+            Cow::Borrowed(sql)
+        }
+    }
 
     #[test]
     fn numbers_become_zero_and_everything_else_stays() {
