@@ -166,9 +166,6 @@ impl CheckoutError {
     }
 }
 
-/// bb8's own bound on a pool; the configured `max` is enforced by `Backend::turns`.
-const POOL_CEILING: u32 = 10_000;
-
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -187,6 +184,8 @@ pub struct Backend {
     max: AtomicU32,
     /// Connections kept open even when idle (opened at start and topped up at each probe by `keep_min`).
     min: u32,
+    /// `max` at start: bb8's own bound, so never exceeded by a reload.
+    start_max: u32,
     /// A reload lowered `max`: connections above it are closed after use.
     shrunk: AtomicBool,
     /// Permits a shrink still has to withdraw (they were in use); a later grow pays this first.
@@ -206,9 +205,11 @@ impl Backend {
         let health = Arc::new(Health::default());
         health.up.store(true, Ordering::Relaxed);
         let pool = Pool::builder()
-            // `turns` bounds the connections in use to `max`; bb8's own bound is only a ceiling, so that a reload
-            // can raise `max` without a new pool.
-            .max_size(POOL_CEILING.max(settings.max))
+            // `turns` bounds the connections in use to `max`, but bb8 also opens a connection for each getter still
+            // in flight: a getter that has just taken a returned connection counts for a moment after, and a client
+            // given the freed turn in that moment got bb8 to open one more (seen as 11 over a pool of 10). bb8's own
+            // bound is therefore the start `max`: a reload may lower `max`, not raise it above that.
+            .max_size(settings.max.max(1))
             // No `min_idle`: bb8 would open idle connections beyond `max` while all are in use; `keep_min` opens
             // them under turns instead.
             .connection_timeout(settings.checkout_timeout)
@@ -229,6 +230,7 @@ impl Backend {
             checkout_timeout_ms: AtomicU64::new(millis(settings.checkout_timeout)),
             max: AtomicU32::new(settings.max.max(1)),
             min: settings.min,
+            start_max: settings.max.max(1),
             shrunk: AtomicBool::new(false),
             shrink_debt: Default::default(),
             paused: tokio::sync::watch::Sender::new(false),
@@ -237,12 +239,20 @@ impl Backend {
         }
     }
 
-    /// Applies reloaded pool settings: `max` (permits added now, or withdrawn as connections come back; extra
-    /// connections are closed after their next use) and `checkout_timeout`. `min`, `idle_timeout` and
+    /// Applies reloaded pool settings: `max` up to its start value (permits added now, or withdrawn as connections
+    /// come back; extra connections are closed after their next use) and `checkout_timeout`. `min`, `idle_timeout` and
     /// `max_lifetime` keep their start values until restart.
     pub fn resize(&self, settings: &PoolSettings) {
         self.checkout_timeout_ms.store(millis(settings.checkout_timeout), Ordering::Relaxed);
-        let new = settings.max.max(1);
+        let new = settings.max.max(1).min(self.start_max);
+        if settings.max > self.start_max {
+            tracing::warn!(
+                target = %self.spec.name,
+                max = settings.max,
+                kept = self.start_max,
+                "pool max above its start value needs a restart; the start value stays"
+            );
+        }
         let old = self.max.swap(new, Ordering::SeqCst);
         if new > old {
             // Permits still owed by an earlier shrink are cancelled first, then the rest are added.
