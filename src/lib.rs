@@ -27,6 +27,7 @@ pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod protocol;
+pub mod quote;
 pub mod router;
 pub mod server;
 pub mod session;

@@ -26,3 +26,9 @@ pub const INTERNAL_ERROR: &str = "XX000";
 pub const ADMIN_SHUTDOWN: &str = "57P01";
 /// `57014` a statement cancelled at the client's request.
 pub const QUERY_CANCELED: &str = "57014";
+/// `42602` a configuration parameter name PostgreSQL refuses (startup packet, `options=-c`).
+pub const INVALID_NAME: &str = "42602";
+/// `54001` a statement too deep for the parser's stack, as PostgreSQL's `stack depth limit exceeded`.
+pub const STATEMENT_TOO_COMPLEX: &str = "54001";
+/// `54000` a message or batch over a limit pgsplit keeps per connection (PostgreSQL's `program_limit_exceeded`).
+pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";

@@ -4,7 +4,7 @@
 
 use sqlparser::ast::{
     ContextModifier, DiscardObject, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, Query, Reset, SelectItem,
-    Set, SetExpr, Statement, Value,
+    Set, SetExpr, Statement, UnaryOperator, Value,
 };
 
 use super::analyze::{fold, name_of, parts, string_literal};
@@ -27,6 +27,7 @@ pub fn pins(st: &Statement) -> bool {
         // Session state pgsplit does not replay: the role, the session's transaction defaults.
         Statement::Set(Set::SetRole { .. } | Set::SetSessionAuthorization(_)) => true,
         Statement::Set(Set::SetTransaction { session: true, .. }) => true,
+        st @ Statement::Set(_) => unfollowed_set(st),
         _ => false,
     }
 }
@@ -158,15 +159,25 @@ pub fn command(st: &Statement) -> Command {
         Statement::Set(Set::SingleAssignment { scope: None | Some(ContextModifier::Session), variable, values, .. }) => {
             let name = parts(variable).join(".");
             match values.as_slice() {
-                [Expr::Identifier(i)] if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default") => {
-                    Command::ResetParam(name)
-                }
+                [v] if is_keyword(v, "default") => Command::ResetParam(name),
                 [] => Command::Other,
-                vs => Command::SetParam { name, value: vs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ") },
+                vs => match set_value_sql(&name, vs) {
+                    Some(value) => Command::SetParam { name, value },
+                    None => Command::Other,
+                },
             }
         }
+        // SET TIME ZONE LOCAL | DEFAULT resets it; a value is the same as `SET timezone TO value`.
+        Statement::Set(Set::SetTimeZone { local: false, value })
+            if is_keyword(value, "local") || is_keyword(value, "default") =>
+        {
+            Command::ResetParam("timezone".into())
+        }
         Statement::Set(Set::SetTimeZone { local: false, value }) => {
-            Command::SetParam { name: "timezone".into(), value: value.to_string() }
+            match set_value_sql("timezone", std::slice::from_ref(value)) {
+                Some(value) => Command::SetParam { name: "timezone".into(), value },
+                None => Command::Other,
+            }
         }
         Statement::Reset(r) => match &r.reset {
             Reset::ConfigurationParameter(p) if is_target_var(p) => Command::ResetTarget,
@@ -182,6 +193,59 @@ pub fn command(st: &Statement) -> Command {
         Statement::Query(q) => set_config(q).unwrap_or(Command::Other),
         _ => Command::Other,
     }
+}
+
+/// Whether `e` is the unquoted word `word` (`DEFAULT`, `LOCAL`), which `SET` reads as a keyword.
+fn is_keyword(e: &Expr, word: &str) -> bool {
+    matches!(e, Expr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case(word))
+}
+
+/// The value of `SET name TO v1, v2, ...` as SQL text pgsplit writes itself when it replays the setting on another
+/// server connection: each element rebuilt from what the server reads (an identifier folded, a string as it reads,
+/// a signed number, a boolean) as a quoted literal, or a quoted identifier in a search_path, never the client's text.
+/// `None` for anything else (`SET TIME ZONE INTERVAL '1' HOUR`): such a setting is not followed, and the session
+/// keeps its server connection (`unfollowed_set`).
+pub fn set_value_sql(name: &str, values: &[Expr]) -> Option<String> {
+    let items = values.iter().map(set_value_item).collect::<Option<Vec<String>>>()?;
+    if name == "search_path" {
+        return Some(super::resolve::search_path_sql(&items));
+    }
+    Some(items.iter().map(|v| crate::quote::literal(v)).collect::<Vec<_>>().join(", "))
+}
+
+/// One element of a SET value as the server reads it.
+fn set_value_item(e: &Expr) -> Option<String> {
+    let number = |n: &str| n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_').then(|| n.to_owned());
+    match e {
+        Expr::Identifier(i) => Some(fold(i)),
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) | Value::UnicodeStringLiteral(s) => Some(s.clone()),
+            Value::DollarQuotedString(d) => Some(d.value.clone()),
+            Value::Number(n, _) => number(n),
+            Value::Boolean(b) => Some(b.to_string()),
+            _ => None,
+        },
+        Expr::UnaryOp { op: UnaryOperator::Minus, expr } => match expr.as_ref() {
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, _) => number(n).map(|n| format!("-{n}")),
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Whether a statement sets a session parameter in a form pgsplit cannot replay (`set_value_sql` is `None`): the
+/// session then keeps its server connection, where the setting lives.
+pub fn unfollowed_set(st: &Statement) -> bool {
+    matches!(
+        st,
+        Statement::Set(
+            Set::SingleAssignment { scope: None | Some(ContextModifier::Session), .. } | Set::SetTimeZone { local: false, .. }
+        )
+    ) && matches!(command(st), Command::Other)
+        && !matches!(st, Statement::Set(Set::SingleAssignment { values, .. }) if values.is_empty())
 }
 
 /// `SELECT set_config('name', 'value', false)` (session-wide; `true` is transaction-local and not followed).
@@ -220,7 +284,7 @@ fn set_config(q: &Query) -> Option<Command> {
     let value = if name == "search_path" {
         super::resolve::search_path_sql(&super::resolve::parse_search_path(value))
     } else {
-        format!("'{}'", value.replace('\'', "''"))
+        crate::quote::literal(value)
     };
     Some(Command::SetParam { name, value })
 }

@@ -7,6 +7,7 @@
 pub mod analyze;
 pub mod cache;
 pub mod commands;
+pub mod depth;
 pub mod fallback;
 pub mod hint;
 pub mod literals;
@@ -177,10 +178,9 @@ impl Analysis {
     /// Analyses a statement text: hint, then sqlparser, then the fallback scan.
     pub fn of(sql: &str) -> Analysis {
         let hint = hint::leading_target(sql);
-        let mut a = match analyze::parse(sql) {
-            Ok(a) => a,
-            Err(_) => fallback::scan(sql),
-        };
+        // A text whose tree would be too deep to walk and drop safely is never parsed (`depth`).
+        let parsed = if depth::too_deep_to_parse(sql) { None } else { analyze::parse(sql).ok() };
+        let mut a = parsed.unwrap_or_else(|| fallback::scan(sql));
         a.hint = hint;
         a.own_transaction |= commands::outside_transaction_block(sql);
         a

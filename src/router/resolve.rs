@@ -147,7 +147,7 @@ pub fn search_path_of_set_value(sql: &str) -> Vec<String> {
 
 /// A search_path as SQL text for `SET search_path TO ...`: every schema as a quoted identifier.
 pub fn search_path_sql(schemas: &[String]) -> String {
-    schemas.iter().map(|s| format!("\"{}\"", s.replace('"', "\"\""))).collect::<Vec<_>>().join(", ")
+    schemas.iter().map(|s| crate::quote::ident(s)).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]

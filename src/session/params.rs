@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::backend::Outcome;
 use crate::protocol::{STATUS_IDLE, STATUS_IN_TX};
+use crate::quote;
 use crate::router::resolve::{parse_search_path, search_path_of_set_value, search_path_sql};
 use crate::router::Command;
 
@@ -45,6 +46,14 @@ impl Params {
         Params { current: defaults.clone(), defaults, pending: Vec::new() }
     }
 
+    /// The first setting of a startup packet whose name PostgreSQL refuses (`quote::valid_guc_name`), for the
+    /// FATAL 42602 it answers; `None` when every name may be sent to a server.
+    pub fn invalid_startup_name(startup: &BTreeMap<String, String>) -> Option<String> {
+        let keys = startup.keys().filter(|k| !NOT_PARAMS.contains(&k.to_lowercase().as_str())).cloned();
+        let options = startup.get("options").map(|o| options_settings(o)).unwrap_or_default();
+        keys.chain(options.into_iter().map(|(k, _)| k.replace('-', "_"))).find(|name| !quote::valid_guc_name(name))
+    }
+
     /// The statements that make a server connection with `applied` match the client, or `None` if it already does.
     /// Behind a transaction pooler (`pooler`) only the parameters the pooler tracks itself are set this way.
     pub fn diff_sql(&self, applied: &BTreeMap<String, String>, pooler: bool) -> Option<String> {
@@ -55,12 +64,12 @@ impl Params {
         let mut sql = String::new();
         for (name, value) in self.session_level(pooler) {
             if applied.get(name) != Some(value) {
-                sql.push_str(&format!("SET {name} TO {value};"));
+                sql.push_str(&format!("SET {} TO {value};", quote::guc_name(name)));
             }
         }
         for name in applied.keys() {
             if !self.current.contains_key(name) {
-                sql.push_str(&format!("RESET {name};"));
+                sql.push_str(&format!("RESET {};", quote::guc_name(name)));
             }
         }
         (!sql.is_empty()).then_some(sql)
@@ -83,7 +92,7 @@ impl Params {
     pub fn local_sql(&self) -> Option<String> {
         let mut sql = String::new();
         for (name, value) in self.current.iter().filter(|(name, _)| !tracked_by_pooler(name)) {
-            sql.push_str(&format!("SET LOCAL {} TO {value};", guc_name_sql(name)));
+            sql.push_str(&format!("SET LOCAL {} TO {value};", quote::guc_name(name)));
         }
         (!sql.is_empty()).then_some(sql)
     }
@@ -194,17 +203,12 @@ pub fn untracked(changes: &[Command]) -> impl Iterator<Item = &str> {
     })
 }
 
-/// A parameter name as SQL: each dotted part quoted (names from `set_config` are arbitrary strings).
-pub fn guc_name_sql(name: &str) -> String {
-    name.split('.').map(|part| format!("\"{}\"", part.replace('"', "\"\""))).collect::<Vec<_>>().join(".")
-}
-
 /// A value as the startup packet or `set_config` gives it (a plain string) as SQL text for `SET name TO ...`.
 fn guc_value_sql(name: &str, value: &str) -> String {
     if name == "search_path" {
         search_path_sql(&parse_search_path(value))
     } else {
-        format!("'{}'", value.replace('\'', "''"))
+        quote::literal(value)
     }
 }
 
@@ -275,11 +279,11 @@ mod tests {
     fn a_connection_gets_only_the_difference() {
         let p = Params::from_startup(&startup(&[("application_name", "a"), ("TimeZone", "UTC")]));
         let mut applied = BTreeMap::new();
-        assert_eq!(p.diff_sql(&applied, false).as_deref(), Some("SET application_name TO 'a';SET timezone TO 'UTC';"));
+        assert_eq!(p.diff_sql(&applied, false).as_deref(), Some("SET \"application_name\" TO 'a';SET \"timezone\" TO 'UTC';"));
         p.synced(&mut applied, false);
         assert_eq!(p.diff_sql(&applied, false), None);
         applied.insert("datestyle".into(), "'German'".into());
-        assert_eq!(p.diff_sql(&applied, false).as_deref(), Some("RESET datestyle;"));
+        assert_eq!(p.diff_sql(&applied, false).as_deref(), Some("RESET \"datestyle\";"));
     }
 
     #[test]
@@ -321,20 +325,19 @@ mod tests {
         assert!(!applied.contains_key("application_name"), "the server reset it to the connection's own value");
         p.follow(&[Command::ResetAll], false, STATUS_IDLE, OK, &mut applied);
         assert!(!p.current.contains_key("datestyle") && applied.is_empty());
-        assert_eq!(p.diff_sql(&applied, false).as_deref(), Some("SET application_name TO 'a';"));
+        assert_eq!(p.diff_sql(&applied, false).as_deref(), Some("SET \"application_name\" TO 'a';"));
     }
 
     #[test]
     fn behind_a_transaction_pooler_only_tracked_parameters_are_set_for_the_session() {
         let mut p = Params::from_startup(&startup(&[("application_name", "a"), ("options", "-c statement_timeout=5s")]));
         let mut applied = BTreeMap::new();
-        assert_eq!(p.diff_sql(&applied, true).as_deref(), Some("SET application_name TO 'a';"));
+        assert_eq!(p.diff_sql(&applied, true).as_deref(), Some("SET \"application_name\" TO 'a';"));
         p.synced(&mut applied, true);
         assert_eq!(applied.keys().collect::<Vec<_>>(), ["application_name"]);
         assert_eq!(p.local_sql().as_deref(), Some("SET LOCAL \"statement_timeout\" TO '5s';"));
         assert_eq!(Params::from_startup(&startup(&[("TimeZone", "UTC")])).local_sql(), None);
         p.follow(&[set("work_mem", "'1MB'"), set("timezone", "'UTC'")], true, STATUS_IN_TX, OK, &mut applied);
         assert_eq!(p.pending_untracked().collect::<Vec<_>>(), ["work_mem"]);
-        assert_eq!(guc_name_sql("my.x\"; drop"), "\"my\".\"x\"\"; drop\"");
     }
 }

@@ -87,7 +87,7 @@ impl Session {
 fn reset_sql<'a>(names: impl Iterator<Item = &'a str>) -> String {
     let mut sql = String::new();
     for name in names {
-        sql.push_str(&format!("RESET {};", super::params::guc_name_sql(name)));
+        sql.push_str(&format!("RESET {};", crate::quote::guc_name(name)));
     }
     sql
 }

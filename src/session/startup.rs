@@ -97,6 +97,12 @@ pub async fn startup(tcp: TcpStream, app: &Arc<App>) -> Result<Option<Session>, 
             return Err(SessionError::Fatal(e));
         }
         authenticate(&mut client, app, &user).await?;
+        // As PostgreSQL, after authentication: a setting whose name no server accepts ends the login.
+        if let Some(name) = super::params::Params::invalid_startup_name(&params) {
+            let e = PgError::fatal(codes::INVALID_NAME, format!("invalid configuration parameter name \"{name}\""))
+                .with_detail("Custom parameter names must be two or more simple identifiers separated by dots.");
+            return Err(SessionError::Fatal(e));
+        }
         if admin && !app.config().admin_users.contains(&user) {
             tracing::warn!(%user, "admin console refused: not in admin_users");
             let e = PgError::fatal(codes::INVALID_AUTHORIZATION, format!("user \"{user}\" is not an admin user of pgsplit"))

@@ -139,3 +139,36 @@ fn texts_that_must_not_be_wrapped_in_a_transaction_are_recognised() {
         assert!(!Analysis::of(sql).own_transaction, "{sql}");
     }
 }
+
+#[test]
+fn set_values_are_rebuilt_as_quoted_literals_never_copied_from_the_text() {
+    let set = |name: &str, value: &str| Command::SetParam { name: name.into(), value: value.into() };
+    let cases = [
+        ("set search_path = Workspace, \"Ref\", 'x y'", set("search_path", "\"workspace\", \"Ref\", \"x y\"")),
+        ("set app.x = E'a\\'b'", set("app.x", "'a''b'")),
+        ("set app.x = 'a\\'", set("app.x", "E'a\\\\'")),
+        ("set work_mem = 64", set("work_mem", "'64'")),
+        ("set extra_float_digits = -1", set("extra_float_digits", "'-1'")),
+        ("set enable_seqscan = off", set("enable_seqscan", "'off'")),
+        ("set app.flag = true", set("app.flag", "'true'")),
+        ("set datestyle = iso, mdy", set("datestyle", "'iso', 'mdy'")),
+        ("set app.body = $$it's$$", set("app.body", "'it''s'")),
+        ("set time zone 'Europe/Paris'", set("timezone", "'Europe/Paris'")),
+        ("set time zone local", Command::ResetParam("timezone".into())),
+        ("set time zone default", Command::ResetParam("timezone".into())),
+    ];
+    for (sql, want) in cases {
+        let a = Analysis::of(sql);
+        assert_eq!(a.command, want, "{sql}");
+        assert!(!a.pins, "{sql}");
+    }
+}
+
+#[test]
+fn a_setting_pgsplit_cannot_rebuild_keeps_the_session_on_its_connection() {
+    for sql in ["set time zone interval '1' hour", "set app.x = 1 + 1"] {
+        let a = Analysis::of(sql);
+        assert_eq!(a.command, Command::Other, "{sql}");
+        assert!(a.session_changes.is_empty() && a.pins, "{sql}");
+    }
+}
