@@ -1,28 +1,101 @@
-//! The accept loop: a connection-limit permit before each accept, one task per client, stop on shutdown.
+//! The accept loop and the client limits: one task per connection, separate budgets for connections still logging
+//! in and for logged-in clients, a 53300 for a client over either, and stop on shutdown.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 
-/// Most clients served at once; further connections wait in the listen backlog.
-pub const MAX_CLIENTS: usize = 10_000;
+/// How long a new connection that found the login budget full waits for a slot freed by evicting a silent one.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
+
+/// The client budgets, fixed at start (SPEC §7): connections that have not authenticated are counted apart from
+/// logged-in clients, so anonymous connections can neither hold the slots of real clients nor grow without bound.
+pub struct Limits {
+    /// Connections between accept and the end of authentication (`max_login_conn`).
+    logins: Arc<Semaphore>,
+    /// Logged-in clients, admin console included (`max_client_conn`, PgBouncer's name).
+    clients: Arc<Semaphore>,
+    /// Connections logging in that have not sent a byte yet, oldest first: when the login budget is full, a new
+    /// connection evicts the oldest of them, so silent connects cannot lock real clients out of logging in.
+    silent: Mutex<VecDeque<(u64, CancellationToken)>>,
+    /// Next id for `silent`.
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl Limits {
+    /// Budgets from the configuration in force at start.
+    pub fn new(max_login_conn: usize, max_client_conn: usize) -> Limits {
+        Limits {
+            logins: Arc::new(Semaphore::new(max_login_conn)),
+            clients: Arc::new(Semaphore::new(max_client_conn)),
+            silent: Mutex::new(VecDeque::new()),
+            next_id: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// A slot in the login budget: free at once, or freed by evicting the oldest silent connection; `None` when
+    /// every connection logging in is talking (the new one is refused with 53300).
+    async fn login_slot(&self) -> Option<OwnedSemaphorePermit> {
+        if let Ok(p) = self.logins.clone().try_acquire_owned() {
+            return Some(p);
+        }
+        let victim = self.silent.lock().ok().and_then(|mut q| q.pop_front());
+        let (_, token) = victim?;
+        token.cancel();
+        tokio::time::timeout(EVICTION_WAIT, self.logins.clone().acquire_owned()).await.ok()?.ok()
+    }
+
+    /// Registers a connection that has sent nothing yet, until the guard is dropped (at its first bytes, or when
+    /// it ends); the guard's token fires if it is evicted.
+    pub fn silent(&self) -> Silent<'_> {
+        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let evicted = CancellationToken::new();
+        if let Ok(mut q) = self.silent.lock() {
+            q.push_back((id, evicted.clone()));
+        }
+        Silent { limits: self, id, evicted }
+    }
+
+    /// A logged-in client's slot, or `None` when `max_client_conn` clients are logged in.
+    pub fn client_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.clients.clone().try_acquire_owned().ok()
+    }
+}
+
+/// A connection on the silent list (`Limits::silent`); leaves it when dropped.
+pub struct Silent<'a> {
+    /// Whose list.
+    limits: &'a Limits,
+    /// Its entry.
+    id: u64,
+    /// Fires when a new connection evicts this one.
+    pub evicted: CancellationToken,
+}
+
+impl Drop for Silent<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut q) = self.limits.silent.lock() {
+            if let Some(i) = q.iter().position(|(x, _)| *x == self.id) {
+                q.remove(i);
+            }
+        }
+    }
+}
 
 /// Serves clients from `listener` until `shutdown` is cancelled. Sessions already running go on; the caller decides
-/// how long to wait for them.
+/// how long to wait for them. Every connection is accepted (none waits silently in the listen backlog) and gets a
+/// task; one over the budgets is told 53300 and closed.
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken) {
-    let permits = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let config = app.config();
+    let limits = Arc::new(Limits::new(config.max_login_conn, config.max_client_conn));
+    drop(config);
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
         let (tcp, _) = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = listener.accept() => match r {
@@ -30,15 +103,31 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationTok
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
-        let app = app.clone();
+        let (app, limits) = (app.clone(), limits.clone());
         tokio::spawn(async move {
-            crate::session::serve(tcp, app).await;
-            drop(permit);
+            match limits.login_slot().await {
+                Some(login) => crate::session::serve(tcp, app, &limits, login).await,
+                None => refuse_over_login_budget(tcp, &app).await,
+            }
         });
     }
+}
+
+/// A connection over the login budget: PostgreSQL's 53300, at once, before anything is read.
+async fn refuse_over_login_budget(mut tcp: TcpStream, app: &App) {
+    use tokio::io::AsyncWriteExt;
+    let e = crate::protocol::encode::PgError::fatal(
+        crate::protocol::codes::TOO_MANY_CONNECTIONS,
+        "sorry, too many clients already (max_login_conn connections are logging in)",
+    );
+    let mut buf = bytes::BytesMut::new();
+    e.encode(&mut buf);
+    let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(&buf)).await;
+    app.metrics().startup_refused(e.code);
+    tracing::info!(peer = ?tcp.peer_addr().ok(), "connection refused: max_login_conn reached");
 }

@@ -175,3 +175,111 @@ async fn settings_replayed_on_another_connection_are_quoted_even_with_standard_c
     assert_eq!(scalar(&client, on_data).await, "a\\'; create table workspace.injected_by_set(id int); --");
     assert!(!table_exists("workspace.injected_by_set").await, "pgsplit ran SQL the client did not send");
 }
+
+/// The SQLSTATE of the ErrorResponse pgsplit sends on `s` (skipping anything before it); panics if it closes first.
+async fn error_code(s: &mut tokio::net::TcpStream) -> String {
+    use fallible_iterator::FallibleIterator;
+    let mut buf = BytesMut::new();
+    loop {
+        while let Some(m) = Message::parse(&mut buf).expect("server message") {
+            if let Message::ErrorResponse(e) = m {
+                let mut fields = e.fields();
+                while let Some(f) = fields.next().expect("fields") {
+                    if f.type_() == b'C' {
+                        return String::from_utf8_lossy(f.value_bytes()).into_owned();
+                    }
+                }
+            }
+        }
+        let n = tokio::time::timeout(std::time::Duration::from_secs(20), s.read_buf(&mut buf)).await.expect("no hang");
+        assert!(n.expect("read") > 0, "closed without an error");
+    }
+}
+
+/// Whether pgsplit closes `s` (within the hang guard) without sending anything.
+async fn closed_silently(s: &mut tokio::net::TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(tokio::time::timeout(std::time::Duration::from_secs(20), s.read(&mut byte)).await, Ok(Ok(0)) | Ok(Err(_)))
+}
+
+/// Logs in through `proxy`, retrying while a slot that was just freed is not yet back (hang guard 20 s).
+async fn connect_eventually(proxy: &Proxy) -> tokio_postgres::Client {
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            match tokio_postgres::connect(&proxy.dsn(), tokio_postgres::NoTls).await {
+                Ok((c, conn)) => {
+                    tokio::spawn(conn);
+                    return c;
+                }
+                Err(e) => {
+                    assert_eq!(sqlstate(&e), "53300");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                }
+            }
+        }
+    })
+    .await
+    .expect("a freed slot is reused")
+}
+
+fn limits_config(extra: &str) -> String {
+    common::config_yaml("verify-full", extra)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_cannot_lock_real_clients_out_and_talking_ones_over_the_budget_get_53300() {
+    // A long first-packet timeout: only the login budget and its eviction of silent connections are at work.
+    let proxy = Proxy::start(&limits_config("max_login_conn: 20\nclient_first_packet_timeout: 60s\n")).await;
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        silent.push(tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.expect("connect"));
+    }
+    // Ten times the login budget is silent: a real client still logs in and is served.
+    let client = tokio::time::timeout(std::time::Duration::from_secs(20), proxy.connect()).await.expect("logs in");
+    assert_eq!(scalar(&client, "select 1").await, "1");
+    drop(silent);
+    // Connections that have started talking are never evicted: past the budget a new one is told 53300 at once.
+    let mut talking = Vec::new();
+    for _ in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.expect("connect");
+        s.write_all(&[0, 0]).await.expect("half a length");
+        talking.push(s);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut over = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.expect("connect");
+    assert_eq!(error_code(&mut over).await, "53300");
+    drop(talking);
+    // Their slots come back (once pgsplit has seen them close): logging in works again, and logged-in clients were
+    // never touched.
+    let again = connect_eventually(&proxy).await;
+    assert_eq!(scalar(&again, "select 1").await, "1");
+    assert_eq!(scalar(&client, "select 2").await, "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_max_client_conn_gets_53300_after_authenticating_and_a_freed_slot_is_reused() {
+    let proxy = Proxy::start(&limits_config("max_client_conn: 2\n")).await;
+    let (a, b) = (proxy.connect().await, proxy.connect().await);
+    let err = tokio_postgres::connect(&proxy.dsn(), tokio_postgres::NoTls).await.err().expect("refused");
+    assert_eq!(sqlstate(&err), "53300");
+    assert_eq!(scalar(&a, "select 1").await, "1");
+    drop(b);
+    let c = connect_eventually(&proxy).await;
+    assert_eq!(scalar(&c, "select 3").await, "3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_after_the_first_packet_timeout_and_pre_auth_messages_are_capped() {
+    let proxy = Proxy::start(&limits_config("client_first_packet_timeout: 1s\n")).await;
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.expect("connect");
+    assert!(closed_silently(&mut silent).await, "a silent connection is dropped");
+    // Before authentication a message may not announce more than a few KiB: refused before its body is read.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.expect("connect");
+    let mut out = BytesMut::new();
+    frontend::startup_message([("user", "app"), ("database", "handled")], &mut out).expect("startup");
+    s.write_all(&out).await.expect("startup");
+    let mut huge = vec![b'p'];
+    huge.extend_from_slice(&(1u32 << 20).to_be_bytes());
+    s.write_all(&huge).await.expect("header of a 1 MiB password message");
+    assert_eq!(error_code(&mut s).await, "08P01");
+}

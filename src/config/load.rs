@@ -96,6 +96,13 @@ pub struct RawConfig {
     /// How long a client may take to log in.
     #[serde(default, deserialize_with = "opt_duration")]
     pub client_login_timeout: Option<Duration>,
+    /// How long a new connection may take to send its first startup packet.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub client_first_packet_timeout: Option<Duration>,
+    /// Most logged-in clients.
+    pub max_client_conn: Option<usize>,
+    /// Most connections logging in at once.
+    pub max_login_conn: Option<usize>,
     /// Extra top-level keys are allowed (SPEC §2).
     #[serde(flatten)]
     pub _extra: BTreeMap<String, serde_yaml::Value>,

@@ -39,6 +39,14 @@ pub struct Config {
     /// How long a client may take from connecting to logging in (startup, TLS, authentication) before it is
     /// disconnected (PgBouncer's `client_login_timeout`).
     pub client_login_timeout: Duration,
+    /// How long a new connection may take to send its first startup packet (SSLRequest or StartupMessage) before it
+    /// is disconnected: real clients send it at once; a silent connection is not let hold a login slot for long.
+    pub client_first_packet_timeout: Duration,
+    /// Most logged-in clients, admin console included (PgBouncer's `max_client_conn`); one more gets 53300.
+    pub max_client_conn: usize,
+    /// Most connections between accept and the end of authentication; past it the oldest silent one is dropped,
+    /// or the new one gets 53300. Counted apart from `max_client_conn` so anonymous connections cannot fill it.
+    pub max_login_conn: usize,
     /// Period of the background health probes (which also sample connection alerts).
     pub health_interval: Duration,
 }

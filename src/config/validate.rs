@@ -20,6 +20,13 @@ const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// PgBouncer's default `client_login_timeout`.
 const DEFAULT_CLIENT_LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Default time for a new connection's first packet: a client sends it at once.
+const DEFAULT_FIRST_PACKET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Default most logged-in clients (PgBouncer's default is 100; pgsplit's per-client memory is bounded, README).
+const DEFAULT_MAX_CLIENT_CONN: usize = 10_000;
+/// Default most connections logging in at once.
+const DEFAULT_MAX_LOGIN_CONN: usize = 512;
+
 /// Builds the model from the parsed file, or every problem found.
 pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -> Result<Config, Vec<Issue>> {
     let mut issues = Vec::new();
@@ -128,6 +135,11 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
         Some(v) if ["true", "1", "yes", "on"].contains(&v.as_str()) => Mode::Split,
         _ => raw.mode.unwrap_or(Mode::Split),
     };
+    for (key, value) in [("max_client_conn", raw.max_client_conn), ("max_login_conn", raw.max_login_conn)] {
+        if value == Some(0) {
+            issue(&[key], "must be at least 1".into());
+        }
+    }
     let route_cache_bytes = raw.route_cache.map(|c| c.max_bytes).unwrap_or(DEFAULT_ROUTE_CACHE);
     let health_interval = raw.health_interval.unwrap_or(DEFAULT_HEALTH_INTERVAL);
     if health_interval.is_zero() {
@@ -152,6 +164,9 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
         alert_sustain: raw.alert_sustain.unwrap_or(DEFAULT_ALERT_SUSTAIN),
         shutdown_timeout: raw.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
         client_login_timeout: raw.client_login_timeout.unwrap_or(DEFAULT_CLIENT_LOGIN_TIMEOUT),
+        client_first_packet_timeout: raw.client_first_packet_timeout.unwrap_or(DEFAULT_FIRST_PACKET_TIMEOUT),
+        max_client_conn: raw.max_client_conn.unwrap_or(DEFAULT_MAX_CLIENT_CONN),
+        max_login_conn: raw.max_login_conn.unwrap_or(DEFAULT_MAX_LOGIN_CONN),
         health_interval,
     })
 }

@@ -6,6 +6,9 @@ use bytes::{Buf, Bytes, BytesMut};
 pub const MAX_STARTUP_LEN: usize = 10_000;
 /// Largest regular message accepted from a client or server: PostgreSQL's own limit for a message is 1 GiB.
 pub const MAX_MESSAGE_LEN: usize = 1 << 30;
+/// Cap for every client message before authentication ends (SCRAM's messages are a few hundred bytes; PostgreSQL
+/// allows 65,535 for an authentication token): an anonymous connection holds at most this much.
+pub const MAX_AUTH_MESSAGE_LEN: usize = 4096;
 /// Cap for client messages that carry only names and small fields (Describe, Close, Execute, CopyFail, password).
 const MAX_SMALL_LEN: usize = 1 << 20;
 
@@ -73,6 +76,11 @@ pub fn peek_len(buf: &[u8], limit: impl Fn(u8) -> Option<usize>) -> Result<Optio
 /// Takes the first complete frontend message out of `buf`.
 pub fn next_frontend(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
     take(buf, frontend_limit)
+}
+
+/// Takes the first complete frontend message out of `buf`, refusing any longer than `max` (before authentication).
+pub fn next_frontend_within(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, FrameError> {
+    take(buf, |tag| frontend_limit(tag).map(|limit| limit.min(max)))
 }
 
 /// Takes the first complete backend (server → pgsplit) message out of `buf`; any tag is accepted.

@@ -334,5 +334,8 @@ fn config_rows(app: &crate::App) -> Vec<Vec<String>> {
     rows.push(("catalog_refresh".into(), format!("{:?}", c.catalog_refresh)));
     rows.push(("shutdown_timeout".into(), format!("{:?}", c.shutdown_timeout)));
     rows.push(("client_login_timeout".into(), format!("{:?}", c.client_login_timeout)));
+    rows.push(("client_first_packet_timeout".into(), format!("{:?}", c.client_first_packet_timeout)));
+    rows.push(("max_client_conn".into(), c.max_client_conn.to_string()));
+    rows.push(("max_login_conn".into(), c.max_login_conn.to_string()));
     rows.into_iter().map(|(k, v)| vec![k, v]).collect()
 }

@@ -30,8 +30,13 @@ impl Client {
 
     /// The next whole message; `Ok(None)` when the client closed the connection between messages.
     pub async fn read_frame(&mut self) -> Result<Option<Frame>, SessionError> {
+        self.read_frame_within(framing::MAX_MESSAGE_LEN).await
+    }
+
+    /// `read_frame`, refusing a message longer than `max` (08P01) before reading it whole.
+    pub async fn read_frame_within(&mut self, max: usize) -> Result<Option<Frame>, SessionError> {
         loop {
-            if let Some(f) = framing::next_frontend(&mut self.rbuf)? {
+            if let Some(f) = framing::next_frontend_within(&mut self.rbuf, max)? {
                 return Ok(Some(f));
             }
             if self.rbuf.is_empty() && self.rbuf.capacity() > IDLE_BUFFER_KEEP {

@@ -23,11 +23,13 @@ mod state;
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::app::App;
 use crate::protocol::codes;
 use crate::protocol::encode::PgError;
 use crate::protocol::framing::FrameError;
+use crate::server::Limits;
 
 pub use startup::ADMIN_DATABASE;
 pub use state::Tx;
@@ -47,6 +49,9 @@ pub enum SessionError {
     /// The client did not log in within `client_login_timeout`; it is disconnected.
     #[error("client_login_timeout ({0:?}) reached before the client logged in")]
     LoginTimeout(std::time::Duration),
+    /// The client sent no whole startup packet within `client_first_packet_timeout`; it is disconnected.
+    #[error("client_first_packet_timeout ({0:?}) reached before the client's first packet")]
+    FirstPacketTimeout(std::time::Duration),
 }
 
 impl SessionError {
@@ -62,15 +67,17 @@ impl From<FrameError> for SessionError {
     }
 }
 
-/// Serves one client connection to its end. Errors end only this session.
-pub async fn serve(tcp: TcpStream, app: Arc<App>) {
+/// Serves one client connection to its end. Errors end only this session. `login` is the connection's slot in the
+/// login budget, given back once it has logged in (it then holds a `max_client_conn` slot instead).
+pub async fn serve(tcp: TcpStream, app: Arc<App>, limits: &Limits, login: OwnedSemaphorePermit) {
     let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let _ = tcp.set_nodelay(true);
     // A client that never finishes logging in (stalled, or a slow drip) is dropped: it would hold a task, a socket
-    // and one of MAX_CLIENTS, and keep pgsplit from exiting at shutdown.
+    // and a login slot, and keep pgsplit from exiting at shutdown.
     let login_timeout = app.config().client_login_timeout;
-    let login = tokio::time::timeout(login_timeout, startup::startup(tcp, &app)).await;
-    let mut session = match login.unwrap_or_else(|_| Err(SessionError::LoginTimeout(login_timeout))) {
+    let logged_in = tokio::time::timeout(login_timeout, startup::startup(tcp, &app, limits)).await;
+    drop(login);
+    let (mut session, _client_slot) = match logged_in.unwrap_or_else(|_| Err(SessionError::LoginTimeout(login_timeout))) {
         Ok(Some(s)) => s,
         Ok(None) => return,
         Err(e) => {

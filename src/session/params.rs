@@ -340,4 +340,86 @@ mod tests {
         p.follow(&[set("work_mem", "'1MB'"), set("timezone", "'UTC'")], true, STATUS_IN_TX, OK, &mut applied);
         assert_eq!(p.pending_untracked().collect::<Vec<_>>(), ["work_mem"]);
     }
+
+    /// Checks that `sql` is only `SET [LOCAL] name TO value[, value...];` and `RESET name;` statements whose names
+    /// are quoted identifiers and whose values are single literals or quoted identifiers: nothing a client wrote can
+    /// have added a statement, a keyword or an expression. Returns the number of statements.
+    fn only_quoted_settings(sql: &str) -> usize {
+        use sqlparser::dialect::PostgreSqlDialect;
+        use sqlparser::keywords::Keyword;
+        use sqlparser::tokenizer::{Token, Tokenizer};
+        let tokens: Vec<Token> = Tokenizer::new(&PostgreSqlDialect {}, sql)
+            .tokenize()
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .into_iter()
+            .filter(|t| !matches!(t, Token::Whitespace(_)))
+            .collect();
+        let quoted = |t: &Token| matches!(t, Token::Word(w) if w.quote_style == Some('"'));
+        let keyword = |t: &Token, k: Keyword| matches!(t, Token::Word(w) if w.quote_style.is_none() && w.keyword == k);
+        let mut statements = 0;
+        for st in tokens.split(|t| matches!(t, Token::SemiColon)).filter(|st| !st.is_empty()) {
+            statements += 1;
+            let mut rest = st;
+            let reset = keyword(&rest[0], Keyword::RESET);
+            assert!(reset || keyword(&rest[0], Keyword::SET), "{sql}");
+            rest = &rest[1..];
+            if !reset && rest.first().is_some_and(|t| keyword(t, Keyword::LOCAL)) {
+                rest = &rest[1..];
+            }
+            // name: "a"."b"...
+            let mut i = 0;
+            loop {
+                assert!(rest.get(i).is_some_and(quoted), "{sql}");
+                i += 1;
+                if !matches!(rest.get(i), Some(Token::Period)) {
+                    break;
+                }
+                i += 1;
+            }
+            rest = &rest[i..];
+            if reset {
+                assert!(rest.is_empty(), "{sql}");
+                continue;
+            }
+            assert!(rest.first().is_some_and(|t| keyword(t, Keyword::TO)), "{sql}");
+            for (j, t) in rest[1..].iter().enumerate() {
+                let value = matches!(t, Token::SingleQuotedString(_) | Token::EscapedStringLiteral(_)) || quoted(t);
+                assert!(if j % 2 == 0 { value } else { matches!(t, Token::Comma) }, "{sql}");
+            }
+        }
+        statements
+    }
+
+    proptest::proptest! {
+        /// No client input — startup names and values, `options`, SET values, set_config names — can make pgsplit
+        /// write a statement the client did not send: what it writes is always only quoted settings.
+        #[test]
+        fn no_client_input_adds_a_statement_to_the_settings_pgsplit_writes(
+            names in proptest::collection::vec("\\PC{1,12}", 1..4),
+            values in proptest::collection::vec("\\PC{0,12}", 1..4),
+            option in "\\PC{0,24}",
+            set_value in "\\PC{0,24}",
+            config_name in "[a-z]{1,4}\\.\\PC{1,12}",
+        ) {
+            let mut startup: BTreeMap<String, String> =
+                names.iter().zip(values.iter().cycle()).map(|(k, v)| (k.clone(), v.clone())).collect();
+            startup.insert("options".into(), format!("-c {option}=v -c x.y={option}"));
+            let mut p = Params::from_startup(&startup);
+            let mut applied = BTreeMap::new();
+            let texts = [
+                format!("set app.x = {}", crate::quote::literal(&set_value)),
+                format!("set search_path = {}, public", crate::quote::ident(&set_value)),
+                format!("select set_config({}, {}, false)", crate::quote::literal(&config_name), crate::quote::literal(&set_value)),
+            ];
+            for text in &texts {
+                let a = crate::router::Analysis::of(text);
+                p.follow(&a.session_changes, false, STATUS_IDLE, OK, &mut applied);
+            }
+            let settings = p.current.len();
+            proptest::prop_assert_eq!(only_quoted_settings(&p.diff_sql(&BTreeMap::new(), false).unwrap_or_default()), settings);
+            only_quoted_settings(&p.local_sql().unwrap_or_default());
+            let stale: BTreeMap<String, String> = names.iter().map(|n| (format!("{n}.stale"), "'x'".to_owned())).collect();
+            only_quoted_settings(&p.diff_sql(&stale, false).unwrap_or_default());
+        }
+    }
 }

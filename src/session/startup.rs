@@ -6,10 +6,12 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::app::{App, ClientTlsMode};
 use crate::auth::ScramExchange;
 use crate::cancel::{ClientInfo, ClientKey};
+use crate::server::Limits;
 
 /// The database name of the admin console.
 pub const ADMIN_DATABASE: &str = "pgsplit";
@@ -24,10 +26,20 @@ use super::SessionError;
 
 /// Reads startup packets until a StartupMessage (after an optional TLS upgrade), authenticates, and greets.
 /// `Ok(None)` for connections that end normally during startup (cancel requests, probes).
-pub async fn startup(tcp: TcpStream, app: &Arc<App>) -> Result<Option<Session>, SessionError> {
+pub async fn startup(
+    tcp: TcpStream,
+    app: &Arc<App>,
+    limits: &Limits,
+) -> Result<Option<(Session, OwnedSemaphorePermit)>, SessionError> {
     let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let mut stream = Stream::Plain(tcp);
     let mut buf = BytesMut::with_capacity(1024);
+    // Until its first bytes the connection may be evicted by a newer one (`Limits`); until its first whole packet
+    // it has `client_first_packet_timeout`.
+    let first_packet_timeout = app.config().client_first_packet_timeout;
+    let first_deadline = tokio::time::Instant::now() + first_packet_timeout;
+    let mut silent = Some(limits.silent());
+    let mut first = true;
     let params = loop {
         let payload = loop {
             match framing::next_startup(&mut buf) {
@@ -35,10 +47,29 @@ pub async fn startup(tcp: TcpStream, app: &Arc<App>) -> Result<Option<Session>, 
                 Ok(None) => {}
                 Err(e) => return Err(refuse(stream, buf, PgError::fatal(codes::PROTOCOL_VIOLATION, e.to_string())).await),
             }
-            if stream.read_buf(&mut buf).await? == 0 {
+            let read = async {
+                match &silent {
+                    Some(s) => tokio::select! {
+                        _ = s.evicted.cancelled() => Ok(0),
+                        r = stream.read_buf(&mut buf) => r,
+                    },
+                    None => stream.read_buf(&mut buf).await,
+                }
+            };
+            let n = if first {
+                match tokio::time::timeout_at(first_deadline, read).await {
+                    Ok(n) => n?,
+                    Err(_) => return Err(SessionError::FirstPacketTimeout(first_packet_timeout)),
+                }
+            } else {
+                read.await?
+            };
+            if n == 0 {
                 return Ok(None);
             }
+            silent = None;
         };
+        first = false;
         let packet = match decode::startup(&payload) {
             Ok(p) => p,
             Err(e @ decode::DecodeError::Version(..)) => {
@@ -97,6 +128,11 @@ pub async fn startup(tcp: TcpStream, app: &Arc<App>) -> Result<Option<Session>, 
             return Err(SessionError::Fatal(e));
         }
         authenticate(&mut client, app, &user).await?;
+        // Logged-in clients have their own budget, taken only now: anonymous connections cannot fill it.
+        let Some(slot) = limits.client_slot() else {
+            let e = PgError::fatal(codes::TOO_MANY_CONNECTIONS, "sorry, too many clients already (max_client_conn)");
+            return Err(SessionError::Fatal(e));
+        };
         // As PostgreSQL, after authentication: a setting whose name no server accepts ends the login.
         if let Some(name) = super::params::Params::invalid_startup_name(&params) {
             let e = PgError::fatal(codes::INVALID_NAME, format!("invalid configuration parameter name \"{name}\""))
@@ -121,7 +157,7 @@ pub async fn startup(tcp: TcpStream, app: &Arc<App>) -> Result<Option<Session>, 
         let greeted =
             if admin { greet_admin(&mut client, &key).await } else { greet(&mut client, app, greeter, &params, &key).await };
         match greeted {
-            Ok(()) => Ok(key),
+            Ok(()) => Ok((key, slot)),
             Err(e) => {
                 app.cancels().unregister(key.pid);
                 Err(e)
@@ -132,14 +168,14 @@ pub async fn startup(tcp: TcpStream, app: &Arc<App>) -> Result<Option<Session>, 
     if let Err(SessionError::Fatal(e)) = &result {
         client.fatal(e).await;
     }
-    let key = result?;
+    let (key, slot) = result?;
     if let Some(t) = passthrough {
         tracing::info!(%user, target = app.backend(t).name(), "passthrough session");
     }
     let mut session = Session::new(client, app.clone(), user, &params, key);
     session.passthrough = passthrough;
     session.admin = admin;
-    Ok(Some(session))
+    Ok(Some((session, slot)))
 }
 
 fn fatal_now(code: &'static str, message: String) -> SessionError {
@@ -193,7 +229,7 @@ async fn authenticate(client: &mut Client, app: &App, user: &str) -> Result<(), 
 }
 
 async fn expect_password_message(client: &mut Client) -> Result<crate::protocol::Frame, SessionError> {
-    match client.read_frame().await? {
+    match client.read_frame_within(framing::MAX_AUTH_MESSAGE_LEN).await? {
         Some(f) if f.tag == b'p' => Ok(f),
         Some(f) => Err(fatal_now(codes::PROTOCOL_VIOLATION, format!("expected password message, got {:?}", f.tag as char))),
         None => Err(SessionError::ClientGone),
