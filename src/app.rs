@@ -556,6 +556,7 @@ pub fn target_spec(t: &Target) -> Result<TargetSpec, AppError> {
         user: t.server.user.clone(),
         password: t.server.password.clone(),
         dbname: t.server.dbname.clone(),
+        verified: matches!(t.tls.mode, ServerTlsMode::VerifyCa | ServerTlsMode::VerifyFull),
         tls,
         upstream_pooler: t.upstream == crate::config::Upstream::TransactionPooler,
     })

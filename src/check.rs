@@ -92,12 +92,15 @@ pub async fn set_mode(path: &Path, mode: crate::config::Mode, user: Option<Strin
         None => return Err(format!("listen {}: no port", config.listen)),
     };
     let host = if host == "0.0.0.0" || host.is_empty() { "127.0.0.1" } else { host };
-    let tls = match config.tls.mode {
-        crate::config::ClientTlsMode::Required => {
-            let c = crate::backend::tls::client_config(crate::backend::tls::Verify::None, None).map_err(|e| e.to_string())?;
+    // Where the console speaks TLS, it is used, and the certificate must be the instance's own `tls.cert`: the
+    // password is never sent to something else listening on that address.
+    let tls = match (config.tls.mode, &config.tls.cert) {
+        (crate::config::ClientTlsMode::Disabled, _) | (_, None) => None,
+        (_, Some(cert)) => {
+            let cert = crate::backend::tls::first_certificate(cert).map_err(|e| e.to_string())?;
+            let c = crate::backend::tls::pinned_client_config(cert).map_err(|e| e.to_string())?;
             Some((c, crate::backend::tls::server_name(host).map_err(|e| e.to_string())?))
         }
-        _ => None,
     };
     let spec = crate::backend::TargetSpec {
         name: "pgsplit admin console".into(),
@@ -106,6 +109,7 @@ pub async fn set_mode(path: &Path, mode: crate::config::Mode, user: Option<Strin
         user,
         password,
         dbname: crate::session::ADMIN_DATABASE.into(),
+        verified: tls.is_some(),
         tls,
         upstream_pooler: false,
     };

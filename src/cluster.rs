@@ -112,7 +112,7 @@ impl Cluster {
         }
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let pwfile = base.join(format!(".{}-pw", spec.name));
-        std::fs::write(&pwfile, &spec.superuser_password).map_err(io(&pwfile))?;
+        crate::config::write_private(&pwfile, spec.superuser_password.as_bytes()).map_err(io(&pwfile))?;
         let mut cluster = Cluster { dir: dir.clone(), bindir, port: 0, ca: None, as_postgres };
         if as_postgres {
             make_traversable(&base)?;

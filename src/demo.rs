@@ -43,7 +43,7 @@ pub async fn run(dir: &Path, port: u16) -> Result<(), String> {
     let (primary, data, app_password) = set_up(dir).await.map_err(|e| e.to_string())?;
     let yaml = config_yaml(dir, &primary, &data, port, &app_password);
     let config_path = dir.join("routing.yaml");
-    std::fs::write(&config_path, yaml).map_err(|e| format!("{}: {e}", config_path.display()))?;
+    crate::config::write_private(&config_path, yaml.as_bytes()).map_err(|e| format!("{}: {e}", config_path.display()))?;
     let config = crate::config::load_file(&config_path).map_err(|e| e.to_string())?;
     let app = Arc::new(crate::App::build(config).map_err(|e| e.to_string())?.with_source(&config_path));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -99,7 +99,7 @@ pub async fn set_up(dir: &Path) -> Result<(Cluster, Cluster, String), crate::clu
         cluster.create_database(db, SERVER_ROLE).await?;
         cluster.psql(db, sql).await?;
     }
-    std::fs::write(dir.join("server-password"), &server_password)
+    crate::config::write_private(&dir.join("server-password"), server_password.as_bytes())
         .map_err(|e| crate::cluster::ClusterError::Io(dir.display().to_string(), e))?;
     Ok((primary, data, password()))
 }

@@ -127,6 +127,9 @@ fn main() -> ExitCode {
 
 async fn serve(path: &std::path::Path) -> Result<(), String> {
     let config = pgsplit::config::load_file(path).map_err(|e| e.to_string())?;
+    if let Some(mode) = pgsplit::config::readable_by_others(path) {
+        tracing::warn!(file = %path.display(), mode = format!("{mode:o}"), "the configuration file is readable by group or others and may hold passwords: chmod 600 it");
+    }
     let listen = config.listen.clone();
     let http = config.http.clone();
     let grace = config.shutdown_timeout;

@@ -283,3 +283,222 @@ async fn a_silent_connection_is_closed_after_the_first_packet_timeout_and_pre_au
     s.write_all(&huge).await.expect("header of a 1 MiB password message");
     assert_eq!(error_code(&mut s).await, "08P01");
 }
+
+/// This process's resident memory (pgsplit runs inside the test process).
+fn rss_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
+    let pages: usize = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).expect("resident pages");
+    pages * 4096
+}
+
+/// Bind of the unnamed statement with one text parameter `param`, then Execute.
+fn bind_execute_with(param: &[u8], out: &mut BytesMut) {
+    let params = [Some(param)];
+    frontend::bind(
+        "",
+        "",
+        std::iter::empty(),
+        params.iter(),
+        |p: &Option<&[u8]>, buf: &mut BytesMut| {
+            buf.extend_from_slice(p.unwrap_or_default());
+            Ok(postgres_protocol::IsNull::No)
+        },
+        std::iter::empty(),
+        out,
+    )
+    .map_err(|_| "bind")
+    .expect("bind");
+    frontend::execute("", 0, out).expect("execute");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_to_a_client_that_does_not_read_are_not_buffered_without_bound() {
+    let proxy = Proxy::split().await;
+    let mut s = common::raw_login(proxy.port).await;
+    // A 24 MB pipeline of 100,000 Bind/Execute, each answered with 32 KB (3.2 GB of replies in all), and a client
+    // that never reads: pgsplit must stop reading the server rather than hold the replies.
+    let mut batch = BytesMut::new();
+    frontend::parse("", "select repeat('x', 32768) where $1::text is not null", std::iter::empty(), &mut batch).expect("parse");
+    let param = vec![b'p'; 200];
+    for _ in 0..100_000 {
+        bind_execute_with(&param, &mut batch);
+    }
+    frontend::sync(&mut batch);
+    let batch = batch.freeze();
+    let before = rss_bytes();
+    let (mut reader, mut writer) = s.into_split();
+    let writing = tokio::spawn(async move { writer.write_all(&batch).await });
+    let mut peak = before;
+    for _ in 0..30 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        peak = peak.max(rss_bytes());
+    }
+    assert!(peak - before < 128 << 20, "memory grew by {} MB while the client did not read", (peak - before) >> 20);
+    writing.abort();
+    let _ = reader.read(&mut [0u8; 1]).await;
+    drop(reader);
+    s = common::raw_login(proxy.port).await;
+    drop(s);
+    let other = proxy.connect().await;
+    assert_eq!(scalar(&other, "select count(*) >= 0 from workspace.imports").await, "t");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extended_batch_without_sync_past_its_cap_gets_54000_and_the_session_goes_on() {
+    let proxy = Proxy::split().await;
+    let mut s = common::raw_login(proxy.port).await;
+    let mut batch = BytesMut::new();
+    frontend::parse("", "select $1::text", std::iter::empty(), &mut batch).expect("parse");
+    let param = vec![b'p'; 1024];
+    while batch.len() < 70 << 20 {
+        bind_execute_with(&param, &mut batch);
+    }
+    frontend::sync(&mut batch);
+    frontend::query("select 42", &mut batch).expect("query");
+    let (mut reader, mut writer) = s.into_split();
+    let writing = tokio::spawn(async move { writer.write_all(&batch).await.map(|_| writer) });
+    s = {
+        let mut buf = BytesMut::new();
+        let mut codes = Vec::new();
+        let mut readies = 0;
+        while readies < 2 {
+            while let Some(m) = Message::parse(&mut buf).expect("message") {
+                match m {
+                    Message::ErrorResponse(e) => {
+                        use fallible_iterator::FallibleIterator;
+                        let mut fields = e.fields();
+                        while let Some(f) = fields.next().expect("fields") {
+                            if f.type_() == b'C' {
+                                codes.push(String::from_utf8_lossy(f.value_bytes()).into_owned());
+                            }
+                        }
+                    }
+                    Message::DataRow(_) => codes.push("row".into()),
+                    Message::ReadyForQuery(_) => readies += 1,
+                    _ => {}
+                }
+            }
+            if readies == 2 {
+                break;
+            }
+            let n = tokio::time::timeout(std::time::Duration::from_secs(30), reader.read_buf(&mut buf)).await.expect("no hang");
+            assert!(n.expect("read") > 0, "closed");
+        }
+        assert_eq!(codes, ["54000", "row"], "the batch refused, the next statement answered");
+        let writer = writing.await.expect("writer").expect("written");
+        reader.reunite(writer).expect("same socket")
+    };
+    drop(s);
+}
+
+/// Sends a StartupMessage of protocol 3.`minor` with `params` and returns the socket.
+async fn send_startup(port: u16, minor: u32, params: &[(&str, &str)]) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let mut body = (196_608u32 + minor).to_be_bytes().to_vec();
+    for (k, v) in params {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&body);
+    s.write_all(&packet).await.expect("startup");
+    s
+}
+
+/// The next whole server message on `s`: its tag and body.
+async fn next_message(s: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    let mut header = [0u8; 5];
+    tokio::time::timeout(std::time::Duration::from_secs(20), s.read_exact(&mut header)).await.expect("no hang").expect("header");
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    let mut body = vec![0u8; len - 4];
+    s.read_exact(&mut body).await.expect("body");
+    (header[0], body)
+}
+
+/// The salt and iteration count a SCRAM server-first-message offers `user` (the client first sends `client_first`).
+async fn server_first(port: u16, user: &str) -> String {
+    let mut s = send_startup(port, 0, &[("user", user), ("database", "handled")]).await;
+    assert_eq!(next_message(&mut s).await.0, b'R', "SASL");
+    let mut out = BytesMut::new();
+    frontend::sasl_initial_response("SCRAM-SHA-256", b"n,,n=,r=fixedclientnonce", &mut out).expect("sasl");
+    s.write_all(&out).await.expect("client-first");
+    let (tag, body) = next_message(&mut s).await;
+    assert_eq!(tag, b'R');
+    let text = String::from_utf8_lossy(&body[4..]).into_owned();
+    // r=<nonce>,s=<salt>,i=<iterations>: the nonce is fresh each time.
+    text.split(',').skip(1).collect::<Vec<_>>().join(",")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_users_see_a_stable_salt_of_their_own_and_nothing_about_targets_before_authentication() {
+    let proxy = Proxy::split().await;
+    let known = server_first(proxy.port, "app").await;
+    let ghost = server_first(proxy.port, "ghost").await;
+    assert_eq!(server_first(proxy.port, "ghost").await, ghost, "the mock salt of a name is stable");
+    assert_ne!(server_first(proxy.port, "phantom").await, ghost, "each name has its own");
+    assert!(!ghost.contains("AAAAAAAA"), "not a constant salt: {ghost}");
+    let shape = |sf: &str| sf.split(',').map(|a| (a.get(..2).unwrap_or("").to_owned(), a.len())).collect::<Vec<_>>();
+    assert_eq!(shape(&ghost), shape(&known), "an unknown user's challenge looks like a known user's");
+    // A database pgsplit does not serve is reported only to a client that authenticated.
+    let wrong = format!("host=127.0.0.1 port={} user=app password=wrong dbname=nowhere sslmode=disable", proxy.port);
+    let err = tokio_postgres::connect(&wrong, tokio_postgres::NoTls).await.err().expect("refused");
+    assert_eq!(sqlstate(&err), "28P01");
+    assert!(!err.to_string().contains("primary"), "{err}");
+    let right = format!("host=127.0.0.1 port={} user=app password={APP_PASSWORD} dbname=nowhere sslmode=disable", proxy.port);
+    let err = tokio_postgres::connect(&right, tokio_postgres::NoTls).await.err().expect("refused");
+    assert_eq!(sqlstate(&err), "3D000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_oddities_get_what_postgresql_gives() {
+    let proxy = Proxy::split().await;
+    // No user: 28000, before any authentication request.
+    let mut s = send_startup(proxy.port, 0, &[("database", "handled")]).await;
+    assert_eq!(error_code(&mut s).await, "28000");
+    // An authorization identity in SCRAM: 0A000, as PostgreSQL does not support one either.
+    let mut s = send_startup(proxy.port, 0, &[("user", "app"), ("database", "handled")]).await;
+    assert_eq!(next_message(&mut s).await.0, b'R');
+    let mut out = BytesMut::new();
+    frontend::sasl_initial_response("SCRAM-SHA-256", b"n,a=admin,n=,r=fixedclientnonce", &mut out).expect("sasl");
+    s.write_all(&out).await.expect("client-first");
+    assert_eq!(error_code(&mut s).await, "0A000");
+    // Protocol 3.2 with a protocol option: NegotiateProtocolVersion (3.0, the option not recognized), then the
+    // login goes on in 3.0.
+    let mut s = send_startup(proxy.port, 2, &[("user", "app"), ("database", "handled"), ("_pq_.compression", "on")]).await;
+    let (tag, body) = next_message(&mut s).await;
+    assert_eq!(tag, b'v', "NegotiateProtocolVersion first");
+    assert_eq!(&body[..8], &[0, 3, 0, 0, 0, 0, 0, 1]);
+    assert_eq!(&body[8..], b"_pq_.compression\0");
+    assert_eq!(next_message(&mut s).await.0, b'R', "then authentication as usual");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http_connections_cannot_keep_a_health_check_out() {
+    let proxy = Proxy::split().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(pgsplit::http::serve(listener, std::sync::Arc::downgrade(&proxy.app), stop.clone()));
+    // Three times the connection limit, connected and silent (the header timeout is 5 s).
+    let mut idle = Vec::new();
+    for _ in 0..192 {
+        idle.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect"));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Answered while they are all still within their header timeout: before, it waited for them to expire.
+    let health = tokio::time::timeout(std::time::Duration::from_secs(4), async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        s.write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.expect("request");
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).await.expect("reply");
+        reply
+    })
+    .await
+    .expect("the health check is answered before idle connections time out");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    stop.cancel();
+    drop(idle);
+}

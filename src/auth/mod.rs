@@ -7,10 +7,20 @@ use std::collections::HashMap;
 pub use scram::{ScramError, ScramExchange, Verifier};
 
 /// The users that may connect to pgsplit, with verifiers computed once at load.
-#[derive(Debug, Default)]
 pub struct UserStore {
     /// user name → SCRAM verifier (from the configured plaintext password or a stored verifier).
     users: HashMap<String, Verifier>,
+    /// Random per process: the mock salt of an unknown name is derived from it and the name, as PostgreSQL's
+    /// `scram_mock_salt` derives it from its cluster's mock nonce, so it is stable and looks like a real one.
+    mock_secret: [u8; 32],
+    /// Random keys of the mock verifier (no password matches them).
+    mock_keys: [u8; 64],
+}
+
+impl std::fmt::Debug for UserStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserStore").field("users", &self.users.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+    }
 }
 
 impl UserStore {
@@ -26,7 +36,28 @@ impl UserStore {
             };
             map.insert(name.to_owned(), v);
         }
-        Ok(UserStore { users: map })
+        let mut mock_secret = [0u8; 32];
+        let mut mock_keys = [0u8; 64];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut mock_secret);
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut mock_keys);
+        Ok(UserStore { users: map, mock_secret, mock_keys })
+    }
+
+    /// The verifier to challenge `user` with: theirs, or for a name that may not connect a mock one with a salt
+    /// stable for that name, at the same cost (no key derivation), so the exchange tells nothing about which names
+    /// exist. Only a known user's exchange can succeed.
+    pub fn challenge(&self, user: &str) -> (Verifier, bool) {
+        match self.users.get(user) {
+            Some(v) => (v.clone(), true),
+            None => {
+                use sha2::Digest;
+                let mut h = sha2::Sha256::new();
+                h.update(self.mock_secret);
+                h.update(user.as_bytes());
+                let salt = h.finalize()[..16].to_vec();
+                (Verifier::mock(salt, &self.mock_keys), false)
+            }
+        }
     }
 
     /// The verifier for `user`, if that user may connect.

@@ -20,6 +20,9 @@ pub enum ScramError {
     /// The client asked for channel binding, which pgsplit does not offer.
     #[error("channel binding is not supported")]
     ChannelBinding,
+    /// The client named an authorization identity (`a=`), which PostgreSQL does not support either (0A000).
+    #[error("client uses authorization identity, but it is not supported")]
+    AuthorizationIdentity,
     /// The proof did not match: wrong password.
     #[error("password authentication failed")]
     BadProof,
@@ -62,6 +65,16 @@ impl Verifier {
         let stored_key: [u8; 32] = Sha256::digest(client_key).into();
         let server_key = hmac(&salted, b"Server Key");
         Verifier { salt, iterations, stored_key, server_key }
+    }
+
+    /// A verifier no password matches, with the given salt: what an unknown user is challenged with, at the cost
+    /// of a known one (no key derivation per attempt).
+    pub fn mock(salt: Vec<u8>, keys: &[u8; 64]) -> Self {
+        let mut stored_key = [0u8; 32];
+        let mut server_key = [0u8; 32];
+        stored_key.copy_from_slice(&keys[..32]);
+        server_key.copy_from_slice(&keys[32..]);
+        Verifier { salt, iterations: ITERATIONS, stored_key, server_key }
     }
 
     /// Parses PostgreSQL's `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`.
@@ -145,6 +158,11 @@ impl<'v> ScramExchange<'v> {
             _ => return Err(ScramError::Malformed("bad channel binding flag")),
         }
         let (authzid, bare) = rest.split_once(',').ok_or(ScramError::Malformed("no GS2 header"))?;
+        if authzid.starts_with('a') {
+            return Err(ScramError::AuthorizationIdentity);
+        } else if !authzid.is_empty() {
+            return Err(ScramError::Malformed("unexpected attribute in client-first-message"));
+        }
         let gs2_header = format!("{flag},{authzid},");
         let client_nonce = bare
             .split(',')

@@ -38,6 +38,9 @@ pub struct TargetSpec {
     pub dbname: String,
     /// TLS configuration and the name to verify, when the target uses TLS.
     pub tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    /// The server's certificate is verified (`verify-ca`, `verify-full`, or pinned): only then is a cleartext
+    /// password request answered, since otherwise anyone in the path could ask for it.
+    pub verified: bool,
     /// The address is a transaction pooler (`upstream: transaction_pooler`): consecutive transactions on one
     /// connection may run on different PostgreSQL backends, so no session state may be left between them.
     pub upstream_pooler: bool,
@@ -157,6 +160,13 @@ impl ServerConn {
             out.clear();
             match msg {
                 Message::AuthenticationOk => {}
+                Message::AuthenticationCleartextPassword if !spec.verified => {
+                    return Err(BackendError::Protocol(
+                        "the server asked for a cleartext password, which pgsplit sends only to a server whose certificate \
+                         it verified (tls mode verify-ca or verify-full)"
+                            .into(),
+                    ));
+                }
                 Message::AuthenticationCleartextPassword => {
                     frontend::password_message(password.as_bytes(), &mut out)?;
                 }
@@ -272,33 +282,44 @@ impl ServerConn {
         }
     }
 
-    /// Writes bytes to the server; a failure marks the connection broken.
+    /// Writes bytes to the server; a failure marks the connection broken. For pgsplit's own short statements,
+    /// whose replies are small: replies that arrive meanwhile are read into `rbuf` (see `send_from`), without a cap.
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
+        let mut off = 0;
+        self.send_from(bytes, &mut off, usize::MAX).await.map(|_| ())
+    }
+
+    /// Writes `bytes[*off..]` to the server, advancing `off`; a failure marks the connection broken.
     ///
     /// While a write cannot proceed, the server's replies are read into `rbuf` (to be relayed after): a server
     /// blocked writing replies to the start of a long pipelined batch stops reading, and a sender that did not read
-    /// meanwhile would wait for it forever.
-    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
+    /// meanwhile would wait for it forever. Reading stops once `rbuf` holds `cap` bytes and at least one whole
+    /// message: then this returns `Ok(false)` before everything is written, and the caller relays what is buffered
+    /// (`session::relay::send`) before it goes on. `Ok(true)` when everything is written.
+    pub async fn send_from(&mut self, bytes: &[u8], off: &mut usize, cap: usize) -> Result<bool, BackendError> {
         use std::pin::Pin;
         use std::task::Poll;
         use tokio::io::AsyncWrite;
-        let mut off = 0;
         let stream = &mut self.stream;
         let rbuf = &mut self.rbuf;
         let sent = std::future::poll_fn(|cx| loop {
-            let step = if off < bytes.len() {
-                Pin::new(&mut *stream).poll_write(cx, &bytes[off..]).map_ok(Some)
+            let step = if *off < bytes.len() {
+                Pin::new(&mut *stream).poll_write(cx, &bytes[*off..]).map_ok(Some)
             } else {
                 Pin::new(&mut *stream).poll_flush(cx).map_ok(|()| None)
             };
             match step {
                 Poll::Ready(Ok(Some(0))) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(Some(n))) => {
-                    off += n;
+                    *off += n;
                     continue;
                 }
-                Poll::Ready(Ok(None)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(None)) => return Poll::Ready(Ok(true)),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {}
+            }
+            if rbuf.len() >= cap && matches!(framing::peek_len(rbuf, |_| Some(framing::MAX_MESSAGE_LEN)), Ok(Some(_)) | Err(_)) {
+                return Poll::Ready(Ok(false));
             }
             if rbuf.capacity() - rbuf.len() < 4096 {
                 rbuf.reserve(8192);
@@ -311,11 +332,10 @@ impl ServerConn {
             }
         })
         .await;
-        if let Err(e) = sent {
+        sent.map_err(|e| {
             self.broken = true;
-            return Err(e.into());
-        }
-        Ok(())
+            e.into()
+        })
     }
 
     /// Runs a simple query and discards its results; returns the server's error if it failed.

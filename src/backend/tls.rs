@@ -64,6 +64,25 @@ pub fn client_config(verify: Verify, ca: Option<&Path>) -> Result<Arc<ClientConf
     Ok(Arc::new(config))
 }
 
+/// A client configuration that accepts exactly one certificate: pgsplit's own (`pgsplit mode` talking to the
+/// admin console of the instance whose `tls.cert` it read). Nothing else is trusted, not even a CA's other leaves.
+pub fn pinned_client_config(cert: CertificateDer<'static>) -> Result<Arc<ClientConfig>, TlsConfigError> {
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let verifier = Pinned { cert, provider };
+    Ok(Arc::new(builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier)).with_no_client_auth()))
+}
+
+/// The first certificate of a PEM file (a server's chain starts with its own).
+pub fn first_certificate(path: &Path) -> Result<CertificateDer<'static>, TlsConfigError> {
+    let err = |reason: String| TlsConfigError::Ca { path: path.display().to_string(), reason };
+    CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(e.to_string()))?
+        .next()
+        .ok_or_else(|| err("no certificate found".into()))?
+        .map_err(|e| err(e.to_string()))
+}
+
 /// The server name to present and verify; IP addresses verify against IP SANs.
 pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsConfigError> {
     ServerName::try_from(host.to_owned())
@@ -120,6 +139,54 @@ impl ServerCertVerifier for AcceptAny {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Pinning: the server must present exactly this certificate (and prove it holds its key, as in any handshake).
+#[derive(Debug)]
+struct Pinned {
+    /// The one certificate accepted.
+    cert: CertificateDer<'static>,
+    /// Signature algorithms for the handshake's proofs.
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.cert.as_ref() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(m, c, d, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(m, c, d, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -69,6 +69,23 @@ fn render(file: &str, issues: &[Issue]) -> String {
     lines.join("\n")
 }
 
+/// Writes a file only its owner can read (mode 0600, also when it existed): pgsplit's files that hold passwords.
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(contents)
+}
+
+/// The permission bits of a configuration file that group or others may read (it may hold passwords), for the
+/// warning `serve` logs; `None` when only its owner can.
+pub fn readable_by_others(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
+}
+
 /// Reads, expands, parses and validates a file. Relative paths in it resolve against the file's folder.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.display().to_string(), source })?;

@@ -211,3 +211,48 @@ fn health_interval_defaults_to_5s_and_must_be_positive() {
     let found = issues(&format!("{SEED}health_interval: 0s\n"));
     assert_eq!((found[0].key.as_str(), found[0].line), ("health_interval", Some(35)));
 }
+
+#[test]
+fn private_files_are_0600_and_exposed_configs_are_found() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("pgsplit-config-perm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("secret");
+    std::fs::write(&path, "old").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(crate::config::readable_by_others(&path), Some(0o644));
+    crate::config::write_private(&path, b"new").unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+    assert_eq!(crate::config::readable_by_others(&path), None);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_sslmode_libpq_does_not_know_is_an_error_never_plain_tcp() {
+    for bad in ["verfy-full", "VERIFY-FULL", "on"] {
+        let text = SEED.replace(
+            "    tls: { mode: verify-full, ca: \"${PRIMARY_CA:-certs/ca.crt}\" }   # disable | require | verify-ca | verify-full\n",
+            "",
+        );
+        let env: Vec<(&str, String)> = SEED_ENV
+            .iter()
+            .map(|(k, v)| {
+                (
+                    *k,
+                    if *k == "PRIMARY_DATABASE_URL" {
+                        v.replace("sslmode=require", &format!("sslmode={bad}"))
+                    } else {
+                        (*v).to_owned()
+                    },
+                )
+            })
+            .collect();
+        let err = crate::config::load_str(&text, std::path::Path::new("."), &|k| {
+            env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("invalid sslmode value") && err.contains(bad), "{bad}: {err}");
+    }
+}

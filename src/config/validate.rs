@@ -72,7 +72,13 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
         };
         let tls = match t.tls {
             Some(x) => ServerTls { mode: x.mode, ca: x.ca.map(resolve) },
-            None => url_tls(&t.url).map(|(m, ca)| ServerTls { mode: m, ca: ca.map(resolve) }).unwrap_or_default(),
+            None => match url_tls(&t.url) {
+                Ok(found) => found.map(|(m, ca)| ServerTls { mode: m, ca: ca.map(resolve) }).unwrap_or_default(),
+                Err(e) => {
+                    issue(&["targets", &name, "url"], e);
+                    ServerTls::default()
+                }
+            },
         };
         if matches!(tls.mode, ServerTlsMode::VerifyCa | ServerTlsMode::VerifyFull) && tls.ca.is_none() {
             issue(&["targets", &name, "tls"], "verify-ca and verify-full need a ca file".into());
@@ -214,26 +220,33 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `sslmode` and `sslrootcert` from a URL's query, when `tls:` is absent. `allow`/`prefer` fall back to plain.
-fn url_tls(s: &str) -> Option<(ServerTlsMode, Option<std::path::PathBuf>)> {
-    let url = url::Url::parse(s).ok()?;
+/// `sslmode` and `sslrootcert` from a URL's query, when `tls:` is absent. `allow`/`prefer` fall back to plain. A
+/// value libpq does not know (`verfy-full`, `VERIFY-FULL`: libpq's values are lower case) is an error, as libpq
+/// makes it, never plain TCP by mistake.
+fn url_tls(s: &str) -> Result<Option<(ServerTlsMode, Option<std::path::PathBuf>)>, String> {
+    let Ok(url) = url::Url::parse(s) else { return Ok(None) };
     let mut mode = None;
     let mut ca = None;
     for (k, v) in url.query_pairs() {
         match k.as_ref() {
             "sslmode" => {
                 mode = Some(match v.as_ref() {
+                    "disable" | "allow" | "prefer" => ServerTlsMode::Disable,
                     "require" => ServerTlsMode::Require,
                     "verify-ca" => ServerTlsMode::VerifyCa,
                     "verify-full" => ServerTlsMode::VerifyFull,
-                    _ => ServerTlsMode::Disable,
+                    other => {
+                        return Err(format!(
+                            "invalid sslmode value: \"{other}\" (disable, allow, prefer, require, verify-ca, verify-full)"
+                        ))
+                    }
                 })
             }
             "sslrootcert" => ca = Some(std::path::PathBuf::from(v.as_ref())),
             _ => {}
         }
     }
-    Some((mode.unwrap_or_default(), ca))
+    Ok(Some((mode.unwrap_or_default(), ca)))
 }
 
 /// The 1-based line of a nested mapping key, found by indentation (block style) or within a flow mapping on the

@@ -6,6 +6,7 @@
 
 pub mod health;
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
@@ -22,17 +23,25 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::config::Mode;
 
-/// Most HTTP connections served at once (monitoring needs few; the rest wait in the backlog).
+/// Most HTTP connections served at once. Past it a new connection closes the oldest one (gracefully: a request in
+/// flight is answered first), so idle keep-alive connections can never keep a health check out.
 const MAX_CONNECTIONS: usize = 64;
+
+/// How long a new connection waits for the slot of the connection it closed.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
 /// How long a client may take to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The connections being served, oldest first, each with the token that closes it.
+type Open = Arc<std::sync::Mutex<VecDeque<(u64, CancellationToken)>>>;
+
 /// Serves `/api/health` and `/metrics` on `listener` until `shutdown` fires or the App is gone.
 pub async fn serve(listener: TcpListener, app: Weak<App>, shutdown: CancellationToken) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let open: Open = Arc::default();
+    let mut next_id = 0u64;
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else { return };
         let tcp = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = listener.accept() => match r {
@@ -44,23 +53,58 @@ pub async fn serve(listener: TcpListener, app: Weak<App>, shutdown: Cancellation
                 }
             },
         };
-        let app = app.clone();
+        let (app, permits, open) = (app.clone(), permits.clone(), open.clone());
+        let id = next_id;
+        next_id += 1;
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let app = app.clone();
-                async move { Ok::<_, Infallible>(respond(&req, app.upgrade().as_deref())) }
-            });
-            let served = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(error = %e, "http connection ended");
+            let permit = match permits.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    let oldest = open.lock().ok().and_then(|mut q| q.pop_front());
+                    if let Some((_, close)) = oldest {
+                        close.cancel();
+                    }
+                    match tokio::time::timeout(EVICTION_WAIT, permits.acquire_owned()).await {
+                        Ok(Ok(p)) => p,
+                        _ => return,
+                    }
+                }
+            };
+            let close = CancellationToken::new();
+            if let Ok(mut q) = open.lock() {
+                q.push_back((id, close.clone()));
+            }
+            serve_connection(tcp, app, close).await;
+            if let Ok(mut q) = open.lock() {
+                q.retain(|(x, _)| *x != id);
             }
             drop(permit);
         });
+    }
+}
+
+/// One HTTP/1 connection, with keep-alive, until the client closes it or `close` fires (then after the request in
+/// flight, if any).
+async fn serve_connection(tcp: tokio::net::TcpStream, app: Weak<App>, close: CancellationToken) {
+    let service = hyper::service::service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(respond(&req, app.upgrade().as_deref())) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(tcp), service);
+    tokio::pin!(conn);
+    let served = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = close.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = served {
+        tracing::debug!(error = %e, "http connection ended");
     }
 }
 

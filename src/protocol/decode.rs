@@ -33,8 +33,14 @@ pub enum DecodeError {
 /// The first packet of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Startup {
-    /// A StartupMessage with its parameters (user, database, options, ...).
-    Params(BTreeMap<String, String>),
+    /// A StartupMessage with its parameters (user, database, options, ...) and the protocol's minor version (3.x:
+    /// pgsplit speaks 3.0 and answers a newer minor with NegotiateProtocolVersion, as PostgreSQL 15 does).
+    Params {
+        /// Parameters by name, in the packet's order of names.
+        params: BTreeMap<String, String>,
+        /// The requested minor version of protocol 3.
+        minor: u16,
+    },
     /// The client asks to switch to TLS.
     SslRequest,
     /// The client asks for GSSAPI encryption (always declined).
@@ -51,7 +57,7 @@ pub fn startup(payload: &[u8]) -> Result<Startup, DecodeError> {
         SSL_REQUEST => Ok(Startup::SslRequest),
         GSSENC_REQUEST => Ok(Startup::GssEncRequest),
         CANCEL_REQUEST => Ok(Startup::Cancel { pid: r.i32()?, secret: r.i32()? }),
-        PROTOCOL_3_0 => {
+        code if code >> 16 == 3 => {
             let mut params = BTreeMap::new();
             loop {
                 let key = r.cstr()?;
@@ -61,7 +67,7 @@ pub fn startup(payload: &[u8]) -> Result<Startup, DecodeError> {
                 let value = r.cstr()?;
                 params.insert(key.to_owned(), value.to_owned());
             }
-            Ok(Startup::Params(params))
+            Ok(Startup::Params { params, minor: (code & 0xffff) as u16 })
         }
         other => Err(DecodeError::Version((other >> 16) as u16, (other & 0xffff) as u16)),
     }
@@ -238,7 +244,7 @@ mod tests {
     fn decodes_startup_parameters() {
         let mut p = PROTOCOL_3_0.to_be_bytes().to_vec();
         p.extend_from_slice(b"user\0app\0database\0handled\0\0");
-        let Startup::Params(m) = startup(&p).unwrap() else { panic!("not params") };
+        let Startup::Params { params: m, minor: 0 } = startup(&p).unwrap() else { panic!("not params") };
         assert_eq!(m["user"], "app");
         assert_eq!(m["database"], "handled");
     }
@@ -249,6 +255,14 @@ mod tests {
         p.extend_from_slice(b"user\0app");
         assert_eq!(startup(&p), Err(DecodeError::Truncated));
         assert_eq!(startup(&[0, 2, 0, 0]), Err(DecodeError::Version(2, 0)));
+    }
+
+    #[test]
+    fn a_newer_minor_of_protocol_3_is_decoded_for_negotiation() {
+        let mut p = (PROTOCOL_3_0 + 2).to_be_bytes().to_vec();
+        p.extend_from_slice(b"user\0app\0_pq_.x\0y\0\0");
+        let Startup::Params { params, minor: 2 } = startup(&p).unwrap() else { panic!("not 3.2 params") };
+        assert_eq!(params["_pq_.x"], "y");
     }
 
     #[test]

@@ -149,6 +149,18 @@ pub fn auth_md5(buf: &mut BytesMut, salt: [u8; 4]) {
     });
 }
 
+/// NegotiateProtocolVersion: the newest protocol version pgsplit speaks and the protocol options it did not
+/// recognize.
+pub fn negotiate_protocol_version(buf: &mut BytesMut, version: u32, unrecognized: &[String]) {
+    message(buf, b'v', |b| {
+        b.extend_from_slice(&version.to_be_bytes());
+        b.extend_from_slice(&(unrecognized.len() as u32).to_be_bytes());
+        for o in unrecognized {
+            cstr(b, o);
+        }
+    });
+}
+
 /// ParameterStatus.
 pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
     message(buf, b'S', |b| {

@@ -4,8 +4,12 @@ use bytes::{Buf, Bytes, BytesMut};
 
 /// Startup-phase packets (StartupMessage, SSLRequest, CancelRequest) are small; PostgreSQL itself caps them at 10 000 bytes.
 pub const MAX_STARTUP_LEN: usize = 10_000;
-/// Largest regular message accepted from a client or server: PostgreSQL's own limit for a message is 1 GiB.
+/// Largest message accepted from a server: PostgreSQL's own limit for a message is 1 GiB (a DataRow can be that big).
 pub const MAX_MESSAGE_LEN: usize = 1 << 30;
+/// Largest message accepted from a client (a statement, a Bind, a CopyData): pgsplit holds a message whole to route
+/// it, so this bounds a client's read buffer. PostgreSQL accepts up to 1 GiB; statements of 64 MiB are far beyond
+/// what applications send (COPY data comes in small messages).
+pub const MAX_CLIENT_MESSAGE_LEN: usize = 64 << 20;
 /// Cap for every client message before authentication ends (SCRAM's messages are a few hundred bytes; PostgreSQL
 /// allows 65,535 for an authentication token): an anonymous connection holds at most this much.
 pub const MAX_AUTH_MESSAGE_LEN: usize = 4096;
@@ -45,7 +49,7 @@ pub enum FrameError {
 /// Length limit for a frontend (client → pgsplit) message type; `None` for unknown types.
 pub fn frontend_limit(tag: u8) -> Option<usize> {
     match tag {
-        b'Q' | b'P' | b'B' | b'd' | b'F' => Some(MAX_MESSAGE_LEN),
+        b'Q' | b'P' | b'B' | b'd' | b'F' => Some(MAX_CLIENT_MESSAGE_LEN),
         b'D' | b'C' | b'E' | b'f' | b'p' => Some(MAX_SMALL_LEN),
         b'S' | b'H' | b'X' | b'c' => Some(4),
         _ => None,

@@ -16,7 +16,32 @@ use super::prepared::Prepared;
 use super::state::{Effects, Payload, Session, Tx, Unnamed};
 use super::SessionError;
 
+/// Most bytes of extended-protocol messages pgsplit holds for one client between two Syncs (or Flushes): it routes
+/// a batch as one unit, so it must hold it whole. A client past it (a pipeline of 500,000 Bind/Execute without a
+/// Sync) gets 54000 for the batch, which is skipped up to its Sync as after any error.
+pub const MAX_BATCH_BYTES: usize = 64 << 20;
+
 impl Session {
+    /// Holds an extended-protocol message until the batch's Sync or Flush, within `MAX_BATCH_BYTES`.
+    pub(super) fn hold(&mut self, frame: Frame) {
+        if self.batch.is_empty() {
+            self.batch_bytes = 0;
+        }
+        self.batch_bytes += frame.bytes.len() + std::mem::size_of::<Frame>();
+        if self.batch_bytes <= MAX_BATCH_BYTES {
+            self.batch.push(frame);
+            return;
+        }
+        self.batch = Vec::new();
+        self.batch_effects = Effects::default();
+        let e = PgError::error(
+            codes::PROGRAM_LIMIT_EXCEEDED,
+            format!("extended-protocol batch over {} MiB without Sync", MAX_BATCH_BYTES >> 20),
+        )
+        .with_hint("send Sync (or Flush) more often");
+        self.refuse_before_sync(e);
+    }
+
     /// Sync: route the batch and run it, relaying until ReadyForQuery.
     pub(super) async fn sync(&mut self, sync: Frame) -> Result<(), SessionError> {
         self.follow_mode();
@@ -141,12 +166,8 @@ impl Session {
         conn.status = crate::protocol::STATUS_IN_TX;
         let payload = self.rewrite_batch(&mut conn, batch);
         self.in_flight(target, &conn).await;
-        let sent = conn.send(&payload).await;
+        let relayed = super::relay::exchange_until_client_speaks(&mut self.client, &mut conn, &payload).await;
         self.give_back_rewrite(payload);
-        let relayed = match sent {
-            Ok(()) => super::relay::until_client_speaks(&mut self.client, &mut conn).await,
-            Err(e) => Err(super::relay::RelayError::Server(e)),
-        };
         self.landed().await;
         match relayed {
             Ok(()) => {

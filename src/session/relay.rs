@@ -43,15 +43,80 @@ enum Step {
     More,
 }
 
+/// Server replies pgsplit holds for one connection while a write to the server is blocked; past it pgsplit stops
+/// reading the server and relays what it holds first (a single larger message is read whole). A client that does
+/// not read its replies then stalls only its own session: the server waits on pgsplit, pgsplit on the client.
+pub const REPLY_BUFFER_CAP: usize = 256 * 1024;
+
+/// Sends `bytes` (a client's request) to the server, relaying the replies that arrive meanwhile whenever more than
+/// `REPLY_BUFFER_CAP` of them are buffered. `Some(step)` when the exchange reached ReadyForQuery or COPY FROM STDIN
+/// before everything was sent (a server that failed, or a COPY whose Sync the server will ignore).
+async fn send(client: &mut Client, conn: &mut ServerConn, bytes: &[u8], sink: Sink) -> Result<Option<Step>, RelayError> {
+    let mut off = 0;
+    while !conn.send_from(bytes, &mut off, REPLY_BUFFER_CAP).await? {
+        match forward_buffered(client, conn, sink).await? {
+            Step::More => {}
+            Step::CopyIn => {
+                // The server now reads CopyData and ignores the rest of the batch (Sync, Flush): send it anyway.
+                conn.send_from(bytes, &mut off, usize::MAX).await?;
+                return Ok(Some(Step::CopyIn));
+            }
+            Step::Ready(status) => {
+                // Over before the request was sent whole (the server ended the connection): never reuse it.
+                conn.broken |= off < bytes.len();
+                return Ok(Some(Step::Ready(status)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Sends a request and relays its replies until ReadyForQuery; returns its status byte (see `send`, `until_ready`).
+pub async fn exchange(client: &mut Client, conn: &mut ServerConn, bytes: &[u8], sink: Sink) -> Result<u8, RelayError> {
+    conn.outcome = Outcome::default();
+    match send(client, conn, bytes, sink).await? {
+        Some(Step::Ready(status)) => return Ok(status),
+        Some(Step::CopyIn) => {
+            if let Some(status) = copy_from_client(client, conn).await? {
+                return Ok(status);
+            }
+        }
+        _ => {}
+    }
+    relay_until_ready(client, conn, sink).await
+}
+
+/// Sends a batch that ends with Flush and relays its replies until the client speaks (see `until_client_speaks`).
+pub async fn exchange_until_client_speaks(client: &mut Client, conn: &mut ServerConn, bytes: &[u8]) -> Result<(), RelayError> {
+    let over = match send(client, conn, bytes, Sink::Client).await? {
+        Some(Step::Ready(_)) => true,
+        Some(Step::CopyIn) => copy_from_client(client, conn).await?.is_some(),
+        _ => false,
+    };
+    if over {
+        return Ok(());
+    }
+    until_client_speaks(client, conn).await
+}
+
 /// Relays complete server messages until ReadyForQuery and returns its status byte. Each read from the server is
 /// written to the client in one write, straight from the read buffer, unless replies must be hidden or injected
 /// (see `protocol::expect`).
 pub async fn until_ready(client: &mut Client, conn: &mut ServerConn, sink: Sink) -> Result<u8, RelayError> {
     conn.outcome = Outcome::default();
+    relay_until_ready(client, conn, sink).await
+}
+
+/// `until_ready` without resetting the exchange's outcome (`exchange` has relayed part of it already).
+async fn relay_until_ready(client: &mut Client, conn: &mut ServerConn, sink: Sink) -> Result<u8, RelayError> {
     loop {
         match forward_buffered(client, conn, sink).await? {
             Step::Ready(status) => return Ok(status),
-            Step::CopyIn => copy_from_client(client, conn).await?,
+            Step::CopyIn => {
+                if let Some(status) = copy_from_client(client, conn).await? {
+                    return Ok(status);
+                }
+            }
             Step::More => conn.fill().await?,
         }
     }
@@ -228,7 +293,8 @@ fn failed_until_sync(conn: &mut ServerConn) {
 }
 
 /// Forwards the client's CopyData messages to the server, in batches as they arrive, through CopyDone or CopyFail.
-async fn copy_from_client(client: &mut Client, conn: &mut ServerConn) -> Result<(), RelayError> {
+/// `Some(status)` when the server's replies relayed meanwhile reached ReadyForQuery (it ended the COPY early).
+async fn copy_from_client(client: &mut Client, conn: &mut ServerConn) -> Result<Option<u8>, RelayError> {
     loop {
         let mut off = 0;
         let mut done = false;
@@ -250,11 +316,19 @@ async fn copy_from_client(client: &mut Client, conn: &mut ServerConn) -> Result<
             }
         }
         if off > 0 {
-            conn.send(&client.rbuf[..off]).await?;
-            client.rbuf.advance(off);
+            // The server answers CopyData only with notices and errors; past the cap they are relayed first.
+            let data = client.rbuf.split_to(off).freeze();
+            let mut sent = 0;
+            while !conn.send_from(&data, &mut sent, REPLY_BUFFER_CAP).await? {
+                if let Step::Ready(status) = forward_buffered(client, conn, Sink::Client).await? {
+                    // The server ended the COPY and the exchange: the rest of the data is not wanted.
+                    conn.broken |= sent < data.len();
+                    return Ok(Some(status));
+                }
+            }
         }
         if done {
-            return Ok(());
+            return Ok(None);
         }
         match client.fill().await {
             Ok(0) => {
@@ -278,7 +352,9 @@ pub async fn until_client_speaks(client: &mut Client, conn: &mut ServerConn) -> 
         match forward_buffered(client, conn, Sink::Client).await? {
             Step::Ready(_) => return Ok(()),
             Step::CopyIn => {
-                copy_from_client(client, conn).await?;
+                if copy_from_client(client, conn).await?.is_some() {
+                    return Ok(());
+                }
                 continue;
             }
             Step::More => {}

@@ -105,7 +105,7 @@ pub async fn startup(
                 app.cancel(pid, secret).await;
                 return Ok(None);
             }
-            Startup::Params(p) => break p,
+            Startup::Params { params, minor } => break negotiate(&mut stream, params, minor).await?,
         }
     };
     if app.tls_mode() == ClientTlsMode::Required && !stream.is_tls() {
@@ -116,18 +116,23 @@ pub async fn startup(
     let tls = stream.is_tls();
     let mut client = Client::new(stream, buf);
     let user = params.get("user").cloned().unwrap_or_default();
-    let database = params.get("database").cloned().unwrap_or_else(|| user.clone());
+    if user.is_empty() {
+        let e = PgError::fatal(codes::INVALID_AUTHORIZATION, "no PostgreSQL user name specified in startup packet");
+        return Err(refuse(client.stream, client.rbuf, e).await);
+    }
+    let database = params.get("database").filter(|d| !d.is_empty()).cloned().unwrap_or_else(|| user.clone());
     // The logical database is split; a target's own name is that target, unsplit (passthrough: pg_dump, migrations).
     let admin = database == ADMIN_DATABASE;
     let passthrough = if database == app.database() || admin { None } else { app.table().target_id(&database) };
     let result = async {
+        authenticate(&mut client, app, &user).await?;
+        // Only now, as PostgreSQL: before authentication nothing is said about what pgsplit serves.
         if database != app.database() && passthrough.is_none() && !admin {
             let targets = app.table().targets.join(", ");
             let e = PgError::fatal(codes::INVALID_CATALOG_NAME, format!("database \"{database}\" does not exist"))
                 .with_hint(format!("pgsplit serves the database \"{}\" and, unsplit, its targets: {targets}", app.database()));
             return Err(SessionError::Fatal(e));
         }
-        authenticate(&mut client, app, &user).await?;
         // Logged-in clients have their own budget, taken only now: anonymous connections cannot fill it.
         let Some(slot) = limits.client_slot() else {
             let e = PgError::fatal(codes::TOO_MANY_CONNECTIONS, "sorry, too many clients already (max_client_conn)");
@@ -188,35 +193,31 @@ async fn refuse(stream: Stream, buf: BytesMut, e: PgError) -> SessionError {
     SessionError::Fatal(e)
 }
 
-/// SCRAM-SHA-256 against the configured users; unknown users get the same error as wrong passwords.
+/// SCRAM-SHA-256 against the configured users. A name that may not connect is challenged as PostgreSQL challenges
+/// an unknown role — a salt stable for the name, the same iterations, the same cost — and gets the same error as a
+/// wrong password.
 async fn authenticate(client: &mut Client, app: &App, user: &str) -> Result<(), SessionError> {
     let failed = || PgError::fatal(codes::INVALID_PASSWORD, format!("password authentication failed for user \"{user}\""));
-    let users = app.users();
+    let (verifier, known) = app.users().challenge(user);
     encode::auth_sasl(&mut client.wbuf, &["SCRAM-SHA-256"]);
     client.flush().await?;
     let first = expect_password_message(client).await?;
     let (mech, data) = decode::sasl_initial(first.body()).map_err(|e| fatal_now(codes::PROTOCOL_VIOLATION, e.to_string()))?;
     if mech != "SCRAM-SHA-256" {
-        return Err(fatal_now(codes::PROTOCOL_VIOLATION, format!("unsupported SASL mechanism {mech}")));
+        return Err(fatal_now(codes::PROTOCOL_VIOLATION, "client selected an invalid SASL authentication mechanism".into()));
     }
-    // Unknown users run the exchange against a throwaway verifier so timing does not reveal which names exist.
-    let dummy;
-    let verifier = match users.get(user) {
-        Some(v) => v,
-        None => {
-            dummy = crate::auth::Verifier::with_salt("", vec![0; 16], 4096);
-            &dummy
-        }
-    };
-    let (exchange, server_first) = match ScramExchange::start(verifier, data) {
+    let (exchange, server_first) = match ScramExchange::start(&verifier, data) {
         Ok(x) => x,
+        Err(e @ crate::auth::ScramError::AuthorizationIdentity) => {
+            return Err(fatal_now(codes::FEATURE_NOT_SUPPORTED, e.to_string()))
+        }
         Err(e) => return Err(fatal_now(codes::PROTOCOL_VIOLATION, e.to_string())),
     };
     encode::auth_sasl_data(&mut client.wbuf, 11, server_first.as_bytes());
     client.flush().await?;
     let fin = expect_password_message(client).await?;
     match exchange.finish(fin.body()) {
-        Ok(server_final) if users.get(user).is_some() => {
+        Ok(server_final) if known => {
             encode::auth_sasl_data(&mut client.wbuf, 12, server_final.as_bytes());
             encode::auth_ok(&mut client.wbuf);
             Ok(())
@@ -226,6 +227,27 @@ async fn authenticate(client: &mut Client, app: &App, user: &str) -> Result<(), 
             Err(SessionError::Fatal(failed()))
         }
     }
+}
+
+/// After a StartupMessage: a newer minor of protocol 3, or `_pq_.` protocol options, are answered with
+/// NegotiateProtocolVersion (3.0, and the options not recognized — all of them), as PostgreSQL 15 answers; the
+/// session then goes on in 3.0. The options are not session parameters.
+async fn negotiate(
+    stream: &mut Stream,
+    mut params: BTreeMap<String, String>,
+    minor: u16,
+) -> Result<BTreeMap<String, String>, SessionError> {
+    let options: Vec<String> = params.keys().filter(|k| k.starts_with("_pq_.")).cloned().collect();
+    if minor == 0 && options.is_empty() {
+        return Ok(params);
+    }
+    for o in &options {
+        params.remove(o);
+    }
+    let mut out = BytesMut::new();
+    encode::negotiate_protocol_version(&mut out, decode::PROTOCOL_3_0, &options);
+    stream.write_all(&out).await?;
+    Ok(params)
 }
 
 async fn expect_password_message(client: &mut Client) -> Result<crate::protocol::Frame, SessionError> {

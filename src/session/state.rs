@@ -144,6 +144,8 @@ pub struct Session {
     pub passthrough: Option<TargetId>,
     /// Extended-protocol messages received since the last Sync.
     pub batch: Vec<Frame>,
+    /// Bytes held in `batch` (counted from its first message; see `extended::MAX_BATCH_BYTES`).
+    pub batch_bytes: usize,
     /// What the statements parsed in the current batch do to session state.
     pub batch_effects: Effects,
     /// An error was sent for a flushed batch: messages are skipped until the client's Sync.
@@ -190,6 +192,7 @@ impl Session {
             batch: Vec::new(),
             batch_effects: Effects::default(),
             skip_until_sync: false,
+            batch_bytes: 0,
             statements: HashMap::new(),
             unnamed: None,
             unnamed_parse: None,
@@ -221,7 +224,7 @@ impl Session {
                 // After an error before Sync, the rest of the batch is skipped, as PostgreSQL skips it.
                 b'P' | b'B' | b'D' | b'E' | b'C' | b'H' if self.skip_until_sync => {}
                 b'S' if self.skip_until_sync => self.sync_after_refusal().await,
-                b'P' | b'B' | b'D' | b'E' | b'C' => self.batch.push(frame),
+                b'P' | b'B' | b'D' | b'E' | b'C' => self.hold(frame),
                 b'S' => self.sync(frame).await?,
                 b'H' => self.flush_batch(frame).await?,
                 b'X' => return Ok(()),
@@ -348,11 +351,7 @@ impl Session {
                 Payload::Batch(frames) => (&[][..], Some(self.rewrite_batch(&mut conn, frames))),
             };
             let bytes = batch.as_deref().unwrap_or(raw);
-            result = async {
-                conn.send(bytes).await?;
-                relay::until_ready(&mut self.client, &mut conn, Sink::Client).await
-            }
-            .await;
+            result = relay::exchange(&mut self.client, &mut conn, bytes, Sink::Client).await;
             if let Some(batch) = batch {
                 self.give_back_rewrite(batch);
             }
