@@ -2,6 +2,7 @@
 //! routing table and cache, the targets' pools, client users and TLS.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -295,6 +296,20 @@ impl App {
         Ok(objects)
     }
 
+    /// At start: every target is tried once, all at once, and the catalogs of those that answered are read; a target
+    /// down since start (refused, or its certificate refused) is not waited for — the health probes read its catalog
+    /// when it comes back. Logins are thus never held up by one target being down.
+    pub async fn first_catalogs(&self) {
+        let reads = (0..self.backends.len()).map(|t| async move {
+            if self.backend(t).reachable().await {
+                if let Err(e) = self.refresh_catalog(t).await {
+                    tracing::warn!(target = self.backend(t).name(), error = %e, "catalog not read");
+                }
+            }
+        });
+        join_all(reads.collect()).await;
+    }
+
     /// Re-reads every target's catalog; a target that cannot be read is logged and keeps its old snapshot.
     pub async fn refresh_catalogs(&self) {
         for t in 0..self.backends.len() {
@@ -409,36 +424,39 @@ impl App {
         self.tls.as_ref()
     }
 
-    /// Server parameters to greet clients with: `target`'s (connecting once if none is known yet), else any
-    /// target's, else neutral values.
+    /// Server parameters to greet clients with, never invented: `target`'s when known, else any target's known ones
+    /// at once (a target down since start does not hold up logins for the others), else those of the first target
+    /// that answers a connection (each within its checkout timeout). Empty when no target answers: the greeting
+    /// then says so (`session::startup`).
     pub async fn server_params(&self, target: TargetId) -> Vec<(String, String)> {
-        let default = self.backend(target);
-        let mut params = default.server_params();
-        if params.is_empty() {
-            if let Ok(conn) = default.checkout().await {
-                drop(conn);
-                params = default.server_params();
-            }
+        let known = std::iter::once(self.backend(target)).chain(self.backends.iter()).map(Backend::server_params);
+        if let Some(params) = known.into_iter().find(|p| !p.is_empty()) {
+            return params;
         }
-        if params.is_empty() {
-            params = self.backends.iter().map(Backend::server_params).find(|p| !p.is_empty()).unwrap_or_default();
-        }
-        if params.is_empty() {
-            params = [
-                ("server_version", "15.0"),
-                ("server_encoding", "UTF8"),
-                ("client_encoding", "UTF8"),
-                ("DateStyle", "ISO, MDY"),
-                ("TimeZone", "UTC"),
-                ("integer_datetimes", "on"),
-                ("standard_conforming_strings", "on"),
-                ("IntervalStyle", "postgres"),
-            ]
+        // None known yet (every target was down at start): the first target to answer gives them.
+        let mut attempts: Vec<_> = self
+            .backends
             .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .map(|b| Box::pin(async move { b.checkout().await.map(drop).map(|()| b.server_params()) }))
             .collect();
-        }
-        params
+        std::future::poll_fn(|cx| {
+            let mut i = 0;
+            while i < attempts.len() {
+                match attempts[i].as_mut().poll(cx) {
+                    std::task::Poll::Ready(Ok(p)) if !p.is_empty() => return std::task::Poll::Ready(p),
+                    std::task::Poll::Ready(_) => {
+                        drop(attempts.swap_remove(i));
+                    }
+                    std::task::Poll::Pending => i += 1,
+                }
+            }
+            if attempts.is_empty() {
+                std::task::Poll::Ready(Vec::new())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await
     }
 
     /// How many sessions are pinned to a server connection now.
@@ -530,6 +548,20 @@ fn pool_settings(t: &Target) -> PoolSettings {
         idle_timeout: t.pool.idle_timeout,
         max_lifetime: t.pool.max_lifetime,
     }
+}
+
+/// Runs futures concurrently to completion (a handful: one per target).
+async fn join_all<F: Future<Output = ()>>(futures: Vec<F>) {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        futures.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if futures.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }
 
 /// How to reach a target, with its TLS client configuration built from the CA file.

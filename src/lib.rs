@@ -45,7 +45,7 @@ pub use app::App;
 /// `grace` for sessions in a transaction to end.
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken, grace: Duration) {
     // Unqualified names resolve through the catalog: read it before the first client, then keep it fresh.
-    app.refresh_catalogs().await;
+    app.first_catalogs().await;
     let refresher = tokio::spawn(background(app.clone(), shutdown.clone()));
     server::run(listener, app.clone(), shutdown).await;
     // The listener is closed: new connections are refused. Idle sessions end now, the others with their transaction.

@@ -502,3 +502,58 @@ async fn idle_http_connections_cannot_keep_a_health_check_out() {
     stop.cancel();
     drop(idle);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_target_down_since_start_holds_up_no_login_and_no_server_parameter_is_invented() {
+    let c = clusters();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    // PRIMARY (the default target) refuses connections from the start, with a long checkout timeout: a login that
+    // waited for it would wait a minute.
+    let yaml = common::config_yaml("verify-full", "")
+        .replace(&format!("localhost:{}", c.primary.port()), &format!("localhost:{dead}"))
+        .replace("max: 5, checkout_timeout: 3s", "max: 5, checkout_timeout: 60s");
+    let proxy = tokio::time::timeout(std::time::Duration::from_secs(20), Proxy::start(&yaml)).await.expect("starts");
+    let (s, reported) = tokio::time::timeout(std::time::Duration::from_secs(20), common::raw_login_with(proxy.port, &[]))
+        .await
+        .expect("greeted without waiting for PRIMARY");
+    drop(s);
+    let version = reported.iter().find(|(k, _)| k == "server_version").map(|(_, v)| v.clone());
+    assert_eq!(version, Some(direct(&c.data, "handled_data", "show server_version").await), "DATA's real parameters");
+    let client = proxy.connect().await;
+    assert_eq!(scalar(&client, "select count(*) >= 0 from workspace.imports").await, "t");
+    let err = client.simple_query("select * from config.users").await.expect_err("PRIMARY is down");
+    assert_eq!(sqlstate(&err), "08006");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cleartext_password_request_from_an_unverified_server_is_never_answered() {
+    // A fake server that asks for a cleartext password and records whether a PasswordMessage ever comes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await.expect("startup length");
+        let mut startup = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+        s.read_exact(&mut startup).await.expect("startup");
+        s.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]).await.expect("AuthenticationCleartextPassword");
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+        rest
+    });
+    let spec = pgsplit::backend::TargetSpec {
+        name: "fake".into(),
+        host: "127.0.0.1".into(),
+        port,
+        user: "pgsplit".into(),
+        password: Some("the-secret".into()),
+        dbname: "x".into(),
+        tls: None,
+        verified: false,
+        upstream_pooler: false,
+    };
+    let err = pgsplit::backend::ServerConn::connect(&spec).await.err().expect("refused");
+    assert!(err.to_string().contains("cleartext password"), "{err}");
+    let sent = server.await.expect("server");
+    assert!(!String::from_utf8_lossy(&sent).contains("the-secret"), "the password was sent");
+}

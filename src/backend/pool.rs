@@ -446,6 +446,22 @@ impl Backend {
         CheckoutError::Unavailable { target: self.spec.name.clone(), reason }
     }
 
+    /// One connection attempt outside the pool (no retries: a refused connection or certificate fails at once),
+    /// recording health and server parameters. At start, a target found down here is not waited for.
+    pub async fn reachable(&self) -> bool {
+        match ServerConn::connect(&self.spec).await {
+            Ok(conn) => {
+                self.health.connected(&conn);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(target = %self.spec.name, error = %e, "target unreachable");
+                self.health.failed(&e);
+                false
+            }
+        }
+    }
+
     /// Checks the target in the background: a busy pool is serving; otherwise an idle (or new) connection must
     /// answer an empty query within `timeout`. Updates and returns reachability.
     pub async fn probe(&self, timeout: Duration) -> bool {

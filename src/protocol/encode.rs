@@ -9,6 +9,8 @@ pub enum Severity {
     Error,
     /// The session ends after this message.
     Fatal,
+    /// Sent as a NoticeResponse: nothing failed, the client is told something it should know.
+    Warning,
 }
 
 impl Severity {
@@ -16,6 +18,7 @@ impl Severity {
         match self {
             Severity::Error => "ERROR",
             Severity::Fatal => "FATAL",
+            Severity::Warning => "WARNING",
         }
     }
 }
@@ -49,6 +52,11 @@ impl PgError {
         PgError { severity: Severity::Fatal, code, message: message.into(), detail: None, hint: None, cause: "" }
     }
 
+    /// A WARNING sent as a NoticeResponse.
+    pub fn notice(code: &'static str, message: impl Into<String>) -> Self {
+        PgError { severity: Severity::Warning, code, message: message.into(), detail: None, hint: None, cause: "" }
+    }
+
     /// Adds a DETAIL field.
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
@@ -67,9 +75,10 @@ impl PgError {
         self
     }
 
-    /// Writes the ErrorResponse message.
+    /// Writes the ErrorResponse message (NoticeResponse for a warning).
     pub fn encode(&self, buf: &mut BytesMut) {
-        message(buf, b'E', |b| {
+        let tag = if self.severity == Severity::Warning { b'N' } else { b'E' };
+        message(buf, tag, |b| {
             let sev = self.severity.as_str();
             field(b, b'S', sev);
             field(b, b'V', sev);

@@ -284,6 +284,14 @@ async fn greet(
     key: &ClientKey,
 ) -> Result<(), SessionError> {
     let mut params = app.server_params(target).await;
+    if params.is_empty() {
+        // No target could be reached: pgsplit does not make values up, it says what it does not know.
+        let notice = PgError::notice(
+            codes::CONNECTION_FAILURE,
+            "no target is reachable: the server's parameters (server_version, TimeZone, ...) are unknown",
+        );
+        notice.encode(&mut client.wbuf);
+    }
     // The client's own settings (startup parameters, `options=-c ...`) are what its session will have: report
     // those for the parameters the server reports.
     let options = startup.get("options").map(|o| super::params::options_settings(o)).unwrap_or_default();
