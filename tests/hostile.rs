@@ -9,6 +9,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::{clusters, direct, scalar, sqlstate, Proxy, APP_PASSWORD};
 
+/// The tests that measure this process's memory, or use a lot of it, run one at a time.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn chain(first: &str, sep: &str, term: &str, n: usize) -> String {
     let mut s = String::from(first);
     for i in 0..n {
@@ -46,6 +49,7 @@ async fn connect(url: &str) -> tokio_postgres::Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_too_deep_for_a_parser_are_answered_as_by_postgresql_and_every_session_goes_on() {
+    let _heavy = HEAVY.lock().await;
     let proxy = Proxy::split().await;
     let c = clusters();
     let direct_data = connect(&c.data.url("pgsplit", &c.server_password, "handled_data")).await;
@@ -124,6 +128,8 @@ async fn a_startup_parameter_name_postgresql_refuses_ends_the_login_with_42602_a
     let proxy = Proxy::split().await;
     let attack = "application_name to 'x'; create table workspace.injected_by_name(id int); set x.y";
     assert_eq!(login_with(proxy.port, &[(attack, "v")]).await.err().as_deref(), Some("42602"), "a startup key");
+    // Without a dot, a name that is no identifier is no parameter PostgreSQL has.
+    assert_eq!(login_with(proxy.port, &[("work mem", "1MB")]).await.err().as_deref(), Some("42704"), "an undotted key");
     let option = "-c application_name\\ to\\ 'x';\\ create\\ table\\ workspace.injected_by_option(id\\ int);\\ set\\ x.y=v";
     assert_eq!(login_with(proxy.port, &[("options", option)]).await.err().as_deref(), Some("42602"), "an options name");
     // Valid names still work, custom ones included, and values are only ever values.
@@ -174,6 +180,13 @@ async fn settings_replayed_on_another_connection_are_quoted_even_with_standard_c
         .expect("set with a backslash and a quote");
     assert_eq!(scalar(&client, on_data).await, "a\\'; create table workspace.injected_by_set(id int); --");
     assert!(!table_exists("workspace.injected_by_set").await, "pgsplit ran SQL the client did not send");
+    // The same through set_config, whose value pgsplit quotes from the plain string.
+    client
+        .simple_query("select set_config('app.x', E'b\\\\''; create table workspace.injected_by_config(id int); --', false)")
+        .await
+        .expect("set_config with a backslash and a quote");
+    assert_eq!(scalar(&client, on_data).await, "b\\'; create table workspace.injected_by_config(id int); --");
+    assert!(!table_exists("workspace.injected_by_config").await, "pgsplit ran SQL the client did not send");
 }
 
 /// The SQLSTATE of the ErrorResponse pgsplit sends on `s` (skipping anything before it); panics if it closes first.
@@ -242,10 +255,13 @@ async fn silent_connections_cannot_lock_real_clients_out_and_talking_ones_over_t
     let mut talking = Vec::new();
     for _ in 0..20 {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.expect("connect");
-        s.write_all(&[0, 0]).await.expect("half a length");
+        // An SSLRequest, answered `N` (no client TLS here): pgsplit has read it, the connection is talking.
+        s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await.expect("SSLRequest");
+        let mut answer = [0u8; 1];
+        s.read_exact(&mut answer).await.expect("answer");
+        assert_eq!(&answer, b"N");
         talking.push(s);
     }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let mut over = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.expect("connect");
     assert_eq!(error_code(&mut over).await, "53300");
     drop(talking);
@@ -273,6 +289,12 @@ async fn a_silent_connection_is_closed_after_the_first_packet_timeout_and_pre_au
     let proxy = Proxy::start(&limits_config("client_first_packet_timeout: 1s\n")).await;
     let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.expect("connect");
     assert!(closed_silently(&mut silent).await, "a silent connection is dropped");
+    // An SSLRequest alone does not buy more time: the StartupMessage is due within the same limit.
+    let mut ssl_only = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.expect("connect");
+    ssl_only.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await.expect("SSLRequest");
+    let mut answer = [0u8; 1];
+    ssl_only.read_exact(&mut answer).await.expect("answer");
+    assert!(closed_silently(&mut ssl_only).await, "a connection silent after its SSLRequest is dropped");
     // Before authentication a message may not announce more than a few KiB: refused before its body is read.
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.expect("connect");
     let mut out = BytesMut::new();
@@ -313,6 +335,7 @@ fn bind_execute_with(param: &[u8], out: &mut BytesMut) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_to_a_client_that_does_not_read_are_not_buffered_without_bound() {
+    let _heavy = HEAVY.lock().await;
     let proxy = Proxy::split().await;
     let mut s = common::raw_login(proxy.port).await;
     // A 24 MB pipeline of 100,000 Bind/Execute, each answered with 32 KB (3.2 GB of replies in all), and a client
@@ -345,12 +368,13 @@ async fn replies_to_a_client_that_does_not_read_are_not_buffered_without_bound()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_extended_batch_without_sync_past_its_cap_gets_54000_and_the_session_goes_on() {
+    let _heavy = HEAVY.lock().await;
     let proxy = Proxy::split().await;
     let mut s = common::raw_login(proxy.port).await;
     let mut batch = BytesMut::new();
     frontend::parse("", "select $1::text", std::iter::empty(), &mut batch).expect("parse");
     let param = vec![b'p'; 1024];
-    while batch.len() < 70 << 20 {
+    while batch.len() < 90 << 20 {
         bind_execute_with(&param, &mut batch);
     }
     frontend::sync(&mut batch);

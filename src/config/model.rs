@@ -39,8 +39,8 @@ pub struct Config {
     /// How long a client may take from connecting to logging in (startup, TLS, authentication) before it is
     /// disconnected (PgBouncer's `client_login_timeout`).
     pub client_login_timeout: Duration,
-    /// How long a new connection may take to send its first startup packet (SSLRequest or StartupMessage) before it
-    /// is disconnected: real clients send it at once; a silent connection is not let hold a login slot for long.
+    /// How long a new connection may take to send its StartupMessage (after any SSLRequest and TLS handshake) before
+    /// it is disconnected: real clients send it at once; a silent connection is not let hold a login slot for long.
     pub client_first_packet_timeout: Duration,
     /// Most logged-in clients, admin console included (PgBouncer's `max_client_conn`); one more gets 53300.
     pub max_client_conn: usize,

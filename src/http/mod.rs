@@ -99,8 +99,13 @@ async fn serve_connection(tcp: tokio::net::TcpStream, app: Weak<App>, close: Can
     let served = tokio::select! {
         r = conn.as_mut() => r,
         _ = close.cancelled() => {
+            // A request in flight is answered; a connection that is half-way through sending its headers (which
+            // graceful shutdown waits for) is dropped after a moment.
             conn.as_mut().graceful_shutdown();
-            conn.await
+            match tokio::time::timeout(EVICTION_WAIT / 2, conn).await {
+                Ok(r) => r,
+                Err(_) => return,
+            }
         }
     };
     if let Err(e) = served {

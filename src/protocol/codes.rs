@@ -32,3 +32,5 @@ pub const INVALID_NAME: &str = "42602";
 pub const STATEMENT_TOO_COMPLEX: &str = "54001";
 /// `54000` a message or batch over a limit pgsplit keeps per connection (PostgreSQL's `program_limit_exceeded`).
 pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+/// `42704` a configuration parameter PostgreSQL does not have (an undotted startup name it could not be).
+pub const UNDEFINED_OBJECT: &str = "42704";

@@ -50,11 +50,12 @@ pub fn parse(sql: &str) -> Result<Analysis, ParserError> {
     })
 }
 
-/// Folds an identifier as PostgreSQL does: unquoted → lower case, quoted → as written.
+/// Folds an identifier as PostgreSQL does: unquoted → ASCII letters in lower case (PostgreSQL's
+/// `downcase_identifier` leaves other characters alone in UTF-8: `Ärger` stays `Ärger`), quoted → as written.
 pub fn fold(ident: &Ident) -> String {
     match ident.quote_style {
         Some(_) => ident.value.clone(),
-        None => ident.value.to_lowercase(),
+        None => ident.value.to_ascii_lowercase(),
     }
 }
 
@@ -94,13 +95,13 @@ pub fn regclass_name(s: &str) -> Option<Name> {
                 was_quoted = true;
             }
             '.' if !quoted => {
-                parts.push(if was_quoted { std::mem::take(&mut cur) } else { std::mem::take(&mut cur).to_lowercase() });
+                parts.push(if was_quoted { std::mem::take(&mut cur) } else { std::mem::take(&mut cur).to_ascii_lowercase() });
                 was_quoted = false;
             }
             c => cur.push(c),
         }
     }
-    parts.push(if was_quoted { cur } else { cur.to_lowercase() });
+    parts.push(if was_quoted { cur } else { cur.to_ascii_lowercase() });
     if parts.iter().any(String::is_empty) || parts.len() > 3 {
         return None;
     }
@@ -415,7 +416,7 @@ const REGCLASS_FUNCTIONS: &[&str] = &[
 pub(super) fn string_literal(e: &Expr) -> Option<&str> {
     match e {
         Expr::Value(v) => match &v.value {
-            Value::SingleQuotedString(s) => Some(s),
+            Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) | Value::UnicodeStringLiteral(s) => Some(s),
             _ => None,
         },
         _ => None,

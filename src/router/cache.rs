@@ -227,8 +227,8 @@ mod tests {
         assert_eq!((c.stats().hits, c.stats().entries), (1, 1));
         let a = c.analysis("set statement_timeout = 1000");
         let b = c.analysis("set statement_timeout = 2000");
-        assert_eq!(a.session_changes, [Command::SetParam { name: "statement_timeout".into(), value: "'1000'".into() }]);
-        assert_eq!(b.session_changes, [Command::SetParam { name: "statement_timeout".into(), value: "'2000'".into() }]);
+        assert_eq!(a.session_changes, [Command::SetParam { name: "statement_timeout".into(), value: "1000".into() }]);
+        assert_eq!(b.session_changes, [Command::SetParam { name: "statement_timeout".into(), value: "2000".into() }]);
         assert_eq!(c.analysis("set statement_timeout = 2000").session_changes, b.session_changes);
         assert_eq!(c.stats().entries, 3);
     }
@@ -251,10 +251,10 @@ mod tests {
         let b = c.analysis_memo("select * from workspace.t where id = 2", &mut memo);
         assert!(Arc::ptr_eq(&a, &b), "one shape, one analysis");
         let set = |v: &str| vec![Command::SetParam { name: "statement_timeout".into(), value: v.into() }];
-        assert_eq!(c.analysis_memo("set statement_timeout = 1000", &mut memo).session_changes, set("'1000'"));
-        assert_eq!(c.analysis_memo("set statement_timeout = 2000", &mut memo).session_changes, set("'2000'"));
-        assert_eq!(c.analysis_memo("set statement_timeout = 2000", &mut memo).session_changes, set("'2000'"));
-        assert_eq!(c.analysis_memo("set statement_timeout = 1000", &mut memo).session_changes, set("'1000'"));
+        assert_eq!(c.analysis_memo("set statement_timeout = 1000", &mut memo).session_changes, set("1000"));
+        assert_eq!(c.analysis_memo("set statement_timeout = 2000", &mut memo).session_changes, set("2000"));
+        assert_eq!(c.analysis_memo("set statement_timeout = 2000", &mut memo).session_changes, set("2000"));
+        assert_eq!(c.analysis_memo("set statement_timeout = 1000", &mut memo).session_changes, set("1000"));
         let d = c.analysis_memo("select * from workspace.t where id = 3", &mut memo);
         assert!(Arc::ptr_eq(&a, &d));
         let e = c.analysis_memo("select * from workspace.t where id = $1", &mut memo);
@@ -275,8 +275,8 @@ mod tests {
         let mut memo = LookupMemo::default();
         for v in ["0", "5", "0", "30000", "30000", "0"] {
             let sql = format!("set statement_timeout = {v}");
-            assert_eq!(value(c.analysis_memo(&sql, &mut memo)), format!("'{v}'"), "session memo");
-            assert_eq!(value(c.analysis(&sql)), format!("'{v}'"), "shared cache");
+            assert_eq!(value(c.analysis_memo(&sql, &mut memo)), v, "session memo");
+            assert_eq!(value(c.analysis(&sql)), v, "shared cache");
         }
     }
 

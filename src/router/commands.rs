@@ -161,7 +161,7 @@ pub fn command(st: &Statement) -> Command {
             match values.as_slice() {
                 [v] if is_keyword(v, "default") => Command::ResetParam(name),
                 [] => Command::Other,
-                vs => match set_value_sql(&name, vs) {
+                vs => match set_value_sql(vs) {
                     Some(value) => Command::SetParam { name, value },
                     None => Command::Other,
                 },
@@ -173,12 +173,10 @@ pub fn command(st: &Statement) -> Command {
         {
             Command::ResetParam("timezone".into())
         }
-        Statement::Set(Set::SetTimeZone { local: false, value }) => {
-            match set_value_sql("timezone", std::slice::from_ref(value)) {
-                Some(value) => Command::SetParam { name: "timezone".into(), value },
-                None => Command::Other,
-            }
-        }
+        Statement::Set(Set::SetTimeZone { local: false, value }) => match set_value_sql(std::slice::from_ref(value)) {
+            Some(value) => Command::SetParam { name: "timezone".into(), value },
+            None => Command::Other,
+        },
         Statement::Reset(r) => match &r.reset {
             Reset::ConfigurationParameter(p) if is_target_var(p) => Command::ResetTarget,
             Reset::ConfigurationParameter(p) => Command::ResetParam(parts(p).join(".")),
@@ -201,33 +199,35 @@ fn is_keyword(e: &Expr, word: &str) -> bool {
 }
 
 /// The value of `SET name TO v1, v2, ...` as SQL text pgsplit writes itself when it replays the setting on another
-/// server connection: each element rebuilt from what the server reads (an identifier folded, a string as it reads,
-/// a signed number, a boolean) as a quoted literal, or a quoted identifier in a search_path, never the client's text.
-/// `None` for anything else (`SET TIME ZONE INTERVAL '1' HOUR`): such a setting is not followed, and the session
-/// keeps its server connection (`unfollowed_set`).
-pub fn set_value_sql(name: &str, values: &[Expr]) -> Option<String> {
+/// server connection: each element rebuilt from what the server read — an identifier folded, a string as it reads,
+/// a boolean — as a quoted literal, a signed number as its checked digits (PostgreSQL reads a quoted `'010'` as
+/// octal, the number `010` as ten), never the client's text. `None` for anything else (`SET TIME ZONE INTERVAL '1'
+/// HOUR`): such a setting is not followed, and the session keeps its server connection (`unfollowed_set`).
+pub fn set_value_sql(values: &[Expr]) -> Option<String> {
     let items = values.iter().map(set_value_item).collect::<Option<Vec<String>>>()?;
-    if name == "search_path" {
-        return Some(super::resolve::search_path_sql(&items));
-    }
-    Some(items.iter().map(|v| crate::quote::literal(v)).collect::<Vec<_>>().join(", "))
+    Some(items.join(", "))
 }
 
-/// One element of a SET value as the server reads it.
+/// One element of a SET value as SQL text: a quoted literal, or a number made of digits, `.`, `_` and an exponent.
 fn set_value_item(e: &Expr) -> Option<String> {
-    let number = |n: &str| n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_').then(|| n.to_owned());
+    let number = |n: &str, sign: &str| {
+        let digits = n.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'e' | b'E' | b'+' | b'-'));
+        (digits && n.bytes().next().is_some_and(|b| b.is_ascii_digit() || b == b'.')).then(|| format!("{sign}{n}"))
+    };
     match e {
-        Expr::Identifier(i) => Some(fold(i)),
+        Expr::Identifier(i) => Some(crate::quote::literal(&fold(i))),
         Expr::Value(v) => match &v.value {
-            Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) | Value::UnicodeStringLiteral(s) => Some(s.clone()),
-            Value::DollarQuotedString(d) => Some(d.value.clone()),
-            Value::Number(n, _) => number(n),
-            Value::Boolean(b) => Some(b.to_string()),
+            Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) | Value::UnicodeStringLiteral(s) => {
+                Some(crate::quote::literal(s))
+            }
+            Value::DollarQuotedString(d) => Some(crate::quote::literal(&d.value)),
+            Value::Number(n, _) => number(n, ""),
+            Value::Boolean(b) => Some(crate::quote::literal(&b.to_string())),
             _ => None,
         },
-        Expr::UnaryOp { op: UnaryOperator::Minus, expr } => match expr.as_ref() {
+        Expr::UnaryOp { op: op @ (UnaryOperator::Minus | UnaryOperator::Plus), expr } => match expr.as_ref() {
             Expr::Value(v) => match &v.value {
-                Value::Number(n, _) => number(n).map(|n| format!("-{n}")),
+                Value::Number(n, _) => number(n, if matches!(op, UnaryOperator::Minus) { "-" } else { "" }),
                 _ => None,
             },
             _ => None,
@@ -277,7 +277,7 @@ fn set_config(q: &Query) -> Option<Command> {
         Expr::Value(v) => matches!(v.value, Value::Boolean(true)),
         _ => return None,
     };
-    let (name, value) = (string_literal(name)?.to_lowercase(), string_literal(value)?);
+    let (name, value) = (string_literal(name)?.to_ascii_lowercase(), string_literal(value)?);
     if is_local {
         return None;
     }

@@ -61,6 +61,13 @@ fn lengthens_chain(token: &Token) -> bool {
                 | Keyword::INTERSECT
                 | Keyword::MINUS
                 | Keyword::OPERATOR
+                | Keyword::NOTNULL
+                | Keyword::REGEXP
+                | Keyword::RLIKE
+                | Keyword::MEMBER
+                | Keyword::GLOB
+                | Keyword::MATCH
+                | Keyword::DIV
         ),
         Token::Whitespace(_)
         | Token::Number(..)
@@ -120,6 +127,9 @@ mod tests {
             chain("", " UNION ALL ", "SELECT 1", 100_000),
             chain("select x", "", "::int", 5_000),
             chain("select a", "", "[1]", 5_000),
+            chain("select 1", "", " notnull", 200_000),
+            chain("select 'a'", "", " regexp 'a'", 50_000),
+            chain("select 1", "", " rlike 'a'", 50_000),
         ] {
             assert!(too_deep_to_parse(&text), "{}", &text[..40]);
         }
@@ -143,6 +153,7 @@ mod tests {
             chain("select * from workspace.t where ", " OR ", "id=1", 50_000),
             chain("select ", "||", "'a'", 50_000),
             chain("", " UNION ALL ", "SELECT 1 FROM reference.r", 100_000),
+            chain("select 1", "", " notnull", 200_000),
         ];
         let analyses = on_stack(256 * 1024, move || texts.iter().map(|t| Analysis::of(t)).collect::<Vec<_>>());
         assert!(analyses.iter().all(|a| a.fallback));

@@ -68,7 +68,7 @@ fn tokenize(sql: &str) -> Option<Vec<Token>> {
 
 /// Adds every `a.b` pair and every other word of `tokens` to `names`, descending into dollar-quoted bodies.
 fn collect(tokens: &[Token], names: &mut Vec<Name>, depth: usize) {
-    let fold = |v: &Word| if v.quote_style.is_some() { v.value.clone() } else { v.value.to_lowercase() };
+    let fold = |v: &Word| if v.quote_style.is_some() { v.value.clone() } else { v.value.to_ascii_lowercase() };
     let mut push = |n: Name| {
         if !names.contains(&n) {
             names.push(n);
@@ -125,7 +125,7 @@ fn untokenizable(sql: &str) -> Analysis {
     let mut names = Vec::new();
     for word in sql.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.')) {
         if let Some((s, o)) = word.split_once('.') {
-            let n = Name::new(Some(s.to_lowercase()), o.to_lowercase(), ObjectKind::Relation);
+            let n = Name::new(Some(s.to_ascii_lowercase()), o.to_ascii_lowercase(), ObjectKind::Relation);
             if !names.contains(&n) {
                 names.push(n);
             }

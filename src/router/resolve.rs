@@ -119,7 +119,7 @@ pub fn parse_search_path(list: &str) -> Vec<String> {
                 item.push(c);
                 chars.next();
             }
-            item = item.trim().to_lowercase();
+            item = item.trim().to_ascii_lowercase();
         }
         if !item.is_empty() {
             out.push(item);
@@ -138,16 +138,20 @@ pub fn search_path_of_set_value(sql: &str) -> Vec<String> {
         .into_iter()
         .filter_map(|t| match t {
             Token::Word(w) if w.quote_style.is_some() => Some(w.value),
-            Token::Word(w) => Some(w.value.to_lowercase()),
-            Token::SingleQuotedString(s) => Some(s),
+            Token::Word(w) => Some(w.value.to_ascii_lowercase()),
+            Token::SingleQuotedString(s) | Token::EscapedStringLiteral(s) => Some(s),
             _ => None,
         })
         .collect()
 }
 
-/// A search_path as SQL text for `SET search_path TO ...`: every schema as a quoted identifier.
+/// A search_path as SQL text for `SET search_path TO ...`: every schema as a string literal (PostgreSQL quotes each
+/// as an identifier itself), `''` for an empty path.
 pub fn search_path_sql(schemas: &[String]) -> String {
-    schemas.iter().map(|s| crate::quote::ident(s)).collect::<Vec<_>>().join(", ")
+    if schemas.is_empty() {
+        return "''".into();
+    }
+    schemas.iter().map(|s| crate::quote::literal(s)).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
@@ -240,6 +244,7 @@ mod tests {
         assert_eq!(parse_search_path("Workspace,\"My \"\"S\"\"\" , x"), ["workspace", "My \"S\"", "x"]);
         assert_eq!(parse_search_path(""), Vec::<String>::new());
         assert_eq!(search_path_of_set_value("Workspace, \"Ref\", 'lit'"), ["workspace", "Ref", "lit"]);
-        assert_eq!(search_path_sql(&["a".into(), "B\"c".into()]), "\"a\", \"B\"\"c\"");
+        assert_eq!(search_path_sql(&["a".into(), "B\"c".into(), "it's".into()]), "'a', 'B\"c', 'it''s'");
+        assert_eq!(search_path_sql(&[]), "''");
     }
 }

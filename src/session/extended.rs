@@ -19,7 +19,8 @@ use super::SessionError;
 /// Most bytes of extended-protocol messages pgsplit holds for one client between two Syncs (or Flushes): it routes
 /// a batch as one unit, so it must hold it whole. A client past it (a pipeline of 500,000 Bind/Execute without a
 /// Sync) gets 54000 for the batch, which is skipped up to its Sync as after any error.
-pub const MAX_BATCH_BYTES: usize = 64 << 20;
+/// It leaves room for one message of the largest size a client may send plus ordinary ones around it.
+pub const MAX_BATCH_BYTES: usize = crate::protocol::framing::MAX_CLIENT_MESSAGE_LEN + (16 << 20);
 
 impl Session {
     /// Holds an extended-protocol message until the batch's Sync or Flush, within `MAX_BATCH_BYTES`.

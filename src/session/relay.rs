@@ -321,8 +321,9 @@ async fn copy_from_client(client: &mut Client, conn: &mut ServerConn) -> Result<
             let mut sent = 0;
             while !conn.send_from(&data, &mut sent, REPLY_BUFFER_CAP).await? {
                 if let Step::Ready(status) = forward_buffered(client, conn, Sink::Client).await? {
-                    // The server ended the COPY and the exchange: the rest of the data is not wanted.
-                    conn.broken |= sent < data.len();
+                    // The server ended the COPY and the exchange: it ignores CopyData from now on, but the rest of
+                    // this chunk must still go, or the next message would be read as part of it.
+                    conn.send_from(&data, &mut sent, usize::MAX).await?;
                     return Ok(Some(status));
                 }
             }

@@ -34,12 +34,11 @@ pub async fn startup(
     let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let mut stream = Stream::Plain(tcp);
     let mut buf = BytesMut::with_capacity(1024);
-    // Until its first bytes the connection may be evicted by a newer one (`Limits`); until its first whole packet
-    // it has `client_first_packet_timeout`.
+    // Until its first bytes the connection may be evicted by a newer one (`Limits`); its StartupMessage (after any
+    // SSLRequest and TLS handshake) must come within `client_first_packet_timeout`.
     let first_packet_timeout = app.config().client_first_packet_timeout;
     let first_deadline = tokio::time::Instant::now() + first_packet_timeout;
     let mut silent = Some(limits.silent());
-    let mut first = true;
     let params = loop {
         let payload = loop {
             match framing::next_startup(&mut buf) {
@@ -56,20 +55,15 @@ pub async fn startup(
                     None => stream.read_buf(&mut buf).await,
                 }
             };
-            let n = if first {
-                match tokio::time::timeout_at(first_deadline, read).await {
-                    Ok(n) => n?,
-                    Err(_) => return Err(SessionError::FirstPacketTimeout(first_packet_timeout)),
-                }
-            } else {
-                read.await?
+            let n = match tokio::time::timeout_at(first_deadline, read).await {
+                Ok(n) => n?,
+                Err(_) => return Err(SessionError::FirstPacketTimeout(first_packet_timeout)),
             };
             if n == 0 {
                 return Ok(None);
             }
             silent = None;
         };
-        first = false;
         let packet = match decode::startup(&payload) {
             Ok(p) => p,
             Err(e @ decode::DecodeError::Version(..)) => {
@@ -87,7 +81,10 @@ pub async fn startup(
                 stream = match (stream, app.tls()) {
                     (Stream::Plain(mut tcp), Some(acceptor)) => {
                         tcp.write_all(b"S").await?;
-                        Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(acceptor.accept(tcp).await?)))
+                        let Ok(tls) = tokio::time::timeout_at(first_deadline, acceptor.accept(tcp)).await else {
+                            return Err(SessionError::FirstPacketTimeout(first_packet_timeout));
+                        };
+                        Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(tls?)))
                     }
                     (Stream::Plain(mut tcp), None) => {
                         tcp.write_all(b"N").await?;
@@ -140,8 +137,13 @@ pub async fn startup(
         };
         // As PostgreSQL, after authentication: a setting whose name no server accepts ends the login.
         if let Some(name) = super::params::Params::invalid_startup_name(&params) {
-            let e = PgError::fatal(codes::INVALID_NAME, format!("invalid configuration parameter name \"{name}\""))
-                .with_detail("Custom parameter names must be two or more simple identifiers separated by dots.");
+            // A dotted name is a malformed custom name (42602); any other is no parameter PostgreSQL has (42704).
+            let e = if name.contains('.') {
+                PgError::fatal(codes::INVALID_NAME, format!("invalid configuration parameter name \"{name}\""))
+                    .with_detail("Custom parameter names must be two or more simple identifiers separated by dots.")
+            } else {
+                PgError::fatal(codes::UNDEFINED_OBJECT, format!("unrecognized configuration parameter \"{name}\""))
+            };
             return Err(SessionError::Fatal(e));
         }
         if admin && !app.config().admin_users.contains(&user) {

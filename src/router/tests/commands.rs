@@ -28,7 +28,7 @@ fn transaction_and_target_commands_are_recognised() {
         ("set application_name = 'app'", Command::SetParam { name: "application_name".into(), value: "'app'".into() }),
         (
             "select set_config('search_path', 'Workspace, public', false)",
-            Command::SetParam { name: "search_path".into(), value: "\"workspace\", \"public\"".into() },
+            Command::SetParam { name: "search_path".into(), value: "'workspace', 'public'".into() },
         ),
         ("select set_config('search_path', 'workspace', true)", Command::Other),
         ("select * from workspace.imports", Command::Other),
@@ -144,11 +144,14 @@ fn texts_that_must_not_be_wrapped_in_a_transaction_are_recognised() {
 fn set_values_are_rebuilt_as_quoted_literals_never_copied_from_the_text() {
     let set = |name: &str, value: &str| Command::SetParam { name: name.into(), value: value.into() };
     let cases = [
-        ("set search_path = Workspace, \"Ref\", 'x y'", set("search_path", "\"workspace\", \"Ref\", \"x y\"")),
+        ("set search_path = Workspace, \"Ref\", 'x y'", set("search_path", "'workspace', 'Ref', 'x y'")),
+        ("set search_path = ''", set("search_path", "''")),
+        ("set search_path = Ärger", set("search_path", "'Ärger'")),
+        ("set statement_timeout = 010", set("statement_timeout", "010")),
         ("set app.x = E'a\\'b'", set("app.x", "'a''b'")),
         ("set app.x = 'a\\'", set("app.x", "E'a\\\\'")),
-        ("set work_mem = 64", set("work_mem", "'64'")),
-        ("set extra_float_digits = -1", set("extra_float_digits", "'-1'")),
+        ("set work_mem = 64", set("work_mem", "64")),
+        ("set extra_float_digits = -1", set("extra_float_digits", "-1")),
         ("set enable_seqscan = off", set("enable_seqscan", "'off'")),
         ("set app.flag = true", set("app.flag", "'true'")),
         ("set datestyle = iso, mdy", set("datestyle", "'iso', 'mdy'")),
