@@ -446,12 +446,15 @@ impl Backend {
         CheckoutError::Unavailable { target: self.spec.name.clone(), reason }
     }
 
-    /// One connection attempt outside the pool (no retries: a refused connection or certificate fails at once),
-    /// recording health and server parameters. At start, a target found down here is not waited for.
+    /// One connection attempt (no retries: a refused connection or certificate fails at once), recording health and
+    /// server parameters; the connection joins the pool (within `max`: at start the pool is empty). At start, a
+    /// target found down here is not waited for.
     pub async fn reachable(&self) -> bool {
         match ServerConn::connect(&self.spec).await {
             Ok(conn) => {
                 self.health.connected(&conn);
+                // Refused only when the pool is full, which cannot be at start; then the connection just closes.
+                let _ = self.pool.add(Box::new(conn));
                 true
             }
             Err(e) => {
