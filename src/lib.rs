@@ -24,6 +24,8 @@ pub mod check;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod protocol;

@@ -148,7 +148,12 @@ impl<'v> ScramExchange<'v> {
         Self::start_with_nonce(verifier, client_first, &B64.encode(nonce))
     }
 
-    fn start_with_nonce(verifier: &'v Verifier, client_first: &[u8], server_nonce: &str) -> Result<(Self, String), ScramError> {
+    /// `start` with a given server nonce (tests and the fuzz target, which need a reproducible exchange).
+    pub(crate) fn start_with_nonce(
+        verifier: &'v Verifier,
+        client_first: &[u8],
+        server_nonce: &str,
+    ) -> Result<(Self, String), ScramError> {
         let text = std::str::from_utf8(client_first).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         // gs2-header = gs2-cbind-flag "," [authzid] ","
         let (flag, rest) = text.split_once(',').ok_or(ScramError::Malformed("no GS2 header"))?;
