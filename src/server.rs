@@ -41,7 +41,7 @@ impl Limits {
 
     /// A slot in the login budget: free at once, or freed by evicting the oldest silent connection; `None` when
     /// every connection logging in is talking (the new one is refused with 53300).
-    async fn login_slot(&self) -> Option<OwnedSemaphorePermit> {
+    pub async fn login_slot(&self) -> Option<OwnedSemaphorePermit> {
         if let Ok(p) = self.logins.clone().try_acquire_owned() {
             return Some(p);
         }

@@ -151,7 +151,7 @@ impl Conn {
                 }
             };
             match decode::startup(&payload) {
-                Ok(decode::Startup::Params(p)) => break p,
+                Ok(decode::Startup::Params { params: p, .. }) => break p,
                 Ok(decode::Startup::SslRequest | decode::Startup::GssEncRequest) => tcp.write_all(b"N").await?,
                 _ => return Ok(()),
             }

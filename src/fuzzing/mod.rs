@@ -98,7 +98,7 @@ pub fn startup(data: &[u8]) {
     assert_eq!(first, by_chunks, "startup framing depends on how the stream is read");
     if let Ok(Some(payload)) = first {
         assert!(payload.len() + 4 <= framing::MAX_STARTUP_LEN);
-        if let Ok(decode::Startup::Params(params)) = decode::startup(&payload) {
+        if let Ok(decode::Startup::Params { params, .. }) = decode::startup(&payload) {
             if let Some(path) = params.get("search_path") {
                 let _ = router::parse_search_path(path);
             }

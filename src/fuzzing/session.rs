@@ -212,9 +212,16 @@ client_login_timeout: 5s
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let served = app.clone();
+    let limits = Arc::new(crate::server::Limits::new(64, 1024));
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            if tx.send(tokio::spawn(crate::session::serve(tcp, served.clone()))).is_err() {
+            let (app, limits) = (served.clone(), limits.clone());
+            let session = tokio::spawn(async move {
+                if let Some(login) = limits.login_slot().await {
+                    crate::session::serve(tcp, app, &limits, login).await;
+                }
+            });
+            if tx.send(session).is_err() {
                 return;
             }
         }
