@@ -74,47 +74,7 @@ async fn statements_too_deep_for_a_parser_are_answered_as_by_postgresql_and_ever
 
 /// Logs in as `app` with extra startup parameters; `Err(sqlstate)` when pgsplit ends the login with an error.
 async fn login_with(port: u16, extra: &[(&str, &str)]) -> Result<tokio::net::TcpStream, String> {
-    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
-    let mut out = BytesMut::new();
-    let params = [("user", "app"), ("database", "handled")].into_iter().chain(extra.iter().copied());
-    frontend::startup_message(params, &mut out).expect("startup");
-    s.write_all(&out).await.expect("write startup");
-    let mut buf = BytesMut::new();
-    let mut scram = ScramSha256::new(APP_PASSWORD.as_bytes(), ChannelBinding::unrequested());
-    loop {
-        let msg = loop {
-            if let Some(m) = Message::parse(&mut buf).expect("server message") {
-                break m;
-            }
-            assert!(s.read_buf(&mut buf).await.expect("read") > 0, "closed during login without an error");
-        };
-        out.clear();
-        match msg {
-            Message::AuthenticationSasl(_) => {
-                frontend::sasl_initial_response("SCRAM-SHA-256", scram.message(), &mut out).expect("sasl")
-            }
-            Message::AuthenticationSaslContinue(b) => {
-                scram.update(b.data()).expect("scram");
-                frontend::sasl_response(scram.message(), &mut out).expect("sasl");
-            }
-            Message::ReadyForQuery(_) => return Ok(s),
-            Message::ErrorResponse(e) => {
-                use fallible_iterator::FallibleIterator;
-                let mut fields = e.fields();
-                while let Some(f) = fields.next().expect("fields") {
-                    if f.type_() == b'C' {
-                        return Err(String::from_utf8_lossy(f.value_bytes()).into_owned());
-                    }
-                }
-                return Err("no SQLSTATE".into());
-            }
-            _ => {}
-        }
-        if !out.is_empty() {
-            s.write_all(&out).await.expect("write");
-        }
-    }
+    common::try_login_with(port, extra).await.map(|(s, _)| s)
 }
 
 async fn table_exists(name: &str) -> bool {

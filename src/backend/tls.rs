@@ -69,7 +69,7 @@ pub fn client_config(verify: Verify, ca: Option<&Path>) -> Result<Arc<ClientConf
 pub fn pinned_client_config(cert: CertificateDer<'static>) -> Result<Arc<ClientConfig>, TlsConfigError> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
-    let verifier = Pinned { cert, provider };
+    let verifier = Pinned { cert, signatures: AcceptAny(provider) };
     Ok(Arc::new(builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier)).with_no_client_auth()))
 }
 
@@ -142,13 +142,14 @@ impl ServerCertVerifier for AcceptAny {
     }
 }
 
-/// Pinning: the server must present exactly this certificate (and prove it holds its key, as in any handshake).
+/// Pinning: the server must present exactly this certificate (and prove it holds its key: the handshake's
+/// signatures are checked as `AcceptAny` checks them).
 #[derive(Debug)]
 struct Pinned {
     /// The one certificate accepted.
     cert: CertificateDer<'static>,
-    /// Signature algorithms for the handshake's proofs.
-    provider: Arc<CryptoProvider>,
+    /// Checks the handshake's signatures.
+    signatures: AcceptAny,
 }
 
 impl ServerCertVerifier for Pinned {
@@ -173,7 +174,7 @@ impl ServerCertVerifier for Pinned {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(m, c, d, &self.provider.signature_verification_algorithms)
+        self.signatures.verify_tls12_signature(m, c, d)
     }
 
     fn verify_tls13_signature(
@@ -182,11 +183,11 @@ impl ServerCertVerifier for Pinned {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(m, c, d, &self.provider.signature_verification_algorithms)
+        self.signatures.verify_tls13_signature(m, c, d)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.signatures.supported_verify_schemes()
     }
 }
 
@@ -232,5 +233,54 @@ impl ServerCertVerifier for IgnoreHostName {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls_pki_types::PrivateKeyDer;
+
+    /// A TLS acceptor presenting the server certificate of `files`.
+    fn acceptor(files: &crate::certs::CertFiles) -> tokio_rustls::TlsAcceptor {
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(&files.server_cert).expect("cert file").map(|c| c.expect("cert")).collect();
+        let key = PrivateKeyDer::from_pem_file(&files.server_key).expect("key");
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server config");
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+
+    /// Whether a client with `config` completes a handshake with `acceptor` for the name `localhost`.
+    async fn connects(acceptor: tokio_rustls::TlsAcceptor, config: Arc<ClientConfig>) -> bool {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let _ = acceptor.accept(tcp).await;
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let name = server_name("localhost").expect("name");
+        let ok = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.is_ok();
+        let _ = server.await;
+        ok
+    }
+
+    #[tokio::test]
+    async fn pinning_accepts_the_instances_own_certificate_and_no_other() {
+        let dir = std::env::temp_dir().join(format!("pgsplit-pinned-{}", std::process::id()));
+        let own = crate::certs::write_dev_certs(&dir.join("own"), &["localhost"]).expect("certs");
+        let other = crate::certs::write_dev_certs(&dir.join("other"), &["localhost"]).expect("certs");
+        let pinned = first_certificate(&own.server_cert).expect("own certificate");
+        assert!(connects(acceptor(&own), pinned_client_config(pinned.clone()).expect("config")).await);
+        assert!(
+            !connects(acceptor(&other), pinned_client_config(pinned).expect("config")).await,
+            "another certificate for the same name is refused"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -176,6 +176,14 @@ pub async fn raw_login(port: u16) -> tokio::net::TcpStream {
 
 /// `raw_login` with extra startup parameters; also returns the ParameterStatus values pgsplit greeted with.
 pub async fn raw_login_with(port: u16, extra: &[(&str, &str)]) -> (tokio::net::TcpStream, Vec<(String, String)>) {
+    match try_login_with(port, extra).await {
+        Ok(logged_in) => logged_in,
+        Err(sqlstate) => panic!("login refused: {sqlstate}"),
+    }
+}
+
+/// `raw_login_with`, or the SQLSTATE of the error that ended the login.
+pub async fn try_login_with(port: u16, extra: &[(&str, &str)]) -> Result<(tokio::net::TcpStream, Vec<(String, String)>), String> {
     use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
     use postgres_protocol::message::{backend::Message, frontend};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -206,8 +214,17 @@ pub async fn raw_login_with(port: u16, extra: &[(&str, &str)]) -> (tokio::net::T
             Message::ParameterStatus(p) => {
                 reported.push((p.name().expect("name").to_owned(), p.value().expect("value").to_owned()))
             }
-            Message::ReadyForQuery(_) => return (s, reported),
-            Message::ErrorResponse(_) => panic!("login refused"),
+            Message::ReadyForQuery(_) => return Ok((s, reported)),
+            Message::ErrorResponse(e) => {
+                use fallible_iterator::FallibleIterator;
+                let mut fields = e.fields();
+                while let Some(f) = fields.next().expect("fields") {
+                    if f.type_() == b'C' {
+                        return Err(String::from_utf8_lossy(f.value_bytes()).into_owned());
+                    }
+                }
+                return Err("no SQLSTATE".into());
+            }
             _ => {}
         }
         if !out.is_empty() {
