@@ -32,78 +32,9 @@ pub async fn startup(
     limits: &Limits,
 ) -> Result<Option<(Session, OwnedSemaphorePermit)>, SessionError> {
     let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    let mut stream = Stream::Plain(tcp);
     let mut buf = BytesMut::with_capacity(1024);
-    // Until its first bytes the connection may be evicted by a newer one (`Limits`); its StartupMessage (after any
-    // SSLRequest and TLS handshake) must come within `client_first_packet_timeout`.
-    let first_packet_timeout = app.config().client_first_packet_timeout;
-    let first_deadline = tokio::time::Instant::now() + first_packet_timeout;
-    let mut silent = Some(limits.silent());
-    let params = loop {
-        let payload = loop {
-            match framing::next_startup(&mut buf) {
-                Ok(Some(p)) => break p,
-                Ok(None) => {}
-                Err(e) => return Err(refuse(stream, buf, PgError::fatal(codes::PROTOCOL_VIOLATION, e.to_string())).await),
-            }
-            let read = async {
-                match &silent {
-                    Some(s) => tokio::select! {
-                        _ = s.evicted.cancelled() => Ok(0),
-                        r = stream.read_buf(&mut buf) => r,
-                    },
-                    None => stream.read_buf(&mut buf).await,
-                }
-            };
-            let n = match tokio::time::timeout_at(first_deadline, read).await {
-                Ok(n) => n?,
-                Err(_) => return Err(SessionError::FirstPacketTimeout(first_packet_timeout)),
-            };
-            if n == 0 {
-                return Ok(None);
-            }
-            silent = None;
-        };
-        let packet = match decode::startup(&payload) {
-            Ok(p) => p,
-            Err(e @ decode::DecodeError::Version(..)) => {
-                return Err(refuse(stream, buf, PgError::fatal(codes::FEATURE_NOT_SUPPORTED, e.to_string())).await)
-            }
-            Err(e) => return Err(refuse(stream, buf, PgError::fatal(codes::PROTOCOL_VIOLATION, e.to_string())).await),
-        };
-        match packet {
-            Startup::SslRequest => {
-                // Bytes sent after SSLRequest but before the handshake would be plaintext injection (CVE-2021-23214).
-                if !buf.is_empty() {
-                    let e = PgError::fatal(codes::PROTOCOL_VIOLATION, "data received before TLS handshake");
-                    return Err(refuse(stream, buf, e).await);
-                }
-                stream = match (stream, app.tls()) {
-                    (Stream::Plain(mut tcp), Some(acceptor)) => {
-                        tcp.write_all(b"S").await?;
-                        let Ok(tls) = tokio::time::timeout_at(first_deadline, acceptor.accept(tcp)).await else {
-                            return Err(SessionError::FirstPacketTimeout(first_packet_timeout));
-                        };
-                        Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(tls?)))
-                    }
-                    (Stream::Plain(mut tcp), None) => {
-                        tcp.write_all(b"N").await?;
-                        Stream::Plain(tcp)
-                    }
-                    (tls @ Stream::Tls(_), _) => {
-                        return Err(refuse(tls, buf, PgError::fatal(codes::PROTOCOL_VIOLATION, "SSLRequest inside TLS")).await);
-                    }
-                };
-            }
-            Startup::GssEncRequest => {
-                stream.write_all(b"N").await?;
-            }
-            Startup::Cancel { pid, secret } => {
-                app.cancel(pid, secret).await;
-                return Ok(None);
-            }
-            Startup::Params { params, minor } => break negotiate(&mut stream, params, minor).await?,
-        }
+    let Some((stream, params)) = startup_packets(Stream::Plain(tcp), &mut buf, app, limits).await? else {
+        return Ok(None);
     };
     if app.tls_mode() == ClientTlsMode::Required && !stream.is_tls() {
         return Err(
@@ -183,6 +114,111 @@ pub async fn startup(
     session.passthrough = passthrough;
     session.admin = admin;
     Ok(Some((session, slot)))
+}
+
+/// Reads startup packets until a StartupMessage, answering SSLRequest (with the TLS upgrade) and GSSENCRequest on
+/// the way; `Ok(None)` for a connection that ends here normally (a CancelRequest, a probe, an evicted silent one).
+/// Until its first bytes the connection may be evicted by a newer one (`Limits`); its StartupMessage (after any
+/// SSLRequest and TLS handshake) must come within `client_first_packet_timeout`.
+async fn startup_packets(
+    mut stream: Stream,
+    buf: &mut BytesMut,
+    app: &App,
+    limits: &Limits,
+) -> Result<Option<(Stream, BTreeMap<String, String>)>, SessionError> {
+    let first_packet_timeout = app.config().client_first_packet_timeout;
+    let first_deadline = tokio::time::Instant::now() + first_packet_timeout;
+    let mut silent = Some(limits.silent());
+    let params = loop {
+        let payload = loop {
+            match framing::next_startup(buf) {
+                Ok(Some(p)) => break p,
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(
+                        refuse(stream, std::mem::take(buf), PgError::fatal(codes::PROTOCOL_VIOLATION, e.to_string())).await
+                    )
+                }
+            }
+            let n = read_first(&mut stream, buf, silent.as_ref(), first_deadline, first_packet_timeout).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            silent = None;
+        };
+        let packet = match decode::startup(&payload) {
+            Ok(p) => p,
+            Err(e @ decode::DecodeError::Version(..)) => {
+                return Err(refuse(stream, std::mem::take(buf), PgError::fatal(codes::FEATURE_NOT_SUPPORTED, e.to_string())).await)
+            }
+            Err(e) => {
+                return Err(refuse(stream, std::mem::take(buf), PgError::fatal(codes::PROTOCOL_VIOLATION, e.to_string())).await)
+            }
+        };
+        match packet {
+            Startup::SslRequest => {
+                // Bytes sent after SSLRequest but before the handshake would be plaintext injection (CVE-2021-23214).
+                if !buf.is_empty() {
+                    let e = PgError::fatal(codes::PROTOCOL_VIOLATION, "data received before TLS handshake");
+                    return Err(refuse(stream, std::mem::take(buf), e).await);
+                }
+                stream = match (stream, app.tls()) {
+                    (Stream::Plain(mut tcp), Some(acceptor)) => {
+                        tcp.write_all(b"S").await?;
+                        let Ok(tls) = tokio::time::timeout_at(first_deadline, acceptor.accept(tcp)).await else {
+                            return Err(SessionError::FirstPacketTimeout(first_packet_timeout));
+                        };
+                        Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(tls?)))
+                    }
+                    (Stream::Plain(mut tcp), None) => {
+                        tcp.write_all(b"N").await?;
+                        Stream::Plain(tcp)
+                    }
+                    (tls @ Stream::Tls(_), _) => {
+                        return Err(refuse(
+                            tls,
+                            std::mem::take(buf),
+                            PgError::fatal(codes::PROTOCOL_VIOLATION, "SSLRequest inside TLS"),
+                        )
+                        .await);
+                    }
+                };
+            }
+            Startup::GssEncRequest => {
+                stream.write_all(b"N").await?;
+            }
+            Startup::Cancel { pid, secret } => {
+                app.cancel(pid, secret).await;
+                return Ok(None);
+            }
+            Startup::Params { params, minor } => break negotiate(&mut stream, params, minor).await?,
+        }
+    };
+    Ok(Some((stream, params)))
+}
+
+/// Reads more of the startup packets: ends with 0 bytes if the connection is evicted while silent (`silent`), with
+/// `FirstPacketTimeout` at `deadline`.
+async fn read_first(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    silent: Option<&crate::server::Silent<'_>>,
+    deadline: tokio::time::Instant,
+    timeout: std::time::Duration,
+) -> Result<usize, SessionError> {
+    let read = async {
+        match silent {
+            Some(s) => tokio::select! {
+                _ = s.evicted.cancelled() => Ok(0),
+                r = stream.read_buf(buf) => r,
+            },
+            None => stream.read_buf(buf).await,
+        }
+    };
+    match tokio::time::timeout_at(deadline, read).await {
+        Ok(n) => Ok(n?),
+        Err(_) => Err(SessionError::FirstPacketTimeout(timeout)),
+    }
 }
 
 fn fatal_now(code: &'static str, message: String) -> SessionError {
