@@ -279,10 +279,11 @@ impl App {
         let backend = self.backend(target);
         let read = async {
             let mut conn = backend.checkout().await.map_err(|e| e.to_string())?;
-            // Broken until the exchange completes: if the timeout drops it half-way, it is closed, not reused.
-            conn.broken = true;
+            // A timeout that drops the read half-way leaves the connection broken (each exchange is guarded).
             let snapshot = TargetCatalog::load(&mut conn).await;
-            conn.broken = snapshot.is_err();
+            if snapshot.is_err() {
+                conn.retire();
+            }
             snapshot.map_err(|e| e.to_string())
         };
         let snapshot = match tokio::time::timeout(CATALOG_TIMEOUT, read).await {

@@ -17,7 +17,7 @@ pub async fn check(path: &Path) -> Result<(), String> {
             let mut conn = ServerConn::connect(&spec).await.map_err(|e| e.to_string())?;
             let rows = conn.simple("select version()").await.map_err(|e| e.to_string())?;
             let version = rows.first().and_then(|r| r.first().cloned().flatten()).unwrap_or_default();
-            Ok::<_, String>((version, conn.stream.is_tls()))
+            Ok::<_, String>((version, conn.is_tls()))
         }
         .await;
         match outcome {

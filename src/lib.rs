@@ -21,6 +21,7 @@ pub mod cancel;
 pub mod catalog;
 pub mod certs;
 pub mod check;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod demo;

@@ -17,7 +17,7 @@ use tokio_rustls::TlsConnector;
 use crate::protocol::framing::{self, Frame};
 use crate::stream::Stream;
 
-use super::BackendError;
+use super::{BackendError, Outcome, ServerConn};
 
 /// How long establishing a server connection (TCP, TLS, auth) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -55,59 +55,6 @@ impl std::fmt::Debug for TargetSpec {
 /// A connection handed out again within this time is checked for liveness by its socket's readiness alone (see
 /// `ServerConn::idle_and_alive`); after a longer rest, with a peek at the socket.
 const PEEK_AFTER: Duration = Duration::from_secs(1);
-
-/// A logged-in server connection, ready for queries.
-pub struct ServerConn {
-    /// The socket.
-    pub stream: Stream,
-    /// Bytes read from the server not yet consumed.
-    pub rbuf: BytesMut,
-    /// ParameterStatus values the server reported, in arrival order.
-    pub params: Vec<(String, String)>,
-    /// The server's BackendKeyData, to forward cancels.
-    pub key: Option<(i32, i32)>,
-    /// Status byte of the last ReadyForQuery: only `I` may go back to the pool.
-    pub status: u8,
-    /// Set when an exchange was cut short: the connection must be closed, never reused.
-    pub broken: bool,
-    /// When it was opened, for `max_lifetime`.
-    pub created: Instant,
-    /// When it was last handed out (see `idle_and_alive`).
-    handed_out: Instant,
-    /// Session parameters pgsplit has SET on this connection on behalf of clients (name → SQL value text); absent
-    /// names have the value the connection started with. The next client's settings are applied as a diff.
-    pub applied: std::collections::BTreeMap<String, String>,
-    /// What the last relayed exchange ended with, for following session state (see `Outcome`).
-    pub outcome: Outcome,
-    /// The server reported an error in an extended-protocol batch and skips every message until the next Sync.
-    pub skipping: bool,
-    /// The first ErrorResponse of a replay whose replies were discarded (a held statement that failed), whole.
-    pub discarded_error: Option<bytes::Bytes>,
-    /// Named statements prepared on this connection by pgsplit: server-side name → the Parse body that made it
-    /// (compared on use, so a name is never trusted for other SQL). Shared by every client that prepares the same SQL.
-    pub prepared: std::collections::HashMap<std::sync::Arc<str>, bytes::Bytes>,
-    /// The target's name, for errors that must say which target failed.
-    pub target: Arc<str>,
-    /// Replies still due for the extended-protocol messages sent, in order (see `protocol::expect`).
-    pub expect: std::collections::VecDeque<crate::protocol::expect::Expect>,
-    /// Copied from the target: a transaction pooler is in front (named statements are not kept on it).
-    pub upstream_pooler: bool,
-    /// pgsplit opened the server transaction around an autocommit request (a transaction pooler's settings are
-    /// applied with `SET LOCAL`): the request's ReadyForQuery is held back from the client until pgsplit has ended
-    /// the transaction (see `session::pooler`).
-    pub wrapped: bool,
-}
-
-/// What the server said in the last exchange relayed to a client, beyond the final ReadyForQuery status.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Outcome {
-    /// An ErrorResponse was relayed: the statement (or the implicit transaction of a batch) failed.
-    pub error: bool,
-    /// The last CommandComplete tag was `ROLLBACK` (a rolled-back transaction, or a COMMIT of a failed one).
-    pub rolled_back: bool,
-    /// The last CommandComplete tag was `COMMIT`.
-    pub committed: bool,
-}
 
 impl ServerConn {
     /// Connects, negotiates TLS if configured, logs in, and waits for the first ReadyForQuery.
@@ -295,7 +242,7 @@ impl ServerConn {
     /// blocked writing replies to the start of a long pipelined batch stops reading, and a sender that did not read
     /// meanwhile would wait for it forever. Reading stops once `rbuf` holds `cap` bytes and at least one whole
     /// message: then this returns `Ok(false)` before everything is written, and the caller relays what is buffered
-    /// (`session::relay::send`) before it goes on. `Ok(true)` when everything is written.
+    /// (`relay::send`) before it goes on. `Ok(true)` when everything is written.
     pub async fn send_from(&mut self, bytes: &[u8], off: &mut usize, cap: usize) -> Result<bool, BackendError> {
         use std::pin::Pin;
         use std::task::Poll;
@@ -339,32 +286,60 @@ impl ServerConn {
     }
 
     /// Runs a simple query and discards its results; returns the server's error if it failed.
-    /// Used for pgsplit's own housekeeping (resets, demo setup, `check`).
+    /// Used for pgsplit's own housekeeping (settings, resets, catalog reads, `check`). Until its ReadyForQuery the
+    /// connection counts as broken, so one dropped midway (a timeout) is never reused; a server error answered with
+    /// ReadyForQuery leaves it as usable as the server says.
     pub async fn simple(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, BackendError> {
+        let mut conn = super::relay::Exchange::start(self);
         let mut out = BytesMut::new();
         frontend::query(sql, &mut out)?;
-        self.send(&out).await?;
+        conn.send(&out).await?;
         let mut rows = Vec::new();
         let mut error = None;
         loop {
-            let f = self.read_frame().await?;
+            let f = conn.read_frame().await?;
             match f.tag {
                 b'D' => rows.push(data_row(f.body())),
                 b'E' => error = Some(error_from_body(f.body())),
                 b'Z' => {
-                    self.status = f.body().first().copied().unwrap_or(0);
+                    conn.status = f.body().first().copied().unwrap_or(0);
+                    // A ReadyForQuery ends whatever batch was in flight: no reply of it is due any more.
+                    conn.expect.clear();
+                    conn.skipping = false;
+                    conn.done();
                     return match error {
                         Some(e) => Err(e),
                         None => Ok(rows),
                     };
                 }
-                b'G' | b'H' | b'W' => {
-                    self.broken = true;
-                    return Err(BackendError::Protocol("COPY is not supported in internal queries".into()));
-                }
+                b'G' | b'H' | b'W' => return Err(BackendError::Protocol("COPY is not supported in internal queries".into())),
                 _ => {}
             }
         }
+    }
+
+    /// Reads whatever the server sends next into the read buffer (cancel-safe: for waiting on an idle pinned
+    /// connection beside the client). A closed socket or an error marks the connection broken.
+    pub async fn read_some(&mut self) -> Result<usize, BackendError> {
+        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+            self.rbuf.reserve(8192);
+        }
+        match self.stream.read_buf(&mut self.rbuf).await {
+            Ok(0) => {
+                self.broken = true;
+                Err(BackendError::Closed)
+            }
+            Ok(n) => Ok(n),
+            Err(e) => {
+                self.broken = true;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Whether the connection has been marked broken (it will be closed, never reused).
+    pub fn is_broken(&self) -> bool {
+        self.broken
     }
 }
 

@@ -1,11 +1,76 @@
-//! Server side: connections to targets (TLS, auth, framed reads), their bb8 pools and each target's health.
+//! Server side: connections to targets (TLS, auth, framed reads), the exchange of a request with its server
+//! (`relay`), their bb8 pools and each target's health. A server connection's state is private to this module:
+//! the session asks it to send, relay and forget; only this module marks a connection broken.
 
 pub mod conn;
 pub mod pool;
+pub mod relay;
+mod statements;
 pub mod tls;
 
-pub use conn::{Outcome, ServerConn, TargetSpec};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use crate::stream::Stream;
+
+pub use conn::TargetSpec;
 pub use pool::{Backend, CheckoutError, PoolSettings, PooledConn};
+
+/// A logged-in server connection, ready for queries.
+pub struct ServerConn {
+    /// The socket.
+    stream: Stream,
+    /// Bytes read from the server not yet consumed.
+    rbuf: BytesMut,
+    /// ParameterStatus values the server reported, in arrival order.
+    params: Vec<(String, String)>,
+    /// The server's BackendKeyData, to forward cancels.
+    key: Option<(i32, i32)>,
+    /// Status byte of the last ReadyForQuery: only `I` may go back to the pool.
+    status: u8,
+    /// Set when an exchange was cut short (an I/O or protocol error, or a future dropped mid-exchange), or when a
+    /// session retired it: the connection must be closed, never reused. Only this module sets it.
+    broken: bool,
+    /// When it was opened, for `max_lifetime`.
+    created: Instant,
+    /// When it was last handed out (see `idle_and_alive`).
+    handed_out: Instant,
+    /// Session parameters pgsplit has SET on this connection on behalf of clients (name → SQL value text); absent
+    /// names have the value the connection started with. The next client's settings are applied as a diff.
+    applied: std::collections::BTreeMap<String, String>,
+    /// What the last relayed exchange ended with, for following session state (see `Outcome`).
+    outcome: Outcome,
+    /// The server reported an error in an extended-protocol batch and skips every message until the next Sync.
+    skipping: bool,
+    /// The first ErrorResponse of a replay whose replies were discarded (a held statement that failed), whole.
+    discarded_error: Option<bytes::Bytes>,
+    /// Named statements prepared on this connection by pgsplit: server-side name → the Parse body that made it
+    /// (compared on use, so a name is never trusted for other SQL). Shared by every client that prepares the same SQL.
+    prepared: std::collections::HashMap<std::sync::Arc<str>, bytes::Bytes>,
+    /// The target's name, for errors that must say which target failed.
+    target: Arc<str>,
+    /// Replies still due for the extended-protocol messages sent, in order (see `protocol::expect`).
+    expect: std::collections::VecDeque<crate::protocol::expect::Expect>,
+    /// Copied from the target: a transaction pooler is in front (named statements are not kept on it).
+    upstream_pooler: bool,
+    /// pgsplit opened the server transaction around an autocommit request (a transaction pooler's settings are
+    /// applied with `SET LOCAL`): the request's ReadyForQuery is held back from the client until pgsplit has ended
+    /// the transaction (see `session::pooler`).
+    wrapped: bool,
+}
+
+/// What the server said in the last exchange relayed to a client, beyond the final ReadyForQuery status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// An ErrorResponse was relayed: the statement (or the implicit transaction of a batch) failed.
+    pub error: bool,
+    /// The last CommandComplete tag was `ROLLBACK` (a rolled-back transaction, or a COMMIT of a failed one).
+    pub rolled_back: bool,
+    /// The last CommandComplete tag was `COMMIT`.
+    pub committed: bool,
+}
 
 /// Why talking to a server failed.
 #[derive(Debug, thiserror::Error)]

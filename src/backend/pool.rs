@@ -99,7 +99,7 @@ impl ManageConnection for ServerManager {
 
     /// Only a connection whose last ReadyForQuery said idle, and whose last exchange completed, may be reused.
     fn has_broken(&self, conn: &mut Box<ServerConn>) -> bool {
-        conn.broken || conn.status != crate::protocol::STATUS_IDLE
+        !conn.reusable()
     }
 }
 

@@ -30,6 +30,8 @@ pub const QUERY_CANCELED: &str = "57014";
 pub const INVALID_NAME: &str = "42602";
 /// `54001` a statement too deep for the parser's stack, as PostgreSQL's `stack depth limit exceeded`.
 pub const STATEMENT_TOO_COMPLEX: &str = "54001";
+/// `25001` BEGIN inside a transaction (a WARNING, as PostgreSQL's).
+pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
 /// `54000` a message or batch over a limit pgsplit keeps per connection (PostgreSQL's `program_limit_exceeded`).
 pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 /// `42704` a configuration parameter PostgreSQL does not have (an undotted startup name it could not be).

@@ -10,7 +10,7 @@ use crate::metrics::TargetSnapshot;
 use crate::protocol::encode::{self, PgError};
 use crate::protocol::{codes, decode, STATUS_IDLE};
 
-use super::state::Session;
+use super::Session;
 use super::SessionError;
 
 /// How long PAUSE waits for the target's server connections in use to come back.

@@ -1,29 +1,27 @@
 //! Shutdown as a session sees it: once pgsplit drains, a session at rest (no transaction, no unsynced batch) is
 //! ended with FATAL 57P01; a session in a transaction goes on until the transaction ends (or the grace period does).
 
-use crate::protocol::encode::PgError;
-use crate::protocol::{codes, Frame};
+use crate::protocol::Frame;
 
-use super::state::{Session, Tx};
-use super::SessionError;
+use super::{Session, SessionError};
 
 impl Session {
     /// Whether nothing of the client's is open on a server: the session can end without losing work.
     pub(super) fn at_rest(&self) -> bool {
-        matches!(self.tx, Tx::Idle) && self.batch.is_empty() && !self.skip_until_sync
+        self.machine.at_rest() && self.batch.is_empty()
     }
 
     /// The client's next message; or, when pgsplit is draining and the session is at rest, the end of the session.
     pub(super) async fn next_frame_or_drain(&mut self) -> Result<Option<Frame>, SessionError> {
         if !self.at_rest() {
-            return self.client.read_frame().await;
+            return Ok(self.client.read_frame().await?);
         }
         let drained = Drained { app: &self.app, waker: &self.key.slot.drain };
         tokio::select! {
             biased;
             _ = drained => closing(&self.user),
             // Cancel-safe: a partial read stays in the client's buffer.
-            frame = self.client.read_frame() => frame,
+            frame = self.client.read_frame() => Ok(frame?),
         }
     }
 }
@@ -53,5 +51,5 @@ impl std::future::Future for Drained<'_> {
 /// The end of a session at rest when pgsplit shuts down.
 pub(super) fn closing(user: &str) -> Result<Option<Frame>, SessionError> {
     tracing::info!(%user, "closing an idle session: pgsplit is shutting down");
-    Err(SessionError::Fatal(PgError::fatal(codes::ADMIN_SHUTDOWN, "pgsplit is shutting down")))
+    Err(SessionError::Fatal(super::errors::shutting_down()))
 }

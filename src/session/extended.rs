@@ -8,13 +8,16 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::backend::relay::{self, RelayError};
+use crate::backend::PooledConn;
 use crate::protocol::encode::{self, PgError};
-use crate::protocol::{codes, decode, Frame};
+use crate::protocol::{decode, Frame};
 use crate::router::{Analysis, Command, SharedAnalysis, TargetId};
 
+use super::machine::{Control, Reply, Request, Start};
 use super::prepared::Prepared;
-use super::state::{Effects, Payload, Session, Tx, Unnamed};
-use super::SessionError;
+use super::state::{Effects, Payload, Unnamed};
+use super::{errors, route, Session, SessionError};
 
 /// Most bytes of extended-protocol messages pgsplit holds for one client between two Syncs (or Flushes): it routes
 /// a batch as one unit, so it must hold it whole. A client past it (a pipeline of 500,000 Bind/Execute without a
@@ -35,11 +38,7 @@ impl Session {
         }
         self.batch = Vec::new();
         self.batch_effects = Effects::default();
-        let e = PgError::error(
-            codes::PROGRAM_LIMIT_EXCEEDED,
-            format!("extended-protocol batch over {} MiB without Sync", MAX_BATCH_BYTES >> 20),
-        )
-        .with_hint("send Sync (or Flush) more often");
+        let e = errors::batch_too_large(MAX_BATCH_BYTES);
         self.refuse_before_sync(e);
     }
 
@@ -48,36 +47,30 @@ impl Session {
         self.follow_mode();
         if self.server_skipping() {
             // Only the Sync reaches the server: it gives the ReadyForQuery a direct connection would.
-            let target = match &self.tx {
-                Tx::Bound { target, .. } => *target,
-                _ => return Ok(()),
-            };
-            return self.run_on(target, Payload::Raw(&sync.bytes), &Effects::default()).await;
+            let Some(b) = self.machine.binding() else { return Ok(()) };
+            return self.run_on(b.target, &Request::default(), Payload::Raw(&sync.bytes), &Effects::default()).await;
         }
         self.batch.push(sync);
         if !self.failed_on_server().await {
             return Ok(());
         }
-        // A batch on the same target firms up a transaction bound by a plain read (see `Session::tentative`).
-        self.tentative = None;
+        // A batch on the same target firms up a transaction bound by a plain read (see `machine`).
+        self.machine.firm();
         let target = match self.batch_target() {
-            Ok((_, true)) if matches!(self.tx, Tx::Idle | Tx::Deferred { .. }) && self.answer_tx_control() => return Ok(()),
+            Ok((_, true)) if self.machine.idle_or_deferred() && self.answer_tx_control() => return Ok(()),
             Ok((Some(t), _)) => t,
-            Ok((None, _)) => match &self.tx {
-                Tx::Bound { target, .. } => *target,
-                _ if self.batch.iter().all(|f| matches!(f.tag, b'C' | b'S' | b'H')) => {
-                    // Nothing to run (a bare Sync, or Closes): answer as the server would.
-                    self.answer_locally();
-                    return Ok(());
-                }
-                // A Bind or Describe of a name the client does not have: the server gives the error a direct
-                // connection would.
-                _ if self.single => self.app.single_target(),
-                _ => self.app.table().default_target,
-            },
+            Ok((None, _))
+                if self.machine.binding().is_none() && self.batch.iter().all(|f| matches!(f.tag, b'C' | b'S' | b'H')) =>
+            {
+                // Nothing to run (a bare Sync, or Closes): answer as the server would.
+                self.answer_locally();
+                return Ok(());
+            }
+            // A Bind or Describe of a name the client does not have: the server gives the error a direct
+            // connection would.
+            Ok((None, _)) => route::fallback(&self.route_context()),
             Err(e) => {
-                self.batch.clear();
-                self.batch_effects = Effects::default();
+                self.drop_batch();
                 // As if refused before this Sync: a transaction bound on a server (perhaps only by a flushed part
                 // of this very batch) is failed there, and the server's status ends the batch.
                 self.refuse_before_sync(e);
@@ -87,246 +80,227 @@ impl Session {
         };
         let batch = std::mem::take(&mut self.batch);
         let effects = std::mem::take(&mut self.batch_effects);
-        self.run_on(target, Payload::Batch(batch), &effects).await
+        self.run_on(target, &Request::default(), Payload::Batch(batch), &effects).await
     }
 
     /// Flush without Sync: the client wants answers before it syncs. The batch so far is routed and sent with the
     /// Flush; responses are relayed until the client sends more. The connection stays bound (no ReadyForQuery yet).
     pub(super) async fn flush_batch(&mut self, flush: Frame) -> Result<(), SessionError> {
         self.follow_mode();
-        if self.batch.is_empty() && !matches!(self.tx, Tx::Bound { .. }) || self.server_skipping() {
+        if self.batch.is_empty() && self.machine.binding().is_none() || self.server_skipping() {
             return Ok(());
         }
         if !self.failed_on_server().await {
             return Ok(());
         }
         self.batch.push(flush);
-        self.tentative = None;
+        self.machine.firm();
         let target = match self.batch_target() {
             Ok((Some(t), _)) => t,
-            Ok((None, _)) => match &self.tx {
-                Tx::Bound { target, .. } => *target,
-                _ if self.single => self.app.single_target(),
-                _ => self.app.table().default_target,
-            },
+            Ok((None, _)) => route::fallback(&self.route_context()),
             Err(e) => {
-                self.batch.clear();
-                self.batch_effects = Effects::default();
+                self.drop_batch();
                 self.refuse_before_sync(e);
                 return Ok(());
             }
         };
         let batch = std::mem::take(&mut self.batch);
-        let (mut conn, mut prelude) = match std::mem::replace(&mut self.tx, Tx::Idle) {
-            Tx::Bound { conn, .. } => (conn, None),
-            // A deferred transaction binds here (asyncpg prepares with Parse/Describe/Flush inside transactions).
-            Tx::Deferred { begin, held } => match self.acquire(target).await {
-                Ok(c) => (c, Some(std::iter::once(begin).chain(held).collect())),
-                Err(e) => {
-                    self.tx = Tx::Deferred { begin, held };
-                    self.refuse_before_sync(e);
+        let Some((target, mut conn, prelude)) = self.bind_for_flush(target).await? else { return Ok(()) };
+        // Until a Sync's ReadyForQuery the connection is mid-exchange: never idle, never reusable.
+        conn.mid_batch();
+        if let Some(prelude) = prelude.filter(|p| !p.is_empty()) {
+            match self.replay(&mut conn, &prelude).await {
+                Ok(status) if status == crate::protocol::STATUS_FAILED => {
+                    self.held_failed(&mut conn, false);
+                    self.machine.flushed(conn);
+                    self.machine.skip_until_sync();
                     return Ok(());
                 }
-            },
-            other => {
-                self.tx = other;
-                match self.acquire(target).await {
-                    Ok(c) => (c, Some(Vec::new())),
-                    Err(e) => {
-                        self.refuse_before_sync(e);
-                        return Ok(());
-                    }
+                Ok(_) => {}
+                Err(RelayError::Client(e)) => {
+                    self.machine.lost();
+                    return Err(e.into());
                 }
+                Err(RelayError::Server(e)) => {
+                    self.flush_lost(target, conn, &e);
+                    return Ok(());
+                }
+            }
+        }
+        let payload = self.rewrite_batch(&mut conn, batch);
+        self.in_flight(target, &conn).await;
+        let relayed = relay::exchange_until_client_speaks(&mut self.client, &mut conn, &payload).await;
+        self.give_back_rewrite(payload);
+        self.landed().await;
+        match relayed {
+            Ok(()) => self.machine.flushed(conn),
+            Err(RelayError::Client(e)) => {
+                self.machine.lost();
+                return Err(e.into());
+            }
+            Err(RelayError::Server(e)) => self.flush_lost(target, conn, &e),
+        }
+        Ok(())
+    }
+
+    /// The connection a flushed batch runs on, and what to replay on it first (a deferred BEGIN and what was held;
+    /// behind a transaction pooler, its SET LOCALs or pgsplit's own transaction). `None` when none could be had
+    /// (the client was told).
+    async fn bind_for_flush(
+        &mut self,
+        target: TargetId,
+    ) -> Result<Option<(TargetId, PooledConn, Option<Vec<Bytes>>)>, SessionError> {
+        let (target, mut conn, mut prelude) = match self.machine.start(target, &Request::default()) {
+            Start::Use(t, conn) => (t, conn, None),
+            Start::Checkout { target, prelude, moved_from: _ } => match self.acquire(target).await {
+                Ok(conn) => {
+                    self.machine.checked_out();
+                    (target, conn, Some(prelude))
+                }
+                Err(e) => {
+                    self.machine.checkout_failed();
+                    self.refuse_before_sync(e);
+                    return Ok(None);
+                }
+            },
+            Start::Answer(reply) => {
+                self.reply(reply);
+                return Ok(None);
             }
         };
         if let Some(prelude) = &mut prelude {
             // Behind a transaction pooler: SET LOCALs after the BEGIN, or a transaction around an autocommit batch.
             self.pooler_prelude(&mut conn, prelude, &self.batch_effects);
         }
-        if let Some(prelude) = prelude.filter(|p| !p.is_empty()) {
-            match self.replay(&mut conn, &prelude).await {
-                Ok(status) if status == crate::protocol::STATUS_FAILED => {
-                    self.held_failed(&mut conn, false);
-                    self.tx = Tx::Bound { target, conn };
-                    self.skip_until_sync = true;
-                    return Ok(());
-                }
-                Ok(_) => {}
-                Err(super::relay::RelayError::Client(e)) => return Err(e),
-                Err(super::relay::RelayError::Server(e)) => {
-                    conn.broken = true;
-                    self.release(target, conn);
-                    let name = self.app.backend(target).name().to_owned();
-                    let err = PgError::error(codes::CONNECTION_FAILURE, format!("connection to target \"{name}\" lost: {e}"));
-                    self.refuse_before_sync(err);
-                    return Ok(());
-                }
-            }
-        }
-        // Until a Sync's ReadyForQuery the connection is mid-exchange: never idle, never reusable.
-        conn.status = crate::protocol::STATUS_IN_TX;
-        let payload = self.rewrite_batch(&mut conn, batch);
-        self.in_flight(target, &conn).await;
-        let relayed = super::relay::exchange_until_client_speaks(&mut self.client, &mut conn, &payload).await;
-        self.give_back_rewrite(payload);
-        self.landed().await;
-        match relayed {
-            Ok(()) => {
-                self.tx = Tx::Bound { target, conn };
-                Ok(())
-            }
-            Err(super::relay::RelayError::Client(e)) => Err(e),
-            Err(super::relay::RelayError::Server(e)) => {
-                conn.broken = true;
-                self.release(target, conn);
-                let name = self.app.backend(target).name().to_owned();
-                let err = PgError::error(codes::CONNECTION_FAILURE, format!("connection to target \"{name}\" lost: {e}"));
-                self.tx = Tx::Idle;
-                self.refuse_before_sync(err);
-                Ok(())
-            }
-        }
+        Ok(Some((target, conn, prelude)))
+    }
+
+    /// The server connection of a flushed batch failed: the client gets the error, the rest of the batch is skipped.
+    fn flush_lost(&mut self, target: TargetId, conn: PooledConn, e: &crate::backend::BackendError) {
+        self.server_lost(target, conn, e);
+        let err = errors::connection_lost(self.app.backend(target).name(), Some(e));
+        self.refuse_before_sync(err);
+    }
+
+    /// Drops the batch gathered so far.
+    fn drop_batch(&mut self) {
+        self.batch.clear();
+        self.batch_effects = Effects::default();
     }
 
     /// Whether the bound server reported an error in the batch flushed so far: like PostgreSQL, the session then
     /// ignores the client's messages until Sync (they would be ignored by the server, and what pgsplit adds to them
     /// — statements it prepares, replies it injects — must not happen either). True drops what was gathered.
     fn server_skipping(&mut self) -> bool {
-        let skipping = matches!(&self.tx, Tx::Bound { conn, .. } if conn.skipping);
+        let skipping = self.machine.binding().is_some() && self.machine.conn().is_some_and(|c| c.skipping());
         if skipping {
-            self.batch.clear();
-            self.batch_effects = Effects::default();
+            self.drop_batch();
         }
         skipping
     }
 
-    /// The target every statement of the batch agrees on; `None` when the batch names no statement.
     /// In a failed transaction the batch goes to a server whose transaction failed too, which answers it exactly.
     /// Returns false (and answers the client) when that server cannot be had.
     async fn failed_on_server(&mut self) -> bool {
-        if !matches!(self.tx, Tx::Failed { .. }) {
+        if !self.machine.is_failed() {
             return true;
         }
         match self.fail_on_server().await {
             Ok(()) => true,
             Err(e) => {
-                self.batch.clear();
-                self.batch_effects = Effects::default();
+                self.drop_batch();
                 self.client.error_ready(&e, crate::protocol::STATUS_FAILED);
                 false
             }
         }
     }
 
-    /// Statements that chose their target (relations, hints) must agree; the others (a JDBC `BEGIN`, `SELECT 1`)
-    /// follow them, else go where the first of them would. Also tells whether every statement the batch parses or
-    /// binds is transaction control pgsplit may answer itself (BEGIN, SAVEPOINT, SET LOCAL, ...).
+    /// The target the batch's statements agree on (`route::Batch`); `None` when the batch names no statement. Also
+    /// tells whether every statement the batch parses or binds is transaction control pgsplit may answer itself
+    /// (BEGIN, SAVEPOINT, SET LOCAL, ...).
     fn batch_target(&mut self) -> Result<(Option<TargetId>, bool), PgError> {
-        let mut explicit: Option<TargetId> = None;
-        let mut follower: Option<TargetId> = None;
-        let mut tx_control = self.target_hint.is_none() && !self.single;
-        let controls = |a: Option<&Analysis>| {
-            a.is_some_and(|a| a.hint.is_none() && matches!(a.command, Command::Begin | Command::Holdable(_)))
-        };
+        let mut agreed = route::Batch::default();
+        let mut tx_control = self.target_hint.is_none() && !self.machine.single();
         let batch = std::mem::take(&mut self.batch);
         let mut result = Ok(());
         for f in &batch {
-            let routed = match f.tag {
-                b'P' => match self.route_parse(f) {
-                    Ok((t, explicit, a)) => {
-                        tx_control &= controls(a.as_deref());
-                        Some((t, explicit))
-                    }
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
-                },
-                b'B' => {
-                    let name = decode::bind_names(f.body()).ok().map(|(_, name)| name);
-                    if let Err(e) = name.map_or(Ok(()), |n| self.reroute_statement(n)) {
-                        result = Err(e);
-                        break;
-                    }
-                    let stmt = name.and_then(|n| self.statement_route(n));
-                    let analysis = stmt.and_then(|(_, _, a)| a.cloned());
-                    let routed = stmt.map(|(t, explicit, _)| (t, explicit));
-                    tx_control &= controls(analysis.as_deref());
-                    // What the statement does to the session happens when it runs, in this batch or a later one.
-                    if let Some(a) = analysis {
-                        self.batch_effects.add(&a);
-                    }
-                    routed
-                }
-                b'C' => {
-                    tx_control = false;
-                    None
-                }
-                b'D' => match decode::describe_or_close(f.body()) {
-                    Ok((b'S', name)) => {
-                        if let Err(e) = self.reroute_statement(name) {
-                            result = Err(e);
-                            break;
-                        }
-                        self.statement_route(name).map(|(t, explicit, _)| (t, explicit))
-                    }
-                    _ => None,
-                },
-                _ => None,
-            };
-            // A statement prepared earlier for another target cannot join the bound transaction (a Parse was
-            // checked by `route`; a Bind or Describe of an older statement is checked here).
-            if let (Some((t, true)), Tx::Bound { target: b, .. }) = (routed, &self.tx) {
-                if t != *b {
-                    result = Err(self.other_target_in_transaction(t, *b));
+            let routed = match self.route_frame(f, &mut tx_control) {
+                Ok(r) => r,
+                Err(e) => {
+                    result = Err(e);
                     break;
                 }
-            }
-            match routed {
-                Some((t, true)) => match explicit {
-                    Some(e) if e != t => {
-                        let names = self.app.table();
-                        result = Err(PgError::error(
-                            codes::FEATURE_NOT_SUPPORTED,
-                            format!("extended-protocol batch mixes targets \"{}\" and \"{}\"", names.name(e), names.name(t)),
-                        )
-                        .because("batch_mixes_targets"));
-                        break;
-                    }
-                    _ => explicit = Some(t),
-                },
-                Some((t, false)) => follower = follower.or(Some(t)),
-                None => {}
+            };
+            if let Some(r) = routed {
+                if let Err(e) = agreed.add(r, &self.route_context()) {
+                    result = Err(e);
+                    break;
+                }
             }
         }
         self.batch = batch;
         result?;
-        // Inside a bound transaction everything runs where it is bound (an explicit other target was refused
-        // above); a statement prepared earlier for another target only follows.
-        let bound = match &self.tx {
-            Tx::Bound { target, .. } => Some(*target),
-            _ => None,
+        Ok((agreed.target(&self.route_context()), tx_control))
+    }
+
+    /// Routes one message of a batch: a Parse by its SQL, a Bind or Describe by the statement it names (routed again
+    /// first if it was routed under another routing). Clears `tx_control` unless it is transaction control.
+    fn route_frame(&mut self, f: &Frame, tx_control: &mut bool) -> Result<Option<route::Routed>, PgError> {
+        let controls = |a: Option<&Analysis>| {
+            a.is_some_and(|a| a.hint.is_none() && matches!(a.command, Command::Begin | Command::Holdable(_)))
         };
-        Ok((explicit.or(bound).or(follower), tx_control))
+        match f.tag {
+            b'P' => {
+                let (routed, a) = self.route_parse(f)?;
+                *tx_control &= controls(a.as_deref());
+                Ok(Some(routed))
+            }
+            b'B' => {
+                let name = decode::bind_names(f.body()).ok().map(|(_, name)| name);
+                name.map_or(Ok(()), |n| self.reroute_statement(n))?;
+                let stmt = name.and_then(|n| self.statement_route(n));
+                let analysis = stmt.and_then(|(_, a)| a.cloned());
+                let routed = stmt.map(|(r, _)| r);
+                *tx_control &= controls(analysis.as_deref());
+                // What the statement does to the session happens when it runs, in this batch or a later one.
+                if let Some(a) = analysis {
+                    self.batch_effects.add(&a);
+                }
+                Ok(routed)
+            }
+            b'C' => {
+                *tx_control = false;
+                Ok(None)
+            }
+            b'D' => match decode::describe_or_close(f.body()) {
+                Ok((b'S', name)) => {
+                    self.reroute_statement(name)?;
+                    Ok(self.statement_route(name).map(|(r, _)| r))
+                }
+                _ => Ok(None),
+            },
+            _ => Ok(None),
+        }
     }
 
     /// Routes a Parse and records the statement it names.
-    fn route_parse(&mut self, f: &Frame) -> Result<(TargetId, bool, Option<SharedAnalysis>), PgError> {
-        let (name, sql) = decode::parse_sql(f.body()).map_err(bad_message)?;
-        let analysis = self.app.analysis_for(sql, self.single, &mut self.lookup_memo);
-        let (t, explicit) = self.route(analysis.as_ref())?;
+    fn route_parse(&mut self, f: &Frame) -> Result<(route::Routed, Option<SharedAnalysis>), PgError> {
+        let (name, sql) = decode::parse_sql(f.body()).map_err(errors::invalid_extended)?;
+        let analysis = self.app.analysis_for(sql, self.machine.single(), &mut self.lookup_memo);
+        let routed = self.route(analysis.as_ref())?;
+        let (t, explicit, epoch) = (routed.target, routed.explicit, self.routing_epoch());
         if name.is_empty() {
-            self.unnamed = Some(Unnamed { target: t, explicit, analysis: analysis.clone(), epoch: self.routing_epoch() });
-        } else if let Some(prepared) = Prepared::from_parse(t, explicit, analysis.clone(), self.routing_epoch(), f.body()) {
+            self.unnamed = Some(Unnamed { target: t, explicit, analysis: analysis.clone(), epoch });
+        } else if let Some(prepared) = Prepared::from_parse(t, explicit, analysis.clone(), epoch, f.body()) {
             self.statements.insert(name.to_owned(), Arc::new(prepared));
         }
-        Ok((t, explicit, analysis))
+        Ok((routed, analysis))
     }
 
     /// A statement prepared under another routing (the other mode, or routes a reload has changed since) is routed
     /// again before it runs; the server-side statement stays the same.
     fn reroute_statement(&mut self, name: &str) -> Result<(), PgError> {
-        let (single, epoch) = (self.single, self.routing_epoch());
+        let (single, epoch) = (self.machine.single(), self.routing_epoch());
         if name.is_empty() {
             if self.unnamed.as_ref().is_none_or(|u| u.epoch == epoch) {
                 return Ok(());
@@ -334,13 +308,13 @@ impl Session {
             let Some(parse) = self.unnamed_parse.clone() else { return Ok(()) };
             let Ok((_, sql)) = decode::parse_sql(parse.get(5..).unwrap_or_default()) else { return Ok(()) };
             let analysis = self.app.analysis_for(sql, single, &mut self.lookup_memo);
-            let (target, explicit) = self.route(analysis.as_ref())?;
-            self.unnamed = Some(Unnamed { target, explicit, analysis, epoch });
+            let r = self.route(analysis.as_ref())?;
+            self.unnamed = Some(Unnamed { target: r.target, explicit: r.explicit, analysis, epoch });
         } else {
             let Some(old) = self.statements.get(name).filter(|p| p.epoch != epoch).cloned() else { return Ok(()) };
             let analysis = self.app.analysis_for(old.sql(), single, &mut self.lookup_memo);
-            let (target, explicit) = self.route(analysis.as_ref())?;
-            self.statements.insert(name.to_owned(), Arc::new(old.rerouted(target, explicit, analysis, epoch)));
+            let r = self.route(analysis.as_ref())?;
+            self.statements.insert(name.to_owned(), Arc::new(old.rerouted(r.target, r.explicit, analysis, epoch)));
         }
         Ok(())
     }
@@ -350,17 +324,44 @@ impl Session {
     /// are held. Returns false, having answered nothing, when the batch needs a server after all (portals by name,
     /// a SAVEPOINT outside a transaction, a statement the client does not have).
     fn answer_tx_control(&mut self) -> bool {
-        enum Reply {
-            Parse,
-            Bind,
-            Statement(Vec<u32>),
-            Portal,
-            Begin(Bytes),
-            AlreadyBegun,
-            Hold(&'static str, Bytes),
-            Ready,
+        let Some((replies, unnamed)) = self.tx_control_replies() else { return false };
+        if let Some(parse) = unnamed {
+            let mut frame = BytesMut::with_capacity(parse.len() + 5);
+            encode::message(&mut frame, b'P', |b| b.extend_from_slice(&parse));
+            self.unnamed_parse = Some(frame.freeze());
         }
-        let mut deferred = matches!(self.tx, Tx::Deferred { .. });
+        self.drop_batch();
+        for reply in replies {
+            let buf = &mut self.client.wbuf;
+            match reply {
+                ControlReply::Parse => encode::tag_only(buf, b'1'),
+                ControlReply::Bind => encode::tag_only(buf, b'2'),
+                ControlReply::Statement(types) => {
+                    encode::message(buf, b't', |b| {
+                        b.put_i16(types.len() as i16);
+                        types.iter().for_each(|t| b.put_u32(*t));
+                    });
+                    encode::tag_only(buf, b'n');
+                }
+                ControlReply::Portal => encode::tag_only(buf, b'n'),
+                ControlReply::Control(control) => {
+                    if let Some(Reply::Complete { tag, notice, .. }) = self.machine.local(control) {
+                        if notice {
+                            errors::already_in_transaction().encode(&mut self.client.wbuf);
+                        }
+                        encode::command_complete(&mut self.client.wbuf, tag);
+                    }
+                }
+                ControlReply::Ready => encode::ready_for_query(buf, self.machine.status()),
+            }
+        }
+        true
+    }
+
+    /// The replies `answer_tx_control` gives, message by message, and the batch's unnamed Parse body; `None` when
+    /// the batch needs a server.
+    fn tx_control_replies(&mut self) -> Option<(Vec<ControlReply>, Option<Bytes>)> {
+        let mut deferred = !self.machine.idle();
         let mut unnamed: Option<(Bytes, Option<SharedAnalysis>)> = None;
         let mut portal: Option<(Command, Bytes)> = None;
         let mut replies = Vec::with_capacity(self.batch.len());
@@ -369,78 +370,42 @@ impl Session {
                 b'P' => {
                     if let Ok(("", sql)) = decode::parse_sql(f.body()) {
                         // This Parse's own analysis: `self.unnamed` holds the batch's last one.
-                        unnamed = Some((f.bytes.slice(5..), self.app.analysis_for(sql, self.single, &mut self.lookup_memo)));
+                        let a = self.app.analysis_for(sql, self.machine.single(), &mut self.lookup_memo);
+                        unnamed = Some((f.bytes.slice(5..), a));
                     }
-                    Reply::Parse
+                    ControlReply::Parse
                 }
                 b'B' => {
-                    let Ok(("", name)) = decode::bind_names(f.body()) else { return false };
-                    let Some((body, Some(a))) = self.statement_source(name, unnamed.as_ref()) else { return false };
-                    let Ok(p) = decode::parse(&body) else { return false };
+                    let ("", name) = decode::bind_names(f.body()).ok()? else { return None };
+                    let (body, Some(a)) = self.statement_source(name, unnamed.as_ref())? else { return None };
+                    let p = decode::parse(&body).ok()?;
                     portal = Some((a.command.clone(), query_message(p.sql)));
-                    Reply::Bind
+                    ControlReply::Bind
                 }
                 b'D' => match decode::describe_or_close(f.body()) {
                     Ok((b'S', name)) => {
-                        let Some((body, _)) = self.statement_source(name, unnamed.as_ref()) else { return false };
-                        let Ok(p) = decode::parse(&body) else { return false };
-                        Reply::Statement(p.param_types)
+                        let (body, _) = self.statement_source(name, unnamed.as_ref())?;
+                        ControlReply::Statement(decode::parse(&body).ok()?.param_types)
                     }
-                    Ok((b'P', "")) if portal.is_some() => Reply::Portal,
-                    _ => return false,
+                    Ok((b'P', "")) if portal.is_some() => ControlReply::Portal,
+                    _ => return None,
                 },
                 b'E' => match (&portal, decode::execute_portal(f.body())) {
-                    (Some((Command::Begin, _)), Ok("")) if deferred => Reply::AlreadyBegun,
                     (Some((Command::Begin, q)), Ok("")) => {
                         deferred = true;
-                        Reply::Begin(q.clone())
+                        ControlReply::Control(Control::Begin(q.clone()))
                     }
-                    (Some((Command::Holdable(tag), q)), Ok("")) if deferred => Reply::Hold(tag, q.clone()),
-                    _ => return false,
+                    (Some((Command::Holdable(tag), q)), Ok("")) if deferred => {
+                        ControlReply::Control(Control::Hold(tag, q.clone()))
+                    }
+                    _ => return None,
                 },
-                b'S' => Reply::Ready,
-                _ => return false,
+                b'S' => ControlReply::Ready,
+                _ => return None,
             };
             replies.push(reply);
         }
-        if let Some((parse, _)) = unnamed {
-            let mut frame = BytesMut::with_capacity(parse.len() + 5);
-            encode::message(&mut frame, b'P', |b| b.extend_from_slice(&parse));
-            self.unnamed_parse = Some(frame.freeze());
-        }
-        self.batch.clear();
-        self.batch_effects = Effects::default();
-        let buf = &mut self.client.wbuf;
-        for reply in replies {
-            match reply {
-                Reply::Parse => encode::tag_only(buf, b'1'),
-                Reply::Bind => encode::tag_only(buf, b'2'),
-                Reply::Statement(types) => {
-                    encode::message(buf, b't', |b| {
-                        b.put_i16(types.len() as i16);
-                        types.iter().for_each(|t| b.put_u32(*t));
-                    });
-                    encode::tag_only(buf, b'n');
-                }
-                Reply::Portal => encode::tag_only(buf, b'n'),
-                Reply::Begin(q) => {
-                    self.tx = Tx::Deferred { begin: q, held: Vec::new() };
-                    encode::command_complete(buf, "BEGIN");
-                }
-                Reply::AlreadyBegun => {
-                    super::query::notice_already_in_transaction(buf);
-                    encode::command_complete(buf, "BEGIN");
-                }
-                Reply::Hold(tag, q) => {
-                    if let Tx::Deferred { held, .. } = &mut self.tx {
-                        held.push(q);
-                    }
-                    encode::command_complete(buf, tag);
-                }
-                Reply::Ready => encode::ready_for_query(buf, self.tx.status()),
-            }
-        }
-        true
+        Some((replies, unnamed.map(|(parse, _)| parse)))
     }
 
     /// The Parse body (name, SQL, parameter types) and analysis of the client's statement `name`; the unnamed one
@@ -462,13 +427,14 @@ impl Session {
         }
     }
 
-    /// The client's statement of that name (empty: the unnamed statement): target, whether its SQL chose it, and
-    /// its analysis.
-    pub(super) fn statement_route(&self, name: &str) -> Option<(TargetId, bool, Option<&SharedAnalysis>)> {
+    /// The client's statement of that name (empty: the unnamed statement): where it was routed, and its analysis.
+    pub(super) fn statement_route(&self, name: &str) -> Option<(route::Routed, Option<&SharedAnalysis>)> {
         if name.is_empty() {
-            self.unnamed.as_ref().map(|u| (u.target, u.explicit, u.analysis.as_ref()))
+            let u = self.unnamed.as_ref()?;
+            Some((route::Routed { target: u.target, explicit: u.explicit }, u.analysis.as_ref()))
         } else {
-            self.statements.get(name).map(|p| (p.target, p.explicit, p.analysis.as_ref()))
+            let p = self.statements.get(name)?;
+            Some((route::Routed { target: p.target, explicit: p.explicit }, p.analysis.as_ref()))
         }
     }
 
@@ -483,13 +449,25 @@ impl Session {
                 crate::protocol::encode::tag_only(&mut self.client.wbuf, b'3');
             }
         }
-        let status = self.tx.status();
+        let status = self.machine.status();
         crate::protocol::encode::ready_for_query(&mut self.client.wbuf, status);
     }
 }
 
-fn bad_message(e: decode::DecodeError) -> PgError {
-    PgError::error(codes::PROTOCOL_VIOLATION, format!("invalid extended-protocol message: {e}"))
+/// What `answer_tx_control` answers for one message of the batch.
+enum ControlReply {
+    /// ParseComplete.
+    Parse,
+    /// BindComplete.
+    Bind,
+    /// ParameterDescription with these types, then NoData.
+    Statement(Vec<u32>),
+    /// NoData for the portal.
+    Portal,
+    /// The Execute of transaction control: the machine answers it (its CommandComplete, no ReadyForQuery).
+    Control(Control),
+    /// ReadyForQuery for the Sync.
+    Ready,
 }
 
 /// A Query message carrying `sql`, to replay a statement answered locally.

@@ -1,22 +1,38 @@
-//! One client session: startup and authentication, then a loop over the client's messages, driven by the transaction
-//! state machine in `state`.
+//! One client session: startup and authentication, then a loop over the client's messages.
 //!
-//! Transitions (see `Tx`): `Idle` → (BEGIN) → `Deferred` → (first statement with a target) → `Bound`;
-//! `Idle` → (statement) → `Bound` if the server stays in a transaction, else back to `Idle`;
-//! `Bound`/`Deferred` → (statement for another target) → `Failed`; `Failed` → (COMMIT/ROLLBACK) → `Idle`.
-//! A server connection is held only in `Bound` (and `Failed` if one was bound), and returns to its pool at
-//! ReadyForQuery idle.
+//! Layout — what each file owns:
+//!
+//! | file          | owns                                                                                      |
+//! |---------------|-------------------------------------------------------------------------------------------|
+//! | `machine.rs`  | the semantics: transaction states and transitions, I/O-free, with its tests (read first) |
+//! | `route.rs`    | the one decision of where a request goes                                                  |
+//! | `errors.rs`   | every error and notice a logged-in session sends the client                               |
+//! | `state.rs`    | the driver: the message loop, checkout/return of connections, running requests            |
+//! | `query.rs`    | simple-query messages: analysis, local answers, running                                   |
+//! | `extended.rs` | extended-protocol batches: holding until Sync/Flush, routing, local answers              |
+//! | `prepared.rs` | named prepared statements under transaction pooling: rewriting a batch for its connection |
+//! | `pooler.rs`   | targets behind an upstream transaction pooler: SET LOCAL and pgsplit's own transactions   |
+//! | `params.rs`   | session parameters followed from SET/RESET and replayed on each connection               |
+//! | `notify.rs`   | a pinned session between statements (LISTEN notifications)                               |
+//! | `drain.rs`    | shutdown as a session sees it                                                             |
+//! | `startup.rs`  | TLS, StartupMessage, SCRAM, the greeting                                                  |
+//!
+//! The exchange with a server (send, relay until ReadyForQuery, COPY, marking a connection broken) is the backend's
+//! (`backend::relay`); the session decides, the backend talks.
 
 mod admin;
-mod client;
 mod drain;
+mod errors;
 mod extended;
+mod machine;
+#[cfg(test)]
+mod machine_tests;
 mod notify;
 mod params;
 mod pooler;
 mod prepared;
 mod query;
-mod relay;
+mod route;
 mod startup;
 mod state;
 
@@ -26,13 +42,11 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::app::App;
-use crate::protocol::codes;
 use crate::protocol::encode::PgError;
 use crate::protocol::framing::FrameError;
 use crate::server::Limits;
 
 pub use startup::ADMIN_DATABASE;
-pub use state::Tx;
 
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
@@ -57,13 +71,23 @@ pub enum SessionError {
 impl SessionError {
     /// A message type the session does not accept here: FATAL 08P01, as PostgreSQL answers it.
     pub fn unexpected_message(tag: u8) -> SessionError {
-        SessionError::Fatal(PgError::fatal(codes::PROTOCOL_VIOLATION, format!("unexpected message type {:?}", tag as char)))
+        SessionError::Fatal(errors::unexpected_message(tag))
+    }
+}
+
+impl From<crate::client::ClientError> for SessionError {
+    fn from(e: crate::client::ClientError) -> Self {
+        match e {
+            crate::client::ClientError::Gone => SessionError::ClientGone,
+            crate::client::ClientError::Io(e) => SessionError::Io(e),
+            crate::client::ClientError::Frame(e) => e.into(),
+        }
     }
 }
 
 impl From<FrameError> for SessionError {
     fn from(e: FrameError) -> Self {
-        SessionError::Fatal(PgError::fatal(codes::PROTOCOL_VIOLATION, e.to_string()))
+        SessionError::Fatal(errors::protocol_violation(e))
     }
 }
 
@@ -90,18 +114,64 @@ pub async fn serve(tcp: TcpStream, app: Arc<App>, limits: &Limits, login: OwnedS
         }
     };
     let _connected = app.metrics().client_connected();
-    let database = session.passthrough.map_or(app.database(), |t| app.backend(t).name());
-    let tls = session.client.stream.is_tls();
-    let user = session.user.clone();
+    let database = session.database().to_owned();
+    let tls = session.tls();
+    let user = session.user().to_owned();
     tracing::info!(%peer, %user, %database, tls, "client connected");
     match session.run().await {
         Ok(()) | Err(SessionError::ClientGone) => tracing::info!(%peer, %user, "client disconnected"),
         Err(SessionError::Fatal(e)) => {
             tracing::info!(%peer, %user, sqlstate = e.code, error = %e, "client disconnected by pgsplit");
-            session.client.fatal(&e).await;
+            session.fatal(&e).await;
         }
         Err(e) => tracing::info!(%peer, %user, error = %e, "client disconnected"),
     }
 }
 
-pub use state::Session;
+/// A connected, authenticated client. Its fields are private to the session module; the transaction's state is
+/// the machine's (`machine`), everything else is what the client's session carries between requests.
+pub struct Session {
+    /// The client's socket and buffers.
+    client: crate::client::Client,
+    /// Configuration, routing, pools.
+    app: Arc<App>,
+    /// The role the client authenticated as.
+    user: String,
+    /// Where the transaction stands, and the server connection it holds.
+    machine: machine::Machine<crate::backend::PooledConn>,
+    /// `SET pgsplit.target`: the session's default for statements that name no routed schema.
+    target_hint: Option<crate::router::TargetId>,
+    /// The session's search_path (case-folded schema names), used to resolve unqualified names; derived from
+    /// `params` whenever they change.
+    search_path: Vec<String>,
+    /// The last routing decision, reused for the next statement of the same shape (see `router::DecisionMemo`).
+    route_memo: crate::router::DecisionMemo,
+    /// The session's last route cache lookup, for repeated texts.
+    lookup_memo: crate::router::cache::LookupMemo,
+    /// The buffer extended batches are rewritten into, kept between batches while small (`give_back_rewrite`).
+    rewrite_buf: bytes::BytesMut,
+    /// Session parameters (startup, SET, RESET) applied to every server connection the client uses.
+    params: params::Params,
+    /// A target on which DDL ran inside the open transaction: its catalog is re-read when the transaction ends.
+    catalog_stale: Option<crate::router::TargetId>,
+    /// The cancel key pgsplit gave the client, and where its statement in flight runs.
+    key: crate::cancel::ClientKey,
+    /// Connected with a target's name as the database: every statement goes to that target, unsplit.
+    passthrough: Option<crate::router::TargetId>,
+    /// Extended-protocol messages received since the last Sync.
+    batch: Vec<crate::protocol::Frame>,
+    /// Bytes held in `batch` (counted from its first message; see `extended::MAX_BATCH_BYTES`).
+    batch_bytes: usize,
+    /// What the statements parsed in the current batch do to session state.
+    batch_effects: state::Effects,
+    /// The client's named prepared statements, by the client's name.
+    statements: std::collections::HashMap<String, Arc<prepared::Prepared>>,
+    /// The unnamed statement (its target, whether its SQL chose it, what it does), for a Bind that re-executes it.
+    unnamed: Option<state::Unnamed>,
+    /// The client's last unnamed Parse, re-sent before a later batch's Bind of the unnamed statement.
+    unnamed_parse: Option<bytes::Bytes>,
+    /// Server connections pinned to this session (named prepared statements live on them), by target.
+    pins: std::collections::HashMap<crate::router::TargetId, Option<crate::backend::PooledConn>>,
+    /// An admin console session (database `pgsplit`).
+    admin: bool,
+}

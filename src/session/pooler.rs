@@ -18,12 +18,13 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::backend::ServerConn;
-use crate::protocol::{encode, STATUS_IDLE, STATUS_IN_TX};
+use crate::backend::relay::{self, RelayError};
+use crate::backend::{BackendError, ServerConn};
+use crate::protocol::{encode, STATUS_FAILED, STATUS_IDLE, STATUS_IN_TX};
 
 use super::params::untracked;
-use super::relay::{self, RelayError, Sink};
-use super::state::{Effects, Session};
+use super::state::Effects;
+use super::Session;
 
 impl Session {
     /// What to send before a request on `conn` besides `prelude` (a deferred BEGIN and what was held, or nothing):
@@ -31,22 +32,22 @@ impl Session {
     /// transaction of pgsplit's own (`conn.wrapped`); before a COMMIT, the reset of what the transaction changed at
     /// session level.
     pub(super) fn pooler_prelude(&self, conn: &mut ServerConn, prelude: &mut Vec<Bytes>, effects: &Effects) {
-        if !conn.upstream_pooler {
+        if !conn.upstream_pooler() {
             return;
         }
         if !prelude.is_empty() {
             if let Some(local) = self.params.local_sql() {
                 prelude.insert(1, query_message(&local));
             }
-        } else if conn.status == STATUS_IDLE && !effects.own_transaction {
+        } else if conn.status() == STATUS_IDLE && !effects.own_transaction {
             let local = self.params.local_sql();
             if local.is_none() && untracked(&effects.changes).next().is_none() {
                 return;
             }
-            conn.wrapped = true;
+            conn.set_wrapped(true);
             prelude.push(query_message("BEGIN"));
             prelude.extend(local.as_deref().map(query_message));
-        } else if conn.status == STATUS_IN_TX && effects.own_transaction {
+        } else if conn.status() == STATUS_IN_TX && effects.own_transaction {
             let resets = reset_sql(self.params.pending_untracked());
             if !resets.is_empty() {
                 prelude.push(query_message(&resets));
@@ -59,28 +60,43 @@ impl Session {
     /// committed (rolled back if the request failed); a commit error goes to the client, then ReadyForQuery with the
     /// status a direct connection would give. `conn.outcome` stays the request's (with the commit's error).
     pub(super) async fn end_wrapped(&mut self, conn: &mut ServerConn, effects: &Effects) -> Result<u8, RelayError> {
-        conn.wrapped = false;
-        let mut outcome = conn.outcome;
-        if conn.status != STATUS_IDLE {
+        conn.set_wrapped(false);
+        let mut outcome = conn.outcome();
+        if conn.status() != STATUS_IDLE {
             let mut sql = String::new();
-            if conn.status == STATUS_IN_TX {
+            if conn.status() == STATUS_IN_TX {
                 sql = reset_sql(untracked(&effects.changes));
                 sql.push_str("COMMIT");
             } else {
                 sql.push_str("ROLLBACK");
             }
-            conn.discarded_error = None;
-            conn.send(&query_message(&sql)).await?;
-            relay::until_ready(&mut self.client, conn, Sink::Discard).await?;
-            if let Some(e) = conn.discarded_error.take() {
+            relay::replay(&mut self.client, conn, &[query_message(&sql)]).await?;
+            if let Some(e) = conn.take_discarded_error() {
                 self.client.wbuf.extend_from_slice(&e);
                 outcome.error = true;
             }
         }
-        conn.outcome = outcome;
-        encode::ready_for_query(&mut self.client.wbuf, conn.status);
-        Ok(conn.status)
+        conn.set_outcome(outcome);
+        encode::ready_for_query(&mut self.client.wbuf, conn.status());
+        Ok(conn.status())
     }
+}
+
+/// Makes the transaction on `conn` fail with a statement that raises (after `begin`, empty or `BEGIN;`), for a
+/// transaction pgsplit failed (see `Session::fail_on_server`). pgsplit's own transaction around an autocommit
+/// request (behind a transaction pooler) is not the client's: it ends first, so that the status is about the
+/// client's transaction. The server's status after it, or `None` when the statement did not fail as expected.
+pub(super) async fn raise_in_transaction(conn: &mut ServerConn, begin: &str) -> Option<u8> {
+    let sql = format!(
+        "{begin}DO $pgsplit$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = 'transaction failed by pgsplit'; END $pgsplit$"
+    );
+    if !matches!(conn.simple(&sql).await, Err(BackendError::Server { .. })) {
+        return None;
+    }
+    if conn.wrapped() && conn.status() == STATUS_FAILED && conn.simple("ROLLBACK").await.is_ok() {
+        conn.set_wrapped(false);
+    }
+    Some(conn.status())
 }
 
 /// `RESET name;` for each name.

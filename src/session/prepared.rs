@@ -14,10 +14,7 @@ use crate::protocol::expect::{Expect, Reply};
 use crate::protocol::Frame;
 use crate::router::{SharedAnalysis, TargetId};
 
-use super::state::Session;
-
-/// Server-side statements kept per connection; past this the oldest-found one is closed to make room.
-const MAX_PREPARED_PER_CONN: usize = 1000;
+use super::Session;
 
 /// A client's named statement.
 #[derive(Debug)]
@@ -96,91 +93,23 @@ impl Session {
             if uses_unnamed && !unnamed_here {
                 if let Some(parse) = &self.unnamed_parse {
                     out.put_slice(parse);
-                    conn.expect.push_back(Expect::Hide { statement: None });
+                    conn.expect(Expect::Hide { statement: None });
                     unnamed_here = true;
                 }
             }
             match f.tag {
-                b'P' => {
-                    let name = decode::parse_name(f.body());
-                    let named = match name {
-                        Ok("") => {
-                            self.unnamed_parse = Some(f.bytes.clone());
-                            unnamed_here = true;
-                            false
-                        }
-                        _ => true,
-                    };
-                    match self.statement(name.unwrap_or("")) {
-                        // Behind a transaction pooler the statement is only checked here, as the unnamed one.
-                        Some(p) if named && conn.upstream_pooler => {
-                            parse_unnamed(&p, &mut out);
-                            unnamed_here = false;
-                            conn.expect.push_back(Expect::Forward(Reply::Parse(None)));
-                        }
-                        _ => self.rewrite_parse(conn, &f, &mut out),
-                    }
-                }
-                b'B' => {
-                    let stmt = decode::bind_names(f.body()).map(|(_, s)| s).unwrap_or("");
-                    match self.statement(stmt) {
-                        Some(p) => {
-                            let (portal, _) = decode::bind_names(f.body()).unwrap_or(("", ""));
-                            let skip = portal.len() + 1 + stmt.len() + 1;
-                            let rest = f.body().get(skip..).unwrap_or_default();
-                            if conn.upstream_pooler {
-                                parse_unnamed(&p, &mut out);
-                                conn.expect.push_back(Expect::Hide { statement: None });
-                                unnamed_here = false;
-                                message(&mut out, b'B', &[portal.as_bytes(), &[0], &[0], rest]);
-                            } else {
-                                ensure_prepared(conn, &p, &mut out);
-                                message(&mut out, b'B', &[portal.as_bytes(), &[0], p.server_name.as_bytes(), &[0], rest]);
-                            }
-                        }
-                        None => out.put_slice(&f.bytes),
-                    }
-                    conn.expect.push_back(Expect::Forward(Reply::Bind));
-                }
-                b'D' => {
-                    match decode::describe_or_close(f.body()) {
-                        Ok((b'S', name)) if self.statement(name).is_some() => {
-                            if let Some(p) = self.statement(name) {
-                                if conn.upstream_pooler {
-                                    parse_unnamed(&p, &mut out);
-                                    conn.expect.push_back(Expect::Hide { statement: None });
-                                    unnamed_here = false;
-                                    message(&mut out, b'D', &[b"S", &[0]]);
-                                } else {
-                                    ensure_prepared(conn, &p, &mut out);
-                                    message(&mut out, b'D', &[b"S", p.server_name.as_bytes(), &[0]]);
-                                }
-                            }
-                        }
-                        _ => out.put_slice(&f.bytes),
-                    }
-                    conn.expect.push_back(Expect::Forward(Reply::Describe));
-                }
-                b'C' => match decode::describe_or_close(f.body()) {
-                    Ok((b'S', name)) if !name.is_empty() => {
-                        // The server-side statement stays for other clients; the client's name is gone.
-                        self.statements.remove(name);
-                        conn.expect.push_back(Expect::Inject(b'3'));
-                    }
-                    _ => {
-                        out.put_slice(&f.bytes);
-                        conn.expect.push_back(Expect::Forward(Reply::Close));
-                    }
-                },
-                b'E' => {
+                b'P' => self.rewrite_parse_message(conn, &f, &mut out, &mut unnamed_here),
+                b'B' => self.rewrite_bind(conn, &f, &mut out, &mut unnamed_here),
+                b'D' => self.rewrite_describe(conn, &f, &mut out, &mut unnamed_here),
+                b'C' => self.rewrite_close(conn, &f, &mut out),
+                tag => {
                     out.put_slice(&f.bytes);
-                    conn.expect.push_back(Expect::Forward(Reply::Execute));
+                    match tag {
+                        b'E' => conn.expect(Expect::Forward(Reply::Execute)),
+                        b'S' => conn.expect(Expect::Forward(Reply::Sync)),
+                        _ => {}
+                    }
                 }
-                b'S' => {
-                    out.put_slice(&f.bytes);
-                    conn.expect.push_back(Expect::Forward(Reply::Sync));
-                }
-                _ => out.put_slice(&f.bytes),
             }
         }
         // The emptied vector collects the next batch: no regrowth per batch (unless a long pipeline grew it).
@@ -188,6 +117,85 @@ impl Session {
             self.batch = batch;
         }
         out
+    }
+
+    /// A Parse: the unnamed statement is remembered and sent as it is; a named one is prepared under its
+    /// server-side name unless the connection has it (behind a transaction pooler: only checked, as unnamed).
+    fn rewrite_parse_message(&mut self, conn: &mut ServerConn, f: &Frame, out: &mut BytesMut, unnamed_here: &mut bool) {
+        let name = decode::parse_name(f.body());
+        let named = !matches!(name, Ok(""));
+        if !named {
+            self.unnamed_parse = Some(f.bytes.clone());
+            *unnamed_here = true;
+        }
+        match self.statement(name.unwrap_or("")) {
+            Some(p) if named && conn.upstream_pooler() => {
+                parse_unnamed(&p, out);
+                *unnamed_here = false;
+                conn.expect(Expect::Forward(Reply::Parse(None)));
+            }
+            _ => self.rewrite_parse(conn, f, out),
+        }
+    }
+
+    /// A Bind of a named statement binds its server-side statement (prepared first if missing; behind a
+    /// transaction pooler, parsed anew as the unnamed one).
+    fn rewrite_bind(&self, conn: &mut ServerConn, f: &Frame, out: &mut BytesMut, unnamed_here: &mut bool) {
+        let (portal, stmt) = decode::bind_names(f.body()).unwrap_or(("", ""));
+        match self.statement(stmt) {
+            Some(p) => {
+                let skip = portal.len() + 1 + stmt.len() + 1;
+                let rest = f.body().get(skip..).unwrap_or_default();
+                if conn.upstream_pooler() {
+                    parse_unnamed(&p, out);
+                    conn.expect(Expect::Hide { statement: None });
+                    *unnamed_here = false;
+                    message(out, b'B', &[portal.as_bytes(), &[0], &[0], rest]);
+                } else {
+                    ensure_prepared(conn, &p, out);
+                    message(out, b'B', &[portal.as_bytes(), &[0], p.server_name.as_bytes(), &[0], rest]);
+                }
+            }
+            None => out.put_slice(&f.bytes),
+        }
+        conn.expect(Expect::Forward(Reply::Bind));
+    }
+
+    /// A Describe of a named statement describes its server-side statement, as `rewrite_bind` binds it.
+    fn rewrite_describe(&self, conn: &mut ServerConn, f: &Frame, out: &mut BytesMut, unnamed_here: &mut bool) {
+        let named = match decode::describe_or_close(f.body()) {
+            Ok((b'S', name)) => self.statement(name),
+            _ => None,
+        };
+        match named {
+            Some(p) if conn.upstream_pooler() => {
+                parse_unnamed(&p, out);
+                conn.expect(Expect::Hide { statement: None });
+                *unnamed_here = false;
+                message(out, b'D', &[b"S", &[0]]);
+            }
+            Some(p) => {
+                ensure_prepared(conn, &p, out);
+                message(out, b'D', &[b"S", p.server_name.as_bytes(), &[0]]);
+            }
+            None => out.put_slice(&f.bytes),
+        }
+        conn.expect(Expect::Forward(Reply::Describe));
+    }
+
+    /// A Close of a named statement is answered by pgsplit: the server-side statement stays for other clients;
+    /// the client's name is gone.
+    fn rewrite_close(&mut self, conn: &mut ServerConn, f: &Frame, out: &mut BytesMut) {
+        match decode::describe_or_close(f.body()) {
+            Ok((b'S', name)) if !name.is_empty() => {
+                self.statements.remove(name);
+                conn.expect(Expect::Inject(b'3'));
+            }
+            _ => {
+                out.put_slice(&f.bytes);
+                conn.expect(Expect::Forward(Reply::Close));
+            }
+        }
     }
 
     /// Takes back a sent batch's buffer for the next one, unless it grew past `REWRITE_KEEP` (a large batch's
@@ -202,17 +210,17 @@ impl Session {
         let name = decode::parse_name(f.body()).unwrap_or("");
         let Some(p) = (!name.is_empty()).then(|| self.statement(name)).flatten() else {
             out.put_slice(&f.bytes);
-            conn.expect.push_back(Expect::Forward(Reply::Parse(None)));
+            conn.expect(Expect::Forward(Reply::Parse(None)));
             return;
         };
-        if conn.prepared.get(&p.server_name) == Some(&p.parse_body) {
-            conn.expect.push_back(Expect::Inject(b'1'));
+        if conn.has_prepared(&p.server_name, &p.parse_body) {
+            conn.expect(Expect::Inject(b'1'));
             return;
         }
         make_room(conn, &p, out);
         message(out, b'P', &[&p.parse_body]);
-        conn.prepared.insert(p.server_name.clone(), p.parse_body.clone());
-        conn.expect.push_back(Expect::Forward(Reply::Parse(Some(p.server_name.clone()))));
+        conn.prepared_here(p.server_name.clone(), p.parse_body.clone());
+        conn.expect(Expect::Forward(Reply::Parse(Some(p.server_name.clone()))));
     }
 
     /// A named statement of this client (the unnamed one is never rewritten).
@@ -233,24 +241,20 @@ fn parse_unnamed(p: &Prepared, out: &mut BytesMut) {
 
 /// Prepares `p` on `conn` first if the connection lacks it; the ParseComplete is hidden from the client.
 fn ensure_prepared(conn: &mut ServerConn, p: &Prepared, out: &mut BytesMut) {
-    if conn.prepared.get(&p.server_name) == Some(&p.parse_body) {
+    if conn.has_prepared(&p.server_name, &p.parse_body) {
         return;
     }
     make_room(conn, p, out);
     message(out, b'P', &[&p.parse_body]);
-    conn.prepared.insert(p.server_name.clone(), p.parse_body.clone());
-    conn.expect.push_back(Expect::Hide { statement: Some(p.server_name.clone()) });
+    conn.prepared_here(p.server_name.clone(), p.parse_body.clone());
+    conn.expect(Expect::Hide { statement: Some(p.server_name.clone()) });
 }
 
 /// Closes a statement to keep the connection's cache bounded, and a stale one under `p`'s name (a hash collision).
 fn make_room(conn: &mut ServerConn, p: &Prepared, out: &mut BytesMut) {
-    let stale = conn.prepared.contains_key(&p.server_name).then(|| p.server_name.clone());
-    let victim =
-        stale.or_else(|| (conn.prepared.len() >= MAX_PREPARED_PER_CONN).then(|| conn.prepared.keys().next().cloned()).flatten());
-    if let Some(v) = victim {
-        conn.prepared.remove(&v);
+    if let Some(v) = conn.make_room_for(&p.server_name) {
         message(out, b'C', &[b"S", v.as_bytes(), &[0]]);
-        conn.expect.push_back(Expect::Hide { statement: None });
+        conn.expect(Expect::Hide { statement: None });
     }
 }
 

@@ -20,9 +20,9 @@ use crate::protocol::encode::{self, PgError};
 use crate::protocol::{codes, framing};
 use crate::stream::Stream;
 
-use super::client::Client;
-use super::state::Session;
+use super::Session;
 use super::SessionError;
+use crate::client::Client;
 
 /// Reads startup packets until a StartupMessage (after an optional TLS upgrade), authenticates, and greets.
 /// `Ok(None)` for connections that end normally during startup (cancel requests, probes).
@@ -54,35 +54,7 @@ pub async fn startup(
     let passthrough = if database == app.database() || admin { None } else { app.table().target_id(&database) };
     let result = async {
         authenticate(&mut client, app, &user).await?;
-        // Only now, as PostgreSQL: before authentication nothing is said about what pgsplit serves.
-        if database != app.database() && passthrough.is_none() && !admin {
-            let targets = app.table().targets.join(", ");
-            let e = PgError::fatal(codes::INVALID_CATALOG_NAME, format!("database \"{database}\" does not exist"))
-                .with_hint(format!("pgsplit serves the database \"{}\" and, unsplit, its targets: {targets}", app.database()));
-            return Err(SessionError::Fatal(e));
-        }
-        // Logged-in clients have their own budget, taken only now: anonymous connections cannot fill it.
-        let Some(slot) = limits.client_slot() else {
-            let e = PgError::fatal(codes::TOO_MANY_CONNECTIONS, "sorry, too many clients already (max_client_conn)");
-            return Err(SessionError::Fatal(e));
-        };
-        // As PostgreSQL, after authentication: a setting whose name no server accepts ends the login.
-        if let Some(name) = super::params::Params::invalid_startup_name(&params) {
-            // A dotted name is a malformed custom name (42602); any other is no parameter PostgreSQL has (42704).
-            let e = if name.contains('.') {
-                PgError::fatal(codes::INVALID_NAME, format!("invalid configuration parameter name \"{name}\""))
-                    .with_detail("Custom parameter names must be two or more simple identifiers separated by dots.")
-            } else {
-                PgError::fatal(codes::UNDEFINED_OBJECT, format!("unrecognized configuration parameter \"{name}\""))
-            };
-            return Err(SessionError::Fatal(e));
-        }
-        if admin && !app.config().admin_users.contains(&user) {
-            tracing::warn!(%user, "admin console refused: not in admin_users");
-            let e = PgError::fatal(codes::INVALID_AUTHORIZATION, format!("user \"{user}\" is not an admin user of pgsplit"))
-                .because("not_admin");
-            return Err(SessionError::Fatal(e));
-        }
+        let slot = admit(app, limits, &params, &user, &database, passthrough, admin)?;
         let key = app.cancels().register();
         let _ = key.slot.info.set(ClientInfo {
             user: user.clone(),
@@ -111,9 +83,49 @@ pub async fn startup(
         tracing::info!(%user, target = app.backend(t).name(), "passthrough session");
     }
     let mut session = Session::new(client, app.clone(), user, &params, key);
-    session.passthrough = passthrough;
-    session.admin = admin;
+    session.connected_to(passthrough, admin);
     Ok(Some((session, slot)))
+}
+
+/// What PostgreSQL checks once a client has authenticated, in its order: the database exists (only now: before
+/// authentication nothing is said about what pgsplit serves), a client slot is free (anonymous connections cannot
+/// fill that budget), every startup setting has a name a server accepts, and the admin console is for admin_users.
+fn admit(
+    app: &App,
+    limits: &Limits,
+    params: &BTreeMap<String, String>,
+    user: &str,
+    database: &str,
+    passthrough: Option<crate::router::TargetId>,
+    admin: bool,
+) -> Result<OwnedSemaphorePermit, SessionError> {
+    if database != app.database() && passthrough.is_none() && !admin {
+        let targets = app.table().targets.join(", ");
+        let e = PgError::fatal(codes::INVALID_CATALOG_NAME, format!("database \"{database}\" does not exist"))
+            .with_hint(format!("pgsplit serves the database \"{}\" and, unsplit, its targets: {targets}", app.database()));
+        return Err(SessionError::Fatal(e));
+    }
+    let Some(slot) = limits.client_slot() else {
+        let e = PgError::fatal(codes::TOO_MANY_CONNECTIONS, "sorry, too many clients already (max_client_conn)");
+        return Err(SessionError::Fatal(e));
+    };
+    if let Some(name) = super::params::Params::invalid_startup_name(params) {
+        // A dotted name is a malformed custom name (42602); any other is no parameter PostgreSQL has (42704).
+        let e = if name.contains('.') {
+            PgError::fatal(codes::INVALID_NAME, format!("invalid configuration parameter name \"{name}\""))
+                .with_detail("Custom parameter names must be two or more simple identifiers separated by dots.")
+        } else {
+            PgError::fatal(codes::UNDEFINED_OBJECT, format!("unrecognized configuration parameter \"{name}\""))
+        };
+        return Err(SessionError::Fatal(e));
+    }
+    if admin && !app.config().admin_users.iter().any(|u| u == user) {
+        tracing::warn!(%user, "admin console refused: not in admin_users");
+        let e = PgError::fatal(codes::INVALID_AUTHORIZATION, format!("user \"{user}\" is not an admin user of pgsplit"))
+            .because("not_admin");
+        return Err(SessionError::Fatal(e));
+    }
+    Ok(slot)
 }
 
 /// Reads startup packets until a StartupMessage, answering SSLRequest (with the TLS upgrade) and GSSENCRequest on
@@ -130,29 +142,22 @@ async fn startup_packets(
     let first_deadline = tokio::time::Instant::now() + first_packet_timeout;
     let mut silent = Some(limits.silent());
     let params = loop {
-        let payload = loop {
-            match framing::next_startup(buf) {
-                Ok(Some(p)) => break p,
-                Ok(None) => {}
-                Err(e) => {
-                    return Err(
-                        refuse(stream, std::mem::take(buf), PgError::fatal(codes::PROTOCOL_VIOLATION, e.to_string())).await
-                    )
-                }
+        let payload = match next_packet(&mut stream, buf, &mut silent, first_deadline, first_packet_timeout).await? {
+            Ok(Some(payload)) => payload,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                return Err(refuse(stream, std::mem::take(buf), PgError::fatal(codes::PROTOCOL_VIOLATION, e.to_string())).await)
             }
-            let n = read_first(&mut stream, buf, silent.as_ref(), first_deadline, first_packet_timeout).await?;
-            if n == 0 {
-                return Ok(None);
-            }
-            silent = None;
         };
         let packet = match decode::startup(&payload) {
             Ok(p) => p,
-            Err(e @ decode::DecodeError::Version(..)) => {
-                return Err(refuse(stream, std::mem::take(buf), PgError::fatal(codes::FEATURE_NOT_SUPPORTED, e.to_string())).await)
-            }
             Err(e) => {
-                return Err(refuse(stream, std::mem::take(buf), PgError::fatal(codes::PROTOCOL_VIOLATION, e.to_string())).await)
+                let code = if matches!(e, decode::DecodeError::Version(..)) {
+                    codes::FEATURE_NOT_SUPPORTED
+                } else {
+                    codes::PROTOCOL_VIOLATION
+                };
+                return Err(refuse(stream, std::mem::take(buf), PgError::fatal(code, e.to_string())).await);
             }
         };
         match packet {
@@ -162,27 +167,7 @@ async fn startup_packets(
                     let e = PgError::fatal(codes::PROTOCOL_VIOLATION, "data received before TLS handshake");
                     return Err(refuse(stream, std::mem::take(buf), e).await);
                 }
-                stream = match (stream, app.tls()) {
-                    (Stream::Plain(mut tcp), Some(acceptor)) => {
-                        tcp.write_all(b"S").await?;
-                        let Ok(tls) = tokio::time::timeout_at(first_deadline, acceptor.accept(tcp)).await else {
-                            return Err(SessionError::FirstPacketTimeout(first_packet_timeout));
-                        };
-                        Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(tls?)))
-                    }
-                    (Stream::Plain(mut tcp), None) => {
-                        tcp.write_all(b"N").await?;
-                        Stream::Plain(tcp)
-                    }
-                    (tls @ Stream::Tls(_), _) => {
-                        return Err(refuse(
-                            tls,
-                            std::mem::take(buf),
-                            PgError::fatal(codes::PROTOCOL_VIOLATION, "SSLRequest inside TLS"),
-                        )
-                        .await);
-                    }
-                };
+                stream = upgrade(stream, buf, app, first_deadline, first_packet_timeout).await?;
             }
             Startup::GssEncRequest => {
                 stream.write_all(b"N").await?;
@@ -195,6 +180,55 @@ async fn startup_packets(
         }
     };
     Ok(Some((stream, params)))
+}
+
+/// The next whole startup packet's payload (`Ok(None)` when the connection ended, or was evicted while silent), or
+/// why its framing is refused.
+async fn next_packet(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    silent: &mut Option<crate::server::Silent<'_>>,
+    deadline: tokio::time::Instant,
+    timeout: std::time::Duration,
+) -> Result<Result<Option<bytes::Bytes>, framing::FrameError>, SessionError> {
+    loop {
+        match framing::next_startup(buf) {
+            Ok(Some(p)) => return Ok(Ok(Some(p))),
+            Ok(None) => {}
+            Err(e) => return Ok(Err(e)),
+        }
+        if read_first(stream, buf, silent.as_ref(), deadline, timeout).await? == 0 {
+            return Ok(Ok(None));
+        }
+        *silent = None;
+    }
+}
+
+/// Answers an SSLRequest: `S` and the TLS handshake (within the first-packet deadline) when TLS is configured,
+/// else `N`; an SSLRequest inside TLS is refused.
+async fn upgrade(
+    stream: Stream,
+    buf: &mut BytesMut,
+    app: &App,
+    deadline: tokio::time::Instant,
+    timeout: std::time::Duration,
+) -> Result<Stream, SessionError> {
+    match (stream, app.tls()) {
+        (Stream::Plain(mut tcp), Some(acceptor)) => {
+            tcp.write_all(b"S").await?;
+            let Ok(tls) = tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await else {
+                return Err(SessionError::FirstPacketTimeout(timeout));
+            };
+            Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(tls?))))
+        }
+        (Stream::Plain(mut tcp), None) => {
+            tcp.write_all(b"N").await?;
+            Ok(Stream::Plain(tcp))
+        }
+        (tls, _) => {
+            Err(refuse(tls, std::mem::take(buf), PgError::fatal(codes::PROTOCOL_VIOLATION, "SSLRequest inside TLS")).await)
+        }
+    }
 }
 
 /// Reads more of the startup packets: ends with 0 bytes if the connection is evicted while silent (`silent`), with
@@ -310,7 +344,7 @@ async fn greet_admin(client: &mut Client, key: &ClientKey) -> Result<(), Session
     }
     encode::backend_key_data(&mut client.wbuf, key.pid, key.secret);
     encode::ready_for_query(&mut client.wbuf, b'I');
-    client.flush().await
+    Ok(client.flush().await?)
 }
 
 /// ParameterStatus as `target` reports it (with the client's own settings), BackendKeyData, ReadyForQuery.
@@ -346,5 +380,5 @@ async fn greet(
     }
     encode::backend_key_data(&mut client.wbuf, key.pid, key.secret);
     encode::ready_for_query(&mut client.wbuf, b'I');
-    client.flush().await
+    Ok(client.flush().await?)
 }

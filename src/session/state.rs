@@ -1,4 +1,5 @@
-//! The session's state: the transaction state machine, the server connection it holds, and the run loop.
+//! The session's driver: the message loop, and carrying out what the machine (`machine`) decides — checking
+//! connections out and back, running requests on them, following what they did to the session.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -6,17 +7,17 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::app::App;
+use crate::backend::relay::{self, RelayError, Sink};
 use crate::backend::{BackendError, CheckoutError, PooledConn, ServerConn};
 use crate::cancel::{ClientKey, Running};
 use crate::protocol::encode::PgError;
-use crate::protocol::{codes, Frame, STATUS_FAILED, STATUS_IDLE, STATUS_IN_TX};
-use crate::router::{Analysis, Command, TargetId};
+use crate::protocol::{Frame, STATUS_FAILED, STATUS_IDLE};
+use crate::router::{Analysis, Command, SharedAnalysis, TargetId};
 
-use super::client::Client;
+use super::machine::{FailOn, Failing, Machine, Reply, Request, Start};
 use super::params::Params;
-use super::prepared::Prepared;
-use super::relay::{self, RelayError, Sink};
-use super::SessionError;
+use super::{errors, route, Session, SessionError};
+use crate::client::Client;
 
 /// What is sent to the server for one client request.
 pub enum Payload<'a> {
@@ -74,112 +75,22 @@ pub struct Unnamed {
     pub epoch: u64,
 }
 
-/// Where the client's transaction stands. This is the state machine of the module doc.
-pub enum Tx {
-    /// No transaction; no server connection held.
-    Idle,
-    /// BEGIN was answered by pgsplit; no statement has chosen a target yet. Holds the BEGIN text to replay.
-    Deferred {
-        /// The client's BEGIN as a Query message, replayed on the target when the transaction binds.
-        begin: Bytes,
-        /// Statements that need no target (SAVEPOINT, SET LOCAL, ...) answered meanwhile, replayed after BEGIN.
-        held: Vec<Bytes>,
-    },
-    /// A transaction (or an unsynced extended batch) is open on a server connection of `target`.
-    Bound {
-        /// The target the transaction runs on.
-        target: TargetId,
-        /// The server connection, held until ReadyForQuery idle.
-        conn: PooledConn,
-    },
-    /// pgsplit refused a statement inside the transaction: everything but COMMIT/ROLLBACK gets 25P02. A bound
-    /// transaction is made to fail on its server before the next message (`fail_on_server`), so PostgreSQL itself
-    /// answers what follows, in either protocol.
-    Failed {
-        /// The target and connection, if the transaction had bound.
-        bound: Option<(TargetId, PooledConn)>,
-    },
-}
-
-impl Tx {
-    /// The status byte the client sees in ReadyForQuery.
-    pub fn status(&self) -> u8 {
-        match self {
-            Tx::Idle => STATUS_IDLE,
-            Tx::Deferred { .. } => STATUS_IN_TX,
-            Tx::Bound { conn, .. } => conn.status,
-            Tx::Failed { .. } => STATUS_FAILED,
-        }
+impl super::machine::Conn for PooledConn {
+    fn status(&self) -> u8 {
+        ServerConn::status(self)
     }
-}
-
-/// A connected, authenticated client.
-pub struct Session {
-    /// The client's socket and buffers.
-    pub client: Client,
-    /// Configuration, routing, pools.
-    pub app: Arc<App>,
-    /// The role the client authenticated as.
-    pub user: String,
-    /// Transaction state.
-    pub tx: Tx,
-    /// `SET pgsplit.target`: the session's default for statements that name no routed schema.
-    pub target_hint: Option<TargetId>,
-    /// The session's search_path (case-folded schema names), used to resolve unqualified names; derived from
-    /// `params` whenever they change.
-    pub search_path: Vec<String>,
-    /// The last routing decision, reused for the next statement of the same shape (see `router::DecisionMemo`).
-    pub route_memo: crate::router::DecisionMemo,
-    /// The session's last route cache lookup, for repeated texts.
-    pub lookup_memo: crate::router::cache::LookupMemo,
-    /// The buffer extended batches are rewritten into, kept between batches while small (`give_back_rewrite`).
-    pub rewrite_buf: bytes::BytesMut,
-    /// Session parameters (startup, SET, RESET) applied to every server connection the client uses.
-    pub params: Params,
-    /// A target on which DDL ran inside the open transaction: its catalog is re-read when the transaction ends.
-    pub catalog_stale: Option<TargetId>,
-    /// The cancel key pgsplit gave the client, and where its statement in flight runs.
-    pub key: ClientKey,
-    /// Connected with a target's name as the database: every statement goes to that target, unsplit.
-    pub passthrough: Option<TargetId>,
-    /// Extended-protocol messages received since the last Sync.
-    pub batch: Vec<Frame>,
-    /// Bytes held in `batch` (counted from its first message; see `extended::MAX_BATCH_BYTES`).
-    pub batch_bytes: usize,
-    /// What the statements parsed in the current batch do to session state.
-    pub batch_effects: Effects,
-    /// An error was sent for a flushed batch: messages are skipped until the client's Sync.
-    pub skip_until_sync: bool,
-    /// The client's named prepared statements, by the client's name.
-    pub statements: HashMap<String, Arc<Prepared>>,
-    /// The unnamed statement (its target, whether its SQL chose it, what it does), for a Bind that re-executes it.
-    pub unnamed: Option<Unnamed>,
-    /// The client's last unnamed Parse, re-sent before a later batch's Bind of the unnamed statement.
-    pub unnamed_parse: Option<Bytes>,
-    /// Server connections pinned to this session (named prepared statements live on them), by target.
-    pub pins: HashMap<TargetId, Option<PooledConn>>,
-    /// The bound transaction is tentative: a deferred transaction bound to its default target because a plain read
-    /// (`SELECT 1`, `SELECT now()`) needed an answer before any statement chose a target. Until a statement makes
-    /// the binding firm, a statement for another target moves the transaction there: it is rolled back where it
-    /// is and these Query messages (BEGIN and the savepoints and `SET LOCAL`s since) are replayed on the other.
-    pub tentative: Option<Vec<Bytes>>,
-    /// The routing mode of the session's current transaction (single: everything to the single target). Taken from
-    /// the App whenever no transaction is open, so a mode switch applies from each session's next transaction.
-    pub single: bool,
-    /// An admin console session (database `pgsplit`).
-    pub admin: bool,
 }
 
 impl Session {
     /// A session in the idle state.
     pub fn new(client: Client, app: Arc<App>, user: String, startup: &BTreeMap<String, String>, key: ClientKey) -> Session {
         let params = Params::from_startup(startup);
-        let app_single = app.is_single();
+        let single = app.is_single();
         Session {
             client,
             app,
             user,
-            tx: Tx::Idle,
+            machine: Machine::new(single),
             target_hint: None,
             search_path: params.search_path(),
             route_memo: Default::default(),
@@ -191,16 +102,39 @@ impl Session {
             passthrough: None,
             batch: Vec::new(),
             batch_effects: Effects::default(),
-            skip_until_sync: false,
             batch_bytes: 0,
             statements: HashMap::new(),
             unnamed: None,
             unnamed_parse: None,
             pins: HashMap::new(),
-            tentative: None,
-            single: app_single,
             admin: false,
         }
+    }
+
+    /// Connected with a target's name as the database (startup), or to the admin console.
+    pub(super) fn connected_to(&mut self, passthrough: Option<TargetId>, admin: bool) {
+        self.passthrough = passthrough;
+        self.admin = admin;
+    }
+
+    /// The database the client connected to, for logs.
+    pub(super) fn database(&self) -> &str {
+        self.passthrough.map_or(self.app.database(), |t| self.app.backend(t).name())
+    }
+
+    /// The role the client authenticated as.
+    pub(super) fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// Whether the client connected over TLS.
+    pub(super) fn tls(&self) -> bool {
+        self.client.stream.is_tls()
+    }
+
+    /// Tells the client why pgsplit ends its session.
+    pub(super) async fn fatal(&mut self, e: &PgError) {
+        self.client.fatal(e).await;
     }
 
     /// Serves the client's messages until it terminates.
@@ -209,21 +143,13 @@ impl Session {
             return self.run_admin().await;
         }
         loop {
-            let next = if self.pins.values().any(Option::is_some) {
-                // At rest, a pinned session ends at shutdown as any other; in a transaction it goes on.
-                let drain = self
-                    .at_rest()
-                    .then(|| (super::drain::Drained { app: &self.app, waker: &self.key.slot.drain }, self.user.as_str()));
-                super::notify::next_frame_or_notification(&mut self.client, &mut self.pins, drain).await?
-            } else {
-                self.next_frame_or_drain().await?
-            };
-            let Some(frame) = next else { return Ok(()) };
+            let Some(frame) = self.next_message().await? else { return Ok(()) };
+            let skipping = self.machine.skipping();
             match frame.tag {
                 b'Q' => self.simple_query(frame).await?,
                 // After an error before Sync, the rest of the batch is skipped, as PostgreSQL skips it.
-                b'P' | b'B' | b'D' | b'E' | b'C' | b'H' if self.skip_until_sync => {}
-                b'S' if self.skip_until_sync => self.sync_after_refusal().await,
+                b'P' | b'B' | b'D' | b'E' | b'C' | b'H' if skipping => {}
+                b'S' if skipping => self.sync_after_refusal().await,
                 b'P' | b'B' | b'D' | b'E' | b'C' => self.hold(frame),
                 b'S' => self.sync(frame).await?,
                 b'H' => self.flush_batch(frame).await?,
@@ -236,17 +162,51 @@ impl Session {
         }
     }
 
+    /// The client's next message, relaying a pinned connection's notifications meanwhile; `None` when it left.
+    async fn next_message(&mut self) -> Result<Option<Frame>, SessionError> {
+        if !self.pins.values().any(Option::is_some) {
+            return self.next_frame_or_drain().await;
+        }
+        // At rest, a pinned session ends at shutdown as any other; in a transaction it goes on.
+        let drain =
+            self.at_rest().then(|| (super::drain::Drained { app: &self.app, waker: &self.key.slot.drain }, self.user.as_str()));
+        super::notify::next_frame_or_notification(&mut self.client, &mut self.pins, drain).await
+    }
+
     /// The routing the session's statements are routed under now: the mode (bit 0) and how many reloads changed
     /// the routes. A prepared statement routed under another epoch is routed again before it runs.
     pub fn routing_epoch(&self) -> u64 {
-        self.app.routes_generation() << 1 | u64::from(self.single)
+        self.app.routes_generation() << 1 | u64::from(self.machine.single())
     }
 
     /// Between transactions, the session takes the routing mode in force (a switch applies from the next one).
     pub fn follow_mode(&mut self) {
-        if matches!(self.tx, Tx::Idle) {
-            self.single = self.app.is_single();
+        self.machine.follow_mode(self.app.is_single());
+    }
+
+    /// What routing weighs besides the statement, now.
+    pub(super) fn route_context(&self) -> route::Context<'_> {
+        route::Context {
+            app: &self.app,
+            passthrough: self.passthrough,
+            single: self.machine.single(),
+            search_path: &self.search_path,
+            target_hint: self.target_hint,
+            binding: self.machine.binding(),
         }
+    }
+
+    /// Routes a statement (see `route::route`).
+    pub(super) fn route(&mut self, analysis: Option<&SharedAnalysis>) -> Result<route::Routed, PgError> {
+        let ctx = route::Context {
+            app: &self.app,
+            passthrough: self.passthrough,
+            single: self.machine.single(),
+            search_path: &self.search_path,
+            target_hint: self.target_hint,
+            binding: self.machine.binding(),
+        };
+        route::route(analysis, &ctx, &mut self.route_memo)
     }
 
     /// A server connection for `target`: the session's pinned one if it has one, else one from the pool.
@@ -255,48 +215,39 @@ impl Session {
         let pinned = if self.pins.is_empty() { None } else { self.pins.get_mut(&target).and_then(Option::take) };
         let mut conn = match pinned {
             Some(conn) => conn,
-            None => {
-                let backend = self.app.backend(target);
-                // A cancel while the client waits in the queue ends the wait, as it would end the statement.
-                let checkout = backend.checkout_or_cancel(Some(&self.key.slot.waiting)).await;
-                checkout.map_err(|e| {
-                    let (code, cause) = match e {
-                        CheckoutError::Unavailable { .. } => (codes::CONNECTION_FAILURE, "target_unavailable"),
-                        CheckoutError::Timeout { .. } => (codes::TOO_MANY_CONNECTIONS, "checkout_timeout"),
-                        CheckoutError::Canceled => (codes::QUERY_CANCELED, "canceled_in_queue"),
-                    };
-                    if matches!(e, CheckoutError::Canceled) {
-                        return PgError::error(code, e.to_string()).because(cause);
-                    }
-                    tracing::warn!(target = backend.name(), error = %e, "server connection unavailable");
-                    PgError::error(code, e.to_string()).because(cause)
-                })?
-            }
+            None => self.checkout(target).await?,
         };
-        let pooler = conn.upstream_pooler;
-        if let Some(sql) = self.params.diff_sql(&conn.applied, pooler) {
-            conn.broken = true;
-            let applied = conn.simple(&sql).await;
-            conn.broken = applied.is_err();
-            if let Err(e) = applied {
+        let pooler = conn.upstream_pooler();
+        if let Some(sql) = self.params.diff_sql(conn.applied(), pooler) {
+            if let Err(e) = conn.simple(&sql).await {
                 // The connection's state is no longer known: it is closed rather than reused.
-                conn.broken = true;
+                conn.retire();
                 let name = self.app.backend(target).name().to_owned();
                 self.release(target, conn);
-                return Err(PgError::error(
-                    codes::CONNECTION_FAILURE,
-                    format!("cannot apply the session's settings on target \"{name}\": {e}"),
-                ));
+                return Err(errors::settings_not_applied(&name, &e));
             }
-            self.params.synced(&mut conn.applied, pooler);
+            self.params.synced(conn.applied_mut(), pooler);
         }
         Ok(conn)
+    }
+
+    /// A connection from the target's pool; a cancel while the client waits in the queue ends the wait, as it
+    /// would end the statement.
+    async fn checkout(&self, target: TargetId) -> Result<PooledConn, PgError> {
+        let backend = self.app.backend(target);
+        let checkout = backend.checkout_or_cancel(Some(&self.key.slot.waiting)).await;
+        checkout.map_err(|e| {
+            if !matches!(e, CheckoutError::Canceled) {
+                tracing::warn!(target = backend.name(), error = %e, "server connection unavailable");
+            }
+            errors::checkout(&e)
+        })
     }
 
     /// Gives a connection back: to the session's pin slot if pinned (and healthy), else to the pool.
     pub fn release(&mut self, target: TargetId, conn: PooledConn) {
         if let Some(slot) = (!self.pins.is_empty()).then(|| self.pins.get_mut(&target)).flatten() {
-            if !conn.broken {
+            if conn.reusable() {
                 *slot = Some(conn);
                 return;
             }
@@ -320,9 +271,48 @@ impl Session {
         }
     }
 
-    /// Sends `frames` (already encoded, preceded by a deferred BEGIN and what was held with it) on `conn`, relays the answer to the
-    /// client, and settles the transaction state from the server's ReadyForQuery.
-    pub async fn execute(
+    /// Runs a request on `target` as the machine says: on the bound connection, or on one checked out (replaying a
+    /// deferred BEGIN), moving a tentative transaction first if the request chose another target.
+    pub(super) async fn run_on(
+        &mut self,
+        target: TargetId,
+        request: &Request,
+        payload: Payload<'_>,
+        effects: &Effects,
+    ) -> Result<(), SessionError> {
+        let (target, conn, prelude) = match self.machine.start(target, request) {
+            Start::Use(t, conn) => (t, conn, Vec::new()),
+            Start::Checkout { target, prelude, moved_from } => {
+                if let Some((from, conn)) = moved_from {
+                    self.roll_back_tentative(from, conn).await;
+                }
+                match self.acquire(target).await {
+                    Ok(conn) => {
+                        self.machine.checked_out();
+                        (target, conn, prelude)
+                    }
+                    Err(e) => {
+                        let deferred = !prelude.is_empty();
+                        let status = self.machine.checkout_failed();
+                        if deferred {
+                            self.refused(&e);
+                        }
+                        self.client.error_ready(&e, status);
+                        return Ok(());
+                    }
+                }
+            }
+            Start::Answer(reply) => {
+                self.reply(reply);
+                return Ok(());
+            }
+        };
+        self.execute(target, conn, prelude, payload, effects).await
+    }
+
+    /// Sends `payload` (preceded by a deferred BEGIN and what was held with it) on `conn`, relays the answer to the
+    /// client, and settles the transaction from the server's ReadyForQuery.
+    async fn execute(
         &mut self,
         target: TargetId,
         mut conn: PooledConn,
@@ -331,91 +321,90 @@ impl Session {
         effects: &Effects,
     ) -> Result<(), SessionError> {
         let started = std::time::Instant::now();
-        let was_in_tx = !prelude.is_empty() || conn.status != STATUS_IDLE;
+        let was_in_tx = !prelude.is_empty() || conn.status() != STATUS_IDLE;
         self.pooler_prelude(&mut conn, &mut prelude, effects);
         self.in_flight(target, &conn).await;
-        let mut result: Result<u8, RelayError> = Ok(STATUS_IN_TX);
-        if !prelude.is_empty() {
-            // Done before the batch is rewritten, so their replies never meet the batch's queue of expected replies.
-            result = self.replay(&mut conn, &prelude).await;
+        let result = self.exchange(&mut conn, &prelude, payload, effects).await;
+        self.landed().await;
+        let failed = matches!(result, Ok(Exchanged { held_failed: true, .. }));
+        self.app.backend(target).stats.query(started, result.is_err() || conn.outcome().error || failed);
+        match result {
+            Ok(Exchanged { status, held_failed: false }) => self.follow(target, &mut conn, effects, was_in_tx, status),
+            Ok(_) => {}
+            Err(RelayError::Client(e)) => {
+                self.machine.lost();
+                return Err(e.into());
+            }
+            Err(RelayError::Server(e)) => {
+                self.server_lost(target, conn, &e);
+                let err = errors::connection_lost(self.app.backend(target).name(), Some(&e));
+                self.client.error_ready(&err, STATUS_IDLE);
+                return Ok(());
+            }
         }
-        let held_failed = matches!(result, Ok(STATUS_FAILED));
-        if held_failed {
+        if let Some(conn) = self.machine.ready(conn) {
+            self.release(target, conn);
+            if let Some(stale) = self.catalog_stale.take() {
+                if let Err(e) = self.app.refresh_catalog(stale).await {
+                    tracing::warn!(target = self.app.backend(stale).name(), error = %e, "catalog not refreshed after DDL");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The exchange of `execute`: the prelude, then the payload (unless a held statement failed in the prelude),
+    /// then the end of pgsplit's own transaction around it (behind a transaction pooler).
+    async fn exchange(
+        &mut self,
+        conn: &mut PooledConn,
+        prelude: &[Bytes],
+        payload: Payload<'_>,
+        effects: &Effects,
+    ) -> Result<Exchanged, RelayError> {
+        // Done before the batch is rewritten, so their replies never meet the batch's queue of expected replies.
+        if !prelude.is_empty() && self.replay(conn, prelude).await? == STATUS_FAILED {
             // A held statement (SET LOCAL with a bad value, ROLLBACK TO an unknown savepoint) failed where the
             // transaction bound: the client's statement gets that error instead of a bare 25P02.
-            let ready = !conn.wrapped;
-            self.held_failed(&mut conn, ready);
-        } else if result.is_ok() {
-            let (raw, batch) = match payload {
-                Payload::Raw(b) => (b, None),
-                Payload::Batch(frames) => (&[][..], Some(self.rewrite_batch(&mut conn, frames))),
-            };
-            let bytes = batch.as_deref().unwrap_or(raw);
-            result = relay::exchange(&mut self.client, &mut conn, bytes, Sink::Client).await;
-            if let Some(batch) = batch {
+            let ready = !conn.wrapped();
+            self.held_failed(conn, ready);
+            return Ok(Exchanged { status: STATUS_FAILED, held_failed: true });
+        }
+        let mut status = match payload {
+            Payload::Raw(bytes) => relay::exchange(&mut self.client, conn, bytes, Sink::Client).await?,
+            Payload::Batch(frames) => {
+                let batch = self.rewrite_batch(conn, frames);
+                let status = relay::exchange(&mut self.client, conn, &batch, Sink::Client).await;
                 self.give_back_rewrite(batch);
+                status?
             }
+        };
+        if conn.wrapped() {
+            status = self.end_wrapped(conn, effects).await?;
         }
-        if conn.wrapped && result.is_ok() {
-            result = self.end_wrapped(&mut conn, effects).await;
-        }
-        self.landed().await;
-        self.app.backend(target).stats.query(started, result.is_err() || conn.outcome.error || held_failed);
-        match result {
-            Ok(status) if !held_failed => self.follow(target, &mut conn, effects, was_in_tx, status),
-            _ => {}
-        }
-        match result {
-            Ok(status) if status == STATUS_IDLE => {
-                self.tx = Tx::Idle;
-                self.tentative = None;
-                self.release(target, conn);
-                if let Some(stale) = self.catalog_stale.take() {
-                    if let Err(e) = self.app.refresh_catalog(stale).await {
-                        tracing::warn!(target = self.app.backend(stale).name(), error = %e, "catalog not refreshed after DDL");
-                    }
-                }
-                Ok(())
-            }
-            Ok(_) => {
-                self.tx = Tx::Bound { target, conn };
-                Ok(())
-            }
-            Err(RelayError::Client(e)) => Err(e),
-            Err(RelayError::Server(e)) => {
-                conn.broken = true;
-                let name = self.app.backend(target).name().to_owned();
-                tracing::warn!(target = %name, error = %e, "server connection lost");
-                self.release(target, conn);
-                self.tx = Tx::Idle;
-                self.tentative = None;
-                let err = PgError::error(codes::CONNECTION_FAILURE, format!("connection to target \"{name}\" lost: {e}"));
-                self.client.error_ready(&err, STATUS_IDLE);
-                Ok(())
-            }
-        }
+        Ok(Exchanged { status, held_failed: false })
+    }
+
+    /// A server connection failed mid-request: it is closed, and the transaction is gone with it.
+    pub(super) fn server_lost(&mut self, target: TargetId, mut conn: PooledConn, e: &BackendError) {
+        conn.retire();
+        tracing::warn!(target = self.app.backend(target).name(), error = %e, "server connection lost");
+        self.release(target, conn);
+        self.machine.lost();
     }
 
     /// Replays a deferred BEGIN and what was held since on `conn`, in one write; their answers were given already.
     /// Returns the transaction status after them.
     pub async fn replay(&mut self, conn: &mut PooledConn, prelude: &[Bytes]) -> Result<u8, RelayError> {
-        conn.discarded_error = None;
-        conn.send(&prelude.concat()).await?;
-        let mut status = STATUS_IN_TX;
-        for _ in prelude {
-            status = relay::until_ready(&mut self.client, conn, Sink::Discard).await?;
-        }
-        Ok(status)
+        relay::replay(&mut self.client, conn, prelude).await
     }
 
     /// Answers the client's request with the error of the held statement that failed on replay (the transaction is
     /// failed on its server now), and ReadyForQuery unless the request was flushed before its Sync.
     pub fn held_failed(&mut self, conn: &mut PooledConn, ready: bool) {
-        match conn.discarded_error.take() {
+        match conn.take_discarded_error() {
             Some(e) => self.client.wbuf.extend_from_slice(&e),
-            None => {
-                PgError::error(codes::IN_FAILED_TRANSACTION, "a statement held since BEGIN failed").encode(&mut self.client.wbuf)
-            }
+            None => errors::held_statement_failed().encode(&mut self.client.wbuf),
         }
         if ready {
             crate::protocol::encode::ready_for_query(&mut self.client.wbuf, STATUS_FAILED);
@@ -424,7 +413,7 @@ impl Session {
 
     /// Marks the client's statement as running on `conn`, for cancel requests.
     pub async fn in_flight(&self, target: TargetId, conn: &ServerConn) {
-        if let Some(key) = conn.key {
+        if let Some(key) = conn.key() {
             self.set_running(Some(Running { target, key })).await;
         }
     }
@@ -447,18 +436,19 @@ impl Session {
     /// target's catalog snapshot stale (re-read once the transaction ends, before the client's next statement).
     fn follow(&mut self, target: TargetId, conn: &mut PooledConn, effects: &Effects, was_in_tx: bool, status: u8) {
         if !effects.changes.is_empty() || self.params.has_pending() {
-            self.params.follow(&effects.changes, was_in_tx, status, conn.outcome, &mut conn.applied);
+            let outcome = conn.outcome();
+            self.params.follow(&effects.changes, was_in_tx, status, outcome, conn.applied_mut());
             self.search_path = self.params.search_path();
-            if conn.upstream_pooler {
+            if conn.upstream_pooler() {
                 // Untracked parameters were reset on the server before commit; the connection keeps none.
-                conn.applied.retain(|name, _| super::params::tracked_by_pooler(name));
+                conn.applied_mut().retain(|name, _| super::params::tracked_by_pooler(name));
             }
         }
         if effects.ddl {
             self.catalog_stale = Some(target);
         }
         if effects.forgets_prepared {
-            conn.prepared.clear();
+            conn.forget_prepared();
             self.statements.clear();
         }
         // Even a failed exchange may have left what pins (a session advisory lock survives a rollback).
@@ -467,115 +457,100 @@ impl Session {
         }
     }
 
-    /// Moves a tentatively bound transaction off its server (see `tentative`): it is rolled back there and becomes
-    /// deferred again, with what is to be replayed where it binds next.
-    pub async fn unbind_tentative(&mut self) {
-        let Some(mut replay) = self.tentative.take().filter(|r| !r.is_empty()) else { return };
-        let Tx::Bound { target, mut conn } = std::mem::replace(&mut self.tx, Tx::Idle) else { return };
-        conn.broken = true;
-        let rolled_back = conn.simple("ROLLBACK").await;
-        conn.broken = rolled_back.is_err() || conn.status != STATUS_IDLE;
+    /// Rolls back a tentatively bound transaction that moves to another target (see `machine`), and returns its
+    /// connection.
+    async fn roll_back_tentative(&mut self, target: TargetId, mut conn: PooledConn) {
+        if conn.simple("ROLLBACK").await.is_err() || conn.status() != STATUS_IDLE {
+            conn.retire();
+        }
         self.release(target, conn);
-        let held = replay.split_off(1);
-        let begin = replay.pop().unwrap_or_default();
-        self.tx = Tx::Deferred { begin, held };
+    }
+
+    /// Sends a reply the machine gave for a request answered without a server.
+    pub(super) fn reply(&mut self, reply: Reply) {
+        match reply {
+            Reply::Complete { tag, notice, status } => {
+                if notice {
+                    errors::already_in_transaction().encode(&mut self.client.wbuf);
+                }
+                self.client.complete_ready(tag, status);
+            }
+            Reply::Error { error, status } => self.client.error_ready(&error, status),
+        }
     }
 
     /// Refuses a statement: inside a transaction the transaction fails as PostgreSQL would fail it.
     pub fn refuse(&mut self, err: PgError) {
-        self.fail_transaction(&err);
-        let status = self.tx.status();
+        self.refused(&err);
+        let status = self.machine.refuse();
         self.client.error_ready(&err, status);
     }
 
-    /// A refused statement fails the open transaction, if any.
-    fn fail_transaction(&mut self, err: &PgError) {
+    /// Logs and counts a refusal.
+    fn refused(&self, err: &PgError) {
         tracing::info!(user = %self.user, reason = err.cause, sqlstate = err.code, error = %err, "statement refused");
         self.app.metrics().refused(if err.cause.is_empty() { "other" } else { err.cause }, err.code);
-        self.tentative = None;
-        self.tx = match std::mem::replace(&mut self.tx, Tx::Idle) {
-            Tx::Idle => Tx::Idle,
-            Tx::Deferred { .. } => Tx::Failed { bound: None },
-            Tx::Bound { target, conn } => Tx::Failed { bound: Some((target, conn)) },
-            Tx::Failed { bound } => Tx::Failed { bound },
-        };
     }
 
     /// Refuses part of an extended batch the client flushed before its Sync: only the error now; the rest of the
     /// batch is skipped and its Sync answered with ReadyForQuery, as PostgreSQL does.
     pub fn refuse_before_sync(&mut self, err: PgError) {
-        self.fail_transaction(&err);
+        self.refused(&err);
+        self.machine.refuse_before_sync();
         err.encode(&mut self.client.wbuf);
-        self.skip_until_sync = true;
     }
 
     /// The Sync ending a batch that was refused after a flushed part: a server connection holding that part fails
     /// too, and its answer decides the status, as PostgreSQL's would: an explicit transaction stays failed (25P02
     /// until ROLLBACK), an implicit one is over, rolled back.
     pub(super) async fn sync_after_refusal(&mut self) {
-        self.skip_until_sync = false;
-        if matches!(self.tx, Tx::Failed { bound: Some(_) }) {
+        if self.machine.sync_skipped() {
             if let Err(e) = self.fail_on_server().await {
                 e.encode(&mut self.client.wbuf);
             }
         }
-        crate::protocol::encode::ready_for_query(&mut self.client.wbuf, self.tx.status());
+        crate::protocol::encode::ready_for_query(&mut self.client.wbuf, self.machine.status());
     }
 
     /// Makes a transaction pgsplit failed fail on a server too (with a statement that raises), so that PostgreSQL
     /// answers everything after it exactly as it would (25P02, COMMIT answered by ROLLBACK), including extended-
-    /// protocol batches. A transaction that never bound gets a connection of the default target for this.
+    /// protocol batches. A transaction that never bound gets a connection of the fallback target for this.
     pub async fn fail_on_server(&mut self) -> Result<(), PgError> {
-        let (target, mut conn, begin) = match std::mem::replace(&mut self.tx, Tx::Idle) {
-            Tx::Failed { bound: Some((target, conn)) } => (target, conn, ""),
-            Tx::Failed { bound: None } => {
-                let target = if self.single { self.app.single_target() } else { self.app.table().default_target };
-                match self.acquire(target).await {
-                    Ok(conn) => (target, conn, "BEGIN;"),
-                    Err(e) => {
-                        self.tx = Tx::Failed { bound: None };
-                        return Err(e);
-                    }
+        let fallback = route::fallback(&self.route_context());
+        let (target, mut conn, begin) = match self.machine.take_failed(fallback) {
+            None => return Ok(()),
+            Some(FailOn::Bound(target, conn)) => (target, conn, ""),
+            Some(FailOn::Unbound) => match self.acquire(fallback).await {
+                Ok(conn) => (fallback, conn, "BEGIN;"),
+                Err(e) => {
+                    self.machine.failed_on_server(Failing::Lost);
+                    return Err(e);
                 }
-            }
-            other => {
-                self.tx = other;
-                return Ok(());
+            },
+        };
+        let failing = match super::pooler::raise_in_transaction(&mut conn, begin).await {
+            Some(status) if status == STATUS_FAILED => Failing::Failed(target, conn),
+            // No BEGIN: the implicit transaction of a flushed extended batch. The error ended it, rolled back, as
+            // PostgreSQL ends one; the connection is idle and clean again.
+            Some(status) if status == STATUS_IDLE && begin.is_empty() => Failing::Ended(conn),
+            _ => {
+                conn.retire();
+                self.release(target, conn);
+                self.machine.failed_on_server(Failing::Lost);
+                return Err(errors::connection_lost(self.app.backend(target).name(), None));
             }
         };
-        let sql = format!(
-            "{begin}DO $pgsplit$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = 'transaction failed by pgsplit'; END $pgsplit$"
-        );
-        conn.broken = true;
-        let failed = conn.simple(&sql).await;
-        if matches!(failed, Err(BackendError::Server { .. })) {
-            // pgsplit's own transaction around an autocommit request (behind a transaction pooler) is not the
-            // client's: it ends here, so that the server's answer below is about the client's transaction.
-            if conn.wrapped && conn.status == STATUS_FAILED && conn.simple("ROLLBACK").await.is_ok() {
-                conn.wrapped = false;
-            }
-            match conn.status {
-                STATUS_FAILED => {
-                    conn.broken = false;
-                    self.tx = Tx::Bound { target, conn };
-                    return Ok(());
-                }
-                // No BEGIN: the implicit transaction of a flushed extended batch. The error ended it, rolled back,
-                // as PostgreSQL ends one; the connection is idle and clean again.
-                STATUS_IDLE if begin.is_empty() => {
-                    conn.broken = false;
-                    conn.expect.clear();
-                    self.release(target, conn);
-                    return Ok(());
-                }
-                _ => {}
-            }
+        if let Some(conn) = self.machine.failed_on_server(failing) {
+            self.release(target, conn);
         }
-        let name = self.app.backend(target).name().to_owned();
-        self.release(target, conn);
-        self.tx = Tx::Failed { bound: None };
-        Err(PgError::error(codes::CONNECTION_FAILURE, format!("connection to target \"{name}\" lost")))
+        Ok(())
     }
+}
+
+/// How an exchange ended: the server's status, and whether a held statement failed before the request was sent.
+struct Exchanged {
+    status: u8,
+    held_failed: bool,
 }
 
 impl Drop for Session {
@@ -587,7 +562,7 @@ impl Drop for Session {
         // What pinned a connection (LISTEN, temporary tables, advisory locks, ...) must not reach another client:
         // the connection is closed rather than returned.
         for conn in self.pins.values_mut().flatten() {
-            conn.broken = true;
+            conn.retire();
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The client's socket with its read and write buffers, read one whole message at a time.
+//! The client's socket with its read and write buffers, read one whole message at a time; shared by the session
+//! (which reads requests) and the backend's relay (which writes replies and forwards COPY data).
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -7,7 +8,19 @@ use crate::protocol::encode::{self, PgError};
 use crate::protocol::framing::{self, Frame};
 use crate::stream::Stream;
 
-use super::SessionError;
+/// Why reading from or writing to the client failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The client closed the connection mid-message or mid-exchange.
+    #[error("client disconnected")]
+    Gone,
+    /// A socket error.
+    #[error("client I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The client sent a message the framing refuses (length, type).
+    #[error(transparent)]
+    Frame(#[from] framing::FrameError),
+}
 
 /// Buffers above this are released when the client goes idle, so 1,000 idle clients stay small.
 const IDLE_BUFFER_KEEP: usize = 16 * 1024;
@@ -29,12 +42,12 @@ impl Client {
     }
 
     /// The next whole message; `Ok(None)` when the client closed the connection between messages.
-    pub async fn read_frame(&mut self) -> Result<Option<Frame>, SessionError> {
+    pub async fn read_frame(&mut self) -> Result<Option<Frame>, ClientError> {
         self.read_frame_within(framing::MAX_MESSAGE_LEN).await
     }
 
     /// `read_frame`, refusing a message longer than `max` (08P01) before reading it whole.
-    pub async fn read_frame_within(&mut self, max: usize) -> Result<Option<Frame>, SessionError> {
+    pub async fn read_frame_within(&mut self, max: usize) -> Result<Option<Frame>, ClientError> {
         loop {
             if let Some(f) = framing::next_frontend_within(&mut self.rbuf, max)? {
                 return Ok(Some(f));
@@ -43,13 +56,13 @@ impl Client {
                 self.rbuf = BytesMut::new();
             }
             if self.fill().await? == 0 {
-                return if self.rbuf.is_empty() { Ok(None) } else { Err(SessionError::ClientGone) };
+                return if self.rbuf.is_empty() { Ok(None) } else { Err(ClientError::Gone) };
             }
         }
     }
 
     /// Reads more bytes; returns how many (0 at end of stream).
-    pub async fn fill(&mut self) -> Result<usize, SessionError> {
+    pub async fn fill(&mut self) -> Result<usize, ClientError> {
         if self.rbuf.capacity() - self.rbuf.len() < 1024 {
             self.rbuf.reserve(8192);
         }
@@ -57,7 +70,7 @@ impl Client {
     }
 
     /// Writes pgsplit's own pending messages.
-    pub async fn flush(&mut self) -> Result<(), SessionError> {
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
         if !self.wbuf.is_empty() {
             self.stream.write_all(&self.wbuf).await?;
             self.wbuf.clear();
@@ -66,7 +79,7 @@ impl Client {
     }
 
     /// Writes relayed bytes directly (no copy into `wbuf`).
-    pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
         self.flush().await?;
         Ok(self.stream.write_all(bytes).await?)
     }

@@ -1,21 +1,72 @@
-//! Relaying a server's responses to the client as framed bytes, until ReadyForQuery, including COPY FROM STDIN.
+//! The exchange of a client's request with its server: send it, relay the server's responses to the client as
+//! framed bytes until ReadyForQuery (following the queue of expected replies), including COPY FROM STDIN.
+//!
+//! Every exchange runs under an `Exchange` guard: the connection counts as broken from the first byte sent until
+//! the exchange reaches its end, so an I/O error, a protocol error, or a future dropped midway (the client's task
+//! ended) leaves it closed, never reused.
 
-use bytes::Buf;
+use bytes::{Buf, Bytes};
 
-use crate::backend::{BackendError, Outcome, ServerConn};
+use crate::client::{Client, ClientError};
 use crate::protocol::encode;
 use crate::protocol::expect::{Expect, Reply};
 use crate::protocol::framing::{self, MAX_MESSAGE_LEN};
 
-use super::client::Client;
-use super::SessionError;
+use super::{BackendError, Outcome, ServerConn};
 
 /// Why a relay stopped early.
+#[derive(Debug)]
 pub enum RelayError {
     /// The client went away or broke the protocol: the session ends.
-    Client(SessionError),
+    Client(ClientError),
     /// The server failed: the client is told, the connection is discarded.
     Server(BackendError),
+}
+
+impl From<ClientError> for RelayError {
+    fn from(e: ClientError) -> Self {
+        RelayError::Client(e)
+    }
+}
+
+/// A connection in the middle of an exchange: dropped before `done`, it marks the connection broken.
+pub(super) struct Exchange<'a> {
+    conn: &'a mut ServerConn,
+    finished: bool,
+}
+
+impl<'a> Exchange<'a> {
+    /// The exchange begins (before its first byte is sent).
+    pub(super) fn start(conn: &'a mut ServerConn) -> Exchange<'a> {
+        Exchange { conn, finished: false }
+    }
+
+    /// The exchange reached its end (ReadyForQuery, or the client's next message after a Flush).
+    pub(super) fn done(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for Exchange<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.conn.broken = true;
+        }
+    }
+}
+
+impl std::ops::Deref for Exchange<'_> {
+    type Target = ServerConn;
+
+    fn deref(&self) -> &ServerConn {
+        self.conn
+    }
+}
+
+impl std::ops::DerefMut for Exchange<'_> {
+    fn deref_mut(&mut self) -> &mut ServerConn {
+        self.conn
+    }
 }
 
 impl From<BackendError> for RelayError {
@@ -73,38 +124,60 @@ async fn send(client: &mut Client, conn: &mut ServerConn, bytes: &[u8], sink: Si
 
 /// Sends a request and relays its replies until ReadyForQuery; returns its status byte (see `send`, `until_ready`).
 pub async fn exchange(client: &mut Client, conn: &mut ServerConn, bytes: &[u8], sink: Sink) -> Result<u8, RelayError> {
+    let mut conn = Exchange::start(conn);
     conn.outcome = Outcome::default();
-    match send(client, conn, bytes, sink).await? {
-        Some(Step::Ready(status)) => return Ok(status),
-        Some(Step::CopyIn) => {
-            if let Some(status) = copy_from_client(client, conn).await? {
-                return Ok(status);
-            }
-        }
-        _ => {}
-    }
-    relay_until_ready(client, conn, sink).await
+    let status = match send(client, &mut conn, bytes, sink).await? {
+        Some(Step::Ready(status)) => status,
+        Some(Step::CopyIn) => match copy_from_client(client, &mut conn).await? {
+            Some(status) => status,
+            None => relay_until_ready(client, &mut conn, sink).await?,
+        },
+        _ => relay_until_ready(client, &mut conn, sink).await?,
+    };
+    conn.done();
+    Ok(status)
 }
 
 /// Sends a batch that ends with Flush and relays its replies until the client speaks (see `until_client_speaks`).
 pub async fn exchange_until_client_speaks(client: &mut Client, conn: &mut ServerConn, bytes: &[u8]) -> Result<(), RelayError> {
-    let over = match send(client, conn, bytes, Sink::Client).await? {
+    let mut conn = Exchange::start(conn);
+    let over = match send(client, &mut conn, bytes, Sink::Client).await? {
         Some(Step::Ready(_)) => true,
-        Some(Step::CopyIn) => copy_from_client(client, conn).await?.is_some(),
+        Some(Step::CopyIn) => copy_from_client(client, &mut conn).await?.is_some(),
         _ => false,
     };
-    if over {
-        return Ok(());
+    if !over {
+        until_client_speaks(client, &mut conn).await?;
     }
-    until_client_speaks(client, conn).await
+    conn.done();
+    Ok(())
 }
 
 /// Relays complete server messages until ReadyForQuery and returns its status byte. Each read from the server is
 /// written to the client in one write, straight from the read buffer, unless replies must be hidden or injected
 /// (see `protocol::expect`).
 pub async fn until_ready(client: &mut Client, conn: &mut ServerConn, sink: Sink) -> Result<u8, RelayError> {
+    let mut conn = Exchange::start(conn);
     conn.outcome = Outcome::default();
-    relay_until_ready(client, conn, sink).await
+    let status = relay_until_ready(client, &mut conn, sink).await?;
+    conn.done();
+    Ok(status)
+}
+
+/// Sends Query messages pgsplit replays or runs on its own (a deferred BEGIN and what was held, pgsplit's own
+/// COMMIT) in one write and relays their replies nowhere; returns the status after the last. The first error among
+/// them is kept whole (`ServerConn::take_discarded_error`).
+pub async fn replay(client: &mut Client, conn: &mut ServerConn, messages: &[Bytes]) -> Result<u8, RelayError> {
+    let mut conn = Exchange::start(conn);
+    conn.discarded_error = None;
+    conn.send(&messages.concat()).await?;
+    let mut status = crate::protocol::STATUS_IN_TX;
+    for _ in messages {
+        conn.outcome = Outcome::default();
+        status = relay_until_ready(client, &mut conn, Sink::Discard).await?;
+    }
+    conn.done();
+    Ok(status)
 }
 
 /// `until_ready` without resetting the exchange's outcome (`exchange` has relayed part of it already).
@@ -122,105 +195,130 @@ async fn relay_until_ready(client: &mut Client, conn: &mut ServerConn, sink: Sin
     }
 }
 
+/// What the relay does with one server message besides following it.
+enum Disposition {
+    /// Pass it on to the client.
+    Pass,
+    /// Hide it (a reply to what pgsplit added, or the ReadyForQuery of a request pgsplit wrapped).
+    Hide,
+    /// The server's FATAL: the client gets it as an ERROR naming the target, and ReadyForQuery idle.
+    Fatal,
+}
+
+/// The relay's place in the server's read buffer: `off` is the next message, `run` the start of the bytes not yet
+/// passed on (a hidden or injected reply splices the output there).
+#[derive(Default)]
+struct Cursor {
+    off: usize,
+    run: usize,
+}
+
+impl Cursor {
+    /// Moves the bytes before the current message to the client's buffer; what follows starts a new run.
+    fn splice(&mut self, client: &mut Client, conn: &ServerConn, sink: Sink, next_run: usize) {
+        if sink == Sink::Client {
+            client.wbuf.extend_from_slice(&conn.rbuf[self.run..self.off]);
+        }
+        self.run = next_run;
+    }
+}
+
 /// Relays the complete messages in the server's read buffer, following the queue of expected replies.
 async fn forward_buffered(client: &mut Client, conn: &mut ServerConn, sink: Sink) -> Result<Step, RelayError> {
-    let mut off = 0;
-    // Start of the bytes not yet passed on; a hidden or injected reply splices the output there.
-    let mut run = 0;
+    let mut cur = Cursor::default();
     let mut step = Step::More;
     // Replies pgsplit gives itself that are due now (everything before them has been relayed): a Flush batch may
     // consist of nothing else, and no server message would ever carry them out.
-    while let Some(Expect::Inject(reply)) = conn.expect.front() {
-        if sink == Sink::Client {
-            encode::tag_only(&mut client.wbuf, *reply);
-        }
-        conn.expect.pop_front();
-    }
-    while let Some(n) = framing::peek_len(&conn.rbuf[off..], |_| Some(MAX_MESSAGE_LEN)).map_err(|e| {
-        conn.broken = true;
-        BackendError::Protocol(e.to_string())
-    })? {
-        let tag = conn.rbuf[off];
-        while let Some(Expect::Inject(reply)) = conn.expect.front() {
-            let reply = *reply;
-            if sink == Sink::Client {
-                client.wbuf.extend_from_slice(&conn.rbuf[run..off]);
-                encode::tag_only(&mut client.wbuf, reply);
-            }
-            run = off;
-            conn.expect.pop_front();
-        }
-        let body = &conn.rbuf[off + 5..off + n];
-        let mut hide = false;
-        match tag {
-            b'Z' => {
-                let status = body.first().copied().unwrap_or(b'I');
-                conn.status = status;
-                conn.skipping = false;
-                step = Step::Ready(status);
-                conn.expect.clear();
-                // The transaction pgsplit opened around the request is still to be ended: its answer comes later.
-                hide = conn.wrapped;
-            }
-            b'G' => step = Step::CopyIn,
-            b'E' if is_fatal(body) => {
-                // The server is ending this connection (shutdown, restart, terminated backend), not the client's
-                // session: the client gets an ERROR naming the target, and the exchange ends here.
-                conn.outcome.error = true;
-                conn.broken = true;
+    inject_due(client, conn, sink, &mut cur);
+    while let Some(n) =
+        framing::peek_len(&conn.rbuf[cur.off..], |_| Some(MAX_MESSAGE_LEN)).map_err(|e| BackendError::Protocol(e.to_string()))?
+    {
+        inject_due(client, conn, sink, &mut cur);
+        let (next, disposition) = follow_message(conn, sink, cur.off, n);
+        match disposition {
+            Disposition::Pass => {}
+            Disposition::Hide => cur.splice(client, conn, sink, cur.off + n),
+            Disposition::Fatal => {
+                cur.splice(client, conn, sink, cur.off + n);
                 if sink == Sink::Client {
-                    client.wbuf.extend_from_slice(&conn.rbuf[run..off]);
-                    fatal_as_error(body, &conn.target, &mut client.wbuf);
+                    fatal_as_error(&conn.rbuf[cur.off + 5..cur.off + n], &conn.target, &mut client.wbuf);
                     encode::ready_for_query(&mut client.wbuf, b'I');
                 }
-                run = off + n;
-                off += n;
-                step = Step::Ready(b'I');
-                conn.status = b'I';
-                conn.expect.clear();
-                break;
             }
-            b'E' => {
-                conn.outcome.error = true;
-                if sink == Sink::Discard && conn.discarded_error.is_none() {
-                    conn.discarded_error = Some(bytes::Bytes::copy_from_slice(&conn.rbuf[off..off + n]));
-                }
-                failed_until_sync(conn);
-            }
-            b'C' => {
-                conn.outcome.committed = body.starts_with(b"COMMIT\0");
-                conn.outcome.rolled_back = body.starts_with(b"ROLLBACK\0");
-                reply_part(conn, tag);
-            }
-            // Asynchronous messages belong to no reply.
-            b'N' | b'S' | b'A' => {}
-            _ => hide = reply_part(conn, tag),
         }
-        if hide {
-            if sink == Sink::Client {
-                client.wbuf.extend_from_slice(&conn.rbuf[run..off]);
-            }
-            run = off + n;
-        }
-        off += n;
+        cur.off += n;
+        step = next;
         if !matches!(step, Step::More) {
             break;
         }
     }
     if sink == Sink::Client {
-        let written = if client.wbuf.is_empty() {
-            client.write_raw(&conn.rbuf[run..off]).await
+        if client.wbuf.is_empty() {
+            client.write_raw(&conn.rbuf[cur.run..cur.off]).await?;
         } else {
-            client.wbuf.extend_from_slice(&conn.rbuf[run..off]);
-            client.flush().await
-        };
-        if let Err(e) = written {
-            conn.broken = true;
-            return Err(RelayError::Client(e));
+            client.wbuf.extend_from_slice(&conn.rbuf[cur.run..cur.off]);
+            client.flush().await?;
         }
     }
-    conn.rbuf.advance(off);
+    conn.rbuf.advance(cur.off);
     Ok(step)
+}
+
+/// Sends the replies pgsplit injects that are due before the current message (everything before them relayed).
+fn inject_due(client: &mut Client, conn: &mut ServerConn, sink: Sink, cur: &mut Cursor) {
+    while let Some(Expect::Inject(reply)) = conn.expect.front() {
+        let reply = *reply;
+        cur.splice(client, conn, sink, cur.off);
+        if sink == Sink::Client {
+            encode::tag_only(&mut client.wbuf, reply);
+        }
+        conn.expect.pop_front();
+    }
+}
+
+/// Follows the server message of `n` bytes at `off`: the connection's status, outcome and queue of expected
+/// replies. Returns whether the exchange goes on, and what to do with the message.
+fn follow_message(conn: &mut ServerConn, sink: Sink, off: usize, n: usize) -> (Step, Disposition) {
+    let tag = conn.rbuf[off];
+    let body = &conn.rbuf[off + 5..off + n];
+    match tag {
+        b'Z' => {
+            let status = body.first().copied().unwrap_or(b'I');
+            conn.status = status;
+            conn.skipping = false;
+            conn.expect.clear();
+            // The transaction pgsplit opened around the request is still to be ended: its answer comes later.
+            (Step::Ready(status), if conn.wrapped { Disposition::Hide } else { Disposition::Pass })
+        }
+        b'G' => (Step::CopyIn, Disposition::Pass),
+        b'E' if is_fatal(body) => {
+            // The server is ending this connection (shutdown, restart, terminated backend), not the client's
+            // session: the client gets an ERROR naming the target, and the exchange ends here.
+            conn.outcome.error = true;
+            conn.broken = true;
+            conn.status = b'I';
+            conn.expect.clear();
+            (Step::Ready(b'I'), Disposition::Fatal)
+        }
+        b'E' => {
+            conn.outcome.error = true;
+            if sink == Sink::Discard && conn.discarded_error.is_none() {
+                conn.discarded_error = Some(Bytes::copy_from_slice(&conn.rbuf[off..off + n]));
+            }
+            failed_until_sync(conn);
+            (Step::More, Disposition::Pass)
+        }
+        b'C' => {
+            conn.outcome.committed = body.starts_with(b"COMMIT\0");
+            conn.outcome.rolled_back = body.starts_with(b"ROLLBACK\0");
+            reply_part(conn, tag);
+            (Step::More, Disposition::Pass)
+        }
+        // Asynchronous messages belong to no reply.
+        b'N' | b'S' | b'A' => (Step::More, Disposition::Pass),
+        _ if reply_part(conn, tag) => (Step::More, Disposition::Hide),
+        _ => (Step::More, Disposition::Pass),
+    }
 }
 
 /// Whether an ErrorResponse body has severity FATAL or PANIC.
@@ -309,10 +407,7 @@ async fn copy_from_client(client: &mut Client, conn: &mut ServerConn) -> Result<
                     }
                 }
                 Ok(None) => break,
-                Err(e) => {
-                    conn.broken = true;
-                    return Err(RelayError::Client(e.into()));
-                }
+                Err(e) => return Err(RelayError::Client(e.into())),
             }
         }
         if off > 0 {
@@ -331,23 +426,15 @@ async fn copy_from_client(client: &mut Client, conn: &mut ServerConn) -> Result<
         if done {
             return Ok(None);
         }
-        match client.fill().await {
-            Ok(0) => {
-                conn.broken = true;
-                return Err(RelayError::Client(SessionError::ClientGone));
-            }
-            Ok(_) => {}
-            Err(e) => {
-                conn.broken = true;
-                return Err(RelayError::Client(e));
-            }
+        if client.fill().await? == 0 {
+            return Err(RelayError::Client(ClientError::Gone));
         }
     }
 }
 
 /// After a Flush: relays whatever the server sends until the client has more to say (or the server sends
 /// ReadyForQuery, which cannot happen before a Sync, but is handled).
-pub async fn until_client_speaks(client: &mut Client, conn: &mut ServerConn) -> Result<(), RelayError> {
+async fn until_client_speaks(client: &mut Client, conn: &mut ServerConn) -> Result<(), RelayError> {
     use tokio::io::AsyncReadExt;
     loop {
         match forward_buffered(client, conn, Sink::Client).await? {
@@ -371,15 +458,33 @@ pub async fn until_client_speaks(client: &mut Client, conn: &mut ServerConn) -> 
         }
         tokio::select! {
             r = conn.stream.read_buf(&mut conn.rbuf) => match r {
-                Ok(0) => { conn.broken = true; return Err(RelayError::Server(BackendError::Closed)); }
+                Ok(0) => return Err(RelayError::Server(BackendError::Closed)),
                 Ok(_) => {}
-                Err(e) => { conn.broken = true; return Err(RelayError::Server(e.into())); }
+                Err(e) => return Err(RelayError::Server(e.into())),
             },
             r = client.stream.read_buf(&mut client.rbuf) => match r {
-                Ok(0) => { conn.broken = true; return Err(RelayError::Client(SessionError::ClientGone)); }
+                Ok(0) => return Err(RelayError::Client(ClientError::Gone)),
                 Ok(_) => return Ok(()),
-                Err(e) => { conn.broken = true; return Err(RelayError::Client(e.into())); }
+                Err(e) => return Err(RelayError::Client(e.into())),
             },
         }
     }
+}
+
+/// Relays what an idle pinned connection sends unprompted (NotificationResponse, NoticeResponse, ParameterStatus)
+/// after `ServerConn::read_some`; anything else from an idle connection breaks it.
+pub async fn unprompted(client: &mut Client, conn: &mut ServerConn) -> Result<(), ClientError> {
+    let mut off = 0;
+    while let Ok(Some(n)) = framing::peek_len(&conn.rbuf[off..], |_| Some(MAX_MESSAGE_LEN)) {
+        if !matches!(conn.rbuf[off], b'A' | b'N' | b'S') {
+            conn.broken = true;
+            break;
+        }
+        off += n;
+    }
+    if off > 0 {
+        client.write_raw(&conn.rbuf[..off]).await?;
+        conn.rbuf.advance(off);
+    }
+    Ok(())
 }

@@ -1,0 +1,491 @@
+//! The session's semantics as one I/O-free state machine: where the client's transaction stands, which server
+//! connection it holds, and what the session does next. The async driver (`state`, `query`, `extended`) feeds it
+//! events and carries out what it answers; nothing here reads a socket, so every transition is tested on its own
+//! (tests below, with a fake connection) and under random event sequences (`machine_props`).
+//!
+//! The machine is generic over the connection it holds (`Conn`): in the proxy a pooled server connection, in the
+//! tests a status byte. A connection is held exactly in the states that name one; it leaves the machine only to be
+//! used for an exchange (`Start::Use`, `Start::Checkout`'s `moved_from`, `FailOn`) or returned (`Some(conn)` from `ready`), and the
+//! machine returns one only after a ReadyForQuery `I`.
+//!
+//! # States
+//!
+//! | state       | meaning                                                                   | holds a connection |
+//! |-------------|---------------------------------------------------------------------------|--------------------|
+//! | `Idle`      | no transaction                                                            | no                 |
+//! | `Deferred`  | BEGIN answered by pgsplit; no statement chose a target yet                | no                 |
+//! | `Tentative` | deferred transaction bound to a target only because a plain read needed one | yes              |
+//! | `Bound`     | a transaction (or a flushed, unsynced batch) is open on a server          | yes                |
+//! | `Failed`    | pgsplit refused a statement inside the transaction                        | if it had bound    |
+//! | `Waiting`   | a checkout for a request is under way                                     | no                 |
+//! | `Running`   | a request is on a server; its ReadyForQuery settles the state             | out, in the driver |
+//!
+//! Beside the state, `skipping`: an error was sent for a flushed part of an extended batch, and the client's
+//! messages are skipped until its Sync (as PostgreSQL skips them). `single`: the routing mode of the current
+//! transaction, taken from the App only in `Idle`.
+//!
+//! # Transitions
+//!
+//! | from                 | event                                   | to                              | out (to the driver)                     |
+//! |----------------------|-----------------------------------------|---------------------------------|-----------------------------------------|
+//! | `Idle`               | `local(Begin)`                          | `Deferred`                      | BEGIN, ReadyForQuery `T`                |
+//! | `Deferred`           | `local(Hold)` (SAVEPOINT, SET LOCAL, …) | `Deferred` (held += statement)  | its tag, `T`                            |
+//! | `Deferred`           | `local(Begin)`                          | `Deferred`                      | WARNING 25001, BEGIN, `T`               |
+//! | `Deferred`           | `local(End)` (COMMIT/ROLLBACK)           | `Idle`                          | its tag, `I`                            |
+//! | `Failed` (unbound)   | `local(End)`                            | `Idle`                          | ROLLBACK, `I`                           |
+//! | `Failed` (unbound)   | `local(_)`                              | `Failed`                        | 25P02, `E`                              |
+//! | any                  | `refuse` (routing error)                | `Idle`→`Idle`, else `Failed`    | the error, status                       |
+//! | `Idle`               | `start(t)`                              | `Waiting(t)`                    | `Checkout`, no prelude                  |
+//! | `Deferred`           | `start(t)`                              | `Waiting(t)`                    | `Checkout`, prelude BEGIN + held        |
+//! | `Bound(t)`           | `start(t)`                              | `Running(t)`                    | `Use(conn)`                             |
+//! | `Tentative(t)`       | `start(t)`                              | `Running(t)`                    | `Use(conn)`; stays tentative if a plain read or (unhinted) held statement, else firm |
+//! | `Tentative(t)`       | `start(u≠t)` (statement chose `u`)      | `Waiting(u)`                    | `Checkout`, prelude the replay; roll back on `t` and return it first |
+//! | `Failed` (bound)     | `start(_)`                              | `Running(t)`                    | `Use(conn)`: the server answers 25P02   |
+//! | `Failed` (unbound)   | `start(_)`                              | `Failed`                        | `Answer` 25P02                          |
+//! | `Waiting(t)`         | `checked_out(conn)`                     | `Running(t)`                    | —                                       |
+//! | `Waiting(t)`         | `checkout_failed`                       | `Idle` / `Failed` if deferred   | the error, status                       |
+//! | `Running(t)`         | `ready(conn, I)`                        | `Idle`                          | the connection, to return               |
+//! | `Running(t)`         | `ready(conn, T/E)`                      | `Bound(t)` or `Tentative(t)`    | —                                       |
+//! | `Running(t)`         | `flushed(conn)` (batch sent with Flush) | `Bound(t)`                      | —                                       |
+//! | `Running(t)`         | `lost`                                  | `Idle`                          | 08006 and `I` (connection closed)       |
+//! | `Failed` (bound)     | `take_failed`                           | `Running(t)`                    | `FailOn { conn }`: make it fail there   |
+//! | `Failed` (unbound)   | `take_failed`                           | `Running(default)`              | `FailOn { no conn }`                    |
+//! | `Running(t)`         | `failed_on_server(Failed)`              | `Bound(t)` (server status `E`)  | —                                       |
+//! | `Running(t)`         | `failed_on_server(Ended)`               | `Idle`                          | the connection, to return               |
+//! | `Running(t)`         | `failed_on_server(Lost)`                | `Failed` (unbound)              | 08006                                   |
+//! | `Tentative(t)`       | `firm` (an extended batch)              | `Bound(t)`                      | —                                       |
+//! | any                  | `refuse_before_sync`                    | as `refuse`, `skipping`         | the error only (no ReadyForQuery)       |
+//! | `skipping`           | `sync_skipped`                          | not skipping                    | `FailOn` if bound-failed; then ReadyForQuery |
+//!
+//! Everything else (a SET pgsplit.target, DEALLOCATE, DISCARD ALL answered locally, prepared statements,
+//! parameters) changes no state here; the driver answers it with `status()`.
+
+use bytes::Bytes;
+
+use crate::protocol::encode::PgError;
+use crate::protocol::{STATUS_FAILED, STATUS_IDLE, STATUS_IN_TX};
+use crate::router::TargetId;
+
+use super::errors;
+
+/// A server connection as the machine sees it: its transaction status from the last ReadyForQuery.
+pub trait Conn {
+    /// `I`, `T` or `E`.
+    fn status(&self) -> u8;
+}
+
+/// Where the client's transaction stands (the table of the module doc).
+enum Tx<C> {
+    Idle,
+    Deferred { begin: Bytes, held: Vec<Bytes> },
+    Tentative { target: TargetId, conn: C, replay: Vec<Bytes> },
+    Bound { target: TargetId, conn: C },
+    Failed { bound: Option<(TargetId, C)> },
+    Waiting { target: TargetId, deferred: bool, then: Then },
+    Running { target: TargetId, then: Then },
+}
+
+/// What a request in flight becomes once its server answers with a transaction open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Then {
+    /// A transaction bound for good.
+    Firm,
+    /// Bound tentatively by a plain read; these Query messages are replayed if the transaction moves.
+    Tentative(Vec<Bytes>),
+}
+
+/// Transaction control pgsplit may answer itself, as the driver classified a statement.
+#[derive(Debug, Clone)]
+pub enum Control {
+    /// BEGIN / START TRANSACTION (the Query message, replayed where the transaction binds).
+    Begin(Bytes),
+    /// A statement a deferred transaction holds (SAVEPOINT, RELEASE, ROLLBACK TO, SET LOCAL): tag and message.
+    Hold(&'static str, Bytes),
+    /// COMMIT (true) or ROLLBACK (false).
+    End(bool),
+    /// Anything else.
+    Other,
+}
+
+/// What the driver sends the client for a request answered without a server.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// CommandComplete with this tag (after a WARNING 25001 when `notice`), then ReadyForQuery with `status`.
+    Complete { tag: &'static str, notice: bool, status: u8 },
+    /// An ErrorResponse, then ReadyForQuery with `status`.
+    Error { error: PgError, status: u8 },
+}
+
+/// What a request (a Query, or an extended batch) is, for the transitions that depend on it.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// Its statement chose the target (relations, hint) rather than following the session.
+    pub explicit: bool,
+    /// A read that leaves nothing behind (see `query::plain_read`): it may bind a deferred transaction tentatively.
+    pub plain_read: bool,
+    /// A statement a tentative transaction replays if it moves (a held statement run on the tentative target).
+    pub replayed: Option<Bytes>,
+}
+
+/// How the driver starts a request on `target`.
+#[derive(Debug)]
+pub enum Start<C> {
+    /// Check a connection out of the target's pool (or the session's pin), send `prelude` then the request.
+    Checkout {
+        /// The target.
+        target: TargetId,
+        /// Query messages to replay first (a deferred BEGIN and what was held); their answers were given already.
+        prelude: Vec<Bytes>,
+        /// A tentative transaction moves here: first roll it back on this connection and return it.
+        moved_from: Option<(TargetId, C)>,
+    },
+    /// Send the request on this connection (bound to `target`).
+    Use(TargetId, C),
+    /// Answer without a server.
+    Answer(Reply),
+}
+
+/// What a transaction pgsplit failed needs to fail on a server too (see `Session::fail_on_server`).
+#[derive(Debug)]
+pub enum FailOn<C> {
+    /// The transaction's own connection.
+    Bound(TargetId, C),
+    /// It never bound: a connection of the fallback target, with a BEGIN first.
+    Unbound,
+}
+
+/// How making a transaction fail on a server ended.
+#[derive(Debug)]
+pub enum Failing<C> {
+    /// The server's transaction failed too (status `E`): it answers what follows.
+    Failed(TargetId, C),
+    /// The implicit transaction of a flushed batch ended, rolled back: the connection is idle and clean.
+    Ended(C),
+    /// The connection is gone (or the statement did not fail as expected); the driver closed it.
+    Lost,
+}
+
+/// The state machine of one client session (see the module doc).
+pub struct Machine<C> {
+    tx: Tx<C>,
+    skipping: bool,
+    single: bool,
+}
+
+impl<C: Conn> Machine<C> {
+    /// A session in `Idle`, routing in the given mode.
+    pub fn new(single: bool) -> Machine<C> {
+        Machine { tx: Tx::Idle, skipping: false, single }
+    }
+
+    /// The status byte of ReadyForQuery now.
+    pub fn status(&self) -> u8 {
+        match &self.tx {
+            Tx::Idle => STATUS_IDLE,
+            Tx::Deferred { .. } | Tx::Waiting { .. } | Tx::Running { .. } => STATUS_IN_TX,
+            Tx::Tentative { conn, .. } | Tx::Bound { conn, .. } => conn.status(),
+            Tx::Failed { .. } => STATUS_FAILED,
+        }
+    }
+
+    /// The session's routing mode for this transaction (single: everything to the single target).
+    pub fn single(&self) -> bool {
+        self.single
+    }
+
+    /// Between transactions the session takes the mode in force: a switch applies from its next transaction.
+    pub fn follow_mode(&mut self, single: bool) {
+        if matches!(self.tx, Tx::Idle) {
+            self.single = single;
+        }
+    }
+
+    /// The transaction's server target and status when it holds a connection, and whether the binding is tentative.
+    pub fn binding(&self) -> Option<Binding> {
+        match &self.tx {
+            Tx::Bound { target, conn } => Some(Binding { target: *target, status: conn.status(), tentative: false }),
+            Tx::Tentative { target, conn, .. } => Some(Binding { target: *target, status: conn.status(), tentative: true }),
+            _ => None,
+        }
+    }
+
+    /// The connection the transaction holds, if any (to read its state, never to exchange on it).
+    pub fn conn(&self) -> Option<&C> {
+        match &self.tx {
+            Tx::Bound { conn, .. } | Tx::Tentative { conn, .. } | Tx::Failed { bound: Some((_, conn)) } => Some(conn),
+            _ => None,
+        }
+    }
+
+    /// Whether a plain read could bind the transaction tentatively (only then is a text checked for one).
+    pub fn asks_plain_read(&self) -> bool {
+        matches!(self.tx, Tx::Deferred { .. } | Tx::Tentative { .. })
+    }
+
+    /// Whether no transaction is open.
+    pub fn idle(&self) -> bool {
+        matches!(self.tx, Tx::Idle)
+    }
+
+    /// Whether no transaction has bound to a server yet (none is open, or one is deferred).
+    pub fn idle_or_deferred(&self) -> bool {
+        matches!(self.tx, Tx::Idle | Tx::Deferred { .. })
+    }
+
+    /// Whether nothing of the client's is open: no transaction, no batch being skipped.
+    pub fn at_rest(&self) -> bool {
+        matches!(self.tx, Tx::Idle) && !self.skipping
+    }
+
+    /// Whether a transaction was failed by pgsplit (bound or not).
+    pub fn is_failed(&self) -> bool {
+        matches!(self.tx, Tx::Failed { .. })
+    }
+
+    /// Whether the failed transaction holds a connection (it is made to fail there before the next message).
+    pub fn failed_bound(&self) -> bool {
+        matches!(self.tx, Tx::Failed { bound: Some(_) })
+    }
+
+    /// Whether the client's messages are skipped until its Sync.
+    pub fn skipping(&self) -> bool {
+        self.skipping
+    }
+
+    /// Transaction control answered without a server; `None` when the statement needs one after all.
+    pub fn local(&mut self, control: Control) -> Option<Reply> {
+        let tx = std::mem::replace(&mut self.tx, Tx::Idle);
+        let (tx, reply) = match (tx, control) {
+            (Tx::Idle, Control::Begin(begin)) => {
+                (Tx::Deferred { begin, held: Vec::new() }, complete("BEGIN", false, STATUS_IN_TX))
+            }
+            (Tx::Deferred { begin, mut held }, Control::Hold(tag, q)) => {
+                held.push(q);
+                (Tx::Deferred { begin, held }, complete(tag, false, STATUS_IN_TX))
+            }
+            (tx @ Tx::Deferred { .. }, Control::Begin(_)) => (tx, complete("BEGIN", true, STATUS_IN_TX)),
+            (Tx::Deferred { .. }, Control::End(commit)) => {
+                (Tx::Idle, complete(if commit { "COMMIT" } else { "ROLLBACK" }, false, STATUS_IDLE))
+            }
+            // PostgreSQL answers COMMIT of a failed transaction with ROLLBACK.
+            (Tx::Failed { bound: None }, Control::End(_)) => (Tx::Idle, complete("ROLLBACK", false, STATUS_IDLE)),
+            (tx @ Tx::Failed { bound: None }, _) => {
+                (tx, Reply::Error { error: errors::in_failed_transaction(), status: STATUS_FAILED })
+            }
+            (tx, _) => {
+                self.tx = tx;
+                return None;
+            }
+        };
+        self.tx = tx;
+        Some(reply)
+    }
+
+    /// A statement pgsplit refuses: inside a transaction the transaction fails, as PostgreSQL would fail it.
+    /// Returns the status of the ReadyForQuery that follows the error.
+    pub fn refuse(&mut self) -> u8 {
+        self.tx = match std::mem::replace(&mut self.tx, Tx::Idle) {
+            Tx::Idle => Tx::Idle,
+            Tx::Bound { target, conn } | Tx::Tentative { target, conn, .. } => Tx::Failed { bound: Some((target, conn)) },
+            Tx::Failed { bound } => Tx::Failed { bound },
+            Tx::Deferred { .. } | Tx::Waiting { .. } | Tx::Running { .. } => Tx::Failed { bound: None },
+        };
+        self.status()
+    }
+
+    /// A refusal of part of an extended batch flushed before its Sync: the transaction fails as after `refuse`, and
+    /// the client's messages are skipped until its Sync, whose ReadyForQuery comes from `sync_skipped`.
+    pub fn refuse_before_sync(&mut self) {
+        self.refuse();
+        self.skipping = true;
+    }
+
+    /// A statement held since BEGIN failed when replayed on the transaction's server: the rest of the flushed batch
+    /// is skipped until Sync (the server skips it too).
+    pub fn skip_until_sync(&mut self) {
+        self.skipping = true;
+    }
+
+    /// The Sync that ends a skipped batch: skipping stops. `Some` when a bound failed transaction must first fail
+    /// on its server (the driver then calls `failed_on_server`); ReadyForQuery follows with `status()`.
+    pub fn sync_skipped(&mut self) -> bool {
+        self.skipping = false;
+        self.failed_bound()
+    }
+
+    /// A tentative binding becomes firm (an extended batch runs on it).
+    pub fn firm(&mut self) {
+        if matches!(self.tx, Tx::Tentative { .. }) {
+            if let Tx::Tentative { target, conn, .. } = std::mem::replace(&mut self.tx, Tx::Idle) {
+                self.tx = Tx::Bound { target, conn };
+            }
+        }
+    }
+
+    /// Starts a request on `target` (as `route` chose it, checked against the binding).
+    pub fn start(&mut self, target: TargetId, request: &Request) -> Start<C> {
+        match std::mem::replace(&mut self.tx, Tx::Idle) {
+            Tx::Idle => {
+                self.tx = Tx::Waiting { target, deferred: false, then: Then::Firm };
+                Start::Checkout { target, prelude: Vec::new(), moved_from: None }
+            }
+            Tx::Deferred { begin, held } => self.start_deferred(target, request, begin, held, None),
+            Tx::Tentative { target: t, conn, mut replay } if t != target && request.explicit => {
+                let held = replay.split_off(1.min(replay.len()));
+                let begin = replay.pop().unwrap_or_default();
+                self.start_deferred(target, request, begin, held, Some((t, conn)))
+            }
+            Tx::Tentative { target: t, conn, mut replay } => {
+                let stays = match &request.replayed {
+                    Some(q) if !request.explicit => {
+                        replay.push(q.clone());
+                        true
+                    }
+                    _ => request.plain_read && !request.explicit,
+                };
+                self.tx = Tx::Running { target: t, then: if stays { Then::Tentative(replay) } else { Then::Firm } };
+                Start::Use(t, conn)
+            }
+            Tx::Bound { target: t, conn } | Tx::Failed { bound: Some((t, conn)) } => {
+                self.tx = Tx::Running { target: t, then: Then::Firm };
+                Start::Use(t, conn)
+            }
+            tx @ Tx::Failed { bound: None } => {
+                self.tx = tx;
+                Start::Answer(Reply::Error { error: errors::in_failed_transaction(), status: STATUS_FAILED })
+            }
+            tx @ (Tx::Waiting { .. } | Tx::Running { .. }) => {
+                // A request while another is in flight cannot happen (the driver awaits each); refuse it safely.
+                self.tx = tx;
+                Start::Answer(Reply::Error { error: errors::request_in_flight(), status: STATUS_FAILED })
+            }
+        }
+    }
+
+    /// A deferred transaction binds with this request: BEGIN and what was held are replayed first; a plain read
+    /// binds it only tentatively.
+    fn start_deferred(
+        &mut self,
+        target: TargetId,
+        request: &Request,
+        begin: Bytes,
+        held: Vec<Bytes>,
+        moved_from: Option<(TargetId, C)>,
+    ) -> Start<C> {
+        let prelude: Vec<Bytes> = std::iter::once(begin).chain(held).collect();
+        let then = if request.plain_read && !request.explicit { Then::Tentative(prelude.clone()) } else { Then::Firm };
+        self.tx = Tx::Waiting { target, deferred: true, then };
+        Start::Checkout { target, prelude, moved_from }
+    }
+
+    /// The connection for a `Start::Checkout`: the request runs on it.
+    pub fn checked_out(&mut self) {
+        if let Tx::Waiting { target, then, .. } = std::mem::replace(&mut self.tx, Tx::Idle) {
+            self.tx = Tx::Running { target, then };
+        }
+    }
+
+    /// No connection for a `Start::Checkout`: a deferred transaction fails (as a refused statement fails it), an
+    /// autocommit request just errs. Returns the status for the ReadyForQuery after the error.
+    pub fn checkout_failed(&mut self) -> u8 {
+        let deferred = matches!(self.tx, Tx::Waiting { deferred: true, .. });
+        self.tx = if deferred { Tx::Failed { bound: None } } else { Tx::Idle };
+        self.status()
+    }
+
+    /// The server's ReadyForQuery ended the request on `conn`: `Some(conn)` to return when the server is idle.
+    pub fn ready(&mut self, conn: C) -> Option<C> {
+        let (target, then) = match std::mem::replace(&mut self.tx, Tx::Idle) {
+            Tx::Running { target, then } | Tx::Waiting { target, then, .. } => (target, then),
+            _ => return Some(conn),
+        };
+        if conn.status() == STATUS_IDLE {
+            return Some(conn);
+        }
+        self.tx = match then {
+            Then::Firm => Tx::Bound { target, conn },
+            Then::Tentative(replay) => Tx::Tentative { target, conn, replay },
+        };
+        None
+    }
+
+    /// A batch was sent with Flush (no Sync yet): the connection stays bound, mid-exchange, until the Sync.
+    pub fn flushed(&mut self, conn: C) {
+        let target = match &self.tx {
+            Tx::Running { target, .. } | Tx::Waiting { target, .. } => *target,
+            _ => return,
+        };
+        self.tx = Tx::Bound { target, conn };
+    }
+
+    /// The server connection failed mid-request (the driver closes it): the transaction is gone with it.
+    pub fn lost(&mut self) {
+        self.tx = Tx::Idle;
+    }
+
+    /// A transaction pgsplit failed, to be failed on a server too; `None` when it is not failed.
+    pub fn take_failed(&mut self, fallback: TargetId) -> Option<FailOn<C>> {
+        match std::mem::replace(&mut self.tx, Tx::Idle) {
+            Tx::Failed { bound: Some((target, conn)) } => {
+                self.tx = Tx::Running { target, then: Then::Firm };
+                Some(FailOn::Bound(target, conn))
+            }
+            Tx::Failed { bound: None } => {
+                self.tx = Tx::Running { target: fallback, then: Then::Firm };
+                Some(FailOn::Unbound)
+            }
+            tx => {
+                self.tx = tx;
+                None
+            }
+        }
+    }
+
+    /// How failing the transaction on a server ended; `Some(conn)` to return.
+    pub fn failed_on_server(&mut self, failing: Failing<C>) -> Option<C> {
+        match failing {
+            Failing::Failed(target, conn) => {
+                self.tx = Tx::Bound { target, conn };
+                None
+            }
+            Failing::Ended(conn) => {
+                self.tx = Tx::Idle;
+                Some(conn)
+            }
+            Failing::Lost => {
+                self.tx = Tx::Failed { bound: None };
+                None
+            }
+        }
+    }
+
+    /// The state's name, for tests.
+    #[cfg(test)]
+    pub fn state(&self) -> &'static str {
+        match &self.tx {
+            Tx::Idle => "Idle",
+            Tx::Deferred { .. } => "Deferred",
+            Tx::Tentative { .. } => "Tentative",
+            Tx::Bound { .. } => "Bound",
+            Tx::Failed { bound: Some(_) } => "Failed(bound)",
+            Tx::Failed { bound: None } => "Failed",
+            Tx::Waiting { .. } => "Waiting",
+            Tx::Running { .. } => "Running",
+        }
+    }
+}
+
+/// A transaction's hold on a server target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Binding {
+    /// The target.
+    pub target: TargetId,
+    /// The connection's transaction status.
+    pub status: u8,
+    /// Bound by a plain read only: a statement choosing another target moves the transaction there.
+    pub tentative: bool,
+}
+
+fn complete(tag: &'static str, notice: bool, status: u8) -> Reply {
+    Reply::Complete { tag, notice, status }
+}

@@ -1,0 +1,120 @@
+//! Where a request goes: the one place that chooses a target. Mode, passthrough database, hints, the router's
+//! answer and the transaction's binding are weighed here together; the rest of the session only asks.
+//!
+//! | situation                                        | target                                              |
+//! |--------------------------------------------------|-----------------------------------------------------|
+//! | passthrough database                             | that target, always                                 |
+//! | single mode                                      | the single target                                   |
+//! | no analysis (split mode, text not analysed)      | the default target                                  |
+//! | otherwise                                        | the router's decision (relations, hint, search_path, `SET pgsplit.target`, default) |
+//! | bound transaction, statement follows the session | the bound target                                    |
+//! | bound transaction, statement chose another       | refused 0A000 (`other_target_in_transaction`)       |
+//! | tentative binding (status `T`), chose another    | the other target: the transaction moves             |
+//! | failed transaction on its server (status `E`)    | the bound target: PostgreSQL answers 25P02          |
+//! | extended batch                                   | what its statements that chose agree on (else 0A000 `batch_mixes_targets`), else the binding, else the first follower |
+//! | request naming no statement (Bind of an unknown name, a failed transaction's statement) | `fallback`: passthrough, single, default |
+
+use crate::app::App;
+use crate::metrics::RouteReason;
+use crate::protocol::encode::PgError;
+use crate::router::{DecisionMemo, Reason, SessionView, SharedAnalysis, TargetId};
+
+use super::errors;
+use super::machine::Binding;
+
+/// What routing weighs besides the statement.
+pub struct Context<'a> {
+    /// Configuration, routing table, catalog.
+    pub app: &'a App,
+    /// Connected with a target's name as the database.
+    pub passthrough: Option<TargetId>,
+    /// The transaction's routing mode is single.
+    pub single: bool,
+    /// The session's search_path, case-folded.
+    pub search_path: &'a [String],
+    /// `SET pgsplit.target`.
+    pub target_hint: Option<TargetId>,
+    /// The transaction's hold on a server, if any.
+    pub binding: Option<Binding>,
+}
+
+/// A routed statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routed {
+    /// Where it runs.
+    pub target: TargetId,
+    /// Whether the statement itself chose it (relations, hint) rather than following the session.
+    pub explicit: bool,
+}
+
+/// The target of a statement (`analysis` is `None` in single mode for texts not analysed), checked against the
+/// transaction's binding.
+pub fn route(analysis: Option<&SharedAnalysis>, ctx: &Context<'_>, memo: &mut DecisionMemo) -> Result<Routed, PgError> {
+    let (target, explicit, why) = match (ctx.passthrough, analysis) {
+        (Some(t), _) => (t, true, RouteReason::Passthrough),
+        _ if ctx.single => (ctx.app.single_target(), false, RouteReason::Single),
+        (None, None) => (ctx.app.table().default_target, false, RouteReason::Router(Reason::Default)),
+        (None, Some(a)) => {
+            let view = SessionView { search_path: ctx.search_path, target_hint: ctx.target_hint };
+            let d = memo.decide(&ctx.app.table(), &ctx.app.catalog(), a, &view).map_err(errors::route)?;
+            (d.target, !matches!(d.reason, Reason::Default | Reason::SessionHint), RouteReason::Router(d.reason))
+        }
+    };
+    ctx.app.backend(target).stats.routed(why);
+    let Some(b) = ctx.binding else { return Ok(Routed { target, explicit }) };
+    match b {
+        // A transaction bound by a plain read moves to the first target a statement chooses.
+        Binding { target: bound, status: crate::protocol::STATUS_IN_TX, tentative: true } if bound != target && explicit => {
+            Ok(Routed { target, explicit })
+        }
+        // A transaction that failed on its server: PostgreSQL answers (25P02, or ROLLBACK) as it would directly.
+        Binding { status: crate::protocol::STATUS_FAILED, .. } => Ok(Routed { target: b.target, explicit }),
+        _ if b.target != target && explicit => Err(errors::other_target_in_transaction(ctx.app, target, b.target)),
+        _ => Ok(Routed { target: b.target, explicit }),
+    }
+}
+
+/// The target of a request that names no statement to route by: a Bind or Describe of a name the client does not
+/// have (the server gives the error a direct connection would), or a failed transaction that must fail somewhere.
+pub fn fallback(ctx: &Context<'_>) -> TargetId {
+    match ctx.passthrough {
+        Some(t) => t,
+        None if ctx.single => ctx.app.single_target(),
+        None => ctx.app.table().default_target,
+    }
+}
+
+/// The target an extended batch agrees on: statements that chose their target must agree; the others (a JDBC
+/// `BEGIN`, `SELECT 1`) follow them, else go where the first of them would.
+#[derive(Debug, Default)]
+pub struct Batch {
+    explicit: Option<TargetId>,
+    follower: Option<TargetId>,
+}
+
+impl Batch {
+    /// Adds one statement the batch parses, binds or describes. A statement prepared earlier for another target
+    /// cannot join the bound transaction (a Parse was checked by `route`; a Bind or Describe is checked here).
+    pub fn add(&mut self, routed: Routed, ctx: &Context<'_>) -> Result<(), PgError> {
+        if let Some(b) = ctx.binding.filter(|b| routed.explicit && routed.target != b.target) {
+            return Err(errors::other_target_in_transaction(ctx.app, routed.target, b.target));
+        }
+        match (routed.explicit, self.explicit) {
+            (true, Some(e)) if e != routed.target => Err(errors::batch_mixes_targets(ctx.app, e, routed.target)),
+            (true, _) => {
+                self.explicit = Some(routed.target);
+                Ok(())
+            }
+            (false, _) => {
+                self.follower = self.follower.or(Some(routed.target));
+                Ok(())
+            }
+        }
+    }
+
+    /// Inside a bound transaction everything runs where it is bound (an explicit other target was refused); a
+    /// statement prepared earlier for another target only follows. `None` when the batch names no statement.
+    pub fn target(&self, ctx: &Context<'_>) -> Option<TargetId> {
+        self.explicit.or(ctx.binding.map(|b| b.target)).or(self.follower)
+    }
+}
