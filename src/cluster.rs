@@ -113,6 +113,7 @@ impl Cluster {
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let pwfile = base.join(format!(".{}-pw", spec.name));
         crate::config::write_private(&pwfile, spec.superuser_password.as_bytes()).map_err(io(&pwfile))?;
+        // From here on, a failure removes the data directory again (Drop).
         let mut cluster = Cluster { dir: dir.clone(), bindir, port: 0, ca: None, as_postgres };
         if as_postgres {
             make_traversable(&base)?;
@@ -123,11 +124,20 @@ impl Cluster {
             ServerAuth::Md5 => "md5",
             ServerAuth::Trust => "trust",
         };
-        let initdb = cluster.tool("initdb");
+        cluster.initdb(&pwfile, method).await?;
+        cluster.configure(&spec, method).await?;
+        cluster.start_on_a_free_port().await?;
+        Ok(cluster)
+    }
+
+    /// Runs initdb: superuser `postgres` with the password in `pwfile` (removed once initdb succeeded), `method` for
+    /// TCP clients.
+    async fn initdb(&self, pwfile: &Path, method: &str) -> Result<(), ClusterError> {
+        let initdb = self.tool("initdb");
         let pw = format!("--pwfile={}", pwfile.display());
         let args = [
             "-D",
-            path_str(&dir),
+            path_str(&self.dir),
             "-U",
             "postgres",
             "-E",
@@ -138,47 +148,64 @@ impl Cluster {
             method,
             &pw,
         ];
-        cluster.run(&initdb, &args).await?;
-        let _ = std::fs::remove_file(&pwfile);
+        self.run(&initdb, &args).await?;
+        let _ = std::fs::remove_file(pwfile);
+        Ok(())
+    }
 
+    /// Appends the throwaway settings to postgresql.conf and writes pg_hba.conf: local superuser trusted, TCP with
+    /// `method` (TLS only, with a certificate made here, when the spec asks for TLS).
+    async fn configure(&mut self, spec: &ClusterSpec, method: &str) -> Result<(), ClusterError> {
         let mut conf = format!(
             "listen_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 300\nshared_buffers = 32MB\npassword_encryption = '{}'\n",
-            dir.display(),
+            self.dir.display(),
             if spec.auth == ServerAuth::Md5 { "md5" } else { "scram-sha-256" }
         );
         let mut hba = String::from("local all all trust\n");
         if spec.tls {
-            let files = crate::certs::write_dev_certs(&dir.join("tls"), &["localhost", "127.0.0.1", "::1"])?;
-            conf.push_str(&format!(
-                "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
-                files.server_cert.display(),
-                files.server_key.display()
-            ));
-            hba.push_str(&format!("hostssl all all 127.0.0.1/32 {method}\nhostssl all all ::1/128 {method}\n"));
-            hba.push_str("hostnossl all all 0.0.0.0/0 reject\nhostnossl all all ::/0 reject\n");
-            if as_postgres {
-                chown_postgres(&[&dir.join("tls"), &files.server_key, &files.server_cert, &files.ca_cert, &files.ca_key]).await?;
-            }
-            cluster.ca = Some(files.ca_cert);
+            self.configure_tls(method, &mut conf, &mut hba).await?;
         } else {
             hba.push_str(&format!("host all all 127.0.0.1/32 {method}\nhost all all ::1/128 {method}\n"));
         }
-        let conf_path = dir.join("postgresql.conf");
+        let conf_path = self.dir.join("postgresql.conf");
         let mut existing = std::fs::read_to_string(&conf_path).map_err(io(&conf_path))?;
         existing.push_str("\n# pgsplit throwaway cluster\n");
         existing.push_str(&conf);
         std::fs::write(&conf_path, existing).map_err(io(&conf_path))?;
-        let hba_path = dir.join("pg_hba.conf");
+        let hba_path = self.dir.join("pg_hba.conf");
         std::fs::write(&hba_path, hba).map_err(io(&hba_path))?;
-        if as_postgres {
+        if self.as_postgres {
             chown_postgres(&[&conf_path, &hba_path]).await?;
         }
+        Ok(())
+    }
 
+    /// Makes a CA and a server certificate for loopback, turns `ssl` on in `conf`, and lets TCP clients in over TLS
+    /// only in `hba`.
+    async fn configure_tls(&mut self, method: &str, conf: &mut String, hba: &mut String) -> Result<(), ClusterError> {
+        let files = crate::certs::write_dev_certs(&self.dir.join("tls"), &["localhost", "127.0.0.1", "::1"])?;
+        conf.push_str(&format!(
+            "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            files.server_cert.display(),
+            files.server_key.display()
+        ));
+        hba.push_str(&format!("hostssl all all 127.0.0.1/32 {method}\nhostssl all all ::1/128 {method}\n"));
+        hba.push_str("hostnossl all all 0.0.0.0/0 reject\nhostnossl all all ::/0 reject\n");
+        if self.as_postgres {
+            chown_postgres(&[&self.dir.join("tls"), &files.server_key, &files.server_cert, &files.ca_cert, &files.ca_key])
+                .await?;
+        }
+        self.ca = Some(files.ca_cert);
+        Ok(())
+    }
+
+    /// Starts the server on a free port, trying a fresh one when the chosen one was taken meanwhile.
+    async fn start_on_a_free_port(&mut self) -> Result<(), ClusterError> {
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
-            cluster.port = free_port()?;
-            match cluster.start().await {
-                Ok(()) => return Ok(cluster),
+            self.port = free_port()?;
+            match self.start().await {
+                Ok(()) => return Ok(()),
                 Err(e) => last = Some(e),
             }
         }

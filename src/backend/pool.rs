@@ -166,6 +166,14 @@ impl CheckoutError {
     }
 }
 
+/// Resolves when the client cancels its wait (its cancel slot is notified); never without one.
+async fn cancelled(cancel: Option<&tokio::sync::Notify>) {
+    match cancel {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -336,54 +344,79 @@ impl Backend {
         cancel: Option<&tokio::sync::Notify>,
         waited: &mut bool,
     ) -> Result<PooledConn, CheckoutError> {
-        let cancelled = || async {
-            match cancel {
-                Some(n) => n.notified().await,
-                None => std::future::pending().await,
-            }
-        };
         if self.is_paused() {
             *waited = true;
-            // Until RESUME.
-            let mut resumed = self.paused.subscribe();
-            tokio::select! {
-                _ = resumed.wait_for(|p| !*p) => {}
-                _ = cancelled() => return Err(CheckoutError::Canceled),
-            }
+            self.resumed(cancel).await?;
         }
         let checkout_timeout = self.checkout_timeout();
-        // A free turn is taken at once; only a wait needs a timer.
-        let turn = match self.turns.clone().try_acquire_owned() {
-            Ok(turn) => turn,
-            Err(_) => {
-                *waited = true;
-                let turn = tokio::select! {
-                    t = tokio::time::timeout(checkout_timeout, self.turns.clone().acquire_owned()) => t,
-                    _ = cancelled() => return Err(CheckoutError::Canceled),
-                };
-                match turn {
-                    Ok(Ok(turn)) => turn,
-                    _ => return Err(CheckoutError::Timeout { target: self.spec.name.clone(), waited: checkout_timeout }),
-                }
-            }
-        };
+        let turn = self.turn(checkout_timeout, cancel, waited).await?;
         // Every connection is opened under a turn (here, by bb8 for a turn's holder, by a probe or by `keep_min`), so
         // the pool never holds more than `max`.
         if !self.health.up.load(Ordering::Relaxed) && self.pool.state().idle_connections == 0 {
             *waited = true;
-            match ServerConn::connect(&self.spec).await {
-                Ok(conn) => {
-                    self.health.connected(&conn);
-                    let _ = self.pool.add(Box::new(conn));
-                }
-                Err(e) => {
-                    self.health.failed(&e);
-                    return Err(self.unavailable());
-                }
+            self.connect_while_down().await?;
+        }
+        self.live_connection(started, checkout_timeout, turn, waited).await
+    }
+
+    /// Waits until RESUME, or until the client cancels.
+    async fn resumed(&self, cancel: Option<&tokio::sync::Notify>) -> Result<(), CheckoutError> {
+        let mut resumed = self.paused.subscribe();
+        tokio::select! {
+            _ = resumed.wait_for(|p| !*p) => Ok(()),
+            _ = cancelled(cancel) => Err(CheckoutError::Canceled),
+        }
+    }
+
+    /// The client's turn (one of `max`): a free one at once, else the first to come free within `checkout_timeout`
+    /// (first come, first served), unless the client cancels.
+    async fn turn(
+        &self,
+        checkout_timeout: Duration,
+        cancel: Option<&tokio::sync::Notify>,
+        waited: &mut bool,
+    ) -> Result<OwnedSemaphorePermit, CheckoutError> {
+        // A free turn is taken at once; only a wait needs a timer.
+        if let Ok(turn) = self.turns.clone().try_acquire_owned() {
+            return Ok(turn);
+        }
+        *waited = true;
+        let turn = tokio::select! {
+            t = tokio::time::timeout(checkout_timeout, self.turns.clone().acquire_owned()) => t,
+            _ = cancelled(cancel) => return Err(CheckoutError::Canceled),
+        };
+        match turn {
+            Ok(Ok(turn)) => Ok(turn),
+            _ => Err(CheckoutError::Timeout { target: self.spec.name.clone(), waited: checkout_timeout }),
+        }
+    }
+
+    /// A target known to be down with no idle connection: one direct connection attempt (under the caller's turn),
+    /// added to the pool when it succeeds, so that its clients learn of an outage at once.
+    async fn connect_while_down(&self) -> Result<(), CheckoutError> {
+        match ServerConn::connect(&self.spec).await {
+            Ok(conn) => {
+                self.health.connected(&conn);
+                let _ = self.pool.add(Box::new(conn));
+                Ok(())
+            }
+            Err(e) => {
+                self.health.failed(&e);
+                Err(self.unavailable())
             }
         }
-        // An idle connection the server closed or wrote to meanwhile (shutdown, restart, idle timeout) is dropped
-        // and the next one tried; at most every pooled connection once, then a fresh one.
+    }
+
+    /// A pooled connection for the holder of `turn`, within what is left of the checkout timeout. An idle connection
+    /// the server closed or wrote to meanwhile (shutdown, restart, idle timeout) is dropped and the next one tried; at
+    /// most every pooled connection once, then a fresh one.
+    async fn live_connection(
+        &self,
+        started: tokio::time::Instant,
+        checkout_timeout: Duration,
+        turn: OwnedSemaphorePermit,
+        waited: &mut bool,
+    ) -> Result<PooledConn, CheckoutError> {
         let mut attempts: Option<usize> = None;
         loop {
             // An idle connection is taken at the first poll; only a wait for one needs the timer, set to what is left

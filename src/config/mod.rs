@@ -54,6 +54,27 @@ pub enum ConfigError {
     },
 }
 
+/// Why a target's `url:` was refused; its text becomes the message of the `targets.<name>.url` issue. Never echoes
+/// the URL: it may hold a password.
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    /// The text does not parse as a URL.
+    #[error("not a valid URL ({0})")]
+    NotUrl(#[source] url::ParseError),
+    /// A scheme other than `postgres://` or `postgresql://`.
+    #[error("scheme must be postgresql://, not {0}://")]
+    Scheme(String),
+    /// No host name or address.
+    #[error("the URL has no host")]
+    NoHost,
+    /// No user name.
+    #[error("the URL has no user")]
+    NoUser,
+    /// An `sslmode` libpq does not know.
+    #[error("invalid sslmode value: \"{0}\" (disable, allow, prefer, require, verify-ca, verify-full)")]
+    SslMode(String),
+}
+
 fn render(file: &str, issues: &[Issue]) -> String {
     let lines: Vec<String> = issues
         .iter()

@@ -1,11 +1,11 @@
 //! Cross-field validation and the final model: every problem is collected, each with the line of its key.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::load::{RawConfig, RawTarget};
+use super::load::{RawConfig, RawPool, RawServerTls, RawTarget};
 use super::model::*;
-use super::Issue;
+use super::{Issue, UrlError};
 
 /// Default byte budget of the route cache.
 const DEFAULT_ROUTE_CACHE: usize = 16 << 20;
@@ -29,130 +29,26 @@ const DEFAULT_MAX_LOGIN_CONN: usize = 512;
 
 /// Builds the model from the parsed file, or every problem found.
 pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -> Result<Config, Vec<Issue>> {
-    let mut issues = Vec::new();
-    let mut issue = |path: &[&str], message: String| {
-        issues.push(Issue { line: line_of(text, path), key: path.join("."), message });
-    };
-    let resolve = |p: std::path::PathBuf| if p.is_relative() { base.join(p) } else { p };
-
-    let listen = raw.listen.unwrap_or_else(|| "127.0.0.1:6432".into());
-    if !valid_listen(&listen) {
-        issue(&["listen"], format!("{listen:?} is not host:port"));
-    }
-    let mut tls = raw.tls.unwrap_or_default();
-    tls.cert = tls.cert.map(resolve);
-    tls.key = tls.key.map(resolve);
-    if tls.mode != ClientTlsMode::Disabled && (tls.cert.is_none() || tls.key.is_none()) {
-        issue(&["tls"], "modes optional and required need cert and key".into());
-    }
-
-    let mut targets = Vec::new();
-    let mut owner: HashMap<String, String> = HashMap::new();
-    if raw.targets.is_empty() {
-        issue(&["targets"], "at least one target is required".into());
-    }
-    for (key, value) in raw.targets {
-        let Some(name) = key.as_str().map(str::to_owned) else {
-            issue(&["targets"], "target names must be strings".into());
-            continue;
-        };
-        let t: RawTarget = match serde_yaml::from_value(value) {
-            Ok(t) => t,
-            Err(e) => {
-                issue(&["targets", &name], e.to_string());
-                continue;
-            }
-        };
-        let server = match parse_url(&t.url) {
-            Ok(s) => Some(s),
-            Err(m) => {
-                issue(&["targets", &name, "url"], m);
-                None
-            }
-        };
-        let tls = match t.tls {
-            Some(x) => ServerTls { mode: x.mode, ca: x.ca.map(resolve) },
-            None => match url_tls(&t.url) {
-                Ok(found) => found.map(|(m, ca)| ServerTls { mode: m, ca: ca.map(resolve) }).unwrap_or_default(),
-                Err(e) => {
-                    issue(&["targets", &name, "url"], e);
-                    ServerTls::default()
-                }
-            },
-        };
-        if matches!(tls.mode, ServerTlsMode::VerifyCa | ServerTlsMode::VerifyFull) && tls.ca.is_none() {
-            issue(&["targets", &name, "tls"], "verify-ca and verify-full need a ca file".into());
-        }
-        let d = PoolConfig::default();
-        let pool = PoolConfig {
-            max: t.pool.max.unwrap_or(d.max),
-            min: t.pool.min.unwrap_or(d.min),
-            checkout_timeout: t.pool.checkout_timeout.unwrap_or(d.checkout_timeout),
-            idle_timeout: t.pool.idle_timeout.or(d.idle_timeout),
-            max_lifetime: t.pool.max_lifetime,
-        };
-        if pool.max == 0 {
-            issue(&["targets", &name, "pool", "max"], "must be at least 1".into());
-        }
-        if pool.min > pool.max {
-            issue(&["targets", &name, "pool", "min"], format!("min {} is above max {}", pool.min, pool.max));
-        }
-        match t.alert_connections {
-            Some(0) => issue(&["targets", &name, "alert_connections"], "must be at least 1".into()),
-            Some(a) if a >= pool.max && pool.max > 0 => {
-                issue(&["targets", &name, "alert_connections"], format!("{a} can never be exceeded: pool max is {}", pool.max))
-            }
-            _ => {}
-        }
-        for s in &t.schemas {
-            if s.is_empty() {
-                issue(&["targets", &name, "schemas"], "empty schema name".into());
-            } else if let Some(other) = owner.insert(s.clone(), name.clone()) {
-                if other != name {
-                    issue(&["targets", &name, "schemas"], format!("schema {s:?} is already owned by target {other:?}"));
-                }
-            }
-        }
-        if let Some(server) = server {
-            let (schemas, upstream, alert_connections) = (t.schemas, t.upstream, t.alert_connections);
-            targets.push(Target { name, server, tls, pool, schemas, upstream, alert_connections });
-        }
-    }
-
-    let first = targets.first().map(|t| t.name.clone()).unwrap_or_default();
-    let default_target = raw.default_target.unwrap_or_else(|| first.clone());
-    let single_target = raw.single_target.unwrap_or_else(|| default_target.clone());
-    let known = |n: &str| targets.iter().any(|t| t.name == n);
-    for (key, value) in [("default_target", &default_target), ("single_target", &single_target)] {
-        if !known(value) && !targets.is_empty() {
-            issue(&[key], format!("unknown target {value:?}"));
-        }
-    }
-    let mut seen = HashMap::new();
-    for u in &raw.users {
-        if u.name.is_empty() {
-            issue(&["users"], "a user needs a name".into());
-        } else if seen.insert(u.name.clone(), ()).is_some() {
-            issue(&["users"], format!("user {:?} is listed twice", u.name));
-        }
-    }
-    let mode = match split_env.map(|v| v.trim().to_ascii_lowercase()) {
-        Some(v) if ["false", "0", "no", "off"].contains(&v.as_str()) => Mode::Single,
-        Some(v) if ["true", "1", "yes", "on"].contains(&v.as_str()) => Mode::Split,
-        _ => raw.mode.unwrap_or(Mode::Split),
-    };
+    let mut issues = Issues { text, found: Vec::new() };
+    let resolve = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+    let listen = listen(raw.listen, &mut issues);
+    let tls = client_tls(raw.tls, &resolve, &mut issues);
+    let targets = targets(raw.targets, &resolve, &mut issues);
+    let (default_target, single_target) = chosen_targets(raw.default_target, raw.single_target, &targets, &mut issues);
+    check_users(&raw.users, &mut issues);
+    let mode = mode(split_env, raw.mode);
     for (key, value) in [("max_client_conn", raw.max_client_conn), ("max_login_conn", raw.max_login_conn)] {
         if value == Some(0) {
-            issue(&[key], "must be at least 1".into());
+            issues.add(&[key], "must be at least 1");
         }
     }
     let route_cache_bytes = raw.route_cache.map(|c| c.max_bytes).unwrap_or(DEFAULT_ROUTE_CACHE);
     let health_interval = raw.health_interval.unwrap_or(DEFAULT_HEALTH_INTERVAL);
     if health_interval.is_zero() {
-        issue(&["health_interval"], "must be longer than 0s".into());
+        issues.add(&["health_interval"], "must be longer than 0s");
     }
-    if !issues.is_empty() {
-        return Err(issues);
+    if !issues.found.is_empty() {
+        return Err(issues.found);
     }
     Ok(Config {
         listen,
@@ -177,6 +73,192 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
     })
 }
 
+/// The problems found so far, in the order found, each pointed at the line of its key.
+struct Issues<'t> {
+    /// The (expanded) configuration text, where keys' lines are looked up.
+    text: &'t str,
+    /// Every problem found.
+    found: Vec<Issue>,
+}
+
+impl Issues<'_> {
+    /// Records a problem with the key at `path`.
+    fn add(&mut self, path: &[&str], message: impl Into<String>) {
+        self.found.push(Issue { line: line_of(self.text, path), key: path.join("."), message: message.into() });
+    }
+}
+
+/// `listen:`, by default 127.0.0.1:6432.
+fn listen(raw: Option<String>, issues: &mut Issues) -> String {
+    let listen = raw.unwrap_or_else(|| "127.0.0.1:6432".into());
+    if !valid_listen(&listen) {
+        issues.add(&["listen"], format!("{listen:?} is not host:port"));
+    }
+    listen
+}
+
+/// The clients' `tls:`, its files resolved; a mode other than disabled needs both.
+fn client_tls(raw: Option<ClientTls>, resolve: &impl Fn(PathBuf) -> PathBuf, issues: &mut Issues) -> ClientTls {
+    let mut tls = raw.unwrap_or_default();
+    tls.cert = tls.cert.map(resolve);
+    tls.key = tls.key.map(resolve);
+    if tls.mode != ClientTlsMode::Disabled && (tls.cert.is_none() || tls.key.is_none()) {
+        issues.add(&["tls"], "modes optional and required need cert and key");
+    }
+    tls
+}
+
+/// Every target that can be built, in file order; a schema may belong to one target only.
+fn targets(raw: serde_yaml::Mapping, resolve: &impl Fn(PathBuf) -> PathBuf, issues: &mut Issues) -> Vec<Target> {
+    let mut targets = Vec::new();
+    let mut owner: HashMap<String, String> = HashMap::new();
+    if raw.is_empty() {
+        issues.add(&["targets"], "at least one target is required");
+    }
+    for (key, value) in raw {
+        let Some(name) = key.as_str().map(str::to_owned) else {
+            issues.add(&["targets"], "target names must be strings");
+            continue;
+        };
+        let t: RawTarget = match serde_yaml::from_value(value) {
+            Ok(t) => t,
+            Err(e) => {
+                issues.add(&["targets", &name], e.to_string());
+                continue;
+            }
+        };
+        targets.extend(target(name, t, resolve, &mut owner, issues));
+    }
+    targets
+}
+
+/// One target, checked; `None` when its URL does not parse (the other problems are only recorded). `owner` maps
+/// each schema claimed so far to its target.
+fn target(
+    name: String,
+    t: RawTarget,
+    resolve: &impl Fn(PathBuf) -> PathBuf,
+    owner: &mut HashMap<String, String>,
+    issues: &mut Issues,
+) -> Option<Target> {
+    let server = match parse_url(&t.url) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            issues.add(&["targets", &name, "url"], e.to_string());
+            None
+        }
+    };
+    let tls = server_tls(&name, t.tls, &t.url, resolve, issues);
+    let pool = pool(&name, &t.pool, t.alert_connections, issues);
+    claim_schemas(&name, &t.schemas, owner, issues);
+    let (schemas, upstream, alert_connections) = (t.schemas, t.upstream, t.alert_connections);
+    server.map(|server| Target { name, server, tls, pool, schemas, upstream, alert_connections })
+}
+
+/// A target's TLS: its `tls:`, else the URL's `sslmode`/`sslrootcert`; the verify modes need a CA file.
+fn server_tls(
+    name: &str,
+    raw: Option<RawServerTls>,
+    url: &str,
+    resolve: &impl Fn(PathBuf) -> PathBuf,
+    issues: &mut Issues,
+) -> ServerTls {
+    let tls = match raw {
+        Some(x) => ServerTls { mode: x.mode, ca: x.ca.map(resolve) },
+        None => match url_tls(url) {
+            Ok(found) => found.map(|(m, ca)| ServerTls { mode: m, ca: ca.map(resolve) }).unwrap_or_default(),
+            Err(e) => {
+                issues.add(&["targets", name, "url"], e.to_string());
+                ServerTls::default()
+            }
+        },
+    };
+    if matches!(tls.mode, ServerTlsMode::VerifyCa | ServerTlsMode::VerifyFull) && tls.ca.is_none() {
+        issues.add(&["targets", name, "tls"], "verify-ca and verify-full need a ca file");
+    }
+    tls
+}
+
+/// A target's `pool:` over the defaults, checked together with its `alert_connections`.
+fn pool(name: &str, raw: &RawPool, alert_connections: Option<u32>, issues: &mut Issues) -> PoolConfig {
+    let d = PoolConfig::default();
+    let pool = PoolConfig {
+        max: raw.max.unwrap_or(d.max),
+        min: raw.min.unwrap_or(d.min),
+        checkout_timeout: raw.checkout_timeout.unwrap_or(d.checkout_timeout),
+        idle_timeout: raw.idle_timeout.or(d.idle_timeout),
+        max_lifetime: raw.max_lifetime,
+    };
+    if pool.max == 0 {
+        issues.add(&["targets", name, "pool", "max"], "must be at least 1");
+    }
+    if pool.min > pool.max {
+        issues.add(&["targets", name, "pool", "min"], format!("min {} is above max {}", pool.min, pool.max));
+    }
+    match alert_connections {
+        Some(0) => issues.add(&["targets", name, "alert_connections"], "must be at least 1"),
+        Some(a) if a >= pool.max && pool.max > 0 => {
+            issues.add(&["targets", name, "alert_connections"], format!("{a} can never be exceeded: pool max is {}", pool.max))
+        }
+        _ => {}
+    }
+    pool
+}
+
+/// Records `schemas` as the target's in `owner`; an empty name, or one another target owns, is a problem.
+fn claim_schemas(name: &str, schemas: &[String], owner: &mut HashMap<String, String>, issues: &mut Issues) {
+    for s in schemas {
+        if s.is_empty() {
+            issues.add(&["targets", name, "schemas"], "empty schema name");
+        } else if let Some(other) = owner.insert(s.clone(), name.to_owned()) {
+            if other != name {
+                issues.add(&["targets", name, "schemas"], format!("schema {s:?} is already owned by target {other:?}"));
+            }
+        }
+    }
+}
+
+/// `default_target` (by default the first target) and `single_target` (by default `default_target`); each must
+/// name a target.
+fn chosen_targets(
+    default_target: Option<String>,
+    single_target: Option<String>,
+    targets: &[Target],
+    issues: &mut Issues,
+) -> (String, String) {
+    let first = targets.first().map(|t| t.name.clone()).unwrap_or_default();
+    let default_target = default_target.unwrap_or_else(|| first.clone());
+    let single_target = single_target.unwrap_or_else(|| default_target.clone());
+    let known = |n: &str| targets.iter().any(|t| t.name == n);
+    for (key, value) in [("default_target", &default_target), ("single_target", &single_target)] {
+        if !known(value) && !targets.is_empty() {
+            issues.add(&[key], format!("unknown target {value:?}"));
+        }
+    }
+    (default_target, single_target)
+}
+
+/// Every user needs a name, listed once.
+fn check_users(users: &[User], issues: &mut Issues) {
+    let mut seen = HashMap::new();
+    for u in users {
+        if u.name.is_empty() {
+            issues.add(&["users"], "a user needs a name");
+        } else if seen.insert(u.name.clone(), ()).is_some() {
+            issues.add(&["users"], format!("user {:?} is listed twice", u.name));
+        }
+    }
+}
+
+/// The mode: `SPLIT_DB_MODE` when it holds a boolean word, else `mode:`, else split.
+fn mode(split_env: Option<&str>, configured: Option<Mode>) -> Mode {
+    match split_env.map(|v| v.trim().to_ascii_lowercase()) {
+        Some(v) if ["false", "0", "no", "off"].contains(&v.as_str()) => Mode::Single,
+        Some(v) if ["true", "1", "yes", "on"].contains(&v.as_str()) => Mode::Split,
+        _ => configured.unwrap_or(Mode::Split),
+    }
+}
+
 fn valid_listen(s: &str) -> bool {
     match s.rsplit_once(':') {
         Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok(),
@@ -185,16 +267,16 @@ fn valid_listen(s: &str) -> bool {
 }
 
 /// Parses a `postgres://` / `postgresql://` URL. Errors never echo the URL (it may hold a password).
-pub fn parse_url(s: &str) -> Result<ServerAddr, String> {
-    let url = url::Url::parse(s).map_err(|e| format!("not a valid URL ({e})"))?;
+pub fn parse_url(s: &str) -> Result<ServerAddr, UrlError> {
+    let url = url::Url::parse(s).map_err(UrlError::NotUrl)?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
-        return Err(format!("scheme must be postgresql://, not {}://", url.scheme()));
+        return Err(UrlError::Scheme(url.scheme().to_owned()));
     }
-    let host = url.host_str().filter(|h| !h.is_empty()).ok_or("the URL has no host")?;
+    let host = url.host_str().filter(|h| !h.is_empty()).ok_or(UrlError::NoHost)?;
     let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
     let user = percent_decode(url.username());
     if user.is_empty() {
-        return Err("the URL has no user".into());
+        return Err(UrlError::NoUser);
     }
     let password = url.password().map(percent_decode);
     let dbname = url.path().trim_start_matches('/');
@@ -223,7 +305,7 @@ fn percent_decode(s: &str) -> String {
 /// `sslmode` and `sslrootcert` from a URL's query, when `tls:` is absent. `allow`/`prefer` fall back to plain. A
 /// value libpq does not know (`verfy-full`, `VERIFY-FULL`: libpq's values are lower case) is an error, as libpq
 /// makes it, never plain TCP by mistake.
-fn url_tls(s: &str) -> Result<Option<(ServerTlsMode, Option<std::path::PathBuf>)>, String> {
+fn url_tls(s: &str) -> Result<Option<(ServerTlsMode, Option<PathBuf>)>, UrlError> {
     let Ok(url) = url::Url::parse(s) else { return Ok(None) };
     let mut mode = None;
     let mut ca = None;
@@ -235,14 +317,10 @@ fn url_tls(s: &str) -> Result<Option<(ServerTlsMode, Option<std::path::PathBuf>)
                     "require" => ServerTlsMode::Require,
                     "verify-ca" => ServerTlsMode::VerifyCa,
                     "verify-full" => ServerTlsMode::VerifyFull,
-                    other => {
-                        return Err(format!(
-                            "invalid sslmode value: \"{other}\" (disable, allow, prefer, require, verify-ca, verify-full)"
-                        ))
-                    }
+                    other => return Err(UrlError::SslMode(other.to_owned())),
                 })
             }
-            "sslrootcert" => ca = Some(std::path::PathBuf::from(v.as_ref())),
+            "sslrootcert" => ca = Some(PathBuf::from(v.as_ref())),
             _ => {}
         }
     }

@@ -4,6 +4,7 @@
 //! A panic is a crash: each function panics, with what broke, when pgsplit panics or breaks an invariant checked
 //! here. Errors on malformed input are the expected outcome and are ignored.
 
+mod failure;
 mod fake_server;
 mod script;
 mod session;

@@ -197,7 +197,16 @@ fn login(who: u8, how: u8) -> Login {
 
 /// Decodes one step (a COPY FROM STDIN is several messages) into `ops`.
 fn op(input: &mut Input<'_>, ops: &mut Vec<Op>) {
-    let kind = input.byte() % 17;
+    match input.byte() % 17 {
+        13 => ops.push(Op::Raw(defanged(input.bytes(255)))),
+        15 => copy_in(input, ops),
+        16 => ops.push(Op::Split),
+        kind => ops.push(client_message(kind, input)),
+    }
+}
+
+/// One whole client message of step `kind` (0 to 12, or 14 for a valid type with a random body).
+fn client_message(kind: u8, input: &mut Input<'_>) -> Op {
     let mut body = Vec::new();
     let tag = match kind {
         0 => {
@@ -213,31 +222,11 @@ fn op(input: &mut Input<'_>, ops: &mut Vec<Op>) {
             b'Q'
         }
         2 => {
-            cstr(&mut body, &input.name());
-            cstr(&mut body, &input.sql());
-            let n = input.byte() % 3;
-            body.extend_from_slice(&i16::from(n).to_be_bytes());
-            for i in 0..n {
-                body.extend_from_slice(&[0, 0, 0, if i == 0 { 23 } else { 25 }]);
-            }
+            parse_body(input, &mut body);
             b'P'
         }
         3 => {
-            cstr(&mut body, &input.name());
-            cstr(&mut body, &input.name());
-            body.extend_from_slice(&0i16.to_be_bytes());
-            let n = input.byte() % 3;
-            body.extend_from_slice(&i16::from(n).to_be_bytes());
-            for _ in 0..n {
-                let value = input.bytes(16);
-                if value.is_empty() {
-                    body.extend_from_slice(&(-1i32).to_be_bytes());
-                } else {
-                    body.extend_from_slice(&(value.len() as i32).to_be_bytes());
-                    body.extend_from_slice(value);
-                }
-            }
-            body.extend_from_slice(&0i16.to_be_bytes());
+            bind_body(input, &mut body);
             b'B'
         }
         4 | 8 => {
@@ -266,16 +255,43 @@ fn op(input: &mut Input<'_>, ops: &mut Vec<Op>) {
             b'f'
         }
         12 => b'X',
-        13 => return ops.push(Op::Raw(defanged(input.bytes(255)))),
-        14 => {
+        _ => {
             let tag = TAGS[usize::from(input.byte()) % TAGS.len()];
             body.extend(defanged(input.bytes(255)));
             tag
         }
-        15 => return copy_in(input, ops),
-        _ => return ops.push(Op::Split),
     };
-    ops.push(Op::Message(tag, body));
+    Op::Message(tag, body)
+}
+
+/// A Parse body: statement name, text, and up to two parameter types (int4, then text).
+fn parse_body(input: &mut Input<'_>, body: &mut Vec<u8>) {
+    cstr(body, &input.name());
+    cstr(body, &input.sql());
+    let n = input.byte() % 3;
+    body.extend_from_slice(&i16::from(n).to_be_bytes());
+    for i in 0..n {
+        body.extend_from_slice(&[0, 0, 0, if i == 0 { 23 } else { 25 }]);
+    }
+}
+
+/// A Bind body: portal and statement names, text formats, up to two values (an empty one is NULL), text results.
+fn bind_body(input: &mut Input<'_>, body: &mut Vec<u8>) {
+    cstr(body, &input.name());
+    cstr(body, &input.name());
+    body.extend_from_slice(&0i16.to_be_bytes());
+    let n = input.byte() % 3;
+    body.extend_from_slice(&i16::from(n).to_be_bytes());
+    for _ in 0..n {
+        let value = input.bytes(16);
+        if value.is_empty() {
+            body.extend_from_slice(&(-1i32).to_be_bytes());
+        } else {
+            body.extend_from_slice(&(value.len() as i32).to_be_bytes());
+            body.extend_from_slice(value);
+        }
+    }
+    body.extend_from_slice(&0i16.to_be_bytes());
 }
 
 /// A COPY FROM STDIN with its data and its end (CopyDone or CopyFail), Flush and Sync possibly in between (a

@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::failure::Failure;
 use super::fake_server::{self, Watch, PROBE};
 use super::script::{self, Login, Op, Script};
 use crate::app::App;
@@ -109,9 +110,9 @@ impl SessionHarness {
     }
 
     /// The fuzzed client: login, the script's messages, the probe, the end.
-    async fn client(&self, script: &Script, sessions: &mut mpsc::UnboundedReceiver<JoinHandle<()>>) -> Result<(), String> {
+    async fn client(&self, script: &Script, sessions: &mut mpsc::UnboundedReceiver<JoinHandle<()>>) -> Result<(), Failure> {
         let tcp = connect(self.proxy).await?;
-        let session = sessions.recv().await.ok_or("the accept loop ended")?;
+        let session = sessions.recv().await.ok_or(Failure::AcceptLoopEnded)?;
         let (mut rd, mut wr) = tcp.into_split();
         negotiate(&mut rd, &mut wr, &script.login).await?;
         let (events, reader) = spawn_reader(rd);
@@ -119,7 +120,8 @@ impl SessionHarness {
         let expect_login = script.login.good_password && script.login.user == "app" && script.login.database != "nosuchdb";
         let logged_in = client.login(&script.login).await?;
         if logged_in != expect_login {
-            return Err(format!("login {} for {:?}", if logged_in { "succeeded" } else { "refused" }, script.login));
+            let outcome = if logged_in { "succeeded" } else { "refused" };
+            return Err(Failure::LoginOutcome { outcome, login: script.login.clone() });
         }
         if logged_in {
             client.drive(&script.ops).await?;
@@ -129,9 +131,9 @@ impl SessionHarness {
     }
 
     /// A client that logs in as it should and reads from both targets.
-    async fn fresh_client(&self, sessions: &mut mpsc::UnboundedReceiver<JoinHandle<()>>) -> Result<(), String> {
+    async fn fresh_client(&self, sessions: &mut mpsc::UnboundedReceiver<JoinHandle<()>>) -> Result<(), Failure> {
         let tcp = connect(self.proxy).await?;
-        let session = sessions.recv().await.ok_or("the accept loop ended")?;
+        let session = sessions.recv().await.ok_or(Failure::AcceptLoopEnded)?;
         let (rd, wr) = tcp.into_split();
         let (events, reader) = spawn_reader(rd);
         let mut client = Client { wr, events, reader: Some(reader), fatal: false, closed: false, reset: false };
@@ -144,14 +146,14 @@ impl SessionHarness {
             gss_request: false,
         };
         if !client.login(&login).await? {
-            return Err("login refused".into());
+            return Err(Failure::LoginRefused);
         }
         for sql in ["select 1", "select * from workspace.imports"] {
             let mut out = Vec::new();
             script::query(&mut out, &format!("{sql} -- {PROBE}"));
             client.send(&out).await;
             if !client.probe_answered().await? {
-                return Err(format!("{sql:?} not answered"));
+                return Err(Failure::NotAnswered(sql));
             }
         }
         let mut out = Vec::new();
@@ -259,37 +261,37 @@ async fn settle() {
 }
 
 /// A client connection to pgsplit (no Nagle delay: the client writes small messages and waits for answers).
-async fn connect(proxy: SocketAddr) -> Result<TcpStream, String> {
-    let tcp = TcpStream::connect(proxy).await.map_err(|e| format!("connect: {e}"))?;
-    tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+async fn connect(proxy: SocketAddr) -> Result<TcpStream, Failure> {
+    let tcp = TcpStream::connect(proxy).await.map_err(Failure::io("connect"))?;
+    tcp.set_nodelay(true).map_err(Failure::io("nodelay"))?;
     Ok(tcp)
 }
 
 /// Waits for a session task to end; a panic in it is re-raised here.
-async fn await_session(session: JoinHandle<()>) -> Result<(), String> {
+async fn await_session(session: JoinHandle<()>) -> Result<(), Failure> {
     match tokio::time::timeout(END_TIMEOUT, session).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => match e.try_into_panic() {
             Ok(panic) => std::panic::resume_unwind(panic),
-            Err(e) => Err(format!("session task failed: {e}")),
+            Err(e) => Err(Failure::SessionTask(e)),
         },
-        Err(_) => Err("the session did not end after its client closed the connection".into()),
+        Err(_) => Err(Failure::SessionNotEnded),
     }
 }
 
 /// SSLRequest and GSSENCRequest before the StartupMessage: each is answered with one byte, `N`.
-async fn negotiate(rd: &mut OwnedReadHalf, wr: &mut OwnedWriteHalf, login: &Login) -> Result<(), String> {
+async fn negotiate(rd: &mut OwnedReadHalf, wr: &mut OwnedWriteHalf, login: &Login) -> Result<(), Failure> {
     for (asked, code) in [(login.ssl_request, decode::SSL_REQUEST), (login.gss_request, decode::GSSENC_REQUEST)] {
         if !asked {
             continue;
         }
         let mut packet = 8u32.to_be_bytes().to_vec();
         packet.extend_from_slice(&code.to_be_bytes());
-        wr.write_all(&packet).await.map_err(|e| format!("write: {e}"))?;
+        wr.write_all(&packet).await.map_err(Failure::io("write"))?;
         let mut answer = [0u8];
-        rd.read_exact(&mut answer).await.map_err(|e| format!("no answer to a TLS or GSS request: {e}"))?;
+        rd.read_exact(&mut answer).await.map_err(Failure::io("no answer to a TLS or GSS request"))?;
         if answer[0] != b'N' {
-            return Err(format!("TLS or GSS request answered {:?}", answer[0] as char));
+            return Err(Failure::EncryptionAnswer(answer[0] as char));
         }
     }
     Ok(())
@@ -307,7 +309,7 @@ enum Event {
 
 /// Reads the client's side of the connection, checking that it frames as server messages and that nothing
 /// follows a FATAL; the task's result is the first desync found.
-fn spawn_reader(mut rd: OwnedReadHalf) -> (mpsc::UnboundedReceiver<Event>, JoinHandle<Result<(), String>>) {
+fn spawn_reader(mut rd: OwnedReadHalf) -> (mpsc::UnboundedReceiver<Event>, JoinHandle<Result<(), Failure>>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
         let mut buf = BytesMut::new();
@@ -321,23 +323,21 @@ fn spawn_reader(mut rd: OwnedReadHalf) -> (mpsc::UnboundedReceiver<Event>, JoinH
                     let _ = tx.send(Event::Reset);
                     return Ok(());
                 }
-                Err(e) => return Err(format!("client read failed: {e}")),
+                Err(e) => return Err(Failure::Io { what: "client read failed", source: e }),
             };
-            while let Some(frame) = framing::next_backend(&mut buf).map_err(|e| format!("desync: {e}"))? {
+            while let Some(frame) = framing::next_backend(&mut buf).map_err(Failure::Framing)? {
                 if !BACKEND_TAGS.contains(&frame.tag) {
-                    return Err(format!("desync: message type {:?} is not a server message", frame.tag as char));
+                    return Err(Failure::NotServerMessage(frame.tag as char));
                 }
                 if fatal {
-                    return Err(format!("desync: message {:?} after a FATAL error", frame.tag as char));
+                    return Err(Failure::AfterFatal(frame.tag as char));
                 }
                 let body = Bytes::copy_from_slice(frame.body());
                 tracing::trace!(tag = %(frame.tag as char), body = %String::from_utf8_lossy(&body), "client received");
                 match frame.tag {
-                    b'Z' if !matches!(&body[..], b"I" | b"T" | b"E") => {
-                        return Err(format!("desync: ReadyForQuery with status {body:?}"))
-                    }
+                    b'Z' if !matches!(&body[..], b"I" | b"T" | b"E") => return Err(Failure::ReadyStatus(body)),
                     b'E' | b'N' => {
-                        let fields = decode::error_fields(&body).map_err(|e| format!("desync: bad error fields: {e}"))?;
+                        let fields = decode::error_fields(&body).map_err(Failure::ErrorFields)?;
                         fatal |= frame.tag == b'E' && fields.iter().any(|(c, v)| *c == b'S' && v == "FATAL");
                     }
                     _ => {}
@@ -346,7 +346,7 @@ fn spawn_reader(mut rd: OwnedReadHalf) -> (mpsc::UnboundedReceiver<Event>, JoinH
             }
             if n == 0 {
                 if !buf.is_empty() {
-                    return Err(format!("desync: the connection ended inside a message ({} bytes)", buf.len()));
+                    return Err(Failure::EndedInsideMessage(buf.len()));
                 }
                 let _ = tx.send(Event::End);
                 return Ok(());
@@ -363,7 +363,7 @@ struct Client {
     /// What the reader saw.
     events: mpsc::UnboundedReceiver<Event>,
     /// The reader, joined at the end for its verdict.
-    reader: Option<JoinHandle<Result<(), String>>>,
+    reader: Option<JoinHandle<Result<(), Failure>>>,
     /// A FATAL error arrived: the connection ends.
     fatal: bool,
     /// The connection ended.
@@ -404,7 +404,7 @@ impl Client {
 
     /// StartupMessage and SCRAM-SHA-256; true when pgsplit greeted the client with ReadyForQuery, false after a
     /// FATAL error.
-    async fn login(&mut self, login: &Login) -> Result<bool, String> {
+    async fn login(&mut self, login: &Login) -> Result<bool, Failure> {
         let mut body = decode::PROTOCOL_3_0.to_be_bytes().to_vec();
         for (k, v) in [("user", login.user), ("database", login.database)].iter().chain(&login.params) {
             for s in [k, v] {
@@ -420,7 +420,7 @@ impl Client {
         let mut scram = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
         loop {
             let Some((tag, body)) = self.next().await else {
-                return Err("connection ended during login without a FATAL error".into());
+                return Err(Failure::LoginEnded);
             };
             let mut out = Vec::new();
             match (tag, body.get(..4).map(|c| i32::from_be_bytes([c[0], c[1], c[2], c[3]]))) {
@@ -431,14 +431,14 @@ impl Client {
                     script::message(&mut out, b'p', &p);
                 }
                 (b'R', Some(11)) => {
-                    scram.update(&body[4..]).map_err(|e| format!("bad server-first-message: {e}"))?;
+                    scram.update(&body[4..]).map_err(Failure::scram("bad server-first-message"))?;
                     script::message(&mut out, b'p', scram.message());
                 }
-                (b'R', Some(12)) => scram.finish(&body[4..]).map_err(|e| format!("bad server signature: {e}"))?,
+                (b'R', Some(12)) => scram.finish(&body[4..]).map_err(Failure::scram("bad server signature"))?,
                 (b'R', Some(0)) | (b'S' | b'K' | b'N', _) => {}
                 (b'Z', _) => return Ok(true),
                 (b'E', _) if self.fatal => return Ok(false),
-                _ => return Err(format!("unexpected message {:?} during login", tag as char)),
+                _ => return Err(Failure::UnexpectedDuringLogin(tag as char)),
             }
             self.send(&out).await;
         }
@@ -447,7 +447,7 @@ impl Client {
     /// Sends the script's messages, then the probe (Sync, ROLLBACK, the probe query) unless the client terminated,
     /// sent raw bytes, or pgsplit ended the connection, and checks that the probe is answered or a FATAL error came.
     ///
-    async fn drive(&mut self, ops: &[Op]) -> Result<(), String> {
+    async fn drive(&mut self, ops: &[Op]) -> Result<(), Failure> {
         let mut out = Vec::new();
         for op in ops {
             match op {
@@ -491,12 +491,12 @@ impl Client {
         if self.probe_answered().await? || self.fatal || self.reset {
             return Ok(());
         }
-        Err("the connection ended without a FATAL error".into())
+        Err(Failure::EndedWithoutFatal)
     }
 
     /// Reads until a row with the probe's text followed by ReadyForQuery (true), or the end of the connection
     /// (false).
-    async fn probe_answered(&mut self) -> Result<bool, String> {
+    async fn probe_answered(&mut self) -> Result<bool, Failure> {
         let mut seen = false;
         while let Some((tag, body)) = self.next().await {
             match tag {
@@ -509,7 +509,7 @@ impl Client {
     }
 
     /// Closes the client's side and reads to the end; returns the reader's verdict.
-    async fn finish(mut self) -> Result<(), String> {
+    async fn finish(mut self) -> Result<(), Failure> {
         let _ = self.wr.shutdown().await;
         let drained = tokio::time::timeout(END_TIMEOUT, async {
             while !self.closed {
@@ -517,12 +517,12 @@ impl Client {
             }
         });
         if drained.await.is_err() {
-            return Err("pgsplit did not close the connection after the client closed its side".into());
+            return Err(Failure::NotClosed);
         }
         match self.reader.take() {
             Some(reader) => match reader.await {
                 Ok(verdict) => verdict,
-                Err(e) => Err(format!("reader failed: {e}")),
+                Err(e) => Err(Failure::Reader(e)),
             },
             None => Ok(()),
         }

@@ -68,31 +68,37 @@ fn tokenize(sql: &str) -> Option<Vec<Token>> {
 
 /// Adds every `a.b` pair and every other word of `tokens` to `names`, descending into dollar-quoted bodies.
 fn collect(tokens: &[Token], names: &mut Vec<Name>, depth: usize) {
-    let fold = |v: &Word| if v.quote_style.is_some() { v.value.clone() } else { v.value.to_ascii_lowercase() };
-    let mut push = |n: Name| {
-        if !names.contains(&n) {
-            names.push(n);
+    let bodies = collect_words(tokens, names);
+    if depth < MAX_BODY_DEPTH {
+        for body in bodies {
+            collect_body(body, names, depth + 1);
         }
-    };
+    }
+}
+
+/// Adds the names of `tokens` themselves to `names`; returns the dollar-quoted bodies met, in order, for
+/// `collect` to descend into.
+fn collect_words<'t>(tokens: &'t [Token], names: &mut Vec<Name>) -> Vec<&'t str> {
+    let fold = |v: &Word| if v.quote_style.is_some() { v.value.clone() } else { v.value.to_ascii_lowercase() };
     let mut bodies = Vec::new();
     let mut i = 0;
     while i < tokens.len() {
         match &tokens[i..] {
             [Token::Word(a), Token::Period, Token::Word(b), rest @ ..] => {
-                push(Name::new(Some(fold(a)), fold(b), ObjectKind::Relation));
+                push_new(names, Name::new(Some(fold(a)), fold(b), ObjectKind::Relation));
                 // `a.b.c` is db.schema.object or schema.table.column: the next pair is scanned too; a lone `b` is
                 // the object of this pair, not an unqualified name.
                 i += if matches!(rest.first(), Some(Token::Period)) { 2 } else { 3 };
             }
             // `SCHEMA s` (`CREATE EXTENSION ... SCHEMA s`, `ALTER DEFAULT PRIVILEGES IN SCHEMA s`) names the schema.
             [Token::Word(k), Token::Word(s), ..] if k.keyword == Keyword::SCHEMA && s.keyword != Keyword::IF => {
-                push(Name::new(Some(fold(s)), String::new(), ObjectKind::Schema));
+                push_new(names, Name::new(Some(fold(s)), String::new(), ObjectKind::Schema));
                 i += 2;
             }
             // Every other word is a candidate unqualified name; the router keeps those the catalog finds through
             // search_path, so keywords and column names cost a lookup and nothing more.
             [Token::Word(w), ..] => {
-                push(Name::new(None, fold(w), ObjectKind::Relation));
+                push_new(names, Name::new(None, fold(w), ObjectKind::Relation));
                 i += 1;
             }
             [Token::DollarQuotedString(body), ..] => {
@@ -102,20 +108,26 @@ fn collect(tokens: &[Token], names: &mut Vec<Name>, depth: usize) {
             _ => i += 1,
         }
     }
-    if depth < MAX_BODY_DEPTH {
-        for body in bodies {
-            // A body the tokenizer rejects (plpgsql is not SQL) is still scanned for its `x.y` shapes.
-            match tokenize(body) {
-                Some(inner) => collect(&inner, names, depth + 1),
-                None => {
-                    for n in untokenizable(body).names {
-                        if !names.contains(&n) {
-                            names.push(n);
-                        }
-                    }
-                }
+    bodies
+}
+
+/// Adds the names of a dollar-quoted body found at `depth` to `names`.
+fn collect_body(body: &str, names: &mut Vec<Name>, depth: usize) {
+    match tokenize(body) {
+        Some(inner) => collect(&inner, names, depth),
+        // A body the tokenizer rejects (plpgsql is not SQL) is still scanned for its `x.y` shapes.
+        None => {
+            for n in untokenizable(body).names {
+                push_new(names, n);
             }
         }
+    }
+}
+
+/// Adds `n` to `names` unless it is there already (first sighting keeps its place).
+fn push_new(names: &mut Vec<Name>, n: Name) {
+    if !names.contains(&n) {
+        names.push(n);
     }
 }
 
@@ -125,10 +137,7 @@ fn untokenizable(sql: &str) -> Analysis {
     let mut names = Vec::new();
     for word in sql.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.')) {
         if let Some((s, o)) = word.split_once('.') {
-            let n = Name::new(Some(s.to_ascii_lowercase()), o.to_ascii_lowercase(), ObjectKind::Relation);
-            if !names.contains(&n) {
-                names.push(n);
-            }
+            push_new(&mut names, Name::new(Some(s.to_ascii_lowercase()), o.to_ascii_lowercase(), ObjectKind::Relation));
         }
     }
     scanned(names, true, true, true, 1)
