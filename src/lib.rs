@@ -12,8 +12,10 @@
 //! ```
 //!
 //! `protocol` frames and builds messages without I/O; `auth` verifies clients; `config` loads `routing.yaml`;
-//! `app` holds what sessions share. `cluster`, `certs` and `demo` are the commands that are not the proxy.
+//! `app` holds what sessions share; `admin` runs the admin console's commands over it. `cluster`, `certs` and `demo`
+//! are the commands that are not the proxy.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod backend;

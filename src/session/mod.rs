@@ -7,8 +7,8 @@
 //! A server connection is held only in `Bound` (and `Failed` if one was bound), and returns to its pool at
 //! ReadyForQuery idle.
 
-mod admin;
 mod client;
+mod console;
 mod drain;
 mod extended;
 mod notify;
