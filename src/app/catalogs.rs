@@ -1,0 +1,74 @@
+//! Reading the targets' catalogs: at start, periodically, after DDL, and when a target comes back.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::catalog::TargetCatalog;
+use crate::router::TargetId;
+
+use super::App;
+
+/// How long one catalog read may take before the old snapshot is kept.
+const CATALOG_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl App {
+    /// Re-reads one target's catalog over a pooled connection; on failure the previous snapshot stays.
+    pub async fn refresh_catalog(&self, target: TargetId) -> Result<usize, String> {
+        let backend = self.backend(target);
+        let read = async {
+            let mut conn = backend.checkout().await.map_err(|e| e.to_string())?;
+            // Broken until the exchange completes: if the timeout drops it half-way, it is closed, not reused.
+            conn.broken = true;
+            let snapshot = TargetCatalog::load(&mut conn).await;
+            conn.broken = snapshot.is_err();
+            snapshot.map_err(|e| e.to_string())
+        };
+        let snapshot = match tokio::time::timeout(CATALOG_TIMEOUT, read).await {
+            Ok(r) => r?,
+            Err(_) => return Err(format!("reading the catalog of target \"{}\" timed out", backend.name())),
+        };
+        let objects = snapshot.len();
+        let snapshot = Arc::new(snapshot);
+        self.catalog.rcu(|c| c.with_target(target, snapshot.clone()));
+        tracing::debug!(target = backend.name(), objects, "catalog refreshed");
+        Ok(objects)
+    }
+
+    /// At start: every target is tried once, all at once, and the catalogs of those that answered are read; a target
+    /// down since start (refused, or its certificate refused) is not waited for — the health probes read its catalog
+    /// when it comes back. Logins are thus never held up by one target being down.
+    pub async fn first_catalogs(&self) {
+        let reads = (0..self.backends.len()).map(|t| async move {
+            if self.backend(t).reachable().await {
+                if let Err(e) = self.refresh_catalog(t).await {
+                    tracing::warn!(target = self.backend(t).name(), error = %e, "catalog not read");
+                }
+            }
+        });
+        join_all(reads.collect()).await;
+    }
+
+    /// Re-reads every target's catalog; a target that cannot be read is logged and keeps its old snapshot.
+    pub async fn refresh_catalogs(&self) {
+        for t in 0..self.backends.len() {
+            if let Err(e) = self.refresh_catalog(t).await {
+                tracing::warn!(target = self.backend(t).name(), error = %e, "catalog not refreshed");
+            }
+        }
+    }
+}
+
+/// Runs futures concurrently to completion (a handful: one per target).
+async fn join_all<F: Future<Output = ()>>(futures: Vec<F>) {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        futures.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if futures.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
