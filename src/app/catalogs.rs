@@ -4,6 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backend::{BackendError, CheckoutError};
 use crate::catalog::TargetCatalog;
 use crate::router::TargetId;
 
@@ -12,21 +13,38 @@ use super::App;
 /// How long one catalog read may take before the old snapshot is kept.
 const CATALOG_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why a target's catalog was not read; its previous snapshot then stays.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// No connection to the target could be had.
+    #[error(transparent)]
+    Checkout(#[from] CheckoutError),
+    /// The catalog query failed on the connection.
+    #[error(transparent)]
+    Read(#[from] BackendError),
+    /// The read took longer than `CATALOG_TIMEOUT`.
+    #[error("reading the catalog of target \"{target}\" timed out")]
+    Timeout {
+        /// The target's name.
+        target: String,
+    },
+}
+
 impl App {
     /// Re-reads one target's catalog over a pooled connection; on failure the previous snapshot stays.
-    pub async fn refresh_catalog(&self, target: TargetId) -> Result<usize, String> {
+    pub async fn refresh_catalog(&self, target: TargetId) -> Result<usize, CatalogError> {
         let backend = self.backend(target);
         let read = async {
-            let mut conn = backend.checkout().await.map_err(|e| e.to_string())?;
+            let mut conn = backend.checkout().await?;
             // Broken until the exchange completes: if the timeout drops it half-way, it is closed, not reused.
             conn.broken = true;
             let snapshot = TargetCatalog::load(&mut conn).await;
             conn.broken = snapshot.is_err();
-            snapshot.map_err(|e| e.to_string())
+            Ok::<_, CatalogError>(snapshot?)
         };
         let snapshot = match tokio::time::timeout(CATALOG_TIMEOUT, read).await {
             Ok(r) => r?,
-            Err(_) => return Err(format!("reading the catalog of target \"{}\" timed out", backend.name())),
+            Err(_) => return Err(CatalogError::Timeout { target: backend.name().to_owned() }),
         };
         let objects = snapshot.len();
         let snapshot = Arc::new(snapshot);

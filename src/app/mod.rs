@@ -25,7 +25,8 @@ pub use crate::config::ClientTlsMode;
 use crate::config::{Config, Mode};
 use crate::router::{RouteCache, RoutingTable, TargetId};
 
-pub use reload::Reloaded;
+pub use catalogs::CatalogError;
+pub use reload::{ReloadError, Reloaded};
 pub use targets::target_spec;
 use targets::{pool_settings, routing_table};
 

@@ -2,9 +2,26 @@
 
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 
-use super::{pool_settings, routing_table, user_store, App};
+use super::{pool_settings, routing_table, user_store, App, AppError};
+
+/// Why a reload was refused; the running configuration then stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// pgsplit was started without a file to re-read (a test's configuration text).
+    #[error("pgsplit was not started from a configuration file")]
+    NoSource,
+    /// The file could not be read, parsed or validated.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The file changes what only a restart can apply.
+    #[error("{} changed: restart pgsplit to apply it (nothing was changed)", .0.join(", "))]
+    NeedsRestart(Vec<&'static str>),
+    /// A user's password in the file is unusable.
+    #[error(transparent)]
+    Users(#[from] AppError),
+}
 
 /// What a reload changed, for the log and the admin console.
 #[derive(Debug, Default)]
@@ -18,16 +35,16 @@ impl App {
     /// checkout timeouts, alert thresholds, and `mode` if the file's value changed since it was last read. Anything
     /// that needs a restart (targets added, removed or re-addressed, listen addresses, TLS files) makes the reload
     /// fail: the running configuration stays, and the error says why.
-    pub async fn reload(&self) -> Result<Reloaded, String> {
+    pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
         let _one = self.reloading.lock().await;
-        let Some(path) = &self.source else { return Err("pgsplit was not started from a configuration file".into()) };
-        let new = crate::config::load_file(path).map_err(|e| e.to_string())?;
+        let Some(path) = &self.source else { return Err(ReloadError::NoSource) };
+        let new = crate::config::load_file(path)?;
         let old = self.config.load_full();
         let restart = needs_restart(&old, &new);
         if !restart.is_empty() {
-            return Err(format!("{} changed: restart pgsplit to apply it (nothing was changed)", restart.join(", ")));
+            return Err(ReloadError::NeedsRestart(restart));
         }
-        let users = user_store(&new).map_err(|e| e.to_string())?;
+        let users = user_store(&new)?;
         let mut done = Reloaded::default();
         let table = routing_table(&new);
         let routes_changed = table.schemas != self.table().schemas || table.default_target != self.table().default_target;
