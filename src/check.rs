@@ -2,22 +2,71 @@
 
 use std::path::Path;
 
-use crate::app::{target_spec, App};
-use crate::backend::ServerConn;
-use crate::router::{self, Analysis, SessionView};
+use crate::app::{target_spec, App, AppError};
+use crate::backend::tls::TlsConfigError;
+use crate::backend::{BackendError, ServerConn};
+use crate::config::ConfigError;
+use crate::router::{self, Analysis, RouteError, SessionView};
+
+/// Why `check`, `route` or `set_mode` failed; printed after `pgsplit: ` on exit 1.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The configuration could not be read, parsed or validated.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The configuration's TLS files or users are unusable.
+    #[error(transparent)]
+    App(#[from] AppError),
+    /// Talking to a target or to the admin console failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// Some targets did not answer `SELECT version()`.
+    #[error("cannot reach target(s): {}", .0.join(", "))]
+    Unreachable(Vec<String>),
+    /// The statement would be refused.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// `mode` has no user to log in to the console as.
+    #[error("no admin user: add one to admin_users, or pass --user")]
+    NoAdminUser,
+    /// `listen` has a port that is not a number.
+    #[error("listen {listen}: {source}")]
+    ListenPort {
+        /// The configured address.
+        listen: String,
+        /// Why its port does not parse.
+        source: std::num::ParseIntError,
+    },
+    /// `listen` has no port.
+    #[error("listen {0}: no port")]
+    NoListenPort(String),
+    /// The console's own certificate could not be pinned.
+    #[error(transparent)]
+    Tls(#[from] TlsConfigError),
+    /// The admin console did not accept the connection.
+    #[error("cannot reach the admin console at {host}:{port}: {source}")]
+    Console {
+        /// Host tried.
+        host: String,
+        /// Port tried.
+        port: u16,
+        /// Why it failed.
+        source: BackendError,
+    },
+}
 
 /// Validates the file, builds TLS material, then connects to each target and runs `SELECT version()`.
 /// Every problem is printed; the result is an error if any target failed.
-pub async fn check(path: &Path) -> Result<(), String> {
-    let config = crate::config::load_file(path).map_err(|e| e.to_string())?;
+pub async fn check(path: &Path) -> Result<(), CheckError> {
+    let config = crate::config::load_file(path)?;
     let mut failed = Vec::new();
     for t in &config.targets {
         let outcome = async {
-            let spec = target_spec(t).map_err(|e| e.to_string())?;
-            let mut conn = ServerConn::connect(&spec).await.map_err(|e| e.to_string())?;
-            let rows = conn.simple("select version()").await.map_err(|e| e.to_string())?;
+            let spec = target_spec(t)?;
+            let mut conn = ServerConn::connect(&spec).await?;
+            let rows = conn.simple("select version()").await?;
             let version = rows.first().and_then(|r| r.first().cloned().flatten()).unwrap_or_default();
-            Ok::<_, String>((version, conn.is_tls()))
+            Ok::<_, CheckError>((version, conn.is_tls()))
         }
         .await;
         match outcome {
@@ -36,21 +85,19 @@ pub async fn check(path: &Path) -> Result<(), String> {
             }
         }
     }
-    if let Err(e) = App::build(config) {
-        return Err(e.to_string());
-    }
+    App::build(config)?;
     if failed.is_empty() {
         println!("{}: configuration ok", path.display());
         Ok(())
     } else {
-        Err(format!("cannot reach target(s): {}", failed.join(", ")))
+        Err(CheckError::Unreachable(failed))
     }
 }
 
 /// Prints `{"target", "relations", "reason"}` for a statement; a refused statement is an error (exit 1).
-pub async fn route(path: &Path, search_path: &[String], sql: &str) -> Result<(), String> {
-    let config = crate::config::load_file(path).map_err(|e| e.to_string())?;
-    let app = App::build(config).map_err(|e| e.to_string())?;
+pub async fn route(path: &Path, search_path: &[String], sql: &str) -> Result<(), CheckError> {
+    let config = crate::config::load_file(path)?;
+    let app = App::build(config)?;
     // Offline works: unqualified names that need a target's catalog are resolved only when that target answers.
     if needs_catalog(&app, search_path) {
         app.refresh_catalogs().await;
@@ -68,7 +115,7 @@ pub async fn route(path: &Path, search_path: &[String], sql: &str) -> Result<(),
             println!("{out}");
             Ok(())
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -80,16 +127,18 @@ fn needs_catalog(app: &App, search_path: &[String]) -> bool {
 /// `pgsplit mode single|split`: switches the running instance's routing mode through its admin console (the
 /// database `pgsplit` on `listen`), as an admin user: `user`, else the first of `admin_users`. The password is
 /// `PGPASSWORD` when set, else that user's password in the file (when it is not a SCRAM verifier).
-pub async fn set_mode(path: &Path, mode: crate::config::Mode, user: Option<String>) -> Result<(), String> {
-    let config = crate::config::load_file(path).map_err(|e| e.to_string())?;
-    let user =
-        user.or_else(|| config.admin_users.first().cloned()).ok_or("no admin user: add one to admin_users, or pass --user")?;
+pub async fn set_mode(path: &Path, mode: crate::config::Mode, user: Option<String>) -> Result<(), CheckError> {
+    let config = crate::config::load_file(path)?;
+    let user = user.or_else(|| config.admin_users.first().cloned()).ok_or(CheckError::NoAdminUser)?;
     let password = std::env::var("PGPASSWORD").ok().or_else(|| {
         config.users.iter().find(|u| u.name == user).map(|u| u.password.clone()).filter(|p| !p.starts_with("SCRAM-SHA-256$"))
     });
     let (host, port) = match config.listen.rsplit_once(':') {
-        Some((h, p)) => (h.trim_matches(['[', ']']), p.parse::<u16>().map_err(|e| format!("listen {}: {e}", config.listen))?),
-        None => return Err(format!("listen {}: no port", config.listen)),
+        Some((h, p)) => {
+            let port = p.parse::<u16>().map_err(|source| CheckError::ListenPort { listen: config.listen.clone(), source })?;
+            (h.trim_matches(['[', ']']), port)
+        }
+        None => return Err(CheckError::NoListenPort(config.listen.clone())),
     };
     let host = if host == "0.0.0.0" || host.is_empty() { "127.0.0.1" } else { host };
     // Where the console speaks TLS, it is used, and the certificate must be the instance's own `tls.cert`: the
@@ -97,9 +146,9 @@ pub async fn set_mode(path: &Path, mode: crate::config::Mode, user: Option<Strin
     let tls = match (config.tls.mode, &config.tls.cert) {
         (crate::config::ClientTlsMode::Disabled, _) | (_, None) => None,
         (_, Some(cert)) => {
-            let cert = crate::backend::tls::first_certificate(cert).map_err(|e| e.to_string())?;
-            let c = crate::backend::tls::pinned_client_config(cert).map_err(|e| e.to_string())?;
-            Some((c, crate::backend::tls::server_name(host).map_err(|e| e.to_string())?))
+            let cert = crate::backend::tls::first_certificate(cert)?;
+            let c = crate::backend::tls::pinned_client_config(cert)?;
+            Some((c, crate::backend::tls::server_name(host)?))
         }
     };
     let spec = crate::backend::TargetSpec {
@@ -114,9 +163,9 @@ pub async fn set_mode(path: &Path, mode: crate::config::Mode, user: Option<Strin
         upstream_pooler: false,
     };
     let mut conn =
-        ServerConn::connect(&spec).await.map_err(|e| format!("cannot reach the admin console at {host}:{port}: {e}"))?;
-    conn.simple(&format!("SET mode = {}", mode.as_str())).await.map_err(|e| e.to_string())?;
-    let rows = conn.simple("SHOW MODE").await.map_err(|e| e.to_string())?;
+        ServerConn::connect(&spec).await.map_err(|source| CheckError::Console { host: host.to_owned(), port, source })?;
+    conn.simple(&format!("SET mode = {}", mode.as_str())).await?;
+    let rows = conn.simple("SHOW MODE").await?;
     let now = rows.first().and_then(|r| r.first().cloned().flatten()).unwrap_or_default();
     println!("mode: {now}");
     Ok(())

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rand::distr::{Alphanumeric, SampleString};
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::{Cluster, ClusterSpec, ServerAuth};
+use crate::cluster::{Cluster, ClusterError, ClusterSpec, ServerAuth};
 
 /// The role pgsplit logs in to both clusters as.
 const SERVER_ROLE: &str = "pgsplit";
@@ -38,23 +38,56 @@ insert into workspace.imports (file_name, row_count) values ('orders-2024-12.csv
 insert into reference.countries values ('DE', 'Germany'), ('FR', 'France'), ('JP', 'Japan');
 ";
 
+/// Why the demo could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// A cluster could not be created or set up.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The demo's configuration file could not be written.
+    #[error("{path}: {source}")]
+    WriteConfig {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The written configuration did not load (a bug in `config_yaml`).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The configuration did not build an App.
+    #[error(transparent)]
+    App(#[from] crate::app::AppError),
+    /// pgsplit's port is taken.
+    #[error("cannot listen on 127.0.0.1:{port}: {source}")]
+    Listen {
+        /// The port asked for.
+        port: u16,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No port at all for health and metrics.
+    #[error("cannot listen (http): {0}")]
+    HttpListen(std::io::Error),
+}
+
 /// Creates the clusters and the sample data, writes `DIR/routing.yaml`, runs pgsplit on `port` until Ctrl-C.
-pub async fn run(dir: &Path, port: u16) -> Result<(), String> {
-    let (primary, data, app_password) = set_up(dir).await.map_err(|e| e.to_string())?;
+pub async fn run(dir: &Path, port: u16) -> Result<(), DemoError> {
+    let (primary, data, app_password) = set_up(dir).await?;
     let yaml = config_yaml(dir, &primary, &data, port, &app_password);
     let config_path = dir.join("routing.yaml");
-    crate::config::write_private(&config_path, yaml.as_bytes()).map_err(|e| format!("{}: {e}", config_path.display()))?;
-    let config = crate::config::load_file(&config_path).map_err(|e| e.to_string())?;
-    let app = Arc::new(crate::App::build(config).map_err(|e| e.to_string())?.with_source(&config_path));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
+    crate::config::write_private(&config_path, yaml.as_bytes())
+        .map_err(|source| DemoError::WriteConfig { path: config_path.display().to_string(), source })?;
+    let config = crate::config::load_file(&config_path)?;
+    let app = Arc::new(crate::App::build(config)?.with_source(&config_path));
+    let listener =
+        tokio::net::TcpListener::bind(("127.0.0.1", port)).await.map_err(|source| DemoError::Listen { port, source })?;
     let dsn = format!("postgresql://{APP_USER}:{app_password}@127.0.0.1:{port}/handled");
     let admin = format!("postgresql://admin:{app_password}@127.0.0.1:{port}/pgsplit");
     // Health and metrics beside the proxy (9930 for the default 6432), or on any free port if that one is taken.
     let http = match tokio::net::TcpListener::bind(("127.0.0.1", port.wrapping_add(3498))).await {
         Ok(l) => l,
-        Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("cannot listen (http): {e}"))?,
+        Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(DemoError::HttpListen)?,
     };
     let health = http.local_addr().map(|a| format!("http://{a}/api/health")).unwrap_or_default();
     let http_stop = CancellationToken::new();

@@ -12,8 +12,10 @@
 //! ```
 //!
 //! `protocol` frames and builds messages without I/O; `auth` verifies clients; `config` loads `routing.yaml`;
-//! `app` holds what sessions share. `cluster`, `certs` and `demo` are the commands that are not the proxy.
+//! `app` holds what sessions share; `admin` runs the admin console's commands over it. `cluster`, `certs` and `demo`
+//! are the commands that are not the proxy.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod backend;
@@ -45,26 +47,23 @@ use tokio_util::sync::CancellationToken;
 pub use app::App;
 
 /// Runs the proxy on `listener` until `shutdown` fires, then stops accepting, ends idle sessions, and waits up to
-/// `grace` for sessions in a transaction to end.
+/// `grace` for sessions in a transaction to end; the sessions still open then are closed.
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken, grace: Duration) {
     // Unqualified names resolve through the catalog: read it before the first client, then keep it fresh.
     app.first_catalogs().await;
     let refresher = tokio::spawn(background(app.clone(), shutdown.clone()));
-    server::run(listener, app.clone(), shutdown).await;
+    let mut sessions = server::Sessions::default();
+    server::run(listener, app.clone(), shutdown, &mut sessions).await;
     // The listener is closed: new connections are refused. Idle sessions end now, the others with their transaction.
     app.start_draining();
     refresher.abort();
     let _ = refresher.await;
     tracing::info!(sessions = app.metrics().clients(), ?grace, "shutting down: waiting for open transactions");
-    // Sessions hold an Arc<App>; when only ours is left, every session has ended.
-    let deadline = tokio::time::Instant::now() + grace;
-    while Arc::strong_count(&app) > 1 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    if Arc::strong_count(&app) > 1 {
+    if !sessions.ended_within(grace).await {
         tracing::warn!(sessions = app.metrics().clients(), "shutdown timeout reached: closing the sessions still open");
+        sessions.close_the_rest().await;
     }
-    // Dropping the last App drops the pools, closing their server connections.
+    // No session holds the App any more: dropping the last Arc drops the pools, closing their server connections.
 }
 
 /// Until shutdown: probes the targets every `health_interval` (health, and a catalog for a target that came back)

@@ -21,6 +21,42 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// Why a command failed; printed after `pgsplit: ` on exit 1.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    /// The configuration could not be read, parsed or validated.
+    #[error(transparent)]
+    Config(#[from] pgsplit::config::ConfigError),
+    /// The configuration did not build an App.
+    #[error(transparent)]
+    App(#[from] pgsplit::app::AppError),
+    /// The proxy's address (`listen`) could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The configured address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The health and metrics address (`http`) could not be bound.
+    #[error("cannot listen on {addr} (http): {source}")]
+    HttpListen {
+        /// The configured address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `check`, `route` or `mode` failed.
+    #[error(transparent)]
+    Check(#[from] pgsplit::check::CheckError),
+    /// `demo` failed.
+    #[error(transparent)]
+    Demo(#[from] pgsplit::demo::DemoError),
+    /// `certs` failed.
+    #[error(transparent)]
+    Certs(#[from] pgsplit::certs::CertError),
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Human,
@@ -88,16 +124,16 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(&cli.config).await,
-            Command::Check => pgsplit::check::check(&cli.config).await,
-            Command::Route { search_path, sql } => pgsplit::check::route(&cli.config, &search_path, &sql).await,
+            Command::Check => Ok(pgsplit::check::check(&cli.config).await?),
+            Command::Route { search_path, sql } => Ok(pgsplit::check::route(&cli.config, &search_path, &sql).await?),
             Command::Mode { mode, user } => {
                 let mode = match mode {
                     ModeArg::Single => pgsplit::config::Mode::Single,
                     ModeArg::Split => pgsplit::config::Mode::Split,
                 };
-                pgsplit::check::set_mode(&cli.config, mode, user).await
+                Ok(pgsplit::check::set_mode(&cli.config, mode, user).await?)
             }
-            Command::Demo { dir, port } => pgsplit::demo::run(&dir, port).await,
+            Command::Demo { dir, port } => Ok(pgsplit::demo::run(&dir, port).await?),
             Command::Certs { dir, hosts } => {
                 let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
                 match pgsplit::certs::write_dev_certs(&dir, &hosts) {
@@ -111,7 +147,7 @@ fn main() -> ExitCode {
                         );
                         Ok(())
                     }
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(CliError::from(e)),
                 }
             }
         }
@@ -125,22 +161,24 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(path: &std::path::Path) -> Result<(), String> {
-    let config = pgsplit::config::load_file(path).map_err(|e| e.to_string())?;
+async fn serve(path: &std::path::Path) -> Result<(), CliError> {
+    let config = pgsplit::config::load_file(path)?;
     if let Some(mode) = pgsplit::config::readable_by_others(path) {
         tracing::warn!(file = %path.display(), mode = format!("{mode:o}"), "the configuration file is readable by group or others and may hold passwords: chmod 600 it");
     }
     let listen = config.listen.clone();
     let http = config.http.clone();
     let grace = config.shutdown_timeout;
-    let app = Arc::new(pgsplit::App::build(config).map_err(|e| e.to_string())?.with_source(path));
-    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let app = Arc::new(pgsplit::App::build(config)?.with_source(path));
+    let listener =
+        tokio::net::TcpListener::bind(&listen).await.map_err(|source| CliError::Listen { addr: listen.clone(), source })?;
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
     let shutdown = CancellationToken::new();
     // The operations endpoint outlives the proxy's shutdown: health stays visible while sessions drain.
     let http_stop = CancellationToken::new();
     if let Some(http) = http {
-        let l = tokio::net::TcpListener::bind(&http).await.map_err(|e| format!("cannot listen on {http} (http): {e}"))?;
+        let l =
+            tokio::net::TcpListener::bind(&http).await.map_err(|source| CliError::HttpListen { addr: http.clone(), source })?;
         let http = l.local_addr().map(|a| a.to_string()).unwrap_or(http);
         tracing::info!(%http, "health and metrics at http://{http}/api/health and /metrics");
         tokio::spawn(pgsplit::http::serve(l, Arc::downgrade(&app), http_stop.clone()));

@@ -2,17 +2,67 @@
 //! in and for logged-in clients, a 53300 for a client over either, and stop on shutdown.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 
 /// How long a new connection that found the login budget full waits for a slot freed by evicting a silent one.
 const EVICTION_WAIT: Duration = Duration::from_secs(1);
+
+/// How long the tasks ended when the shutdown grace is over may take to drop their sessions (a poll each).
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// The connection tasks, for shutdown. Waiting is mini-redis's dropped sender: every task holds a clone of `alive`
+/// until it ends, so once the original is dropped `ended` yields `None` exactly when the last task has ended — no
+/// polling. The task handles are kept only to end the tasks still running when the grace is over.
+pub struct Sessions {
+    /// The original sender, cloned into each task; dropped when the shutdown starts waiting. Never sent on.
+    alive: Option<mpsc::Sender<()>>,
+    /// Yields `None` once `alive` and every clone of it are dropped.
+    ended: mpsc::Receiver<()>,
+    /// The tasks' handles; finished ones are reaped at each spawn, so the set holds about the running tasks.
+    tasks: JoinSet<()>,
+}
+
+impl Default for Sessions {
+    fn default() -> Sessions {
+        let (alive, ended) = mpsc::channel(1);
+        Sessions { alive: Some(alive), ended, tasks: JoinSet::new() }
+    }
+}
+
+impl Sessions {
+    /// Spawns a connection task that holds a clone of the sender until it ends.
+    fn spawn(&mut self, work: impl Future<Output = ()> + Send + 'static) {
+        while self.tasks.try_join_next().is_some() {}
+        let alive = self.alive.clone();
+        self.tasks.spawn(async move {
+            work.await;
+            drop(alive);
+        });
+    }
+
+    /// Drops the original sender and waits up to `grace` for every task to end; whether they all did.
+    pub async fn ended_within(&mut self, grace: Duration) -> bool {
+        self.alive = None;
+        tokio::time::timeout(grace, self.ended.recv()).await.is_ok()
+    }
+
+    /// Ends the tasks still running (each drops its session, closing its client socket and giving up its server
+    /// connections) and waits, at most `CLOSE_WAIT`, until they have.
+    pub async fn close_the_rest(mut self) {
+        self.alive = None;
+        self.tasks.abort_all();
+        let _ = tokio::time::timeout(CLOSE_WAIT, self.ended.recv()).await;
+    }
+}
 
 /// The client budgets, fixed at start (SPEC §7): connections that have not authenticated are counted apart from
 /// logged-in clients, so anonymous connections can neither hold the slots of real clients nor grow without bound.
@@ -88,10 +138,10 @@ impl Drop for Silent<'_> {
     }
 }
 
-/// Serves clients from `listener` until `shutdown` is cancelled. Sessions already running go on; the caller decides
-/// how long to wait for them. Every connection is accepted (none waits silently in the listen backlog) and gets a
-/// task; one over the budgets is told 53300 and closed.
-pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken) {
+/// Serves clients from `listener` until `shutdown` is cancelled. Sessions already running go on, as tasks of
+/// `sessions`; the caller decides how long to wait for them. Every connection is accepted (none waits silently in
+/// the listen backlog) and gets a task; one over the budgets is told 53300 and closed.
+pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken, sessions: &mut Sessions) {
     let config = app.config();
     let limits = Arc::new(Limits::new(config.max_login_conn, config.max_client_conn));
     drop(config);
@@ -109,7 +159,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationTok
             },
         };
         let (app, limits) = (app.clone(), limits.clone());
-        tokio::spawn(async move {
+        sessions.spawn(async move {
             match limits.login_slot().await {
                 Some(login) => crate::session::serve(tcp, app, &limits, login).await,
                 None => refuse_over_login_budget(tcp, &app).await,
@@ -130,4 +180,58 @@ async fn refuse_over_login_budget(mut tcp: TcpStream, app: &App) {
     let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(&buf)).await;
     app.metrics().startup_refused(e.code);
     tracing::info!(peer = ?tcp.peer_addr().ok(), "connection refused: max_login_conn reached");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    use super::*;
+
+    /// Sets its flag when dropped: tells that a task's future was dropped.
+    struct Dropped(Arc<AtomicBool>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn shutdown_returns_when_the_last_task_ends_without_waiting_out_the_grace() {
+        let mut sessions = Sessions::default();
+        for ms in [10, 30, 60] {
+            sessions.spawn(tokio::time::sleep(Duration::from_millis(ms)));
+        }
+        let started = Instant::now();
+        assert!(sessions.ended_within(Duration::from_secs(30)).await);
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_task_still_running_after_the_grace_is_ended() {
+        let mut sessions = Sessions::default();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = Dropped(dropped.clone());
+        sessions.spawn(async move {
+            let _flag = flag;
+            std::future::pending::<()>().await;
+        });
+        assert!(!sessions.ended_within(Duration::from_millis(50)).await);
+        assert!(!dropped.load(Ordering::SeqCst));
+        sessions.close_the_rest().await;
+        assert!(dropped.load(Ordering::SeqCst), "the task's future (its session) was dropped");
+    }
+
+    #[tokio::test]
+    async fn finished_tasks_are_reaped_at_the_next_spawn() {
+        let mut sessions = Sessions::default();
+        for _ in 0..100 {
+            sessions.spawn(async {});
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        sessions.spawn(std::future::pending());
+        assert_eq!(sessions.tasks.len(), 1);
+    }
 }

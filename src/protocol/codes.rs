@@ -36,3 +36,7 @@ pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
 pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 /// `42704` a configuration parameter PostgreSQL does not have (an undotted startup name it could not be).
 pub const UNDEFINED_OBJECT: &str = "42704";
+/// `F0000` a configuration file that cannot be applied (RELOAD from the admin console).
+pub const CONFIG_FILE_ERROR: &str = "F0000";
+/// `42601` an admin console command pgsplit does not know.
+pub const SYNTAX_ERROR: &str = "42601";

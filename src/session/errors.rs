@@ -28,6 +28,11 @@ pub fn invalid_extended(e: impl std::fmt::Display) -> PgError {
     PgError::error(codes::PROTOCOL_VIOLATION, format!("invalid extended-protocol message: {e}"))
 }
 
+/// An extended-protocol message on the admin console.
+pub fn console_simple_only() -> PgError {
+    PgError::error(codes::FEATURE_NOT_SUPPORTED, "the admin console speaks the simple query protocol only")
+}
+
 /// pgsplit is shutting down and the session is at rest.
 pub fn shutting_down() -> PgError {
     PgError::fatal(codes::ADMIN_SHUTDOWN, "pgsplit is shutting down")

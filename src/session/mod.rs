@@ -16,11 +16,12 @@
 //! | `notify.rs`   | a pinned session between statements (LISTEN notifications)                               |
 //! | `drain.rs`    | shutdown as a session sees it                                                             |
 //! | `startup.rs`  | TLS, StartupMessage, SCRAM, the greeting                                                  |
+//! | `console.rs`  | the admin console's message loop (its commands are `crate::admin`)                        |
 //!
 //! The exchange with a server (send, relay until ReadyForQuery, COPY, marking a connection broken) is the backend's
 //! (`backend::relay`); the session decides, the backend talks.
 
-mod admin;
+mod console;
 mod drain;
 mod errors;
 mod extended;

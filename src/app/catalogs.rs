@@ -1,0 +1,93 @@
+//! Reading the targets' catalogs: at start, periodically, after DDL, and when a target comes back.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::{BackendError, CheckoutError};
+use crate::catalog::TargetCatalog;
+use crate::router::TargetId;
+
+use super::App;
+
+/// How long one catalog read may take before the old snapshot is kept.
+const CATALOG_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a target's catalog was not read; its previous snapshot then stays.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// No connection to the target could be had.
+    #[error(transparent)]
+    Checkout(#[from] CheckoutError),
+    /// The catalog query failed on the connection.
+    #[error(transparent)]
+    Read(#[from] BackendError),
+    /// The read took longer than `CATALOG_TIMEOUT`.
+    #[error("reading the catalog of target \"{target}\" timed out")]
+    Timeout {
+        /// The target's name.
+        target: String,
+    },
+}
+
+impl App {
+    /// Re-reads one target's catalog over a pooled connection; on failure the previous snapshot stays.
+    pub async fn refresh_catalog(&self, target: TargetId) -> Result<usize, CatalogError> {
+        let backend = self.backend(target);
+        let read = async {
+            let mut conn = backend.checkout().await?;
+            // A timeout that drops the read half-way leaves the connection broken (each exchange is guarded).
+            let snapshot = TargetCatalog::load(&mut conn).await;
+            if snapshot.is_err() {
+                conn.retire();
+            }
+            Ok::<_, CatalogError>(snapshot?)
+        };
+        let snapshot = match tokio::time::timeout(CATALOG_TIMEOUT, read).await {
+            Ok(r) => r?,
+            Err(_) => return Err(CatalogError::Timeout { target: backend.name().to_owned() }),
+        };
+        let objects = snapshot.len();
+        let snapshot = Arc::new(snapshot);
+        self.catalog.rcu(|c| c.with_target(target, snapshot.clone()));
+        tracing::debug!(target = backend.name(), objects, "catalog refreshed");
+        Ok(objects)
+    }
+
+    /// At start: every target is tried once, all at once, and the catalogs of those that answered are read; a target
+    /// down since start (refused, or its certificate refused) is not waited for — the health probes read its catalog
+    /// when it comes back. Logins are thus never held up by one target being down.
+    pub async fn first_catalogs(&self) {
+        let reads = (0..self.backends.len()).map(|t| async move {
+            if self.backend(t).reachable().await {
+                if let Err(e) = self.refresh_catalog(t).await {
+                    tracing::warn!(target = self.backend(t).name(), error = %e, "catalog not read");
+                }
+            }
+        });
+        join_all(reads.collect()).await;
+    }
+
+    /// Re-reads every target's catalog; a target that cannot be read is logged and keeps its old snapshot.
+    pub async fn refresh_catalogs(&self) {
+        for t in 0..self.backends.len() {
+            if let Err(e) = self.refresh_catalog(t).await {
+                tracing::warn!(target = self.backend(t).name(), error = %e, "catalog not refreshed");
+            }
+        }
+    }
+}
+
+/// Runs futures concurrently to completion (a handful: one per target).
+async fn join_all<F: Future<Output = ()>>(futures: Vec<F>) {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        futures.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if futures.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}

@@ -1,0 +1,267 @@
+//! App: everything a session needs, built once from the configuration and passed explicitly (no globals):
+//! routing table and cache, the targets' pools, client users and TLS. This file holds the state and its accessors;
+//! the jobs done over it have a file each.
+
+mod analysis;
+mod cancel;
+mod catalogs;
+mod health;
+mod params;
+mod reload;
+mod targets;
+mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::UserStore;
+use crate::backend::Backend;
+use crate::cancel::CancelRegistry;
+use crate::catalog::Catalog;
+pub use crate::config::ClientTlsMode;
+use crate::config::{Config, Mode};
+use crate::router::{RouteCache, RoutingTable, TargetId};
+
+pub use catalogs::CatalogError;
+pub use reload::{ReloadError, Reloaded};
+pub use targets::target_spec;
+use targets::{pool_settings, routing_table};
+
+/// Why the configuration could not be turned into a running App.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A TLS file could not be read or used.
+    #[error("{0}")]
+    Tls(String),
+    /// A configured user's password is unusable.
+    #[error("user \"{user}\": {reason}")]
+    User {
+        /// The user.
+        user: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The running proxy's shared state.
+pub struct App {
+    /// The configuration in force; replaced whole by a reload.
+    config: ArcSwap<Config>,
+    /// Where the configuration was read from, for RELOAD and SIGHUP.
+    source: Option<std::path::PathBuf>,
+    /// The logical database name clients connect to (fixed for the process).
+    database: String,
+    /// Client TLS mode (fixed for the process).
+    tls_mode: ClientTlsMode,
+    /// Routing mode in force: `MODE_SPLIT` or `MODE_SINGLE`. Switched by the admin console, RELOAD or SIGHUP.
+    mode: std::sync::atomic::AtomicU8,
+    /// Target names and schema ownership, for the router; replaced by a reload.
+    table: ArcSwap<RoutingTable>,
+    /// Analyses by statement text.
+    cache: RouteCache,
+    /// Which relations live in which schema on each target; replaced whole when a target's snapshot is re-read.
+    catalog: ArcSwap<Catalog>,
+    /// Every client's cancel key and the statement it has in flight.
+    cancels: CancelRegistry,
+    /// Sessions that keep a server connection of their own (LISTEN, temporary tables, ...), for metrics.
+    pinned: std::sync::atomic::AtomicUsize,
+    /// One pool per target, indexed by `TargetId`.
+    backends: Vec<Backend>,
+    /// Client users and their SCRAM verifiers; replaced by a reload.
+    users: ArcSwap<UserStore>,
+    /// Client-side TLS, when enabled.
+    tls: Option<TlsAcceptor>,
+    /// Target of every statement in single mode.
+    single_target: std::sync::atomic::AtomicUsize,
+    /// Bumped whenever a reload changes the routes: statements prepared under older routes are routed again.
+    routes_generation: std::sync::atomic::AtomicU64,
+    /// Serialises reloads (RELOAD, SIGHUP) so two never interleave.
+    reloading: tokio::sync::Mutex<()>,
+    /// Set when pgsplit shuts down: sessions at rest end, sessions in a transaction end with it. An atomic flag,
+    /// as every session checks it before each wait for its client.
+    is_draining: std::sync::atomic::AtomicBool,
+    /// Counters the sessions bump, exported on `/metrics` (per-target ones live in each backend).
+    metrics: crate::metrics::Metrics,
+}
+
+/// `App::mode` holding split mode.
+const MODE_SPLIT: u8 = 0;
+/// `App::mode` holding single mode.
+const MODE_SINGLE: u8 = 1;
+
+/// A mode as `App::mode` holds it.
+fn mode_byte(m: Mode) -> u8 {
+    match m {
+        Mode::Split => MODE_SPLIT,
+        Mode::Single => MODE_SINGLE,
+    }
+}
+
+impl App {
+    /// Builds the App: TLS material is read, verifiers computed, pools created (connections open lazily).
+    pub fn build(config: Config) -> Result<App, AppError> {
+        let table = routing_table(&config);
+        let mut backends = Vec::new();
+        for t in &config.targets {
+            backends.push(Backend::new(target_spec(t)?, &pool_settings(t)));
+        }
+        let users = user_store(&config)?;
+        let tls = match config.tls.mode {
+            ClientTlsMode::Disabled => None,
+            _ => Some(tls::acceptor(&config)?),
+        };
+        let single_target = table.target_id(&config.single_target).unwrap_or(table.default_target);
+        let cache = RouteCache::new(config.route_cache_bytes);
+        let catalog = ArcSwap::from_pointee(Catalog::unknown(backends.len()));
+        Ok(App {
+            source: None,
+            database: config.database.clone(),
+            tls_mode: config.tls.mode,
+            mode: mode_byte(config.mode).into(),
+            config: ArcSwap::from_pointee(config),
+            table: ArcSwap::from_pointee(table),
+            cache,
+            catalog,
+            cancels: CancelRegistry::default(),
+            pinned: Default::default(),
+            backends,
+            users: ArcSwap::from_pointee(users),
+            tls,
+            single_target: single_target.into(),
+            routes_generation: Default::default(),
+            reloading: Default::default(),
+            is_draining: Default::default(),
+            metrics: Default::default(),
+        })
+    }
+
+    /// Remembers the file the configuration came from, for RELOAD and SIGHUP.
+    pub fn with_source(mut self, path: impl Into<std::path::PathBuf>) -> App {
+        self.source = Some(path.into());
+        self
+    }
+
+    /// Switches the routing mode. Transactions already open finish where they are; each session's next
+    /// transaction follows the new mode.
+    pub fn set_mode(&self, mode: Mode) {
+        let old = self.mode.swap(mode_byte(mode), std::sync::atomic::Ordering::SeqCst);
+        if old != mode_byte(mode) {
+            tracing::warn!(mode = mode.as_str(), "routing mode switched");
+        }
+    }
+
+    /// How many reloads changed the routes so far.
+    pub fn routes_generation(&self) -> u64 {
+        self.routes_generation.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The routing mode in force. Every read of the mode goes through here.
+    pub fn mode(&self) -> Mode {
+        match self.mode.load(std::sync::atomic::Ordering::Relaxed) {
+            MODE_SINGLE => Mode::Single,
+            _ => Mode::Split,
+        }
+    }
+
+    /// Whether every statement goes to `single_target`.
+    pub fn is_single(&self) -> bool {
+        self.mode() == Mode::Single
+    }
+
+    /// Whether pgsplit is draining: one atomic load.
+    pub fn is_draining(&self) -> bool {
+        self.is_draining.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Starts draining: the flag is set and every session is woken through its own slot.
+    pub fn start_draining(&self) {
+        self.is_draining.store(true, std::sync::atomic::Ordering::Release);
+        for (_, slot) in self.cancels.all() {
+            slot.drain.wake();
+        }
+    }
+
+    /// Process-wide counters for `/metrics`.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// The routing table.
+    pub fn table(&self) -> arc_swap::Guard<Arc<RoutingTable>> {
+        self.table.load()
+    }
+
+    /// The catalog snapshot in force.
+    pub fn catalog(&self) -> arc_swap::Guard<Arc<Catalog>> {
+        self.catalog.load()
+    }
+
+    /// How often catalogs are re-read in the background.
+    pub fn catalog_refresh(&self) -> Duration {
+        self.config().catalog_refresh
+    }
+
+    /// The decision cache (for figures).
+    pub fn cache(&self) -> &RouteCache {
+        &self.cache
+    }
+
+    /// A target's backend.
+    pub fn backend(&self, t: TargetId) -> &Backend {
+        &self.backends[t.min(self.backends.len() - 1)]
+    }
+
+    /// All backends, in target order.
+    pub fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+
+    /// Where everything goes in single mode.
+    pub fn single_target(&self) -> TargetId {
+        self.single_target.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Client users.
+    pub fn users(&self) -> arc_swap::Guard<Arc<UserStore>> {
+        self.users.load()
+    }
+
+    /// The logical database name clients connect to.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// Client TLS mode.
+    pub fn tls_mode(&self) -> ClientTlsMode {
+        self.tls_mode
+    }
+
+    /// Client TLS acceptor, when enabled.
+    pub fn tls(&self) -> Option<&TlsAcceptor> {
+        self.tls.as_ref()
+    }
+
+    /// How many sessions are pinned to a server connection now.
+    pub fn pinned_sessions(&self) -> &std::sync::atomic::AtomicUsize {
+        &self.pinned
+    }
+
+    /// Client cancel keys.
+    pub fn cancels(&self) -> &CancelRegistry {
+        &self.cancels
+    }
+}
+
+/// The client users of a configuration, with their verifiers.
+fn user_store(config: &Config) -> Result<UserStore, AppError> {
+    UserStore::new(config.users.iter().map(|u| (u.name.as_str(), u.password.as_str())))
+        .map_err(|e| AppError::User { user: "?".into(), reason: e.to_string() })
+}

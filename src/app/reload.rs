@@ -1,0 +1,119 @@
+//! RELOAD and SIGHUP: re-reading the configuration file and applying what can change without a restart.
+
+use std::sync::Arc;
+
+use crate::config::{Config, ConfigError};
+
+use super::{pool_settings, routing_table, user_store, App, AppError};
+
+/// Why a reload was refused; the running configuration then stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// pgsplit was started without a file to re-read (a test's configuration text).
+    #[error("pgsplit was not started from a configuration file")]
+    NoSource,
+    /// The file could not be read, parsed or validated.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The file changes what only a restart can apply.
+    #[error("{} changed: restart pgsplit to apply it (nothing was changed)", .0.join(", "))]
+    NeedsRestart(Vec<&'static str>),
+    /// A user's password in the file is unusable.
+    #[error(transparent)]
+    Users(#[from] AppError),
+}
+
+/// What a reload changed, for the log and the admin console.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// Human-readable changes, one per item.
+    pub changes: Vec<String>,
+}
+
+impl App {
+    /// Re-reads the configuration file and applies it: routes, default and single targets, users, pool sizes and
+    /// checkout timeouts, alert thresholds, and `mode` if the file's value changed since it was last read. Anything
+    /// that needs a restart (targets added, removed or re-addressed, listen addresses, TLS files) makes the reload
+    /// fail: the running configuration stays, and the error says why.
+    pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
+        let _one = self.reloading.lock().await;
+        let Some(path) = &self.source else { return Err(ReloadError::NoSource) };
+        let new = crate::config::load_file(path)?;
+        let old = self.config.load_full();
+        let restart = needs_restart(&old, &new);
+        if !restart.is_empty() {
+            return Err(ReloadError::NeedsRestart(restart));
+        }
+        let users = user_store(&new)?;
+        let mut done = Reloaded::default();
+        let table = routing_table(&new);
+        let routes_changed = table.schemas != self.table().schemas || table.default_target != self.table().default_target;
+        if routes_changed {
+            done.changes.push("routes".into());
+        }
+        let single = table.target_id(&new.single_target).unwrap_or(table.default_target);
+        if single != self.single_target() {
+            done.changes.push(format!("single_target = {}", new.single_target));
+        }
+        if new.users != old.users {
+            done.changes.push("users".into());
+        }
+        for ((b, t), o) in self.backends.iter().zip(&new.targets).zip(&old.targets) {
+            if t.pool != o.pool {
+                b.resize(&pool_settings(t));
+                done.changes.push(format!("pool of {}: max {}", t.name, t.pool.max));
+            }
+            if t.alert_connections != o.alert_connections {
+                done.changes.push(format!("alert_connections of {}", t.name));
+            }
+        }
+        self.table.store(Arc::new(table));
+        if routes_changed {
+            self.routes_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.single_target.store(single, std::sync::atomic::Ordering::SeqCst);
+        self.users.store(Arc::new(users));
+        let file_mode_changed = new.mode != old.mode;
+        let mode = new.mode;
+        self.config.store(Arc::new(new));
+        if file_mode_changed {
+            self.set_mode(mode);
+            done.changes.push(format!("mode = {}", mode.as_str()));
+        }
+        tracing::info!(changes = ?done.changes, "configuration reloaded");
+        Ok(done)
+    }
+}
+
+/// What differs between two configurations that a running pgsplit cannot apply.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut what = Vec::new();
+    if old.listen != new.listen {
+        what.push("listen");
+    }
+    if old.http != new.http {
+        what.push("http");
+    }
+    if old.database != new.database {
+        what.push("database");
+    }
+    if old.tls != new.tls {
+        what.push("tls");
+    }
+    /// What a running target is built from.
+    fn addressed(c: &Config) -> Vec<String> {
+        let t = c.targets.iter();
+        t.map(|t| {
+            let a = &t.server;
+            format!(
+                "{}|{}|{}|{}|{:?}|{}|{:?}|{:?}|{:?}",
+                t.name, a.host, a.port, a.user, a.password, a.dbname, t.tls.mode, t.tls.ca, t.upstream
+            )
+        })
+        .collect()
+    }
+    if addressed(old) != addressed(new) {
+        what.push("targets (names, addresses, logins or TLS)");
+    }
+    what
+}

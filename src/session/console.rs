@@ -1,0 +1,64 @@
+//! The admin console's wire loop (SPEC §6): reads the client's frames, runs each Query through `admin::execute`,
+//! and writes its answers; the commands themselves live in `crate::admin`.
+
+use bytes::BytesMut;
+
+use crate::admin::{self, Answer, Reply};
+use crate::protocol::encode;
+use crate::protocol::{decode, STATUS_IDLE};
+
+use super::{errors, Session, SessionError};
+
+impl Session {
+    /// Serves an admin console session until the client leaves.
+    pub(super) async fn run_admin(&mut self) -> Result<(), SessionError> {
+        let mut skipping = false;
+        loop {
+            // Ends with FATAL 57P01 when pgsplit shuts down, like any session at rest.
+            let Some(frame) = self.next_frame_or_drain().await? else { return Ok(()) };
+            match frame.tag {
+                b'Q' => {
+                    let sql = decode::query(frame.body()).map_err(|e| SessionError::Fatal(errors::invalid_query(e)))?;
+                    let reply = admin::execute(&self.app, &self.user, sql).await;
+                    write_reply(&mut self.client.wbuf, &reply);
+                }
+                b'X' => return Ok(()),
+                b'S' => {
+                    skipping = false;
+                    encode::ready_for_query(&mut self.client.wbuf, STATUS_IDLE);
+                }
+                b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => {
+                    if !skipping {
+                        skipping = true;
+                        errors::console_simple_only().encode(&mut self.client.wbuf);
+                    }
+                }
+                b'd' | b'c' | b'f' => {}
+                other => return Err(SessionError::unexpected_message(other)),
+            }
+            self.client.flush().await?;
+        }
+    }
+}
+
+/// Writes a Query's answers, its error if one ended it, and ReadyForQuery.
+fn write_reply(buf: &mut BytesMut, reply: &Reply) {
+    for answer in &reply.answers {
+        match answer {
+            Answer::Rows(t) => {
+                encode::row_description(buf, t.columns);
+                for row in &t.rows {
+                    let values: Vec<Option<&str>> = row.iter().map(|v| Some(v.as_str())).collect();
+                    encode::data_row(buf, &values);
+                }
+                encode::command_complete(buf, "SHOW");
+            }
+            Answer::Done(tag) => encode::command_complete(buf, tag),
+            Answer::Empty => encode::empty_query(buf),
+        }
+    }
+    if let Some(e) = &reply.error {
+        e.encode(buf);
+    }
+    encode::ready_for_query(buf, STATUS_IDLE);
+}
