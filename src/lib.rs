@@ -3,12 +3,12 @@
 //! The data path, in the direction the bytes flow:
 //!
 //! ```text
-//! client socket ─► server (accept, limit, shutdown) ─► session (startup, auth, state machine)
-//!                                                         │ asks
+//! client socket ─► server (accept, limit, shutdown) ─► session (startup, auth; session::machine decides)
+//!                                                         │ asks session::route, which asks
 //!                                                         ▼
 //!                                       router (pure: SQL + session view → target)
 //!                                                         │
-//!                                   backend pool (bb8) ─► server connection ─► PostgreSQL
+//!                 backend pool (bb8) ─► backend::relay (the exchange) ─► server connection ─► PostgreSQL
 //! ```
 //!
 //! `protocol` frames and builds messages without I/O; `auth` verifies clients; `config` loads `routing.yaml`;

@@ -382,3 +382,25 @@ async fn a_refusal_after_a_flushed_part_of_a_wrapped_autocommit_batch_rolls_it_b
         "the flushed insert was rolled back"
     );
 }
+
+#[tokio::test]
+async fn a_setting_that_fails_in_the_wrapping_transaction_is_an_error_not_a_hang() {
+    let Some(bouncer) = Bouncer::start().await else { return };
+    let proxy = proxy(&bouncer).await;
+    direct(&clusters().primary, "handled_primary", "create text search configuration customer.pooler_ts (copy = english)").await;
+    let c = connect_with(&proxy, "").await;
+    // Untracked by PgBouncer: applied with SET LOCAL in pgsplit's own transaction around each autocommit request.
+    c.simple_query("set default_text_search_config = 'customer.pooler_ts'").await.unwrap();
+    direct(&clusters().primary, "handled_primary", "drop text search configuration customer.pooler_ts").await;
+    // The SET LOCAL now fails where the request would run: the client gets that error and ReadyForQuery (it hung
+    // waiting for ReadyForQuery before), twice, in step with the protocol.
+    for round in 0..2 {
+        let answer = tokio::time::timeout(Duration::from_secs(10), c.simple_query("select 1")).await;
+        let err = answer.unwrap_or_else(|_| panic!("round {round}: no answer within 10 s")).unwrap_err();
+        // PostgreSQL's answer to `SET LOCAL default_text_search_config` naming a configuration that is gone.
+        assert_eq!(sqlstate(&err), "22023", "round {round}: {err:?}");
+    }
+    // pgsplit's transaction was rolled back: the connection serves other clients.
+    let other = connect_with(&proxy, "").await;
+    assert_eq!(scalar(&other, "select count(*) from customer.accounts where false").await, "0");
+}

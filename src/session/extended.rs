@@ -152,17 +152,22 @@ impl Session {
     ) -> Result<Option<(TargetId, PooledConn, Option<Vec<Bytes>>)>, SessionError> {
         let (target, mut conn, mut prelude) = match self.machine.start(target, &Request::default()) {
             Start::Use(t, conn) => (t, conn, None),
-            Start::Checkout { target, prelude, moved_from: _ } => match self.acquire(target).await {
-                Ok(conn) => {
-                    self.machine.checked_out();
-                    (target, conn, Some(prelude))
+            Start::Checkout { target, prelude, moved_from } => {
+                if let Some((from, conn)) = moved_from {
+                    self.roll_back_tentative(from, conn).await;
                 }
-                Err(e) => {
-                    self.machine.checkout_failed();
-                    self.refuse_before_sync(e);
-                    return Ok(None);
+                match self.acquire(target).await {
+                    Ok(conn) => {
+                        self.machine.checked_out();
+                        (target, conn, Some(prelude))
+                    }
+                    Err(e) => {
+                        self.machine.checkout_failed();
+                        self.refuse_before_sync(e);
+                        return Ok(None);
+                    }
                 }
-            },
+            }
             Start::Answer(reply) => {
                 self.reply(reply);
                 return Ok(None);

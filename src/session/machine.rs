@@ -57,8 +57,23 @@
 //! | any                  | `refuse_before_sync`                    | as `refuse`, `skipping`         | the error only (no ReadyForQuery)       |
 //! | `skipping`           | `sync_skipped`                          | not skipping                    | `FailOn` if bound-failed; then ReadyForQuery |
 //!
-//! Everything else (a SET pgsplit.target, DEALLOCATE, DISCARD ALL answered locally, prepared statements,
-//! parameters) changes no state here; the driver answers it with `status()`.
+//! # Pins
+//!
+//! Beside the transaction, the targets whose connection the session keeps (`pin`, after a statement that leaves
+//! state only that connection has: LISTEN, temporary tables, session advisory locks, SQL PREPARE, ...):
+//!
+//! | connection released (`release`)      | pinned target?  | goes                                           |
+//! |--------------------------------------|-----------------|------------------------------------------------|
+//! | any                                  | no              | `Pool`: back to the pool (closed unless reusable) |
+//! | reusable (idle, nothing pending)     | yes             | `Pinned`: into the pin slot, used by the next request for that target |
+//! | not reusable                         | yes             | `Unpinned`: closed; the target is no longer pinned |
+//!
+//! # Outside the machine
+//!
+//! COPY happens inside `Running` (the backend's relay forwards CopyData until CopyDone/CopyFail or the server's
+//! ReadyForQuery); a cancel is another connection's event (the driver marks the request in flight); the admin
+//! console has no transaction (`console`). Everything else (a SET pgsplit.target, DEALLOCATE, DISCARD ALL answered
+//! locally, prepared statements, parameters) changes no state here; the driver answers it with `status()`.
 
 use bytes::Bytes;
 
@@ -68,10 +83,13 @@ use crate::router::TargetId;
 
 use super::errors;
 
-/// A server connection as the machine sees it: its transaction status from the last ReadyForQuery.
+/// A server connection as the machine sees it: its transaction status from the last ReadyForQuery, and whether it
+/// may serve again.
 pub trait Conn {
     /// `I`, `T` or `E`.
     fn status(&self) -> u8;
+    /// Idle with nothing pending and not broken: it may go back to a pool or a pin slot.
+    fn reusable(&self) -> bool;
 }
 
 /// Where the client's transaction stands (the table of the module doc).
@@ -170,12 +188,32 @@ pub struct Machine<C> {
     tx: Tx<C>,
     skipping: bool,
     single: bool,
+    /// Targets whose server connection the session keeps (LISTEN, temporary tables, session advisory locks, ...),
+    /// with the connection while no request uses it. Usually empty.
+    pins: Vec<(TargetId, Option<C>)>,
+}
+
+/// Where a connection the session is done with goes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Release<C> {
+    /// Back to its target's pool (closed there unless reusable).
+    Pool(C),
+    /// Into the session's pin slot for its target: nothing to do.
+    Pinned,
+    /// A pinned connection that is no longer reusable: closed, and the session is unpinned from its target
+    /// (`last`: it was the session's last pin).
+    Unpinned {
+        /// The connection, to close.
+        conn: C,
+        /// No pin is left.
+        last: bool,
+    },
 }
 
 impl<C: Conn> Machine<C> {
     /// A session in `Idle`, routing in the given mode.
     pub fn new(single: bool) -> Machine<C> {
-        Machine { tx: Tx::Idle, skipping: false, single }
+        Machine { tx: Tx::Idle, skipping: false, single, pins: Vec::new() }
     }
 
     /// The status byte of ReadyForQuery now.
@@ -456,6 +494,54 @@ impl<C: Conn> Machine<C> {
                 self.tx = Tx::Failed { bound: None };
                 None
             }
+        }
+    }
+
+    /// Keeps the connection of `target` for the rest of the session; true when the target was not pinned yet
+    /// (`first` in the second place: the session had no pin before).
+    pub fn pin(&mut self, target: TargetId) -> (bool, bool) {
+        let first = self.pins.is_empty();
+        if self.pins.iter().any(|(t, _)| *t == target) {
+            return (false, false);
+        }
+        self.pins.push((target, None));
+        (true, first)
+    }
+
+    /// Whether the session keeps any connection.
+    pub fn pinned(&self) -> bool {
+        !self.pins.is_empty()
+    }
+
+    /// The pinned connection of `target`, for a request (it comes back through `release`).
+    pub fn take_pinned(&mut self, target: TargetId) -> Option<C> {
+        self.pins.iter_mut().find(|(t, _)| *t == target).and_then(|(_, c)| c.take())
+    }
+
+    /// A connection the session is done with (after a request, a failed setting, a moved transaction).
+    pub fn release(&mut self, target: TargetId, conn: C) -> Release<C> {
+        let Some(i) = self.pins.iter().position(|(t, _)| *t == target) else { return Release::Pool(conn) };
+        if conn.reusable() {
+            if let Some((_, slot)) = self.pins.get_mut(i) {
+                *slot = Some(conn);
+            }
+            return Release::Pinned;
+        }
+        // A broken pinned connection loses what was pinned to it; the session goes on unpinned from it.
+        self.pins.remove(i);
+        Release::Unpinned { conn, last: self.pins.is_empty() }
+    }
+
+    /// The pinned connections idle between requests (their notifications are relayed while the client is quiet).
+    pub fn pinned_idle(&mut self) -> impl Iterator<Item = &mut C> {
+        self.pins.iter_mut().filter_map(|(_, c)| c.as_mut())
+    }
+
+    /// Drops the idle pinned connections `gone` says are gone (the target stays pinned: its next request gets a
+    /// new connection, kept as well).
+    pub fn drop_pinned_if(&mut self, gone: impl Fn(&C) -> bool) {
+        for (_, slot) in &mut self.pins {
+            slot.take_if(|c| gone(c));
         }
     }
 

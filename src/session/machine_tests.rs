@@ -6,7 +6,7 @@ use proptest::prelude::*;
 
 use crate::protocol::{STATUS_FAILED, STATUS_IDLE, STATUS_IN_TX};
 
-use super::machine::{Conn, Control, FailOn, Failing, Machine, Reply, Request, Start};
+use super::machine::{Conn, Control, FailOn, Failing, Machine, Release, Reply, Request, Start};
 
 /// A server connection as the machine sees it: a status and an identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +18,10 @@ struct Fake {
 impl Conn for Fake {
     fn status(&self) -> u8 {
         self.status
+    }
+
+    fn reusable(&self) -> bool {
+        self.status == STATUS_IDLE
     }
 }
 
@@ -319,6 +323,34 @@ fn the_mode_changes_only_between_transactions() {
     assert!(m.single());
 }
 
+#[test]
+fn a_pinned_target_keeps_its_connection_between_requests_until_it_breaks() {
+    let mut m: Machine<Fake> = Machine::new(false);
+    let idle = Fake { id: 1, status: STATUS_IDLE };
+    // Not pinned: back to the pool.
+    assert_eq!(m.release(0, idle), Release::Pool(idle));
+    assert_eq!(m.pin(0), (true, true));
+    assert_eq!(m.pin(0), (false, false));
+    assert_eq!(m.pin(1), (true, false));
+    // Pinned and reusable: kept, and handed to the next request for that target only.
+    assert_eq!(m.release(0, idle), Release::Pinned);
+    assert_eq!(m.pinned_idle().count(), 1);
+    assert_eq!(m.take_pinned(1), None);
+    assert_eq!(m.take_pinned(0), Some(idle));
+    assert_eq!(m.take_pinned(0), None);
+    // Pinned but not reusable: closed, and the target is unpinned; the last pin gone says so.
+    let busy = Fake { id: 2, status: STATUS_IN_TX };
+    assert_eq!(m.release(0, busy), Release::Unpinned { conn: busy, last: false });
+    assert_eq!(m.release(1, busy), Release::Unpinned { conn: busy, last: true });
+    assert!(!m.pinned());
+    // A pinned connection found gone while idle is dropped; the target stays pinned.
+    m.pin(0);
+    m.release(0, idle);
+    m.drop_pinned_if(|c| c.id == 1);
+    assert!(m.pinned());
+    assert_eq!(m.pinned_idle().count(), 0);
+}
+
 /// One step of a random session: what a client sends, and how the server answers what reaches it.
 #[derive(Debug, Clone)]
 enum Step {
@@ -355,11 +387,13 @@ struct World {
     checkout_fails: bool,
     status: u8,
     lost: bool,
+    /// The statement left what pins its connection (LISTEN, a temporary table).
+    pins: bool,
 }
 
 fn world() -> impl Strategy<Value = World> {
     (any::<bool>(), prop_oneof![Just(STATUS_IDLE), Just(STATUS_IN_TX), Just(STATUS_FAILED)], 0..10u8)
-        .prop_map(|(fails, status, lost)| World { checkout_fails: fails && lost < 2, status, lost: lost == 0 })
+        .prop_map(|(fails, status, lost)| World { checkout_fails: fails && lost < 2, status, lost: lost == 0, pins: lost == 9 })
 }
 
 /// The driver's side of the test: connections handed out and returned, ReadyForQuery sent to the client.
@@ -373,16 +407,27 @@ struct Driver {
 }
 
 impl Driver {
-    fn checkout(&mut self) -> Fake {
+    /// `Session::acquire`: the pinned connection of the target, else a new one from the pool.
+    fn checkout(&mut self, m: &mut Machine<Fake>, target: usize) -> Fake {
+        if let Some(conn) = m.take_pinned(target) {
+            return conn;
+        }
         self.next_id += 1;
         self.out.push(self.next_id);
         Fake { id: self.next_id, status: STATUS_IDLE }
     }
 
-    fn give_back(&mut self, conn: Fake) {
-        assert_eq!(conn.status, STATUS_IDLE, "a connection returned while not idle: {conn:?}");
-        self.out.retain(|&id| id != conn.id);
-        self.returned.push(conn);
+    /// `Session::release`: to the pool only idle, to the pin slot, or closed when a pinned one broke.
+    fn give_back(&mut self, m: &mut Machine<Fake>, target: usize, conn: Fake) {
+        match m.release(target, conn) {
+            Release::Pool(conn) => {
+                assert_eq!(conn.status, STATUS_IDLE, "a connection returned while not idle: {conn:?}");
+                self.out.retain(|&id| id != conn.id);
+                self.returned.push(conn);
+            }
+            Release::Pinned => {}
+            Release::Unpinned { conn, .. } => self.close(conn),
+        }
     }
 
     fn close(&mut self, conn: Fake) {
@@ -399,20 +444,22 @@ impl Driver {
     fn run(&mut self, m: &mut Machine<Fake>, target: usize, request: &Request, w: World, sync: bool) {
         let conn = match m.start(target, request) {
             Start::Answer(reply) => return self.reply(reply),
-            Start::Use(_, conn) => conn,
-            Start::Checkout { moved_from, .. } => {
-                if let Some((_, conn)) = moved_from {
-                    self.give_back(Fake { status: STATUS_IDLE, ..conn });
+            Start::Use(t, conn) => (t, conn),
+            Start::Checkout { target, moved_from, .. } => {
+                if let Some((t, conn)) = moved_from {
+                    self.give_back(m, t, Fake { status: STATUS_IDLE, ..conn });
                 }
                 if w.checkout_fails {
                     m.checkout_failed();
                     self.ready += usize::from(sync);
                     return;
                 }
+                let conn = self.checkout(m, target);
                 m.checked_out();
-                self.checkout()
+                (target, conn)
             }
         };
+        let (target, conn) = conn;
         if w.lost {
             m.lost();
             self.close(conn);
@@ -424,7 +471,10 @@ impl Driver {
         }
         self.ready += 1;
         if let Some(conn) = m.ready(Fake { status: w.status, ..conn }) {
-            self.give_back(conn);
+            self.give_back(m, target, conn);
+        }
+        if w.pins {
+            m.pin(target);
         }
     }
 
@@ -433,7 +483,7 @@ impl Driver {
         let (target, conn) = match m.take_failed(0) {
             None => return,
             Some(FailOn::Bound(t, conn)) => (t, conn),
-            Some(FailOn::Unbound) => (0, self.checkout()),
+            Some(FailOn::Unbound) => (0, self.checkout(m, 0)),
         };
         let failing = if w.lost {
             self.close(conn);
@@ -444,7 +494,7 @@ impl Driver {
             Failing::Failed(target, Fake { status: STATUS_FAILED, ..conn })
         };
         if let Some(conn) = m.failed_on_server(failing) {
-            self.give_back(conn);
+            self.give_back(m, target, conn);
         }
     }
 
@@ -542,9 +592,14 @@ proptest! {
             let holds = matches!(m.state(), "Tentative" | "Bound" | "Failed(bound)");
             prop_assert_eq!(m.conn().is_some(), holds, "connection held in {}", m.state());
             prop_assert_eq!(m.binding().is_some(), matches!(m.state(), "Tentative" | "Bound"));
-            // Every connection handed out is held by the machine, or was returned or closed.
-            let held: Vec<u32> = m.conn().map(|c| c.id).into_iter().collect();
-            prop_assert_eq!(&d.out, &held, "connections out vs held in {}", m.state());
+            // Every connection handed out is held by the machine (its transaction's, or idle in a pin slot), or
+            // was returned or closed; none is held twice.
+            let mut held: Vec<u32> = m.conn().map(|c| c.id).into_iter().collect();
+            held.extend(m.pinned_idle().map(|c| c.id));
+            held.sort_unstable();
+            let mut out = d.out.clone();
+            out.sort_unstable();
+            prop_assert_eq!(&out, &held, "connections out vs held in {}", m.state());
             match m.state() {
                 "Idle" => prop_assert_eq!(m.status(), STATUS_IDLE),
                 "Deferred" => prop_assert_eq!(m.status(), STATUS_IN_TX),

@@ -171,8 +171,6 @@ pub struct Session {
     unnamed: Option<state::Unnamed>,
     /// The client's last unnamed Parse, re-sent before a later batch's Bind of the unnamed statement.
     unnamed_parse: Option<bytes::Bytes>,
-    /// Server connections pinned to this session (named prepared statements live on them), by target.
-    pins: std::collections::HashMap<crate::router::TargetId, Option<crate::backend::PooledConn>>,
     /// An admin console session (database `pgsplit`).
     admin: bool,
 }

@@ -1,16 +1,14 @@
 //! A pinned session between statements: the client's next message, or what the server sends unprompted on the
 //! pinned connection (LISTEN's notifications, notices, parameter changes), relayed as it arrives.
 
-use std::collections::HashMap;
-
 use tokio::io::AsyncReadExt;
 
 use crate::backend::relay;
 use crate::backend::PooledConn;
 use crate::client::Client;
 use crate::protocol::framing::{self, Frame};
-use crate::router::TargetId;
 
+use super::machine::Machine;
 use super::SessionError;
 
 /// The client's next whole message (`None` when it closed between messages), relaying the pinned connection's
@@ -18,14 +16,14 @@ use super::SessionError;
 /// shuts down meanwhile.
 pub async fn next_frame_or_notification(
     client: &mut Client,
-    pins: &mut HashMap<TargetId, Option<PooledConn>>,
+    machine: &mut Machine<PooledConn>,
     mut drain: Option<(super::drain::Drained<'_>, &str)>,
 ) -> Result<Option<Frame>, SessionError> {
     loop {
         if let Some(f) = framing::next_frontend(&mut client.rbuf)? {
             return Ok(Some(f));
         }
-        let Some(conn) = pins.values_mut().flatten().next() else { return Ok(client.read_frame().await?) };
+        let Some(conn) = machine.pinned_idle().next() else { return Ok(client.read_frame().await?) };
         if client.rbuf.capacity() - client.rbuf.len() < 1024 {
             client.rbuf.reserve(8192);
         }
@@ -48,9 +46,7 @@ pub async fn next_frame_or_notification(
                 // The pinned connection is gone; the session learns of it at its next statement.
                 Err(e) => {
                     tracing::warn!(error = %e, "pinned server connection lost");
-                    pins.values_mut().for_each(|slot| {
-                        slot.take_if(|c| c.is_broken());
-                    });
+                    machine.drop_pinned_if(|c| c.is_broken());
                 }
             },
         }

@@ -19,7 +19,10 @@ impl Session {
             }
         }
         self.follow_mode();
-        let analysis = self.app.analysis_for(sql, self.machine.single(), &mut self.lookup_memo);
+        // Single mode analyses only what may change session state; a failed transaction still needs to know its
+        // COMMIT or ROLLBACK.
+        let single = self.machine.single() && !self.machine.is_failed();
+        let analysis = self.app.analysis_for(sql, single, &mut self.lookup_memo);
         if let Some(a) = &analysis {
             if self.local_command(a, &frame) {
                 return Ok(());
@@ -63,14 +66,14 @@ impl Session {
                 }
                 None => self.refuse(errors::route(RouteError::UnknownTarget(name.clone()))),
             },
-            Command::Deallocate(None) if self.pins.is_empty() => {
+            Command::Deallocate(None) if !self.machine.pinned() => {
                 self.statements.clear();
                 self.client.complete_ready("DEALLOCATE ALL", status);
             }
             Command::Deallocate(Some(name)) if self.statements.remove(name).is_some() => {
                 self.client.complete_ready("DEALLOCATE", status);
             }
-            Command::DiscardAll if self.pins.is_empty() && self.machine.idle() => {
+            Command::DiscardAll if !self.machine.pinned() && self.machine.idle() => {
                 // Nothing of this client lives on a server connection: DISCARD ALL is its names and settings.
                 self.statements.clear();
                 self.params.discard_all();

@@ -14,7 +14,7 @@ use crate::protocol::encode::PgError;
 use crate::protocol::{Frame, STATUS_FAILED, STATUS_IDLE};
 use crate::router::{Analysis, Command, SharedAnalysis, TargetId};
 
-use super::machine::{FailOn, Failing, Machine, Reply, Request, Start};
+use super::machine::{FailOn, Failing, Machine, Release, Reply, Request, Start};
 use super::params::Params;
 use super::{errors, route, Session, SessionError};
 use crate::client::Client;
@@ -79,6 +79,10 @@ impl super::machine::Conn for PooledConn {
     fn status(&self) -> u8 {
         ServerConn::status(self)
     }
+
+    fn reusable(&self) -> bool {
+        ServerConn::reusable(self)
+    }
 }
 
 impl Session {
@@ -106,7 +110,6 @@ impl Session {
             statements: HashMap::new(),
             unnamed: None,
             unnamed_parse: None,
-            pins: HashMap::new(),
             admin: false,
         }
     }
@@ -164,13 +167,13 @@ impl Session {
 
     /// The client's next message, relaying a pinned connection's notifications meanwhile; `None` when it left.
     async fn next_message(&mut self) -> Result<Option<Frame>, SessionError> {
-        if !self.pins.values().any(Option::is_some) {
+        if self.machine.pinned_idle().next().is_none() {
             return self.next_frame_or_drain().await;
         }
         // At rest, a pinned session ends at shutdown as any other; in a transaction it goes on.
         let drain =
             self.at_rest().then(|| (super::drain::Drained { app: &self.app, waker: &self.key.slot.drain }, self.user.as_str()));
-        super::notify::next_frame_or_notification(&mut self.client, &mut self.pins, drain).await
+        super::notify::next_frame_or_notification(&mut self.client, &mut self.machine, drain).await
     }
 
     /// The routing the session's statements are routed under now: the mode (bit 0) and how many reloads changed
@@ -212,7 +215,7 @@ impl Session {
     /// A server connection for `target`: the session's pinned one if it has one, else one from the pool.
     /// The connection gets the client's session parameters first (only what differs from what it has).
     pub async fn acquire(&mut self, target: TargetId) -> Result<PooledConn, PgError> {
-        let pinned = if self.pins.is_empty() { None } else { self.pins.get_mut(&target).and_then(Option::take) };
+        let pinned = if self.machine.pinned() { self.machine.take_pinned(target) } else { None };
         let mut conn = match pinned {
             Some(conn) => conn,
             None => self.checkout(target).await?,
@@ -246,28 +249,26 @@ impl Session {
 
     /// Gives a connection back: to the session's pin slot if pinned (and healthy), else to the pool.
     pub fn release(&mut self, target: TargetId, conn: PooledConn) {
-        if let Some(slot) = (!self.pins.is_empty()).then(|| self.pins.get_mut(&target)).flatten() {
-            if conn.reusable() {
-                *slot = Some(conn);
-                return;
-            }
-            // A broken pinned connection loses what was pinned to it; the session goes on unpinned.
-            self.pins.remove(&target);
-            if self.pins.is_empty() {
-                self.app.pinned_sessions().fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        match self.machine.release(target, conn) {
+            Release::Pool(conn) => drop(conn),
+            Release::Pinned => {}
+            Release::Unpinned { conn, last } => {
+                drop(conn);
+                if last {
+                    self.app.pinned_sessions().fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                }
             }
         }
-        drop(conn);
     }
 
     /// Keeps the server connection of `target` for the rest of the session.
     pub fn pin(&mut self, target: TargetId) {
-        if self.pins.is_empty() {
+        let (new, first) = self.machine.pin(target);
+        if first {
             self.app.pinned_sessions().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        if !self.pins.contains_key(&target) {
+        if new {
             tracing::info!(user = %self.user, target = self.app.backend(target).name(), "session pinned to its server connection");
-            self.pins.insert(target, None);
         }
     }
 
@@ -366,9 +367,11 @@ impl Session {
         if !prelude.is_empty() && self.replay(conn, prelude).await? == STATUS_FAILED {
             // A held statement (SET LOCAL with a bad value, ROLLBACK TO an unknown savepoint) failed where the
             // transaction bound: the client's statement gets that error instead of a bare 25P02.
-            let ready = !conn.wrapped();
-            self.held_failed(conn, ready);
-            return Ok(Exchanged { status: STATUS_FAILED, held_failed: true });
+            let wrapped = conn.wrapped();
+            self.held_failed(conn, !wrapped);
+            // pgsplit's own transaction around the request ends (rolled back) and gives the ReadyForQuery.
+            let status = if wrapped { self.end_wrapped(conn, effects).await? } else { STATUS_FAILED };
+            return Ok(Exchanged { status, held_failed: true });
         }
         let mut status = match payload {
             Payload::Raw(bytes) => relay::exchange(&mut self.client, conn, bytes, Sink::Client).await?,
@@ -459,7 +462,7 @@ impl Session {
 
     /// Rolls back a tentatively bound transaction that moves to another target (see `machine`), and returns its
     /// connection.
-    async fn roll_back_tentative(&mut self, target: TargetId, mut conn: PooledConn) {
+    pub(super) async fn roll_back_tentative(&mut self, target: TargetId, mut conn: PooledConn) {
         if conn.simple("ROLLBACK").await.is_err() || conn.status() != STATUS_IDLE {
             conn.retire();
         }
@@ -556,13 +559,11 @@ struct Exchanged {
 impl Drop for Session {
     fn drop(&mut self) {
         self.app.cancels().unregister(self.key.pid);
-        if !self.pins.is_empty() {
+        if self.machine.pinned() {
             self.app.pinned_sessions().fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
         // What pinned a connection (LISTEN, temporary tables, advisory locks, ...) must not reach another client:
         // the connection is closed rather than returned.
-        for conn in self.pins.values_mut().flatten() {
-            conn.retire();
-        }
+        self.machine.pinned_idle().for_each(|c| c.retire());
     }
 }
