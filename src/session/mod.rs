@@ -4,7 +4,7 @@
 //!
 //! | file          | owns                                                                                      |
 //! |---------------|-------------------------------------------------------------------------------------------|
-//! | `machine.rs`  | the semantics: transaction states and transitions, I/O-free, with its tests (read first) |
+//! | `machine/`    | the semantics: transaction states and transitions, I/O-free (`mod.rs`; read first), its tests |
 //! | `route.rs`    | the one decision of where a request goes                                                  |
 //! | `errors.rs`   | every error and notice a logged-in session sends the client                               |
 //! | `state.rs`    | the driver: the message loop, checkout/return of connections, running requests            |
@@ -26,8 +26,6 @@ mod drain;
 mod errors;
 mod extended;
 mod machine;
-#[cfg(test)]
-mod machine_tests;
 mod notify;
 mod params;
 mod pooler;

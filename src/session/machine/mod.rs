@@ -1,7 +1,7 @@
 //! The session's semantics as one I/O-free state machine: where the client's transaction stands, which server
 //! connection it holds, and what the session does next. The async driver (`state`, `query`, `extended`) feeds it
 //! events and carries out what it answers; nothing here reads a socket, so every transition is tested on its own
-//! (tests below, with a fake connection) and under random event sequences (`machine_props`).
+//! (`tests.rs`, with a fake connection) and under random event sequences.
 //!
 //! The machine is generic over the connection it holds (`Conn`): in the proxy a pooled server connection, in the
 //! tests a status byte. A connection is held exactly in the states that name one; it leaves the machine only to be
@@ -82,6 +82,9 @@ use crate::protocol::{STATUS_FAILED, STATUS_IDLE, STATUS_IN_TX};
 use crate::router::TargetId;
 
 use super::errors;
+
+#[cfg(test)]
+mod tests;
 
 /// A server connection as the machine sees it: its transaction status from the last ReadyForQuery, and whether it
 /// may serve again.

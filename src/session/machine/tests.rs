@@ -6,7 +6,7 @@ use proptest::prelude::*;
 
 use crate::protocol::{STATUS_FAILED, STATUS_IDLE, STATUS_IN_TX};
 
-use super::machine::{Conn, Control, FailOn, Failing, Machine, Release, Reply, Request, Start};
+use super::{Conn, Control, FailOn, Failing, Machine, Release, Reply, Request, Start};
 
 /// A server connection as the machine sees it: a status and an identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
