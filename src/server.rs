@@ -31,6 +31,11 @@ pub struct Sessions {
     tasks: JoinSet<()>,
 }
 
+/// A connection task's clone of the shutdown sender: the task is alive while it holds it (only dropping it counts).
+pub struct Alive {
+    _sender: Option<mpsc::Sender<()>>,
+}
+
 impl Default for Sessions {
     fn default() -> Sessions {
         let (alive, ended) = mpsc::channel(1);
@@ -40,13 +45,19 @@ impl Default for Sessions {
 
 impl Sessions {
     /// Spawns a connection task that holds a clone of the sender until it ends.
+    #[cfg(test)]
     fn spawn(&mut self, work: impl Future<Output = ()> + Send + 'static) {
-        while self.tasks.try_join_next().is_some() {}
-        let alive = self.alive.clone();
-        self.tasks.spawn(async move {
+        self.spawn_holding(|alive| async move {
             work.await;
             drop(alive);
         });
+    }
+
+    /// Spawns the task `work` makes from a clone of the sender, which it must hold until it ends (taken by the
+    /// task's own future rather than by a wrapper around it: one poll level less on every wake-up of a session).
+    fn spawn_holding<F: Future<Output = ()> + Send + 'static>(&mut self, work: impl FnOnce(Alive) -> F) {
+        while self.tasks.try_join_next().is_some() {}
+        self.tasks.spawn(work(Alive { _sender: self.alive.clone() }));
     }
 
     /// Drops the original sender and waits up to `grace` for every task to end; whether they all did.
@@ -159,7 +170,8 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationTok
             },
         };
         let (app, limits) = (app.clone(), limits.clone());
-        sessions.spawn(async move {
+        sessions.spawn_holding(move |alive| async move {
+            let _alive = alive;
             match limits.login_slot().await {
                 Some(login) => crate::session::serve(tcp, app, &limits, login).await,
                 None => refuse_over_login_budget(tcp, &app).await,

@@ -37,17 +37,20 @@ pub(super) struct Exchange<'a> {
 
 impl<'a> Exchange<'a> {
     /// The exchange begins (before its first byte is sent).
+    #[inline]
     pub(super) fn start(conn: &'a mut ServerConn) -> Exchange<'a> {
         Exchange { conn, finished: false }
     }
 
     /// The exchange reached its end (ReadyForQuery, or the client's next message after a Flush).
+    #[inline]
     pub(super) fn done(mut self) {
         self.finished = true;
     }
 }
 
 impl Drop for Exchange<'_> {
+    #[inline]
     fn drop(&mut self) {
         if !self.finished {
             self.conn.broken = true;
@@ -215,6 +218,7 @@ struct Cursor {
 
 impl Cursor {
     /// Moves the bytes before the current message to the client's buffer; what follows starts a new run.
+    #[inline]
     fn splice(&mut self, client: &mut Client, conn: &ServerConn, sink: Sink, next_run: usize) {
         if sink == Sink::Client {
             client.wbuf.extend_from_slice(&conn.rbuf[self.run..self.off]);
@@ -229,11 +233,15 @@ async fn forward_buffered(client: &mut Client, conn: &mut ServerConn, sink: Sink
     let mut step = Step::More;
     // Replies pgsplit gives itself that are due now (everything before them has been relayed): a Flush batch may
     // consist of nothing else, and no server message would ever carry them out.
-    inject_due(client, conn, sink, &mut cur);
+    if matches!(conn.expect.front(), Some(Expect::Inject(_))) {
+        inject_due(client, conn, sink, &mut cur);
+    }
     while let Some(n) =
         framing::peek_len(&conn.rbuf[cur.off..], |_| Some(MAX_MESSAGE_LEN)).map_err(|e| BackendError::Protocol(e.to_string()))?
     {
-        inject_due(client, conn, sink, &mut cur);
+        if matches!(conn.expect.front(), Some(Expect::Inject(_))) {
+            inject_due(client, conn, sink, &mut cur);
+        }
         let (next, disposition) = follow_message(conn, sink, cur.off, n);
         match disposition {
             Disposition::Pass => {}
@@ -265,6 +273,7 @@ async fn forward_buffered(client: &mut Client, conn: &mut ServerConn, sink: Sink
 }
 
 /// Sends the replies pgsplit injects that are due before the current message (everything before them relayed).
+#[inline]
 fn inject_due(client: &mut Client, conn: &mut ServerConn, sink: Sink, cur: &mut Cursor) {
     while let Some(Expect::Inject(reply)) = conn.expect.front() {
         let reply = *reply;
@@ -278,6 +287,7 @@ fn inject_due(client: &mut Client, conn: &mut ServerConn, sink: Sink, cur: &mut 
 
 /// Follows the server message of `n` bytes at `off`: the connection's status, outcome and queue of expected
 /// replies. Returns whether the exchange goes on, and what to do with the message.
+#[inline]
 fn follow_message(conn: &mut ServerConn, sink: Sink, off: usize, n: usize) -> (Step, Disposition) {
     let tag = conn.rbuf[off];
     let body = &conn.rbuf[off + 5..off + n];
@@ -322,6 +332,7 @@ fn follow_message(conn: &mut ServerConn, sink: Sink, off: usize, n: usize) -> (S
 }
 
 /// Whether an ErrorResponse body has severity FATAL or PANIC.
+#[inline]
 fn is_fatal(body: &[u8]) -> bool {
     let mut rest = body;
     while let Some((&code, tail)) = rest.split_first() {
@@ -359,6 +370,7 @@ fn fatal_as_error(body: &[u8], target: &str, out: &mut bytes::BytesMut) {
 
 /// A server message that is part of the reply at the queue's front: pops the entry when the reply is complete.
 /// Returns whether the message must be hidden from the client.
+#[inline]
 fn reply_part(conn: &mut ServerConn, tag: u8) -> bool {
     match conn.expect.front() {
         Some(Expect::Hide { .. }) => {

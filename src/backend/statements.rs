@@ -16,109 +16,130 @@ const MAX_PREPARED_PER_CONN: usize = 1000;
 
 impl ServerConn {
     /// Status byte of the last ReadyForQuery (`I`, `T`, `E`).
+    #[inline]
     pub fn status(&self) -> u8 {
         self.status
     }
 
     /// The server's BackendKeyData, to forward cancels.
+    #[inline]
     pub fn key(&self) -> Option<(i32, i32)> {
         self.key
     }
 
     /// ParameterStatus values the server reported at login, in arrival order.
+    #[inline]
     pub fn params(&self) -> &[(String, String)] {
         &self.params
     }
 
     /// Whether the connection runs over TLS.
+    #[inline]
     pub fn is_tls(&self) -> bool {
         self.stream.is_tls()
     }
 
     /// When it was opened, for `max_lifetime`.
+    #[inline]
     pub fn created(&self) -> std::time::Instant {
         self.created
     }
 
     /// A transaction pooler is in front (named statements are not kept on it).
+    #[inline]
     pub fn upstream_pooler(&self) -> bool {
         self.upstream_pooler
     }
 
     /// What the last relayed exchange ended with.
+    #[inline]
     pub fn outcome(&self) -> Outcome {
         self.outcome
     }
 
     /// The server reported an error in an extended-protocol batch and skips every message until the next Sync.
+    #[inline]
     pub fn skipping(&self) -> bool {
         self.skipping
     }
 
     /// Session parameters pgsplit has SET on this connection (name → SQL value text).
+    #[inline]
     pub fn applied(&self) -> &BTreeMap<String, String> {
         &self.applied
     }
 
     /// The same, to record what was just SET or reset.
+    #[inline]
     pub fn applied_mut(&mut self) -> &mut BTreeMap<String, String> {
         &mut self.applied
     }
 
     /// Whether pgsplit opened the server transaction around an autocommit request (see `session::pooler`).
+    #[inline]
     pub fn wrapped(&self) -> bool {
         self.wrapped
     }
 
     /// pgsplit opens (true) or has ended (false) its own transaction around an autocommit request.
+    #[inline]
     pub fn set_wrapped(&mut self, wrapped: bool) {
         self.wrapped = wrapped;
     }
 
     /// The first ErrorResponse of a replay whose replies were discarded, whole; taken once.
+    #[inline]
     pub fn take_discarded_error(&mut self) -> Option<Bytes> {
         self.discarded_error.take()
     }
 
     /// Records what the exchange pgsplit ran on its own ended with, for the client's request it stood for.
+    #[inline]
     pub fn set_outcome(&mut self, outcome: Outcome) {
         self.outcome = outcome;
     }
 
     /// A batch was sent with Flush: until its Sync's ReadyForQuery the connection is mid-exchange, never idle.
+    #[inline]
     pub fn mid_batch(&mut self) {
         self.status = STATUS_IN_TX;
     }
 
     /// The session no longer knows the connection's state (settings not applied, a rollback that failed, what a
     /// pinned session left on it): it is closed when returned, never reused.
+    #[inline]
     pub fn retire(&mut self) {
         self.broken = true;
     }
 
     /// Whether the connection may serve another client: its last exchange completed at ReadyForQuery idle, with no
     /// reply still due and no error being skipped, and nobody retired it.
+    #[inline]
     pub fn reusable(&self) -> bool {
         !self.broken && self.status == STATUS_IDLE && self.expect.is_empty() && !self.skipping
     }
 
     /// Every statement pgsplit prepared on the connection is gone (`DEALLOCATE ALL`, `DISCARD ALL`).
+    #[inline]
     pub fn forget_prepared(&mut self) {
         self.prepared.clear();
     }
 
     /// Whether the server-side statement `name` exists on the connection, made from this Parse body.
+    #[inline]
     pub fn has_prepared(&self, name: &str, parse_body: &Bytes) -> bool {
         self.prepared.get(name) == Some(parse_body)
     }
 
     /// Records that the batch being sent prepares `name` from `parse_body`.
+    #[inline]
     pub fn prepared_here(&mut self, name: Arc<str>, parse_body: Bytes) {
         self.prepared.insert(name, parse_body);
     }
 
     /// Before preparing `name`: the statement to close first, if any — a stale one under the same name (a hash
     /// collision), else one to keep the connection's cache within `MAX_PREPARED_PER_CONN`. It is forgotten here.
+    #[inline]
     pub fn make_room_for(&mut self, name: &Arc<str>) -> Option<Arc<str>> {
         let stale = self.prepared.contains_key(name).then(|| name.clone());
         let victim = stale
@@ -130,6 +151,7 @@ impl ServerConn {
     }
 
     /// Queues the reply the next message of the batch being written will get (see `protocol::expect`).
+    #[inline]
     pub fn expect(&mut self, reply: Expect) {
         self.expect.push_back(reply);
     }

@@ -51,12 +51,19 @@ impl Session {
             Command::Holdable(tag) if a.hint.is_none() && self.target_hint.is_none() => Control::Hold(tag, frame.bytes.clone()),
             Command::Commit => Control::End(true),
             Command::Rollback => Control::End(false),
-            _ => Control::Other,
+            // Only a failed transaction answers other statements itself (25P02).
+            _ if self.machine.is_failed() => Control::Other,
+            _ => return self.session_command(a),
         };
         if let Some(reply) = self.machine.local(control) {
             self.reply(reply);
             return true;
         }
+        self.session_command(a)
+    }
+
+    /// Answers what changes only the session's own state (hint, statement names, settings); true when answered.
+    fn session_command(&mut self, a: &Analysis) -> bool {
         let status = self.machine.status();
         match &a.command {
             Command::SetTarget(name) => match self.app.table().target_id(name) {

@@ -146,7 +146,16 @@ impl Session {
             return self.run_admin().await;
         }
         loop {
-            let Some(frame) = self.next_message().await? else { return Ok(()) };
+            let next = if self.machine.pinned_idle().next().is_none() {
+                self.next_frame_or_drain().await?
+            } else {
+                // At rest, a pinned session ends at shutdown as any other; in a transaction it goes on.
+                let drain = self
+                    .at_rest()
+                    .then(|| (super::drain::Drained { app: &self.app, waker: &self.key.slot.drain }, self.user.as_str()));
+                super::notify::next_frame_or_notification(&mut self.client, &mut self.machine, drain).await?
+            };
+            let Some(frame) = next else { return Ok(()) };
             let skipping = self.machine.skipping();
             match frame.tag {
                 b'Q' => self.simple_query(frame).await?,
@@ -163,17 +172,6 @@ impl Session {
             }
             self.client.flush().await?;
         }
-    }
-
-    /// The client's next message, relaying a pinned connection's notifications meanwhile; `None` when it left.
-    async fn next_message(&mut self) -> Result<Option<Frame>, SessionError> {
-        if self.machine.pinned_idle().next().is_none() {
-            return self.next_frame_or_drain().await;
-        }
-        // At rest, a pinned session ends at shutdown as any other; in a transaction it goes on.
-        let drain =
-            self.at_rest().then(|| (super::drain::Drained { app: &self.app, waker: &self.key.slot.drain }, self.user.as_str()));
-        super::notify::next_frame_or_notification(&mut self.client, &mut self.machine, drain).await
     }
 
     /// The routing the session's statements are routed under now: the mode (bit 0) and how many reloads changed
@@ -201,6 +199,7 @@ impl Session {
 
     /// Routes a statement (see `route::route`).
     pub(super) fn route(&mut self, analysis: Option<&SharedAnalysis>) -> Result<route::Routed, PgError> {
+        // Not `route_context()`: the memo is borrowed mutably beside it.
         let ctx = route::Context {
             app: &self.app,
             passthrough: self.passthrough,
@@ -218,7 +217,16 @@ impl Session {
         let pinned = if self.machine.pinned() { self.machine.take_pinned(target) } else { None };
         let mut conn = match pinned {
             Some(conn) => conn,
-            None => self.checkout(target).await?,
+            None => {
+                // A cancel while the client waits in the queue ends the wait, as it would end the statement.
+                let backend = self.app.backend(target);
+                backend.checkout_or_cancel(Some(&self.key.slot.waiting)).await.map_err(|e| {
+                    if !matches!(e, CheckoutError::Canceled) {
+                        tracing::warn!(target = backend.name(), error = %e, "server connection unavailable");
+                    }
+                    errors::checkout(&e)
+                })?
+            }
         };
         let pooler = conn.upstream_pooler();
         if let Some(sql) = self.params.diff_sql(conn.applied(), pooler) {
@@ -232,19 +240,6 @@ impl Session {
             self.params.synced(conn.applied_mut(), pooler);
         }
         Ok(conn)
-    }
-
-    /// A connection from the target's pool; a cancel while the client waits in the queue ends the wait, as it
-    /// would end the statement.
-    async fn checkout(&self, target: TargetId) -> Result<PooledConn, PgError> {
-        let backend = self.app.backend(target);
-        let checkout = backend.checkout_or_cancel(Some(&self.key.slot.waiting)).await;
-        checkout.map_err(|e| {
-            if !matches!(e, CheckoutError::Canceled) {
-                tracing::warn!(target = backend.name(), error = %e, "server connection unavailable");
-            }
-            errors::checkout(&e)
-        })
     }
 
     /// Gives a connection back: to the session's pin slot if pinned (and healthy), else to the pool.
@@ -312,7 +307,8 @@ impl Session {
     }
 
     /// Sends `payload` (preceded by a deferred BEGIN and what was held with it) on `conn`, relays the answer to the
-    /// client, and settles the transaction from the server's ReadyForQuery.
+    /// client, and settles the transaction from the server's ReadyForQuery. One function on purpose: every await
+    /// level is polled again at each wake-up of a request.
     async fn execute(
         &mut self,
         target: TargetId,
@@ -325,12 +321,59 @@ impl Session {
         let was_in_tx = !prelude.is_empty() || conn.status() != STATUS_IDLE;
         self.pooler_prelude(&mut conn, &mut prelude, effects);
         self.in_flight(target, &conn).await;
-        let result = self.exchange(&mut conn, &prelude, payload, effects).await;
+        // Done before the batch is rewritten, so their replies never meet the batch's queue of expected replies.
+        let mut result = match prelude.is_empty() {
+            true => Ok(STATUS_IDLE),
+            false => relay::replay(&mut self.client, &mut conn, &prelude).await,
+        };
+        let held_failed = matches!(result, Ok(STATUS_FAILED));
+        if held_failed {
+            // A held statement (SET LOCAL with a bad value, ROLLBACK TO an unknown savepoint) failed where the
+            // transaction bound: the client's statement gets that error instead of a bare 25P02.
+            let ready = !conn.wrapped();
+            self.held_failed(&mut conn, ready);
+        } else if result.is_ok() {
+            result = match payload {
+                Payload::Raw(bytes) => relay::exchange(&mut self.client, &mut conn, bytes, Sink::Client).await,
+                Payload::Batch(frames) => {
+                    let batch = self.rewrite_batch(&mut conn, frames);
+                    let status = relay::exchange(&mut self.client, &mut conn, &batch, Sink::Client).await;
+                    self.give_back_rewrite(batch);
+                    status
+                }
+            };
+        }
+        if conn.wrapped() && result.is_ok() {
+            // pgsplit's own transaction around the request ends and gives the ReadyForQuery.
+            result = self.end_wrapped(&mut conn, effects).await;
+        }
         self.landed().await;
-        let failed = matches!(result, Ok(Exchanged { held_failed: true, .. }));
-        self.app.backend(target).stats.query(started, result.is_err() || conn.outcome().error || failed);
+        self.app.backend(target).stats.query(started, result.is_err() || conn.outcome().error || held_failed);
+        if !self.settle(target, conn, result, held_failed, effects, was_in_tx)? {
+            return Ok(());
+        }
+        if let Some(stale) = self.catalog_stale.take() {
+            if let Err(e) = self.app.refresh_catalog(stale).await {
+                tracing::warn!(target = self.app.backend(stale).name(), error = %e, "catalog not refreshed after DDL");
+            }
+        }
+        Ok(())
+    }
+
+    /// Settles the transaction after an exchange: follows what it did to the session, and gives the connection
+    /// to the machine (which returns it at ReadyForQuery idle). True when the transaction ended.
+    #[inline]
+    fn settle(
+        &mut self,
+        target: TargetId,
+        mut conn: PooledConn,
+        result: Result<u8, RelayError>,
+        held_failed: bool,
+        effects: &Effects,
+        was_in_tx: bool,
+    ) -> Result<bool, SessionError> {
         match result {
-            Ok(Exchanged { status, held_failed: false }) => self.follow(target, &mut conn, effects, was_in_tx, status),
+            Ok(status) if !held_failed => self.follow(target, &mut conn, effects, was_in_tx, status),
             Ok(_) => {}
             Err(RelayError::Client(e)) => {
                 self.machine.lost();
@@ -340,52 +383,16 @@ impl Session {
                 self.server_lost(target, conn, &e);
                 let err = errors::connection_lost(self.app.backend(target).name(), Some(&e));
                 self.client.error_ready(&err, STATUS_IDLE);
-                return Ok(());
+                return Ok(false);
             }
         }
-        if let Some(conn) = self.machine.ready(conn) {
-            self.release(target, conn);
-            if let Some(stale) = self.catalog_stale.take() {
-                if let Err(e) = self.app.refresh_catalog(stale).await {
-                    tracing::warn!(target = self.app.backend(stale).name(), error = %e, "catalog not refreshed after DDL");
-                }
+        match self.machine.ready(conn) {
+            Some(conn) => {
+                self.release(target, conn);
+                Ok(true)
             }
+            None => Ok(false),
         }
-        Ok(())
-    }
-
-    /// The exchange of `execute`: the prelude, then the payload (unless a held statement failed in the prelude),
-    /// then the end of pgsplit's own transaction around it (behind a transaction pooler).
-    async fn exchange(
-        &mut self,
-        conn: &mut PooledConn,
-        prelude: &[Bytes],
-        payload: Payload<'_>,
-        effects: &Effects,
-    ) -> Result<Exchanged, RelayError> {
-        // Done before the batch is rewritten, so their replies never meet the batch's queue of expected replies.
-        if !prelude.is_empty() && self.replay(conn, prelude).await? == STATUS_FAILED {
-            // A held statement (SET LOCAL with a bad value, ROLLBACK TO an unknown savepoint) failed where the
-            // transaction bound: the client's statement gets that error instead of a bare 25P02.
-            let wrapped = conn.wrapped();
-            self.held_failed(conn, !wrapped);
-            // pgsplit's own transaction around the request ends (rolled back) and gives the ReadyForQuery.
-            let status = if wrapped { self.end_wrapped(conn, effects).await? } else { STATUS_FAILED };
-            return Ok(Exchanged { status, held_failed: true });
-        }
-        let mut status = match payload {
-            Payload::Raw(bytes) => relay::exchange(&mut self.client, conn, bytes, Sink::Client).await?,
-            Payload::Batch(frames) => {
-                let batch = self.rewrite_batch(conn, frames);
-                let status = relay::exchange(&mut self.client, conn, &batch, Sink::Client).await;
-                self.give_back_rewrite(batch);
-                status?
-            }
-        };
-        if conn.wrapped() {
-            status = self.end_wrapped(conn, effects).await?;
-        }
-        Ok(Exchanged { status, held_failed: false })
     }
 
     /// A server connection failed mid-request: it is closed, and the transaction is gone with it.
@@ -548,12 +555,6 @@ impl Session {
         }
         Ok(())
     }
-}
-
-/// How an exchange ended: the server's status, and whether a held statement failed before the request was sent.
-struct Exchanged {
-    status: u8,
-    held_failed: bool,
 }
 
 impl Drop for Session {

@@ -98,12 +98,30 @@ pub trait Conn {
 /// Where the client's transaction stands (the table of the module doc).
 enum Tx<C> {
     Idle,
-    Deferred { begin: Bytes, held: Vec<Bytes> },
-    Tentative { target: TargetId, conn: C, replay: Vec<Bytes> },
-    Bound { target: TargetId, conn: C },
-    Failed { bound: Option<(TargetId, C)> },
-    Waiting { target: TargetId, deferred: bool, then: Then },
-    Running { target: TargetId, then: Then },
+    Deferred {
+        begin: Bytes,
+        held: Vec<Bytes>,
+    },
+    Tentative {
+        target: TargetId,
+        conn: C,
+        replay: Vec<Bytes>,
+    },
+    Bound {
+        target: TargetId,
+        conn: C,
+    },
+    Failed {
+        bound: Option<(TargetId, C)>,
+    },
+    /// `Waiting` (no connection yet: `waiting`) or `Running`: one variant, so that a checkout that succeeds only
+    /// flips `waiting` in place.
+    InFlight {
+        target: TargetId,
+        waiting: bool,
+        deferred: bool,
+        then: Then,
+    },
 }
 
 /// What a request in flight becomes once its server answers with a transaction open.
@@ -219,22 +237,40 @@ impl<C: Conn> Machine<C> {
         Machine { tx: Tx::Idle, skipping: false, single, pins: Vec::new() }
     }
 
+    /// Takes the state out, leaving the placeholder `Idle` (which owns nothing) until `put`.
+    #[inline]
+    fn take(&mut self) -> Tx<C> {
+        std::mem::replace(&mut self.tx, Tx::Idle)
+    }
+
+    /// Sets the state. Over the placeholder `Idle` nothing is dropped: no drop glue on the hot path.
+    #[inline]
+    fn put(&mut self, tx: Tx<C>) {
+        match std::mem::replace(&mut self.tx, tx) {
+            Tx::Idle => {}
+            old => drop(old),
+        }
+    }
+
     /// The status byte of ReadyForQuery now.
+    #[inline]
     pub fn status(&self) -> u8 {
         match &self.tx {
             Tx::Idle => STATUS_IDLE,
-            Tx::Deferred { .. } | Tx::Waiting { .. } | Tx::Running { .. } => STATUS_IN_TX,
+            Tx::Deferred { .. } | Tx::InFlight { .. } => STATUS_IN_TX,
             Tx::Tentative { conn, .. } | Tx::Bound { conn, .. } => conn.status(),
             Tx::Failed { .. } => STATUS_FAILED,
         }
     }
 
     /// The session's routing mode for this transaction (single: everything to the single target).
+    #[inline]
     pub fn single(&self) -> bool {
         self.single
     }
 
     /// Between transactions the session takes the mode in force: a switch applies from its next transaction.
+    #[inline]
     pub fn follow_mode(&mut self, single: bool) {
         if matches!(self.tx, Tx::Idle) {
             self.single = single;
@@ -242,6 +278,7 @@ impl<C: Conn> Machine<C> {
     }
 
     /// The transaction's server target and status when it holds a connection, and whether the binding is tentative.
+    #[inline]
     pub fn binding(&self) -> Option<Binding> {
         match &self.tx {
             Tx::Bound { target, conn } => Some(Binding { target: *target, status: conn.status(), tentative: false }),
@@ -259,11 +296,13 @@ impl<C: Conn> Machine<C> {
     }
 
     /// Whether a plain read could bind the transaction tentatively (only then is a text checked for one).
+    #[inline]
     pub fn asks_plain_read(&self) -> bool {
         matches!(self.tx, Tx::Deferred { .. } | Tx::Tentative { .. })
     }
 
     /// Whether no transaction is open.
+    #[inline]
     pub fn idle(&self) -> bool {
         matches!(self.tx, Tx::Idle)
     }
@@ -279,23 +318,37 @@ impl<C: Conn> Machine<C> {
     }
 
     /// Whether a transaction was failed by pgsplit (bound or not).
+    #[inline]
     pub fn is_failed(&self) -> bool {
         matches!(self.tx, Tx::Failed { .. })
     }
 
     /// Whether the failed transaction holds a connection (it is made to fail there before the next message).
+    #[inline]
     pub fn failed_bound(&self) -> bool {
         matches!(self.tx, Tx::Failed { bound: Some(_) })
     }
 
     /// Whether the client's messages are skipped until its Sync.
+    #[inline]
     pub fn skipping(&self) -> bool {
         self.skipping
     }
 
     /// Transaction control answered without a server; `None` when the statement needs one after all.
+    #[inline]
     pub fn local(&mut self, control: Control) -> Option<Reply> {
-        let tx = std::mem::replace(&mut self.tx, Tx::Idle);
+        // Most statements are none of these: answered `None` without moving the state.
+        let applies = matches!(
+            (&self.tx, &control),
+            (Tx::Idle, Control::Begin(_))
+                | (Tx::Deferred { .. }, Control::Begin(_) | Control::Hold(..) | Control::End(_))
+                | (Tx::Failed { bound: None }, _)
+        );
+        if !applies {
+            return None;
+        }
+        let tx = self.take();
         let (tx, reply) = match (tx, control) {
             (Tx::Idle, Control::Begin(begin)) => {
                 (Tx::Deferred { begin, held: Vec::new() }, complete("BEGIN", false, STATUS_IN_TX))
@@ -314,23 +367,24 @@ impl<C: Conn> Machine<C> {
                 (tx, Reply::Error { error: errors::in_failed_transaction(), status: STATUS_FAILED })
             }
             (tx, _) => {
-                self.tx = tx;
+                self.put(tx);
                 return None;
             }
         };
-        self.tx = tx;
+        self.put(tx);
         Some(reply)
     }
 
     /// A statement pgsplit refuses: inside a transaction the transaction fails, as PostgreSQL would fail it.
     /// Returns the status of the ReadyForQuery that follows the error.
     pub fn refuse(&mut self) -> u8 {
-        self.tx = match std::mem::replace(&mut self.tx, Tx::Idle) {
+        let failed = match self.take() {
             Tx::Idle => Tx::Idle,
             Tx::Bound { target, conn } | Tx::Tentative { target, conn, .. } => Tx::Failed { bound: Some((target, conn)) },
             Tx::Failed { bound } => Tx::Failed { bound },
-            Tx::Deferred { .. } | Tx::Waiting { .. } | Tx::Running { .. } => Tx::Failed { bound: None },
+            Tx::Deferred { .. } | Tx::InFlight { .. } => Tx::Failed { bound: None },
         };
+        self.put(failed);
         self.status()
     }
 
@@ -357,17 +411,20 @@ impl<C: Conn> Machine<C> {
     /// A tentative binding becomes firm (an extended batch runs on it).
     pub fn firm(&mut self) {
         if matches!(self.tx, Tx::Tentative { .. }) {
-            if let Tx::Tentative { target, conn, .. } = std::mem::replace(&mut self.tx, Tx::Idle) {
-                self.tx = Tx::Bound { target, conn };
+            if let Tx::Tentative { target, conn, .. } = self.take() {
+                self.put(Tx::Bound { target, conn });
             }
         }
     }
 
     /// Starts a request on `target` (as `route` chose it, checked against the binding).
+    #[inline]
     pub fn start(&mut self, target: TargetId, request: &Request) -> Start<C> {
-        match std::mem::replace(&mut self.tx, Tx::Idle) {
-            Tx::Idle => {
-                self.tx = Tx::Waiting { target, deferred: false, then: Then::Firm };
+        match self.take() {
+            idle @ Tx::Idle => {
+                // Owns nothing: forgotten rather than run through the drop glue (this is every autocommit request).
+                std::mem::forget(idle);
+                self.put(Tx::InFlight { target, waiting: true, deferred: false, then: Then::Firm });
                 Start::Checkout { target, prelude: Vec::new(), moved_from: None }
             }
             Tx::Deferred { begin, held } => self.start_deferred(target, request, begin, held, None),
@@ -384,20 +441,20 @@ impl<C: Conn> Machine<C> {
                     }
                     _ => request.plain_read && !request.explicit,
                 };
-                self.tx = Tx::Running { target: t, then: if stays { Then::Tentative(replay) } else { Then::Firm } };
+                self.put(running(t, if stays { Then::Tentative(replay) } else { Then::Firm }));
                 Start::Use(t, conn)
             }
             Tx::Bound { target: t, conn } | Tx::Failed { bound: Some((t, conn)) } => {
-                self.tx = Tx::Running { target: t, then: Then::Firm };
+                self.put(running(t, Then::Firm));
                 Start::Use(t, conn)
             }
             tx @ Tx::Failed { bound: None } => {
-                self.tx = tx;
+                self.put(tx);
                 Start::Answer(Reply::Error { error: errors::in_failed_transaction(), status: STATUS_FAILED })
             }
-            tx @ (Tx::Waiting { .. } | Tx::Running { .. }) => {
+            tx @ Tx::InFlight { .. } => {
                 // A request while another is in flight cannot happen (the driver awaits each); refuse it safely.
-                self.tx = tx;
+                self.put(tx);
                 Start::Answer(Reply::Error { error: errors::request_in_flight(), status: STATUS_FAILED })
             }
         }
@@ -405,6 +462,7 @@ impl<C: Conn> Machine<C> {
 
     /// A deferred transaction binds with this request: BEGIN and what was held are replayed first; a plain read
     /// binds it only tentatively.
+    #[inline]
     fn start_deferred(
         &mut self,
         target: TargetId,
@@ -415,68 +473,70 @@ impl<C: Conn> Machine<C> {
     ) -> Start<C> {
         let prelude: Vec<Bytes> = std::iter::once(begin).chain(held).collect();
         let then = if request.plain_read && !request.explicit { Then::Tentative(prelude.clone()) } else { Then::Firm };
-        self.tx = Tx::Waiting { target, deferred: true, then };
+        self.put(Tx::InFlight { target, waiting: true, deferred: true, then });
         Start::Checkout { target, prelude, moved_from }
     }
 
     /// The connection for a `Start::Checkout`: the request runs on it.
+    #[inline]
     pub fn checked_out(&mut self) {
-        if let Tx::Waiting { target, then, .. } = std::mem::replace(&mut self.tx, Tx::Idle) {
-            self.tx = Tx::Running { target, then };
+        if let Tx::InFlight { waiting, .. } = &mut self.tx {
+            *waiting = false;
         }
     }
 
     /// No connection for a `Start::Checkout`: a deferred transaction fails (as a refused statement fails it), an
     /// autocommit request just errs. Returns the status for the ReadyForQuery after the error.
     pub fn checkout_failed(&mut self) -> u8 {
-        let deferred = matches!(self.tx, Tx::Waiting { deferred: true, .. });
-        self.tx = if deferred { Tx::Failed { bound: None } } else { Tx::Idle };
+        let deferred = matches!(self.tx, Tx::InFlight { waiting: true, deferred: true, .. });
+        self.put(if deferred { Tx::Failed { bound: None } } else { Tx::Idle });
         self.status()
     }
 
     /// The server's ReadyForQuery ended the request on `conn`: `Some(conn)` to return when the server is idle.
+    #[inline]
     pub fn ready(&mut self, conn: C) -> Option<C> {
-        let (target, then) = match std::mem::replace(&mut self.tx, Tx::Idle) {
-            Tx::Running { target, then } | Tx::Waiting { target, then, .. } => (target, then),
+        let (target, then) = match self.take() {
+            Tx::InFlight { target, then, .. } => (target, then),
             _ => return Some(conn),
         };
         if conn.status() == STATUS_IDLE {
             return Some(conn);
         }
-        self.tx = match then {
+        self.put(match then {
             Then::Firm => Tx::Bound { target, conn },
             Then::Tentative(replay) => Tx::Tentative { target, conn, replay },
-        };
+        });
         None
     }
 
     /// A batch was sent with Flush (no Sync yet): the connection stays bound, mid-exchange, until the Sync.
     pub fn flushed(&mut self, conn: C) {
         let target = match &self.tx {
-            Tx::Running { target, .. } | Tx::Waiting { target, .. } => *target,
+            Tx::InFlight { target, .. } => *target,
             _ => return,
         };
-        self.tx = Tx::Bound { target, conn };
+        self.put(Tx::Bound { target, conn });
     }
 
     /// The server connection failed mid-request (the driver closes it): the transaction is gone with it.
     pub fn lost(&mut self) {
-        self.tx = Tx::Idle;
+        self.put(Tx::Idle);
     }
 
     /// A transaction pgsplit failed, to be failed on a server too; `None` when it is not failed.
     pub fn take_failed(&mut self, fallback: TargetId) -> Option<FailOn<C>> {
-        match std::mem::replace(&mut self.tx, Tx::Idle) {
+        match self.take() {
             Tx::Failed { bound: Some((target, conn)) } => {
-                self.tx = Tx::Running { target, then: Then::Firm };
+                self.put(running(target, Then::Firm));
                 Some(FailOn::Bound(target, conn))
             }
             Tx::Failed { bound: None } => {
-                self.tx = Tx::Running { target: fallback, then: Then::Firm };
+                self.put(running(fallback, Then::Firm));
                 Some(FailOn::Unbound)
             }
             tx => {
-                self.tx = tx;
+                self.put(tx);
                 None
             }
         }
@@ -486,15 +546,15 @@ impl<C: Conn> Machine<C> {
     pub fn failed_on_server(&mut self, failing: Failing<C>) -> Option<C> {
         match failing {
             Failing::Failed(target, conn) => {
-                self.tx = Tx::Bound { target, conn };
+                self.put(Tx::Bound { target, conn });
                 None
             }
             Failing::Ended(conn) => {
-                self.tx = Tx::Idle;
+                self.put(Tx::Idle);
                 Some(conn)
             }
             Failing::Lost => {
-                self.tx = Tx::Failed { bound: None };
+                self.put(Tx::Failed { bound: None });
                 None
             }
         }
@@ -512,16 +572,19 @@ impl<C: Conn> Machine<C> {
     }
 
     /// Whether the session keeps any connection.
+    #[inline]
     pub fn pinned(&self) -> bool {
         !self.pins.is_empty()
     }
 
     /// The pinned connection of `target`, for a request (it comes back through `release`).
+    #[inline]
     pub fn take_pinned(&mut self, target: TargetId) -> Option<C> {
         self.pins.iter_mut().find(|(t, _)| *t == target).and_then(|(_, c)| c.take())
     }
 
     /// A connection the session is done with (after a request, a failed setting, a moved transaction).
+    #[inline]
     pub fn release(&mut self, target: TargetId, conn: C) -> Release<C> {
         let Some(i) = self.pins.iter().position(|(t, _)| *t == target) else { return Release::Pool(conn) };
         if conn.reusable() {
@@ -536,6 +599,7 @@ impl<C: Conn> Machine<C> {
     }
 
     /// The pinned connections idle between requests (their notifications are relayed while the client is quiet).
+    #[inline]
     pub fn pinned_idle(&mut self) -> impl Iterator<Item = &mut C> {
         self.pins.iter_mut().filter_map(|(_, c)| c.as_mut())
     }
@@ -558,8 +622,8 @@ impl<C: Conn> Machine<C> {
             Tx::Bound { .. } => "Bound",
             Tx::Failed { bound: Some(_) } => "Failed(bound)",
             Tx::Failed { bound: None } => "Failed",
-            Tx::Waiting { .. } => "Waiting",
-            Tx::Running { .. } => "Running",
+            Tx::InFlight { waiting: true, .. } => "Waiting",
+            Tx::InFlight { waiting: false, .. } => "Running",
         }
     }
 }
@@ -573,6 +637,11 @@ pub struct Binding {
     pub status: u8,
     /// Bound by a plain read only: a statement choosing another target moves the transaction there.
     pub tentative: bool,
+}
+
+/// A request on its connection, settled by the server's ReadyForQuery.
+fn running<C>(target: TargetId, then: Then) -> Tx<C> {
+    Tx::InFlight { target, waiting: false, deferred: false, then }
 }
 
 fn complete(tag: &'static str, notice: bool, status: u8) -> Reply {
