@@ -103,6 +103,24 @@ fn config_loader_survives_its_corpus() {
     replay("config", fuzzing::config);
 }
 
+/// Session inputs that once hung pgsplit (a Query sent to a server skipping until Sync): replayed against a server
+/// that tolerates no known bug, so that a hang there fails this test.
+#[test]
+fn fixed_session_hangs_stay_fixed_against_a_strict_server() {
+    count_panics();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/artifacts/session/strict");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    files.sort();
+    assert!(files.len() >= 4, "the strict inputs are missing from {}", dir.display());
+    let harness = fuzzing::SessionHarness::strict();
+    for file in &files {
+        let data = std::fs::read(file).unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+        let before = PANICS.load(Ordering::SeqCst);
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| harness.run(&data)));
+        assert!(ran.is_ok() && PANICS.load(Ordering::SeqCst) == before, "{} fails against a strict server", file.display());
+    }
+}
+
 #[test]
 fn sessions_survive_their_corpus_without_panic_hang_or_desync() {
     // An input that crashes leaves the harness's pgsplit in an unknown state (a hung session holds a server

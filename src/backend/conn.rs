@@ -290,10 +290,36 @@ impl ServerConn {
     /// connection counts as broken, so one dropped midway (a timeout) is never reused; a server error answered with
     /// ReadyForQuery leaves it as usable as the server says.
     pub async fn simple(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, BackendError> {
-        let mut conn = super::relay::Exchange::start(self);
         let mut out = BytesMut::new();
         frontend::query(sql, &mut out)?;
-        conn.send(&out).await?;
+        self.run_own(&out).await
+    }
+
+    /// Runs `sql` as one extended-protocol statement and Sync, for a connection that may be in the middle of a
+    /// client's extended batch: if the server is skipping until Sync after an error, it ignores the statement and
+    /// answers the Sync; either way exactly one ReadyForQuery ends it (a Query there would never be answered).
+    pub async fn extended(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, BackendError> {
+        let mut out = BytesMut::new();
+        frontend::parse("", sql, std::iter::empty(), &mut out)?;
+        frontend::bind(
+            "",
+            "",
+            std::iter::empty(),
+            std::iter::empty(),
+            |_: (), _| Ok(postgres_protocol::IsNull::Yes),
+            Some(0),
+            &mut out,
+        )
+        .map_err(|_| BackendError::Protocol("cannot encode Bind".into()))?;
+        frontend::execute("", 0, &mut out)?;
+        frontend::sync(&mut out);
+        self.run_own(&out).await
+    }
+
+    /// Sends pgsplit's own request and reads until ReadyForQuery: rows, and the server's error if it failed.
+    async fn run_own(&mut self, request: &[u8]) -> Result<Vec<Vec<Option<String>>>, BackendError> {
+        let mut conn = super::relay::Exchange::start(self);
+        conn.send(request).await?;
         let mut rows = Vec::new();
         let mut error = None;
         loop {

@@ -8,9 +8,9 @@
 use bytes::{Buf, Bytes};
 
 use crate::client::{Client, ClientError};
-use crate::protocol::encode;
 use crate::protocol::expect::{Expect, Reply};
 use crate::protocol::framing::{self, MAX_MESSAGE_LEN};
+use crate::protocol::{decode, encode};
 
 use super::{BackendError, Outcome, ServerConn};
 
@@ -334,24 +334,13 @@ fn follow_message(conn: &mut ServerConn, sink: Sink, off: usize, n: usize) -> (S
 /// Whether an ErrorResponse body has severity FATAL or PANIC.
 #[inline]
 fn is_fatal(body: &[u8]) -> bool {
-    let mut rest = body;
-    while let Some((&code, tail)) = rest.split_first() {
-        let Some(end) = tail.iter().position(|&b| b == 0) else { return false };
-        if code == b'S' {
-            return matches!(&tail[..end], b"FATAL" | b"PANIC");
-        }
-        rest = &tail[end + 1..];
-    }
-    false
+    decode::error_field_bytes(body).find(|(code, _)| *code == b'S').is_some_and(|(_, v)| matches!(v, b"FATAL" | b"PANIC"))
 }
 
 /// Rewrites a server's FATAL ErrorResponse as an ERROR whose message names the target; other fields are kept.
 fn fatal_as_error(body: &[u8], target: &str, out: &mut bytes::BytesMut) {
     encode::message(out, b'E', |b| {
-        let mut rest = body;
-        while let Some((&code, tail)) = rest.split_first() {
-            let Some(end) = tail.iter().position(|&x| x == 0) else { break };
-            let value = &tail[..end];
+        for (code, value) in decode::error_field_bytes(body) {
             b.extend_from_slice(&[code]);
             match code {
                 b'S' | b'V' => b.extend_from_slice(b"ERROR"),
@@ -362,7 +351,6 @@ fn fatal_as_error(body: &[u8], target: &str, out: &mut bytes::BytesMut) {
                 _ => b.extend_from_slice(value),
             }
             b.extend_from_slice(&[0]);
-            rest = &tail[end + 1..];
         }
         b.extend_from_slice(&[0]);
     });

@@ -23,12 +23,14 @@ pub const PROBE: &str = "pgsplit-fuzz-probe";
 #[derive(Default)]
 pub struct Watch {
     /// Tolerate the known bugs (fuzz/README.md, inputs in fuzz/artifacts/session/pending/), which the fuzzer would
-    /// otherwise find again and again: (1) a Query that arrives while skipping until Sync is answered, where
-    /// PostgreSQL ignores it (pgsplit sends one there, its own `fail_on_server` or the client's, and would wait
-    /// for the answer forever); (2) a statement that DEALLOCATE ALL or DISCARD ALL, executed earlier in the same
-    /// extended batch, removed is not reported when pgsplit binds it (pgsplit learns of the removal only at Sync);
-    /// (3) a Parse of one of pgsplit's statements that the connection already has, with the same text, succeeds
-    /// (pgsplit forgets a connection's statements when DEALLOCATE ALL or DISCARD ALL is only bound, not executed).
+    /// otherwise find again and again: (1) a client's Query that reaches a server skipping until Sync is answered,
+    /// where PostgreSQL ignores it (pgsplit forwards it when it has not yet read the error of the client's flushed
+    /// batch, and would wait for the answer; its own statements there are extended ones with a Sync, and a Query
+    /// for a server known to skip is not forwarded); (2) a statement that DEALLOCATE ALL or DISCARD ALL, executed
+    /// earlier in the same extended batch, removed is not reported when pgsplit binds it (pgsplit learns of the
+    /// removal only at Sync); (3) a Parse of one of pgsplit's statements that the connection already has, with the
+    /// same text, succeeds (pgsplit forgets a connection's statements when DEALLOCATE ALL or DISCARD ALL is only
+    /// bound, not executed). The strict watch (`SessionHarness::strict`) replays fuzz/artifacts/session/strict/.
     tolerate_known: bool,
     /// What pgsplit did wrong towards the server, in arrival order.
     violations: Mutex<Vec<String>>,

@@ -159,6 +159,22 @@ pub fn parameter_status(body: &[u8]) -> Result<(&str, &str), DecodeError> {
     Ok((n, v))
 }
 
+/// The fields of an ErrorResponse or NoticeResponse body as they are (code, value bytes), without copying; ends at
+/// the terminator or at the first field without one (a malformed body yields what precedes it).
+pub fn error_field_bytes(body: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    let mut rest = body;
+    std::iter::from_fn(move || {
+        let (&code, tail) = rest.split_first()?;
+        if code == 0 {
+            return None;
+        }
+        let end = tail.iter().position(|&b| b == 0)?;
+        let (value, after) = tail.split_at(end);
+        rest = after.get(1..).unwrap_or_default();
+        Some((code, value))
+    })
+}
+
 /// Fields of an ErrorResponse/NoticeResponse body as (code, value) pairs.
 pub fn error_fields(body: &[u8]) -> Result<Vec<(u8, String)>, DecodeError> {
     let mut r = Reader::new(body);
@@ -239,6 +255,16 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_fields_are_read_as_sent_and_a_malformed_body_yields_what_precedes_the_fault() {
+        let body = b"SFATAL\0C57P01\0M\xe9t\xe9\0\0";
+        let fields: Vec<(u8, &[u8])> = error_field_bytes(body).collect();
+        assert_eq!(fields, vec![(b'S', &b"FATAL"[..]), (b'C', &b"57P01"[..]), (b'M', &b"\xe9t\xe9"[..])]);
+        assert_eq!(error_field_bytes(b"SERROR\0Cunterminated").count(), 1);
+        assert_eq!(error_field_bytes(b"").count(), 0);
+        assert_eq!(error_field_bytes(b"\0SERROR\0\0").count(), 0);
+    }
 
     #[test]
     fn decodes_startup_parameters() {

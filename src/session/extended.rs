@@ -47,8 +47,8 @@ impl Session {
         self.follow_mode();
         if self.server_skipping() {
             // Only the Sync reaches the server: it gives the ReadyForQuery a direct connection would.
-            let Some(b) = self.machine.binding() else { return Ok(()) };
-            return self.run_on(b.target, &Request::default(), Payload::Raw(&sync.bytes), &Effects::default()).await;
+            let Some(target) = self.machine.held_target() else { return Ok(()) };
+            return self.run_on(target, &Request::default(), Payload::Raw(&sync.bytes), &Effects::default()).await;
         }
         self.batch.push(sync);
         if !self.failed_on_server().await {
@@ -196,8 +196,8 @@ impl Session {
     /// Whether the bound server reported an error in the batch flushed so far: like PostgreSQL, the session then
     /// ignores the client's messages until Sync (they would be ignored by the server, and what pgsplit adds to them
     /// — statements it prepares, replies it injects — must not happen either). True drops what was gathered.
-    fn server_skipping(&mut self) -> bool {
-        let skipping = self.machine.binding().is_some() && self.machine.conn().is_some_and(|c| c.skipping());
+    pub(super) fn server_skipping(&mut self) -> bool {
+        let skipping = self.machine.conn().is_some_and(|c| c.skipping());
         if skipping {
             self.drop_batch();
         }

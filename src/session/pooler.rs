@@ -87,11 +87,20 @@ impl Session {
 /// request (behind a transaction pooler) is not the client's: it ends first, so that the status is about the
 /// client's transaction. The server's status after it, or `None` when the statement did not fail as expected.
 pub(super) async fn raise_in_transaction(conn: &mut ServerConn, begin: &str) -> Option<u8> {
-    let sql = format!(
-        "{begin}DO $pgsplit$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = 'transaction failed by pgsplit'; END $pgsplit$"
-    );
-    if !matches!(conn.simple(&sql).await, Err(BackendError::Server { .. })) {
-        return None;
+    const RAISE: &str =
+        "DO $pgsplit$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = 'transaction failed by pgsplit'; END $pgsplit$";
+    // A connection the transaction holds may be in the middle of the client's flushed batch, its server perhaps
+    // skipping until Sync after an error pgsplit has not read yet: the statement goes as an extended one with its
+    // own Sync, answered either way (a fresh connection gets BEGIN and the statement as one Query).
+    let raised = match begin.is_empty() {
+        true => conn.extended(RAISE).await,
+        false => conn.simple(&format!("{begin}{RAISE}")).await,
+    };
+    match raised {
+        Err(BackendError::Server { .. }) => {}
+        // The server was skipping: the batch's own error failed the transaction already.
+        Ok(_) if conn.status() != STATUS_IN_TX => {}
+        _ => return None,
     }
     if conn.wrapped() && conn.status() == STATUS_FAILED && conn.simple("ROLLBACK").await.is_ok() {
         conn.set_wrapped(false);

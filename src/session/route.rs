@@ -118,3 +118,97 @@ impl Batch {
         self.explicit.or(ctx.binding.map(|b| b.target)).or(self.follower)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{STATUS_FAILED, STATUS_IN_TX};
+
+    const PRIMARY: TargetId = 0;
+    const DATA: TargetId = 1;
+
+    /// An App over two targets nothing connects to (pools open connections only when asked).
+    fn app() -> App {
+        let yaml = "listen: 127.0.0.1:0
+database: handled
+default_target: primary
+single_target: data
+targets:
+  primary:
+    url: postgresql://u:p@127.0.0.1:1/handled_primary
+    tls: { mode: disable }
+    schemas: [config, customer]
+  data:
+    url: postgresql://u:p@127.0.0.1:1/handled_data
+    schemas: [workspace, reference]
+users:
+  - { name: app, password: \"pw\" }
+";
+        let config = crate::config::load_str(yaml, std::path::Path::new("."), &|_| None).expect("config");
+        App::build(config).expect("app")
+    }
+
+    fn ctx<'a>(app: &'a App, passthrough: Option<TargetId>, single: bool, binding: Option<Binding>) -> Context<'a> {
+        Context { app, passthrough, single, search_path: &[], target_hint: None, binding }
+    }
+
+    fn bound(target: TargetId, status: u8, tentative: bool) -> Option<Binding> {
+        Some(Binding { target, status, tentative })
+    }
+
+    /// Every row of the module doc's table, statement by statement.
+    #[tokio::test]
+    async fn each_situation_routes_as_the_table_says() {
+        let app = app();
+        let data_read = app.analysis_for("select * from workspace.imports", false, &mut Default::default());
+        let plain = app.analysis_for("select 1", false, &mut Default::default());
+        let to = |target, explicit| Ok(Routed { target, explicit });
+        type Row<'a> = (&'a str, Context<'a>, Option<&'a SharedAnalysis>, Result<Routed, &'a str>);
+        let rows: Vec<Row<'_>> = vec![
+            ("passthrough", ctx(&app, Some(DATA), false, None), plain.as_ref(), to(DATA, true)),
+            ("single mode", ctx(&app, None, true, None), data_read.as_ref(), to(DATA, false)),
+            ("no analysis", ctx(&app, None, false, None), None, to(PRIMARY, false)),
+            ("relations choose", ctx(&app, None, false, None), data_read.as_ref(), to(DATA, true)),
+            ("nothing routed: default", ctx(&app, None, false, None), plain.as_ref(), to(PRIMARY, false)),
+            ("bound, follows", ctx(&app, None, false, bound(DATA, STATUS_IN_TX, false)), plain.as_ref(), to(DATA, false)),
+            ("bound, same target", ctx(&app, None, false, bound(DATA, STATUS_IN_TX, false)), data_read.as_ref(), to(DATA, true)),
+            ("bound elsewhere", ctx(&app, None, false, bound(PRIMARY, STATUS_IN_TX, false)), data_read.as_ref(), Err("0A000")),
+            ("tentative moves", ctx(&app, None, false, bound(PRIMARY, STATUS_IN_TX, true)), data_read.as_ref(), to(DATA, true)),
+            (
+                "failed on its server",
+                ctx(&app, None, false, bound(PRIMARY, STATUS_FAILED, true)),
+                data_read.as_ref(),
+                to(PRIMARY, true),
+            ),
+        ];
+        for (name, c, analysis, want) in rows {
+            let got = route(analysis, &c, &mut Default::default()).map_err(|e| e.code);
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_agrees_on_the_target_its_statements_chose_and_a_request_naming_none_falls_back() {
+        let app = app();
+        let free = ctx(&app, None, false, None);
+        let mut b = Batch::default();
+        assert_eq!(b.target(&free), None);
+        b.add(Routed { target: PRIMARY, explicit: false }, &free).expect("follower");
+        assert_eq!(b.target(&free), Some(PRIMARY));
+        b.add(Routed { target: DATA, explicit: true }, &free).expect("chooser");
+        assert_eq!(b.target(&free), Some(DATA));
+        let mixed = b.add(Routed { target: PRIMARY, explicit: true }, &free).expect_err("two choosers");
+        assert_eq!((mixed.code, mixed.cause), ("0A000", "batch_mixes_targets"));
+        // Bound: the binding wins over followers; a statement prepared for another target is refused.
+        let inside = ctx(&app, None, false, bound(DATA, STATUS_IN_TX, false));
+        let mut b = Batch::default();
+        b.add(Routed { target: PRIMARY, explicit: false }, &inside).expect("follower");
+        assert_eq!(b.target(&inside), Some(DATA));
+        let other = b.add(Routed { target: PRIMARY, explicit: true }, &inside).expect_err("other target");
+        assert_eq!(other.cause, "other_target_in_transaction");
+        // Naming no statement: passthrough, single, default, in that order.
+        assert_eq!(fallback(&ctx(&app, Some(DATA), true, None)), DATA);
+        assert_eq!(fallback(&ctx(&app, None, true, None)), DATA);
+        assert_eq!(fallback(&free), PRIMARY);
+    }
+}

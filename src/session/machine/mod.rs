@@ -287,6 +287,15 @@ impl<C: Conn> Machine<C> {
         }
     }
 
+    /// The target whose connection the transaction holds (bound, tentatively bound, or failed after binding).
+    #[inline]
+    pub fn held_target(&self) -> Option<TargetId> {
+        match &self.tx {
+            Tx::Bound { target, .. } | Tx::Tentative { target, .. } | Tx::Failed { bound: Some((target, _)) } => Some(*target),
+            _ => None,
+        }
+    }
+
     /// The connection the transaction holds, if any (to read its state, never to exchange on it).
     pub fn conn(&self) -> Option<&C> {
         match &self.tx {
