@@ -12,7 +12,7 @@ impl Session {
     /// Handles a Query message.
     pub(super) async fn simple_query(&mut self, frame: Frame) -> Result<(), SessionError> {
         let sql = decode::query(frame.body()).map_err(|e| SessionError::Fatal(errors::invalid_query(e)))?;
-        if self.server_skipping() {
+        if self.machine.conn().is_some_and(|c| c.skipping()) && self.server_skipping() {
             // After an error in a batch the client flushed, PostgreSQL ignores every message but Sync, a Query too
             // (no answer). So does pgsplit: sent on, the Query would wait forever for an answer the server never
             // gives, and the client's Sync would never be read.

@@ -297,6 +297,7 @@ impl<C: Conn> Machine<C> {
     }
 
     /// The connection the transaction holds, if any (to read its state, never to exchange on it).
+    #[inline]
     pub fn conn(&self) -> Option<&C> {
         match &self.tx {
             Tx::Bound { conn, .. } | Tx::Tentative { conn, .. } | Tx::Failed { bound: Some((_, conn)) } => Some(conn),
