@@ -5,7 +5,6 @@
 //! `PGSPLIT_FUZZ_REPLAY_TRACE=1 ... -- --nocapture` to see each input's name before it runs.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use pgsplit::fuzzing;
@@ -13,19 +12,32 @@ use pgsplit::fuzzing;
 /// The stack a session or statement gets in practice (a tokio worker's, a spawned thread's): inputs must not need more.
 const STACK: usize = 2 << 20;
 
-/// Panics anywhere in the process, counted by the hook `count_panics` installs: a panic inside a task that the
-/// runtime catches must fail the replay too.
-static PANICS: AtomicUsize = AtomicUsize::new(0);
+/// The threads that panicked, by name, recorded by the hook `count_panics` installs: a panic inside a task that the
+/// runtime catches must fail the replay too. The session harness runs its tasks on the thread that drives it (a
+/// current-thread runtime), so a panic belongs to the thread it happened on, and a crash replayed by one test never
+/// fails another test running beside it.
+static PANICKED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 fn count_panics() {
     static INSTALL: std::sync::Once = std::sync::Once::new();
     INSTALL.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            PANICS.fetch_add(1, Ordering::SeqCst);
+            let name = std::thread::current().name().unwrap_or("<unnamed>").to_owned();
+            PANICKED.lock().unwrap_or_else(|e| e.into_inner()).push(name);
             previous(info);
         }));
     });
+}
+
+/// How many panics the thread called `name` has had.
+fn panics_on(name: &str) -> usize {
+    PANICKED.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|n| *n == name).count()
+}
+
+/// This thread's name, as `count_panics` records it.
+fn this_thread() -> String {
+    std::thread::current().name().unwrap_or("<unnamed>").to_owned()
 }
 
 /// The corpus and crash inputs of a target, pending ones excepted, in name order.
@@ -52,15 +64,16 @@ fn replay(target: &str, body: impl Fn(&[u8]) + Sync) {
             eprintln!("replaying {}", file.display());
         }
         let data = std::fs::read(file).unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
-        let before = PANICS.load(Ordering::SeqCst);
+        let thread = format!("replay {target}");
+        let before = panics_on(&thread);
         let joined = std::thread::scope(|s| {
-            let run = std::thread::Builder::new().stack_size(STACK).spawn_scoped(s, || body(&data));
+            let run = std::thread::Builder::new().name(thread.clone()).stack_size(STACK).spawn_scoped(s, || body(&data));
             match run {
                 Ok(handle) => handle.join().is_ok(),
                 Err(e) => panic!("cannot start a replay thread: {e}"),
             }
         });
-        if !joined || PANICS.load(Ordering::SeqCst) != before {
+        if !joined || panics_on(&thread) != before {
             crashed.push(file.display().to_string());
         }
     }
@@ -115,9 +128,9 @@ fn fixed_session_hangs_stay_fixed_against_a_strict_server() {
     let harness = fuzzing::SessionHarness::strict();
     for file in &files {
         let data = std::fs::read(file).unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
-        let before = PANICS.load(Ordering::SeqCst);
+        let before = panics_on(&this_thread());
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| harness.run(&data)));
-        assert!(ran.is_ok() && PANICS.load(Ordering::SeqCst) == before, "{} fails against a strict server", file.display());
+        assert!(ran.is_ok() && panics_on(&this_thread()) == before, "{} fails against a strict server", file.display());
     }
 }
 

@@ -17,7 +17,7 @@ use bytes::BytesMut;
 use crate::auth::{ScramExchange, Verifier};
 use crate::catalog::{Catalog, TargetCatalog};
 use crate::protocol::{decode, framing};
-use crate::router::{self, Analysis, Command, RoutingTable, SessionView};
+use crate::router::{self, Analysis, RoutingTable, SessionView};
 
 pub use session::SessionHarness;
 
@@ -164,43 +164,23 @@ pub fn literals(data: &[u8]) {
     if router::literals::shape_into(&shaped, &mut again) {
         assert_eq!(again, shaped, "shaping a shape changes it");
     }
-    if glued_number(sql) {
-        return;
-    }
+    // The route cache (`router::cache`) keeps an analysis under the shape only when `shared_by_shape` holds, and
+    // then hands it to every text of that shape: so when either side may be shared, both must route alike and
+    // agree on whether they may be shared.
     let original = Analysis::of(sql);
-    if !original.session_changes.is_empty() || matches!(original.command, Command::SetTarget(_)) {
+    let of_shape = Analysis::of(&shaped);
+    let shared = router::cache::shared_by_shape;
+    if !shared(&original) && !shared(&of_shape) {
         return;
     }
-    let of_shape = Analysis::of(&shaped);
     let (table, catalog) = fixture();
     let path = router::parse_search_path("\"$user\", public");
     let view = SessionView { search_path: &path, target_hint: None };
     let routed = |a: &Analysis| {
-        (router::decide(&table, &catalog, a, &view), a.writes, a.ddl, a.pins, a.own_transaction, a.command.clone())
+        let decision = router::decide(&table, &catalog, a, &view);
+        (shared(a), decision, a.writes, a.ddl, a.pins, a.own_transaction, a.command.clone())
     };
     assert_eq!(routed(&original), routed(&of_shape), "{sql:?} and its shape {shaped:?} are routed differently");
-}
-
-/// Whether a number is glued to a word (`0x1F`, `8x_`, `1e5`): the shaper makes `8x_` into `0x_`, which sqlparser
-/// reads as a hex literal, so such texts and their shapes may be analysed differently. A known finding
-/// (fuzz/artifacts/literals/pending/, fuzz/README.md): the check skips these texts until the shaper leaves glued
-/// numbers alone.
-fn glued_number(sql: &str) -> bool {
-    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
-    let b = sql.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i].is_ascii_digit() && (i == 0 || !word(b[i - 1])) {
-            let end = b[i..].iter().position(|&c| !(c.is_ascii_digit() || c == b'.')).map_or(b.len(), |p| i + p);
-            if end < b.len() && word(b[end]) {
-                return true;
-            }
-            i = end;
-        } else {
-            i += 1;
-        }
-    }
-    false
 }
 
 /// The configuration loader on arbitrary text, with a fixed environment; a configuration it accepts must hold

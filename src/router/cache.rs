@@ -60,9 +60,10 @@ enum Key {
     Text,
 }
 
-/// Whether texts of one shape may share `a`: nothing in it carries a literal's value into session state.
-fn shared_by_shape(a: &Analysis) -> bool {
-    a.session_changes.is_empty() && !matches!(a.command, Command::SetTarget(_))
+/// Whether texts of one shape may share `a`: nothing in it carries a literal's value into session state, and it is
+/// sqlparser's analysis, not the fallback scan's (which reads words, numbers among them, where a parse would not).
+pub(crate) fn shared_by_shape(a: &Analysis) -> bool {
+    !a.fallback && a.session_changes.is_empty() && !matches!(a.command, Command::SetTarget(_))
 }
 
 /// Texts longer than this are not kept in a session's memo, so an idle session holds at most a few KB for it.
