@@ -111,3 +111,45 @@ async fn a_client_gone_mid_copy_or_mid_transaction_leaves_no_dirty_connection() 
         assert_eq!(scalar(&next, "select count(*) from pg_stat_activity where state like 'idle in transaction%' and usename = 'pgsplit' and query like '%half_copied%'").await, "0");
     }
 }
+
+/// A client that sends a Query in the middle of COPY FROM STDIN: PostgreSQL ends the COPY with 08P01 (and, having
+/// lost the protocol's thread, the connection with a FATAL). pgsplit relays the error as soon as the message is
+/// sent rather than waiting for more CopyData, the client gets its ReadyForQuery, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_inside_copy_from_stdin_ends_the_copy_with_08p01_instead_of_hanging() {
+    use postgres_protocol::message::frontend;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let proxy = Proxy::split().await;
+    let setup = proxy.connect().await;
+    setup.simple_query("create table workspace.copy_interrupted (v int)").await.unwrap();
+    let mut s = common::raw_login(proxy.port).await;
+    let mut msg = bytes::BytesMut::new();
+    frontend::query("copy workspace.copy_interrupted from stdin", &mut msg).unwrap();
+    s.write_all(&msg).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert_eq!(buf.first(), Some(&b'G'), "CopyInResponse: {:?}", &buf[..n]);
+    msg.clear();
+    msg.extend_from_slice(&[b'd', 0, 0, 0, 6]);
+    msg.extend_from_slice(b"1\n");
+    frontend::query("select 'inside copy'", &mut msg).unwrap();
+    s.write_all(&msg).await.unwrap();
+    let mut got = Vec::new();
+    while !got.windows(6).any(|w| w == [b'Z', 0, 0, 0, 5, b'I']) {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("the COPY's end reaches the client")
+            .unwrap();
+        assert!(n > 0, "pgsplit closed the session: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("08P01") && text.contains("during COPY from stdin"), "{text}");
+    assert!(!text.contains("inside copy"), "the Query sent inside COPY was not run: {text}");
+    msg.clear();
+    frontend::query("select 'after the copy'", &mut msg).unwrap();
+    s.write_all(&msg).await.unwrap();
+    let (tags, status) = common::read_until_ready(&mut s).await;
+    assert_eq!((tags.as_slice(), status), (&b"TDCZ"[..], b'I'));
+    assert_eq!(scalar(&setup, "select count(*) from workspace.copy_interrupted").await, "0");
+}

@@ -11,6 +11,7 @@ use crate::client::{Client, ClientError};
 use crate::protocol::expect::{Expect, Reply};
 use crate::protocol::framing::{self, MAX_MESSAGE_LEN};
 use crate::protocol::{decode, encode};
+use crate::session::machine::copy::{self, InCopy};
 
 use super::{BackendError, Outcome, ServerConn};
 
@@ -206,6 +207,8 @@ enum Disposition {
     Hide,
     /// The server's FATAL: the client gets it as an ERROR naming the target, and ReadyForQuery idle.
     Fatal,
+    /// A message the server must not send on this connection: the exchange fails (the connection is closed).
+    Refuse,
 }
 
 /// The relay's place in the server's read buffer: `off` is the next message, `run` the start of the bytes not yet
@@ -245,6 +248,10 @@ async fn forward_buffered(client: &mut Client, conn: &mut ServerConn, sink: Sink
         let (next, disposition) = follow_message(conn, sink, cur.off, n);
         match disposition {
             Disposition::Pass => {}
+            Disposition::Refuse => {
+                let tag = char::from(conn.rbuf[cur.off]);
+                return Err(BackendError::Protocol(format!("unexpected message '{tag}' from the server")).into());
+            }
             Disposition::Hide => cur.splice(client, conn, sink, cur.off + n),
             Disposition::Fatal => {
                 cur.splice(client, conn, sink, cur.off + n);
@@ -300,7 +307,15 @@ fn follow_message(conn: &mut ServerConn, sink: Sink, off: usize, n: usize) -> (S
             // The transaction pgsplit opened around the request is still to be ended: its answer comes later.
             (Step::Ready(status), if conn.wrapped { Disposition::Hide } else { Disposition::Pass })
         }
-        b'G' => (Step::CopyIn, Disposition::Pass),
+        b'G' | b'W' => match copy::from_server(copy::Phase::None, tag) {
+            copy::FromServer::Phase(copy::Phase::In) => (Step::CopyIn, Disposition::Pass),
+            _ => {
+                // CopyBothResponse: a replication stream on a connection pgsplit opened as a normal one.
+                conn.broken = true;
+                conn.expect.clear();
+                (Step::Ready(b'I'), Disposition::Refuse)
+            }
+        },
         b'E' if is_fatal(body) => {
             // The server is ending this connection (shutdown, restart, terminated backend), not the client's
             // session: the client gets an ERROR naming the target, and the exchange ends here.
@@ -390,7 +405,8 @@ fn failed_until_sync(conn: &mut ServerConn) {
     }
 }
 
-/// Forwards the client's CopyData messages to the server, in batches as they arrive, through CopyDone or CopyFail.
+/// Forwards the client's messages to the server during COPY FROM STDIN, in batches as they arrive, through the one
+/// that ends the COPY (`machine::copy::in_copy_from_client`: CopyDone, CopyFail, or a message PostgreSQL refuses).
 /// `Some(status)` when the server's replies relayed meanwhile reached ReadyForQuery (it ended the COPY early).
 async fn copy_from_client(client: &mut Client, conn: &mut ServerConn) -> Result<Option<u8>, RelayError> {
     loop {
@@ -401,7 +417,7 @@ async fn copy_from_client(client: &mut Client, conn: &mut ServerConn) -> Result<
                 Ok(Some(n)) => {
                     let tag = client.rbuf[off];
                     off += n;
-                    if tag == b'c' || tag == b'f' {
+                    if copy::in_copy_from_client(tag) == InCopy::ForwardLast {
                         done = true;
                         break;
                     }

@@ -7,34 +7,27 @@ use crate::admin::{self, Answer, Reply};
 use crate::protocol::encode;
 use crate::protocol::{decode, STATUS_IDLE};
 
+use super::machine::console::{Console, Step};
 use super::{errors, Session, SessionError};
 
 impl Session {
-    /// Serves an admin console session until the client leaves.
+    /// Serves an admin console session until the client leaves (its transitions: `machine::console`).
     pub(super) async fn run_admin(&mut self) -> Result<(), SessionError> {
-        let mut skipping = false;
+        let mut console = Console::default();
         loop {
             // Ends with FATAL 57P01 when pgsplit shuts down, like any session at rest.
             let Some(frame) = self.next_frame_or_drain().await? else { return Ok(()) };
-            match frame.tag {
-                b'Q' => {
+            match console.on(frame.tag) {
+                Step::Execute => {
                     let sql = decode::query(frame.body()).map_err(|e| SessionError::Fatal(errors::invalid_query(e)))?;
                     let reply = admin::execute(&self.app, &self.user, sql).await;
                     write_reply(&mut self.client.wbuf, &reply);
                 }
-                b'X' => return Ok(()),
-                b'S' => {
-                    skipping = false;
-                    encode::ready_for_query(&mut self.client.wbuf, STATUS_IDLE);
-                }
-                b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => {
-                    if !skipping {
-                        skipping = true;
-                        errors::console_simple_only().encode(&mut self.client.wbuf);
-                    }
-                }
-                b'd' | b'c' | b'f' => {}
-                other => return Err(SessionError::unexpected_message(other)),
+                Step::Ready => encode::ready_for_query(&mut self.client.wbuf, STATUS_IDLE),
+                Step::Refuse => errors::console_simple_only().encode(&mut self.client.wbuf),
+                Step::Ignore => {}
+                Step::End => return Ok(()),
+                Step::Unexpected => return Err(SessionError::unexpected_message(frame.tag)),
             }
             self.client.flush().await?;
         }

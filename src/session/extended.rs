@@ -128,7 +128,7 @@ impl Session {
             }
         }
         let payload = self.rewrite_batch(&mut conn, batch);
-        self.in_flight(target, &conn).await;
+        self.in_flight(&conn).await;
         let relayed = relay::exchange_until_client_speaks(&mut self.client, &mut conn, &payload).await;
         self.give_back_rewrite(payload);
         self.landed().await;

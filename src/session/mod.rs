@@ -25,7 +25,7 @@ mod console;
 mod drain;
 mod errors;
 mod extended;
-mod machine;
+pub(crate) mod machine;
 mod notify;
 mod params;
 mod pooler;

@@ -14,7 +14,8 @@ use crate::protocol::encode::PgError;
 use crate::protocol::{Frame, STATUS_FAILED, STATUS_IDLE};
 use crate::router::{Analysis, Command, SharedAnalysis, TargetId};
 
-use super::machine::{FailOn, Failing, Machine, Release, Reply, Request, Start};
+use super::machine::copy::{self, OutsideCopy};
+use super::machine::{Cancel, FailOn, Failing, Machine, Release, Reply, Request, Start};
 use super::params::Params;
 use super::{errors, route, Session, SessionError};
 use crate::client::Client;
@@ -167,7 +168,7 @@ impl Session {
                 b'H' => self.flush_batch(frame).await?,
                 b'X' => return Ok(()),
                 // CopyData/CopyDone/CopyFail outside COPY are ignored, as PostgreSQL does.
-                b'd' | b'c' | b'f' => {}
+                tag if copy::outside_copy(tag) == OutsideCopy::Ignore => {}
                 other => return Err(SessionError::unexpected_message(other)),
             }
             self.client.flush().await?;
@@ -320,7 +321,7 @@ impl Session {
         let started = std::time::Instant::now();
         let was_in_tx = !prelude.is_empty() || conn.status() != STATUS_IDLE;
         self.pooler_prelude(&mut conn, &mut prelude, effects);
-        self.in_flight(target, &conn).await;
+        self.in_flight(&conn).await;
         // Done before the batch is rewritten, so their replies never meet the batch's queue of expected replies.
         let mut result = match prelude.is_empty() {
             true => Ok(STATUS_IDLE),
@@ -421,9 +422,10 @@ impl Session {
         }
     }
 
-    /// Marks the client's statement as running on `conn`, for cancel requests.
-    pub async fn in_flight(&self, target: TargetId, conn: &ServerConn) {
-        if let Some(key) = conn.key() {
+    /// Publishes what a cancel does while the request runs on `conn` (the machine's `cancel`: the CancelRequest goes
+    /// to its server, with its key).
+    pub async fn in_flight(&self, conn: &ServerConn) {
+        if let (Cancel::Server(target), Some(key)) = (self.machine.cancel(), conn.key()) {
             self.set_running(Some(Running { target, key })).await;
         }
     }

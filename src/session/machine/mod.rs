@@ -68,12 +68,50 @@
 //! | reusable (idle, nothing pending)     | yes             | `Pinned`: into the pin slot, used by the next request for that target |
 //! | not reusable                         | yes             | `Unpinned`: closed; the target is no longer pinned |
 //!
-//! # Outside the machine
+//! # COPY
 //!
-//! COPY happens inside `Running` (the backend's relay forwards CopyData until CopyDone/CopyFail or the server's
-//! ReadyForQuery); a cancel is another connection's event (the driver marks the request in flight); the admin
-//! console has no transaction (`console`). Everything else (a SET pgsplit.target, DEALLOCATE, DISCARD ALL answered
-//! locally, prepared statements, parameters) changes no state here; the driver answers it with `status()`.
+//! COPY runs inside `Running`, within the one exchange the relay carries out for the request; its transitions are
+//! `copy.rs`'s, which the relay asks for every message:
+//!
+//! | phase   | message                                          | to      | out                                        |
+//! |---------|--------------------------------------------------|---------|--------------------------------------------|
+//! | any     | server CopyInResponse                            | `In`    | relayed; the client's messages are read    |
+//! | any     | server CopyOutResponse                           | `Out`   | relayed, then its CopyData like any reply  |
+//! | `Out`   | server CopyDone                                  | `None`  | relayed                                    |
+//! | any     | server ErrorResponse, ReadyForQuery              | `None`  | relayed (the server ended the COPY)        |
+//! | any     | server CopyBothResponse (replication only)       | —       | the connection is closed, 08006 to the client |
+//! | `In`    | client CopyData, Sync, Flush                     | `In`    | to the server (it ignores Sync and Flush in COPY) |
+//! | `In`    | client CopyDone, CopyFail, anything else         | `None`  | to the server, which ends the COPY (08P01 for anything else); its replies are relayed |
+//! | `In`    | the client goes away                             | —       | the connection is closed (the server ends the COPY as if its client left) |
+//! | no COPY | client CopyData, CopyDone, CopyFail              | same    | ignored, as PostgreSQL ignores them        |
+//!
+//! # Cancel
+//!
+//! A CancelRequest arrives on another connection with the session's key; what it does depends on the state
+//! (`cancel`), which the driver publishes where the cancel finds it (`Session::in_flight`):
+//!
+//! | state                 | cancel                                                                      |
+//! |-----------------------|-----------------------------------------------------------------------------|
+//! | `Waiting(t)`          | the wait for a connection ends: `checkout_failed`, 57014 to the client       |
+//! | `Running(t)`          | CancelRequest to `t`'s server with its connection's key; the server's 57014 and ReadyForQuery settle the state as usual |
+//! | any other             | nothing runs: ignored, as PostgreSQL ignores it                             |
+//!
+//! # Admin console
+//!
+//! A console session has no transaction and no server; `console.rs` is its machine:
+//!
+//! | skipping | message                                              | to        | out                                   |
+//! |----------|------------------------------------------------------|-----------|---------------------------------------|
+//! | no       | Query                                                | no        | the commands' answers, error, `I`     |
+//! | no       | Parse, Bind, Describe, Execute, Close, Flush          | yes       | 0A000 (simple protocol only)          |
+//! | yes      | Query, Parse, Bind, Describe, Execute, Close, Flush   | yes       | nothing                               |
+//! | any      | Sync                                                 | no        | ReadyForQuery `I`                     |
+//! | any      | CopyData, CopyDone, CopyFail                         | same      | nothing                               |
+//! | any      | Terminate                                            | —         | the session ends                      |
+//! | any      | anything else                                        | —         | FATAL 08P01, the session ends         |
+//!
+//! Everything else (a SET pgsplit.target, DEALLOCATE, DISCARD ALL answered locally, prepared statements,
+//! parameters) changes no state here; the driver answers it with `status()`.
 
 use bytes::Bytes;
 
@@ -83,6 +121,8 @@ use crate::router::TargetId;
 
 use super::errors;
 
+pub mod console;
+pub mod copy;
 #[cfg(test)]
 mod tests;
 
@@ -214,6 +254,17 @@ pub struct Machine<C> {
     pins: Vec<(TargetId, Option<C>)>,
 }
 
+/// What a client's CancelRequest does to the session now (the table "Cancel" of the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    /// Nothing runs: ignored.
+    Nothing,
+    /// The request waits for a server connection: the wait ends (57014).
+    EndWait,
+    /// The request runs on this target: the cancel goes to its server.
+    Server(TargetId),
+}
+
 /// Where a connection the session is done with goes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Release<C> {
@@ -337,6 +388,16 @@ impl<C: Conn> Machine<C> {
     #[inline]
     pub fn failed_bound(&self) -> bool {
         matches!(self.tx, Tx::Failed { bound: Some(_) })
+    }
+
+    /// What a CancelRequest for the session does now.
+    #[inline]
+    pub fn cancel(&self) -> Cancel {
+        match &self.tx {
+            Tx::InFlight { waiting: true, .. } => Cancel::EndWait,
+            Tx::InFlight { target, waiting: false, .. } => Cancel::Server(*target),
+            _ => Cancel::Nothing,
+        }
     }
 
     /// Whether the client's messages are skipped until its Sync.

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 
 use crate::protocol::{STATUS_FAILED, STATUS_IDLE, STATUS_IN_TX};
 
-use super::{Conn, Control, FailOn, Failing, Machine, Release, Reply, Request, Start};
+use super::{Cancel, Conn, Control, FailOn, Failing, Machine, Release, Reply, Request, Start};
 
 /// A server connection as the machine sees it: a status and an identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,6 +311,31 @@ fn a_skipped_batch_ends_at_its_sync_failing_a_bound_transaction_on_its_server() 
     m.refuse_before_sync();
     assert!(!m.sync_skipped());
     assert_eq!(m.status(), STATUS_IDLE);
+}
+
+/// Every row of the table "Cancel": a cancel ends a wait for a connection, goes to the server of a request that
+/// runs, and does nothing otherwise.
+#[test]
+fn a_cancel_reaches_what_is_in_flight_and_nothing_else() {
+    for state in ["Idle", "Deferred", "Bound", "Tentative", "Failed", "Failed(bound)"] {
+        assert_eq!(in_state(state).cancel(), Cancel::Nothing, "{state}");
+    }
+    let mut m = in_state("Idle");
+    assert!(matches!(m.start(1, &req(true, false)), Start::Checkout { target: 1, .. }));
+    assert_eq!((m.state(), m.cancel()), ("Waiting", Cancel::EndWait));
+    // The wait ended by the cancel: the autocommit request fails, the session is idle again.
+    assert_eq!(m.checkout_failed(), STATUS_IDLE);
+    assert_eq!((m.state(), m.cancel()), ("Idle", Cancel::Nothing));
+    m.start(1, &req(true, false));
+    m.checked_out();
+    assert_eq!((m.state(), m.cancel()), ("Running", Cancel::Server(1)));
+    // The cancelled statement's error and ReadyForQuery settle the state as any other answer.
+    assert!(m.ready(Fake { id: 3, status: STATUS_IDLE }).is_some());
+    assert_eq!(m.cancel(), Cancel::Nothing);
+    // A pinned or bound connection runs the request at once: a cancel goes to its server.
+    let mut m = in_state("Bound");
+    assert!(matches!(m.start(0, &req(false, false)), Start::Use(0, _)));
+    assert_eq!(m.cancel(), Cancel::Server(0));
 }
 
 #[test]
