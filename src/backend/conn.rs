@@ -170,7 +170,9 @@ impl ServerConn {
         }
     }
 
-    /// Reads more bytes from the server; a closed socket is an error.
+    /// Reads more bytes from the server; a closed socket is an error, and so is any I/O error: both mark the
+    /// connection broken. Cancel-safe (a read into the buffer), so an idle pinned connection is waited on with it
+    /// beside the client.
     pub async fn fill(&mut self) -> Result<(), BackendError> {
         if self.rbuf.capacity() - self.rbuf.len() < 4096 {
             self.rbuf.reserve(8192);
@@ -340,25 +342,6 @@ impl ServerConn {
                 }
                 b'G' | b'H' | b'W' => return Err(BackendError::Protocol("COPY is not supported in internal queries".into())),
                 _ => {}
-            }
-        }
-    }
-
-    /// Reads whatever the server sends next into the read buffer (cancel-safe: for waiting on an idle pinned
-    /// connection beside the client). A closed socket or an error marks the connection broken.
-    pub async fn read_some(&mut self) -> Result<usize, BackendError> {
-        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-            self.rbuf.reserve(8192);
-        }
-        match self.stream.read_buf(&mut self.rbuf).await {
-            Ok(0) => {
-                self.broken = true;
-                Err(BackendError::Closed)
-            }
-            Ok(n) => Ok(n),
-            Err(e) => {
-                self.broken = true;
-                Err(e.into())
             }
         }
     }

@@ -1,5 +1,6 @@
 //! One target at run time: its bb8 pool of server connections and what the last connection attempts said about its health.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -166,6 +167,9 @@ impl CheckoutError {
     }
 }
 
+/// What the pool's `get` gives.
+type Got = Result<PooledConnection<'static, ServerManager>, RunError<BackendError>>;
+
 /// Resolves when the client cancels its wait (its cancel slot is notified); never without one.
 async fn cancelled(cancel: Option<&tokio::sync::Notify>) {
     match cancel {
@@ -200,6 +204,8 @@ pub struct Backend {
     shrink_debt: Arc<AtomicU32>,
     /// PAUSE: new checkouts wait until RESUME.
     paused: tokio::sync::watch::Sender<bool>,
+    /// `paused`'s value, read by every checkout without the watch's lock.
+    paused_now: AtomicBool,
     /// One permit per connection of `max`: clients wait their turn here, first come, first served.
     turns: Arc<Semaphore>,
     /// Queries, errors, routes, waits and the connection alert of this target, for `/metrics`.
@@ -242,6 +248,7 @@ impl Backend {
             shrunk: AtomicBool::new(false),
             shrink_debt: Default::default(),
             paused: tokio::sync::watch::Sender::new(false),
+            paused_now: AtomicBool::new(false),
             turns,
             stats: Default::default(),
         }
@@ -302,12 +309,14 @@ impl Backend {
 
     /// PAUSE (true) or RESUME (false): while paused, checkouts wait; connections in use are not disturbed.
     pub fn set_paused(&self, paused: bool) {
+        self.paused_now.store(paused, Ordering::Release);
         self.paused.send_replace(paused);
     }
 
     /// Whether the target is paused.
+    #[inline]
     pub fn is_paused(&self) -> bool {
-        *self.paused.borrow()
+        self.paused_now.load(Ordering::Acquire)
     }
 
     /// Server connections checked out now.
@@ -360,7 +369,21 @@ impl Backend {
             *waited = true;
             self.connect_while_down().await?;
         }
-        self.live_connection(started, checkout_timeout, turn, waited).await
+        // The fast path: an idle connection, taken at the first poll, still alive.
+        let mut get = std::pin::pin!(self.pool.get_owned());
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(get.as_mut().poll(cx))).await;
+        let got = match first {
+            std::task::Poll::Ready(Ok(mut conn)) => {
+                if conn.idle_and_alive(started.into_std()) {
+                    return self.checked_out(Ok(conn), turn);
+                }
+                conn.broken = true;
+                None
+            }
+            std::task::Poll::Ready(other) => Some(other),
+            std::task::Poll::Pending => Some(self.wait_for_connection(started, checkout_timeout, waited, get).await),
+        };
+        self.live_connection(started, checkout_timeout, turn, waited, got).await
     }
 
     /// Waits until RESUME, or until the client cancels.
@@ -411,54 +434,57 @@ impl Backend {
         }
     }
 
-    /// A pooled connection for the holder of `turn`, within what is left of the checkout timeout. An idle connection
-    /// the server closed or wrote to meanwhile (shutdown, restart, idle timeout) is dropped and the next one tried; at
-    /// most every pooled connection once, then a fresh one.
+    /// A pooled connection for the holder of `turn`, within what is left of the checkout timeout, after the first
+    /// try gave `got` (an error, or `None`: a connection that was not alive). An idle connection the server closed or
+    /// wrote to meanwhile (shutdown, restart, idle timeout) is dropped and the next one tried; at most every pooled
+    /// connection once, then a fresh one.
     async fn live_connection(
         &self,
         started: tokio::time::Instant,
         checkout_timeout: Duration,
         turn: OwnedSemaphorePermit,
         waited: &mut bool,
+        mut got: Option<Got>,
     ) -> Result<PooledConn, CheckoutError> {
-        let mut attempts: Option<usize> = None;
+        let mut attempts = 1 + self.pool.state().connections as usize;
         loop {
-            // An idle connection is taken at the first poll; only a wait for one needs the timer, set to what is left
-            // of the checkout timeout (bb8's own is the one the pool was built with).
-            let mut get = std::pin::pin!(self.pool.get_owned());
-            let first = std::future::poll_fn(|cx| std::task::Poll::Ready(std::future::Future::poll(get.as_mut(), cx)));
-            let got = match first.await {
-                std::task::Poll::Ready(got) => got,
-                std::task::Poll::Pending => {
-                    *waited = true;
-                    let left = checkout_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
-                    tokio::time::timeout(left, get).await.unwrap_or(Err(RunError::TimedOut))
-                }
-            };
             match got {
-                Ok(mut conn) => {
-                    if conn.idle_and_alive(started.into_std()) {
+                Some(Ok(mut conn)) => {
+                    if conn.idle_and_alive(started.into_std()) || attempts == 0 {
                         return self.checked_out(Ok(conn), turn);
                     }
-                    let left = attempts.get_or_insert_with(|| 2 + self.pool.state().connections as usize);
-                    if *left == 0 {
-                        return self.checked_out(Ok(conn), turn);
-                    }
-                    tracing::debug!(target = %self.spec.name, "dropping a server connection closed while idle");
-                    *waited = true;
                     conn.broken = true;
-                    *left -= 1;
+                    attempts -= 1;
                 }
-                other => return self.checked_out(other, turn),
+                Some(other) => return self.checked_out(other, turn),
+                None => {}
             }
+            tracing::debug!(target = %self.spec.name, "dropped a server connection closed while idle");
+            *waited = true;
+            let mut next = std::pin::pin!(self.pool.get_owned());
+            let first = std::future::poll_fn(|cx| std::task::Poll::Ready(next.as_mut().poll(cx))).await;
+            got = Some(match first {
+                std::task::Poll::Ready(got) => got,
+                std::task::Poll::Pending => self.wait_for_connection(started, checkout_timeout, waited, next).await,
+            });
         }
     }
 
-    fn checked_out(
+    /// Waits for the pool's connection (`get`, which was not ready at its first poll) within what is left of the
+    /// checkout timeout (bb8's own is the one the pool was built with).
+    async fn wait_for_connection<F: Future<Output = Got>>(
         &self,
-        got: Result<PooledConnection<'static, ServerManager>, RunError<BackendError>>,
-        turn: OwnedSemaphorePermit,
-    ) -> Result<PooledConn, CheckoutError> {
+        started: tokio::time::Instant,
+        checkout_timeout: Duration,
+        waited: &mut bool,
+        get: std::pin::Pin<&mut F>,
+    ) -> Got {
+        *waited = true;
+        let left = checkout_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+        tokio::time::timeout(left, get).await.unwrap_or(Err(RunError::TimedOut))
+    }
+
+    fn checked_out(&self, got: Got, turn: OwnedSemaphorePermit) -> Result<PooledConn, CheckoutError> {
         match got {
             Ok(mut conn) => {
                 // Above `max` after a reload shrank it: this connection closes after this use.

@@ -488,7 +488,7 @@ async fn until_client_speaks(client: &mut Client, conn: &mut ServerConn) -> Resu
 }
 
 /// Relays what an idle pinned connection sends unprompted (NotificationResponse, NoticeResponse, ParameterStatus)
-/// after `ServerConn::read_some`; anything else from an idle connection breaks it.
+/// after `ServerConn::fill`; anything else from an idle connection breaks it.
 pub async fn unprompted(client: &mut Client, conn: &mut ServerConn) -> Result<(), ClientError> {
     let mut off = 0;
     while let Ok(Some(n)) = framing::peek_len(&conn.rbuf[off..], |_| Some(MAX_MESSAGE_LEN)) {

@@ -41,7 +41,7 @@ pub async fn next_frame_or_notification(
                     return if client.rbuf.is_empty() { Ok(None) } else { Err(SessionError::ClientGone) };
                 }
             }
-            r = conn.read_some() => match r {
+            r = conn.fill() => match r {
                 Ok(_) => relay::unprompted(client, conn).await?,
                 // The pinned connection is gone; the session learns of it at its next statement.
                 Err(e) => {

@@ -57,8 +57,10 @@ impl Params {
     /// The statements that make a server connection with `applied` match the client, or `None` if it already does.
     /// Behind a transaction pooler (`pooler`) only the parameters the pooler tracks itself are set this way.
     pub fn diff_sql(&self, applied: &BTreeMap<String, String>, pooler: bool) -> Option<String> {
-        // The common case, a connection last used by a client with the same settings: one ordered walk of both.
-        if self.session_level(pooler).eq(applied.iter()) {
+        // The common case, a connection last used by a client with the same settings: the maps' lengths, then one
+        // ordered walk of both.
+        let same = if pooler { self.session_level(true).eq(applied.iter()) } else { self.current == *applied };
+        if same {
             return None;
         }
         let mut sql = String::new();

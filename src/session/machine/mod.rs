@@ -491,10 +491,14 @@ impl<C: Conn> Machine<C> {
     /// Starts a request on `target` (as `route` chose it, checked against the binding).
     #[inline]
     pub fn start(&mut self, target: TargetId, request: &Request) -> Start<C> {
+        if let Tx::Idle = self.tx {
+            // Every autocommit request: `Idle` owns nothing, so it is overwritten in place (no take, no drop glue).
+            self.tx = Tx::InFlight { target, waiting: true, deferred: false, then: Then::Firm };
+            return Start::Checkout { target, prelude: Vec::new(), moved_from: None };
+        }
         match self.take() {
-            idle @ Tx::Idle => {
-                // Owns nothing: forgotten rather than run through the drop glue (this is every autocommit request).
-                std::mem::forget(idle);
+            // Answered above; kept whole so that the match covers every state.
+            Tx::Idle => {
                 self.put(Tx::InFlight { target, waiting: true, deferred: false, then: Then::Firm });
                 Start::Checkout { target, prelude: Vec::new(), moved_from: None }
             }
