@@ -183,10 +183,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationTok
 /// A connection over the login budget: PostgreSQL's 53300, at once, before anything is read.
 async fn refuse_over_login_budget(mut tcp: TcpStream, app: &App) {
     use tokio::io::AsyncWriteExt;
-    let e = crate::protocol::encode::PgError::fatal(
-        crate::protocol::codes::TOO_MANY_CONNECTIONS,
-        "sorry, too many clients already (max_login_conn connections are logging in)",
-    );
+    let e = crate::session::errors::too_many_logins();
     let mut buf = bytes::BytesMut::new();
     e.encode(&mut buf);
     let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(&buf)).await;

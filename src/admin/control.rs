@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use crate::app::App;
 use crate::config::Mode;
-use crate::protocol::codes;
 use crate::protocol::encode::PgError;
 use crate::router::TargetId;
+use crate::session::errors;
 
 use super::Answer;
 
@@ -31,7 +31,7 @@ impl Targets {
         match words {
             [] => Ok(Targets::All),
             [name] => Ok(Targets::Named(name.trim_matches('"').to_owned())),
-            _ => Err(PgError::error(codes::SYNTAX_ERROR, "PAUSE and RESUME take at most one target")),
+            _ => Err(errors::admin_syntax("PAUSE and RESUME take at most one target".into())),
         }
     }
 
@@ -41,7 +41,7 @@ impl Targets {
         match self {
             Targets::All => Ok((0..table.targets.len()).collect()),
             Targets::Named(name) => table.target_id(name).map(|t| vec![t]).ok_or_else(|| {
-                PgError::error(codes::INVALID_PARAMETER_VALUE, format!("unknown target \"{name}\""))
+                errors::admin_invalid_value(format!("unknown target \"{name}\""))
                     .with_hint(format!("targets: {}", table.targets.join(", ")))
             }),
         }
@@ -55,8 +55,7 @@ pub async fn reload(app: &App, user: &str) -> Result<Answer, PgError> {
         Ok(_) => Ok(Answer::Done("RELOAD")),
         Err(e) => {
             tracing::error!(error = %e, "configuration not reloaded; the running configuration stays");
-            Err(PgError::error(codes::CONFIG_FILE_ERROR, format!("configuration not reloaded: {e}"))
-                .with_hint("the running configuration stays in force"))
+            Err(errors::reload_failed(e))
         }
     }
 }

@@ -10,8 +10,8 @@ mod show;
 
 use crate::app::App;
 use crate::config::Mode;
-use crate::protocol::codes;
 use crate::protocol::encode::PgError;
+use crate::session::errors;
 
 pub use control::Targets;
 pub use show::Show;
@@ -106,7 +106,7 @@ impl Command {
             ["pause", rest @ ..] => Targets::parse(rest).map(Command::Pause),
             ["resume", rest @ ..] => Targets::parse(rest).map(Command::Resume),
             ["set", "mode", rest @ ..] => parse_mode(rest).map(Command::SetMode),
-            _ => Err(PgError::error(codes::SYNTAX_ERROR, format!("unknown admin command: {command}")).with_hint(COMMANDS_HINT)),
+            _ => Err(errors::admin_syntax(format!("unknown admin command: {command}")).with_hint(COMMANDS_HINT)),
         }
     }
 }
@@ -121,14 +121,17 @@ fn parse_mode(words: &[&str]) -> Result<Mode, PgError> {
     match value.trim_matches('\'') {
         "single" => Ok(Mode::Single),
         "split" => Ok(Mode::Split),
-        other => Err(PgError::error(codes::INVALID_PARAMETER_VALUE, format!("invalid value for mode: \"{other}\""))
-            .with_hint("SET mode = single | split")),
+        other => {
+            Err(errors::admin_invalid_value(format!("invalid value for mode: \"{other}\""))
+                .with_hint("SET mode = single | split"))
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::codes;
 
     fn code(command: &str) -> &'static str {
         Command::parse(command).expect_err(command).code

@@ -2,8 +2,8 @@
 
 use crate::app::App;
 use crate::metrics::TargetSnapshot;
-use crate::protocol::codes;
 use crate::protocol::encode::PgError;
+use crate::session::errors;
 
 use super::Table;
 
@@ -38,7 +38,7 @@ impl Show {
             "config" => Show::Config,
             "mode" => Show::Mode,
             other => {
-                return Err(PgError::error(codes::SYNTAX_ERROR, format!("unknown SHOW item: {other}"))
+                return Err(errors::admin_syntax(format!("unknown SHOW item: {other}"))
                     .with_hint("SHOW POOLS|CLIENTS|SERVERS|STATS|ROUTES|CONFIG|MODE"))
             }
         })

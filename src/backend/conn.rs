@@ -224,7 +224,7 @@ impl ServerConn {
     /// Reads one whole message from the server.
     pub async fn read_frame(&mut self) -> Result<Frame, BackendError> {
         loop {
-            if let Some(f) = framing::next_backend(&mut self.rbuf).map_err(|e| BackendError::Protocol(e.to_string()))? {
+            if let Some(f) = framing::next_backend(&mut self.rbuf)? {
                 return Ok(f);
             }
             self.fill().await?;

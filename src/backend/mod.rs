@@ -84,6 +84,9 @@ pub enum BackendError {
     /// The server broke the protocol or refused something pgsplit needs.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The server's bytes do not frame as protocol messages.
+    #[error("protocol error: {0}")]
+    Framing(#[from] crate::protocol::framing::FrameError),
     /// The server answered with an ErrorResponse (bad password, database missing, ...).
     #[error("server error {code}: {message}")]
     Server {

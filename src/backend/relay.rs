@@ -239,9 +239,7 @@ async fn forward_buffered(client: &mut Client, conn: &mut ServerConn, sink: Sink
     if matches!(conn.expect.front(), Some(Expect::Inject(_))) {
         inject_due(client, conn, sink, &mut cur);
     }
-    while let Some(n) =
-        framing::peek_len(&conn.rbuf[cur.off..], |_| Some(MAX_MESSAGE_LEN)).map_err(|e| BackendError::Protocol(e.to_string()))?
-    {
+    while let Some(n) = framing::peek_len(&conn.rbuf[cur.off..], |_| Some(MAX_MESSAGE_LEN)).map_err(BackendError::Framing)? {
         if matches!(conn.expect.front(), Some(Expect::Inject(_))) {
             inject_due(client, conn, sink, &mut cur);
         }

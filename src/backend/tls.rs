@@ -32,6 +32,30 @@ pub enum TlsConfigError {
         /// What went wrong.
         reason: String,
     },
+    /// The file is not PEM that holds certificates.
+    #[error("cannot read CA certificates from {path}: {source}")]
+    Pem {
+        /// The file.
+        path: String,
+        /// What the PEM reader found wrong.
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The CA certificates make no verifier (none usable, or a bad revocation list).
+    #[error("cannot use CA certificates from {path}: {source}")]
+    Verifier {
+        /// The file.
+        path: String,
+        /// What rustls found wrong.
+        source: rustls::client::VerifierBuilderError,
+    },
+    /// A host name that is no server name (neither a DNS name nor an IP address).
+    #[error("invalid server name {host}: {source}")]
+    ServerName {
+        /// The host as configured.
+        host: String,
+        /// What the name check found wrong.
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
     /// rustls rejected the configuration.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
@@ -53,7 +77,7 @@ pub fn client_config(verify: Verify, ca: Option<&Path>) -> Result<Arc<ClientConf
             let roots = Arc::new(load_roots(path)?);
             let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
                 .build()
-                .map_err(|e| TlsConfigError::Ca { path: path.display().to_string(), reason: e.to_string() })?;
+                .map_err(|source| TlsConfigError::Verifier { path: path.display().to_string(), source })?;
             if verify == Verify::Full {
                 builder.with_webpki_verifier(webpki).with_no_client_auth()
             } else {
@@ -75,26 +99,24 @@ pub fn pinned_client_config(cert: CertificateDer<'static>) -> Result<Arc<ClientC
 
 /// The first certificate of a PEM file (a server's chain starts with its own).
 pub fn first_certificate(path: &Path) -> Result<CertificateDer<'static>, TlsConfigError> {
-    let err = |reason: String| TlsConfigError::Ca { path: path.display().to_string(), reason };
+    let pem = |source| TlsConfigError::Pem { path: path.display().to_string(), source };
     CertificateDer::pem_file_iter(path)
-        .map_err(|e| err(e.to_string()))?
+        .map_err(pem)?
         .next()
-        .ok_or_else(|| err("no certificate found".into()))?
-        .map_err(|e| err(e.to_string()))
+        .ok_or_else(|| TlsConfigError::Ca { path: path.display().to_string(), reason: "no certificate found".into() })?
+        .map_err(pem)
 }
 
 /// The server name to present and verify; IP addresses verify against IP SANs.
 pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsConfigError> {
-    ServerName::try_from(host.to_owned())
-        .map_err(|e| TlsConfigError::Ca { path: host.to_owned(), reason: format!("invalid server name: {e}") })
+    ServerName::try_from(host.to_owned()).map_err(|source| TlsConfigError::ServerName { host: host.to_owned(), source })
 }
 
 fn load_roots(path: &Path) -> Result<RootCertStore, TlsConfigError> {
     let err = |reason: String| TlsConfigError::Ca { path: path.display().to_string(), reason };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| err(e.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| err(e.to_string()))?;
+    let pem = |source| TlsConfigError::Pem { path: path.display().to_string(), source };
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(path).map_err(pem)?.collect::<Result<_, _>>().map_err(pem)?;
     let mut roots = RootCertStore::empty();
     let (added, _) = roots.add_parsable_certificates(certs);
     if added == 0 {

@@ -1,8 +1,9 @@
-//! Every error and notice a logged-in session sends the client, built here and nowhere else: SQLSTATEs from
-//! `protocol::codes`, messages worded as PostgreSQL words its own where it has one, and the cause label
-//! (`PgError::because`) that logs and metrics count refusals by.
+//! Every error and notice pgsplit sends a client, built here and nowhere else: at login, in a session, on the admin
+//! console. SQLSTATEs from `protocol::codes`, messages worded as PostgreSQL words its own where it has one, and the
+//! cause label (`PgError::because`) that logs and metrics count refusals by.
 
 use crate::app::App;
+use crate::auth::ScramError;
 use crate::backend::{BackendError, CheckoutError};
 use crate::protocol::codes;
 use crate::protocol::encode::PgError;
@@ -130,4 +131,118 @@ pub fn route(e: RouteError) -> PgError {
             .with_hint("qualify the table with its schema, or add /* pgsplit: target=NAME */ before the statement")
             .because("unparsed_write"),
     }
+}
+
+// Login (`session::startup`, `server`): FATAL, the connection ends.
+
+/// A plaintext client where TLS is required.
+pub fn tls_required() -> PgError {
+    PgError::fatal(codes::INVALID_AUTHORIZATION, "pgsplit requires TLS (sslmode=require)")
+}
+
+/// A StartupMessage without `user`.
+pub fn no_user() -> PgError {
+    PgError::fatal(codes::INVALID_AUTHORIZATION, "no PostgreSQL user name specified in startup packet")
+}
+
+/// A database pgsplit does not serve (neither its own, nor a target's name for passthrough).
+pub fn unknown_database(app: &App, database: &str) -> PgError {
+    let targets = app.table().targets.join(", ");
+    PgError::fatal(codes::INVALID_CATALOG_NAME, format!("database \"{database}\" does not exist"))
+        .with_hint(format!("pgsplit serves the database \"{}\" and, unsplit, its targets: {targets}", app.database()))
+}
+
+/// Over `max_client_conn`.
+pub fn too_many_clients() -> PgError {
+    PgError::fatal(codes::TOO_MANY_CONNECTIONS, "sorry, too many clients already (max_client_conn)")
+}
+
+/// Over `max_login_conn`: refused before anything is read.
+pub fn too_many_logins() -> PgError {
+    PgError::fatal(codes::TOO_MANY_CONNECTIONS, "sorry, too many clients already (max_login_conn connections are logging in)")
+}
+
+/// A startup parameter PostgreSQL has no such name for: a malformed custom name (42602), or none at all (42704).
+pub fn bad_startup_parameter(name: &str) -> PgError {
+    if name.contains('.') {
+        PgError::fatal(codes::INVALID_NAME, format!("invalid configuration parameter name \"{name}\""))
+            .with_detail("Custom parameter names must be two or more simple identifiers separated by dots.")
+    } else {
+        PgError::fatal(codes::UNDEFINED_OBJECT, format!("unrecognized configuration parameter \"{name}\""))
+    }
+}
+
+/// A user who is not in `admin_users`, on the admin console.
+pub fn not_admin(user: &str) -> PgError {
+    PgError::fatal(codes::INVALID_AUTHORIZATION, format!("user \"{user}\" is not an admin user of pgsplit")).because("not_admin")
+}
+
+/// A startup packet that does not decode: an unsupported protocol version is 0A000, anything else 08P01.
+pub fn bad_startup_packet(e: &crate::protocol::decode::DecodeError) -> PgError {
+    let code = match e {
+        crate::protocol::decode::DecodeError::Version(..) => codes::FEATURE_NOT_SUPPORTED,
+        _ => codes::PROTOCOL_VIOLATION,
+    };
+    PgError::fatal(code, e.to_string())
+}
+
+/// Bytes sent after SSLRequest but before the handshake (plaintext injection, CVE-2021-23214).
+pub fn data_before_tls() -> PgError {
+    PgError::fatal(codes::PROTOCOL_VIOLATION, "data received before TLS handshake")
+}
+
+/// An SSLRequest over a connection already encrypted.
+pub fn ssl_inside_tls() -> PgError {
+    PgError::fatal(codes::PROTOCOL_VIOLATION, "SSLRequest inside TLS")
+}
+
+/// A wrong password, or a user who may not connect (the same error, as PostgreSQL gives).
+pub fn password_failed(user: &str) -> PgError {
+    PgError::fatal(codes::INVALID_PASSWORD, format!("password authentication failed for user \"{user}\""))
+}
+
+/// A SASL mechanism other than SCRAM-SHA-256.
+pub fn sasl_mechanism() -> PgError {
+    PgError::fatal(codes::PROTOCOL_VIOLATION, "client selected an invalid SASL authentication mechanism")
+}
+
+/// A SCRAM client-first message pgsplit does not accept: an authorization identity is unsupported (0A000), anything
+/// else malformed (08P01).
+pub fn scram(e: &ScramError) -> PgError {
+    let code = match e {
+        ScramError::AuthorizationIdentity => codes::FEATURE_NOT_SUPPORTED,
+        _ => codes::PROTOCOL_VIOLATION,
+    };
+    PgError::fatal(code, e.to_string())
+}
+
+/// Another message where a password message was due.
+pub fn expected_password(tag: u8) -> PgError {
+    PgError::fatal(codes::PROTOCOL_VIOLATION, format!("expected password message, got {:?}", tag as char))
+}
+
+/// The login NOTICE when no target could be reached for its parameters.
+pub fn server_params_unknown() -> PgError {
+    PgError::notice(
+        codes::CONNECTION_FAILURE,
+        "no target is reachable: the server's parameters (server_version, TimeZone, ...) are unknown",
+    )
+}
+
+// The admin console (`crate::admin`): ERROR, the console goes on.
+
+/// A console command that is not one.
+pub fn admin_syntax(message: String) -> PgError {
+    PgError::error(codes::SYNTAX_ERROR, message)
+}
+
+/// A console command's value that is not one of its values (`SET mode`, a target's name).
+pub fn admin_invalid_value(message: String) -> PgError {
+    PgError::error(codes::INVALID_PARAMETER_VALUE, message)
+}
+
+/// RELOAD of a configuration that cannot be applied: the running one stays.
+pub fn reload_failed(e: impl std::fmt::Display) -> PgError {
+    PgError::error(codes::CONFIG_FILE_ERROR, format!("configuration not reloaded: {e}"))
+        .with_hint("the running configuration stays in force")
 }

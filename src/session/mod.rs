@@ -23,7 +23,7 @@
 
 mod console;
 mod drain;
-mod errors;
+pub(crate) mod errors;
 mod extended;
 pub(crate) mod machine;
 mod notify;

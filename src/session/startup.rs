@@ -17,11 +17,11 @@ use crate::server::Limits;
 pub const ADMIN_DATABASE: &str = "pgsplit";
 use crate::protocol::decode::{self, Startup};
 use crate::protocol::encode::{self, PgError};
-use crate::protocol::{codes, framing};
+use crate::protocol::framing;
 use crate::stream::Stream;
 
-use super::Session;
 use super::SessionError;
+use super::{errors, Session};
 use crate::client::Client;
 
 /// Reads startup packets until a StartupMessage (after an optional TLS upgrade), authenticates, and greets.
@@ -37,15 +37,13 @@ pub async fn startup(
         return Ok(None);
     };
     if app.tls_mode() == ClientTlsMode::Required && !stream.is_tls() {
-        return Err(
-            refuse(stream, buf, PgError::fatal(codes::INVALID_AUTHORIZATION, "pgsplit requires TLS (sslmode=require)")).await
-        );
+        return Err(refuse(stream, buf, errors::tls_required()).await);
     }
     let tls = stream.is_tls();
     let mut client = Client::new(stream, buf);
     let user = params.get("user").cloned().unwrap_or_default();
     if user.is_empty() {
-        let e = PgError::fatal(codes::INVALID_AUTHORIZATION, "no PostgreSQL user name specified in startup packet");
+        let e = errors::no_user();
         return Err(refuse(client.stream, client.rbuf, e).await);
     }
     let database = params.get("database").filter(|d| !d.is_empty()).cloned().unwrap_or_else(|| user.clone());
@@ -100,30 +98,17 @@ fn admit(
     admin: bool,
 ) -> Result<OwnedSemaphorePermit, SessionError> {
     if database != app.database() && passthrough.is_none() && !admin {
-        let targets = app.table().targets.join(", ");
-        let e = PgError::fatal(codes::INVALID_CATALOG_NAME, format!("database \"{database}\" does not exist"))
-            .with_hint(format!("pgsplit serves the database \"{}\" and, unsplit, its targets: {targets}", app.database()));
-        return Err(SessionError::Fatal(e));
+        return Err(SessionError::Fatal(errors::unknown_database(app, database)));
     }
     let Some(slot) = limits.client_slot() else {
-        let e = PgError::fatal(codes::TOO_MANY_CONNECTIONS, "sorry, too many clients already (max_client_conn)");
-        return Err(SessionError::Fatal(e));
+        return Err(SessionError::Fatal(errors::too_many_clients()));
     };
     if let Some(name) = super::params::Params::invalid_startup_name(params) {
-        // A dotted name is a malformed custom name (42602); any other is no parameter PostgreSQL has (42704).
-        let e = if name.contains('.') {
-            PgError::fatal(codes::INVALID_NAME, format!("invalid configuration parameter name \"{name}\""))
-                .with_detail("Custom parameter names must be two or more simple identifiers separated by dots.")
-        } else {
-            PgError::fatal(codes::UNDEFINED_OBJECT, format!("unrecognized configuration parameter \"{name}\""))
-        };
-        return Err(SessionError::Fatal(e));
+        return Err(SessionError::Fatal(errors::bad_startup_parameter(&name)));
     }
     if admin && !app.config().admin_users.iter().any(|u| u == user) {
         tracing::warn!(%user, "admin console refused: not in admin_users");
-        let e = PgError::fatal(codes::INVALID_AUTHORIZATION, format!("user \"{user}\" is not an admin user of pgsplit"))
-            .because("not_admin");
-        return Err(SessionError::Fatal(e));
+        return Err(SessionError::Fatal(errors::not_admin(user)));
     }
     Ok(slot)
 }
@@ -145,27 +130,17 @@ async fn startup_packets(
         let payload = match next_packet(&mut stream, buf, &mut silent, first_deadline, first_packet_timeout).await? {
             Ok(Some(payload)) => payload,
             Ok(None) => return Ok(None),
-            Err(e) => {
-                return Err(refuse(stream, std::mem::take(buf), PgError::fatal(codes::PROTOCOL_VIOLATION, e.to_string())).await)
-            }
+            Err(e) => return Err(refuse(stream, std::mem::take(buf), errors::protocol_violation(e)).await),
         };
         let packet = match decode::startup(&payload) {
             Ok(p) => p,
-            Err(e) => {
-                let code = if matches!(e, decode::DecodeError::Version(..)) {
-                    codes::FEATURE_NOT_SUPPORTED
-                } else {
-                    codes::PROTOCOL_VIOLATION
-                };
-                return Err(refuse(stream, std::mem::take(buf), PgError::fatal(code, e.to_string())).await);
-            }
+            Err(e) => return Err(refuse(stream, std::mem::take(buf), errors::bad_startup_packet(&e)).await),
         };
         match packet {
             Startup::SslRequest => {
                 // Bytes sent after SSLRequest but before the handshake would be plaintext injection (CVE-2021-23214).
                 if !buf.is_empty() {
-                    let e = PgError::fatal(codes::PROTOCOL_VIOLATION, "data received before TLS handshake");
-                    return Err(refuse(stream, std::mem::take(buf), e).await);
+                    return Err(refuse(stream, std::mem::take(buf), errors::data_before_tls()).await);
                 }
                 stream = upgrade(stream, buf, app, first_deadline, first_packet_timeout).await?;
             }
@@ -225,9 +200,7 @@ async fn upgrade(
             tcp.write_all(b"N").await?;
             Ok(Stream::Plain(tcp))
         }
-        (tls, _) => {
-            Err(refuse(tls, std::mem::take(buf), PgError::fatal(codes::PROTOCOL_VIOLATION, "SSLRequest inside TLS")).await)
-        }
+        (tls, _) => Err(refuse(tls, std::mem::take(buf), errors::ssl_inside_tls()).await),
     }
 }
 
@@ -255,10 +228,6 @@ async fn read_first(
     }
 }
 
-fn fatal_now(code: &'static str, message: String) -> SessionError {
-    SessionError::Fatal(PgError::fatal(code, message))
-}
-
 async fn refuse(stream: Stream, buf: BytesMut, e: PgError) -> SessionError {
     let mut client = Client::new(stream, buf);
     client.fatal(&e).await;
@@ -269,22 +238,15 @@ async fn refuse(stream: Stream, buf: BytesMut, e: PgError) -> SessionError {
 /// an unknown role — a salt stable for the name, the same iterations, the same cost — and gets the same error as a
 /// wrong password.
 async fn authenticate(client: &mut Client, app: &App, user: &str) -> Result<(), SessionError> {
-    let failed = || PgError::fatal(codes::INVALID_PASSWORD, format!("password authentication failed for user \"{user}\""));
     let (verifier, known) = app.users().challenge(user);
     encode::auth_sasl(&mut client.wbuf, &["SCRAM-SHA-256"]);
     client.flush().await?;
     let first = expect_password_message(client).await?;
-    let (mech, data) = decode::sasl_initial(first.body()).map_err(|e| fatal_now(codes::PROTOCOL_VIOLATION, e.to_string()))?;
+    let (mech, data) = decode::sasl_initial(first.body()).map_err(|e| SessionError::Fatal(errors::protocol_violation(e)))?;
     if mech != "SCRAM-SHA-256" {
-        return Err(fatal_now(codes::PROTOCOL_VIOLATION, "client selected an invalid SASL authentication mechanism".into()));
+        return Err(SessionError::Fatal(errors::sasl_mechanism()));
     }
-    let (exchange, server_first) = match ScramExchange::start(&verifier, data) {
-        Ok(x) => x,
-        Err(e @ crate::auth::ScramError::AuthorizationIdentity) => {
-            return Err(fatal_now(codes::FEATURE_NOT_SUPPORTED, e.to_string()))
-        }
-        Err(e) => return Err(fatal_now(codes::PROTOCOL_VIOLATION, e.to_string())),
-    };
+    let (exchange, server_first) = ScramExchange::start(&verifier, data).map_err(|e| SessionError::Fatal(errors::scram(&e)))?;
     encode::auth_sasl_data(&mut client.wbuf, 11, server_first.as_bytes());
     client.flush().await?;
     let fin = expect_password_message(client).await?;
@@ -296,7 +258,7 @@ async fn authenticate(client: &mut Client, app: &App, user: &str) -> Result<(), 
         }
         _ => {
             tracing::warn!(%user, "client authentication failed");
-            Err(SessionError::Fatal(failed()))
+            Err(SessionError::Fatal(errors::password_failed(user)))
         }
     }
 }
@@ -325,7 +287,7 @@ async fn negotiate(
 async fn expect_password_message(client: &mut Client) -> Result<crate::protocol::Frame, SessionError> {
     match client.read_frame_within(framing::MAX_AUTH_MESSAGE_LEN).await? {
         Some(f) if f.tag == b'p' => Ok(f),
-        Some(f) => Err(fatal_now(codes::PROTOCOL_VIOLATION, format!("expected password message, got {:?}", f.tag as char))),
+        Some(f) => Err(SessionError::Fatal(errors::expected_password(f.tag))),
         None => Err(SessionError::ClientGone),
     }
 }
@@ -358,11 +320,7 @@ async fn greet(
     let mut params = app.server_params(target).await;
     if params.is_empty() {
         // No target could be reached: pgsplit does not make values up, it says what it does not know.
-        let notice = PgError::notice(
-            codes::CONNECTION_FAILURE,
-            "no target is reachable: the server's parameters (server_version, TimeZone, ...) are unknown",
-        );
-        notice.encode(&mut client.wbuf);
+        errors::server_params_unknown().encode(&mut client.wbuf);
     }
     // The client's own settings (startup parameters, `options=-c ...`) are what its session will have: report
     // those for the parameters the server reports.
