@@ -153,3 +153,70 @@ async fn a_query_inside_copy_from_stdin_ends_the_copy_with_08p01_instead_of_hang
     assert_eq!((tags.as_slice(), status), (&b"TDCZ"[..], b'I'));
     assert_eq!(scalar(&setup, "select count(*) from workspace.copy_interrupted").await, "0");
 }
+
+/// tokio-postgres runs COPY FROM STDIN as several drivers do: Bind, Execute and Sync in one write, the data once
+/// CopyInResponse came, then CopyDone and Sync. PostgreSQL ignores the first Sync inside the COPY and answers at the
+/// second; through pgsplit the COPY completes the same way, inside a transaction too, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_over_the_extended_protocol_with_sync_before_the_data_completes() {
+    use futures_util::SinkExt;
+    let proxy = Proxy::split().await;
+    let client = proxy.connect().await;
+    client.simple_query("create table workspace.copy_extended (v int)").await.unwrap();
+    for in_transaction in [false, true] {
+        if in_transaction {
+            client.simple_query("begin").await.unwrap();
+        }
+        let copied = tokio::time::timeout(Duration::from_secs(10), async {
+            let sink = client.copy_in("copy workspace.copy_extended from stdin").await?;
+            futures_util::pin_mut!(sink);
+            sink.send(bytes::Bytes::from_static(b"1\n2\n3\n")).await?;
+            sink.finish().await
+        })
+        .await
+        .expect("the COPY through pgsplit completes");
+        assert_eq!(copied.unwrap(), 3, "in transaction: {in_transaction}");
+        if in_transaction {
+            client.simple_query("commit").await.unwrap();
+        }
+    }
+    assert_eq!(scalar(&client, "select sum(v) from workspace.copy_extended").await, "12");
+    assert_eq!(direct(&clusters().data, "handled_data", "select count(*) from workspace.copy_extended").await, "6");
+}
+
+/// A client that dies in the middle of an extended-protocol COPY FROM STDIN (its Sync sent before the data, as
+/// drivers send it): its server connection is closed, so the server ends the COPY; nothing is committed, and the
+/// only DATA connection serves the next client at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_dies_inside_an_extended_copy_leaves_nothing_behind() {
+    use postgres_protocol::message::frontend;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let yaml = config_yaml("verify-full", "")
+        .replace("pool: { max: 10, checkout_timeout: 3s }", "pool: { max: 1, checkout_timeout: 10s }");
+    let proxy = Proxy::start(&yaml).await;
+    let setup = proxy.connect().await;
+    setup.simple_query("create table workspace.copy_abandoned (v int)").await.unwrap();
+    let mut s = common::raw_login(proxy.port).await;
+    let mut msg = bytes::BytesMut::new();
+    frontend::parse("", "copy workspace.copy_abandoned from stdin", std::iter::empty(), &mut msg).unwrap();
+    common::bind_execute("", &mut msg);
+    frontend::sync(&mut msg);
+    s.write_all(&msg).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1024];
+    while !got.contains(&b'G') {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.expect("CopyInResponse").unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    msg.clear();
+    msg.extend_from_slice(&[b'd', 0, 0, 0, 8]);
+    msg.extend_from_slice(b"1\n2\n");
+    s.write_all(&msg).await.unwrap();
+    drop(s);
+    let next = proxy.connect().await;
+    let n = tokio::time::timeout(Duration::from_secs(10), scalar(&next, "select count(*) from workspace.copy_abandoned")).await;
+    assert_eq!(n.expect("the next client is served"), "0", "nothing of the dead client was committed");
+    let copying = "select count(*) from pg_stat_activity where query like 'copy workspace.copy_abandoned%' and state <> 'idle'";
+    assert_eq!(scalar(&next, copying).await, "0", "no server session is left in the COPY");
+}

@@ -134,7 +134,10 @@ pub async fn exchange(client: &mut Client, conn: &mut ServerConn, bytes: &[u8], 
         Some(Step::Ready(status)) => status,
         Some(Step::CopyIn) => match copy_from_client(client, &mut conn).await? {
             Some(status) => status,
-            None => relay_until_ready(client, &mut conn, sink).await?,
+            None => match sync_after_copy(client, &mut conn).await? {
+                Some(status) => status,
+                None => relay_until_ready(client, &mut conn, sink).await?,
+            },
         },
         _ => relay_until_ready(client, &mut conn, sink).await?,
     };
@@ -191,6 +194,9 @@ async fn relay_until_ready(client: &mut Client, conn: &mut ServerConn, sink: Sin
             Step::Ready(status) => return Ok(status),
             Step::CopyIn => {
                 if let Some(status) = copy_from_client(client, conn).await? {
+                    return Ok(status);
+                }
+                if let Some(status) = sync_after_copy(client, conn).await? {
                     return Ok(status);
                 }
             }
@@ -442,6 +448,57 @@ async fn copy_from_client(client: &mut Client, conn: &mut ServerConn) -> Result<
         }
         if client.fill().await? == 0 {
             return Err(RelayError::Client(ClientError::Gone));
+        }
+    }
+}
+
+/// Sync, as pgsplit sends it to end a batch the server would otherwise not answer.
+const SYNC: [u8; 5] = [b'S', 0, 0, 0, 4];
+
+/// After COPY FROM STDIN ended (the client's CopyDone or CopyFail went to the server) in an extended batch whose
+/// Sync the server read during the COPY: PostgreSQL ignores Sync there, so it answers the batch only at the next
+/// Sync. The client's next message is that Sync when it sends one (drivers send CopyDone and Sync together): it goes
+/// to the server. Any other message cannot be answered before a Sync, so pgsplit sends one for it. The server's
+/// replies are relayed meanwhile (CommandComplete, an error); `Some(status)` if a ReadyForQuery came first.
+async fn sync_after_copy(client: &mut Client, conn: &mut ServerConn) -> Result<Option<u8>, RelayError> {
+    use tokio::io::AsyncReadExt;
+    if !conn.expect.iter().any(|e| *e == Expect::Forward(Reply::Sync)) {
+        return Ok(None);
+    }
+    loop {
+        if let Step::Ready(status) = forward_buffered(client, conn, Sink::Client).await? {
+            return Ok(Some(status));
+        }
+        match framing::peek_len(&client.rbuf, framing::frontend_limit) {
+            Ok(Some(n)) => {
+                if client.rbuf.first() == Some(&b'S') {
+                    let sync = client.rbuf.split_to(n);
+                    conn.send(&sync).await?;
+                } else {
+                    conn.send(&SYNC).await?;
+                }
+                return Ok(None);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(RelayError::Client(e.into())),
+        }
+        if client.rbuf.capacity() - client.rbuf.len() < 1024 {
+            client.rbuf.reserve(8192);
+        }
+        if conn.rbuf.capacity() - conn.rbuf.len() < 4096 {
+            conn.rbuf.reserve(8192);
+        }
+        tokio::select! {
+            r = conn.stream.read_buf(&mut conn.rbuf) => match r {
+                Ok(0) => return Err(RelayError::Server(BackendError::Closed)),
+                Ok(_) => {}
+                Err(e) => return Err(RelayError::Server(e.into())),
+            },
+            r = client.stream.read_buf(&mut client.rbuf) => match r {
+                Ok(0) => return Err(RelayError::Client(ClientError::Gone)),
+                Ok(_) => {}
+                Err(e) => return Err(RelayError::Client(e.into())),
+            },
         }
     }
 }
