@@ -220,3 +220,31 @@ async fn a_client_that_dies_inside_an_extended_copy_leaves_nothing_behind() {
     let copying = "select count(*) from pg_stat_activity where query like 'copy workspace.copy_abandoned%' and state <> 'idle'";
     assert_eq!(scalar(&next, copying).await, "0", "no server session is left in the COPY");
 }
+
+/// libpq's large-object API runs over FunctionCall messages (psql's `\lo_import` and `\lo_export`, inside the
+/// transaction psql opens for each): through pgsplit they run where the transaction binds, as on a direct connection,
+/// and the bytes come back intact. pgsplit refused FunctionCall with FATAL 08P01 before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_objects_over_libpq_function_calls_round_trip() {
+    let proxy = Proxy::split().await;
+    let dir = clusters().dir.join("large-object-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("in.bin");
+    let output = dir.join("out.bin");
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&input, &data).unwrap();
+    let url = format!("postgresql://app:{APP_PASSWORD}@127.0.0.1:{}/handled?sslmode=disable", proxy.port);
+    let script = format!(
+        "\\lo_import '{}'\n\\lo_export :LASTOID '{}'\nselect length(lo_get(:LASTOID));\n\\lo_unlink :LASTOID\nselect count(*) from pg_largeobject_metadata;\n",
+        input.display(),
+        output.display()
+    );
+    let out =
+        tokio::time::timeout(Duration::from_secs(30), tokio::task::spawn_blocking(move || common::psql_script(&url, &script)))
+            .await
+            .expect("psql finishes")
+            .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "300000\n0");
+    assert!(std::fs::read(&output).unwrap() == data, "the large object came back as it went in");
+}

@@ -12,17 +12,8 @@ impl Session {
     /// Handles a Query message.
     pub(super) async fn simple_query(&mut self, frame: Frame) -> Result<(), SessionError> {
         let sql = decode::query(frame.body()).map_err(|e| SessionError::Fatal(errors::invalid_query(e)))?;
-        if self.machine.conn().is_some_and(|c| c.skipping()) && self.server_skipping() {
-            // After an error in a batch the client flushed, PostgreSQL ignores every message but Sync, a Query too
-            // (no answer). So does pgsplit: sent on, the Query would wait forever for an answer the server never
-            // gives, and the client's Sync would never be read.
+        if !self.ready_for_request().await {
             return Ok(());
-        }
-        if self.machine.failed_bound() {
-            if let Err(e) = self.fail_on_server().await {
-                self.client.error_ready(&e, STATUS_FAILED);
-                return Ok(());
-            }
         }
         self.follow_mode();
         // Single mode analyses only what may change session state; a failed transaction still needs to know its
@@ -48,6 +39,42 @@ impl Session {
         let request = Request { explicit: routed.explicit, plain_read, replayed };
         let effects = Effects::of(analysis.as_deref());
         self.run_on(routed.target, &request, Payload::Raw(&frame.bytes), &effects).await
+    }
+
+    /// Handles a FunctionCall (the fast-path interface, which libpq's large-object API uses): it runs where a
+    /// statement that names nothing runs (the transaction's connection, the session's hint, else the default target),
+    /// and the server answers FunctionCallResponse and ReadyForQuery, as on a direct connection.
+    pub(super) async fn function_call(&mut self, frame: Frame) -> Result<(), SessionError> {
+        if !self.ready_for_request().await {
+            return Ok(());
+        }
+        self.follow_mode();
+        let routed = match self.route(None) {
+            Ok(r) => r,
+            Err(e) => {
+                self.refuse(e);
+                return Ok(());
+            }
+        };
+        let request = Request { explicit: routed.explicit, plain_read: false, replayed: None };
+        self.run_on(routed.target, &request, Payload::Raw(&frame.bytes), &Effects::of(None)).await
+    }
+
+    /// Before a Query or FunctionCall: false when it is not to run. After an error in a batch the client flushed,
+    /// PostgreSQL ignores every message but Sync (no answer), and so does pgsplit: sent on, the message would wait
+    /// forever for an answer the server never gives, and the client's Sync would never be read. A transaction
+    /// pgsplit failed on a bound connection is failed there first (its error answers the message).
+    async fn ready_for_request(&mut self) -> bool {
+        if self.machine.conn().is_some_and(|c| c.skipping()) && self.server_skipping() {
+            return false;
+        }
+        if self.machine.failed_bound() {
+            if let Err(e) = self.fail_on_server().await {
+                self.client.error_ready(&e, STATUS_FAILED);
+                return false;
+            }
+        }
+        true
     }
 
     /// Answers what pgsplit handles itself; returns true when the statement was answered.

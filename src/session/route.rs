@@ -53,7 +53,11 @@ pub fn route(analysis: Option<&SharedAnalysis>, ctx: &Context<'_>, memo: &mut De
     let (target, explicit, why) = match (ctx.passthrough, analysis) {
         (Some(t), _) => (t, true, RouteReason::Passthrough),
         _ if ctx.single => (ctx.app.single_target(), false, RouteReason::Single),
-        (None, None) => (ctx.app.table().default_target, false, RouteReason::Router(Reason::Default)),
+        // Nothing to route by (a FunctionCall): the session's hint, else the default target.
+        (None, None) => match ctx.target_hint {
+            Some(t) => (t, false, RouteReason::Router(Reason::SessionHint)),
+            None => (ctx.app.table().default_target, false, RouteReason::Router(Reason::Default)),
+        },
         (None, Some(a)) => {
             let view = SessionView { search_path: ctx.search_path, target_hint: ctx.target_hint };
             let d = memo.decide(&ctx.app.table(), &ctx.app.catalog(), a, &view).map_err(errors::route)?;

@@ -160,6 +160,7 @@ impl Session {
             let skipping = self.machine.skipping();
             match frame.tag {
                 b'Q' => self.simple_query(frame).await?,
+                b'F' => self.function_call(frame).await?,
                 // After an error before Sync, the rest of the batch is skipped, as PostgreSQL skips it.
                 b'P' | b'B' | b'D' | b'E' | b'C' | b'H' if skipping => {}
                 b'S' if skipping => self.sync_after_refusal().await,
