@@ -102,3 +102,41 @@ async fn background_probes_see_outages_without_traffic_and_a_returning_target_ge
     data.start().await.expect("start DATA");
     until_it_works(&c, "select count(*) from imports", Duration::from_secs(15)).await;
 }
+
+/// Waits until the client's connection is closed (its session ended), for at most `limit`.
+async fn closed_within(c: &tokio_postgres::Client, limit: Duration) -> bool {
+    let started = Instant::now();
+    while !c.is_closed() && started.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.is_closed()
+}
+
+/// A server process terminated while it held the client's session (its transaction, or its pin) ends the client's
+/// session as it ends a direct connection: the client gets a FATAL (the server's own 57P01 when pgsplit read it before
+/// the socket closed) and is disconnected, so its pool notices. Autocommit work on a terminated connection goes on
+/// (above): nothing of the session lived there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_server_process_holding_a_transaction_or_a_pin_ends_the_client_session() {
+    let _serial = SERIAL.lock().await;
+    let proxy = Proxy::split().await;
+    let c = proxy.connect().await;
+    c.simple_query("begin").await.unwrap();
+    let pid = scalar(&c, "select pg_backend_pid() from reference.countries limit 1").await;
+    common::direct(&clusters().data, "handled_data", &format!("select pg_terminate_backend({pid})")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let err = c.simple_query("select count(*) from reference.countries").await.expect_err("the transaction is gone");
+    let db = err.as_db_error().unwrap_or_else(|| panic!("a server error, not {err:?}"));
+    assert_eq!(db.severity(), "FATAL", "{err:?}");
+    assert!(["57P01", "08006"].contains(&db.code().code()), "{err:?}");
+    assert!(closed_within(&c, Duration::from_secs(5)).await, "the client's connection is closed");
+
+    let p = proxy.connect().await;
+    p.simple_query("listen pgsplit_fatal_test").await.unwrap();
+    let pid = scalar(&p, "select pg_backend_pid()").await;
+    common::direct(&clusters().primary, "handled_primary", &format!("select pg_terminate_backend({pid})")).await;
+    assert!(closed_within(&p, Duration::from_secs(5)).await, "the pinned client's connection is closed");
+
+    let fresh = proxy.connect().await;
+    assert_eq!(scalar(&fresh, "select count(*) > 0 from reference.countries").await, "t", "other sessions go on");
+}

@@ -90,6 +90,7 @@ impl ServerConn {
             expect: std::collections::VecDeque::new(),
             upstream_pooler: spec.upstream_pooler,
             wrapped: false,
+            holds_session: false,
         };
         conn.login(spec).await?;
         Ok(conn)

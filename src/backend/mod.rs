@@ -59,6 +59,10 @@ pub struct ServerConn {
     /// applied with `SET LOCAL`): the request's ReadyForQuery is held back from the client until pgsplit has ended
     /// the transaction (see `session::pooler`).
     wrapped: bool,
+    /// Something of the client's session lives on this connection for the exchange under way (its transaction, or
+    /// its pin): a FATAL from the server then ends the client's session too (`relay::RelayError::Ended`), as it
+    /// would end a direct connection. Otherwise the connection is replaced and the client goes on.
+    holds_session: bool,
 }
 
 /// What the server said in the last exchange relayed to a client, beyond the final ReadyForQuery status.

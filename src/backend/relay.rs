@@ -22,6 +22,9 @@ pub enum RelayError {
     Client(ClientError),
     /// The server failed: the client is told, the connection is discarded.
     Server(BackendError),
+    /// The server ended a connection that held the client's session (`ServerConn::holds_session`) with a FATAL,
+    /// which went to the client unchanged: the client's session ends, as a direct connection would.
+    Ended,
 }
 
 impl From<ClientError> for RelayError {
@@ -215,6 +218,9 @@ enum Disposition {
     Fatal,
     /// A message the server must not send on this connection: the exchange fails (the connection is closed).
     Refuse,
+    /// The server's FATAL on a connection that holds the client's session: it goes to the client as it is, and the
+    /// client's session ends.
+    EndSession,
 }
 
 /// The relay's place in the server's read buffer: `off` is the next message, `run` the start of the bytes not yet
@@ -240,6 +246,7 @@ impl Cursor {
 async fn forward_buffered(client: &mut Client, conn: &mut ServerConn, sink: Sink) -> Result<Step, RelayError> {
     let mut cur = Cursor::default();
     let mut step = Step::More;
+    let mut ended = false;
     // Replies pgsplit gives itself that are due now (everything before them has been relayed): a Flush batch may
     // consist of nothing else, and no server message would ever carry them out.
     if matches!(conn.expect.front(), Some(Expect::Inject(_))) {
@@ -257,6 +264,11 @@ async fn forward_buffered(client: &mut Client, conn: &mut ServerConn, sink: Sink
                 return Err(BackendError::Protocol(format!("unexpected message '{tag}' from the server")).into());
             }
             Disposition::Hide => cur.splice(client, conn, sink, cur.off + n),
+            Disposition::EndSession => {
+                cur.splice(client, conn, sink, cur.off + n);
+                client.wbuf.extend_from_slice(&conn.rbuf[cur.off..cur.off + n]);
+                ended = true;
+            }
             Disposition::Fatal => {
                 cur.splice(client, conn, sink, cur.off + n);
                 if sink == Sink::Client {
@@ -280,6 +292,10 @@ async fn forward_buffered(client: &mut Client, conn: &mut ServerConn, sink: Sink
         }
     }
     conn.rbuf.advance(cur.off);
+    if ended {
+        client.flush().await?;
+        return Err(RelayError::Ended);
+    }
     Ok(step)
 }
 
@@ -327,7 +343,7 @@ fn follow_message(conn: &mut ServerConn, sink: Sink, off: usize, n: usize) -> (S
             conn.broken = true;
             conn.status = b'I';
             conn.expect.clear();
-            (Step::Ready(b'I'), Disposition::Fatal)
+            (Step::Ready(b'I'), if conn.holds_session { Disposition::EndSession } else { Disposition::Fatal })
         }
         b'E' => {
             conn.outcome.error = true;
@@ -543,12 +559,18 @@ async fn until_client_speaks(client: &mut Client, conn: &mut ServerConn) -> Resu
 }
 
 /// Relays what an idle pinned connection sends unprompted (NotificationResponse, NoticeResponse, ParameterStatus)
-/// after `ServerConn::fill`; anything else from an idle connection breaks it.
-pub async fn unprompted(client: &mut Client, conn: &mut ServerConn) -> Result<(), ClientError> {
+/// after `ServerConn::fill`; anything else from an idle connection breaks it. True when that was the server's FATAL
+/// (it ended the connection, and with it what the session kept there): it is relayed too, as it is.
+pub async fn unprompted(client: &mut Client, conn: &mut ServerConn) -> Result<bool, ClientError> {
     let mut off = 0;
+    let mut fatal = false;
     while let Ok(Some(n)) = framing::peek_len(&conn.rbuf[off..], |_| Some(MAX_MESSAGE_LEN)) {
         if !matches!(conn.rbuf[off], b'A' | b'N' | b'S') {
             conn.broken = true;
+            if conn.rbuf[off] == b'E' && is_fatal(&conn.rbuf[off + 5..off + n]) {
+                fatal = true;
+                off += n;
+            }
             break;
         }
         off += n;
@@ -557,5 +579,5 @@ pub async fn unprompted(client: &mut Client, conn: &mut ServerConn) -> Result<()
         client.write_raw(&conn.rbuf[..off]).await?;
         conn.rbuf.advance(off);
     }
-    Ok(())
+    Ok(fatal)
 }

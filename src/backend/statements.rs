@@ -81,6 +81,25 @@ impl ServerConn {
         self.wrapped
     }
 
+    /// The target's name.
+    #[inline]
+    pub fn target_name(&self) -> &str {
+        &self.target
+    }
+
+    /// See `set_holds_session`.
+    #[inline]
+    pub fn holds_session(&self) -> bool {
+        self.holds_session
+    }
+
+    /// Whether a FATAL from the server during the next exchanges ends the client's session too (see
+    /// `ServerConn::holds_session`).
+    #[inline]
+    pub fn set_holds_session(&mut self, holds: bool) {
+        self.holds_session = holds;
+    }
+
     /// pgsplit opens (true) or has ended (false) its own transaction around an autocommit request.
     #[inline]
     pub fn set_wrapped(&mut self, wrapped: bool) {

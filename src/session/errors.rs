@@ -92,6 +92,16 @@ pub fn connection_lost(target: &str, cause: Option<&BackendError>) -> PgError {
     PgError::error(codes::CONNECTION_FAILURE, message)
 }
 
+/// The server connection that held the client's session (its transaction, or its pin) was lost without a word
+/// from the server: FATAL, the client's session ends with it, as a direct connection would.
+pub fn session_connection_lost(target: &str, cause: Option<&BackendError>) -> PgError {
+    let message = match cause {
+        Some(e) => format!("connection to target \"{target}\" lost, and the session with it: {e}"),
+        None => format!("connection to target \"{target}\" lost, and the session with it"),
+    };
+    PgError::fatal(codes::CONNECTION_FAILURE, message)
+}
+
 /// A statement for `target` inside a transaction bound to `bound`.
 pub fn other_target_in_transaction(app: &App, target: TargetId, bound: TargetId) -> PgError {
     let t = app.table();

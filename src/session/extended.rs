@@ -106,6 +106,8 @@ impl Session {
         };
         let batch = std::mem::take(&mut self.batch);
         let Some((target, mut conn, prelude)) = self.bind_for_flush(target).await? else { return Ok(()) };
+        let in_tx = prelude.as_ref().is_some_and(|p| !p.is_empty()) || conn.status() != crate::protocol::STATUS_IDLE;
+        conn.set_holds_session(in_tx || self.machine.pinned_to(target));
         // Until a Sync's ReadyForQuery the connection is mid-exchange: never idle, never reusable.
         conn.mid_batch();
         if let Some(prelude) = prelude.filter(|p| !p.is_empty()) {
@@ -125,6 +127,7 @@ impl Session {
                     self.flush_lost(target, conn, &e);
                     return Ok(());
                 }
+                Err(RelayError::Ended) => return Err(self.server_ended(target, conn)),
             }
         }
         let payload = self.rewrite_batch(&mut conn, batch);
@@ -139,6 +142,7 @@ impl Session {
                 return Err(e.into());
             }
             Err(RelayError::Server(e)) => self.flush_lost(target, conn, &e),
+            Err(RelayError::Ended) => return Err(self.server_ended(target, conn)),
         }
         Ok(())
     }

@@ -59,6 +59,10 @@ pub enum SessionError {
     /// The client broke the protocol; it is told why (FATAL) and disconnected.
     #[error("{0}")]
     Fatal(PgError),
+    /// The server ended the connection that held the client's session (its transaction, or its pin) with a FATAL
+    /// the client was given as it is: the client is disconnected, as a direct connection would be.
+    #[error("the server ended the client's session")]
+    ServerEnded,
     /// The client did not log in within `client_login_timeout`; it is disconnected.
     #[error("client_login_timeout ({0:?}) reached before the client logged in")]
     LoginTimeout(std::time::Duration),
@@ -122,6 +126,9 @@ pub async fn serve(tcp: TcpStream, app: Arc<App>, limits: &Limits, login: OwnedS
         Err(SessionError::Fatal(e)) => {
             tracing::info!(%peer, %user, sqlstate = e.code, error = %e, "client disconnected by pgsplit");
             session.fatal(&e).await;
+        }
+        Err(SessionError::ServerEnded) => {
+            tracing::warn!(%peer, %user, "client disconnected: the server ended the connection that held its session")
         }
         Err(e) => tracing::info!(%peer, %user, error = %e, "client disconnected"),
     }

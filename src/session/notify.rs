@@ -9,7 +9,7 @@ use crate::client::Client;
 use crate::protocol::framing::{self, Frame};
 
 use super::machine::Machine;
-use super::SessionError;
+use super::{errors, SessionError};
 
 /// The client's next whole message (`None` when it closed between messages), relaying the pinned connection's
 /// asynchronous messages meanwhile; with `drain` (a session at rest, and its user), the session's end if pgsplit
@@ -42,11 +42,20 @@ pub async fn next_frame_or_notification(
                 }
             }
             r = conn.fill() => match r {
-                Ok(_) => relay::unprompted(client, conn).await?,
-                // The pinned connection is gone; the session learns of it at its next statement.
+                Ok(_) => {
+                    if relay::unprompted(client, conn).await? {
+                        // What the session kept on its pinned connection is gone with it: the client's session ends
+                        // with the server's FATAL, as a direct connection would.
+                        machine.drop_pinned_if(|c| c.is_broken());
+                        return Err(SessionError::ServerEnded);
+                    }
+                }
+                // The pinned connection is gone, and what the session kept there with it: the session ends.
                 Err(e) => {
                     tracing::warn!(error = %e, "pinned server connection lost");
+                    let lost = errors::session_connection_lost(conn.target_name(), Some(&e));
                     machine.drop_pinned_if(|c| c.is_broken());
+                    return Err(SessionError::Fatal(lost));
                 }
             },
         }

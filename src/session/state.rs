@@ -322,6 +322,7 @@ impl Session {
         let started = std::time::Instant::now();
         let was_in_tx = !prelude.is_empty() || conn.status() != STATUS_IDLE;
         self.pooler_prelude(&mut conn, &mut prelude, effects);
+        conn.set_holds_session(was_in_tx || self.machine.pinned_to(target));
         self.in_flight(&conn).await;
         // Done before the batch is rewritten, so their replies never meet the batch's queue of expected replies.
         let mut result = match prelude.is_empty() {
@@ -381,12 +382,17 @@ impl Session {
                 self.machine.lost();
                 return Err(e.into());
             }
+            Err(RelayError::Server(e)) if conn.holds_session() => {
+                self.server_lost(target, conn, &e);
+                return Err(SessionError::Fatal(errors::session_connection_lost(self.app.backend(target).name(), Some(&e))));
+            }
             Err(RelayError::Server(e)) => {
                 self.server_lost(target, conn, &e);
                 let err = errors::connection_lost(self.app.backend(target).name(), Some(&e));
                 self.client.error_ready(&err, STATUS_IDLE);
                 return Ok(false);
             }
+            Err(RelayError::Ended) => return Err(self.server_ended(target, conn)),
         }
         match self.machine.ready(conn) {
             Some(conn) => {
@@ -395,6 +401,16 @@ impl Session {
             }
             None => Ok(false),
         }
+    }
+
+    /// The server ended, with a FATAL the client was given, the connection that held the client's session: it is
+    /// closed, and the client's session ends with it.
+    pub(super) fn server_ended(&mut self, target: TargetId, mut conn: PooledConn) -> SessionError {
+        conn.retire();
+        tracing::warn!(target = self.app.backend(target).name(), "the server ended the connection holding a session");
+        self.release(target, conn);
+        self.machine.lost();
+        SessionError::ServerEnded
     }
 
     /// A server connection failed mid-request: it is closed, and the transaction is gone with it.

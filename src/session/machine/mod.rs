@@ -48,6 +48,7 @@
 //! | `Running(t)`         | `ready(conn, T/E)`                      | `Bound(t)` or `Tentative(t)`    | —                                       |
 //! | `Running(t)`         | `flushed(conn)` (batch sent with Flush) | `Bound(t)`                      | —                                       |
 //! | `Running(t)`         | `lost`                                  | `Idle`                          | 08006 and `I` (connection closed)       |
+//! | `Running(t)`, the transaction or a pin on `t` | `lost`, or the server's FATAL | — (the session ends) | the server's FATAL as it is, or FATAL 08006: what lived there is gone, as on a direct connection |
 //! | `Failed` (bound)     | `take_failed`                           | `Running(t)`                    | `FailOn { conn }`: make it fail there   |
 //! | `Failed` (unbound)   | `take_failed`                           | `Running(default)`              | `FailOn { no conn }`                    |
 //! | `Running(t)`         | `failed_on_server(Failed)`              | `Bound(t)` (server status `E`)  | —                                       |
@@ -644,6 +645,12 @@ impl<C: Conn> Machine<C> {
         }
         self.pins.push((target, None));
         (true, first)
+    }
+
+    /// Whether the session keeps the connection of `target`.
+    #[inline]
+    pub fn pinned_to(&self, target: TargetId) -> bool {
+        self.pins.iter().any(|(t, _)| *t == target)
     }
 
     /// Whether the session keeps any connection.
