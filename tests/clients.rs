@@ -236,3 +236,22 @@ async fn a_client_that_never_logs_in_is_disconnected_after_client_login_timeout(
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(scalar(&good, "select 'logged in'").await, "logged in");
 }
+
+/// A client that asks for `client_encoding=utf-8` (or `unicode`) is told `UTF8`, PostgreSQL's own name, as a direct
+/// connection tells it: drivers compare the reported name with the one they expect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_encoding_is_reported_by_its_canonical_name() {
+    let proxy = Proxy::split().await;
+    for (asked, reported) in [("utf-8", "UTF8"), ("Unicode", "UTF8"), ("UTF8", "UTF8")] {
+        let (mut s, params) = common::raw_login_with(proxy.port, &[("client_encoding", asked)]).await;
+        let got = params.iter().find(|(k, _)| k == "client_encoding").map(|(_, v)| v.as_str());
+        assert_eq!(got, Some(reported), "client_encoding={asked}");
+        let mut msg = bytes::BytesMut::new();
+        postgres_protocol::message::frontend::query("show client_encoding", &mut msg).unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut s, &msg).await.unwrap();
+        let (tags, status) = common::read_until_ready(&mut s).await;
+        assert_eq!((tags.as_slice(), status), (&b"TDCZ"[..], b'I'), "the session works with {asked}");
+    }
+    let direct = clusters().data.psql("handled_data", "show client_encoding").await.unwrap();
+    assert_eq!(direct.trim(), "UTF8", "PostgreSQL's own name");
+}

@@ -123,6 +123,7 @@ impl Session {
                     self.machine.lost();
                     return Err(e.into());
                 }
+                Err(RelayError::Server(e)) if conn.holds_session() => return Err(self.session_lost(target, conn, &e)),
                 Err(RelayError::Server(e)) => {
                     self.flush_lost(target, conn, &e);
                     return Ok(());
@@ -141,6 +142,7 @@ impl Session {
                 self.machine.lost();
                 return Err(e.into());
             }
+            Err(RelayError::Server(e)) if conn.holds_session() => return Err(self.session_lost(target, conn, &e)),
             Err(RelayError::Server(e)) => self.flush_lost(target, conn, &e),
             Err(RelayError::Ended) => return Err(self.server_ended(target, conn)),
         }

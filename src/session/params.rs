@@ -187,6 +187,17 @@ impl Params {
     }
 }
 
+/// A client encoding's name as PostgreSQL reports it in ParameterStatus: `UTF8` for its aliases (`utf-8`, `utf8`,
+/// `unicode`, any case), else the name in upper case (`latin1` is `LATIN1`, `sql_ascii` is `SQL_ASCII`).
+pub fn canonical_encoding(name: &str) -> String {
+    let clean: String = name.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_ascii_lowercase();
+    if clean == "utf8" || clean == "unicode" {
+        "UTF8".to_owned()
+    } else {
+        name.trim().to_ascii_uppercase()
+    }
+}
+
 /// The parameters a transaction pooler keeps per client itself (PgBouncer's `track_extra_parameters` defaults, all
 /// reported by PostgreSQL through ParameterStatus): a session-level SET of them is safe behind it.
 pub const TRACKED_BY_POOLER: [&str; 5] =

@@ -328,7 +328,11 @@ async fn greet(
     let own = startup.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain(options.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     for (key, value) in own {
         if let Some(p) = params.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(key)) {
-            p.1 = value.to_owned();
+            p.1 = if key.eq_ignore_ascii_case("client_encoding") {
+                super::params::canonical_encoding(value)
+            } else {
+                value.to_owned()
+            };
         } else if key == "application_name" {
             params.push(("application_name".into(), value.to_owned()));
         }

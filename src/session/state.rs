@@ -382,10 +382,7 @@ impl Session {
                 self.machine.lost();
                 return Err(e.into());
             }
-            Err(RelayError::Server(e)) if conn.holds_session() => {
-                self.server_lost(target, conn, &e);
-                return Err(SessionError::Fatal(errors::session_connection_lost(self.app.backend(target).name(), Some(&e))));
-            }
+            Err(RelayError::Server(e)) if conn.holds_session() => return Err(self.session_lost(target, conn, &e)),
             Err(RelayError::Server(e)) => {
                 self.server_lost(target, conn, &e);
                 let err = errors::connection_lost(self.app.backend(target).name(), Some(&e));
@@ -411,6 +408,13 @@ impl Session {
         self.release(target, conn);
         self.machine.lost();
         SessionError::ServerEnded
+    }
+
+    /// A server connection that held the client's session (its transaction, or its pin) failed without a word from
+    /// the server: it is closed, and the client's session ends with FATAL 08006.
+    pub(super) fn session_lost(&mut self, target: TargetId, conn: PooledConn, e: &BackendError) -> SessionError {
+        self.server_lost(target, conn, e);
+        SessionError::Fatal(errors::session_connection_lost(self.app.backend(target).name(), Some(e)))
     }
 
     /// A server connection failed mid-request: it is closed, and the transaction is gone with it.
