@@ -477,7 +477,6 @@ const SYNC: [u8; 5] = [b'S', 0, 0, 0, 4];
 /// to the server. Any other message cannot be answered before a Sync, so pgsplit sends one for it. The server's
 /// replies are relayed meanwhile (CommandComplete, an error); `Some(status)` if a ReadyForQuery came first.
 async fn sync_after_copy(client: &mut Client, conn: &mut ServerConn) -> Result<Option<u8>, RelayError> {
-    use tokio::io::AsyncReadExt;
     if !conn.expect.iter().any(|e| *e == Expect::Forward(Reply::Sync)) {
         return Ok(None);
     }
@@ -498,31 +497,13 @@ async fn sync_after_copy(client: &mut Client, conn: &mut ServerConn) -> Result<O
             Ok(None) => {}
             Err(e) => return Err(RelayError::Client(e.into())),
         }
-        if client.rbuf.capacity() - client.rbuf.len() < 1024 {
-            client.rbuf.reserve(8192);
-        }
-        if conn.rbuf.capacity() - conn.rbuf.len() < 4096 {
-            conn.rbuf.reserve(8192);
-        }
-        tokio::select! {
-            r = conn.stream.read_buf(&mut conn.rbuf) => match r {
-                Ok(0) => return Err(RelayError::Server(BackendError::Closed)),
-                Ok(_) => {}
-                Err(e) => return Err(RelayError::Server(e.into())),
-            },
-            r = client.stream.read_buf(&mut client.rbuf) => match r {
-                Ok(0) => return Err(RelayError::Client(ClientError::Gone)),
-                Ok(_) => {}
-                Err(e) => return Err(RelayError::Client(e.into())),
-            },
-        }
+        read_either(client, conn).await?;
     }
 }
 
 /// After a Flush: relays whatever the server sends until the client has more to say (or the server sends
 /// ReadyForQuery, which cannot happen before a Sync, but is handled).
 async fn until_client_speaks(client: &mut Client, conn: &mut ServerConn) -> Result<(), RelayError> {
-    use tokio::io::AsyncReadExt;
     loop {
         match forward_buffered(client, conn, Sink::Client).await? {
             Step::Ready(_) => return Ok(()),
@@ -537,24 +518,40 @@ async fn until_client_speaks(client: &mut Client, conn: &mut ServerConn) -> Resu
         if !client.rbuf.is_empty() {
             return Ok(());
         }
-        if client.rbuf.capacity() < 1024 {
-            client.rbuf.reserve(8192);
+        if read_either(client, conn).await? == Side::Client {
+            return Ok(());
         }
-        if conn.rbuf.capacity() - conn.rbuf.len() < 4096 {
-            conn.rbuf.reserve(8192);
-        }
-        tokio::select! {
-            r = conn.stream.read_buf(&mut conn.rbuf) => match r {
-                Ok(0) => return Err(RelayError::Server(BackendError::Closed)),
-                Ok(_) => {}
-                Err(e) => return Err(RelayError::Server(e.into())),
-            },
-            r = client.stream.read_buf(&mut client.rbuf) => match r {
-                Ok(0) => return Err(RelayError::Client(ClientError::Gone)),
-                Ok(_) => return Ok(()),
-                Err(e) => return Err(RelayError::Client(e.into())),
-            },
-        }
+    }
+}
+
+/// Which socket `read_either` read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Server,
+    Client,
+}
+
+/// Reads whichever of the server and the client sends first, into its read buffer; either one closing is an error
+/// (the server's, or the client's going away).
+async fn read_either(client: &mut Client, conn: &mut ServerConn) -> Result<Side, RelayError> {
+    use tokio::io::AsyncReadExt;
+    if client.rbuf.capacity() - client.rbuf.len() < 1024 {
+        client.rbuf.reserve(8192);
+    }
+    if conn.rbuf.capacity() - conn.rbuf.len() < 4096 {
+        conn.rbuf.reserve(8192);
+    }
+    tokio::select! {
+        r = conn.stream.read_buf(&mut conn.rbuf) => match r {
+            Ok(0) => Err(RelayError::Server(BackendError::Closed)),
+            Ok(_) => Ok(Side::Server),
+            Err(e) => Err(RelayError::Server(e.into())),
+        },
+        r = client.stream.read_buf(&mut client.rbuf) => match r {
+            Ok(0) => Err(RelayError::Client(ClientError::Gone)),
+            Ok(_) => Ok(Side::Client),
+            Err(e) => Err(RelayError::Client(e.into())),
+        },
     }
 }
 
