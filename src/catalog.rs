@@ -58,7 +58,14 @@ impl TargetCatalog {
     }
 
     /// Reads the snapshot over a logged-in server connection.
+    /// Names are read in UTF8: a pooled connection keeps the last client's `client_encoding` (LATIN1 would send
+    /// `café` as bytes that are not UTF-8), so it goes back to the server's default first, as the connection's record
+    /// of its settings then says.
     pub async fn load(conn: &mut ServerConn) -> Result<TargetCatalog, BackendError> {
+        if conn.applied().contains_key("client_encoding") {
+            conn.simple("RESET client_encoding").await?;
+            conn.applied_mut().remove("client_encoding");
+        }
         let rows = conn.simple(SNAPSHOT_SQL).await?;
         let triples = rows.iter().filter_map(|r| match r.as_slice() {
             [Some(k), Some(s), Some(n)] => Some((k.as_str(), s.as_str(), n.as_str())),

@@ -4,9 +4,12 @@
 /// A string as an SQL literal that means the same whatever the server's `standard_conforming_strings`: PostgreSQL's
 /// own `quote_literal` (quotes doubled; a text with a backslash becomes an `E'...'` string with backslashes doubled,
 /// since in a plain literal a backslash escapes the closing quote when that setting is off).
+///
+/// The text is ASCII whatever the value: a non-ASCII character is written as an `E'...'` escape (`\u00e9`), so the
+/// server reads the same value whatever the connection's `client_encoding` when pgsplit replays it.
 pub fn literal(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 3);
-    if value.contains('\\') {
+    if value.contains('\\') || !value.is_ascii() {
         out.push('E');
     }
     out.push('\'');
@@ -14,7 +17,9 @@ pub fn literal(value: &str) -> String {
         match c {
             '\'' => out.push_str("''"),
             '\\' => out.push_str("\\\\"),
-            c => out.push(c),
+            c if c.is_ascii() => out.push(c),
+            c if u32::from(c) <= 0xffff => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push_str(&format!("\\U{:08x}", u32::from(c))),
         }
     }
     out.push('\'');
@@ -76,6 +81,9 @@ mod tests {
         assert_eq!(literal("a\\'; drop table t; --"), "E'a\\\\''; drop table t; --'");
         assert_eq!(ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(guc_name("app.x\"; drop"), "\"app\".\"x\"\"; drop\"");
+        // Non-ASCII text is written in ASCII escapes, read the same in every client_encoding.
+        assert_eq!(literal("café's"), "E'caf\\u00e9''s'");
+        assert_eq!(literal("a\\🎉"), "E'a\\\\\\U0001f389'");
     }
 
     #[test]

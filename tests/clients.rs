@@ -255,3 +255,115 @@ async fn client_encoding_is_reported_by_its_canonical_name() {
     let direct = clusters().data.psql("handled_data", "show client_encoding").await.unwrap();
     assert_eq!(direct.trim(), "UTF8", "PostgreSQL's own name");
 }
+
+/// Runs a psql script given as bytes (in the client's encoding) at `url`; returns stdout, or panics with stderr.
+async fn psql_bytes(url: String, script: Vec<u8>) -> Vec<u8> {
+    let run = tokio::task::spawn_blocking(move || common::psql_script(&url, script));
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), run).await.expect("psql finishes").unwrap();
+    assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// A client in LATIN1 (startup `client_encoding`, as libpq sends it) is routed on the text its bytes carry in
+/// LATIN1: a non-ASCII table name is found in the catalog of the target that has it, a non-ASCII search_path is
+/// replayed on every pooled connection, and the client's bytes reach the server unchanged, which converts them as on
+/// a direct connection (issue 16, point 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latin1_client_is_routed_on_its_text_and_its_bytes_reach_the_server_unchanged() {
+    let proxy = Proxy::split().await;
+    let id = std::process::id();
+    let url = format!("{} client_encoding=LATIN1", proxy.dsn());
+    // café_N in workspace (DATA), règle_N in config (PRIMARY); the search_path names config first, so only the DATA
+    // catalog, read with the right name, sends the unqualified café_N to DATA.
+    let script = format!(
+        "create table workspace.caf\u{e9}_{id} (v text);\n\
+         insert into workspace.caf\u{e9}_{id} values ('\u{e9}t\u{e9}');\n\
+         create table config.r\u{e8}gle_{id} (v text);\n\
+         insert into config.r\u{e8}gle_{id} values ('\u{e0} jour');\n\
+         set search_path to config, workspace, caf\u{e9}s;\n\
+         select v || '|' || length(v) from caf\u{e9}_{id};\n\
+         select v from r\u{e8}gle_{id};\n\
+         begin; select count(*) from caf\u{e9}_{id}; commit;\n\
+         show search_path;\n\
+         show client_encoding;\n"
+    );
+    let latin1: Vec<u8> = script.chars().map(|c| u8::try_from(u32::from(c)).expect("a LATIN1 character")).collect();
+    let out = psql_bytes(url, latin1).await;
+    let want: Vec<u8> = b"\xe9t\xe9|3\n\xe0 jour\n1\nconfig, workspace, \"caf\xe9s\"\nLATIN1\n".to_vec();
+    assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&want));
+    assert_eq!(out, want, "psql's output, in LATIN1");
+    // On the servers, in UTF8: the text the client meant, where it belongs.
+    let c = clusters();
+    assert_eq!(common::direct(&c.data, "handled_data", &format!("select v from workspace.\"café_{id}\"")).await, "été");
+    assert_eq!(common::direct(&c.primary, "handled_primary", &format!("select v from config.\"règle_{id}\"")).await, "à jour");
+}
+
+/// `SET NAMES` (and `SET client_encoding`) in the middle of a session changes how pgsplit reads the client's text,
+/// on every pooled connection after it; `RESET client_encoding` goes back to the startup value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_names_changes_how_the_session_is_read_until_it_is_reset() {
+    let proxy = Proxy::split().await;
+    let id = std::process::id();
+    let url = format!("{} client_encoding=UTF8", proxy.dsn());
+    let mut script = b"set names 'KOI8R';\n".to_vec();
+    // "таблица" in KOI8-R, in reference (DATA), with the search_path on config first again.
+    let koi8 = b"\xd4\xc1\xc2\xcc\xc9\xc3\xc1";
+    for line in [
+        &b"create table reference."[..],
+        koi8,
+        format!("_{id} (v text);\ninsert into reference.").as_bytes(),
+        koi8,
+        format!("_{id} values ('").as_bytes(),
+        koi8,
+        b"');\nset search_path to config, reference;\nselect v, length(v) from ",
+        koi8,
+        format!("_{id};\nshow client_encoding;\nreset client_encoding;\nshow client_encoding;\n").as_bytes(),
+        "select 'ünïcode';\n".as_bytes(),
+    ] {
+        script.extend_from_slice(line);
+    }
+    let out = psql_bytes(url, script).await;
+    let mut want = koi8.to_vec();
+    want.extend_from_slice(b"|7\nKOI8R\nUTF8\n\xc3\xbcn\xc3\xafcode\n");
+    assert_eq!(out, want, "{}", String::from_utf8_lossy(&out));
+    let direct = common::direct(&clusters().data, "handled_data", &format!("select v from reference.\"таблица_{id}\"")).await;
+    assert_eq!(direct, "таблица");
+}
+
+/// Bytes that are not text in the client's encoding get PostgreSQL's 22021 as an ERROR, and the session goes on,
+/// as on a direct connection; an unknown client_encoding at startup is refused with 22023; an encoding pgsplit cannot
+/// read (JOHAB) works for ASCII text and refuses anything else with 0A000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_invalid_in_the_clients_encoding_fails_the_statement_not_the_session() {
+    use tokio::io::AsyncWriteExt;
+    let proxy = Proxy::split().await;
+    let query = |sql: &[u8]| {
+        let mut m = bytes::BytesMut::new();
+        common::encode_query_bytes(sql, &mut m);
+        m
+    };
+    let (mut s, _) = common::raw_login_with(proxy.port, &[("client_encoding", "UTF8")]).await;
+    s.write_all(&query(b"select 'caf\xe9'")).await.unwrap();
+    let (body, status) = common::read_until_ready(&mut s).await;
+    assert_eq!((body.as_slice(), status), (&b"EZ"[..], b'I'));
+    // Inside a transaction block it fails the transaction, as PostgreSQL's error does.
+    s.write_all(&query(b"begin; select 1")).await.unwrap();
+    assert_eq!(common::read_until_ready(&mut s).await.1, b'T');
+    s.write_all(&query(b"select 'caf\xe9'")).await.unwrap();
+    assert_eq!(common::read_until_ready(&mut s).await, (b"EZ".to_vec(), b'E'));
+    s.write_all(&query(b"rollback")).await.unwrap();
+    assert_eq!(common::read_until_ready(&mut s).await, (b"CZ".to_vec(), b'I'));
+    s.write_all(&query(b"select 1")).await.unwrap();
+    assert_eq!(common::read_until_ready(&mut s).await, (b"TDCZ".to_vec(), b'I'));
+    let e = common::query_error(proxy.port, &[("client_encoding", "UTF8")], b"select 'caf\xe9'").await;
+    assert_eq!(e.0, "22021", "{}", e.1);
+    assert!(e.1.contains("invalid byte sequence for encoding \"UTF8\": 0xe9"), "{}", e.1);
+
+    assert_eq!(common::try_login_with(proxy.port, &[("client_encoding", "klingon")]).await.err().as_deref(), Some("22023"));
+
+    let (mut s, _) = common::raw_login_with(proxy.port, &[("client_encoding", "JOHAB")]).await;
+    s.write_all(&query(b"select 1")).await.unwrap();
+    assert_eq!(common::read_until_ready(&mut s).await, (b"TDCZ".to_vec(), b'I'));
+    let e = common::query_error(proxy.port, &[("client_encoding", "JOHAB")], b"select '\x88\x61'").await;
+    assert_eq!(e.0, "0A000", "{}", e.1);
+}

@@ -14,6 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::protocol::encode::{self, PgError};
+use crate::protocol::encoding::ClientEncoding;
 use crate::protocol::{decode, framing, STATUS_FAILED, STATUS_IDLE, STATUS_IN_TX};
 
 /// The text of the query the session target ends every input with; answered with one row holding this text.
@@ -304,7 +305,7 @@ impl Conn {
                 return self.statements_of(copy.rest);
             }
             b'f' => {
-                let why = decode::query(body).unwrap_or("?");
+                let why = String::from_utf8_lossy(decode::query(body).unwrap_or(b"?"));
                 self.error("57014", format!("COPY from stdin failed: {why}"));
             }
             other => self.error("08P01", format!("unexpected message type 0x{other:02X} during COPY from stdin")),
@@ -321,7 +322,7 @@ impl Conn {
     }
 
     fn simple(&mut self, body: &[u8]) -> bool {
-        let sql = match decode::query(body) {
+        let sql = match decode::query(body).and_then(|q| Ok(crate::protocol::encoding::utf8(q)?)) {
             Ok(sql) => sql,
             Err(e) => {
                 self.error("08P01", format!("invalid Query message: {e}"));
@@ -448,12 +449,12 @@ impl Conn {
     }
 
     fn parse(&mut self, body: &[u8]) -> Ran {
-        let Ok(p) = decode::parse(body) else {
+        let Ok(p) = decode::parse(body, ClientEncoding::UTF8) else {
             self.error("08P01", "invalid Parse message".into());
             return Ran::Failed;
         };
         let name = p.name.as_bytes().to_vec();
-        let same = self.statements.get(&name).is_some_and(|sql| sql == p.sql);
+        let same = self.statements.get(&name).is_some_and(|sql| *sql == p.sql);
         if same && p.name.starts_with("pgsplit_") && self.watch.tolerate_known {
             encode::tag_only(&mut self.out, b'1');
             return Ran::Done;
@@ -465,7 +466,7 @@ impl Conn {
             self.error("42P05", format!("prepared statement \"{}\" already exists", p.name));
             return Ran::Failed;
         }
-        if self.status == STATUS_FAILED && !ends_transaction(p.sql) {
+        if self.status == STATUS_FAILED && !ends_transaction(&p.sql) {
             self.error("25P02", "current transaction is aborted".into());
             return Ran::Failed;
         }
@@ -473,7 +474,7 @@ impl Conn {
             self.error("42601", "syntax error on request".into());
             return Ran::Failed;
         }
-        self.statements.insert(name, p.sql.to_owned());
+        self.statements.insert(name, p.sql.into_owned());
         encode::tag_only(&mut self.out, b'1');
         Ran::Done
     }
@@ -500,7 +501,7 @@ impl Conn {
     }
 
     fn bind(&mut self, body: &[u8]) -> Ran {
-        let Ok((portal, statement)) = decode::bind_names(body) else {
+        let Ok((portal, statement)) = decode::bind_names(body, ClientEncoding::UTF8) else {
             self.error("08P01", "invalid Bind message".into());
             return Ran::Failed;
         };
@@ -515,7 +516,7 @@ impl Conn {
     }
 
     fn describe(&mut self, body: &[u8]) -> Ran {
-        let Ok((kind, name)) = decode::describe_or_close(body) else {
+        let Ok((kind, name)) = decode::describe_or_close(body, ClientEncoding::UTF8) else {
             self.error("08P01", "invalid Describe message".into());
             return Ran::Failed;
         };
@@ -533,7 +534,7 @@ impl Conn {
     }
 
     fn execute(&mut self, body: &[u8]) -> Ran {
-        let Ok(portal) = decode::execute_portal(body) else {
+        let Ok(portal) = decode::execute_portal(body, ClientEncoding::UTF8) else {
             self.error("08P01", "invalid Execute message".into());
             return Ran::Failed;
         };
@@ -548,7 +549,7 @@ impl Conn {
     }
 
     fn close(&mut self, body: &[u8]) -> Ran {
-        let Ok((kind, name)) = decode::describe_or_close(body) else {
+        let Ok((kind, name)) = decode::describe_or_close(body, ClientEncoding::UTF8) else {
             self.error("08P01", "invalid Close message".into());
             return Ran::Failed;
         };

@@ -16,6 +16,7 @@ use bytes::BytesMut;
 
 use crate::auth::{ScramExchange, Verifier};
 use crate::catalog::{Catalog, TargetCatalog};
+use crate::protocol::encoding::ClientEncoding;
 use crate::protocol::{decode, framing};
 use crate::router::{self, Analysis, RoutingTable, SessionView};
 
@@ -28,22 +29,42 @@ pub fn frontend(data: &[u8]) {
     let whole = frames(data, data.len().max(1), framing::next_frontend);
     let chunk = usize::from(data.first().copied().unwrap_or(1) % 16) + 1;
     assert_eq!(frames(data, chunk, framing::next_frontend), whole, "framing depends on how the stream is read");
+    // Client text is read in the client's encoding: one of those whose readers differ, chosen by the last byte.
+    let encodings = ["UTF8", "LATIN1", "LATIN5", "KOI8R", "SJIS", "EUC_JP", "BIG5", "GB18030", "JOHAB"];
+    let pick = usize::from(data.last().copied().unwrap_or(0)) % encodings.len();
+    let enc = encodings.get(pick).and_then(|n| ClientEncoding::from_name(n)).unwrap_or_default();
     for frame in whole.0.iter().map(|(tag, bytes)| framing::Frame { tag: *tag, bytes: bytes.clone().into() }) {
         let body = frame.body();
         let _ = match frame.tag {
-            b'Q' => decode::query(body).map(drop),
+            b'Q' => decode::query(body).map(|q| drop(enc.decode(q))),
             b'P' => {
-                let full = decode::parse(body);
+                let full = decode::parse(body, enc);
                 // The shortcuts read the same leading fields as the full decoder.
                 if let Ok(p) = &full {
-                    assert_eq!(decode::parse_name(body), Ok(p.name));
-                    assert_eq!(decode::parse_sql(body), Ok((p.name, p.sql)));
+                    assert_eq!(decode::parse_name(body, enc).as_ref(), Ok(&p.name));
+                    assert_eq!(decode::parse_sql(body, enc), Ok((p.name.clone(), p.sql.clone())));
+                    let (name, sql) = decode::parse_raw(body).expect("raw fields of a Parse that decodes");
+                    assert_eq!((enc.decode(name).as_ref(), enc.decode(sql).as_ref()), (Ok(&p.name), Ok(&p.sql)));
                 }
                 full.map(drop)
             }
-            b'B' => decode::bind_names(body).map(drop),
-            b'D' | b'C' => decode::describe_or_close(body).map(drop),
-            b'E' => decode::execute_portal(body).map(drop),
+            b'B' => {
+                let names = decode::bind_names(body, enc);
+                if let Ok((portal, stmt)) = &names {
+                    let (p, s) = decode::bind_raw(body).expect("raw names of a Bind that decodes");
+                    assert_eq!((enc.decode(p).as_ref(), enc.decode(s).as_ref()), (Ok(portal), Ok(stmt)));
+                }
+                names.map(drop)
+            }
+            b'D' | b'C' => {
+                let named = decode::describe_or_close(body, enc);
+                if let Ok((kind, name)) = &named {
+                    let (k, n) = decode::describe_or_close_raw(body).expect("raw name of a Describe that decodes");
+                    assert_eq!((k, enc.decode(n).as_ref()), (*kind, Ok(name)));
+                }
+                named.map(drop)
+            }
+            b'E' => decode::execute_portal(body, enc).map(drop),
             b'p' => decode::sasl_initial(body).map(drop),
             _ => Ok(()),
         };

@@ -20,6 +20,8 @@ pub const TOO_MANY_CONNECTIONS: &str = "53300";
 pub const IN_FAILED_TRANSACTION: &str = "25P02";
 /// `22023` a routing hint named a target that does not exist.
 pub const INVALID_PARAMETER_VALUE: &str = "22023";
+/// `22021` text that is not valid in the client's encoding.
+pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
 /// `XX000` an internal error (a bug).
 pub const INTERNAL_ERROR: &str = "XX000";
 /// `57P01` pgsplit is shutting down.

@@ -2,7 +2,11 @@
 
 use std::collections::BTreeMap;
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
+
+use super::encoding::{ClientEncoding, TextError};
 
 /// Protocol version 3.0 as sent in a StartupMessage.
 pub const PROTOCOL_3_0: u32 = 196_608;
@@ -14,14 +18,14 @@ pub const GSSENC_REQUEST: u32 = 80_877_104;
 pub const CANCEL_REQUEST: u32 = 80_877_102;
 
 /// Why a message body could not be decoded.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     /// The body ended before a field did.
     #[error("message is truncated")]
     Truncated,
-    /// A string was not valid UTF-8.
-    #[error("invalid UTF-8 in message")]
-    Utf8,
+    /// A string was not valid in the client's encoding (or one pgsplit cannot read).
+    #[error(transparent)]
+    Text(#[from] TextError),
     /// Bytes were left after the last field.
     #[error("trailing bytes in message")]
     Trailing,
@@ -60,12 +64,12 @@ pub fn startup(payload: &[u8]) -> Result<Startup, DecodeError> {
         code if code >> 16 == 3 => {
             let mut params = BTreeMap::new();
             loop {
-                let key = r.cstr()?;
+                let key = r.text(ClientEncoding::UTF8)?;
                 if key.is_empty() {
                     break;
                 }
-                let value = r.cstr()?;
-                params.insert(key.to_owned(), value.to_owned());
+                let value = r.text(ClientEncoding::UTF8)?;
+                params.insert(key.into_owned(), value.into_owned());
             }
             Ok(Startup::Params { params, minor: (code & 0xffff) as u16 })
         }
@@ -73,10 +77,10 @@ pub fn startup(payload: &[u8]) -> Result<Startup, DecodeError> {
     }
 }
 
-/// The SQL text of a Query message body.
-pub fn query(body: &[u8]) -> Result<&str, DecodeError> {
+/// The SQL bytes of a Query message body (read them with the client's encoding, `ClientEncoding::decode`).
+pub fn query(body: &[u8]) -> Result<&[u8], DecodeError> {
     let mut r = Reader::new(body);
-    let q = r.cstr()?;
+    let q = r.bytes_cstr()?;
     r.end()?;
     Ok(q)
 }
@@ -85,18 +89,18 @@ pub fn query(body: &[u8]) -> Result<&str, DecodeError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parse<'a> {
     /// Statement name; empty for the unnamed statement.
-    pub name: &'a str,
+    pub name: Cow<'a, str>,
     /// SQL text.
-    pub sql: &'a str,
+    pub sql: Cow<'a, str>,
     /// Declared parameter type OIDs (0 = unspecified).
     pub param_types: Vec<u32>,
 }
 
-/// Decodes a Parse message body.
-pub fn parse(body: &[u8]) -> Result<Parse<'_>, DecodeError> {
+/// Decodes a Parse message body; names and text are in the client's encoding `enc`.
+pub fn parse(body: &[u8], enc: ClientEncoding) -> Result<Parse<'_>, DecodeError> {
     let mut r = Reader::new(body);
-    let name = r.cstr()?;
-    let sql = r.cstr()?;
+    let name = r.text(enc)?;
+    let sql = r.text(enc)?;
     let n = r.i16()?;
     let mut param_types = Vec::with_capacity(n.max(0) as usize);
     for _ in 0..n.max(0) {
@@ -107,35 +111,56 @@ pub fn parse(body: &[u8]) -> Result<Parse<'_>, DecodeError> {
 }
 
 /// The statement name at the start of a Parse message body (nothing else is decoded or checked).
-pub fn parse_name(body: &[u8]) -> Result<&str, DecodeError> {
-    Reader::new(body).cstr()
+pub fn parse_name(body: &[u8], enc: ClientEncoding) -> Result<Cow<'_, str>, DecodeError> {
+    Reader::new(body).text(enc)
+}
+
+/// Statement name and SQL bytes of a Parse message body as the client sent them (in its encoding).
+pub fn parse_raw(body: &[u8]) -> Result<(&[u8], &[u8]), DecodeError> {
+    let mut r = Reader::new(body);
+    Ok((r.bytes_cstr()?, r.bytes_cstr()?))
 }
 
 /// Statement name and SQL text of a Parse message body, without decoding the parameter types that follow.
-pub fn parse_sql(body: &[u8]) -> Result<(&str, &str), DecodeError> {
+pub fn parse_sql(body: &[u8], enc: ClientEncoding) -> Result<(Cow<'_, str>, Cow<'_, str>), DecodeError> {
     let mut r = Reader::new(body);
-    Ok((r.cstr()?, r.cstr()?))
+    Ok((r.text(enc)?, r.text(enc)?))
 }
 
 /// The portal and statement names at the start of a Bind message body.
-pub fn bind_names(body: &[u8]) -> Result<(&str, &str), DecodeError> {
+pub fn bind_names(body: &[u8], enc: ClientEncoding) -> Result<(Cow<'_, str>, Cow<'_, str>), DecodeError> {
     let mut r = Reader::new(body);
-    Ok((r.cstr()?, r.cstr()?))
+    Ok((r.text(enc)?, r.text(enc)?))
+}
+
+/// The portal and statement names at the start of a Bind message body, as the client sent them.
+pub fn bind_raw(body: &[u8]) -> Result<(&[u8], &[u8]), DecodeError> {
+    let mut r = Reader::new(body);
+    Ok((r.bytes_cstr()?, r.bytes_cstr()?))
 }
 
 /// Kind (`b'S'` statement or `b'P'` portal) and name of a Describe or Close message body.
-pub fn describe_or_close(body: &[u8]) -> Result<(u8, &str), DecodeError> {
+pub fn describe_or_close(body: &[u8], enc: ClientEncoding) -> Result<(u8, Cow<'_, str>), DecodeError> {
     let mut r = Reader::new(body);
     let kind = r.u8()?;
-    let name = r.cstr()?;
+    let name = r.text(enc)?;
+    r.end()?;
+    Ok((kind, name))
+}
+
+/// Kind and name of a Describe or Close message body, the name as the client sent it.
+pub fn describe_or_close_raw(body: &[u8]) -> Result<(u8, &[u8]), DecodeError> {
+    let mut r = Reader::new(body);
+    let kind = r.u8()?;
+    let name = r.bytes_cstr()?;
     r.end()?;
     Ok((kind, name))
 }
 
 /// Portal name of an Execute message body.
-pub fn execute_portal(body: &[u8]) -> Result<&str, DecodeError> {
+pub fn execute_portal(body: &[u8], enc: ClientEncoding) -> Result<Cow<'_, str>, DecodeError> {
     let mut r = Reader::new(body);
-    let name = r.cstr()?;
+    let name = r.text(enc)?;
     r.i32()?;
     r.end()?;
     Ok(name)
@@ -240,7 +265,12 @@ impl<'a> Reader<'a> {
     }
 
     fn cstr(&mut self) -> Result<&'a str, DecodeError> {
-        std::str::from_utf8(self.bytes_cstr()?).map_err(|_| DecodeError::Utf8)
+        Ok(super::encoding::utf8(self.bytes_cstr()?)?)
+    }
+
+    /// A string in the client's encoding.
+    fn text(&mut self, enc: ClientEncoding) -> Result<Cow<'a, str>, DecodeError> {
+        Ok(enc.decode(self.bytes_cstr()?)?)
     }
 
     fn end(&self) -> Result<(), DecodeError> {
@@ -295,7 +325,7 @@ mod tests {
     fn query_without_terminator_is_truncated_not_overread() {
         assert_eq!(query(b"select 1"), Err(DecodeError::Truncated));
         assert_eq!(query(b"select 1\0x"), Err(DecodeError::Trailing));
-        assert_eq!(query(b"select 1\0"), Ok("select 1"));
+        assert_eq!(query(b"select 1\0"), Ok(&b"select 1"[..]));
     }
 
     #[test]
@@ -303,9 +333,21 @@ mod tests {
         let mut b = b"s1\0select $1\0".to_vec();
         b.extend_from_slice(&2i16.to_be_bytes());
         b.extend_from_slice(&23u32.to_be_bytes());
-        assert_eq!(parse(&b), Err(DecodeError::Truncated));
+        assert_eq!(parse(&b, ClientEncoding::UTF8), Err(DecodeError::Truncated));
         b.extend_from_slice(&25u32.to_be_bytes());
-        let p = parse(&b).unwrap();
-        assert_eq!((p.name, p.sql, p.param_types), ("s1", "select $1", vec![23, 25]));
+        let p = parse(&b, ClientEncoding::UTF8).unwrap();
+        assert_eq!((&*p.name, &*p.sql, p.param_types), ("s1", "select $1", vec![23, 25]));
+    }
+
+    #[test]
+    fn names_and_text_are_read_in_the_clients_encoding() {
+        let latin1 = ClientEncoding::from_name("LATIN1").unwrap();
+        let p = parse(b"caf\xe9\0select '\xe9'\0\0\0", latin1).unwrap();
+        assert_eq!((&*p.name, &*p.sql), ("café", "select 'é'"));
+        assert!(matches!(
+            parse(b"caf\xe9\0select 1\0\0\0", ClientEncoding::UTF8),
+            Err(DecodeError::Text(TextError::Invalid { .. }))
+        ));
+        assert_eq!(bind_raw(b"p\0caf\xe9\0rest"), Ok((&b"p"[..], &b"caf\xe9"[..])));
     }
 }

@@ -1,6 +1,6 @@
 //! Encoders for the messages pgsplit itself sends to clients, each writing into a buffer the caller owns.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// Severity of an ErrorResponse pgsplit raises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +127,16 @@ pub fn message(buf: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
 }
 
 /// AuthenticationOk.
+/// A Query message carrying `sql` as it is (bytes in the client's encoding, or pgsplit's own ASCII text).
+pub fn query(sql: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(sql.len() + 6);
+    message(&mut buf, b'Q', |b| {
+        b.extend_from_slice(sql);
+        b.put_u8(0);
+    });
+    buf.freeze()
+}
+
 pub fn auth_ok(buf: &mut BytesMut) {
     message(buf, b'R', |b| b.put_i32(0));
 }

@@ -3,6 +3,7 @@
 pub mod codes;
 pub mod decode;
 pub mod encode;
+pub mod encoding;
 pub mod expect;
 pub mod framing;
 

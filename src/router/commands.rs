@@ -167,6 +167,11 @@ pub fn command(st: &Statement) -> Command {
                 },
             }
         }
+        // SET NAMES is `SET client_encoding`.
+        Statement::Set(Set::SetNames { charset_name, collation_name: None }) => {
+            Command::SetParam { name: "client_encoding".into(), value: crate::quote::literal(&fold(charset_name)) }
+        }
+        Statement::Set(Set::SetNamesDefault {}) => Command::ResetParam("client_encoding".into()),
         // SET TIME ZONE LOCAL | DEFAULT resets it; a value is the same as `SET timezone TO value`.
         Statement::Set(Set::SetTimeZone { local: false, value })
             if is_keyword(value, "local") || is_keyword(value, "default") =>

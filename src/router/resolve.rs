@@ -160,6 +160,13 @@ mod tests {
     use crate::catalog::TargetCatalog;
     use std::collections::HashMap;
 
+    #[test]
+    fn a_search_path_written_for_replay_reads_back_the_same_schemas() {
+        for schemas in [vec!["café".to_owned(), "a'b\\c".to_owned()], vec!["Таблица".to_owned(), "🎉".to_owned()]] {
+            assert_eq!(search_path_of_set_value(&search_path_sql(&schemas)), schemas);
+        }
+    }
+
     fn table() -> RoutingTable {
         let schemas: HashMap<String, TargetId> = [("config", 0), ("customer", 0), ("workspace", 1), ("reference", 1)]
             .into_iter()

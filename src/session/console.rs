@@ -19,7 +19,9 @@ impl Session {
             let Some(frame) = self.next_frame_or_drain().await? else { return Ok(()) };
             match console.on(frame.tag) {
                 Step::Execute => {
-                    let sql = decode::query(frame.body()).map_err(|e| SessionError::Fatal(errors::invalid_query(e)))?;
+                    let sql = decode::query(frame.body())
+                        .and_then(|q| Ok(crate::protocol::encoding::utf8(q)?))
+                        .map_err(|e| SessionError::Fatal(errors::invalid_query(e)))?;
                     let reply = admin::execute(&self.app, &self.user, sql).await;
                     write_reply(&mut self.client.wbuf, &reply);
                 }

@@ -25,8 +25,11 @@ pub fn invalid_query(e: impl std::fmt::Display) -> PgError {
 }
 
 /// An extended-protocol message that does not decode (the batch fails, the session goes on).
-pub fn invalid_extended(e: impl std::fmt::Display) -> PgError {
-    PgError::error(codes::PROTOCOL_VIOLATION, format!("invalid extended-protocol message: {e}"))
+pub fn invalid_extended(e: crate::protocol::decode::DecodeError) -> PgError {
+    match e {
+        crate::protocol::decode::DecodeError::Text(t) => unreadable_text(&t),
+        e => PgError::error(codes::PROTOCOL_VIOLATION, format!("invalid extended-protocol message: {e}")),
+    }
 }
 
 /// An extended-protocol message on the admin console.
@@ -170,6 +173,17 @@ pub fn too_many_clients() -> PgError {
 /// Over `max_login_conn`: refused before anything is read.
 pub fn too_many_logins() -> PgError {
     PgError::fatal(codes::TOO_MANY_CONNECTIONS, "sorry, too many clients already (max_login_conn connections are logging in)")
+}
+
+/// A startup `client_encoding` PostgreSQL does not know.
+pub fn unknown_encoding(value: &str) -> PgError {
+    PgError::fatal(codes::INVALID_PARAMETER_VALUE, format!("invalid value for parameter \"client_encoding\": \"{value}\""))
+}
+
+/// Client text that is not valid in its encoding (22021, as PostgreSQL answers it), or that pgsplit cannot read
+/// (0A000): the statement or batch fails, the session goes on.
+pub fn unreadable_text(e: &crate::protocol::encoding::TextError) -> PgError {
+    PgError::error(e.code(), e.to_string())
 }
 
 /// A startup parameter PostgreSQL has no such name for: a malformed custom name (42602), or none at all (42704).

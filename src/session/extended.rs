@@ -267,9 +267,9 @@ impl Session {
                 Ok(Some(routed))
             }
             b'B' => {
-                let name = decode::bind_names(f.body()).ok().map(|(_, name)| name);
-                name.map_or(Ok(()), |n| self.reroute_statement(n))?;
-                let stmt = name.and_then(|n| self.statement_route(n));
+                let name = decode::bind_names(f.body(), self.encoding).map_err(errors::invalid_extended)?.1;
+                self.reroute_statement(&name)?;
+                let stmt = self.statement_route(&name);
                 let analysis = stmt.and_then(|(_, a)| a.cloned());
                 let routed = stmt.map(|(r, _)| r);
                 *tx_control &= controls(analysis.as_deref());
@@ -283,10 +283,10 @@ impl Session {
                 *tx_control = false;
                 Ok(None)
             }
-            b'D' => match decode::describe_or_close(f.body()) {
-                Ok((b'S', name)) => {
-                    self.reroute_statement(name)?;
-                    Ok(self.statement_route(name).map(|(r, _)| r))
+            b'D' => match decode::describe_or_close(f.body(), self.encoding).map_err(errors::invalid_extended)? {
+                (b'S', name) => {
+                    self.reroute_statement(&name)?;
+                    Ok(self.statement_route(&name).map(|(r, _)| r))
                 }
                 _ => Ok(None),
             },
@@ -296,14 +296,14 @@ impl Session {
 
     /// Routes a Parse and records the statement it names.
     fn route_parse(&mut self, f: &Frame) -> Result<(route::Routed, Option<SharedAnalysis>), PgError> {
-        let (name, sql) = decode::parse_sql(f.body()).map_err(errors::invalid_extended)?;
-        let analysis = self.app.analysis_for(sql, self.machine.single(), &mut self.lookup_memo);
+        let (name, sql) = decode::parse_sql(f.body(), self.encoding).map_err(errors::invalid_extended)?;
+        let analysis = self.app.analysis_for(&sql, self.machine.single(), &mut self.lookup_memo);
         let routed = self.route(analysis.as_ref())?;
         let (t, explicit, epoch) = (routed.target, routed.explicit, self.routing_epoch());
         if name.is_empty() {
             self.unnamed = Some(Unnamed { target: t, explicit, analysis: analysis.clone(), epoch });
-        } else if let Some(prepared) = Prepared::from_parse(t, explicit, analysis.clone(), epoch, f.body()) {
-            self.statements.insert(name.to_owned(), Arc::new(prepared));
+        } else if let Some(prepared) = Prepared::from_parse(t, explicit, analysis.clone(), epoch, self.encoding, f.body()) {
+            self.statements.insert(name.into_owned(), Arc::new(prepared));
         }
         Ok((routed, analysis))
     }
@@ -317,13 +317,13 @@ impl Session {
                 return Ok(());
             }
             let Some(parse) = self.unnamed_parse.clone() else { return Ok(()) };
-            let Ok((_, sql)) = decode::parse_sql(parse.get(5..).unwrap_or_default()) else { return Ok(()) };
-            let analysis = self.app.analysis_for(sql, single, &mut self.lookup_memo);
+            let Ok((_, sql)) = decode::parse_sql(parse.get(5..).unwrap_or_default(), self.encoding) else { return Ok(()) };
+            let analysis = self.app.analysis_for(&sql, single, &mut self.lookup_memo);
             let r = self.route(analysis.as_ref())?;
             self.unnamed = Some(Unnamed { target: r.target, explicit: r.explicit, analysis, epoch });
         } else {
             let Some(old) = self.statements.get(name).filter(|p| p.epoch != epoch).cloned() else { return Ok(()) };
-            let analysis = self.app.analysis_for(old.sql(), single, &mut self.lookup_memo);
+            let analysis = self.app.analysis_for(&old.sql(), single, &mut self.lookup_memo);
             let r = self.route(analysis.as_ref())?;
             self.statements.insert(name.to_owned(), Arc::new(old.rerouted(r.target, r.explicit, analysis, epoch)));
         }
@@ -379,7 +379,8 @@ impl Session {
         for f in &self.batch {
             let reply = match f.tag {
                 b'P' => {
-                    if let Ok(("", sql)) = decode::parse_sql(f.body()) {
+                    let parsed = decode::parse_sql(f.body(), self.encoding);
+                    if let Ok(("", sql)) = parsed.as_ref().map(|(n, s)| (&**n, &**s)) {
                         // This Parse's own analysis: `self.unnamed` holds the batch's last one.
                         let a = self.app.analysis_for(sql, self.machine.single(), &mut self.lookup_memo);
                         unnamed = Some((f.bytes.slice(5..), a));
@@ -387,21 +388,24 @@ impl Session {
                     ControlReply::Parse
                 }
                 b'B' => {
-                    let ("", name) = decode::bind_names(f.body()).ok()? else { return None };
-                    let (body, Some(a)) = self.statement_source(name, unnamed.as_ref())? else { return None };
-                    let p = decode::parse(&body).ok()?;
-                    portal = Some((a.command.clone(), query_message(p.sql)));
+                    let (portal_name, name) = decode::bind_names(f.body(), self.encoding).ok()?;
+                    if !portal_name.is_empty() {
+                        return None;
+                    }
+                    let (body, Some(a)) = self.statement_source(&name, unnamed.as_ref())? else { return None };
+                    let (_, sql) = decode::parse_raw(&body).ok()?;
+                    portal = Some((a.command.clone(), encode::query(sql)));
                     ControlReply::Bind
                 }
-                b'D' => match decode::describe_or_close(f.body()) {
-                    Ok((b'S', name)) => {
-                        let (body, _) = self.statement_source(name, unnamed.as_ref())?;
-                        ControlReply::Statement(decode::parse(&body).ok()?.param_types)
+                b'D' => match decode::describe_or_close(f.body(), self.encoding).ok()? {
+                    (b'S', name) => {
+                        let (body, _) = self.statement_source(&name, unnamed.as_ref())?;
+                        ControlReply::Statement(decode::parse(&body, self.encoding).ok()?.param_types)
                     }
-                    Ok((b'P', "")) if portal.is_some() => ControlReply::Portal,
+                    (b'P', name) if name.is_empty() && portal.is_some() => ControlReply::Portal,
                     _ => return None,
                 },
-                b'E' => match (&portal, decode::execute_portal(f.body())) {
+                b'E' => match (&portal, decode::execute_portal(f.body(), self.encoding).as_deref()) {
                     (Some((Command::Begin, q)), Ok("")) => {
                         deferred = true;
                         ControlReply::Control(Control::Begin(q.clone()))
@@ -454,8 +458,8 @@ impl Session {
         self.batch_effects = Effects::default();
         for f in std::mem::take(&mut self.batch) {
             if f.tag == b'C' {
-                if let Ok((b'S', name)) = decode::describe_or_close(f.body()) {
-                    self.statements.remove(name);
+                if let Ok((b'S', name)) = decode::describe_or_close(f.body(), self.encoding) {
+                    self.statements.remove(&*name);
                 }
                 crate::protocol::encode::tag_only(&mut self.client.wbuf, b'3');
             }
@@ -479,14 +483,4 @@ enum ControlReply {
     Control(Control),
     /// ReadyForQuery for the Sync.
     Ready,
-}
-
-/// A Query message carrying `sql`, to replay a statement answered locally.
-fn query_message(sql: &str) -> Bytes {
-    let mut buf = BytesMut::with_capacity(sql.len() + 6);
-    encode::message(&mut buf, b'Q', |b| {
-        b.extend_from_slice(sql.as_bytes());
-        b.put_u8(0);
-    });
-    buf.freeze()
 }

@@ -150,6 +150,8 @@ pub struct Session {
     /// The session's search_path (case-folded schema names), used to resolve unqualified names; derived from
     /// `params` whenever they change.
     search_path: Vec<String>,
+    /// How the client's text is read (`client_encoding`); derived from `params` whenever they change.
+    encoding: crate::protocol::encoding::ClientEncoding,
     /// The last routing decision, reused for the next statement of the same shape (see `router::DecisionMemo`).
     route_memo: crate::router::DecisionMemo,
     /// The session's last route cache lookup, for repeated texts.

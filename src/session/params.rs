@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::backend::Outcome;
+use crate::protocol::encoding::ClientEncoding;
 use crate::protocol::{STATUS_IDLE, STATUS_IN_TX};
 use crate::quote;
 use crate::router::resolve::{parse_search_path, search_path_of_set_value, search_path_sql};
@@ -52,6 +53,12 @@ impl Params {
         let keys = startup.keys().filter(|k| !NOT_PARAMS.contains(&k.to_lowercase().as_str())).cloned();
         let options = startup.get("options").map(|o| options_settings(o)).unwrap_or_default();
         keys.chain(options.into_iter().map(|(k, _)| k.replace('-', "_"))).find(|name| !quote::valid_guc_name(name))
+    }
+
+    /// A startup `client_encoding` PostgreSQL does not know (it ends such a connection with 22023), if there is one.
+    pub fn unknown_startup_encoding(startup: &BTreeMap<String, String>) -> Option<String> {
+        let value = unquote(Params::from_startup(startup).current.get("client_encoding")?);
+        ClientEncoding::from_name(&value).is_none().then_some(value)
     }
 
     /// The statements that make a server connection with `applied` match the client, or `None` if it already does.
@@ -181,6 +188,12 @@ impl Params {
         }
     }
 
+    /// The client's encoding: what it set (`client_encoding`, `SET NAMES`) or started with, else UTF8 (the default
+    /// of a UTF8 database). A value the server accepted is always one PostgreSQL knows.
+    pub fn client_encoding(&self) -> ClientEncoding {
+        self.current.get("client_encoding").and_then(|v| ClientEncoding::from_name(&unquote(v))).unwrap_or_default()
+    }
+
     /// Whether changes wait on the open transaction's outcome.
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
@@ -188,13 +201,17 @@ impl Params {
 }
 
 /// A client encoding's name as PostgreSQL reports it in ParameterStatus: `UTF8` for its aliases (`utf-8`, `utf8`,
-/// `unicode`, any case), else the name in upper case (`latin1` is `LATIN1`, `sql_ascii` is `SQL_ASCII`).
+/// `unicode`, any case), `LATIN1` for `iso-8859-1`; a name PostgreSQL does not know as given.
 pub fn canonical_encoding(name: &str) -> String {
-    let clean: String = name.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_ascii_lowercase();
-    if clean == "utf8" || clean == "unicode" {
-        "UTF8".to_owned()
-    } else {
-        name.trim().to_ascii_uppercase()
+    ClientEncoding::from_name(name).map_or_else(|| name.to_owned(), |e| e.name().to_owned())
+}
+
+/// The text of a value as `guc_value_sql` or the router wrote it: a literal's content (`'it''s'` is `it's`), anything
+/// else as it is.
+fn unquote(value: &str) -> String {
+    match value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+        Some(inner) => inner.replace("''", "'"),
+        None => value.to_owned(),
     }
 }
 

@@ -16,7 +16,7 @@
 //!
 //! Nothing here runs for a direct target, nor for a client without untracked settings.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::backend::relay::{self, RelayError};
 use crate::backend::{BackendError, ServerConn};
@@ -37,7 +37,7 @@ impl Session {
         }
         if !prelude.is_empty() {
             if let Some(local) = self.params.local_sql() {
-                prelude.insert(1, query_message(&local));
+                prelude.insert(1, encode::query(local.as_bytes()));
             }
         } else if conn.status() == STATUS_IDLE && !effects.own_transaction {
             let local = self.params.local_sql();
@@ -45,12 +45,12 @@ impl Session {
                 return;
             }
             conn.set_wrapped(true);
-            prelude.push(query_message("BEGIN"));
-            prelude.extend(local.as_deref().map(query_message));
+            prelude.push(encode::query(b"BEGIN"));
+            prelude.extend(local.as_deref().map(|l| encode::query(l.as_bytes())));
         } else if conn.status() == STATUS_IN_TX && effects.own_transaction {
             let resets = reset_sql(self.params.pending_untracked());
             if !resets.is_empty() {
-                prelude.push(query_message(&resets));
+                prelude.push(encode::query(resets.as_bytes()));
             }
         }
     }
@@ -70,7 +70,7 @@ impl Session {
             } else {
                 sql.push_str("ROLLBACK");
             }
-            relay::replay(&mut self.client, conn, &[query_message(&sql)]).await?;
+            relay::replay(&mut self.client, conn, &[encode::query(sql.as_bytes())]).await?;
             if let Some(e) = conn.take_discarded_error() {
                 self.client.wbuf.extend_from_slice(&e);
                 outcome.error = true;
@@ -115,14 +115,4 @@ fn reset_sql<'a>(names: impl Iterator<Item = &'a str>) -> String {
         sql.push_str(&format!("RESET {};", crate::quote::guc_name(name)));
     }
     sql
-}
-
-/// A Query message carrying `sql`.
-pub(super) fn query_message(sql: &str) -> Bytes {
-    let mut buf = BytesMut::with_capacity(sql.len() + 6);
-    encode::message(&mut buf, b'Q', |b| {
-        b.extend_from_slice(sql.as_bytes());
-        b.put_u8(0);
-    });
-    buf.freeze()
 }

@@ -10,6 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::backend::ServerConn;
 use crate::protocol::decode;
+use crate::protocol::encoding::ClientEncoding;
 use crate::protocol::expect::{Expect, Reply};
 use crate::protocol::Frame;
 use crate::router::{SharedAnalysis, TargetId};
@@ -17,7 +18,7 @@ use crate::router::{SharedAnalysis, TargetId};
 use super::Session;
 
 /// A client's named statement.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Prepared {
     /// The target its SQL routes to.
     pub target: TargetId,
@@ -33,6 +34,8 @@ pub struct Prepared {
     /// The routing it was routed under (`Session::routing_epoch`: mode and routes generation): a statement is
     /// routed again after a mode switch or a reload that changed the routes.
     pub epoch: u64,
+    /// The client's encoding when it parsed the statement: its SQL is read in it.
+    pub encoding: ClientEncoding,
 }
 
 impl Prepared {
@@ -42,27 +45,30 @@ impl Prepared {
         explicit: bool,
         analysis: Option<SharedAnalysis>,
         epoch: u64,
+        encoding: ClientEncoding,
         client_body: &[u8],
     ) -> Option<Prepared> {
         let nul = client_body.iter().position(|&b| b == 0)?;
-        let rest = &client_body[nul + 1..];
-        let hash = foldhash::fast::FixedState::with_seed(0x7067_7370_6c69_7421).hash_one(rest);
+        let rest = client_body.get(nul + 1..)?;
+        // The same bytes are another text in another encoding: statements are shared within one encoding only.
+        let hasher = foldhash::fast::FixedState::with_seed(0x7067_7370_6c69_7421);
+        let hash = if encoding.is_utf8() { hasher.hash_one(rest) } else { hasher.hash_one((rest, encoding.name())) };
         let server_name = format!("pgsplit_{hash:016x}");
         let mut body = BytesMut::with_capacity(server_name.len() + 1 + rest.len());
         body.put_slice(server_name.as_bytes());
         body.put_u8(0);
         body.put_slice(rest);
-        Some(Prepared { target, explicit, server_name: server_name.into(), parse_body: body.freeze(), analysis, epoch })
+        Some(Prepared { target, explicit, server_name: server_name.into(), parse_body: body.freeze(), analysis, epoch, encoding })
     }
 
     /// The same statement routed anew (after a mode switch).
     pub fn rerouted(&self, target: TargetId, explicit: bool, analysis: Option<SharedAnalysis>, epoch: u64) -> Prepared {
-        Prepared { target, explicit, server_name: self.server_name.clone(), parse_body: self.parse_body.clone(), analysis, epoch }
+        Prepared { analysis, target, explicit, epoch, ..self.clone() }
     }
 
-    /// The statement's SQL text.
-    pub fn sql(&self) -> &str {
-        decode::parse(&self.parse_body).map(|p| p.sql).unwrap_or("")
+    /// The statement's SQL text (it was read once, when it was parsed).
+    pub fn sql(&self) -> std::borrow::Cow<'_, str> {
+        decode::parse_sql(&self.parse_body, self.encoding).map(|(_, sql)| sql).unwrap_or_default()
     }
 }
 
@@ -86,8 +92,8 @@ impl Session {
         let mut unnamed_here = false;
         for f in batch.drain(..) {
             let uses_unnamed = match f.tag {
-                b'B' => decode::bind_names(f.body()).is_ok_and(|(_, s)| s.is_empty()),
-                b'D' => matches!(decode::describe_or_close(f.body()), Ok((b'S', ""))),
+                b'B' => decode::bind_raw(f.body()).is_ok_and(|(_, s)| s.is_empty()),
+                b'D' => matches!(decode::describe_or_close_raw(f.body()), Ok((b'S', b""))),
                 _ => false,
             };
             if uses_unnamed && !unnamed_here {
@@ -122,13 +128,13 @@ impl Session {
     /// A Parse: the unnamed statement is remembered and sent as it is; a named one is prepared under its
     /// server-side name unless the connection has it (behind a transaction pooler: only checked, as unnamed).
     fn rewrite_parse_message(&mut self, conn: &mut ServerConn, f: &Frame, out: &mut BytesMut, unnamed_here: &mut bool) {
-        let name = decode::parse_name(f.body());
-        let named = !matches!(name, Ok(""));
+        let name = decode::parse_name(f.body(), self.encoding).unwrap_or_default();
+        let named = !name.is_empty();
         if !named {
             self.unnamed_parse = Some(f.bytes.clone());
             *unnamed_here = true;
         }
-        match self.statement(name.unwrap_or("")) {
+        match self.statement(&name) {
             Some(p) if named && conn.upstream_pooler() => {
                 parse_unnamed(&p, out);
                 *unnamed_here = false;
@@ -141,8 +147,9 @@ impl Session {
     /// A Bind of a named statement binds its server-side statement (prepared first if missing; behind a
     /// transaction pooler, parsed anew as the unnamed one).
     fn rewrite_bind(&self, conn: &mut ServerConn, f: &Frame, out: &mut BytesMut, unnamed_here: &mut bool) {
-        let (portal, stmt) = decode::bind_names(f.body()).unwrap_or(("", ""));
-        match self.statement(stmt) {
+        let (portal, stmt) = decode::bind_raw(f.body()).unwrap_or_default();
+        let named = self.encoding.decode(stmt).ok().and_then(|name| self.statement(&name));
+        match named {
             Some(p) => {
                 let skip = portal.len() + 1 + stmt.len() + 1;
                 let rest = f.body().get(skip..).unwrap_or_default();
@@ -150,10 +157,10 @@ impl Session {
                     parse_unnamed(&p, out);
                     conn.expect(Expect::Hide { statement: None });
                     *unnamed_here = false;
-                    message(out, b'B', &[portal.as_bytes(), &[0], &[0], rest]);
+                    message(out, b'B', &[portal, &[0], &[0], rest]);
                 } else {
                     ensure_prepared(conn, &p, out);
-                    message(out, b'B', &[portal.as_bytes(), &[0], p.server_name.as_bytes(), &[0], rest]);
+                    message(out, b'B', &[portal, &[0], p.server_name.as_bytes(), &[0], rest]);
                 }
             }
             None => out.put_slice(&f.bytes),
@@ -163,8 +170,8 @@ impl Session {
 
     /// A Describe of a named statement describes its server-side statement, as `rewrite_bind` binds it.
     fn rewrite_describe(&self, conn: &mut ServerConn, f: &Frame, out: &mut BytesMut, unnamed_here: &mut bool) {
-        let named = match decode::describe_or_close(f.body()) {
-            Ok((b'S', name)) => self.statement(name),
+        let named = match decode::describe_or_close(f.body(), self.encoding) {
+            Ok((b'S', name)) => self.statement(&name),
             _ => None,
         };
         match named {
@@ -186,9 +193,9 @@ impl Session {
     /// A Close of a named statement is answered by pgsplit: the server-side statement stays for other clients;
     /// the client's name is gone.
     fn rewrite_close(&mut self, conn: &mut ServerConn, f: &Frame, out: &mut BytesMut) {
-        match decode::describe_or_close(f.body()) {
+        match decode::describe_or_close(f.body(), self.encoding) {
             Ok((b'S', name)) if !name.is_empty() => {
-                self.statements.remove(name);
+                self.statements.remove(&*name);
                 conn.expect(Expect::Inject(b'3'));
             }
             _ => {
@@ -207,8 +214,8 @@ impl Session {
     }
 
     fn rewrite_parse(&mut self, conn: &mut ServerConn, f: &Frame, out: &mut BytesMut) {
-        let name = decode::parse_name(f.body()).unwrap_or("");
-        let Some(p) = (!name.is_empty()).then(|| self.statement(name)).flatten() else {
+        let name = decode::parse_name(f.body(), self.encoding).unwrap_or_default();
+        let Some(p) = self.statement(&name) else {
             out.put_slice(&f.bytes);
             conn.expect(Expect::Forward(Reply::Parse(None)));
             return;
@@ -274,13 +281,13 @@ mod tests {
 
     #[test]
     fn same_sql_and_types_share_a_server_name_and_others_do_not() {
-        let a = Prepared::from_parse(0, true, None, 0, b"s1\0select $1\0\0\x01\0\0\0\x17").unwrap();
-        let b = Prepared::from_parse(1, true, None, 0, b"other\0select $1\0\0\x01\0\0\0\x17").unwrap();
-        let c = Prepared::from_parse(0, true, None, 0, b"s1\0select $1\0\0\x01\0\0\0\x19").unwrap();
+        let a = Prepared::from_parse(0, true, None, 0, ClientEncoding::UTF8, b"s1\0select $1\0\0\x01\0\0\0\x17").unwrap();
+        let b = Prepared::from_parse(1, true, None, 0, ClientEncoding::UTF8, b"other\0select $1\0\0\x01\0\0\0\x17").unwrap();
+        let c = Prepared::from_parse(0, true, None, 0, ClientEncoding::UTF8, b"s1\0select $1\0\0\x01\0\0\0\x19").unwrap();
         assert_eq!(a.server_name, b.server_name);
         assert_ne!(a.server_name, c.server_name);
         assert!(a.parse_body.starts_with(a.server_name.as_bytes()));
         assert!(a.parse_body.ends_with(b"select $1\0\0\x01\0\0\0\x17"));
-        assert!(Prepared::from_parse(0, true, None, 0, b"no terminator").is_none());
+        assert!(Prepared::from_parse(0, true, None, 0, ClientEncoding::UTF8, b"no terminator").is_none());
     }
 }

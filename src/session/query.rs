@@ -15,6 +15,14 @@ impl Session {
         if !self.ready_for_request().await {
             return Ok(());
         }
+        let sql = match self.encoding.decode(sql) {
+            Ok(sql) => sql,
+            Err(e) => {
+                self.refuse(errors::unreadable_text(&e));
+                return Ok(());
+            }
+        };
+        let sql = &*sql;
         self.follow_mode();
         // Single mode analyses only what may change session state; a failed transaction still needs to know its
         // COMMIT or ROLLBACK.
@@ -117,7 +125,7 @@ impl Session {
                 // Nothing of this client lives on a server connection: DISCARD ALL is its names and settings.
                 self.statements.clear();
                 self.params.discard_all();
-                self.search_path = self.params.search_path();
+                self.params_changed();
                 self.client.complete_ready("DISCARD ALL", STATUS_IDLE);
             }
             Command::ResetTarget => {

@@ -106,6 +106,9 @@ fn admit(
     if let Some(name) = super::params::Params::invalid_startup_name(params) {
         return Err(SessionError::Fatal(errors::bad_startup_parameter(&name)));
     }
+    if let Some(value) = super::params::Params::unknown_startup_encoding(params) {
+        return Err(SessionError::Fatal(errors::unknown_encoding(&value)));
+    }
     if admin && !app.config().admin_users.iter().any(|u| u == user) {
         tracing::warn!(%user, "admin console refused: not in admin_users");
         return Err(SessionError::Fatal(errors::not_admin(user)));

@@ -98,6 +98,7 @@ impl Session {
             machine: Machine::new(single),
             target_hint: None,
             search_path: params.search_path(),
+            encoding: params.client_encoding(),
             route_memo: Default::default(),
             lookup_memo: Default::default(),
             rewrite_buf: Default::default(),
@@ -113,6 +114,12 @@ impl Session {
             unnamed_parse: None,
             admin: false,
         }
+    }
+
+    /// After the client's parameters changed: what the session derives from them.
+    pub(super) fn params_changed(&mut self) {
+        self.search_path = self.params.search_path();
+        self.encoding = self.params.client_encoding();
     }
 
     /// Connected with a target's name as the database (startup), or to the admin console.
@@ -471,7 +478,7 @@ impl Session {
         if !effects.changes.is_empty() || self.params.has_pending() {
             let outcome = conn.outcome();
             self.params.follow(&effects.changes, was_in_tx, status, outcome, conn.applied_mut());
-            self.search_path = self.params.search_path();
+            self.params_changed();
             if conn.upstream_pooler() {
                 // Untracked parameters were reset on the server before commit; the connection keeps none.
                 conn.applied_mut().retain(|name, _| super::params::tracked_by_pooler(name));

@@ -239,7 +239,7 @@ pub fn pg_tool(name: &str) -> std::path::PathBuf {
 }
 
 /// Runs `script` through psql at `url` (`-X -q -At`, stopping at the first error); blocking.
-pub fn psql_script(url: &str, script: &str) -> std::process::Output {
+pub fn psql_script(url: &str, script: impl AsRef<[u8]>) -> std::process::Output {
     use std::io::Write;
     let mut child = std::process::Command::new(pg_tool("psql"))
         .args([url, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"])
@@ -248,7 +248,7 @@ pub fn psql_script(url: &str, script: &str) -> std::process::Output {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("psql runs");
-    child.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("script");
+    child.stdin.take().expect("stdin").write_all(script.as_ref()).expect("script");
     child.wait_with_output().expect("psql output")
 }
 
@@ -338,4 +338,49 @@ pub async fn assert_refusal_after_flush_ends_idle(s: &mut tokio::net::TcpStream,
     s.write_all(&out).await.unwrap();
     let (tags, status) = read_until_ready(s).await;
     assert_eq!((tags.as_slice(), status), (&b"TDCZ"[..], b'I'), "{after}: {:?}", String::from_utf8_lossy(&tags));
+}
+
+/// A Query message carrying `sql` exactly as given (any bytes, in whatever encoding the test chose).
+pub fn encode_query_bytes(sql: &[u8], out: &mut bytes::BytesMut) {
+    use bytes::BufMut;
+    out.put_u8(b'Q');
+    out.put_u32(u32::try_from(sql.len() + 5).expect("a short query"));
+    out.put_slice(sql);
+    out.put_u8(0);
+}
+
+/// Logs in through pgsplit with `extra` startup parameters, sends `sql` as one Query and returns the SQLSTATE and
+/// message of the ErrorResponse it gets (panics if there is none before ReadyForQuery).
+pub async fn query_error(port: u16, extra: &[(&str, &str)], sql: &[u8]) -> (String, String) {
+    use fallible_iterator::FallibleIterator;
+    use postgres_protocol::message::backend::Message;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut s, _) = raw_login_with(port, extra).await;
+    let mut out = bytes::BytesMut::new();
+    encode_query_bytes(sql, &mut out);
+    s.write_all(&out).await.expect("write");
+    let mut buf = bytes::BytesMut::new();
+    let mut error = None;
+    loop {
+        match Message::parse(&mut buf).expect("server message") {
+            Some(Message::ErrorResponse(e)) => {
+                let (mut code, mut message) = (String::new(), String::new());
+                let mut fields = e.fields();
+                while let Some(f) = fields.next().expect("fields") {
+                    match f.type_() {
+                        b'C' => code = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+                        b'M' => message = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+                        _ => {}
+                    }
+                }
+                error = Some((code, message));
+            }
+            Some(Message::ReadyForQuery(_)) => return error.expect("an ErrorResponse before ReadyForQuery"),
+            Some(_) => {}
+            None => {
+                let read = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_buf(&mut buf));
+                assert!(read.await.expect("an answer within 10 s").expect("read") > 0, "server closed");
+            }
+        }
+    }
 }
