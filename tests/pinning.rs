@@ -104,3 +104,49 @@ async fn session_advisory_locks_are_released_when_the_client_disconnects() {
     }
     assert_eq!(free, "0", "the lock went with the closed connection");
 }
+
+/// Every way of making a temporary object pins the session, so no other client can reach it (issue 16, point 7): with
+/// one server connection per target, another client waits for it (53300), and once the creator has left, the
+/// connection it held is gone and the object with it (42P01), as with a direct connection per client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_objects_made_any_way_are_never_seen_by_another_client() {
+    let yaml = config_yaml("verify-full", "")
+        .replace("pool: { max: 5, checkout_timeout: 3s }", "pool: { max: 1, checkout_timeout: 1s }")
+        .replace("pool: { max: 10, checkout_timeout: 3s }", "pool: { max: 1, checkout_timeout: 1s }");
+    let proxy = Proxy::start(&yaml).await;
+    let id = std::process::id();
+    let forms = [
+        ("create temp table {} (id int)", false),
+        ("create temp table {} (id int)", true),
+        ("create table pg_temp.{} (id int)", false),
+        ("create table pg_temp.{} (id int)", true),
+        ("create temp table {} as select 1 as x", false),
+        ("select 1 as x into temp table {}", false),
+        ("do $$ begin create temp table {} (id int); end $$", false),
+        ("create temporary view {} as select 1", false),
+        ("begin; create temp table {}(id int); commit", false),
+        ("create local temporary table {} (id int)", false),
+        ("set search_path to pg_temp, public; create table {}(id int)", false),
+    ];
+    for (i, (form, extended)) in forms.iter().enumerate() {
+        let name = format!("tmp_{id}_{i}");
+        let sql = form.replace("{}", &name);
+        let a = proxy.connect().await;
+        let made = if *extended { a.execute(sql.as_str(), &[]).await.map(drop) } else { a.batch_execute(&sql).await };
+        made.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let b = proxy.connect().await;
+        let seen = b.simple_query(&format!("select count(*) from {name}")).await.map(drop);
+        assert_eq!(seen.map_err(|e| common::sqlstate(&e)), Err("53300".into()), "{sql}: another client reached it");
+        assert_eq!(scalar(&a, &format!("select count(*) >= 0 from {name}")).await, "t", "{sql}: its creator still has it");
+        drop(a);
+        // The creator's connection closes with it; the next client gets a new one, without the object.
+        let mut gone = Err(String::new());
+        for _ in 0..50 {
+            gone = b.simple_query(&format!("select count(*) from {name}")).await.map(drop).map_err(|e| common::sqlstate(&e));
+            if gone != Err("53300".into()) {
+                break;
+            }
+        }
+        assert_eq!(gone, Err("42P01".into()), "{sql}: after its creator left");
+    }
+}

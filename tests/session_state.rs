@@ -172,3 +172,65 @@ async fn a_prepared_set_executed_in_a_later_batch_follows_the_client() {
     assert_eq!(scalar(&c, on_data).await, "Asia/Tokyo", "another target's connection got the setting");
     assert_eq!(scalar(&c, "show timezone").await, "Asia/Tokyo");
 }
+
+/// RESET goes back to the value the session started with, whatever the spelling (`RESET TIME ZONE`, `SET TIME ZONE
+/// DEFAULT`, `RESET timezone`), as PostgreSQL's RESET does, not to the server's default (issue 16, point 7).
+#[tokio::test]
+async fn reset_returns_to_the_startup_value_in_every_spelling() {
+    let proxy = Proxy::split().await;
+    let c = connect_with(&proxy, "options='-c TimeZone=Europe/Paris'").await;
+    for reset in ["reset time zone", "set time zone default", "reset timezone", "set timezone to default", "reset all"] {
+        c.simple_query("set timezone to 'UTC'").await.unwrap();
+        assert_eq!(scalar(&c, "show timezone").await, "UTC");
+        c.simple_query(reset).await.unwrap();
+        assert_eq!(scalar(&c, "show timezone").await, "Europe/Paris", "{reset}");
+        // And on the other target's connection, which the reset never ran on.
+        let other = scalar(&c, "select current_setting('TimeZone'), (select count(*) from workspace.imports)").await;
+        assert_eq!(other, "Europe/Paris", "{reset}, on DATA");
+    }
+}
+
+/// A partial DateStyle (only the order, or only the style) changes that part of the session's value: a connection
+/// the client had not used yet gets the whole of it, as the client's own server would have it.
+#[tokio::test]
+async fn a_partial_datestyle_is_replayed_with_the_rest_of_the_sessions_value() {
+    let proxy = Proxy::split().await;
+    let c = connect_with(&proxy, "options='-c DateStyle=SQL,DMY'").await;
+    c.simple_query("set datestyle = 'YMD'").await.unwrap();
+    assert_eq!(scalar(&c, "show datestyle").await, "SQL, YMD");
+    // DATA has not served this client yet: its connection gets the session's value, not `YMD` on its own default.
+    let on_data = scalar(&c, "select current_setting('DateStyle'), (select count(*) from workspace.imports)").await;
+    assert_eq!(on_data, "SQL, YMD");
+    c.simple_query("set datestyle = 'German'").await.unwrap();
+    let on_data = scalar(&c, "select current_setting('DateStyle'), (select count(*) from workspace.imports)").await;
+    assert_eq!(on_data, "German, DMY", "German without an order implies DMY, as PostgreSQL sets it");
+    c.simple_query("set datestyle = 'MDY'").await.unwrap();
+    let on_data = scalar(&c, "select current_setting('DateStyle'), (select count(*) from workspace.imports)").await;
+    assert_eq!(on_data, "German, MDY");
+    assert_eq!(scalar(&c, "show datestyle").await, "German, MDY");
+}
+
+/// psql's `\gdesc` describes the unnamed statement it parsed in an earlier Sync: the description is the one a direct
+/// connection gives.
+#[tokio::test]
+async fn gdesc_describes_the_unnamed_statement_parsed_before_the_last_sync() {
+    let proxy = Proxy::split().await;
+    let script = "select 1 as a, 'x'::text as b \\gdesc\nselect now() as t \\gdesc\nselect 2 as c\n";
+    let url = proxy.dsn();
+    let out = tokio::task::spawn_blocking(move || common::psql_script(&url, script)).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a|integer\nb|text\nt|timestamp with time zone\n2\n");
+}
+
+/// `set_config('search_path', ' ', false)` (a blank path) is followed like any search_path: every later statement,
+/// on either target, runs (it used to fail every statement with a syntax error in the replayed setting).
+#[tokio::test]
+async fn a_blank_search_path_from_set_config_leaves_the_session_usable() {
+    let proxy = Proxy::split().await;
+    let c = proxy.connect().await;
+    c.simple_query("select set_config('search_path', ' ', false)").await.unwrap();
+    assert_eq!(scalar(&c, "select count(*) >= 0 from config.users").await, "t");
+    assert_eq!(scalar(&c, "select count(*) >= 0 from workspace.imports").await, "t");
+    let e = c.simple_query("select * from imports").await.expect_err("nothing is found through an empty path");
+    assert_eq!(sqlstate(&e), "42P01");
+}

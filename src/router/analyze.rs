@@ -36,6 +36,9 @@ pub fn parse(sql: &str) -> Result<Analysis, ParserError> {
     // state it cannot replay: keep the connection (transaction-local ones included: harmless over-pinning).
     let followed = commands.iter().filter(|c| matches!(c, Command::SetParam { .. })).count();
     c.pins |= c.set_configs > followed;
+    // An object created in the session's temporary schema (`CREATE TABLE pg_temp.t`, `CREATE FUNCTION pg_temp.f`)
+    // lives on that server connection only, as a `CREATE TEMP TABLE` does.
+    c.pins |= c.names.iter().any(|n| n.created && n.schema.as_deref().is_some_and(is_temp_schema));
     Ok(Analysis {
         names: c.names,
         command,
@@ -48,6 +51,11 @@ pub fn parse(sql: &str) -> Result<Analysis, ParserError> {
         statements: statements.len(),
         own_transaction,
     })
+}
+
+/// `pg_temp`, or a session's own temporary schema by its real name (`pg_temp_3`).
+pub fn is_temp_schema(schema: &str) -> bool {
+    schema == "pg_temp" || schema.strip_prefix("pg_temp_").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Folds an identifier as PostgreSQL does: unquoted → ASCII letters in lower case (PostgreSQL's

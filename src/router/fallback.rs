@@ -15,6 +15,9 @@ const MAX_BODY_DEPTH: usize = 2;
 /// since they may be the only place a routed name appears.
 pub fn scan(sql: &str) -> Analysis {
     let Some(tokens) = tokenize(sql) else { return untokenizable(sql) };
+    if let Some(a) = reset_time_zone(&tokens) {
+        return a;
+    }
     let mut names: Vec<Name> = Vec::new();
     collect(&tokens, &mut names, 0);
     let first_keyword = tokens.iter().find_map(|t| match t {
@@ -29,6 +32,25 @@ pub fn scan(sql: &str) -> Analysis {
     let pins = matches!(first_keyword, Some(Keyword::SET | Keyword::RESET | Keyword::DISCARD))
         || names.iter().any(|n| n.schema.is_none() && PINNING_WORDS.contains(&n.object.as_str()));
     scanned(names, !reads, ddl, pins, statements)
+}
+
+/// `RESET TIME ZONE` (PostgreSQL's spelling of `RESET timezone`, which sqlparser does not read): a session change
+/// pgsplit follows like any RESET, back to the session's startup value.
+fn reset_time_zone(tokens: &[Token]) -> Option<Analysis> {
+    let words: Vec<&Token> = tokens.iter().filter(|t| !matches!(t, Token::SemiColon | Token::EOF)).collect();
+    let is =
+        |t: &Token, w: &str| matches!(t, Token::Word(word) if word.quote_style.is_none() && word.value.eq_ignore_ascii_case(w));
+    let [reset, time, zone] = words.as_slice() else { return None };
+    if !(is(reset, "reset") && is(time, "time") && is(zone, "zone")) {
+        return None;
+    }
+    let reset = Command::ResetParam("timezone".into());
+    Some(Analysis {
+        command: reset.clone(),
+        session_changes: vec![reset],
+        fallback: false,
+        ..scanned(Vec::new(), false, false, false, 1)
+    })
 }
 
 /// What the token scan learned: names and flags, no session command (that needs the parse).

@@ -286,7 +286,11 @@ impl Session {
             b'D' => match decode::describe_or_close(f.body(), self.encoding).map_err(errors::invalid_extended)? {
                 (b'S', name) => {
                     self.reroute_statement(&name)?;
-                    Ok(self.statement_route(&name).map(|(r, _)| r))
+                    let stmt = self.statement_route(&name);
+                    // Only transaction control is described without a server (psql's `\gdesc` describes a SELECT
+                    // it parsed in an earlier batch).
+                    *tx_control &= controls(stmt.and_then(|(_, a)| a.map(|a| &**a)));
+                    Ok(stmt.map(|(r, _)| r))
                 }
                 _ => Ok(None),
             },

@@ -156,8 +156,15 @@ impl Params {
     fn apply(&mut self, change: &Command, applied: &mut BTreeMap<String, String>) {
         match change {
             Command::SetParam { name, value } => {
+                // A partial DateStyle changes only its part of the session's value: the whole value is replayed.
+                let value = match self.current.get(name) {
+                    Some(now) if name == "datestyle" => {
+                        compose_datestyle(now, value, self.defaults.get(name)).unwrap_or_else(|| value.clone())
+                    }
+                    _ => value.clone(),
+                };
                 self.current.insert(name.clone(), value.clone());
-                applied.insert(name.clone(), value.clone());
+                applied.insert(name.clone(), value);
             }
             Command::ResetParam(name) => {
                 match self.defaults.get(name) {
@@ -204,6 +211,46 @@ impl Params {
 /// `unicode`, any case), `LATIN1` for `iso-8859-1`; a name PostgreSQL does not know as given.
 pub fn canonical_encoding(name: &str) -> String {
     ClientEncoding::from_name(name).map_or_else(|| name.to_owned(), |e| e.name().to_owned())
+}
+
+/// The DateStyle a session has after `SET datestyle TO new` when it had `now` (both SQL text as pgsplit keeps them),
+/// as PostgreSQL's `check_datestyle` computes it: a style (ISO, SQL, Postgres, German) and an order (YMD, DMY, MDY);
+/// what `new` leaves out stays as it was, except that German alone implies DMY; `DEFAULT` is the startup value
+/// (`default`). `None` for anything it does not read (the value is then kept as written).
+fn compose_datestyle(now: &str, new: &str, default: Option<&String>) -> Option<String> {
+    let words = |sql: &str| -> Vec<String> {
+        sql.split(|c: char| c == '\'' || c == ',' || c.is_whitespace())
+            .filter(|w| !w.is_empty())
+            .map(str::to_ascii_lowercase)
+            .collect()
+    };
+    let read = |words: &[String], mut style: Option<&'static str>, mut order: Option<&'static str>| {
+        let (mut styles, mut orders) = (0, 0);
+        for w in words {
+            match w.as_str() {
+                "iso" => (style, styles) = (Some("ISO"), styles + 1),
+                "sql" => (style, styles) = (Some("SQL"), styles + 1),
+                "postgres" => (style, styles) = (Some("Postgres"), styles + 1),
+                "german" => {
+                    (style, styles) = (Some("German"), styles + 1);
+                    if orders == 0 {
+                        order = Some("DMY");
+                    }
+                }
+                "ymd" => (order, orders) = (Some("YMD"), orders + 1),
+                "dmy" => (order, orders) = (Some("DMY"), orders + 1),
+                w if w.starts_with("euro") => (order, orders) = (Some("DMY"), orders + 1),
+                "mdy" | "us" => (order, orders) = (Some("MDY"), orders + 1),
+                w if w.starts_with("noneuro") => (order, orders) = (Some("MDY"), orders + 1),
+                _ => return None,
+            }
+        }
+        (styles <= 1 && orders <= 1).then_some((style, order))
+    };
+    let (style, order) = read(&words(now), None, None)?;
+    let new = words(new);
+    let (style, order) = if new == ["default"] { read(&words(default?), None, None)? } else { read(&new, style, order)? };
+    Some(quote::literal(&format!("{}, {}", style?, order?)))
 }
 
 /// The text of a value as `guc_value_sql` or the router wrote it: a literal's content (`'it''s'` is `it's`), anything
@@ -271,6 +318,32 @@ pub(super) fn options_settings(options: &str) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod datestyle_tests {
+    use super::compose_datestyle;
+
+    #[test]
+    fn a_partial_datestyle_keeps_the_rest_of_the_value_as_postgresql_does() {
+        let startup = "'SQL, DMY'".to_owned();
+        for (now, new, want) in [
+            ("'SQL, DMY'", "'YMD'", Some("'SQL, YMD'")),
+            ("'SQL, DMY'", "'iso'", Some("'ISO, DMY'")),
+            ("'ISO, MDY'", "'German'", Some("'German, DMY'")),
+            ("'ISO, MDY'", "'German', 'MDY'", Some("'German, MDY'")),
+            ("'ISO, MDY'", "'MDY', 'German'", Some("'German, MDY'")),
+            ("'German, DMY'", "'US'", Some("'German, MDY'")),
+            ("'ISO, YMD'", "'European'", Some("'ISO, DMY'")),
+            ("'ISO, YMD'", "'default'", Some("'SQL, DMY'")),
+            ("'ISO, YMD'", "'ISO', 'SQL'", None),
+            ("'ISO, YMD'", "'klingon'", None),
+            ("'ISO'", "'YMD'", Some("'ISO, YMD'")),
+            ("'ISO'", "'SQL'", None),
+        ] {
+            assert_eq!(compose_datestyle(now, new, Some(&startup)).as_deref(), want, "{now} + {new}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -41,6 +41,9 @@ pub struct Effects {
     pub pins: bool,
     /// The text controls transactions itself or cannot run in a transaction block (see `Analysis::own_transaction`).
     pub own_transaction: bool,
+    /// The text creates an object it does not qualify: with `pg_temp` in the session's search_path, it may be
+    /// created there (then it pins, see `Session::follow`).
+    pub creates_unqualified: bool,
 }
 
 impl Effects {
@@ -60,6 +63,7 @@ impl Effects {
         self.forgets_prepared |= a.session_changes.iter().any(Command::forgets_prepared);
         self.pins |= a.pins;
         self.own_transaction |= a.own_transaction;
+        self.creates_unqualified |= a.ddl && a.names.iter().any(|n| n.created && n.schema.is_none());
     }
 }
 
@@ -491,8 +495,12 @@ impl Session {
             conn.forget_prepared();
             self.statements.clear();
         }
-        // Even a failed exchange may have left what pins (a session advisory lock survives a rollback).
-        if effects.pins {
+        // Even a failed exchange may have left what pins (a session advisory lock survives a rollback). An
+        // unqualified CREATE with pg_temp in the search_path may have made a temporary object (pinned even when
+        // pg_temp is not the schema PostgreSQL chose: harmless over-pinning of a rare setting).
+        let temp_created =
+            effects.creates_unqualified && self.search_path.iter().any(|s| crate::router::analyze::is_temp_schema(s));
+        if effects.pins || temp_created {
             self.pin(target);
         }
     }

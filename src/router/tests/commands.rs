@@ -102,6 +102,11 @@ fn state_that_cannot_be_replayed_pins_the_session() {
         "set session characteristics as transaction isolation level serializable",
         "select set_config('app.user', 'x', false), 1",
         "select 1; select set_config('app.user', 'x', false) from config.users",
+        // Objects created in the temporary schema by name.
+        "create table pg_temp.t (id int)",
+        "create view pg_temp.v as select 1",
+        "create function pg_temp.f() returns int language sql as 'select 1'",
+        "create table pg_temp_3.t (id int)",
     ] {
         assert!(Analysis::of(sql).pins, "{sql}");
     }
@@ -113,6 +118,9 @@ fn state_that_cannot_be_replayed_pins_the_session() {
         "select set_config('app.user', 'x', true)",
         "declare c cursor for select 1",
         "set statement_timeout = 5",
+        "create table public.pg_temp_x (id int)",
+        "create table pg_temporal.t (id int)",
+        "select * from pg_temp.t",
     ] {
         assert!(!Analysis::of(sql).pins, "{sql}");
     }
@@ -160,6 +168,8 @@ fn set_values_are_rebuilt_as_quoted_literals_never_copied_from_the_text() {
         ("set time zone 'Europe/Paris'", set("timezone", "'Europe/Paris'")),
         ("set time zone local", Command::ResetParam("timezone".into())),
         ("set time zone default", Command::ResetParam("timezone".into())),
+        ("reset time zone", Command::ResetParam("timezone".into())),
+        ("RESET TIME ZONE;", Command::ResetParam("timezone".into())),
         // SET NAMES is client_encoding.
         ("set names 'LATIN1'", set("client_encoding", "'LATIN1'")),
         ("set names koi8r", set("client_encoding", "'koi8r'")),
