@@ -25,6 +25,10 @@ pub enum ClientError {
 /// Buffers above this are released when the client goes idle, so 1,000 idle clients stay small.
 const IDLE_BUFFER_KEEP: usize = 16 * 1024;
 
+/// Most bytes of a client's next requests pgsplit reads ahead while it waits for something else (a server's reply,
+/// a pool connection): past it the client is not read until the wait is over, and TCP holds the rest.
+pub const READ_AHEAD_MAX: usize = 64 * 1024;
+
 /// A connected client.
 pub struct Client {
     /// The socket (plain or TLS).
@@ -67,6 +71,23 @@ impl Client {
             self.rbuf.reserve(8192);
         }
         Ok(self.stream.read_buf(&mut self.rbuf).await?)
+    }
+
+    /// Reads what the client sends while pgsplit waits on something else, so that a client that goes away is
+    /// noticed at once (PostgreSQL notices it only when it next writes); returns only then, with why. What the client
+    /// sends meanwhile (a pipelining client's next requests) stays in `rbuf`, up to `READ_AHEAD_MAX`; past it this
+    /// waits forever. Cancel-safe: a read either lands in `rbuf` or does not happen.
+    pub async fn gone(&mut self) -> ClientError {
+        loop {
+            if self.rbuf.len() >= READ_AHEAD_MAX {
+                return std::future::pending().await;
+            }
+            match self.fill().await {
+                Ok(0) => return ClientError::Gone,
+                Ok(_) => {}
+                Err(e) => return e,
+            }
+        }
     }
 
     /// Writes pgsplit's own pending messages.

@@ -79,3 +79,53 @@ async fn unknown_cancel_keys_are_ignored() {
     assert!(rest.is_empty(), "pgsplit answers a cancel request with nothing");
     running.await.unwrap().expect("statement unaffected");
 }
+
+/// Polls `check` every 100 ms for up to 20 s; true once it holds.
+async fn eventually(mut check: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..200 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// A client that goes away while its statement runs ends its session in pgsplit at once, and the statement is
+/// cancelled on its server instead of running to its end on a connection of the target's budget (issue 16, point
+/// 10); the same for a client that goes away while it waits for a server connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_mid_statement_or_mid_wait_ends_its_session_and_its_statement() {
+    use tokio::io::AsyncWriteExt;
+    let yaml = config_yaml("verify-full", "")
+        .replace("pool: { max: 10, checkout_timeout: 3s }", "pool: { max: 1, checkout_timeout: 60s }");
+    let proxy = Proxy::start(&yaml).await;
+    let clients = || proxy.app.metrics().clients();
+    let tag = format!("gone_{}", std::process::id());
+    let running = |tag: String| async move {
+        let sql = format!("select count(*) from pg_stat_activity where query like '%{tag}%' and pid <> pg_backend_pid()");
+        common::direct(&common::clusters().data, "handled_data", &sql).await != "0"
+    };
+    let mut s = common::raw_login(proxy.port).await;
+    let mut q = bytes::BytesMut::new();
+    common::encode_query_bytes(format!("select pg_sleep(60) /* {tag} */ from reference.countries limit 1").as_bytes(), &mut q);
+    s.write_all(&q).await.unwrap();
+    assert!(eventually(async || running(tag.clone()).await).await, "the statement started");
+    let before = clients();
+    drop(s);
+    assert!(eventually(async || clients() < before).await, "the session ended while its statement ran");
+    assert!(eventually(async || !running(tag.clone()).await).await, "the statement was cancelled on DATA");
+
+    // Waiting for DATA's only connection, held by a transaction: the waiting client leaves.
+    let holder = proxy.connect().await;
+    holder.simple_query("begin; select 1 from workspace.imports limit 1").await.unwrap();
+    let mut s = common::raw_login(proxy.port).await;
+    let mut q = bytes::BytesMut::new();
+    common::encode_query_bytes(b"select count(*) from workspace.imports", &mut q);
+    s.write_all(&q).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = clients();
+    drop(s);
+    assert!(eventually(async || clients() < before).await, "the session ended while it waited for a connection");
+    holder.simple_query("commit").await.unwrap();
+}

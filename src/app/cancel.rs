@@ -19,11 +19,24 @@ impl App {
         slot.waiting.notify_waiters();
         let running = slot.running.lock().await;
         if let Some(r) = *running {
-            let backend = self.backend(r.target);
-            match tokio::time::timeout(CANCEL_TIMEOUT, crate::backend::conn::send_cancel(&backend.spec, r.key)).await {
-                Ok(Ok(())) => tracing::info!(pid, target = backend.name(), "statement cancelled at the client's request"),
-                Ok(Err(e)) => tracing::warn!(pid, target = backend.name(), error = %e, "cancel not delivered"),
-                Err(_) => tracing::warn!(pid, target = backend.name(), "cancel not delivered: timed out"),
+            if self.cancel_on_server(r.target, r.key).await {
+                tracing::info!(pid, target = self.backend(r.target).name(), "statement cancelled at the client's request");
+            }
+        }
+    }
+
+    /// Sends a CancelRequest for the server process `key` of `target`; false (logged) when it was not delivered.
+    pub async fn cancel_on_server(&self, target: crate::router::TargetId, key: (i32, i32)) -> bool {
+        let backend = self.backend(target);
+        match tokio::time::timeout(CANCEL_TIMEOUT, crate::backend::conn::send_cancel(&backend.spec, key)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(target = backend.name(), error = %e, "cancel not delivered");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(target = backend.name(), "cancel not delivered: timed out");
+                false
             }
         }
     }

@@ -203,8 +203,19 @@ async fn relay_until_ready(client: &mut Client, conn: &mut ServerConn, sink: Sin
                     return Ok(status);
                 }
             }
-            Step::More => conn.fill().await?,
+            Step::More => wait_for_server(client, conn).await?,
         }
+    }
+}
+
+/// Waits for more of the server's reply, noticing meanwhile a client that goes away (its session then ends at
+/// once, and with it the statement: see `Session::client_left`).
+#[inline]
+async fn wait_for_server(client: &mut Client, conn: &mut ServerConn) -> Result<(), RelayError> {
+    tokio::select! {
+        biased;
+        r = conn.fill() => Ok(r?),
+        e = client.gone() => Err(RelayError::Client(e)),
     }
 }
 

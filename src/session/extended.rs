@@ -119,10 +119,7 @@ impl Session {
                     return Ok(());
                 }
                 Ok(_) => {}
-                Err(RelayError::Client(e)) => {
-                    self.machine.lost();
-                    return Err(e.into());
-                }
+                Err(RelayError::Client(e)) => return Err(self.client_left(target, conn, e)),
                 Err(RelayError::Server(e)) if conn.holds_session() => return Err(self.session_lost(target, conn, &e)),
                 Err(RelayError::Server(e)) => {
                     self.flush_lost(target, conn, &e);
@@ -138,10 +135,7 @@ impl Session {
         self.landed().await;
         match relayed {
             Ok(()) => self.machine.flushed(conn),
-            Err(RelayError::Client(e)) => {
-                self.machine.lost();
-                return Err(e.into());
-            }
+            Err(RelayError::Client(e)) => return Err(self.client_left(target, conn, e)),
             Err(RelayError::Server(e)) if conn.holds_session() => return Err(self.session_lost(target, conn, &e)),
             Err(RelayError::Server(e)) => self.flush_lost(target, conn, &e),
             Err(RelayError::Ended) => return Err(self.server_ended(target, conn)),

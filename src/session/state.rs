@@ -233,7 +233,14 @@ impl Session {
             None => {
                 // A cancel while the client waits in the queue ends the wait, as it would end the statement.
                 let backend = self.app.backend(target);
-                backend.checkout_or_cancel(Some(&self.key.slot.waiting)).await.map_err(|e| {
+                // A client that goes away while it waits ends the wait too (the session then ends).
+                let checkout = backend.checkout_or_cancel(Some(&self.key.slot.waiting));
+                let got = tokio::select! {
+                    biased;
+                    got = checkout => got,
+                    _ = self.client.gone() => Err(CheckoutError::Canceled),
+                };
+                got.map_err(|e| {
                     if !matches!(e, CheckoutError::Canceled) {
                         tracing::warn!(target = backend.name(), error = %e, "server connection unavailable");
                     }
@@ -389,10 +396,7 @@ impl Session {
         match result {
             Ok(status) if !held_failed => self.follow(target, &mut conn, effects, was_in_tx, status),
             Ok(_) => {}
-            Err(RelayError::Client(e)) => {
-                self.machine.lost();
-                return Err(e.into());
-            }
+            Err(RelayError::Client(e)) => return Err(self.client_left(target, conn, e)),
             Err(RelayError::Server(e)) if conn.holds_session() => return Err(self.session_lost(target, conn, &e)),
             Err(RelayError::Server(e)) => {
                 self.server_lost(target, conn, &e);
@@ -409,6 +413,19 @@ impl Session {
             }
             None => Ok(false),
         }
+    }
+
+    /// The client went away in the middle of a request: the session ends, and the request's statement is cancelled
+    /// on its server at once (its connection, mid-exchange, is closed, never reused: without the cancel the server
+    /// would run the statement to its end, holding a connection of the target's budget meanwhile).
+    pub(super) fn client_left(&mut self, target: TargetId, conn: PooledConn, e: crate::client::ClientError) -> SessionError {
+        if let Some(key) = conn.key() {
+            let app = self.app.clone();
+            tokio::spawn(async move { app.cancel_on_server(target, key).await });
+        }
+        drop(conn);
+        self.machine.lost();
+        e.into()
     }
 
     /// The server ended, with a FATAL the client was given, the connection that held the client's session: it is
