@@ -22,8 +22,6 @@ pub struct Running {
 /// One client's cancel state.
 #[derive(Debug)]
 pub struct CancelSlot {
-    /// The secret the client must present with its process id.
-    secret: i32,
     /// The statement in flight, if any. A cancel holds this lock while it is forwarded, and the session takes it
     /// before giving the connection back, so a late cancel can never reach a statement of another client.
     pub running: tokio::sync::Mutex<Option<Running>>,
@@ -62,48 +60,57 @@ pub struct ClientKey {
     pub slot: Arc<CancelSlot>,
 }
 
-/// Every connected client's cancel slot, by the process id pgsplit gave it.
+/// Every connected client's cancel slot, by the process id and secret it was given.
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
-    /// pid → slot.
-    slots: Mutex<HashMap<i32, Arc<CancelSlot>>>,
+    /// (pid, secret) → slot. A session-pooled client is given its backend's real key, and two targets' backends
+    /// may share a process id: the secret tells them apart.
+    slots: Mutex<HashMap<(i32, i32), Arc<CancelSlot>>>,
 }
 
 impl CancelRegistry {
     /// A fresh, unique key for a new client.
     pub fn register(&self) -> ClientKey {
         let mut rng = rand::rng();
-        let secret = rng.random::<i32>();
+        loop {
+            let (pid, secret) = (rng.random_range(1..i32::MAX), rng.random::<i32>());
+            if let Some(key) = self.register_as(pid, secret) {
+                return key;
+            }
+        }
+    }
+
+    /// A client given the key of a server backend (session pooling: the real process id and secret, so that
+    /// `pg_backend_pid()` and a NOTIFY's sender match it); `None` if that key is taken already.
+    pub fn register_as(&self, pid: i32, secret: i32) -> Option<ClientKey> {
         let slot = Arc::new(CancelSlot {
-            secret,
             running: tokio::sync::Mutex::new(None),
             waiting: Notify::new(),
             drain: Default::default(),
             info: Default::default(),
         });
-        let mut slots = lock(&self.slots);
-        loop {
-            let pid = rng.random_range(1..i32::MAX);
-            if let std::collections::hash_map::Entry::Vacant(e) = slots.entry(pid) {
+        match lock(&self.slots).entry((pid, secret)) {
+            std::collections::hash_map::Entry::Vacant(e) => {
                 e.insert(slot.clone());
-                return ClientKey { pid, secret, slot };
+                Some(ClientKey { pid, secret, slot })
             }
+            std::collections::hash_map::Entry::Occupied(_) => None,
         }
     }
 
     /// Forgets a client that disconnected.
-    pub fn unregister(&self, pid: i32) {
-        lock(&self.slots).remove(&pid);
+    pub fn unregister(&self, key: &ClientKey) {
+        lock(&self.slots).remove(&(key.pid, key.secret));
     }
 
     /// The slot for a CancelRequest, if the key is known and the secret matches.
     pub fn find(&self, pid: i32, secret: i32) -> Option<Arc<CancelSlot>> {
-        lock(&self.slots).get(&pid).filter(|s| s.secret == secret).cloned()
+        lock(&self.slots).get(&(pid, secret)).cloned()
     }
 
     /// Every registered client's process id and slot, by process id.
     pub fn all(&self) -> Vec<(i32, Arc<CancelSlot>)> {
-        let mut all: Vec<_> = lock(&self.slots).iter().map(|(pid, s)| (*pid, s.clone())).collect();
+        let mut all: Vec<_> = lock(&self.slots).iter().map(|((pid, _), s)| (*pid, s.clone())).collect();
         all.sort_by_key(|(pid, _)| *pid);
         all
     }
@@ -135,8 +142,14 @@ mod tests {
         assert_ne!(a.pid, b.pid);
         assert!(r.find(a.pid, a.secret).is_some());
         assert!(r.find(a.pid, a.secret.wrapping_add(1)).is_none());
-        r.unregister(a.pid);
+        r.unregister(&a);
         assert!(r.find(a.pid, a.secret).is_none());
         assert_eq!(r.len(), 1);
+        // A backend's real key; the same process id on another server, with another secret, is another client.
+        let real = r.register_as(4242, 7).expect("free");
+        assert!(r.register_as(4242, 7).is_none());
+        let other = r.register_as(4242, 8).expect("another secret");
+        assert!(std::sync::Arc::ptr_eq(&r.find(4242, 7).unwrap(), &real.slot));
+        assert!(std::sync::Arc::ptr_eq(&r.find(4242, 8).unwrap(), &other.slot));
     }
 }

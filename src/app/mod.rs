@@ -234,6 +234,21 @@ impl App {
         &self.database
     }
 
+    /// How long `user`'s sessions keep their server connections (PgBouncer's precedence): the user's `pool_mode`,
+    /// else the database's (a passthrough target's own, else the top-level one).
+    pub fn pool_mode(&self, user: &str, passthrough: Option<TargetId>) -> crate::config::PoolMode {
+        let config = self.config();
+        let of_user = config.users.iter().find(|u| u.name == user).and_then(|u| u.pool_mode);
+        let of_target = passthrough.and_then(|t| config.target(self.backend(t).name())).and_then(|t| t.pool_mode);
+        of_user.or(of_target).unwrap_or(config.pool_mode)
+    }
+
+    /// The target whose backend a session-mode client is given at login (its BackendKeyData): a passthrough
+    /// session's target, else where statements naming nothing go now.
+    pub fn home_target(&self, passthrough: Option<TargetId>) -> TargetId {
+        passthrough.unwrap_or_else(|| if self.is_single() { self.single_target() } else { self.table().default_target })
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
         self.config.load()

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use super::model::{ClientTls, Mode, ServerTlsMode, Upstream, User};
+use super::model::{ClientTls, Mode, PoolMode, ServerTlsMode, Upstream, User};
 use super::Issue;
 
 /// Expands environment references outside comments. Missing variables without a default are all reported.
@@ -103,6 +103,8 @@ pub struct RawConfig {
     pub max_client_conn: Option<usize>,
     /// Most connections logging in at once.
     pub max_login_conn: Option<usize>,
+    /// `transaction` (default) or `session`.
+    pub pool_mode: Option<PoolMode>,
     /// Extra top-level keys are allowed (SPEC §2).
     #[serde(flatten)]
     pub _extra: BTreeMap<String, serde_yaml::Value>,
@@ -128,6 +130,7 @@ pub struct RawTarget {
     pub schemas: Vec<String>,
     #[serde(default)]
     pub upstream: Upstream,
+    pub pool_mode: Option<PoolMode>,
     /// Connection alert threshold.
     pub alert_connections: Option<u32>,
 }

@@ -49,6 +49,9 @@ pub struct Config {
     pub max_login_conn: usize,
     /// Period of the background health probes (which also sample connection alerts).
     pub health_interval: Duration,
+    /// How long a client keeps its server connections (PgBouncer's `pool_mode`) in the logical database, unless its
+    /// user says otherwise.
+    pub pool_mode: PoolMode,
 }
 
 impl Config {
@@ -60,6 +63,28 @@ impl Config {
     /// The target that owns a schema.
     pub fn target_of_schema(&self, schema: &str) -> Option<&str> {
         self.targets.iter().find(|t| t.schemas.iter().any(|s| s == schema)).map(|t| t.name.as_str())
+    }
+}
+
+/// How long a client keeps a server connection (PgBouncer's `pool_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// From the first statement of a transaction to its end (what pins a session keeps it longer).
+    #[default]
+    Transaction,
+    /// For the whole session: the client's own backends, the real process id in BackendKeyData; reset with
+    /// `DISCARD ALL` and given back to the pool when the client leaves.
+    Session,
+}
+
+impl PoolMode {
+    /// The word in `routing.yaml` and the admin console.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Transaction => "transaction",
+            PoolMode::Session => "session",
+        }
     }
 }
 
@@ -132,6 +157,9 @@ pub struct Target {
     pub upstream: Upstream,
     /// More open server connections than this, sustained for `alert_sustain`, raise a connection alert.
     pub alert_connections: Option<u32>,
+    /// `pool_mode` of clients connected with this target's name as the database (passthrough); the top-level
+    /// `pool_mode` when unset.
+    pub pool_mode: Option<PoolMode>,
 }
 
 /// Host, port and login from a target's URL.
@@ -225,6 +253,9 @@ pub struct User {
     pub name: String,
     /// Plaintext password or a `SCRAM-SHA-256$...` verifier.
     pub password: String,
+    /// This user's `pool_mode`, over the database's (as in PgBouncer's `[users]`).
+    #[serde(default)]
+    pub pool_mode: Option<PoolMode>,
 }
 
 impl std::fmt::Debug for User {

@@ -256,3 +256,21 @@ fn an_sslmode_libpq_does_not_know_is_an_error_never_plain_tcp() {
         assert!(err.contains("invalid sslmode value") && err.contains(bad), "{bad}: {err}");
     }
 }
+
+#[test]
+fn pool_mode_defaults_to_transaction_and_is_read_at_top_level_per_target_and_per_user() {
+    let c = load(SEED, SEED_ENV).unwrap();
+    assert_eq!(c.pool_mode, PoolMode::Transaction);
+    assert_eq!(c.target("primary").unwrap().pool_mode, None);
+    let text = format!("{SEED}pool_mode: session\n")
+        .replace("    schemas: [config, customer]\n", "    schemas: [config, customer]\n    pool_mode: transaction\n");
+    let c = load(&text, SEED_ENV).unwrap();
+    assert_eq!(c.pool_mode, PoolMode::Session);
+    assert_eq!(c.target("primary").unwrap().pool_mode, Some(PoolMode::Transaction));
+    let e = load(&format!("{SEED}pool_mode: statement\n"), SEED_ENV).unwrap_err().to_string();
+    assert!(e.contains("unknown variant `statement`, expected `transaction` or `session`"), "{e}");
+    let text =
+        SEED.replace("  - { name: app, password: \"${APP_PASSWORD}\" }", "  - { name: app, password: x, pool_mode: session }");
+    let c = load(&text, SEED_ENV).unwrap();
+    assert_eq!(c.users.iter().map(|u| u.pool_mode).collect::<Vec<_>>(), [Some(PoolMode::Session), None]);
+}

@@ -70,6 +70,7 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
         max_client_conn: raw.max_client_conn.unwrap_or(DEFAULT_MAX_CLIENT_CONN),
         max_login_conn: raw.max_login_conn.unwrap_or(DEFAULT_MAX_LOGIN_CONN),
         health_interval,
+        pool_mode: raw.pool_mode.unwrap_or_default(),
     })
 }
 
@@ -151,8 +152,8 @@ fn target(
     let tls = server_tls(&name, t.tls, &t.url, resolve, issues);
     let pool = pool(&name, &t.pool, t.alert_connections, issues);
     claim_schemas(&name, &t.schemas, owner, issues);
-    let (schemas, upstream, alert_connections) = (t.schemas, t.upstream, t.alert_connections);
-    server.map(|server| Target { name, server, tls, pool, schemas, upstream, alert_connections })
+    let (schemas, upstream, alert_connections, pool_mode) = (t.schemas, t.upstream, t.alert_connections, t.pool_mode);
+    server.map(|server| Target { name, server, tls, pool, schemas, upstream, alert_connections, pool_mode })
 }
 
 /// A target's TLS: its `tls:`, else the URL's `sslmode`/`sslrootcert`; the verify modes need a CA file.

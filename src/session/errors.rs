@@ -81,6 +81,11 @@ pub fn checkout(e: &CheckoutError) -> PgError {
     PgError::error(code, e.to_string()).because(cause)
 }
 
+/// A session-pooled client's own backend could not be had at login.
+pub fn no_own_backend(e: &CheckoutError) -> PgError {
+    PgError::fatal(checkout(e).code, format!("no server connection for the session: {e}")).because("session_backend")
+}
+
 /// The client's session settings could not be applied on a server connection.
 pub fn settings_not_applied(target: &str, e: &BackendError) -> PgError {
     PgError::error(codes::CONNECTION_FAILURE, format!("cannot apply the session's settings on target \"{target}\": {e}"))

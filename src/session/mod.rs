@@ -132,6 +132,7 @@ pub async fn serve(tcp: TcpStream, app: Arc<App>, limits: &Limits, login: OwnedS
         }
         Err(e) => tracing::info!(%peer, %user, error = %e, "client disconnected"),
     }
+    session.give_back_own().await;
 }
 
 /// A connected, authenticated client. Its fields are private to the session module; the transaction's state is
@@ -180,4 +181,6 @@ pub struct Session {
     unnamed_parse: Option<bytes::Bytes>,
     /// An admin console session (database `pgsplit`).
     admin: bool,
+    /// Session pooling (`pool_mode: session`): every server connection the session uses is its own until it leaves.
+    session_pooled: bool,
 }

@@ -11,6 +11,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::app::{App, ClientTlsMode};
 use crate::auth::ScramExchange;
 use crate::cancel::{ClientInfo, ClientKey};
+use crate::config::PoolMode;
 use crate::server::Limits;
 
 /// The database name of the admin console.
@@ -53,7 +54,20 @@ pub async fn startup(
     let result = async {
         authenticate(&mut client, app, &user).await?;
         let slot = admit(app, limits, &params, &user, &database, passthrough, admin)?;
-        let key = app.cancels().register();
+        // Session pooling: the client's own backend on its home target, from now until it leaves; its key is the
+        // one the client gets.
+        let session_mode = !admin && app.pool_mode(&user, passthrough) == PoolMode::Session;
+        let home = match session_mode {
+            true => {
+                let target = app.home_target(passthrough);
+                let conn = app.backend(target).checkout().await.map_err(|e| SessionError::Fatal(errors::no_own_backend(&e)))?;
+                Some((target, conn))
+            }
+            false => None,
+        };
+        let real = home.as_ref().and_then(|(_, conn)| conn.key());
+        let key =
+            real.and_then(|(pid, secret)| app.cancels().register_as(pid, secret)).unwrap_or_else(|| app.cancels().register());
         let _ = key.slot.info.set(ClientInfo {
             user: user.clone(),
             database: database.clone(),
@@ -65,9 +79,9 @@ pub async fn startup(
         let greeted =
             if admin { greet_admin(&mut client, &key).await } else { greet(&mut client, app, greeter, &params, &key).await };
         match greeted {
-            Ok(()) => Ok((key, slot)),
+            Ok(()) => Ok((key, slot, home)),
             Err(e) => {
-                app.cancels().unregister(key.pid);
+                app.cancels().unregister(&key);
                 Err(e)
             }
         }
@@ -76,12 +90,15 @@ pub async fn startup(
     if let Err(SessionError::Fatal(e)) = &result {
         client.fatal(e).await;
     }
-    let (key, slot) = result?;
+    let (key, slot, home) = result?;
     if let Some(t) = passthrough {
         tracing::info!(%user, target = app.backend(t).name(), "passthrough session");
     }
     let mut session = Session::new(client, app.clone(), user, &params, key);
     session.connected_to(passthrough, admin);
+    if let Some((target, conn)) = home {
+        session.session_pooled(target, conn);
+    }
     Ok(Some((session, slot)))
 }
 

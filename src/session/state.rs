@@ -117,6 +117,36 @@ impl Session {
             unnamed: None,
             unnamed_parse: None,
             admin: false,
+            session_pooled: false,
+        }
+    }
+
+    /// Session pooling: `conn`, the client's own backend on `target` (whose key the client was given), is kept for
+    /// the whole session, and so is every connection the session uses after it.
+    pub(super) fn session_pooled(&mut self, target: TargetId, conn: PooledConn) {
+        self.session_pooled = true;
+        self.pin(target);
+        self.release(target, conn);
+    }
+
+    /// When a session-pooled client leaves: its idle connections are reset as PgBouncer's `server_reset_query`
+    /// resets them (`DISCARD ALL`: settings, prepared statements, temporary tables, LISTEN, advisory locks, cursors,
+    /// role) and given back to the pool; one that cannot be reset is closed. (Transaction pooling never gives back
+    /// a pinned connection: see `Drop`.)
+    pub(super) async fn give_back_own(&mut self) {
+        if !self.session_pooled {
+            return;
+        }
+        for target in 0..self.app.backends().len() {
+            let Some(mut conn) = self.machine.take_pinned(target) else { continue };
+            let reset = conn.status() == STATUS_IDLE && conn.simple("DISCARD ALL").await.is_ok() && conn.status() == STATUS_IDLE;
+            if reset {
+                conn.applied_mut().clear();
+                conn.forget_prepared();
+            } else {
+                conn.retire();
+            }
+            drop(conn);
         }
     }
 
@@ -264,6 +294,9 @@ impl Session {
 
     /// Gives a connection back: to the session's pin slot if pinned (and healthy), else to the pool.
     pub fn release(&mut self, target: TargetId, conn: PooledConn) {
+        if self.session_pooled && !self.machine.pinned_to(target) && conn.reusable() {
+            self.pin(target);
+        }
         match self.machine.release(target, conn) {
             Release::Pool(conn) => drop(conn),
             Release::Pinned => {}
@@ -282,7 +315,7 @@ impl Session {
         if first {
             self.app.pinned_sessions().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        if new {
+        if new && !self.session_pooled {
             tracing::info!(user = %self.user, target = self.app.backend(target).name(), "session pinned to its server connection");
         }
     }
@@ -614,7 +647,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.app.cancels().unregister(self.key.pid);
+        self.app.cancels().unregister(&self.key);
         if self.machine.pinned() {
             self.app.pinned_sessions().fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }

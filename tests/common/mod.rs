@@ -174,7 +174,8 @@ pub async fn raw_login(port: u16) -> tokio::net::TcpStream {
     raw_login_with(port, &[]).await.0
 }
 
-/// `raw_login` with extra startup parameters; also returns the ParameterStatus values pgsplit greeted with.
+/// `raw_login` with extra startup parameters; also returns the ParameterStatus values pgsplit greeted with, and
+/// BackendKeyData's process id as `("BackendKeyData.pid", pid)`.
 pub async fn raw_login_with(port: u16, extra: &[(&str, &str)]) -> (tokio::net::TcpStream, Vec<(String, String)>) {
     match try_login_with(port, extra).await {
         Ok(logged_in) => logged_in,
@@ -214,6 +215,7 @@ pub async fn try_login_with(port: u16, extra: &[(&str, &str)]) -> Result<(tokio:
             Message::ParameterStatus(p) => {
                 reported.push((p.name().expect("name").to_owned(), p.value().expect("value").to_owned()))
             }
+            Message::BackendKeyData(k) => reported.push(("BackendKeyData.pid".to_owned(), k.process_id().to_string())),
             Message::ReadyForQuery(_) => return Ok((s, reported)),
             Message::ErrorResponse(e) => {
                 use fallible_iterator::FallibleIterator;
