@@ -6,6 +6,8 @@ mod common;
 
 use std::process::Command;
 
+use bytes::BytesMut;
+
 use common::{
     bind_execute, clusters, config_yaml, direct, parse_bind_execute, read_messages, read_until_ready, sqlstate, Proxy,
     APP_PASSWORD,
@@ -424,4 +426,54 @@ async fn a_refusal_after_a_flushed_part_of_an_autocommit_batch_rolls_it_back_and
         "0",
         "the flushed insert was rolled back with its implicit transaction"
     );
+}
+
+/// An error inside a pipelined batch stops it as PostgreSQL stops it (issue 16, point 10): what came before ran,
+/// nothing after the error runs up to the Sync (in an implicit transaction, the whole batch is rolled back), and the
+/// next Sync's part runs normally; named and unnamed statements alike, with a Flush in the middle too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_inside_a_pipeline_stops_it_up_to_its_sync_as_postgresql_does() {
+    use postgres_protocol::message::frontend;
+    use tokio::io::AsyncWriteExt;
+    let proxy = Proxy::split().await;
+    let id = std::process::id();
+    let c = proxy.connect().await;
+    c.batch_execute(&format!("create table workspace.pipe_{id} (v int primary key)")).await.unwrap();
+    let mut s = common::raw_login(proxy.port).await;
+    let mut out = BytesMut::new();
+    common::parse_bind_execute("", &format!("insert into workspace.pipe_{id} values (1)"), &mut out);
+    common::parse_bind_execute("ins", &format!("insert into workspace.pipe_{id} values (2)"), &mut out);
+    frontend::flush(&mut out);
+    // A unique violation: an error at Execute (the first insert's row, inserted in this same implicit transaction).
+    common::parse_bind_execute("", &format!("insert into workspace.pipe_{id} values (1)"), &mut out);
+    common::parse_bind_execute("", &format!("insert into workspace.pipe_{id} values (3)"), &mut out);
+    common::bind_execute("ins", &mut out);
+    frontend::sync(&mut out);
+    common::parse_bind_execute("", &format!("insert into workspace.pipe_{id} values (4)"), &mut out);
+    frontend::sync(&mut out);
+    s.write_all(&out).await.unwrap();
+    // 1: ParseComplete, BindComplete, CommandComplete twice; the duplicate fails after its Parse and Bind; the rest
+    // up to Sync is skipped; then the second part runs.
+    // (Both parts' replies may arrive in one read: they are read as one stream, up to the second ReadyForQuery.)
+    let mut tags = String::new();
+    let mut buf = BytesMut::new();
+    while tags.matches('Z').count() < 2 {
+        while let Some((tag, len)) =
+            (buf.len() >= 5).then(|| (buf[0], u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize))
+        {
+            if buf.len() < len + 1 {
+                break;
+            }
+            tags.push(char::from(tag));
+            let _ = buf.split_to(len + 1);
+        }
+        if tags.matches('Z').count() < 2 {
+            let read =
+                tokio::time::timeout(std::time::Duration::from_secs(10), tokio::io::AsyncReadExt::read_buf(&mut s, &mut buf));
+            assert!(read.await.expect("replies within 10 s").unwrap() > 0, "closed after {tags}");
+        }
+    }
+    assert_eq!(tags, "12C12C12EZ12CZ");
+    // The failed part's implicit transaction rolled back its inserts; the second part's stayed.
+    assert_eq!(common::scalar(&c, &format!("select string_agg(v::text, ',') from workspace.pipe_{id}")).await, "4");
 }

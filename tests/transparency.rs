@@ -237,3 +237,41 @@ async fn a_refusal_before_sync_sends_only_the_error_and_skips_the_rest_of_the_ba
     frontend::query("select 1", &mut m).unwrap();
     assert_eq!(tags(&exchange(&mut s, &m).await), [b'T', b'D', b'C', b'Z']);
 }
+
+/// A NoticeResponse a server sends while a connection logs in (here a WARNING about a database setting that no
+/// longer applies) reaches the client, as it reaches a direct connection's client at its start: the first client to
+/// use the new server connection gets it before its first reply (issue 16, point 10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_the_server_sends_at_connection_start_reaches_the_client() {
+    use tokio::io::AsyncWriteExt;
+    let c = common::clusters();
+    let db = format!("handled_notice_{}", std::process::id());
+    common::direct(&c.data, "handled_data", &format!("create database {db} owner pgsplit")).await;
+    common::direct(
+        &c.data,
+        "handled_data",
+        &format!("alter database {db} set default_text_search_config = 'pg_catalog.nowhere'"),
+    )
+    .await;
+    // Directly, the WARNING arrives at connection start.
+    let dsn = format!("host=127.0.0.1 port={} user=pgsplit password={} dbname={db}", c.data.port(), c.server_password);
+    let (_direct, mut conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await.unwrap();
+    let first = std::future::poll_fn(|cx| conn.poll_message(cx)).await;
+    assert!(matches!(first, Some(Ok(tokio_postgres::AsyncMessage::Notice(_)))), "{first:?}");
+    let extra = format!(
+        "  noticed:\n    url: postgresql://pgsplit:{}@127.0.0.1:{}/{db}\n    pool: {{ max: 2, checkout_timeout: 3s }}\n    schemas: []\n",
+        c.server_password,
+        c.data.port()
+    );
+    let yaml = common::config_yaml("verify-full", "").replace("users:\n", &format!("{extra}users:\n"));
+    let proxy = Proxy::start(&yaml).await;
+    let (mut s, _) = common::raw_login_with(proxy.port, &[("database", "noticed")]).await;
+    let mut q = BytesMut::new();
+    common::encode_query_bytes(b"select 1", &mut q);
+    s.write_all(&q).await.unwrap();
+    let (tags, status) = common::read_until_ready(&mut s).await;
+    assert_eq!((tags.as_slice(), status), (&b"NTDCZ"[..], b'I'), "the login's WARNING first, then the reply");
+    // Once: the next statement on the same connection has none.
+    s.write_all(&q).await.unwrap();
+    assert_eq!(common::read_until_ready(&mut s).await, (b"TDCZ".to_vec(), b'I'));
+}

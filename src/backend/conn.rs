@@ -77,6 +77,7 @@ impl ServerConn {
             rbuf: BytesMut::with_capacity(8192),
             params: Vec::new(),
             key: None,
+            login_notices: BytesMut::new(),
             status: 0,
             broken: false,
             created: Instant::now(),
@@ -153,12 +154,28 @@ impl ServerConn {
                     return Ok(());
                 }
                 Message::ErrorResponse(body) => return Err(server_error(body.fields())?),
-                Message::NoticeResponse(_) => {}
+                Message::NoticeResponse(body) => self.keep_login_notice(body.fields()),
                 _ => return Err(BackendError::Protocol("unexpected message during login".into())),
             }
             if !out.is_empty() {
                 self.stream.write_all(&out).await?;
             }
+        }
+    }
+
+    /// Keeps a notice of the login for the connection's first client (beyond `LOGIN_NOTICES_MAX`, it is dropped).
+    fn keep_login_notice(&mut self, mut fields: postgres_protocol::message::backend::ErrorFields<'_>) {
+        let mut body = BytesMut::new();
+        while let Ok(Some(f)) = fallible_iterator::FallibleIterator::next(&mut fields) {
+            body.extend_from_slice(&[f.type_()]);
+            body.extend_from_slice(f.value_bytes());
+            body.extend_from_slice(&[0]);
+        }
+        if self.login_notices.len() + body.len() + 6 <= LOGIN_NOTICES_MAX {
+            crate::protocol::encode::message(&mut self.login_notices, b'N', |b| {
+                b.extend_from_slice(&body);
+                b.extend_from_slice(&[0]);
+            });
         }
     }
 
@@ -398,6 +415,9 @@ fn server_error(mut fields: ErrorFields<'_>) -> Result<BackendError, BackendErro
     }
     Ok(BackendError::Server { code, message })
 }
+
+/// Most bytes of login notices a server connection keeps for its first client.
+const LOGIN_NOTICES_MAX: usize = 16 * 1024;
 
 /// Sends a CancelRequest for the server process `key` to the target (over TLS when the target uses it) and waits
 /// until the server has taken it (it closes the connection once the cancel is signalled).

@@ -28,6 +28,9 @@ pub struct ServerConn {
     params: Vec<(String, String)>,
     /// The server's BackendKeyData, to forward cancels.
     key: Option<(i32, i32)>,
+    /// NoticeResponses the server sent while the connection logged in (a WARNING about a setting of the role or
+    /// database, say), for the first client that uses it: at most `LOGIN_NOTICES_MAX` bytes of them.
+    login_notices: BytesMut,
     /// Status byte of the last ReadyForQuery: only `I` may go back to the pool.
     status: u8,
     /// Set when an exchange was cut short (an I/O or protocol error, or a future dropped mid-exchange), or when a

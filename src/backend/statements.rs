@@ -27,6 +27,13 @@ impl ServerConn {
         self.key
     }
 
+    /// The notices the server sent while the connection logged in, once: the first client to use it gets them, as
+    /// a direct connection's client gets them at its start.
+    #[inline]
+    pub fn take_login_notices(&mut self) -> Option<bytes::BytesMut> {
+        (!self.login_notices.is_empty()).then(|| std::mem::take(&mut self.login_notices))
+    }
+
     /// ParameterStatus values the server reported at login, in arrival order.
     #[inline]
     pub fn params(&self) -> &[(String, String)] {

@@ -278,6 +278,9 @@ impl Session {
                 })?
             }
         };
+        if let Some(notices) = conn.take_login_notices() {
+            self.client.wbuf.extend_from_slice(&notices);
+        }
         let pooler = conn.upstream_pooler();
         if let Some(sql) = self.params.diff_sql(conn.applied(), pooler) {
             if let Err(e) = conn.simple(&sql).await {
