@@ -477,3 +477,41 @@ async fn an_error_inside_a_pipeline_stops_it_up_to_its_sync_as_postgresql_does()
     // The failed part's implicit transaction rolled back its inserts; the second part's stayed.
     assert_eq!(common::scalar(&c, &format!("select string_agg(v::text, ',') from workspace.pipe_{id}")).await, "4");
 }
+
+/// A statement prepared again after DDL is planned against today's catalog, with today's descriptions (issue 16,
+/// point 5): server-side statements are shared by text only within one generation of the target's catalog, which
+/// moves on at DDL through pgsplit and when a server refuses a statement whose result type changed (DDL made
+/// elsewhere). The old statement gets PostgreSQL's own error, as on a direct connection, never rows of another type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_prepared_again_after_ddl_is_planned_against_the_new_catalog() {
+    use tokio_postgres::types::Type;
+    // One DATA connection: every statement lives on the same server process.
+    let yaml = config_yaml("verify-full", "")
+        .replace("pool: { max: 10, checkout_timeout: 3s }", "pool: { max: 1, checkout_timeout: 10s }");
+    let proxy = Proxy::start(&yaml).await;
+    let id = std::process::id();
+    let a = proxy.connect().await;
+    let b = proxy.connect().await;
+    a.batch_execute(&format!("create table workspace.stale_{id} (v int); insert into workspace.stale_{id} values (7)"))
+        .await
+        .unwrap();
+    let sql = format!("select v from workspace.stale_{id}");
+    let old = a.prepare(&sql).await.unwrap();
+    assert_eq!(a.query_one(&old, &[]).await.unwrap().get::<_, i32>(0), 7);
+    b.batch_execute(&format!("alter table workspace.stale_{id} alter v type text")).await.unwrap();
+    assert_eq!(sqlstate(&a.query_one(&old, &[]).await.unwrap_err()), "0A000", "the old statement, as PostgreSQL says");
+    let again = a.prepare(&sql).await.unwrap();
+    assert_eq!(again.columns()[0].type_(), &Type::TEXT);
+    assert_eq!(a.query_one(&again, &[]).await.unwrap().get::<_, String>(0), "7");
+    // Another client preparing the same text now shares today's statement.
+    let other = b.prepare(&sql).await.unwrap();
+    assert_eq!(other.columns()[0].type_(), &Type::TEXT);
+
+    // DDL made elsewhere, directly on DATA: the server's refusal moves the generation on.
+    direct(&clusters().data, "handled_data", &format!("alter table workspace.stale_{id} alter v type bigint using v::bigint"))
+        .await;
+    assert_eq!(sqlstate(&a.query_one(&again, &[]).await.unwrap_err()), "0A000");
+    let third = a.prepare(&sql).await.unwrap();
+    assert_eq!(third.columns()[0].type_(), &Type::INT8);
+    assert_eq!(a.query_one(&third, &[]).await.unwrap().get::<_, i64>(0), 7);
+}

@@ -77,6 +77,9 @@ pub struct Outcome {
     pub rolled_back: bool,
     /// The last CommandComplete tag was `COMMIT`.
     pub committed: bool,
+    /// The server refused to run a prepared statement whose result type changed since it was prepared
+    /// (`0A000 cached plan must not change result type`): DDL pgsplit did not see.
+    pub stale_statement: bool,
 }
 
 /// Why talking to a server failed.

@@ -210,6 +210,10 @@ pub struct Backend {
     turns: Arc<Semaphore>,
     /// Queries, errors, routes, waits and the connection alert of this target, for `/metrics`.
     pub stats: crate::metrics::TargetStats,
+    /// The generation of the target's catalog for prepared statements: it moves on at DDL and when a server says a
+    /// prepared statement's result type changed. Part of a shared statement's server-side name, so a client's Parse
+    /// after it makes a statement planned against today's catalog (`session::prepared`).
+    statement_epoch: AtomicU64,
 }
 
 impl Backend {
@@ -247,6 +251,7 @@ impl Backend {
             start_max: settings.max.max(1),
             shrunk: AtomicBool::new(false),
             shrink_debt: Default::default(),
+            statement_epoch: AtomicU64::new(0),
             paused: tokio::sync::watch::Sender::new(false),
             paused_now: AtomicBool::new(false),
             turns,
@@ -323,6 +328,16 @@ impl Backend {
     pub fn in_use(&self) -> u32 {
         let owed = self.shrink_debt.load(Ordering::Relaxed);
         (self.max() + owed).saturating_sub(self.turns.available_permits() as u32)
+    }
+
+    /// The generation of prepared statements (see `statement_epoch`).
+    pub fn statement_epoch(&self) -> u64 {
+        self.statement_epoch.load(Ordering::Relaxed)
+    }
+
+    /// The catalog changed in a way that may change prepared statements' descriptions: later Parses make new ones.
+    pub fn catalog_changed(&self) {
+        self.statement_epoch.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The target's name.

@@ -358,6 +358,7 @@ fn follow_message(conn: &mut ServerConn, sink: Sink, off: usize, n: usize) -> (S
         }
         b'E' => {
             conn.outcome.error = true;
+            conn.outcome.stale_statement |= is_stale_statement(body);
             if sink == Sink::Discard && conn.discarded_error.is_none() {
                 conn.discarded_error = Some(Bytes::copy_from_slice(&conn.rbuf[off..off + n]));
             }
@@ -375,6 +376,14 @@ fn follow_message(conn: &mut ServerConn, sink: Sink, off: usize, n: usize) -> (S
         _ if reply_part(conn, tag) => (Step::More, Disposition::Hide),
         _ => (Step::More, Disposition::Pass),
     }
+}
+
+/// Whether an ErrorResponse is PostgreSQL's refusal to run a prepared statement whose result type changed.
+#[inline]
+fn is_stale_statement(body: &[u8]) -> bool {
+    decode::error_field_bytes(body).any(|(code, v)| code == b'C' && v == b"0A000")
+        && decode::error_field_bytes(body)
+            .any(|(code, v)| code == b'M' && v.starts_with(b"cached plan must not change result type"))
 }
 
 /// Whether an ErrorResponse body has severity FATAL or PANIC.

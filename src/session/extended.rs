@@ -300,7 +300,15 @@ impl Session {
         let (t, explicit, epoch) = (routed.target, routed.explicit, self.routing_epoch());
         if name.is_empty() {
             self.unnamed = Some(Unnamed { target: t, explicit, analysis: analysis.clone(), epoch });
-        } else if let Some(prepared) = Prepared::from_parse(t, explicit, analysis.clone(), epoch, self.encoding, f.body()) {
+        } else if let Some(prepared) = Prepared::from_parse(
+            t,
+            explicit,
+            analysis.clone(),
+            epoch,
+            self.encoding,
+            self.app.backend(t).statement_epoch(),
+            f.body(),
+        ) {
             self.statements.insert(name.into_owned(), Arc::new(prepared));
         }
         Ok((routed, analysis))

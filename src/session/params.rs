@@ -359,7 +359,7 @@ mod tests {
         Command::SetParam { name: name.into(), value: value.into() }
     }
 
-    const OK: Outcome = Outcome { error: false, rolled_back: false, committed: false };
+    const OK: Outcome = Outcome { error: false, rolled_back: false, committed: false, stale_statement: false };
 
     #[test]
     fn startup_parameters_and_options_become_settings() {

@@ -46,13 +46,19 @@ impl Prepared {
         analysis: Option<SharedAnalysis>,
         epoch: u64,
         encoding: ClientEncoding,
+        catalog: u64,
         client_body: &[u8],
     ) -> Option<Prepared> {
         let nul = client_body.iter().position(|&b| b == 0)?;
         let rest = client_body.get(nul + 1..)?;
-        // The same bytes are another text in another encoding: statements are shared within one encoding only.
+        // The same bytes are another text in another encoding: statements are shared within one encoding only. A
+        // statement prepared before the target's catalog changed (`catalog`, the target's statement epoch) is not
+        // shared with a Parse after it, which must be planned against today's catalog.
         let hasher = foldhash::fast::FixedState::with_seed(0x7067_7370_6c69_7421);
-        let hash = if encoding.is_utf8() { hasher.hash_one(rest) } else { hasher.hash_one((rest, encoding.name())) };
+        let hash = match (encoding.is_utf8(), catalog) {
+            (true, 0) => hasher.hash_one(rest),
+            _ => hasher.hash_one((rest, encoding.name(), catalog)),
+        };
         let server_name = format!("pgsplit_{hash:016x}");
         let mut body = BytesMut::with_capacity(server_name.len() + 1 + rest.len());
         body.put_slice(server_name.as_bytes());
@@ -281,13 +287,13 @@ mod tests {
 
     #[test]
     fn same_sql_and_types_share_a_server_name_and_others_do_not() {
-        let a = Prepared::from_parse(0, true, None, 0, ClientEncoding::UTF8, b"s1\0select $1\0\0\x01\0\0\0\x17").unwrap();
-        let b = Prepared::from_parse(1, true, None, 0, ClientEncoding::UTF8, b"other\0select $1\0\0\x01\0\0\0\x17").unwrap();
-        let c = Prepared::from_parse(0, true, None, 0, ClientEncoding::UTF8, b"s1\0select $1\0\0\x01\0\0\0\x19").unwrap();
+        let a = Prepared::from_parse(0, true, None, 0, ClientEncoding::UTF8, 0, b"s1\0select $1\0\0\x01\0\0\0\x17").unwrap();
+        let b = Prepared::from_parse(1, true, None, 0, ClientEncoding::UTF8, 0, b"other\0select $1\0\0\x01\0\0\0\x17").unwrap();
+        let c = Prepared::from_parse(0, true, None, 0, ClientEncoding::UTF8, 0, b"s1\0select $1\0\0\x01\0\0\0\x19").unwrap();
         assert_eq!(a.server_name, b.server_name);
         assert_ne!(a.server_name, c.server_name);
         assert!(a.parse_body.starts_with(a.server_name.as_bytes()));
         assert!(a.parse_body.ends_with(b"select $1\0\0\x01\0\0\0\x17"));
-        assert!(Prepared::from_parse(0, true, None, 0, ClientEncoding::UTF8, b"no terminator").is_none());
+        assert!(Prepared::from_parse(0, true, None, 0, ClientEncoding::UTF8, 0, b"no terminator").is_none());
     }
 }

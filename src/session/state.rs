@@ -544,6 +544,9 @@ impl Session {
         if effects.ddl {
             self.catalog_stale = Some(target);
         }
+        if effects.ddl || conn.outcome().stale_statement {
+            self.app.backend(target).catalog_changed();
+        }
         if effects.forgets_prepared {
             conn.forget_prepared();
             self.statements.clear();
