@@ -143,3 +143,23 @@ async fn pool_mode_is_the_users_else_the_databases_else_the_top_level_one() {
     let c = connect_to(&proxy, "primary").await;
     assert_eq!(scalar(&c, "select current_database()").await, "handled_primary");
 }
+
+/// Under session pooling a client's protocol-level statements are its own backend's, under its own names, as on a
+/// direct connection (issue 16, point 6): SQL `EXECUTE` runs them, `pg_prepared_statements` lists exactly them, and a
+/// Close removes them from the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_pooled_statements_share_one_namespace_with_sql_prepare() {
+    let proxy = Proxy::start(&yaml("pool_mode: session\n", "", "")).await;
+    let c = proxy.connect().await;
+    let stmt = c.prepare("select 41 + 1").await.unwrap();
+    let names = scalar(&c, "select string_agg(name, ',') from pg_prepared_statements").await;
+    assert!(!names.is_empty() && !names.contains("pgsplit_"), "the client's own name: {names}");
+    assert_eq!(scalar(&c, &format!("execute {names}")).await, "42", "SQL EXECUTE runs the protocol statement");
+    c.batch_execute("prepare by_sql as select 7").await.unwrap();
+    assert_eq!(c.query_one("execute by_sql", &[]).await.unwrap().get::<_, i32>(0), 7);
+    drop(stmt);
+    // tokio-postgres closes a dropped statement with its next request.
+    assert_eq!(scalar(&c, "select string_agg(name, ',' order by name) from pg_prepared_statements").await, "by_sql");
+    c.batch_execute("deallocate by_sql").await.unwrap();
+    assert_eq!(scalar(&c, "select count(*) from pg_prepared_statements").await, "0");
+}

@@ -60,7 +60,9 @@ impl Session {
             Ok((_, true)) if self.machine.idle_or_deferred() && self.answer_tx_control() => return Ok(()),
             Ok((Some(t), _)) => t,
             Ok((None, _))
-                if self.machine.binding().is_none() && self.batch.iter().all(|f| matches!(f.tag, b'C' | b'S' | b'H')) =>
+                if self.machine.binding().is_none()
+                    && !self.session_pooled
+                    && self.batch.iter().all(|f| matches!(f.tag, b'C' | b'S' | b'H')) =>
             {
                 // Nothing to run (a bare Sync, or Closes): answer as the server would.
                 self.answer_locally();
@@ -275,7 +277,11 @@ impl Session {
             }
             b'C' => {
                 *tx_control = false;
-                Ok(None)
+                // Session pooling closes the statement on the server that has it; otherwise pgsplit answers.
+                match decode::describe_or_close(f.body(), self.encoding) {
+                    Ok((b'S', name)) if self.session_pooled => Ok(self.statement_route(&name).map(|(r, _)| r)),
+                    _ => Ok(None),
+                }
             }
             b'D' => match decode::describe_or_close(f.body(), self.encoding).map_err(errors::invalid_extended)? {
                 (b'S', name) => {

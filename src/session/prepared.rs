@@ -92,6 +92,10 @@ impl Session {
         let mut out = std::mem::take(&mut self.rewrite_buf);
         out.clear();
         out.reserve(len + 64);
+        if self.session_pooled {
+            self.pass_batch(conn, &mut batch, &mut out);
+            return out;
+        }
         // The unnamed statement lives on the connection: one prepared by another client (or by this one on another
         // connection) may be there. A Bind or Describe of it in a batch without its Parse gets the client's own
         // last unnamed Parse first.
@@ -129,6 +133,32 @@ impl Session {
             self.batch = batch;
         }
         out
+    }
+
+    /// Session pooling: the connection is the client's own, so its statements are the client's, under its names,
+    /// as on a direct connection (SQL `EXECUTE` and `DEALLOCATE` see them, `pg_prepared_statements` lists exactly
+    /// them): the batch goes as it is.
+    fn pass_batch(&mut self, conn: &mut ServerConn, batch: &mut Vec<Frame>, out: &mut BytesMut) {
+        for f in batch.drain(..) {
+            out.put_slice(&f.bytes);
+            let reply = match f.tag {
+                b'P' => Some(Reply::Parse(None)),
+                b'B' => Some(Reply::Bind),
+                b'D' => Some(Reply::Describe),
+                b'E' => Some(Reply::Execute),
+                b'S' => Some(Reply::Sync),
+                b'C' => {
+                    if let Ok((b'S', name)) = decode::describe_or_close(f.body(), self.encoding) {
+                        self.statements.remove(&*name);
+                    }
+                    Some(Reply::Close)
+                }
+                _ => None,
+            };
+            if let Some(reply) = reply {
+                conn.expect(Expect::Forward(reply));
+            }
+        }
     }
 
     /// A Parse: the unnamed statement is remembered and sent as it is; a named one is prepared under its

@@ -118,7 +118,7 @@ impl Session {
                 self.statements.clear();
                 self.client.complete_ready("DEALLOCATE ALL", status);
             }
-            Command::Deallocate(Some(name)) if self.statements.remove(name).is_some() => {
+            Command::Deallocate(Some(name)) if !self.session_pooled && self.statements.remove(name).is_some() => {
                 self.client.complete_ready("DEALLOCATE", status);
             }
             Command::DiscardAll if !self.machine.pinned() && self.machine.idle() => {
