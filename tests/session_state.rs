@@ -234,3 +234,33 @@ async fn a_blank_search_path_from_set_config_leaves_the_session_usable() {
     let e = c.simple_query("select * from imports").await.expect_err("nothing is found through an empty path");
     assert_eq!(sqlstate(&e), "42P01");
 }
+
+/// DDL refreshes the catalog on the connection that ran it (issue 16, point 11): with DATA's only connection held
+/// by the session itself (pinned by a session lock), the refresh used to wait for another connection until the
+/// checkout timeout, and the catalog was not refreshed at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_refreshes_the_catalog_on_its_own_connection_even_when_the_pool_is_held() {
+    let yaml = config_yaml("verify-full", "")
+        .replace("pool: { max: 10, checkout_timeout: 3s }", "pool: { max: 1, checkout_timeout: 3s }");
+    let proxy = Proxy::start(&yaml).await;
+    let id = std::process::id();
+    let c = proxy.connect().await;
+    c.simple_query("select pg_advisory_lock(42) from reference.countries limit 1").await.unwrap();
+    let data = proxy.app.table().target_id("data").unwrap();
+    let known =
+        |t: &str| proxy.app.catalog().target(data).is_some_and(|c| c.has("workspace", t, pgsplit::router::ObjectKind::Relation));
+    for i in 0..3 {
+        let name = format!("held_{id}_{i}");
+        c.simple_query(&format!("create table workspace.{name} (id int)")).await.unwrap();
+        // The session re-reads the catalog before it reads its client's next statement.
+        c.simple_query("select 1").await.unwrap();
+        assert!(known(&name), "the catalog has {name} after its CREATE");
+    }
+    // The re-read after DDL reads the user schemas only; the system schemas' objects are kept from before.
+    let catalog = proxy.app.catalog();
+    let data_catalog = catalog.target(data).expect("read");
+    assert!(data_catalog.has("pg_catalog", "now", pgsplit::router::ObjectKind::Function));
+    assert!(data_catalog.has("information_schema", "tables", pgsplit::router::ObjectKind::Relation));
+    c.simple_query("set search_path = workspace").await.unwrap();
+    c.simple_query(&format!("insert into held_{id}_2 values (1)")).await.unwrap();
+}

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::{BackendError, CheckoutError};
+use crate::backend::{BackendError, CheckoutError, ServerConn};
 use crate::catalog::TargetCatalog;
 use crate::router::TargetId;
 
@@ -34,6 +34,7 @@ impl App {
     /// Re-reads one target's catalog over a pooled connection; on failure the previous snapshot stays.
     pub async fn refresh_catalog(&self, target: TargetId) -> Result<usize, CatalogError> {
         let backend = self.backend(target);
+        let generation = backend.statement_epoch();
         let read = async {
             let mut conn = backend.checkout().await?;
             // A timeout that drops the read half-way leaves the connection broken (each exchange is guarded).
@@ -47,11 +48,38 @@ impl App {
             Ok(r) => r?,
             Err(_) => return Err(CatalogError::Timeout { target: backend.name().to_owned() }),
         };
+        Ok(self.swap_catalog(target, snapshot, generation))
+    }
+
+    /// Re-reads one target's catalog over `conn`, a connection the caller holds idle (a session's, right after its
+    /// DDL); on failure the previous snapshot stays and the connection is retired.
+    pub async fn refresh_catalog_on(&self, target: TargetId, conn: &mut ServerConn) -> Result<usize, CatalogError> {
+        let backend = self.backend(target);
+        let generation = backend.statement_epoch();
+        let before = self.catalog().target(target).cloned();
+        let read = TargetCatalog::load_after_ddl(conn, before.as_ref());
+        let snapshot = match tokio::time::timeout(CATALOG_TIMEOUT, read).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                conn.retire();
+                return Err(e.into());
+            }
+            Err(_) => {
+                conn.retire();
+                return Err(CatalogError::Timeout { target: backend.name().to_owned() });
+            }
+        };
+        Ok(self.swap_catalog(target, snapshot, generation))
+    }
+
+    /// Puts a snapshot read at `generation` in force.
+    fn swap_catalog(&self, target: TargetId, snapshot: TargetCatalog, generation: u64) -> usize {
         let objects = snapshot.len();
         let snapshot = Arc::new(snapshot);
         self.catalog.rcu(|c| c.with_target(target, snapshot.clone()));
-        tracing::debug!(target = backend.name(), objects, "catalog refreshed");
-        Ok(objects)
+        self.backend(target).mark_catalog_loaded(generation);
+        tracing::debug!(target = self.backend(target).name(), objects, "catalog refreshed");
+        objects
     }
 
     /// At start: every target is tried once, all at once, and the catalogs of those that answered are read; a target

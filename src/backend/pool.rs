@@ -214,6 +214,8 @@ pub struct Backend {
     /// prepared statement's result type changed. Part of a shared statement's server-side name, so a client's Parse
     /// after it makes a statement planned against today's catalog (`session::prepared`).
     statement_epoch: AtomicU64,
+    /// The `statement_epoch` the loaded catalog snapshot was read at (or after): DDL up to it is in the snapshot.
+    catalog_loaded: AtomicU64,
 }
 
 impl Backend {
@@ -252,6 +254,7 @@ impl Backend {
             shrunk: AtomicBool::new(false),
             shrink_debt: Default::default(),
             statement_epoch: AtomicU64::new(0),
+            catalog_loaded: AtomicU64::new(0),
             paused: tokio::sync::watch::Sender::new(false),
             paused_now: AtomicBool::new(false),
             turns,
@@ -336,8 +339,19 @@ impl Backend {
     }
 
     /// The catalog changed in a way that may change prepared statements' descriptions: later Parses make new ones.
-    pub fn catalog_changed(&self) {
-        self.statement_epoch.fetch_add(1, Ordering::Relaxed);
+    /// Returns the new generation (a catalog read that starts after this sees the change).
+    pub fn catalog_changed(&self) -> u64 {
+        self.statement_epoch.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The generation the loaded catalog snapshot includes.
+    pub fn catalog_loaded(&self) -> u64 {
+        self.catalog_loaded.load(Ordering::Acquire)
+    }
+
+    /// A catalog snapshot read that began at `generation` was swapped in.
+    pub fn mark_catalog_loaded(&self, generation: u64) {
+        self.catalog_loaded.fetch_max(generation, Ordering::AcqRel);
     }
 
     /// The target's name.

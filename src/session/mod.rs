@@ -162,7 +162,7 @@ pub struct Session {
     /// Session parameters (startup, SET, RESET) applied to every server connection the client uses.
     params: params::Params,
     /// A target on which DDL ran inside the open transaction: its catalog is re-read when the transaction ends.
-    catalog_stale: Option<crate::router::TargetId>,
+    catalog_stale: Option<(crate::router::TargetId, u64)>,
     /// The cancel key pgsplit gave the client, and where its statement in flight runs.
     key: crate::cancel::ClientKey,
     /// Connected with a target's name as the database: every statement goes to that target, unsplit.

@@ -406,19 +406,28 @@ impl Session {
         }
         self.landed().await;
         self.app.backend(target).stats.query(started, result.is_err() || conn.outcome().error || held_failed);
-        if !self.settle(target, conn, result, held_failed, effects, was_in_tx)? {
-            return Ok(());
-        }
-        if let Some(stale) = self.catalog_stale.take() {
-            if let Err(e) = self.app.refresh_catalog(stale).await {
-                tracing::warn!(target = self.app.backend(stale).name(), error = %e, "catalog not refreshed after DDL");
+        let Some(mut conn) = self.settle(target, conn, result, held_failed, effects, was_in_tx)? else { return Ok(()) };
+        // DDL of the transaction that just ended: the target's catalog is re-read before the client's next statement
+        // (which may name what the DDL made), on this very connection (no wait for another: a small or pinned pool
+        // stalled every DDL for the checkout timeout), unless a read that began after the DDL has landed already.
+        if let Some((stale, generation)) = self.catalog_stale.take() {
+            let backend = self.app.backend(stale);
+            if stale == target && backend.catalog_loaded() < generation {
+                if let Err(e) = self.app.refresh_catalog_on(stale, &mut conn).await {
+                    tracing::warn!(target = backend.name(), error = %e, "catalog not refreshed after DDL");
+                }
+            } else if backend.catalog_loaded() < generation {
+                if let Err(e) = self.app.refresh_catalog(stale).await {
+                    tracing::warn!(target = backend.name(), error = %e, "catalog not refreshed after DDL");
+                }
             }
         }
+        self.release(target, conn);
         Ok(())
     }
 
     /// Settles the transaction after an exchange: follows what it did to the session, and gives the connection
-    /// to the machine (which returns it at ReadyForQuery idle). True when the transaction ended.
+    /// to the machine, which returns it when the transaction ended (the caller releases it then).
     #[inline]
     fn settle(
         &mut self,
@@ -428,7 +437,7 @@ impl Session {
         held_failed: bool,
         effects: &Effects,
         was_in_tx: bool,
-    ) -> Result<bool, SessionError> {
+    ) -> Result<Option<PooledConn>, SessionError> {
         match result {
             Ok(status) if !held_failed => self.follow(target, &mut conn, effects, was_in_tx, status),
             Ok(_) => {}
@@ -438,17 +447,11 @@ impl Session {
                 self.server_lost(target, conn, &e);
                 let err = errors::connection_lost(self.app.backend(target).name(), Some(&e));
                 self.client.error_ready(&err, STATUS_IDLE);
-                return Ok(false);
+                return Ok(None);
             }
             Err(RelayError::Ended) => return Err(self.server_ended(target, conn)),
         }
-        match self.machine.ready(conn) {
-            Some(conn) => {
-                self.release(target, conn);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        Ok(self.machine.ready(conn))
     }
 
     /// The client went away in the middle of a request: the session ends, and the request's statement is cancelled
@@ -541,11 +544,11 @@ impl Session {
                 conn.applied_mut().retain(|name, _| super::params::tracked_by_pooler(name));
             }
         }
-        if effects.ddl {
-            self.catalog_stale = Some(target);
-        }
         if effects.ddl || conn.outcome().stale_statement {
-            self.app.backend(target).catalog_changed();
+            let generation = self.app.backend(target).catalog_changed();
+            if effects.ddl {
+                self.catalog_stale = Some((target, generation));
+            }
         }
         if effects.forgets_prepared {
             conn.forget_prepared();
