@@ -78,6 +78,7 @@ pub fn startup(payload: &[u8]) -> Result<Startup, DecodeError> {
 }
 
 /// The SQL bytes of a Query message body (read them with the client's encoding, `ClientEncoding::decode`).
+#[inline]
 pub fn query(body: &[u8]) -> Result<&[u8], DecodeError> {
     let mut r = Reader::new(body);
     let q = r.bytes_cstr()?;
@@ -97,6 +98,7 @@ pub struct Parse<'a> {
 }
 
 /// Decodes a Parse message body; names and text are in the client's encoding `enc`.
+#[inline]
 pub fn parse(body: &[u8], enc: ClientEncoding) -> Result<Parse<'_>, DecodeError> {
     let mut r = Reader::new(body);
     let name = r.text(enc)?;
@@ -111,35 +113,41 @@ pub fn parse(body: &[u8], enc: ClientEncoding) -> Result<Parse<'_>, DecodeError>
 }
 
 /// The statement name at the start of a Parse message body (nothing else is decoded or checked).
+#[inline]
 pub fn parse_name(body: &[u8], enc: ClientEncoding) -> Result<Cow<'_, str>, DecodeError> {
     Reader::new(body).text(enc)
 }
 
 /// Statement name and SQL bytes of a Parse message body as the client sent them (in its encoding).
+#[inline]
 pub fn parse_raw(body: &[u8]) -> Result<(&[u8], &[u8]), DecodeError> {
     let mut r = Reader::new(body);
     Ok((r.bytes_cstr()?, r.bytes_cstr()?))
 }
 
 /// Statement name and SQL text of a Parse message body, without decoding the parameter types that follow.
+#[inline]
 pub fn parse_sql(body: &[u8], enc: ClientEncoding) -> Result<(Cow<'_, str>, Cow<'_, str>), DecodeError> {
     let mut r = Reader::new(body);
     Ok((r.text(enc)?, r.text(enc)?))
 }
 
 /// The portal and statement names at the start of a Bind message body.
+#[inline]
 pub fn bind_names(body: &[u8], enc: ClientEncoding) -> Result<(Cow<'_, str>, Cow<'_, str>), DecodeError> {
     let mut r = Reader::new(body);
     Ok((r.text(enc)?, r.text(enc)?))
 }
 
 /// The portal and statement names at the start of a Bind message body, as the client sent them.
+#[inline]
 pub fn bind_raw(body: &[u8]) -> Result<(&[u8], &[u8]), DecodeError> {
     let mut r = Reader::new(body);
     Ok((r.bytes_cstr()?, r.bytes_cstr()?))
 }
 
 /// Kind (`b'S'` statement or `b'P'` portal) and name of a Describe or Close message body.
+#[inline]
 pub fn describe_or_close(body: &[u8], enc: ClientEncoding) -> Result<(u8, Cow<'_, str>), DecodeError> {
     let mut r = Reader::new(body);
     let kind = r.u8()?;
@@ -149,6 +157,7 @@ pub fn describe_or_close(body: &[u8], enc: ClientEncoding) -> Result<(u8, Cow<'_
 }
 
 /// Kind and name of a Describe or Close message body, the name as the client sent it.
+#[inline]
 pub fn describe_or_close_raw(body: &[u8]) -> Result<(u8, &[u8]), DecodeError> {
     let mut r = Reader::new(body);
     let kind = r.u8()?;
@@ -158,6 +167,7 @@ pub fn describe_or_close_raw(body: &[u8]) -> Result<(u8, &[u8]), DecodeError> {
 }
 
 /// Portal name of an Execute message body.
+#[inline]
 pub fn execute_portal(body: &[u8], enc: ClientEncoding) -> Result<Cow<'_, str>, DecodeError> {
     let mut r = Reader::new(body);
     let name = r.text(enc)?;
@@ -257,6 +267,7 @@ impl<'a> Reader<'a> {
         Ok(self.u32()? as i32)
     }
 
+    #[inline]
     fn bytes_cstr(&mut self) -> Result<&'a [u8], DecodeError> {
         let end = self.buf.iter().position(|&b| b == 0).ok_or(DecodeError::Truncated)?;
         let s = &self.buf[..end];
@@ -269,6 +280,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A string in the client's encoding.
+    #[inline]
     fn text(&mut self, enc: ClientEncoding) -> Result<Cow<'a, str>, DecodeError> {
         Ok(enc.decode(self.bytes_cstr()?)?)
     }

@@ -216,9 +216,19 @@ impl ClientEncoding {
     }
 
     /// The text `bytes` carry in this encoding: borrowed when it is UTF-8 already (always so for ASCII).
+    #[inline]
     pub fn decode(self, bytes: &[u8]) -> Result<Cow<'_, str>, TextError> {
+        // The common case, a UTF8 client: one validation, nothing else (every message's names and SQL pass here).
+        if self.reader == Reader::Utf8 {
+            return utf8(bytes).map(Cow::Borrowed);
+        }
+        self.decode_other(bytes)
+    }
+
+    /// `decode` for the encodings that are not read as UTF-8.
+    fn decode_other(self, bytes: &[u8]) -> Result<Cow<'_, str>, TextError> {
         if let Ok(s) = std::str::from_utf8(bytes) {
-            if self.reader == Reader::Utf8 || s.is_ascii() {
+            if s.is_ascii() {
                 return Ok(Cow::Borrowed(s));
             }
         }
@@ -255,8 +265,17 @@ impl ClientEncoding {
 }
 
 /// UTF-8 text, or the 22021 error PostgreSQL gives for it.
+#[inline]
 pub fn utf8(bytes: &[u8]) -> Result<&str, TextError> {
-    std::str::from_utf8(bytes).map_err(|e| ClientEncoding::UTF8.invalid(bytes, e.valid_up_to()))
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Ok(s),
+        Err(e) => Err(invalid_utf8(bytes, e.valid_up_to())),
+    }
+}
+
+#[cold]
+fn invalid_utf8(bytes: &[u8], at: usize) -> TextError {
+    ClientEncoding::UTF8.invalid(bytes, at)
 }
 
 /// Where the first byte `enc` cannot read starts (0 when it cannot be found more precisely).

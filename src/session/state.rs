@@ -263,13 +263,20 @@ impl Session {
             None => {
                 // A cancel while the client waits in the queue ends the wait, as it would end the statement.
                 let backend = self.app.backend(target);
-                // A client that goes away while it waits ends the wait too (the session then ends).
-                let checkout = backend.checkout_or_cancel(Some(&self.key.slot.waiting));
-                let got = tokio::select! {
-                    biased;
-                    got = checkout => got,
-                    _ = self.client.gone() => Err(CheckoutError::Canceled),
-                };
+                // A client that goes away while it waits ends the wait too (the session then ends). The checkout is
+                // polled once first: one that needs no wait (nearly all) costs no race with the client.
+                let mut checkout = std::pin::pin!(backend.checkout_or_cancel(Some(&self.key.slot.waiting)));
+                let got =
+                    match std::future::poll_fn(|cx| std::task::Poll::Ready(std::future::Future::poll(checkout.as_mut(), cx)))
+                        .await
+                    {
+                        std::task::Poll::Ready(got) => got,
+                        std::task::Poll::Pending => tokio::select! {
+                            biased;
+                            got = &mut checkout => got,
+                            _ = self.client.gone() => Err(CheckoutError::Canceled),
+                        },
+                    };
                 got.map_err(|e| {
                     if !matches!(e, CheckoutError::Canceled) {
                         tracing::warn!(target = backend.name(), error = %e, "server connection unavailable");
