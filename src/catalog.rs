@@ -164,6 +164,11 @@ impl Catalog {
         self.targets.get(target).and_then(|t| t.as_deref())
     }
 
+    /// Whether the snapshots of all of `targets` have been read.
+    pub fn knows_all(&self, mut targets: impl Iterator<Item = TargetId>) -> bool {
+        targets.all(|t| self.target(t).is_some())
+    }
+
     /// Whether every target's snapshot has been read.
     pub fn is_complete(&self) -> bool {
         !self.targets.is_empty() && self.targets.iter().all(Option::is_some)

@@ -56,3 +56,32 @@ async fn pg_dump_and_restore_through_passthrough() {
     let data = connect_to(&proxy, "data").await;
     assert_eq!(scalar(&data, "select name from restored_ref.countries where code = 'JP'").await, "Japan");
 }
+
+/// A passthrough target that is down never affects the logical database (issue 16, point 9): its catalog cannot be
+/// read, and statements pgsplit cannot parse still run on the logical database as they would without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_passthrough_target_does_not_affect_the_logical_database() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let extra = format!(
+        "  archive:\n    url: postgresql://pgsplit:x@127.0.0.1:{port}/archive\n    pool: {{ max: 1, checkout_timeout: 1s }}\n    schemas: []\n"
+    );
+    let yaml = common::config_yaml("verify-full", "").replace("users:\n", &format!("{extra}users:\n"));
+    let proxy = Proxy::start(&yaml).await;
+    let c = proxy.connect().await;
+    // sqlparser cannot read these; they name nothing routed and may write.
+    c.batch_execute("do $$ begin perform 1; end $$").await.expect("runs on the default target");
+    c.batch_execute("vacuum (verbose) config.users").await.expect("runs on PRIMARY");
+    assert_eq!(scalar(&c, "select current_database()").await, "handled_primary");
+    // The down target itself answers as a down target.
+    let err = tokio_postgres::connect(&url(&proxy, "archive"), tokio_postgres::NoTls).await;
+    let refused = match err {
+        Err(e) => sqlstate(&e),
+        Ok((c, conn)) => {
+            tokio::spawn(conn);
+            sqlstate(&c.simple_query("select 1").await.expect_err("archive is down"))
+        }
+    };
+    assert_eq!(refused, "08006");
+}

@@ -314,7 +314,11 @@ pub fn decide(table: &RoutingTable, catalog: &Catalog, a: &Analysis, s: &Session
         None => match s.target_hint {
             Some(t) => Ok(Decision { target: t, reason: Reason::SessionHint }),
             // A write pgsplit could not parse and whose names it could not all look up: never guess.
-            None if a.fallback && a.writes && !catalog.is_complete() => Err(RouteError::UnparsedWrite),
+            // Only targets that own a routed schema matter: a passthrough target (no schemas) that is down, its
+            // catalog never read, can hold none of the names and must not refuse the logical database's statements.
+            None if a.fallback && a.writes && !catalog.knows_all(table.schemas.values().copied()) => {
+                Err(RouteError::UnparsedWrite)
+            }
             None => Ok(Decision { target: table.default_target, reason: Reason::Default }),
         },
     }

@@ -92,6 +92,28 @@ fn unparsed_writes_naming_nothing_routable_are_refused_while_a_catalog_is_missin
     );
 }
 
+/// A passthrough target (it owns no schema) whose catalog was never read (it is down) holds none of the names: it
+/// does not make the logical database refuse unparsed writes (issue 16, point 9).
+#[test]
+fn a_passthrough_target_that_was_never_read_does_not_refuse_unparsed_writes() {
+    let mut table = table();
+    table.targets.push("archive".into());
+    let known = catalog();
+    let with_archive = Catalog::unknown(3)
+        .with_target(PRIMARY, known.target(PRIMARY).cloned().unwrap())
+        .with_target(DATA, known.target(DATA).cloned().unwrap());
+    let path = parse_search_path("");
+    let view = SessionView { search_path: &path, target_hint: None };
+    for sql in ["vacuum (verbose) imports", "do $$ begin perform 1; end $$"] {
+        let d = decide(&table, &with_archive, &Analysis::of(sql), &view);
+        assert!(matches!(d, Ok(Decision { target: PRIMARY, .. })), "{sql}: {d:?}");
+    }
+    // A routed target's missing catalog still refuses them.
+    let without_data = Catalog::unknown(3).with_target(PRIMARY, known.target(PRIMARY).cloned().unwrap());
+    let d = decide(&table, &without_data, &Analysis::of("do $$ begin perform 1; end $$"), &view);
+    assert!(matches!(d, Err(RouteError::UnparsedWrite)), "{d:?}");
+}
+
 #[test]
 fn text_the_tokenizer_rejects_is_scanned_for_dotted_words() {
     let a = Analysis::of("select 'unterminated from workspace.imports");
