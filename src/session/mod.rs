@@ -13,6 +13,8 @@
 //! | `prepared.rs` | named prepared statements under transaction pooling: rewriting a batch for its connection |
 //! | `pooler.rs`   | targets behind an upstream transaction pooler: SET LOCAL and pgsplit's own transactions   |
 //! | `params.rs`   | session parameters followed from SET/RESET and replayed on each connection               |
+//! | `own.rs`      | pinned connections when the session ends: reset and given back, or closed                 |
+//! | `lost.rs`     | a client or a server gone mid-request: the connection, the session, the cancel            |
 //! | `notify.rs`   | a pinned session between statements (LISTEN notifications)                               |
 //! | `drain.rs`    | shutdown as a session sees it                                                             |
 //! | `startup.rs`  | TLS, StartupMessage, SCRAM, the greeting                                                  |
@@ -25,8 +27,10 @@ mod console;
 mod drain;
 pub(crate) mod errors;
 mod extended;
+mod lost;
 pub(crate) mod machine;
 mod notify;
+mod own;
 mod params;
 mod pooler;
 mod prepared;

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use crate::app::App;
 use crate::backend::relay::{self, RelayError, Sink};
-use crate::backend::{BackendError, CheckoutError, PooledConn, ServerConn};
+use crate::backend::{CheckoutError, PooledConn, ServerConn};
 use crate::cancel::{ClientKey, Running};
 use crate::protocol::encode::PgError;
 use crate::protocol::{Frame, STATUS_FAILED, STATUS_IDLE};
@@ -118,35 +118,6 @@ impl Session {
             unnamed_parse: None,
             admin: false,
             session_pooled: false,
-        }
-    }
-
-    /// Session pooling: `conn`, the client's own backend on `target` (whose key the client was given), is kept for
-    /// the whole session, and so is every connection the session uses after it.
-    pub(super) fn session_pooled(&mut self, target: TargetId, conn: PooledConn) {
-        self.session_pooled = true;
-        self.pin(target);
-        self.release(target, conn);
-    }
-
-    /// When a session-pooled client leaves: its idle connections are reset as PgBouncer's `server_reset_query`
-    /// resets them (`DISCARD ALL`: settings, prepared statements, temporary tables, LISTEN, advisory locks, cursors,
-    /// role) and given back to the pool; one that cannot be reset is closed. (Transaction pooling never gives back
-    /// a pinned connection: see `Drop`.)
-    pub(super) async fn give_back_own(&mut self) {
-        if !self.session_pooled {
-            return;
-        }
-        for target in 0..self.app.backends().len() {
-            let Some(mut conn) = self.machine.take_pinned(target) else { continue };
-            let reset = conn.status() == STATUS_IDLE && conn.simple("DISCARD ALL").await.is_ok() && conn.status() == STATUS_IDLE;
-            if reset {
-                conn.applied_mut().clear();
-                conn.forget_prepared();
-            } else {
-                conn.retire();
-            }
-            drop(conn);
         }
     }
 
@@ -461,44 +432,6 @@ impl Session {
         Ok(self.machine.ready(conn))
     }
 
-    /// The client went away in the middle of a request: the session ends, and the request's statement is cancelled
-    /// on its server at once (its connection, mid-exchange, is closed, never reused: without the cancel the server
-    /// would run the statement to its end, holding a connection of the target's budget meanwhile).
-    pub(super) fn client_left(&mut self, target: TargetId, conn: PooledConn, e: crate::client::ClientError) -> SessionError {
-        if let Some(key) = conn.key() {
-            let app = self.app.clone();
-            tokio::spawn(async move { app.cancel_on_server(target, key).await });
-        }
-        drop(conn);
-        self.machine.lost();
-        e.into()
-    }
-
-    /// The server ended, with a FATAL the client was given, the connection that held the client's session: it is
-    /// closed, and the client's session ends with it.
-    pub(super) fn server_ended(&mut self, target: TargetId, mut conn: PooledConn) -> SessionError {
-        conn.retire();
-        tracing::warn!(target = self.app.backend(target).name(), "the server ended the connection holding a session");
-        self.release(target, conn);
-        self.machine.lost();
-        SessionError::ServerEnded
-    }
-
-    /// A server connection that held the client's session (its transaction, or its pin) failed without a word from
-    /// the server: it is closed, and the client's session ends with FATAL 08006.
-    pub(super) fn session_lost(&mut self, target: TargetId, conn: PooledConn, e: &BackendError) -> SessionError {
-        self.server_lost(target, conn, e);
-        SessionError::Fatal(errors::session_connection_lost(self.app.backend(target).name(), Some(e)))
-    }
-
-    /// A server connection failed mid-request: it is closed, and the transaction is gone with it.
-    pub(super) fn server_lost(&mut self, target: TargetId, mut conn: PooledConn, e: &BackendError) {
-        conn.retire();
-        tracing::warn!(target = self.app.backend(target).name(), error = %e, "server connection lost");
-        self.release(target, conn);
-        self.machine.lost();
-    }
-
     /// Replays a deferred BEGIN and what was held since on `conn`, in one write; their answers were given already.
     /// Returns the transaction status after them.
     pub async fn replay(&mut self, conn: &mut PooledConn, prelude: &[Bytes]) -> Result<u8, RelayError> {
@@ -658,17 +591,5 @@ impl Session {
             self.release(target, conn);
         }
         Ok(())
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        self.app.cancels().unregister(&self.key);
-        if self.machine.pinned() {
-            self.app.pinned_sessions().fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        // What pinned a connection (LISTEN, temporary tables, advisory locks, ...) must not reach another client:
-        // the connection is closed rather than returned.
-        self.machine.pinned_idle().for_each(|c| c.retire());
     }
 }
