@@ -34,27 +34,35 @@ impl App {
     /// Re-reads one target's catalog over a pooled connection; on failure the previous snapshot stays.
     pub async fn refresh_catalog(&self, target: TargetId) -> Result<usize, CatalogError> {
         let backend = self.backend(target);
-        let generation = backend.statement_epoch();
         let read = async {
+            // The connection first, then the target's read turn: a turn is never held while waiting for the pool.
             let mut conn = backend.checkout().await?;
+            let _turn = backend.catalog_turn().await;
+            let generation = backend.statement_epoch();
             // A timeout that drops the read half-way leaves the connection broken (each exchange is guarded).
             let snapshot = TargetCatalog::load(&mut conn).await;
             if snapshot.is_err() {
                 conn.retire();
             }
-            Ok::<_, CatalogError>(snapshot?)
+            Ok::<_, CatalogError>(self.swap_catalog(target, snapshot?, generation))
         };
-        let snapshot = match tokio::time::timeout(CATALOG_TIMEOUT, read).await {
-            Ok(r) => r?,
-            Err(_) => return Err(CatalogError::Timeout { target: backend.name().to_owned() }),
-        };
-        Ok(self.swap_catalog(target, snapshot, generation))
+        match tokio::time::timeout(CATALOG_TIMEOUT, read).await {
+            Ok(r) => r,
+            Err(_) => Err(CatalogError::Timeout { target: backend.name().to_owned() }),
+        }
     }
 
     /// Re-reads one target's catalog over `conn`, a connection the caller holds idle (a session's, right after its
-    /// DDL); on failure the previous snapshot stays and the connection is retired.
-    pub async fn refresh_catalog_on(&self, target: TargetId, conn: &mut ServerConn) -> Result<usize, CatalogError> {
+    /// DDL), unless a snapshot that includes generation `wanted` is in force by the time this read's turn comes; on
+    /// failure the previous snapshot stays and the connection is retired.
+    pub async fn refresh_catalog_on(&self, target: TargetId, conn: &mut ServerConn, wanted: u64) -> Result<usize, CatalogError> {
         let backend = self.backend(target);
+        // Reads of one target take turns, so that a snapshot is never replaced by an older one, and a read waited for
+        // serves every DDL before it.
+        let _turn = backend.catalog_turn().await;
+        if backend.catalog_loaded() >= wanted {
+            return Ok(0);
+        }
         let generation = backend.statement_epoch();
         let before = self.catalog().target(target).cloned();
         let read = TargetCatalog::load_after_ddl(conn, before.as_ref());

@@ -216,6 +216,9 @@ pub struct Backend {
     statement_epoch: AtomicU64,
     /// The `statement_epoch` the loaded catalog snapshot was read at (or after): DDL up to it is in the snapshot.
     catalog_loaded: AtomicU64,
+    /// Catalog reads of this target take turns (`App::refresh_catalog`): snapshots are put in force in the order
+    /// they were read.
+    catalog_reads: tokio::sync::Mutex<()>,
 }
 
 impl Backend {
@@ -255,6 +258,7 @@ impl Backend {
             shrink_debt: Default::default(),
             statement_epoch: AtomicU64::new(0),
             catalog_loaded: AtomicU64::new(0),
+            catalog_reads: tokio::sync::Mutex::new(()),
             paused: tokio::sync::watch::Sender::new(false),
             paused_now: AtomicBool::new(false),
             turns,
@@ -342,6 +346,11 @@ impl Backend {
     /// Returns the new generation (a catalog read that starts after this sees the change).
     pub fn catalog_changed(&self) -> u64 {
         self.statement_epoch.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// This target's turn to read its catalog (held while reading and putting the snapshot in force).
+    pub async fn catalog_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.catalog_reads.lock().await
     }
 
     /// The generation the loaded catalog snapshot includes.

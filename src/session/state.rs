@@ -391,7 +391,7 @@ impl Session {
         if let Some((stale, generation)) = self.catalog_stale.take() {
             let backend = self.app.backend(stale);
             if stale == target && backend.catalog_loaded() < generation {
-                if let Err(e) = self.app.refresh_catalog_on(stale, &mut conn).await {
+                if let Err(e) = self.app.refresh_catalog_on(stale, &mut conn, generation).await {
                     tracing::warn!(target = backend.name(), error = %e, "catalog not refreshed after DDL");
                 }
             } else if backend.catalog_loaded() < generation {
