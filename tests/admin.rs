@@ -396,3 +396,18 @@ async fn prepared_statements_follow_routes_changed_by_a_reload() {
         "a statement prepared before the reload is routed by the new routes"
     );
 }
+
+/// SHOW POOLS lists a pool `any_database` made (issue 16, point 9) after the targets, as `*/database`, with the
+/// target's pool size; SHOW CLIENTS shows the database its client named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_pools_lists_the_pools_any_database_made() {
+    let proxy = Proxy::start(&admin_yaml("any_database: data\n")).await;
+    let other = connect_as(proxy.port, "app", APP_PASSWORD, "postgres").await.expect("any database on DATA");
+    assert_eq!(scalar(&other, "select current_database()").await, "postgres");
+    let a = admin(proxy.port).await;
+    let pools = rows(&a, "SHOW POOLS").await;
+    let names: Vec<_> = pools.iter().map(|r| (r[0].as_str(), r[1].as_str())).collect();
+    assert_eq!(names, [("primary", "5"), ("data", "10"), ("*/postgres", "10")]);
+    let clients = rows(&a, "SHOW CLIENTS").await;
+    assert!(clients.iter().any(|r| r[1] == "app" && r[2] == "postgres"), "{clients:?}");
+}

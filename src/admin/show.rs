@@ -58,16 +58,19 @@ pub fn table(app: &App, what: Show) -> Table {
     }
 }
 
-/// SHOW POOLS.
+/// SHOW POOLS: a row per target, then one per database reached through `any_database` (named `*/database`).
 fn pools(app: &App) -> Table {
+    let made = app.database_pools();
     let rows = app
         .backends()
         .iter()
-        .map(|b| {
+        .map(|b| (b.name().to_owned(), b))
+        .chain(made.iter().map(|(name, b)| (format!("*/{name}"), &**b)))
+        .map(|(name, b)| {
             let (connections, idle) = b.pool_state();
             let s = TargetSnapshot::of(b.name(), &b.stats);
             vec![
-                b.name().to_owned(),
+                name,
                 b.max().to_string(),
                 connections.to_string(),
                 idle.to_string(),

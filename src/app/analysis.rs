@@ -7,7 +7,8 @@ use super::App;
 
 impl App {
     /// The analysis of a statement. In single mode routing needs none, so only texts that may change session state
-    /// (SET, RESET, DISCARD, set_config) are analysed, for the session to follow them; others give `None`.
+    /// (SET, RESET, DISCARD, set_config) or act on a whole database (for `App::free_database`) are analysed, for the
+    /// session to follow them; others give `None`.
     pub fn analysis(&self, sql: &str) -> Option<SharedAnalysis> {
         self.analysis_for(sql, self.is_single(), &mut Default::default())
     }
@@ -15,7 +16,7 @@ impl App {
     /// `analysis` for a session that routes in single mode (`single`) or split mode, whatever the mode is now, with
     /// the session's memo of its last lookup.
     pub fn analysis_for(&self, sql: &str, single: bool, memo: &mut LookupMemo) -> Option<SharedAnalysis> {
-        if single && !may_change_session(sql) {
+        if single && !may_change_session(sql) && !crate::router::commands::acts_on_a_database(sql) {
             None
         } else {
             Some(self.cache.analysis_memo(sql, memo))

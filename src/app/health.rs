@@ -34,6 +34,7 @@ impl App {
             }
         }
         self.check_connection_alerts();
+        self.sweep_databases();
     }
 
     /// Samples each target's open server connections against its `alert_connections` (called at every probe tick):

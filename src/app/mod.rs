@@ -5,6 +5,7 @@
 mod analysis;
 mod cancel;
 mod catalogs;
+mod databases;
 mod health;
 mod params;
 mod reload;
@@ -70,6 +71,8 @@ pub struct App {
     pinned: std::sync::atomic::AtomicUsize,
     /// One pool per target, indexed by `TargetId`.
     backends: Vec<Backend>,
+    /// Pools of databases reached through `any_database` (PgBouncer's `*`), by name.
+    databases: databases::Databases,
     /// Client users and their SCRAM verifiers; replaced by a reload.
     users: ArcSwap<UserStore>,
     /// Client-side TLS, when enabled.
@@ -128,6 +131,7 @@ impl App {
             cancels: CancelRegistry::default(),
             pinned: Default::default(),
             backends,
+            databases: Default::default(),
             users: ArcSwap::from_pointee(users),
             tls,
             single_target: single_target.into(),

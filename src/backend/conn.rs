@@ -46,6 +46,28 @@ pub struct TargetSpec {
     pub upstream_pooler: bool,
 }
 
+impl TargetSpec {
+    /// The same server, login and TLS for another database (PgBouncer's `*` database), named after it.
+    pub fn for_database(&self, dbname: &str) -> TargetSpec {
+        TargetSpec {
+            name: dbname.to_owned(),
+            host: self.host.clone(),
+            port: self.port,
+            user: self.user.clone(),
+            password: self.password.clone(),
+            dbname: dbname.to_owned(),
+            tls: self.tls.clone(),
+            verified: self.verified,
+            upstream_pooler: self.upstream_pooler,
+        }
+    }
+
+    /// Whether `other` is on the same server (host and port).
+    pub fn same_server(&self, other: &TargetSpec) -> bool {
+        self.host == other.host && self.port == other.port
+    }
+}
+
 impl std::fmt::Debug for TargetSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}@{}:{}/{} (tls: {})", self.user, self.host, self.port, self.dbname, self.tls.is_some())
@@ -246,6 +268,15 @@ impl ServerConn {
                 return Ok(f);
             }
             self.fill().await?;
+        }
+    }
+
+    /// Ends the server session (Terminate, then the write side is shut) and marks the connection broken.
+    pub async fn terminate(&mut self) {
+        self.broken = true;
+        if self.stream.write_all(&[b'X', 0, 0, 0, 4]).await.is_ok() {
+            let _ = self.stream.flush().await;
+            let _ = self.stream.shutdown().await;
         }
     }
 

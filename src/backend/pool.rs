@@ -625,6 +625,38 @@ impl Backend {
         drop(held);
     }
 
+    /// The first login to a database made on demand (`any_database`): one connection attempt, whose failure is the
+    /// server's own answer (3D000 for a database that does not exist, 28P01, ...); the connection joins the pool.
+    pub async fn open_first(&self) -> Result<(), BackendError> {
+        let conn = ServerConn::connect(&self.spec).await?;
+        self.health.connected(&conn);
+        let _ = self.pool.add(Box::new(conn));
+        Ok(())
+    }
+
+    /// Closes the pool's idle connections now (before a client drops, renames or copies their database, which
+    /// PostgreSQL refuses while anyone is connected to it). Every free turn is held meanwhile, so no client takes
+    /// one of them half-way; connections in use are left alone, as PostgreSQL leaves other users' sessions.
+    pub async fn close_idle(&self) -> usize {
+        let free = u32::try_from(self.turns.available_permits()).unwrap_or(u32::MAX);
+        let Ok(_turns) = self.turns.clone().try_acquire_many_owned(free) else { return 0 };
+        let mut closed = 0;
+        for _ in 0..self.pool.state().idle_connections {
+            // Only a connection that is idle now: a `get` that would have to wait (or open one) is dropped.
+            let mut get = std::pin::pin!(self.pool.get_owned());
+            let std::task::Poll::Ready(Ok(mut conn)) =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(get.as_mut().poll(cx))).await
+            else {
+                break;
+            };
+            conn.broken = true;
+            // A Terminate, so the server process exits at once rather than when it notices the socket closed.
+            let _ = tokio::time::timeout(Duration::from_millis(100), conn.terminate()).await;
+            closed += 1;
+        }
+        closed
+    }
+
     /// Whether the last connection attempt succeeded.
     pub fn is_up(&self) -> bool {
         self.health.up.load(Ordering::Relaxed)

@@ -105,6 +105,8 @@ pub struct RawConfig {
     pub max_login_conn: Option<usize>,
     /// `transaction` (default) or `session`.
     pub pool_mode: Option<PoolMode>,
+    /// PgBouncer's `*` database: the target whose server serves any other database name.
+    pub any_database: Option<String>,
     /// Extra top-level keys are allowed (SPEC §2).
     #[serde(flatten)]
     pub _extra: BTreeMap<String, serde_yaml::Value>,

@@ -52,6 +52,11 @@ pub struct Config {
     /// How long a client keeps its server connections (PgBouncer's `pool_mode`) in the logical database, unless its
     /// user says otherwise.
     pub pool_mode: PoolMode,
+    /// PgBouncer's `*` database: a client that names any database other than the logical one, the admin console
+    /// and the targets' names reaches the database of that name on this target's server, with the target's login,
+    /// TLS, pool settings and `pool_mode` (a pool per database, made at its first login, dropped once unused and
+    /// empty). Unset: such names are 3D000.
+    pub any_database: Option<String>,
 }
 
 impl Config {

@@ -274,3 +274,12 @@ fn pool_mode_defaults_to_transaction_and_is_read_at_top_level_per_target_and_per
     let c = load(&text, SEED_ENV).unwrap();
     assert_eq!(c.users.iter().map(|u| u.pool_mode).collect::<Vec<_>>(), [Some(PoolMode::Session), None]);
 }
+
+#[test]
+fn any_database_is_unset_by_default_and_must_name_a_target() {
+    assert_eq!(load(SEED, SEED_ENV).unwrap().any_database, None);
+    let c = load(&format!("{SEED}any_database: data\n"), SEED_ENV).unwrap();
+    assert_eq!(c.any_database.as_deref(), Some("data"));
+    let e = load(&format!("{SEED}any_database: elsewhere\n"), SEED_ENV).unwrap_err().to_string();
+    assert!(e.contains("any_database") && e.contains("unknown target \"elsewhere\""), "{e}");
+}

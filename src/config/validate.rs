@@ -35,6 +35,9 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
     let tls = client_tls(raw.tls, &resolve, &mut issues);
     let targets = targets(raw.targets, &resolve, &mut issues);
     let (default_target, single_target) = chosen_targets(raw.default_target, raw.single_target, &targets, &mut issues);
+    if let Some(t) = raw.any_database.as_deref().filter(|t| !targets.iter().any(|x| x.name == *t)) {
+        issues.add(&["any_database"], format!("unknown target {t:?}"));
+    }
     check_users(&raw.users, &mut issues);
     let mode = mode(split_env, raw.mode);
     for (key, value) in [("max_client_conn", raw.max_client_conn), ("max_login_conn", raw.max_login_conn)] {
@@ -71,6 +74,7 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
         max_login_conn: raw.max_login_conn.unwrap_or(DEFAULT_MAX_LOGIN_CONN),
         health_interval,
         pool_mode: raw.pool_mode.unwrap_or_default(),
+        any_database: raw.any_database,
     })
 }
 

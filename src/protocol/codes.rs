@@ -42,3 +42,24 @@ pub const UNDEFINED_OBJECT: &str = "42704";
 pub const CONFIG_FILE_ERROR: &str = "F0000";
 /// `42601` an admin console command pgsplit does not know.
 pub const SYNTAX_ERROR: &str = "42601";
+/// `42501` a role without the privilege (CONNECT on a database, say).
+pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+/// `55000` an object not in the state the command needs (a database that does not accept connections).
+pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
+
+/// A server's SQLSTATE at login, as one of the constants above when it is one a login may end with; any other is
+/// `08006` (the message still says what the server said).
+pub fn of_login(code: &str) -> &'static str {
+    [
+        INVALID_CATALOG_NAME,
+        INSUFFICIENT_PRIVILEGE,
+        OBJECT_NOT_IN_PREREQUISITE_STATE,
+        INVALID_PASSWORD,
+        INVALID_AUTHORIZATION,
+        TOO_MANY_CONNECTIONS,
+        ADMIN_SHUTDOWN,
+    ]
+    .into_iter()
+    .find(|c| *c == code)
+    .unwrap_or(CONNECTION_FAILURE)
+}

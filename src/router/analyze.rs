@@ -50,6 +50,7 @@ pub fn parse(sql: &str) -> Result<Analysis, ParserError> {
         pins: c.pins,
         statements: statements.len(),
         own_transaction,
+        frees_database: None,
     })
 }
 

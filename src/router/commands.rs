@@ -7,6 +7,8 @@ use sqlparser::ast::{
     Set, SetExpr, Statement, UnaryOperator, Value,
 };
 
+use sqlparser::tokenizer::Token;
+
 use super::analyze::{fold, name_of, parts, string_literal};
 use super::{Command, ObjectKind};
 
@@ -54,6 +56,40 @@ pub fn outside_transaction_block(sql: &str) -> bool {
         "discard" => w(1) == "all",
         "prepare" => w(1) == "transaction",
         _ => false,
+    }
+}
+
+/// Whether a text starts with CREATE, ALTER or DROP DATABASE: a cheap test on the first byte first.
+pub fn acts_on_a_database(sql: &str) -> bool {
+    matches!(sql.trim_start().as_bytes().first(), Some(b'c' | b'C' | b'a' | b'A' | b'd' | b'D' | b'/' | b'-'))
+        && matches!(leading_words(sql, 2).as_slice(), [verb, what] if what == "database" && matches!(verb.as_str(), "create" | "alter" | "drop"))
+}
+
+/// The database a text needs free of other users, which PostgreSQL refuses to act on while anyone is connected to
+/// it: `DROP DATABASE [IF EXISTS] x`, `ALTER DATABASE x RENAME TO ...` or `SET TABLESPACE ...`, and the template
+/// of `CREATE DATABASE ... TEMPLATE [=] x`. Names are folded as PostgreSQL folds them (quoted ones kept).
+pub fn database_to_free(sql: &str) -> Option<String> {
+    let words = leading_words(sql, 2);
+    if words.get(1).map(String::as_str) != Some("database") {
+        return None;
+    }
+    let tokens = super::fallback::tokenize(sql)?;
+    let word = |i: usize| match tokens.get(i) {
+        Some(Token::Word(w)) if w.quote_style.is_none() => Some(w.value.to_lowercase()),
+        Some(Token::Word(w)) => Some(w.value.clone()),
+        _ => None,
+    };
+    let keyword = |i: usize, k: &str| matches!(tokens.get(i), Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(k));
+    match words.first().map(String::as_str) {
+        Some("drop") if keyword(2, "if") && keyword(3, "exists") => word(4),
+        Some("drop") => word(2),
+        Some("alter") if keyword(3, "rename") || (keyword(3, "set") && keyword(4, "tablespace")) => word(2),
+        Some("create") => {
+            let at = (3..tokens.len()).find(|&i| keyword(i, "template"))?;
+            let at = if matches!(tokens.get(at + 1), Some(Token::Eq)) { at + 2 } else { at + 1 };
+            word(at)
+        }
+        _ => None,
     }
 }
 

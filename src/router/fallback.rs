@@ -66,6 +66,7 @@ fn scanned(names: Vec<Name>, writes: bool, ddl: bool, pins: bool, statements: us
         pins,
         statements,
         own_transaction: false,
+        frees_database: None,
     }
 }
 
@@ -83,7 +84,7 @@ const PINNING_WORDS: [&str; 9] = [
 ];
 
 /// The text's tokens without white space, or `None` when even the tokenizer rejects it.
-fn tokenize(sql: &str) -> Option<Vec<Token>> {
+pub(super) fn tokenize(sql: &str) -> Option<Vec<Token>> {
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
     Some(tokens.into_iter().filter(|t| !matches!(t, Token::Whitespace(_))).collect())
 }

@@ -172,6 +172,9 @@ pub struct Analysis {
     /// itself (BEGIN, COMMIT, ROLLBACK, ... AND CHAIN) or PostgreSQL refuses it inside a transaction block
     /// (VACUUM, CREATE DATABASE, ... CONCURRENTLY). See `session::pooler`.
     pub own_transaction: bool,
+    /// The database the text needs free of other users (DROP DATABASE, ALTER DATABASE ... RENAME, the template of
+    /// CREATE DATABASE): pgsplit closes its idle connections to it first (`commands::database_to_free`).
+    pub frees_database: Option<Box<str>>,
 }
 
 impl Analysis {
@@ -183,6 +186,9 @@ impl Analysis {
         let mut a = parsed.unwrap_or_else(|| fallback::scan(sql));
         a.hint = hint;
         a.own_transaction |= commands::outside_transaction_block(sql);
+        if a.own_transaction {
+            a.frees_database = commands::database_to_free(sql).map(String::into_boxed_str);
+        }
         a
     }
 
@@ -193,7 +199,10 @@ impl Analysis {
             .iter()
             .map(|n| std::mem::size_of::<Name>() + n.object.len() + n.schema.as_ref().map_or(0, String::len))
             .sum();
-        names + self.hint.as_ref().map_or(0, String::len) + std::mem::size_of::<Self>()
+        names
+            + self.hint.as_ref().map_or(0, String::len)
+            + self.frees_database.as_ref().map_or(0, |d| d.len())
+            + std::mem::size_of::<Self>()
     }
 }
 

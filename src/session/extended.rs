@@ -185,7 +185,7 @@ impl Session {
     /// The server connection of a flushed batch failed: the client gets the error, the rest of the batch is skipped.
     fn flush_lost(&mut self, target: TargetId, conn: PooledConn, e: &crate::backend::BackendError) {
         self.server_lost(target, conn, e);
-        let err = errors::connection_lost(self.app.backend(target).name(), Some(e));
+        let err = errors::connection_lost(self.backend(target).name(), Some(e));
         self.refuse_before_sync(err);
     }
 
@@ -306,15 +306,9 @@ impl Session {
         let (t, explicit, epoch) = (routed.target, routed.explicit, self.routing_epoch());
         if name.is_empty() {
             self.unnamed = Some(Unnamed { target: t, explicit, analysis: analysis.clone(), epoch });
-        } else if let Some(prepared) = Prepared::from_parse(
-            t,
-            explicit,
-            analysis.clone(),
-            epoch,
-            self.encoding,
-            self.app.backend(t).statement_epoch(),
-            f.body(),
-        ) {
+        } else if let Some(prepared) =
+            Prepared::from_parse(t, explicit, analysis.clone(), epoch, self.encoding, self.backend(t).statement_epoch(), f.body())
+        {
             self.statements.insert(name.into_owned(), Arc::new(prepared));
         }
         Ok((routed, analysis))

@@ -23,7 +23,7 @@ impl Session {
     /// closed, and the client's session ends with it.
     pub(super) fn server_ended(&mut self, target: TargetId, mut conn: PooledConn) -> SessionError {
         conn.retire();
-        tracing::warn!(target = self.app.backend(target).name(), "the server ended the connection holding a session");
+        tracing::warn!(target = self.backend(target).name(), "the server ended the connection holding a session");
         self.release(target, conn);
         self.machine.lost();
         SessionError::ServerEnded
@@ -33,13 +33,13 @@ impl Session {
     /// the server: it is closed, and the client's session ends with FATAL 08006.
     pub(super) fn session_lost(&mut self, target: TargetId, conn: PooledConn, e: &BackendError) -> SessionError {
         self.server_lost(target, conn, e);
-        SessionError::Fatal(errors::session_connection_lost(self.app.backend(target).name(), Some(e)))
+        SessionError::Fatal(errors::session_connection_lost(self.backend(target).name(), Some(e)))
     }
 
     /// A server connection failed mid-request: it is closed, and the transaction is gone with it.
     pub(super) fn server_lost(&mut self, target: TargetId, mut conn: PooledConn, e: &BackendError) {
         conn.retire();
-        tracing::warn!(target = self.app.backend(target).name(), error = %e, "server connection lost");
+        tracing::warn!(target = self.backend(target).name(), error = %e, "server connection lost");
         self.release(target, conn);
         self.machine.lost();
     }

@@ -8,6 +8,7 @@
 //! | `route.rs`    | the one decision of where a request goes                                                  |
 //! | `errors.rs`   | every error and notice a logged-in session sends the client                               |
 //! | `state.rs`    | the driver: the message loop, checkout/return of connections, running requests            |
+//! | `effects.rs`  | what a request does to the session once it ran (parameters, DDL, pins, a database to free) |
 //! | `query.rs`    | simple-query messages: analysis, local answers, running                                   |
 //! | `extended.rs` | extended-protocol batches: holding until Sync/Flush, routing, local answers              |
 //! | `prepared.rs` | named prepared statements under transaction pooling: rewriting a batch for its connection |
@@ -25,6 +26,7 @@
 
 mod console;
 mod drain;
+mod effects;
 pub(crate) mod errors;
 mod extended;
 mod lost;
@@ -139,6 +141,16 @@ pub async fn serve(tcp: TcpStream, app: Arc<App>, limits: &Limits, login: OwnedS
     session.give_back_own().await;
 }
 
+impl Session {
+    /// The pool the session takes `target`'s connections from: a database's own under `any_database`.
+    fn backend(&self, target: crate::router::TargetId) -> &crate::backend::Backend {
+        match &self.database_pool {
+            Some(pool) if self.passthrough == Some(target) => pool,
+            _ => self.app.backend(target),
+        }
+    }
+}
+
 /// A connected, authenticated client. Its fields are private to the session module; the transaction's state is
 /// the machine's (`machine`), everything else is what the client's session carries between requests.
 pub struct Session {
@@ -171,6 +183,9 @@ pub struct Session {
     key: crate::cancel::ClientKey,
     /// Connected with a target's name as the database: every statement goes to that target, unsplit.
     passthrough: Option<crate::router::TargetId>,
+    /// Connected to a database reached through `any_database` (`passthrough` is then that target): this database's
+    /// pool stands for the target's wherever the session takes connections.
+    database_pool: Option<Arc<crate::backend::Backend>>,
     /// Extended-protocol messages received since the last Sync.
     batch: Vec<crate::protocol::Frame>,
     /// Bytes held in `batch` (counted from its first message; see `extended::MAX_BATCH_BYTES`).

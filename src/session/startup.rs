@@ -48,19 +48,23 @@ pub async fn startup(
         return Err(refuse(client.stream, client.rbuf, e).await);
     }
     let database = params.get("database").filter(|d| !d.is_empty()).cloned().unwrap_or_else(|| user.clone());
-    // The logical database is split; a target's own name is that target, unsplit (passthrough: pg_dump, migrations).
     let admin = database == ADMIN_DATABASE;
-    let passthrough = if database == app.database() || admin { None } else { app.table().target_id(&database) };
+    let (passthrough, any_database) = served(app, &database, admin);
     let result = async {
         authenticate(&mut client, app, &user).await?;
         let slot = admit(app, limits, &params, &user, &database, passthrough, admin)?;
+        let pool = match any_database {
+            Some(t) => Some(app.database_pool(t, &database).await.map_err(SessionError::Fatal)?),
+            None => None,
+        };
         // Session pooling: the client's own backend on its home target, from now until it leaves; its key is the
         // one the client gets.
         let session_mode = !admin && app.pool_mode(&user, passthrough) == PoolMode::Session;
         let home = match session_mode {
             true => {
                 let target = app.home_target(passthrough);
-                let conn = app.backend(target).checkout().await.map_err(|e| SessionError::Fatal(errors::no_own_backend(&e)))?;
+                let backend = pool.as_deref().unwrap_or_else(|| app.backend(target));
+                let conn = backend.checkout().await.map_err(|e| SessionError::Fatal(errors::no_own_backend(&e)))?;
                 Some((target, conn))
             }
             false => None,
@@ -79,7 +83,7 @@ pub async fn startup(
         let greeted =
             if admin { greet_admin(&mut client, &key).await } else { greet(&mut client, app, greeter, &params, &key).await };
         match greeted {
-            Ok(()) => Ok((key, slot, home)),
+            Ok(()) => Ok((key, slot, home, pool)),
             Err(e) => {
                 app.cancels().unregister(&key);
                 Err(e)
@@ -90,16 +94,33 @@ pub async fn startup(
     if let Err(SessionError::Fatal(e)) = &result {
         client.fatal(e).await;
     }
-    let (key, slot, home) = result?;
+    let (key, slot, home, pool) = result?;
     if let Some(t) = passthrough {
-        tracing::info!(%user, target = app.backend(t).name(), "passthrough session");
+        tracing::info!(%user, target = app.backend(t).name(), %database, "passthrough session");
     }
     let mut session = Session::new(client, app.clone(), user, &params, key);
-    session.connected_to(passthrough, admin);
+    session.connected_to(passthrough, pool, admin);
     if let Some((target, conn)) = home {
         session.session_pooled(target, conn);
     }
     Ok(Some((session, slot)))
+}
+
+/// The target a database name reaches unsplit (`None`: the logical database, the admin console, or a name pgsplit
+/// does not serve), and whether it does so through `any_database`. The logical database is split; a target's own
+/// name is that target (passthrough: pg_dump, migrations); any other name reaches a database of that name on
+/// `any_database`'s server (PgBouncer's `*`), when set.
+fn served(app: &App, database: &str, admin: bool) -> (Option<crate::router::TargetId>, Option<crate::router::TargetId>) {
+    if database == app.database() || admin {
+        return (None, None);
+    }
+    match app.table().target_id(database) {
+        Some(t) => (Some(t), None),
+        None => {
+            let any = app.any_database_target();
+            (any, any)
+        }
+    }
 }
 
 /// What PostgreSQL checks once a client has authenticated, in its order: the database exists (only now: before

@@ -8,12 +8,13 @@ use bytes::Bytes;
 
 use crate::app::App;
 use crate::backend::relay::{self, RelayError, Sink};
-use crate::backend::{CheckoutError, PooledConn, ServerConn};
+use crate::backend::{Backend, CheckoutError, PooledConn, ServerConn};
 use crate::cancel::{ClientKey, Running};
 use crate::protocol::encode::PgError;
 use crate::protocol::{Frame, STATUS_FAILED, STATUS_IDLE};
-use crate::router::{Analysis, Command, SharedAnalysis, TargetId};
+use crate::router::{SharedAnalysis, TargetId};
 
+pub use super::effects::Effects;
 use super::machine::copy::{self, OutsideCopy};
 use super::machine::{Cancel, FailOn, Failing, Machine, Release, Reply, Request, Start};
 use super::params::Params;
@@ -26,45 +27,6 @@ pub enum Payload<'a> {
     Raw(&'a [u8]),
     /// An extended-protocol batch, rewritten for the connection it runs on (prepared statements).
     Batch(Vec<Frame>),
-}
-
-/// What a statement does to session state once the server has accepted it.
-#[derive(Debug, Default)]
-pub struct Effects {
-    /// Session parameter changes (SET, RESET, ...), in order.
-    pub changes: Vec<Command>,
-    /// The text changes the catalog: the target's snapshot is re-read when the transaction ends.
-    pub ddl: bool,
-    /// The text drops every prepared statement of the server connection (`DEALLOCATE ALL`, `DISCARD ALL`).
-    pub forgets_prepared: bool,
-    /// The text leaves state on the connection that only it has: the session keeps the connection.
-    pub pins: bool,
-    /// The text controls transactions itself or cannot run in a transaction block (see `Analysis::own_transaction`).
-    pub own_transaction: bool,
-    /// The text creates an object it does not qualify: with `pg_temp` in the session's search_path, it may be
-    /// created there (then it pins, see `Session::follow`).
-    pub creates_unqualified: bool,
-}
-
-impl Effects {
-    /// The effects of an analysed text (none in single mode, where texts are not analysed).
-    pub fn of(analysis: Option<&Analysis>) -> Effects {
-        let mut e = Effects::default();
-        if let Some(a) = analysis {
-            e.add(a);
-        }
-        e
-    }
-
-    /// Adds the effects of one more statement that runs in the same exchange.
-    pub fn add(&mut self, a: &Analysis) {
-        self.changes.extend(a.session_changes.iter().cloned());
-        self.ddl |= a.ddl;
-        self.forgets_prepared |= a.session_changes.iter().any(Command::forgets_prepared);
-        self.pins |= a.pins;
-        self.own_transaction |= a.own_transaction;
-        self.creates_unqualified |= a.ddl && a.names.iter().any(|n| n.created && n.schema.is_none());
-    }
 }
 
 /// The client's unnamed statement: cheaper than a `Prepared` (it is parsed anew for nearly every extended query).
@@ -110,6 +72,7 @@ impl Session {
             catalog_stale: None,
             key,
             passthrough: None,
+            database_pool: None,
             batch: Vec::new(),
             batch_effects: Effects::default(),
             batch_bytes: 0,
@@ -127,15 +90,15 @@ impl Session {
         self.encoding = self.params.client_encoding();
     }
 
-    /// Connected with a target's name as the database (startup), or to the admin console.
-    pub(super) fn connected_to(&mut self, passthrough: Option<TargetId>, admin: bool) {
-        self.passthrough = passthrough;
-        self.admin = admin;
+    /// Connected with a target's name as the database, or through `any_database` (`pool`), at startup; or to the
+    /// admin console.
+    pub(super) fn connected_to(&mut self, passthrough: Option<TargetId>, pool: Option<Arc<Backend>>, admin: bool) {
+        (self.passthrough, self.database_pool, self.admin) = (passthrough, pool, admin);
     }
 
     /// The database the client connected to, for logs.
     pub(super) fn database(&self) -> &str {
-        self.passthrough.map_or(self.app.database(), |t| self.app.backend(t).name())
+        self.passthrough.map_or(self.app.database(), |t| self.backend(t).name())
     }
 
     /// The role the client authenticated as.
@@ -233,7 +196,8 @@ impl Session {
             Some(conn) => conn,
             None => {
                 // A cancel while the client waits in the queue ends the wait, as it would end the statement.
-                let backend = self.app.backend(target);
+                let pool = self.database_pool.clone().filter(|_| self.passthrough == Some(target));
+                let backend = pool.as_deref().unwrap_or_else(|| self.app.backend(target));
                 // A client that goes away while it waits ends the wait too (the session then ends). The checkout is
                 // polled once first: one that needs no wait (nearly all) costs no race with the client.
                 let mut checkout = std::pin::pin!(backend.checkout_or_cancel(Some(&self.key.slot.waiting)));
@@ -264,7 +228,7 @@ impl Session {
             if let Err(e) = conn.simple(&sql).await {
                 // The connection's state is no longer known: it is closed rather than reused.
                 conn.retire();
-                let name = self.app.backend(target).name().to_owned();
+                let name = self.backend(target).name().to_owned();
                 self.release(target, conn);
                 return Err(errors::settings_not_applied(&name, &e));
             }
@@ -297,7 +261,7 @@ impl Session {
             self.app.pinned_sessions().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         if new && !self.session_pooled {
-            tracing::info!(user = %self.user, target = self.app.backend(target).name(), "session pinned to its server connection");
+            tracing::info!(user = %self.user, target = self.backend(target).name(), "session pinned to its server connection");
         }
     }
 
@@ -351,6 +315,9 @@ impl Session {
         payload: Payload<'_>,
         effects: &Effects,
     ) -> Result<(), SessionError> {
+        if let Some(db) = &effects.frees_database {
+            self.app.free_database(&self.backend(target).spec, db).await;
+        }
         let started = std::time::Instant::now();
         let was_in_tx = !prelude.is_empty() || conn.status() != STATUS_IDLE;
         self.pooler_prelude(&mut conn, &mut prelude, effects);
@@ -383,13 +350,13 @@ impl Session {
             result = self.end_wrapped(&mut conn, effects).await;
         }
         self.landed().await;
-        self.app.backend(target).stats.query(started, result.is_err() || conn.outcome().error || held_failed);
+        self.backend(target).stats.query(started, result.is_err() || conn.outcome().error || held_failed);
         let Some(mut conn) = self.settle(target, conn, result, held_failed, effects, was_in_tx)? else { return Ok(()) };
         // DDL of the transaction that just ended: the target's catalog is re-read before the client's next statement
         // (which may name what the DDL made), on this very connection (no wait for another: a small or pinned pool
         // stalled every DDL for the checkout timeout), unless a read that began after the DDL has landed already.
         if let Some((stale, generation)) = self.catalog_stale.take() {
-            let backend = self.app.backend(stale);
+            let backend = self.backend(stale);
             if stale == target && backend.catalog_loaded() < generation {
                 if let Err(e) = self.app.refresh_catalog_on(stale, &mut conn, generation).await {
                     tracing::warn!(target = backend.name(), error = %e, "catalog not refreshed after DDL");
@@ -423,7 +390,7 @@ impl Session {
             Err(RelayError::Server(e)) if conn.holds_session() => return Err(self.session_lost(target, conn, &e)),
             Err(RelayError::Server(e)) => {
                 self.server_lost(target, conn, &e);
-                let err = errors::connection_lost(self.app.backend(target).name(), Some(&e));
+                let err = errors::connection_lost(self.backend(target).name(), Some(&e));
                 self.client.error_ready(&err, STATUS_IDLE);
                 return Ok(None);
             }
@@ -485,8 +452,9 @@ impl Session {
             }
         }
         if effects.ddl || conn.outcome().stale_statement {
-            let generation = self.app.backend(target).catalog_changed();
-            if effects.ddl {
+            let generation = self.backend(target).catalog_changed();
+            // A database reached through `any_database` is no target's: no catalog of pgsplit's describes it.
+            if effects.ddl && self.database_pool.is_none() {
                 self.catalog_stale = Some((target, generation));
             }
         }
@@ -584,7 +552,7 @@ impl Session {
                 conn.retire();
                 self.release(target, conn);
                 self.machine.failed_on_server(Failing::Lost);
-                return Err(errors::connection_lost(self.app.backend(target).name(), None));
+                return Err(errors::connection_lost(self.backend(target).name(), None));
             }
         };
         if let Some(conn) = self.machine.failed_on_server(failing) {

@@ -190,3 +190,35 @@ fn a_setting_pgsplit_cannot_rebuild_keeps_the_session_on_its_connection() {
         assert!(a.session_changes.is_empty() && a.pins, "{sql}");
     }
 }
+
+/// The database a statement needs free of other users (issue 16, point 9): pgsplit closes its idle connections to
+/// it before the statement runs. Names fold as PostgreSQL folds them; other statements about databases need none.
+#[test]
+fn statements_that_need_a_database_free_of_other_users_name_it() {
+    let cases = [
+        ("DROP DATABASE scratch", Some("scratch")),
+        ("drop database if exists Scratch", Some("scratch")),
+        ("drop database \"Scratch DB\" with (force)", Some("Scratch DB")),
+        ("/* cleanup */ DROP DATABASE x;", Some("x")),
+        ("alter database old rename to new", Some("old")),
+        ("ALTER DATABASE \"Old\" SET TABLESPACE fast", Some("Old")),
+        ("create database copy template = source", Some("source")),
+        ("CREATE DATABASE copy WITH OWNER app TEMPLATE \"Src\" ENCODING 'UTF8'", Some("Src")),
+        ("alter database x set work_mem = '1MB'", None),
+        ("alter database x owner to app", None),
+        ("create database fresh", None),
+        ("drop table database", None),
+        ("select 'drop database x'", None),
+        ("drop schema x", None),
+    ];
+    for (sql, want) in cases {
+        assert_eq!(Analysis::of(sql).frees_database.as_deref(), want, "{sql}");
+        assert_eq!(crate::router::commands::database_to_free(sql).as_deref(), want, "{sql}");
+    }
+    for sql in ["drop database x", "  Create Database y", "ALTER DATABASE z RENAME TO w", "-- c\ndrop database x"] {
+        assert!(crate::router::commands::acts_on_a_database(sql), "{sql}");
+    }
+    for sql in ["select 1", "drop table x", "create index i on t (a)", "database"] {
+        assert!(!crate::router::commands::acts_on_a_database(sql), "{sql}");
+    }
+}
