@@ -150,3 +150,28 @@ async fn temporary_objects_made_any_way_are_never_seen_by_another_client() {
         assert_eq!(gone, Err("42P01".into()), "{sql}: after its creator left");
     }
 }
+
+/// Single mode pins as split mode does (issue 16, point 7): a temporary table made in single mode, where texts are
+/// not routed, stays its creator's and no other client reaches it; a client's DEALLOCATE ALL there drops only its
+/// own statements, never those pgsplit prepared on the server for other clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_mode_keeps_temporary_tables_and_prepared_statements_to_their_session() {
+    let yaml = config_yaml("verify-full", "mode: single\n")
+        .replace("pool: { max: 5, checkout_timeout: 3s }", "pool: { max: 2, checkout_timeout: 10s }");
+    let proxy = Proxy::start(&yaml).await;
+    let a = proxy.connect().await;
+    a.batch_execute("create temporary table only_mine (v int)").await.unwrap();
+    a.batch_execute("insert into only_mine values (1)").await.unwrap();
+    let b = proxy.connect().await;
+    let err = b.simple_query("select count(*) from only_mine").await.expect_err("another client reached a temporary table");
+    assert_eq!(common::sqlstate(&err), "42P01");
+    assert_eq!(scalar(&a, "select count(*) from only_mine").await, "1");
+    drop(a);
+
+    let c = proxy.connect().await;
+    let stmt = c.prepare("select count(*) from config.users where name <> $1").await.unwrap();
+    c.query_one(&stmt, &[&"nobody"]).await.unwrap();
+    b.batch_execute("deallocate all").await.unwrap();
+    let rows = c.query(&stmt, &[&"nobody"]).await.expect("the statement survives another client's DEALLOCATE ALL");
+    assert_eq!(rows.len(), 1);
+}

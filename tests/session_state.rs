@@ -264,3 +264,55 @@ async fn ddl_refreshes_the_catalog_on_its_own_connection_even_when_the_pool_is_h
     c.simple_query("set search_path = workspace").await.unwrap();
     c.simple_query(&format!("insert into held_{id}_2 values (1)")).await.unwrap();
 }
+
+/// Sequence state (`currval`, `lastval`) is per server session (issue 16, point 7): under transaction pooling the
+/// values one client's nextval left on a pooled connection never reach the next client of that connection, which
+/// gets PostgreSQL's 55000 as on a connection of its own. The client itself keeps its values while nobody else used
+/// the connection in between. Both modes: in single mode texts are analysed only when they may call nextval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_clients_currval_and_lastval_never_reach_another_client() {
+    let cases = [
+        ("split", "workspace", "pool: { max: 10, checkout_timeout: 3s }", "/* pgsplit: target=data */ "),
+        ("single", "customer", "pool: { max: 5, checkout_timeout: 3s }", ""),
+    ];
+    // lastval() names no relation: in split mode a hint sends it where the sequence is.
+    for (mode, schema, pool, hint) in cases {
+        // One server connection per target: every client gets the connection the one before used.
+        let yaml =
+            config_yaml("verify-full", &format!("mode: {mode}\n")).replace(pool, "pool: { max: 1, checkout_timeout: 10s }");
+        let proxy = Proxy::start(&yaml).await;
+        let setup = proxy.connect().await;
+        let table = format!("{schema}.seq_owner_{mode}");
+        setup
+            .batch_execute(&format!("drop table if exists {table}; create table {table} (id serial primary key, v int)"))
+            .await
+            .unwrap();
+        let seq = format!("{table}_id_seq");
+        drop(setup);
+
+        let a = proxy.connect().await;
+        let first = scalar(&a, &format!("select nextval('{seq}')")).await;
+        // The same client, a later transaction, the same connection: its own value.
+        assert_eq!(scalar(&a, &format!("select currval('{seq}')")).await, first, "{mode}");
+        let b = proxy.connect().await;
+        for sql in [format!("select currval('{seq}')"), format!("{hint}select lastval()")] {
+            let err = b.simple_query(&sql).await.expect_err(&format!("{mode}: another client's sequence state"));
+            assert_eq!(sqlstate(&err), "55000", "{mode}: {sql}");
+        }
+        // In a transaction of the other client (the DISCARD goes with its deferred BEGIN).
+        scalar(&a, &format!("select nextval('{seq}')")).await;
+        b.batch_execute("begin").await.unwrap();
+        let err = b.simple_query(&format!("select currval('{seq}')")).await.expect_err("in a transaction");
+        assert_eq!(sqlstate(&err), "55000", "{mode}");
+        b.batch_execute("rollback").await.unwrap();
+        // A column default's nextval, over the extended protocol, and then another client.
+        a.execute(&format!("insert into {table} (v) values ($1)"), &[&1i32]).await.unwrap();
+        let err = b.simple_query(&format!("{hint}select lastval()")).await.expect_err("another client's lastval");
+        assert_eq!(sqlstate(&err), "55000", "{mode}");
+        // What a client makes on its own is its own.
+        b.batch_execute(&format!("insert into {table} (v) values (2)")).await.unwrap();
+        let last: i64 = scalar(&b, &format!("{hint}select lastval()")).await.parse().unwrap();
+        assert_eq!(scalar(&b, &format!("select max(id) from {table}")).await, last.to_string(), "{mode}");
+        b.batch_execute(&format!("drop table {table}")).await.unwrap();
+    }
+}

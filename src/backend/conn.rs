@@ -114,6 +114,7 @@ impl ServerConn {
             upstream_pooler: spec.upstream_pooler,
             wrapped: false,
             holds_session: false,
+            sequences_of: 0,
         };
         conn.login(spec).await?;
         Ok(conn)

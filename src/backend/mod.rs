@@ -66,6 +66,9 @@ pub struct ServerConn {
     /// its pin): a FATAL from the server then ends the client's session too (`relay::RelayError::Ended`), as it
     /// would end a direct connection. Otherwise the connection is replaced and the client goes on.
     holds_session: bool,
+    /// The session (`Session::id`) whose sequence state (`currval`, `lastval`) the server session may hold since the
+    /// last DISCARD; 0 for none. Another session is given the connection only after `DISCARD SEQUENCES`.
+    sequences_of: u64,
 }
 
 /// What the server said in the last exchange relayed to a client, beyond the final ReadyForQuery status.

@@ -70,6 +70,18 @@ impl ServerConn {
         self.skipping
     }
 
+    /// The session whose sequence state the connection may hold (0: none), see `sequences_of`.
+    #[inline]
+    pub fn sequences_of(&self) -> u64 {
+        self.sequences_of
+    }
+
+    /// A request of `session` may have called nextval or setval here (0: the state was discarded).
+    #[inline]
+    pub fn set_sequences_of(&mut self, session: u64) {
+        self.sequences_of = session;
+    }
+
     /// Session parameters pgsplit has SET on this connection (name → SQL value text).
     #[inline]
     pub fn applied(&self) -> &BTreeMap<String, String> {

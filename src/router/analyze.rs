@@ -51,6 +51,7 @@ pub fn parse(sql: &str) -> Result<Analysis, ParserError> {
         statements: statements.len(),
         own_transaction,
         frees_database: None,
+        sequences: c.sequences,
     })
 }
 
@@ -129,6 +130,8 @@ struct Collector {
     pins: bool,
     /// `set_config` calls seen; those not followed as a session parameter change pin the session.
     set_configs: usize,
+    /// A built-in `nextval` or `setval` is called.
+    sequences: bool,
     /// One scope per query being walked, outermost first: an unqualified relation matching a CTE name in scope is
     /// the CTE, not a table.
     scopes: Vec<CteScope>,
@@ -351,6 +354,7 @@ impl Collector {
         if builtin && name.object == "set_config" && !transaction_local(f) {
             self.set_configs += 1;
         }
+        self.sequences |= builtin && matches!(name.object.as_str(), "nextval" | "setval");
         if builtin && REGCLASS_FUNCTIONS.contains(&name.object.as_str()) {
             if let FunctionArguments::List(list) = &f.args {
                 if let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))) = list.args.first() {

@@ -67,6 +67,7 @@ fn scanned(names: Vec<Name>, writes: bool, ddl: bool, pins: bool, statements: us
         statements,
         own_transaction: false,
         frees_database: None,
+        sequences: true,
     }
 }
 

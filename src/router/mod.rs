@@ -175,6 +175,11 @@ pub struct Analysis {
     /// The database the text needs free of other users (DROP DATABASE, ALTER DATABASE ... RENAME, the template of
     /// CREATE DATABASE): pgsplit closes its idle connections to it first (`commands::database_to_free`).
     pub frees_database: Option<Box<str>>,
+    /// Running the text may call `nextval` or `setval`, leaving sequence state (`currval`, `lastval`) in the server
+    /// session: it calls them (their first argument shows in `names` as a relation), writes (column defaults,
+    /// triggers), calls a function other than the plain built-ins, or sqlparser rejected it. Worked out once per
+    /// text (`Analysis::of`). A view whose query calls nextval is not seen.
+    pub sequences: bool,
 }
 
 impl Analysis {
@@ -189,7 +194,16 @@ impl Analysis {
         if a.own_transaction {
             a.frees_database = commands::database_to_free(sql).map(String::into_boxed_str);
         }
+        a.sequences = a.sequences || a.writes || a.fallback || !a.calls_only_plain_functions();
         a
+    }
+
+    /// Whether every function the text calls is one of `PLAIN_FUNCTIONS` (built-ins that leave nothing behind).
+    pub fn calls_only_plain_functions(&self) -> bool {
+        self.names.iter().all(|n| {
+            n.kind != ObjectKind::Function
+                || (n.schema.as_deref().is_none_or(|s| s == "pg_catalog") && PLAIN_FUNCTIONS.contains(&n.object.as_str()))
+        })
     }
 
     /// Approximate heap bytes held, for the byte-bounded cache.
@@ -360,3 +374,34 @@ pub type SharedAnalysis = Arc<Analysis>;
 
 #[cfg(test)]
 mod tests;
+
+/// Built-in functions a plain read may call: they leave nothing behind in the transaction. Any other function
+/// (user functions in unrouted schemas, locks, sequences, notifications) makes the binding firm.
+pub const PLAIN_FUNCTIONS: &[&str] = &[
+    "now",
+    "current_timestamp",
+    "clock_timestamp",
+    "statement_timestamp",
+    "transaction_timestamp",
+    "localtimestamp",
+    "version",
+    "current_database",
+    "current_schema",
+    "current_schemas",
+    "current_user",
+    "session_user",
+    "current_setting",
+    "inet_server_port",
+    "inet_server_addr",
+    "inet_client_addr",
+    "pg_backend_pid",
+    "pg_is_in_recovery",
+    "pg_postmaster_start_time",
+    "count",
+    "coalesce",
+    "random",
+    "gen_random_uuid",
+    "length",
+    "lower",
+    "upper",
+];

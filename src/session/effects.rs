@@ -21,6 +21,9 @@ pub struct Effects {
     pub creates_unqualified: bool,
     /// The text needs this database free of other users: pgsplit's idle connections to it close first.
     pub frees_database: Option<String>,
+    /// The text may call nextval or setval (`Analysis::sequences`): the connection may hold the session's
+    /// sequence state afterwards. Texts single mode does not analyse cannot (`App::analysis_for`).
+    pub sequences: bool,
 }
 
 impl Effects {
@@ -41,6 +44,7 @@ impl Effects {
         self.pins |= a.pins;
         self.own_transaction |= a.own_transaction;
         self.creates_unqualified |= a.ddl && a.names.iter().any(|n| n.created && n.schema.is_none());
+        self.sequences |= a.sequences;
         if let Some(db) = &a.frees_database {
             self.frees_database = Some(db.to_string());
         }

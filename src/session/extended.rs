@@ -158,7 +158,8 @@ impl Session {
                 if let Some((from, conn)) = moved_from {
                     self.roll_back_tentative(from, conn).await;
                 }
-                match self.acquire(target).await {
+                let mut prelude = prelude;
+                match self.acquire(target, Some(&mut prelude)).await {
                     Ok(conn) => {
                         self.machine.checked_out();
                         (target, conn, Some(prelude))

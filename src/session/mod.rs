@@ -202,4 +202,9 @@ pub struct Session {
     admin: bool,
     /// Session pooling (`pool_mode: session`): every server connection the session uses is its own until it leaves.
     session_pooled: bool,
+    /// Never the same for two sessions of the process (`ServerConn::sequences_of`).
+    id: u64,
 }
+
+/// The last `Session::id` given.
+static SESSION_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

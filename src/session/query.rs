@@ -1,7 +1,7 @@
 //! Simple-query messages: local answers for transaction control and hints, routing, and the transaction rules of §4.
 
 use crate::protocol::{decode, Frame, STATUS_FAILED, STATUS_IDLE};
-use crate::router::{Analysis, Command, ObjectKind, RouteError};
+use crate::router::{Analysis, Command, RouteError};
 
 use super::errors;
 use super::machine::{Control, Request};
@@ -65,7 +65,9 @@ impl Session {
             }
         };
         let request = Request { explicit: routed.explicit, plain_read: false, replayed: None };
-        self.run_on(routed.target, &request, Payload::Raw(&frame.bytes), &Effects::of(None)).await
+        // A function called this way may be nextval or call it.
+        let effects = Effects { sequences: true, ..Effects::default() };
+        self.run_on(routed.target, &request, Payload::Raw(&frame.bytes), &effects).await
     }
 
     /// Before a Query or FunctionCall: false when it is not to run. After an error in a batch the client flushed,
@@ -138,37 +140,6 @@ impl Session {
     }
 }
 
-/// Built-in functions a plain read may call: they leave nothing behind in the transaction. Any other function
-/// (user functions in unrouted schemas, locks, sequences, notifications) makes the binding firm.
-const PLAIN_FUNCTIONS: &[&str] = &[
-    "now",
-    "current_timestamp",
-    "clock_timestamp",
-    "statement_timestamp",
-    "transaction_timestamp",
-    "localtimestamp",
-    "version",
-    "current_database",
-    "current_schema",
-    "current_schemas",
-    "current_user",
-    "session_user",
-    "current_setting",
-    "inet_server_port",
-    "inet_server_addr",
-    "inet_client_addr",
-    "pg_backend_pid",
-    "pg_is_in_recovery",
-    "pg_postmaster_start_time",
-    "count",
-    "coalesce",
-    "random",
-    "gen_random_uuid",
-    "length",
-    "lower",
-    "upper",
-];
-
 /// Words that make a read anything but plain: data-modifying CTEs, SELECT INTO, row locks, EXPLAIN ANALYZE.
 const NOT_PLAIN_WORDS: &[&str] = &["insert", "update", "delete", "merge", "into", "for", "analyze", "analyse", "lock"];
 
@@ -183,10 +154,7 @@ fn plain_read(a: &Analysis, sql: &str) -> bool {
         && !a.fallback
         && a.hint.is_none()
         && a.session_changes.is_empty()
-        && a.names.iter().all(|n| {
-            n.kind != ObjectKind::Function
-                || (n.schema.as_deref().is_none_or(|s| s == "pg_catalog") && PLAIN_FUNCTIONS.contains(&n.object.as_str()))
-        })
+        && a.calls_only_plain_functions()
         && !sql
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .any(|w| NOT_PLAIN_WORDS.iter().any(|k| w.eq_ignore_ascii_case(k)))

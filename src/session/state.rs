@@ -81,6 +81,7 @@ impl Session {
             unnamed_parse: None,
             admin: false,
             session_pooled: false,
+            id: super::SESSION_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
         }
     }
 
@@ -189,8 +190,10 @@ impl Session {
     }
 
     /// A server connection for `target`: the session's pinned one if it has one, else one from the pool.
-    /// The connection gets the client's session parameters first (only what differs from what it has).
-    pub async fn acquire(&mut self, target: TargetId) -> Result<PooledConn, PgError> {
+    /// The connection gets the client's session parameters first (only what differs from what it has), and loses
+    /// another session's sequence state: sent with the parameters, else at the head of `prelude` (a deferred BEGIN
+    /// and what was held, sent in one write: no round trip of its own), else alone.
+    pub async fn acquire(&mut self, target: TargetId, prelude: Option<&mut Vec<Bytes>>) -> Result<PooledConn, PgError> {
         let pinned = if self.machine.pinned() { self.machine.take_pinned(target) } else { None };
         let mut conn = match pinned {
             Some(conn) => conn,
@@ -224,14 +227,30 @@ impl Session {
             self.client.wbuf.extend_from_slice(&notices);
         }
         let pooler = conn.upstream_pooler();
-        if let Some(sql) = self.params.diff_sql(conn.applied(), pooler) {
-            if let Err(e) = conn.simple(&sql).await {
-                // The connection's state is no longer known: it is closed rather than reused.
-                conn.retire();
-                let name = self.backend(target).name().to_owned();
-                self.release(target, conn);
-                return Err(errors::settings_not_applied(&name, &e));
+        // Another session's currval and lastval must never reach this one (sequence state is per server session).
+        let foreign = !pooler && conn.sequences_of() != 0 && conn.sequences_of() != self.id;
+        let diff = self.params.diff_sql(conn.applied(), pooler);
+        let prelude = prelude.filter(|p| !p.is_empty());
+        let sql = match (foreign, &diff) {
+            (false, None) => return Ok(conn),
+            (true, None) if prelude.is_some() => {
+                prelude.into_iter().for_each(|p| p.insert(0, crate::protocol::encode::query(b"DISCARD SEQUENCES")));
+                conn.set_sequences_of(0);
+                return Ok(conn);
             }
+            (false, Some(d)) => std::borrow::Cow::Borrowed(d.as_str()),
+            (true, None) => std::borrow::Cow::Borrowed("DISCARD SEQUENCES"),
+            (true, Some(d)) => std::borrow::Cow::Owned(format!("DISCARD SEQUENCES; {d}")),
+        };
+        if let Err(e) = conn.simple(&sql).await {
+            // The connection's state is no longer known: it is closed rather than reused.
+            conn.retire();
+            let name = self.backend(target).name().to_owned();
+            self.release(target, conn);
+            return Err(errors::settings_not_applied(&name, &e));
+        }
+        conn.set_sequences_of(0);
+        if diff.is_some() {
             self.params.synced(conn.applied_mut(), pooler);
         }
         Ok(conn)
@@ -280,7 +299,8 @@ impl Session {
                 if let Some((from, conn)) = moved_from {
                     self.roll_back_tentative(from, conn).await;
                 }
-                match self.acquire(target).await {
+                let mut prelude = prelude;
+                match self.acquire(target, Some(&mut prelude)).await {
                     Ok(conn) => {
                         self.machine.checked_out();
                         (target, conn, prelude)
@@ -458,6 +478,9 @@ impl Session {
                 self.catalog_stale = Some((target, generation));
             }
         }
+        if effects.sequences {
+            conn.set_sequences_of(self.id);
+        }
         if effects.forgets_prepared {
             conn.forget_prepared();
             self.statements.clear();
@@ -535,7 +558,7 @@ impl Session {
         let (target, mut conn, begin) = match self.machine.take_failed(fallback) {
             None => return Ok(()),
             Some(FailOn::Bound(target, conn)) => (target, conn, ""),
-            Some(FailOn::Unbound) => match self.acquire(fallback).await {
+            Some(FailOn::Unbound) => match self.acquire(fallback, None).await {
                 Ok(conn) => (fallback, conn, "BEGIN;"),
                 Err(e) => {
                     self.machine.failed_on_server(Failing::Lost);

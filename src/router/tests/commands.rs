@@ -222,3 +222,26 @@ fn statements_that_need_a_database_free_of_other_users_name_it() {
         assert!(!crate::router::commands::acts_on_a_database(sql), "{sql}");
     }
 }
+
+/// What may leave sequence state in the server session (issue 16, point 7): a connection that ran it is discarded
+/// of its sequences before another session uses it.
+#[test]
+fn texts_that_may_call_nextval_are_known() {
+    for sql in [
+        "select nextval('workspace.s')",
+        "SELECT setval('s', 10)",
+        "select nextval($1)",
+        "insert into workspace.imports (name) values ('x')",
+        "update t set a = 1",
+        "select workspace.make_id()",
+        "select f()",
+        "copy t from stdin",
+        "do $$ begin perform nextval('s'); end $$",
+    ] {
+        assert!(Analysis::of(sql).sequences, "{sql}");
+    }
+    for sql in ["select 1", "select count(*) from workspace.imports", "select now(), current_setting('x')", "set a = 1", "begin"]
+    {
+        assert!(!Analysis::of(sql).sequences, "{sql}");
+    }
+}
