@@ -313,6 +313,21 @@ async fn one_clients_currval_and_lastval_never_reach_another_client() {
         b.batch_execute(&format!("insert into {table} (v) values (2)")).await.unwrap();
         let last: i64 = scalar(&b, &format!("{hint}select lastval()")).await.parse().unwrap();
         assert_eq!(scalar(&b, &format!("select max(id) from {table}")).await, last.to_string(), "{mode}");
+        // Within one transaction, or one text, a client's own nextval is its own, whoever used the connection before.
+        scalar(&a, &format!("select nextval('{seq}')")).await;
+        b.batch_execute("begin").await.unwrap();
+        b.batch_execute(&format!("insert into {table} (v) values (3)")).await.unwrap();
+        let mine = scalar(&b, &format!("select currval('{seq}')")).await;
+        b.batch_execute("commit").await.unwrap();
+        assert_eq!(scalar(&b, &format!("select v from {table} where id = {mine}")).await, "3", "{mode}");
+        scalar(&a, &format!("select nextval('{seq}')")).await;
+        let rows = b.simple_query(&format!("insert into {table} (v) values (4); select currval('{seq}')")).await.unwrap();
+        let mine = rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        });
+        let mine = mine.expect("currval in the same text");
+        assert_eq!(scalar(&b, &format!("select v from {table} where id = {mine}")).await, "4", "{mode}");
         b.batch_execute(&format!("drop table {table}")).await.unwrap();
     }
 }

@@ -74,6 +74,16 @@ impl std::fmt::Debug for TargetSpec {
     }
 }
 
+/// `DISCARD_SEQUENCES` as extended messages: Parse (unnamed statement), Bind (portal `pgsplit_discard`), Execute,
+/// Close of the portal.
+const DISCARD_SEQUENCES_EXTENDED: &[u8] = b"P\0\0\0\x19\0DISCARD SEQUENCES\0\0\0\
+B\0\0\0\x1bpgsplit_discard\0\0\0\0\0\0\0\0\
+E\0\0\0\x18pgsplit_discard\0\0\0\0\0\
+C\0\0\0\x15Ppgsplit_discard\0";
+
+/// The Query message `discard_sequences_ahead` sends.
+const DISCARD_SEQUENCES: &[u8] = b"Q\0\0\0\x16DISCARD SEQUENCES\0";
+
 /// A connection handed out again within this time is checked for liveness by its socket's readiness alone (see
 /// `ServerConn::idle_and_alive`); after a longer rest, with a peek at the socket.
 const PEEK_AFTER: Duration = Duration::from_secs(1);
@@ -115,6 +125,8 @@ impl ServerConn {
             wrapped: false,
             holds_session: false,
             sequences_of: 0,
+            discard_ahead: false,
+            hidden_ready: 0,
         };
         conn.login(spec).await?;
         Ok(conn)
@@ -281,6 +293,37 @@ impl ServerConn {
         }
     }
 
+    /// `DISCARD SEQUENCES` before the next request: another session's sequence state (`currval`, `lastval`) may
+    /// be in the server session, and the session given the connection must not see it. Sent in the same flight as
+    /// that request (`send_ahead`); its replies are hidden.
+    pub fn discard_sequences_ahead(&mut self) {
+        self.discard_ahead = true;
+        self.sequences_of = 0;
+    }
+
+    /// Puts what is to go ahead of an extended-protocol batch (`discard_sequences_ahead`) at the head of `out`, as
+    /// extended messages whose replies are hidden: a Query there could end the batch's implicit transaction, or go
+    /// unanswered while the server skips to Sync. The unnamed statement it replaces is re-sent before any use of the
+    /// client's (`Session::rewrite_batch`); its portal is pgsplit's own, closed at once.
+    pub fn discard_ahead_in_batch(&mut self, out: &mut BytesMut) {
+        if std::mem::take(&mut self.discard_ahead) {
+            out.extend_from_slice(DISCARD_SEQUENCES_EXTENDED);
+            for _ in 0..4 {
+                self.expect.push_back(crate::protocol::expect::Expect::Hide { statement: None });
+            }
+        }
+    }
+
+    /// Sends what is to go ahead of the request about to be sent (`discard_sequences_ahead`), without waiting for
+    /// its replies, which the relay then hides up to their ReadyForQuery.
+    pub(super) async fn send_ahead(&mut self) -> Result<(), BackendError> {
+        if std::mem::take(&mut self.discard_ahead) {
+            self.send(DISCARD_SEQUENCES).await?;
+            self.hidden_ready += 1;
+        }
+        Ok(())
+    }
+
     /// Writes bytes to the server; a failure marks the connection broken. For pgsplit's own short statements,
     /// whose replies are small: replies that arrive meanwhile are read into `rbuf` (see `send_from`), without a cap.
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
@@ -344,6 +387,7 @@ impl ServerConn {
     pub async fn simple(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, BackendError> {
         let mut out = BytesMut::new();
         frontend::query(sql, &mut out)?;
+        self.send_ahead().await?;
         self.run_own(&out).await
     }
 
@@ -352,6 +396,10 @@ impl ServerConn {
     /// answers the Sync; either way exactly one ReadyForQuery ends it (a Query there would never be answered).
     pub async fn extended(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, BackendError> {
         let mut out = BytesMut::new();
+        // Inside a batch: what goes ahead goes as extended messages too (their replies end nothing; only rows count).
+        if std::mem::take(&mut self.discard_ahead) {
+            out.extend_from_slice(DISCARD_SEQUENCES_EXTENDED);
+        }
         frontend::parse("", sql, std::iter::empty(), &mut out)?;
         frontend::bind(
             "",
@@ -376,6 +424,10 @@ impl ServerConn {
         let mut error = None;
         loop {
             let f = conn.read_frame().await?;
+            if conn.hidden_ready > 0 {
+                conn.hidden_ready -= u8::from(f.tag == b'Z');
+                continue;
+            }
             match f.tag {
                 b'D' => rows.push(data_row(f.body())),
                 b'E' => error = Some(error_from_body(f.body())),

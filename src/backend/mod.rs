@@ -67,8 +67,14 @@ pub struct ServerConn {
     /// would end a direct connection. Otherwise the connection is replaced and the client goes on.
     holds_session: bool,
     /// The session (`Session::id`) whose sequence state (`currval`, `lastval`) the server session may hold since the
-    /// last DISCARD; 0 for none. Another session is given the connection only after `DISCARD SEQUENCES`.
+    /// last DISCARD; 0 for none, `SEQUENCES_MIXED` for more than one. A session's request that may read that state
+    /// (or make its own in a transaction) goes after `DISCARD SEQUENCES` when it may be another's.
     sequences_of: u64,
+    /// `DISCARD SEQUENCES` goes ahead of the next request sent on the connection, in the same flight (no round trip
+    /// of its own): set by `discard_sequences_ahead`, taken by `send_ahead`.
+    discard_ahead: bool,
+    /// Replies to messages `send_ahead` sent, up to and including their ReadyForQuery, still to be hidden (0 or 1).
+    hidden_ready: u8,
 }
 
 /// What the server said in the last exchange relayed to a client, beyond the final ReadyForQuery status.

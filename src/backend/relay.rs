@@ -133,6 +133,7 @@ async fn send(client: &mut Client, conn: &mut ServerConn, bytes: &[u8], sink: Si
 pub async fn exchange(client: &mut Client, conn: &mut ServerConn, bytes: &[u8], sink: Sink) -> Result<u8, RelayError> {
     let mut conn = Exchange::start(conn);
     conn.outcome = Outcome::default();
+    conn.send_ahead().await?;
     let status = match send(client, &mut conn, bytes, sink).await? {
         Some(Step::Ready(status)) => status,
         Some(Step::CopyIn) => match copy_from_client(client, &mut conn).await? {
@@ -151,6 +152,7 @@ pub async fn exchange(client: &mut Client, conn: &mut ServerConn, bytes: &[u8], 
 /// Sends a batch that ends with Flush and relays its replies until the client speaks (see `until_client_speaks`).
 pub async fn exchange_until_client_speaks(client: &mut Client, conn: &mut ServerConn, bytes: &[u8]) -> Result<(), RelayError> {
     let mut conn = Exchange::start(conn);
+    conn.send_ahead().await?;
     let over = match send(client, &mut conn, bytes, Sink::Client).await? {
         Some(Step::Ready(_)) => true,
         Some(Step::CopyIn) => copy_from_client(client, &mut conn).await?.is_some(),
@@ -180,6 +182,7 @@ pub async fn until_ready(client: &mut Client, conn: &mut ServerConn, sink: Sink)
 pub async fn replay(client: &mut Client, conn: &mut ServerConn, messages: &[Bytes]) -> Result<u8, RelayError> {
     let mut conn = Exchange::start(conn);
     conn.discarded_error = None;
+    conn.send_ahead().await?;
     conn.send(&messages.concat()).await?;
     let mut status = crate::protocol::STATUS_IN_TX;
     for _ in messages {
@@ -328,6 +331,11 @@ fn inject_due(client: &mut Client, conn: &mut ServerConn, sink: Sink, cur: &mut 
 #[inline]
 fn follow_message(conn: &mut ServerConn, sink: Sink, off: usize, n: usize) -> (Step, Disposition) {
     let tag = conn.rbuf[off];
+    // The replies to what `send_ahead` sent, before the request's own: hidden, its ReadyForQuery included.
+    if conn.hidden_ready > 0 {
+        conn.hidden_ready -= u8::from(tag == b'Z');
+        return (Step::More, Disposition::Hide);
+    }
     let body = &conn.rbuf[off + 5..off + n];
     match tag {
         b'Z' => {
@@ -368,8 +376,9 @@ fn follow_message(conn: &mut ServerConn, sink: Sink, off: usize, n: usize) -> (S
         b'C' => {
             conn.outcome.committed = body.starts_with(b"COMMIT\0");
             conn.outcome.rolled_back = body.starts_with(b"ROLLBACK\0");
-            reply_part(conn, tag);
-            (Step::More, Disposition::Pass)
+            // Hidden: the completion of an Execute pgsplit added (`ServerConn::discard_ahead_in_batch`).
+            let hidden = reply_part(conn, tag);
+            (Step::More, if hidden { Disposition::Hide } else { Disposition::Pass })
         }
         // Asynchronous messages belong to no reply.
         b'N' | b'S' | b'A' => (Step::More, Disposition::Pass),

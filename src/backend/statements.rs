@@ -70,16 +70,26 @@ impl ServerConn {
         self.skipping
     }
 
-    /// The session whose sequence state the connection may hold (0: none), see `sequences_of`.
+    /// Whether the server session may hold sequence state (`currval`, `lastval`) of a session other than `session`
+    /// (see `sequences_of`).
     #[inline]
-    pub fn sequences_of(&self) -> u64 {
-        self.sequences_of
+    pub fn sequences_foreign_to(&self, session: u64) -> bool {
+        self.sequences_of != 0 && self.sequences_of != session
     }
 
-    /// A request of `session` may have called nextval or setval here (0: the state was discarded).
+    /// A request of `session` may have called nextval or setval here: the state is that session's, or mixed when
+    /// another session's may be there too.
     #[inline]
-    pub fn set_sequences_of(&mut self, session: u64) {
-        self.sequences_of = session;
+    pub fn sequences_touched_by(&mut self, session: u64) {
+        if self.sequences_of != session {
+            self.sequences_of = if self.sequences_of == 0 { session } else { SEQUENCES_MIXED };
+        }
+    }
+
+    /// The server session's sequence state is gone (`DISCARD ALL`).
+    #[inline]
+    pub fn sequences_discarded(&mut self) {
+        self.sequences_of = 0;
     }
 
     /// Session parameters pgsplit has SET on this connection (name → SQL value text).
@@ -194,3 +204,6 @@ impl ServerConn {
         self.expect.push_back(reply);
     }
 }
+
+/// `ServerConn::sequences_of` when more than one session's sequence state may be in the server session.
+const SEQUENCES_MIXED: u64 = u64::MAX;

@@ -52,6 +52,8 @@ pub fn parse(sql: &str) -> Result<Analysis, ParserError> {
         own_transaction,
         frees_database: None,
         sequences: c.sequences,
+        observes_sequences: c.currval,
+        calls_nextval: false,
     })
 }
 
@@ -132,6 +134,8 @@ struct Collector {
     set_configs: usize,
     /// A built-in `nextval` or `setval` is called.
     sequences: bool,
+    /// A built-in `currval` is called.
+    currval: bool,
     /// One scope per query being walked, outermost first: an unqualified relation matching a CTE name in scope is
     /// the CTE, not a table.
     scopes: Vec<CteScope>,
@@ -355,6 +359,7 @@ impl Collector {
             self.set_configs += 1;
         }
         self.sequences |= builtin && matches!(name.object.as_str(), "nextval" | "setval");
+        self.currval |= builtin && name.object == "currval";
         if builtin && REGCLASS_FUNCTIONS.contains(&name.object.as_str()) {
             if let FunctionArguments::List(list) = &f.args {
                 if let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))) = list.args.first() {

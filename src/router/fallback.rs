@@ -68,6 +68,8 @@ fn scanned(names: Vec<Name>, writes: bool, ddl: bool, pins: bool, statements: us
         own_transaction: false,
         frees_database: None,
         sequences: true,
+        observes_sequences: true,
+        calls_nextval: true,
     }
 }
 

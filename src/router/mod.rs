@@ -180,6 +180,11 @@ pub struct Analysis {
     /// triggers), calls a function other than the plain built-ins, or sqlparser rejected it. Worked out once per
     /// text (`Analysis::of`). A view whose query calls nextval is not seen.
     pub sequences: bool,
+    /// Running the text may read sequence state (`currval`, `lastval`): it calls them, calls a function other than
+    /// the plain built-ins, or sqlparser rejected it. Worked out once per text (`Analysis::of`).
+    pub observes_sequences: bool,
+    /// The text calls the built-in `nextval` or `setval` itself.
+    pub calls_nextval: bool,
 }
 
 impl Analysis {
@@ -194,7 +199,10 @@ impl Analysis {
         if a.own_transaction {
             a.frees_database = commands::database_to_free(sql).map(String::into_boxed_str);
         }
-        a.sequences = a.sequences || a.writes || a.fallback || !a.calls_only_plain_functions();
+        a.calls_nextval = a.sequences;
+        let unknown_functions = a.fallback || !a.calls_only_plain_functions();
+        a.sequences = a.sequences || a.writes || unknown_functions;
+        a.observes_sequences = a.observes_sequences || unknown_functions;
         a
     }
 

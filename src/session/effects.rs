@@ -24,6 +24,10 @@ pub struct Effects {
     /// The text may call nextval or setval (`Analysis::sequences`): the connection may hold the session's
     /// sequence state afterwards. Texts single mode does not analyse cannot (`App::analysis_for`).
     pub sequences: bool,
+    /// The text may read sequence state (`Analysis::observes_sequences`).
+    pub observes_sequences: bool,
+    /// The text calls nextval or setval itself (`Analysis::calls_nextval`).
+    pub calls_nextval: bool,
 }
 
 impl Effects {
@@ -45,6 +49,8 @@ impl Effects {
         self.own_transaction |= a.own_transaction;
         self.creates_unqualified |= a.ddl && a.names.iter().any(|n| n.created && n.schema.is_none());
         self.sequences |= a.sequences;
+        self.observes_sequences |= a.observes_sequences;
+        self.calls_nextval |= a.calls_nextval;
         if let Some(db) = &a.frees_database {
             self.frees_database = Some(db.to_string());
         }

@@ -109,6 +109,8 @@ impl Session {
         let batch = std::mem::take(&mut self.batch);
         let Some((target, mut conn, prelude)) = self.bind_for_flush(target).await? else { return Ok(()) };
         let in_tx = prelude.as_ref().is_some_and(|p| !p.is_empty()) || conn.status() != crate::protocol::STATUS_IDLE;
+        // A flushed batch is in a transaction (explicit, or its implicit one until Sync) with what follows it.
+        self.sequences_ahead(&mut conn, &self.batch_effects, true);
         conn.set_holds_session(in_tx || self.machine.pinned_to(target));
         // Until a Sync's ReadyForQuery the connection is mid-exchange: never idle, never reusable.
         conn.mid_batch();
@@ -158,8 +160,7 @@ impl Session {
                 if let Some((from, conn)) = moved_from {
                     self.roll_back_tentative(from, conn).await;
                 }
-                let mut prelude = prelude;
-                match self.acquire(target, Some(&mut prelude)).await {
+                match self.acquire(target).await {
                     Ok(conn) => {
                         self.machine.checked_out();
                         (target, conn, Some(prelude))

@@ -31,7 +31,7 @@ impl Session {
             if reset {
                 conn.applied_mut().clear();
                 conn.forget_prepared();
-                conn.set_sequences_of(0);
+                conn.sequences_discarded();
             } else {
                 conn.retire();
             }

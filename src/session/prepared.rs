@@ -96,6 +96,8 @@ impl Session {
             self.pass_batch(conn, &mut batch, &mut out);
             return out;
         }
+        // Another session's sequence state goes first (`Session::sequences_ahead`).
+        conn.discard_ahead_in_batch(&mut out);
         // The unnamed statement lives on the connection: one prepared by another client (or by this one on another
         // connection) may be there. A Bind or Describe of it in a batch without its Parse gets the client's own
         // last unnamed Parse first.

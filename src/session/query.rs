@@ -65,8 +65,8 @@ impl Session {
             }
         };
         let request = Request { explicit: routed.explicit, plain_read: false, replayed: None };
-        // A function called this way may be nextval or call it.
-        let effects = Effects { sequences: true, ..Effects::default() };
+        // A function called this way may be nextval or currval, or call them.
+        let effects = Effects { sequences: true, observes_sequences: true, calls_nextval: true, ..Effects::default() };
         self.run_on(routed.target, &request, Payload::Raw(&frame.bytes), &effects).await
     }
 

@@ -190,10 +190,8 @@ impl Session {
     }
 
     /// A server connection for `target`: the session's pinned one if it has one, else one from the pool.
-    /// The connection gets the client's session parameters first (only what differs from what it has), and loses
-    /// another session's sequence state: sent with the parameters, else at the head of `prelude` (a deferred BEGIN
-    /// and what was held, sent in one write: no round trip of its own), else alone.
-    pub async fn acquire(&mut self, target: TargetId, prelude: Option<&mut Vec<Bytes>>) -> Result<PooledConn, PgError> {
+    /// The connection gets the client's session parameters first (only what differs from what it has).
+    pub async fn acquire(&mut self, target: TargetId) -> Result<PooledConn, PgError> {
         let pinned = if self.machine.pinned() { self.machine.take_pinned(target) } else { None };
         let mut conn = match pinned {
             Some(conn) => conn,
@@ -227,33 +225,29 @@ impl Session {
             self.client.wbuf.extend_from_slice(&notices);
         }
         let pooler = conn.upstream_pooler();
-        // Another session's currval and lastval must never reach this one (sequence state is per server session).
-        let foreign = !pooler && conn.sequences_of() != 0 && conn.sequences_of() != self.id;
-        let diff = self.params.diff_sql(conn.applied(), pooler);
-        let prelude = prelude.filter(|p| !p.is_empty());
-        let sql = match (foreign, &diff) {
-            (false, None) => return Ok(conn),
-            (true, None) if prelude.is_some() => {
-                prelude.into_iter().for_each(|p| p.insert(0, crate::protocol::encode::query(b"DISCARD SEQUENCES")));
-                conn.set_sequences_of(0);
-                return Ok(conn);
+        if let Some(sql) = self.params.diff_sql(conn.applied(), pooler) {
+            if let Err(e) = conn.simple(&sql).await {
+                // The connection's state is no longer known: it is closed rather than reused.
+                conn.retire();
+                let name = self.backend(target).name().to_owned();
+                self.release(target, conn);
+                return Err(errors::settings_not_applied(&name, &e));
             }
-            (false, Some(d)) => std::borrow::Cow::Borrowed(d.as_str()),
-            (true, None) => std::borrow::Cow::Borrowed("DISCARD SEQUENCES"),
-            (true, Some(d)) => std::borrow::Cow::Owned(format!("DISCARD SEQUENCES; {d}")),
-        };
-        if let Err(e) = conn.simple(&sql).await {
-            // The connection's state is no longer known: it is closed rather than reused.
-            conn.retire();
-            let name = self.backend(target).name().to_owned();
-            self.release(target, conn);
-            return Err(errors::settings_not_applied(&name, &e));
-        }
-        conn.set_sequences_of(0);
-        if diff.is_some() {
             self.params.synced(conn.applied_mut(), pooler);
         }
         Ok(conn)
+    }
+
+    /// Before a request: another session's sequence state (`currval`, `lastval`) must never reach this one. When the
+    /// connection may hold some, it is discarded ahead of the request (in the same flight) if the request may read
+    /// sequence state, calls nextval itself (its currval is likely read later), or may make sequence state inside
+    /// a transaction (a later statement of the transaction may read it). An autocommit write (a column default's
+    /// nextval) leaves the state mixed, discarded before it is read: the cost of a DISCARD is paid by readers only.
+    pub(super) fn sequences_ahead(&self, conn: &mut ServerConn, effects: &Effects, in_tx: bool) {
+        let used = effects.observes_sequences || effects.calls_nextval || (effects.sequences && in_tx);
+        if used && !conn.upstream_pooler() && conn.sequences_foreign_to(self.id) {
+            conn.discard_sequences_ahead();
+        }
     }
 
     /// Gives a connection back: to the session's pin slot if pinned (and healthy), else to the pool.
@@ -299,8 +293,7 @@ impl Session {
                 if let Some((from, conn)) = moved_from {
                     self.roll_back_tentative(from, conn).await;
                 }
-                let mut prelude = prelude;
-                match self.acquire(target, Some(&mut prelude)).await {
+                match self.acquire(target).await {
                     Ok(conn) => {
                         self.machine.checked_out();
                         (target, conn, prelude)
@@ -341,6 +334,7 @@ impl Session {
         let started = std::time::Instant::now();
         let was_in_tx = !prelude.is_empty() || conn.status() != STATUS_IDLE;
         self.pooler_prelude(&mut conn, &mut prelude, effects);
+        self.sequences_ahead(&mut conn, effects, was_in_tx);
         conn.set_holds_session(was_in_tx || self.machine.pinned_to(target));
         self.in_flight(&conn).await;
         // Done before the batch is rewritten, so their replies never meet the batch's queue of expected replies.
@@ -479,7 +473,7 @@ impl Session {
             }
         }
         if effects.sequences {
-            conn.set_sequences_of(self.id);
+            conn.sequences_touched_by(self.id);
         }
         if effects.forgets_prepared {
             conn.forget_prepared();
@@ -558,7 +552,7 @@ impl Session {
         let (target, mut conn, begin) = match self.machine.take_failed(fallback) {
             None => return Ok(()),
             Some(FailOn::Bound(target, conn)) => (target, conn, ""),
-            Some(FailOn::Unbound) => match self.acquire(fallback, None).await {
+            Some(FailOn::Unbound) => match self.acquire(fallback).await {
                 Ok(conn) => (fallback, conn, "BEGIN;"),
                 Err(e) => {
                     self.machine.failed_on_server(Failing::Lost);
