@@ -207,12 +207,6 @@ impl Params {
     }
 }
 
-/// A client encoding's name as PostgreSQL reports it in ParameterStatus: `UTF8` for its aliases (`utf-8`, `utf8`,
-/// `unicode`, any case), `LATIN1` for `iso-8859-1`; a name PostgreSQL does not know as given.
-pub fn canonical_encoding(name: &str) -> String {
-    ClientEncoding::from_name(name).map_or_else(|| name.to_owned(), |e| e.name().to_owned())
-}
-
 /// The DateStyle a session has after `SET datestyle TO new` when it had `now` (both SQL text as pgsplit keeps them),
 /// as PostgreSQL's `check_datestyle` computes it: a style (ISO, SQL, Postgres, German) and an order (YMD, DMY, MDY);
 /// what `new` leaves out stays as it was, except that German alone implies DMY; `DEFAULT` is the startup value

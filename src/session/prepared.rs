@@ -178,7 +178,7 @@ impl Session {
                 *unnamed_here = false;
                 conn.expect(Expect::Forward(Reply::Parse(None)));
             }
-            _ => self.rewrite_parse(conn, f, out),
+            p => Self::rewrite_parse(conn, f, p, out),
         }
     }
 
@@ -251,9 +251,8 @@ impl Session {
         }
     }
 
-    fn rewrite_parse(&mut self, conn: &mut ServerConn, f: &Frame, out: &mut BytesMut) {
-        let name = decode::parse_name(f.body(), self.encoding).unwrap_or_default();
-        let Some(p) = self.statement(&name) else {
+    fn rewrite_parse(conn: &mut ServerConn, f: &Frame, p: Option<Arc<Prepared>>, out: &mut BytesMut) {
+        let Some(p) = p else {
             out.put_slice(&f.bytes);
             conn.expect(Expect::Forward(Reply::Parse(None)));
             return;

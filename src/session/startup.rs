@@ -370,7 +370,9 @@ async fn greet(
     for (key, value) in own {
         if let Some(p) = params.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(key)) {
             p.1 = if key.eq_ignore_ascii_case("client_encoding") {
-                super::params::canonical_encoding(value)
+                // PostgreSQL's name for it (`UTF8` for `utf-8`), or the name as given when it knows none.
+                crate::protocol::encoding::ClientEncoding::from_name(value)
+                    .map_or_else(|| value.to_owned(), |e| e.name().to_owned())
             } else {
                 value.to_owned()
             };
