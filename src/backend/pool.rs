@@ -409,7 +409,7 @@ impl Backend {
         }
         // The fast path: an idle connection, taken at the first poll, still alive.
         let mut get = std::pin::pin!(self.pool.get_owned());
-        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(get.as_mut().poll(cx))).await;
+        let first = super::poll_once(get.as_mut()).await;
         let got = match first {
             std::task::Poll::Ready(Ok(mut conn)) => {
                 if conn.idle_and_alive(started.into_std()) {
@@ -500,7 +500,7 @@ impl Backend {
             tracing::debug!(target = %self.spec.name, "dropped a server connection closed while idle");
             *waited = true;
             let mut next = std::pin::pin!(self.pool.get_owned());
-            let first = std::future::poll_fn(|cx| std::task::Poll::Ready(next.as_mut().poll(cx))).await;
+            let first = super::poll_once(next.as_mut()).await;
             got = Some(match first {
                 std::task::Poll::Ready(got) => got,
                 std::task::Poll::Pending => self.wait_for_connection(started, checkout_timeout, waited, next).await,
@@ -644,9 +644,7 @@ impl Backend {
         for _ in 0..self.pool.state().idle_connections {
             // Only a connection that is idle now: a `get` that would have to wait (or open one) is dropped.
             let mut get = std::pin::pin!(self.pool.get_owned());
-            let std::task::Poll::Ready(Ok(mut conn)) =
-                std::future::poll_fn(|cx| std::task::Poll::Ready(get.as_mut().poll(cx))).await
-            else {
+            let std::task::Poll::Ready(Ok(mut conn)) = super::poll_once(get.as_mut()).await else {
                 break;
             };
             conn.broken = true;

@@ -166,19 +166,24 @@ enum NumOrText {
     Text(String),
 }
 
-/// Parses "500ms", "5s", "10m", "1h" or a bare number of seconds.
+/// The longest duration a setting may have: 2^31-1 seconds (68 years), so that `Instant::now() + d` never overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(i32::MAX as u64);
+
+/// Parses "500ms", "5s", "10m", "1h" or a bare number of seconds; `None` for anything else or beyond
+/// [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
     let n: u64 = n.parse().ok()?;
-    match unit.trim() {
-        "" | "s" => Some(Duration::from_secs(n)),
-        "ms" => Some(Duration::from_millis(n)),
-        "m" | "min" => Some(Duration::from_secs(n * 60)),
-        "h" => Some(Duration::from_secs(n * 3600)),
-        _ => None,
-    }
+    let d = match unit.trim() {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" | "min" => Duration::from_secs(n.checked_mul(60)?),
+        "h" => Duration::from_secs(n.checked_mul(3600)?),
+        _ => return None,
+    };
+    (d <= MAX_DURATION).then_some(d)
 }
 
 /// Parses "16MiB", "512KiB", "1GiB", "64kB" or a bare number of bytes.
@@ -199,7 +204,9 @@ pub fn parse_size(s: &str) -> Option<usize> {
 
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     match NumOrText::deserialize(d)? {
-        NumOrText::Num(n) => Ok(Some(Duration::from_secs(n))),
+        NumOrText::Num(n) => parse_duration(&n.to_string())
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("duration {n} s is longer than {MAX_DURATION:?}"))),
         NumOrText::Text(t) => parse_duration(&t)
             .map(Some)
             .ok_or_else(|| serde::de::Error::custom(format!("invalid duration {t:?} (use e.g. 500ms, 5s, 10m, 1h)"))),

@@ -174,6 +174,10 @@ fn durations_and_sizes_parse() {
     assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
     assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
     assert_eq!(parse_duration("5 parsecs"), None);
+    // Found by the config fuzz target: the multiplication overflowed.
+    assert_eq!(parse_duration("5555555555555555h"), None);
+    assert_eq!(parse_duration("18446744073709551615"), None);
+    assert_eq!(parse_duration("2147483647"), Some(Duration::from_secs(2147483647)));
     assert_eq!(parse_size("16MiB"), Some(16 << 20));
     assert_eq!(parse_size("512KiB"), Some(512 << 10));
     assert_eq!(parse_size("lots"), None);

@@ -51,9 +51,9 @@ pub fn parse(sql: &str) -> Result<Analysis, ParserError> {
         statements: statements.len(),
         own_transaction,
         frees_database: None,
-        sequences: c.sequences,
+        sequences: false,
         observes_sequences: c.currval,
-        calls_nextval: false,
+        calls_nextval: c.nextval,
     })
 }
 
@@ -133,7 +133,7 @@ struct Collector {
     /// `set_config` calls seen; those not followed as a session parameter change pin the session.
     set_configs: usize,
     /// A built-in `nextval` or `setval` is called.
-    sequences: bool,
+    nextval: bool,
     /// A built-in `currval` is called.
     currval: bool,
     /// One scope per query being walked, outermost first: an unqualified relation matching a CTE name in scope is
@@ -358,7 +358,7 @@ impl Collector {
         if builtin && name.object == "set_config" && !transaction_local(f) {
             self.set_configs += 1;
         }
-        self.sequences |= builtin && matches!(name.object.as_str(), "nextval" | "setval");
+        self.nextval |= builtin && matches!(name.object.as_str(), "nextval" | "setval");
         self.currval |= builtin && name.object == "currval";
         if builtin && REGCLASS_FUNCTIONS.contains(&name.object.as_str()) {
             if let FunctionArguments::List(list) = &f.args {

@@ -199,9 +199,8 @@ impl Analysis {
         if a.own_transaction {
             a.frees_database = commands::database_to_free(sql).map(String::into_boxed_str);
         }
-        a.calls_nextval = a.sequences;
         let unknown_functions = a.fallback || !a.calls_only_plain_functions();
-        a.sequences = a.sequences || a.writes || unknown_functions;
+        a.sequences = a.calls_nextval || a.writes || unknown_functions;
         a.observes_sequences = a.observes_sequences || unknown_functions;
         a
     }

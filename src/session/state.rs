@@ -197,22 +197,22 @@ impl Session {
             Some(conn) => conn,
             None => {
                 // A cancel while the client waits in the queue ends the wait, as it would end the statement.
-                let pool = self.database_pool.clone().filter(|_| self.passthrough == Some(target));
-                let backend = pool.as_deref().unwrap_or_else(|| self.app.backend(target));
+                // `Session::backend`, borrowing only the fields it reads (the client is read while waiting).
+                let backend = match &self.database_pool {
+                    Some(pool) if self.passthrough == Some(target) => &**pool,
+                    _ => self.app.backend(target),
+                };
                 // A client that goes away while it waits ends the wait too (the session then ends). The checkout is
                 // polled once first: one that needs no wait (nearly all) costs no race with the client.
                 let mut checkout = std::pin::pin!(backend.checkout_or_cancel(Some(&self.key.slot.waiting)));
-                let got =
-                    match std::future::poll_fn(|cx| std::task::Poll::Ready(std::future::Future::poll(checkout.as_mut(), cx)))
-                        .await
-                    {
-                        std::task::Poll::Ready(got) => got,
-                        std::task::Poll::Pending => tokio::select! {
-                            biased;
-                            got = &mut checkout => got,
-                            _ = self.client.gone() => Err(CheckoutError::Canceled),
-                        },
-                    };
+                let got = match crate::backend::poll_once(checkout.as_mut()).await {
+                    std::task::Poll::Ready(got) => got,
+                    std::task::Poll::Pending => tokio::select! {
+                        biased;
+                        got = &mut checkout => got,
+                        _ = self.client.gone() => Err(CheckoutError::Canceled),
+                    },
+                };
                 got.map_err(|e| {
                     if !matches!(e, CheckoutError::Canceled) {
                         tracing::warn!(target = backend.name(), error = %e, "server connection unavailable");
