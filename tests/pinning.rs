@@ -115,7 +115,25 @@ async fn temporary_objects_made_any_way_are_never_seen_by_another_client() {
         .replace("pool: { max: 10, checkout_timeout: 3s }", "pool: { max: 1, checkout_timeout: 1s }");
     let proxy = Proxy::start(&yaml).await;
     let id = std::process::id();
+    // Temporary tables made where no parser sees them: in a function's or a procedure's body (on PRIMARY, where
+    // the unqualified names below go).
+    direct(
+        &clusters().primary,
+        "handled_primary",
+        &format!(
+            "create or replace function config.make_temp_{id}(name text) returns int language plpgsql as \
+             $$ begin execute format('create temp table %I (id int)', name); return 1; end $$; \
+             create or replace procedure config.make_temp_proc_{id}(name text) language plpgsql as \
+             $$ begin execute format('create temp table %I (id int)', name); end $$"
+        ),
+    )
+    .await;
+    let by_function = format!("select config.make_temp_{id}('{{}}')");
+    let by_procedure = format!("call config.make_temp_proc_{id}('{{}}')");
     let forms = [
+        (by_function.as_str(), false),
+        (by_function.as_str(), true),
+        (by_procedure.as_str(), false),
         ("create temp table {} (id int)", false),
         ("create temp table {} (id int)", true),
         ("create table pg_temp.{} (id int)", false),

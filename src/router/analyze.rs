@@ -54,6 +54,7 @@ pub fn parse(sql: &str) -> Result<Analysis, ParserError> {
         sequences: false,
         observes_sequences: c.currval,
         calls_nextval: c.nextval,
+        may_make_temp: false,
     })
 }
 

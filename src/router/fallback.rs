@@ -70,6 +70,7 @@ fn scanned(names: Vec<Name>, writes: bool, ddl: bool, pins: bool, statements: us
         sequences: true,
         observes_sequences: true,
         calls_nextval: true,
+        may_make_temp: true,
     }
 }
 

@@ -185,6 +185,11 @@ pub struct Analysis {
     pub observes_sequences: bool,
     /// The text calls the built-in `nextval` or `setval` itself.
     pub calls_nextval: bool,
+    /// Running the text may create a temporary object pgsplit cannot see in it: it calls a function or procedure
+    /// other than the plain built-ins (whose body may `CREATE TEMP TABLE`), or sqlparser rejected it (a `DO`
+    /// block). The session looks for temporary objects before the connection goes back (`Session::temp_check`).
+    /// Worked out once per text (`Analysis::of`). A trigger a write fires is not seen.
+    pub may_make_temp: bool,
 }
 
 impl Analysis {
@@ -202,6 +207,7 @@ impl Analysis {
         let unknown_functions = a.fallback || !a.calls_only_plain_functions();
         a.sequences = a.calls_nextval || a.writes || unknown_functions;
         a.observes_sequences = a.observes_sequences || unknown_functions;
+        a.may_make_temp = unknown_functions;
         a
     }
 

@@ -28,6 +28,8 @@ pub struct Effects {
     pub observes_sequences: bool,
     /// The text calls nextval or setval itself (`Analysis::calls_nextval`).
     pub calls_nextval: bool,
+    /// The text may create a temporary object unseen (`Analysis::may_make_temp`).
+    pub may_make_temp: bool,
 }
 
 impl Effects {
@@ -51,6 +53,7 @@ impl Effects {
         self.sequences |= a.sequences;
         self.observes_sequences |= a.observes_sequences;
         self.calls_nextval |= a.calls_nextval;
+        self.may_make_temp |= a.may_make_temp;
         if let Some(db) = &a.frees_database {
             self.frees_database = Some(db.to_string());
         }

@@ -40,6 +40,7 @@ mod query;
 mod route;
 mod startup;
 mod state;
+mod temp;
 
 use std::sync::Arc;
 
@@ -179,6 +180,9 @@ pub struct Session {
     params: params::Params,
     /// A target on which DDL ran inside the open transaction: its catalog is re-read when the transaction ends.
     catalog_stale: Option<(crate::router::TargetId, u64)>,
+    /// A target on which a request of the open transaction may have made a temporary object unseen: the server is
+    /// asked when the transaction ends (`temp_check`).
+    temp_due: Option<crate::router::TargetId>,
     /// The cancel key pgsplit gave the client, and where its statement in flight runs.
     key: crate::cancel::ClientKey,
     /// Connected with a target's name as the database: every statement goes to that target, unsplit.

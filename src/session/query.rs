@@ -65,8 +65,9 @@ impl Session {
             }
         };
         let request = Request { explicit: routed.explicit, plain_read: false, replayed: None };
-        // A function called this way may be nextval or currval, or call them.
-        let effects = Effects { sequences: true, observes_sequences: true, calls_nextval: true, ..Effects::default() };
+        // A function called this way may be nextval or currval, or call them, or create a temporary table.
+        let effects =
+            Effects { sequences: true, observes_sequences: true, calls_nextval: true, may_make_temp: true, ..Effects::default() };
         self.run_on(routed.target, &request, Payload::Raw(&frame.bytes), &effects).await
     }
 

@@ -70,6 +70,7 @@ impl Session {
             rewrite_buf: Default::default(),
             params,
             catalog_stale: None,
+            temp_due: None,
             key,
             passthrough: None,
             database_pool: None,
@@ -366,6 +367,7 @@ impl Session {
         self.landed().await;
         self.backend(target).stats.query(started, result.is_err() || conn.outcome().error || held_failed);
         let Some(mut conn) = self.settle(target, conn, result, held_failed, effects, was_in_tx)? else { return Ok(()) };
+        self.temp_check(target, &mut conn).await;
         // DDL of the transaction that just ended: the target's catalog is re-read before the client's next statement
         // (which may name what the DDL made), on this very connection (no wait for another: a small or pinned pool
         // stalled every DDL for the checkout timeout), unless a read that began after the DDL has landed already.
@@ -487,6 +489,7 @@ impl Session {
         if effects.pins || temp_created {
             self.pin(target);
         }
+        self.may_have_made_temp(target, conn, effects);
     }
 
     /// Rolls back a tentatively bound transaction that moves to another target (see `machine`), and returns its
