@@ -3,6 +3,7 @@
 //! the session asks it to send, relay and forget; only this module marks a connection broken.
 
 pub mod conn;
+mod describe;
 pub mod pool;
 pub mod relay;
 mod statements;
@@ -16,6 +17,10 @@ use bytes::BytesMut;
 use crate::stream::Stream;
 
 pub use conn::TargetSpec;
+pub use describe::Described;
+
+/// The shape of a statement's result row (`protocol::decode::row_shape`), set once it is known.
+pub type Shape = Arc<std::sync::OnceLock<u64>>;
 pub use pool::{Backend, CheckoutError, PoolSettings, PooledConn};
 
 /// Polls a future once: its output if it is ready at once, else `Pending` (the future stays pinned by the caller, to
@@ -57,8 +62,9 @@ pub struct ServerConn {
     /// The first ErrorResponse of a replay whose replies were discarded (a held statement that failed), whole.
     discarded_error: Option<bytes::Bytes>,
     /// Named statements prepared on this connection by pgsplit: server-side name → the Parse body that made it
-    /// (compared on use, so a name is never trusted for other SQL). Shared by every client that prepares the same SQL.
-    prepared: std::collections::HashMap<std::sync::Arc<str>, bytes::Bytes>,
+    /// (compared on use, so a name is never trusted for other SQL), and the shape of its result row once known
+    /// (`session::stale`). Shared by every client that prepares the same SQL.
+    prepared: std::collections::HashMap<std::sync::Arc<str>, (bytes::Bytes, Shape)>,
     /// The target's name, for errors that must say which target failed.
     target: Arc<str>,
     /// Replies still due for the extended-protocol messages sent, in order (see `protocol::expect`).

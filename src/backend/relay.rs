@@ -373,6 +373,15 @@ fn follow_message(conn: &mut ServerConn, sink: Sink, off: usize, n: usize) -> (S
             failed_until_sync(conn);
             (Step::More, Disposition::Pass)
         }
+        b't' | b'T' | b'n' if matches!(conn.expect.front(), Some(Expect::Shape(_))) => {
+            if tag != b't' {
+                let shape = decode::row_shape(tag, body);
+                if let Some(Expect::Shape(cell)) = conn.expect.pop_front() {
+                    let _ = cell.set(shape);
+                }
+            }
+            (Step::More, Disposition::Hide)
+        }
         b'C' => {
             conn.outcome.committed = body.starts_with(b"COMMIT\0");
             conn.outcome.rolled_back = body.starts_with(b"ROLLBACK\0");

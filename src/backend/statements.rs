@@ -176,13 +176,20 @@ impl ServerConn {
     /// Whether the server-side statement `name` exists on the connection, made from this Parse body.
     #[inline]
     pub fn has_prepared(&self, name: &str, parse_body: &Bytes) -> bool {
-        self.prepared.get(name) == Some(parse_body)
+        self.prepared.get(name).is_some_and(|(body, _)| body == parse_body)
     }
 
-    /// Records that the batch being sent prepares `name` from `parse_body`.
+    /// The shape of the result row of the statement `name` here, when known.
     #[inline]
-    pub fn prepared_here(&mut self, name: Arc<str>, parse_body: Bytes) {
-        self.prepared.insert(name, parse_body);
+    pub fn shape_here(&self, name: &str) -> Option<u64> {
+        self.prepared.get(name).and_then(|(_, shape)| shape.get().copied())
+    }
+
+    /// Records that the batch being sent prepares `name` from `parse_body`; `shape` is (or will be) its result
+    /// row's.
+    #[inline]
+    pub fn prepared_here(&mut self, name: Arc<str>, parse_body: Bytes, shape: super::Shape) {
+        self.prepared.insert(name, (parse_body, shape));
     }
 
     /// Before preparing `name`: the statement to close first, if any — a stale one under the same name (a hash

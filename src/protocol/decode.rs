@@ -166,6 +166,36 @@ pub fn describe_or_close_raw(body: &[u8]) -> Result<(u8, &[u8]), DecodeError> {
     Ok((kind, name))
 }
 
+/// The shape of a statement's result row, from a Describe's answer (RowDescription or NoData): what PostgreSQL
+/// compares when it refuses to run a cached plan whose result changed — each column's name, type, length and type
+/// modifier (not the table and column numbers a RowDescription also carries). A body that does not decode counts
+/// whole.
+pub fn row_shape(tag: u8, body: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = foldhash::fast::FixedState::with_seed(0x726f_7773_6861_7065).build_hasher();
+    h.write_u8(tag);
+    if tag != b'T' || row_columns(body, &mut h).is_err() {
+        h.write(body);
+    }
+    h.finish()
+}
+
+/// Hashes the columns of a RowDescription body as `row_shape` says.
+fn row_columns(body: &[u8], h: &mut impl std::hash::Hasher) -> Result<(), DecodeError> {
+    let mut r = Reader::new(body);
+    let n = r.i16()?;
+    h.write_i16(n);
+    for _ in 0..n.max(0) {
+        h.write(r.bytes_cstr()?);
+        let (_table, _column) = (r.u32()?, r.i16()?);
+        h.write_u32(r.u32()?);
+        h.write_i16(r.i16()?);
+        h.write_i32(r.i32()?);
+        let _format = r.i16()?;
+    }
+    r.end()
+}
+
 /// Portal name of an Execute message body.
 #[inline]
 pub fn execute_portal(body: &[u8], enc: ClientEncoding) -> Result<Cow<'_, str>, DecodeError> {
@@ -361,5 +391,28 @@ mod tests {
             Err(DecodeError::Text(TextError::Invalid { .. }))
         ));
         assert_eq!(bind_raw(b"p\0caf\xe9\0rest"), Ok((&b"p"[..], &b"caf\xe9"[..])));
+    }
+
+    #[test]
+    fn a_row_shape_is_names_types_lengths_and_modifiers_only() {
+        let column = |name: &str, table: u32, ty: u32, typmod: i32| {
+            let mut c = name.as_bytes().to_vec();
+            c.push(0);
+            c.extend_from_slice(&table.to_be_bytes());
+            c.extend_from_slice(&1i16.to_be_bytes());
+            c.extend_from_slice(&ty.to_be_bytes());
+            c.extend_from_slice(&(-1i16).to_be_bytes());
+            c.extend_from_slice(&typmod.to_be_bytes());
+            c.extend_from_slice(&0i16.to_be_bytes());
+            c
+        };
+        let row = |columns: &[Vec<u8>]| [&(columns.len() as i16).to_be_bytes()[..], &columns.concat()].concat();
+        let int_v = row(&[column("v", 16405, 23, -1)]);
+        assert_eq!(row_shape(b'T', &int_v), row_shape(b'T', &row(&[column("v", 99999, 23, -1)])), "another table");
+        assert_ne!(row_shape(b'T', &int_v), row_shape(b'T', &row(&[column("v", 16405, 25, -1)])), "another type");
+        assert_ne!(row_shape(b'T', &int_v), row_shape(b'T', &row(&[column("w", 16405, 23, -1)])), "another name");
+        assert_ne!(row_shape(b'T', &int_v), row_shape(b'T', &row(&[column("v", 16405, 23, 8)])), "another modifier");
+        assert_ne!(row_shape(b'T', &row(&[])), row_shape(b'n', b""), "no columns is not no data");
+        assert_ne!(row_shape(b'T', &int_v[..5]), row_shape(b'T', &int_v[..6]), "a truncated body counts whole");
     }
 }

@@ -2,7 +2,7 @@
 //! messages pgsplit added are hidden, replies to messages it answered itself are injected at their place, and the
 //! client sees exactly the sequence a direct connection would give it.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// The reply a forwarded client message gets, by the message that ends it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +46,10 @@ pub enum Expect {
         /// Server-side name of a statement this Parse creates.
         statement: Option<Arc<str>>,
     },
+    /// A Describe pgsplit added after a client's named Parse: its replies (ParameterDescription, then RowDescription
+    /// or NoData) are hidden, and the shape of the statement's result row (`decode::row_shape`) goes into the cell,
+    /// the client's `Prepared::shape` (see `session::stale`).
+    Shape(Arc<OnceLock<u64>>),
     /// A client message pgsplit answered itself (a Parse the connection already has, a Close of a client name):
     /// this tag-only reply goes to the client at its place.
     Inject(u8),

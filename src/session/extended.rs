@@ -16,6 +16,7 @@ use crate::router::{Analysis, Command, SharedAnalysis, TargetId};
 
 use super::machine::{Control, Reply, Request, Start};
 use super::prepared::Prepared;
+use super::stale::Checked;
 use super::state::{Effects, Payload, Unnamed};
 use super::{errors, route, Session, SessionError};
 
@@ -132,6 +133,21 @@ impl Session {
                 Err(RelayError::Ended) => return Err(self.server_ended(target, conn)),
             }
         }
+        match self.check_statements(target, &mut conn, &batch).await {
+            Ok(Checked::Go) => {}
+            Ok(Checked::Failed(error)) => {
+                // The server skips the rest until the client's Sync, and so does the session.
+                self.client.wbuf.extend_from_slice(&error);
+                self.drop_batch();
+                self.machine.flushed(conn);
+                return Ok(());
+            }
+            Err(e) if conn.holds_session() => return Err(self.session_lost(target, conn, &e)),
+            Err(e) => {
+                self.flush_lost(target, conn, &e);
+                return Ok(());
+            }
+        }
         let payload = self.rewrite_batch(&mut conn, batch);
         self.in_flight(&conn).await;
         let relayed = relay::exchange_until_client_speaks(&mut self.client, &mut conn, &payload).await;
@@ -145,6 +161,32 @@ impl Session {
             Err(RelayError::Ended) => return Err(self.server_ended(target, conn)),
         }
         Ok(())
+    }
+
+    /// Sends an extended-protocol batch that ends with Sync on `conn`, rewritten for it (`rewrite_batch`), after
+    /// the check of statements parsed before DDL (`check_statements`), and relays its replies until ReadyForQuery.
+    pub(super) async fn send_batch(
+        &mut self,
+        target: TargetId,
+        conn: &mut PooledConn,
+        batch: Vec<Frame>,
+    ) -> Result<u8, RelayError> {
+        match self.check_statements(target, conn, &batch).await.map_err(RelayError::Server)? {
+            Checked::Go => {}
+            Checked::Failed(error) => {
+                // The server skips the batch up to its Sync: the error and the Sync's ReadyForQuery answer it.
+                self.client.wbuf.extend_from_slice(&error);
+                let sync = batch.last().filter(|f| f.tag == b'S').map_or(&b"S\0\0\0\x04"[..], |f| &f.bytes[..]);
+                let status = relay::exchange(&mut self.client, conn, sync, relay::Sink::Client).await;
+                let outcome = crate::backend::Outcome { error: true, ..conn.outcome() };
+                conn.set_outcome(outcome);
+                return status;
+            }
+        }
+        let payload = self.rewrite_batch(conn, batch);
+        let status = relay::exchange(&mut self.client, conn, &payload, relay::Sink::Client).await;
+        self.give_back_rewrite(payload);
+        status
     }
 
     /// The connection a flushed batch runs on, and what to replay on it first (a deferred BEGIN and what was held;

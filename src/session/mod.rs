@@ -38,6 +38,7 @@ mod pooler;
 mod prepared;
 mod query;
 mod route;
+mod stale;
 mod startup;
 mod state;
 mod temp;

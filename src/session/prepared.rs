@@ -36,6 +36,13 @@ pub struct Prepared {
     pub epoch: u64,
     /// The client's encoding when it parsed the statement: its SQL is read in it.
     pub encoding: ClientEncoding,
+    /// The target's catalog generation (`Backend::statement_epoch`) when the client parsed it.
+    pub catalog: u64,
+    /// The shape of its result row when the client parsed it, once the server described it (`session::stale`).
+    pub shape: crate::backend::Shape,
+    /// Its result row has changed since the client parsed it: every Bind or Describe of it fails as PostgreSQL
+    /// fails it (`0A000 cached plan must not change result type`), until the client prepares it again.
+    pub stale: bool,
 }
 
 impl Prepared {
@@ -64,7 +71,18 @@ impl Prepared {
         body.put_slice(server_name.as_bytes());
         body.put_u8(0);
         body.put_slice(rest);
-        Some(Prepared { target, explicit, server_name: server_name.into(), parse_body: body.freeze(), analysis, epoch, encoding })
+        Some(Prepared {
+            target,
+            explicit,
+            server_name: server_name.into(),
+            parse_body: body.freeze(),
+            analysis,
+            epoch,
+            encoding,
+            catalog,
+            shape: Default::default(),
+            stale: false,
+        })
     }
 
     /// The same statement routed anew (after a mode switch).
@@ -188,6 +206,7 @@ impl Session {
         let (portal, stmt) = decode::bind_raw(f.body()).unwrap_or_default();
         let named = self.encoding.decode(stmt).ok().and_then(|name| self.statement(&name));
         match named {
+            Some(p) if p.stale => fail_stale(conn, out, unnamed_here),
             Some(p) => {
                 let skip = portal.len() + 1 + stmt.len() + 1;
                 let rest = f.body().get(skip..).unwrap_or_default();
@@ -213,6 +232,7 @@ impl Session {
             _ => None,
         };
         match named {
+            Some(p) if p.stale => fail_stale(conn, out, unnamed_here),
             Some(p) if conn.upstream_pooler() => {
                 parse_unnamed(&p, out);
                 conn.expect(Expect::Hide { statement: None });
@@ -258,13 +278,19 @@ impl Session {
             return;
         };
         if conn.has_prepared(&p.server_name, &p.parse_body) {
+            if let Some(shape) = conn.shape_here(&p.server_name) {
+                let _ = p.shape.set(shape);
+            }
             conn.expect(Expect::Inject(b'1'));
             return;
         }
         make_room(conn, &p, out);
         message(out, b'P', &[&p.parse_body]);
-        conn.prepared_here(p.server_name.clone(), p.parse_body.clone());
+        conn.prepared_here(p.server_name.clone(), p.parse_body.clone(), p.shape.clone());
         conn.expect(Expect::Forward(Reply::Parse(Some(p.server_name.clone()))));
+        // The shape of its result row as parsed now, for `session::stale`: a Describe whose replies are hidden.
+        message(out, b'D', &[b"S", p.server_name.as_bytes(), &[0]]);
+        conn.expect(Expect::Shape(p.shape.clone()));
     }
 
     /// A named statement of this client (the unnamed one is never rewritten).
@@ -290,9 +316,25 @@ fn ensure_prepared(conn: &mut ServerConn, p: &Prepared, out: &mut BytesMut) {
     }
     make_room(conn, p, out);
     message(out, b'P', &[&p.parse_body]);
-    conn.prepared_here(p.server_name.clone(), p.parse_body.clone());
+    conn.prepared_here(p.server_name.clone(), p.parse_body.clone(), p.shape.clone());
     conn.expect(Expect::Hide { statement: Some(p.server_name.clone()) });
 }
+
+/// What a stale statement's Bind or Describe becomes (`Prepared::stale`): it fails on the server with PostgreSQL's
+/// error for it, so that the transaction fails, and the server skips to Sync, exactly as on a direct connection.
+/// The error answers the client's message; the unnamed statement and portal are used for it.
+fn fail_stale(conn: &mut ServerConn, out: &mut BytesMut, unnamed_here: &mut bool) {
+    message(out, b'P', &[&[0], STALE_STATEMENT, &[0, 0, 0]]);
+    conn.expect(Expect::Hide { statement: None });
+    message(out, b'B', &[&[0, 0], &[0; 6]]);
+    conn.expect(Expect::Hide { statement: None });
+    message(out, b'E', &[&[0; 5]]);
+    *unnamed_here = false;
+}
+
+/// Raises PostgreSQL's error for a prepared statement whose result row changed.
+const STALE_STATEMENT: &[u8] = b"DO $$BEGIN RAISE EXCEPTION USING ERRCODE = 'feature_not_supported', \
+MESSAGE = 'cached plan must not change result type'; END$$";
 
 /// Closes a statement to keep the connection's cache bounded, and a stale one under `p`'s name (a hash collision).
 fn make_room(conn: &mut ServerConn, p: &Prepared, out: &mut BytesMut) {

@@ -352,12 +352,7 @@ impl Session {
         } else if result.is_ok() {
             result = match payload {
                 Payload::Raw(bytes) => relay::exchange(&mut self.client, &mut conn, bytes, Sink::Client).await,
-                Payload::Batch(frames) => {
-                    let batch = self.rewrite_batch(&mut conn, frames);
-                    let status = relay::exchange(&mut self.client, &mut conn, &batch, Sink::Client).await;
-                    self.give_back_rewrite(batch);
-                    status
-                }
+                Payload::Batch(frames) => self.send_batch(target, &mut conn, frames).await,
             };
         }
         if conn.wrapped() && result.is_ok() {
