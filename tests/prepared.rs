@@ -518,9 +518,9 @@ async fn a_statement_prepared_again_after_ddl_is_planned_against_the_new_catalog
 
 /// A statement the client prepared before DDL, used on a connection that lacks it (issue 16, point 5): prepared
 /// there, it would be planned against today's catalog and its rows would reach the client in another shape than
-/// the one it was described with. As on a direct connection, it gets PostgreSQL's 0A000 for as long as the client
-/// uses it (in a transaction, the transaction fails); a statement the DDL did not change goes on working, and one
-/// that no longer parses gets the server's error at its place.
+/// the one it was described with. As on a direct connection, it gets PostgreSQL's 0A000 while its row differs, and
+/// so does another client's statement of the same text (in a transaction, the transaction fails); a statement the
+/// DDL did not change goes on working, and one that no longer parses gets the server's error at its place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_prepared_before_ddl_never_runs_in_another_shape_on_another_connection() {
     // One DATA connection at a time: terminating its process makes pgsplit open another, lacking every statement.
@@ -534,11 +534,16 @@ async fn a_statement_prepared_before_ddl_never_runs_in_another_shape_on_another_
     let unchanged = a.prepare(&format!("select w from {table}")).await.unwrap();
     let dropped = a.prepare(&format!("select x from {table}")).await.unwrap();
     assert_eq!(a.query_one(&changed, &[]).await.unwrap().get::<_, i32>(0), 7);
+    // Another client's statement of the same text: the same server-side statement.
+    let c = proxy.connect().await;
+    let changed_too = c.prepare(&format!("select v from {table}")).await.unwrap();
     b.batch_execute(&format!("alter table {table} alter v type text, drop column x")).await.unwrap();
-    replace_the_data_connection(&b, &table).await;
+    common::replace_the_data_connection(&b, &table).await;
     assert_eq!(a.query_one(&unchanged, &[]).await.unwrap().get::<_, i32>(0), 8, "a statement the DDL left alone");
     for _ in 0..2 {
         let e = a.query_one(&changed, &[]).await.expect_err("rows of another type");
+        assert_eq!(sqlstate(&e), "0A000", "{e:?}");
+        let e = c.query_one(&changed_too, &[]).await.expect_err("rows of another type, for another client");
         assert_eq!(sqlstate(&e), "0A000", "{e:?}");
     }
     assert_eq!(sqlstate(&a.query_one(&dropped, &[]).await.unwrap_err()), "42703", "the server's own error");
@@ -547,7 +552,7 @@ async fn a_statement_prepared_before_ddl_never_runs_in_another_shape_on_another_
     assert_eq!(sqlstate(&a.simple_query("select 1").await.unwrap_err()), "25P02", "the transaction failed");
     a.batch_execute("rollback").await.unwrap();
     // Inside a transaction, on a new connection again: a statement that no longer parses fails the transaction.
-    replace_the_data_connection(&b, &table).await;
+    common::replace_the_data_connection(&b, &table).await;
     a.batch_execute("begin").await.unwrap();
     assert_eq!(sqlstate(&a.query_one(&dropped, &[]).await.unwrap_err()), "42703");
     assert_eq!(sqlstate(&a.simple_query("select 1").await.unwrap_err()), "25P02");
@@ -556,12 +561,4 @@ async fn a_statement_prepared_before_ddl_never_runs_in_another_shape_on_another_
     let again = a.prepare(&format!("select v from {table}")).await.unwrap();
     assert_eq!(again.columns()[0].type_(), &tokio_postgres::types::Type::TEXT);
     assert_eq!(a.query_one(&again, &[]).await.unwrap().get::<_, String>(0), "7");
-}
-
-/// Terminates the process of the one DATA connection (found through `c`, on a table of DATA), so that pgsplit opens
-/// another.
-async fn replace_the_data_connection(c: &tokio_postgres::Client, table: &str) {
-    let pid = common::scalar(c, &format!("select pg_backend_pid() from {table} limit 1")).await;
-    direct(&clusters().data, "handled_data", &format!("select pg_terminate_backend({pid})")).await;
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 }

@@ -331,3 +331,39 @@ async fn one_clients_currval_and_lastval_never_reach_another_client() {
         b.batch_execute(&format!("drop table {table}")).await.unwrap();
     }
 }
+
+/// The same unqualified text prepared by two clients under different search_paths is two statements, as on direct
+/// connections (issue 16, point 5): each means what its client's search_path made it mean when it was parsed
+/// (pgsplit's shared server-side statements are per search_path too). One whose meaning a later `SET search_path`
+/// changes gets PostgreSQL's own 0A000 once its result row changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_text_prepared_under_two_search_paths_is_two_statements() {
+    // One DATA connection: both clients' statements meet on it.
+    let yaml = config_yaml("verify-full", "")
+        .replace("pool: { max: 10, checkout_timeout: 3s }", "pool: { max: 1, checkout_timeout: 10s }");
+    let proxy = Proxy::start(&yaml).await;
+    let id = std::process::id();
+    let a = connect_with(&proxy, "options='-c search_path=workspace'").await;
+    // Made by `a`: its next statement routes with the catalog that has them.
+    a.batch_execute(&format!(
+        "create table workspace.things_{id} (v int); insert into workspace.things_{id} values (1); \
+         create table reference.things_{id} (name text); insert into reference.things_{id} values ('one')"
+    ))
+    .await
+    .unwrap();
+    let sql = format!("select * from things_{id}");
+    let in_workspace = a.prepare(&sql).await.unwrap();
+    let b = connect_with(&proxy, "options='-c search_path=reference'").await;
+    let in_reference = b.prepare(&sql).await.expect("another client's statement of the same text");
+    assert_eq!(a.query_one(&in_workspace, &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(b.query_one(&in_reference, &[]).await.unwrap().get::<_, String>(0), "one");
+    a.batch_execute("set search_path = reference").await.unwrap();
+    assert_eq!(sqlstate(&a.query_one(&in_workspace, &[]).await.unwrap_err()), "0A000");
+    // The same on a connection that lacks the statement: prepared there under today's search_path, its rows would
+    // be text while the client decodes int4.
+    common::replace_the_data_connection(&b, &format!("reference.things_{id}")).await;
+    assert_eq!(sqlstate(&a.query_one(&in_workspace, &[]).await.unwrap_err()), "0A000", "rows of another type");
+    // As PostgreSQL checks a cached plan at each execution: under its own search_path again, it runs.
+    a.batch_execute("set search_path = workspace").await.unwrap();
+    assert_eq!(a.query_one(&in_workspace, &[]).await.unwrap().get::<_, i32>(0), 1);
+}

@@ -15,7 +15,7 @@ use crate::protocol::{decode, Frame};
 use crate::router::{Analysis, Command, SharedAnalysis, TargetId};
 
 use super::machine::{Control, Reply, Request, Start};
-use super::prepared::Prepared;
+use super::prepared::{Prepared, Sharing};
 use super::stale::Checked;
 use super::state::{Effects, Payload, Unnamed};
 use super::{errors, route, Session, SessionError};
@@ -350,9 +350,14 @@ impl Session {
         let (t, explicit, epoch) = (routed.target, routed.explicit, self.routing_epoch());
         if name.is_empty() {
             self.unnamed = Some(Unnamed { target: t, explicit, analysis: analysis.clone(), epoch });
-        } else if let Some(prepared) =
-            Prepared::from_parse(t, explicit, analysis.clone(), epoch, self.encoding, self.backend(t).statement_epoch(), f.body())
-        {
+        } else if let Some(prepared) = Prepared::from_parse(
+            t,
+            explicit,
+            analysis.clone(),
+            epoch,
+            Sharing { encoding: self.encoding, catalog: self.backend(t).statement_epoch(), search_path: &self.search_path },
+            f.body(),
+        ) {
             self.statements.insert(name.into_owned(), Arc::new(prepared));
         }
         Ok((routed, analysis))

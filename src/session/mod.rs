@@ -184,6 +184,9 @@ pub struct Session {
     /// A target on which a request of the open transaction may have made a temporary object unseen: the server is
     /// asked when the transaction ends (`temp_check`).
     temp_due: Option<crate::router::TargetId>,
+    /// Statements (server-side names) of the batch being sent whose result row changed since the client parsed
+    /// them: their Bind or Describe fails as PostgreSQL fails it (`stale`).
+    changed_rows: Vec<Arc<str>>,
     /// The cancel key pgsplit gave the client, and where its statement in flight runs.
     key: crate::cancel::ClientKey,
     /// Connected with a target's name as the database: every statement goes to that target, unsplit.

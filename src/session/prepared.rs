@@ -36,13 +36,22 @@ pub struct Prepared {
     pub epoch: u64,
     /// The client's encoding when it parsed the statement: its SQL is read in it.
     pub encoding: ClientEncoding,
-    /// The target's catalog generation (`Backend::statement_epoch`) when the client parsed it.
-    pub catalog: u64,
     /// The shape of its result row when the client parsed it, once the server described it (`session::stale`).
     pub shape: crate::backend::Shape,
-    /// Its result row has changed since the client parsed it: every Bind or Describe of it fails as PostgreSQL
-    /// fails it (`0A000 cached plan must not change result type`), until the client prepares it again.
-    pub stale: bool,
+}
+
+/// What a server-side statement is shared by besides its SQL and parameter types: two Parses share one only when
+/// they agree on all of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Sharing<'a> {
+    /// The client's encoding: the same bytes are another text in another encoding.
+    pub encoding: ClientEncoding,
+    /// The target's catalog generation (`Backend::statement_epoch`): a Parse after DDL must be planned against
+    /// today's catalog.
+    pub catalog: u64,
+    /// The session's search_path: there the same names may mean other objects (PostgreSQL would plan the statement
+    /// again, and refuse it if its result row changed).
+    pub search_path: &'a [String],
 }
 
 impl Prepared {
@@ -52,19 +61,16 @@ impl Prepared {
         explicit: bool,
         analysis: Option<SharedAnalysis>,
         epoch: u64,
-        encoding: ClientEncoding,
-        catalog: u64,
+        sharing: Sharing<'_>,
         client_body: &[u8],
     ) -> Option<Prepared> {
         let nul = client_body.iter().position(|&b| b == 0)?;
         let rest = client_body.get(nul + 1..)?;
-        // The same bytes are another text in another encoding: statements are shared within one encoding only. A
-        // statement prepared before the target's catalog changed (`catalog`, the target's statement epoch) is not
-        // shared with a Parse after it, which must be planned against today's catalog.
+        let Sharing { encoding, catalog, search_path } = sharing;
         let hasher = foldhash::fast::FixedState::with_seed(0x7067_7370_6c69_7421);
-        let hash = match (encoding.is_utf8(), catalog) {
-            (true, 0) => hasher.hash_one(rest),
-            _ => hasher.hash_one((rest, encoding.name(), catalog)),
+        let hash = match (encoding.is_utf8(), catalog, search_path.is_empty()) {
+            (true, 0, true) => hasher.hash_one(rest),
+            _ => hasher.hash_one((rest, encoding.name(), catalog, search_path)),
         };
         let server_name = format!("pgsplit_{hash:016x}");
         let mut body = BytesMut::with_capacity(server_name.len() + 1 + rest.len());
@@ -79,9 +85,7 @@ impl Prepared {
             analysis,
             epoch,
             encoding,
-            catalog,
             shape: Default::default(),
-            stale: false,
         })
     }
 
@@ -148,6 +152,7 @@ impl Session {
                 }
             }
         }
+        self.changed_rows.clear();
         // The emptied vector collects the next batch: no regrowth per batch (unless a long pipeline grew it).
         if self.batch.capacity() == 0 && batch.capacity() <= BATCH_KEEP {
             self.batch = batch;
@@ -206,7 +211,7 @@ impl Session {
         let (portal, stmt) = decode::bind_raw(f.body()).unwrap_or_default();
         let named = self.encoding.decode(stmt).ok().and_then(|name| self.statement(&name));
         match named {
-            Some(p) if p.stale => fail_stale(conn, out, unnamed_here),
+            Some(p) if self.changed_rows.contains(&p.server_name) => fail_changed(conn, out, unnamed_here),
             Some(p) => {
                 let skip = portal.len() + 1 + stmt.len() + 1;
                 let rest = f.body().get(skip..).unwrap_or_default();
@@ -232,7 +237,7 @@ impl Session {
             _ => None,
         };
         match named {
-            Some(p) if p.stale => fail_stale(conn, out, unnamed_here),
+            Some(p) if self.changed_rows.contains(&p.server_name) => fail_changed(conn, out, unnamed_here),
             Some(p) if conn.upstream_pooler() => {
                 parse_unnamed(&p, out);
                 conn.expect(Expect::Hide { statement: None });
@@ -320,11 +325,11 @@ fn ensure_prepared(conn: &mut ServerConn, p: &Prepared, out: &mut BytesMut) {
     conn.expect(Expect::Hide { statement: Some(p.server_name.clone()) });
 }
 
-/// What a stale statement's Bind or Describe becomes (`Prepared::stale`): it fails on the server with PostgreSQL's
-/// error for it, so that the transaction fails, and the server skips to Sync, exactly as on a direct connection.
-/// The error answers the client's message; the unnamed statement and portal are used for it.
-fn fail_stale(conn: &mut ServerConn, out: &mut BytesMut, unnamed_here: &mut bool) {
-    message(out, b'P', &[&[0], STALE_STATEMENT, &[0, 0, 0]]);
+/// What the Bind or Describe of a statement whose result row changed becomes (`session::stale`): it fails on the
+/// server with PostgreSQL's error for it, so that the transaction fails, and the server skips to Sync, exactly as
+/// on a direct connection. The error answers the client's message; the unnamed statement and portal are used for it.
+fn fail_changed(conn: &mut ServerConn, out: &mut BytesMut, unnamed_here: &mut bool) {
+    message(out, b'P', &[&[0], ROW_CHANGED, &[0, 0, 0]]);
     conn.expect(Expect::Hide { statement: None });
     message(out, b'B', &[&[0, 0], &[0; 6]]);
     conn.expect(Expect::Hide { statement: None });
@@ -333,7 +338,7 @@ fn fail_stale(conn: &mut ServerConn, out: &mut BytesMut, unnamed_here: &mut bool
 }
 
 /// Raises PostgreSQL's error for a prepared statement whose result row changed.
-const STALE_STATEMENT: &[u8] = b"DO $$BEGIN RAISE EXCEPTION USING ERRCODE = 'feature_not_supported', \
+const ROW_CHANGED: &[u8] = b"DO $$BEGIN RAISE EXCEPTION USING ERRCODE = 'feature_not_supported', \
 MESSAGE = 'cached plan must not change result type'; END$$";
 
 /// Closes a statement to keep the connection's cache bounded, and a stale one under `p`'s name (a hash collision).
@@ -358,15 +363,22 @@ fn message(out: &mut BytesMut, tag: u8, parts: &[&[u8]]) {
 mod tests {
     use super::*;
 
+    const UTF8: Sharing<'static> = Sharing { encoding: ClientEncoding::UTF8, catalog: 0, search_path: &[] };
+
     #[test]
     fn same_sql_and_types_share_a_server_name_and_others_do_not() {
-        let a = Prepared::from_parse(0, true, None, 0, ClientEncoding::UTF8, 0, b"s1\0select $1\0\0\x01\0\0\0\x17").unwrap();
-        let b = Prepared::from_parse(1, true, None, 0, ClientEncoding::UTF8, 0, b"other\0select $1\0\0\x01\0\0\0\x17").unwrap();
-        let c = Prepared::from_parse(0, true, None, 0, ClientEncoding::UTF8, 0, b"s1\0select $1\0\0\x01\0\0\0\x19").unwrap();
+        let a = Prepared::from_parse(0, true, None, 0, UTF8, b"s1\0select $1\0\0\x01\0\0\0\x17").unwrap();
+        let b = Prepared::from_parse(1, true, None, 0, UTF8, b"other\0select $1\0\0\x01\0\0\0\x17").unwrap();
+        let c = Prepared::from_parse(0, true, None, 0, UTF8, b"s1\0select $1\0\0\x01\0\0\0\x19").unwrap();
         assert_eq!(a.server_name, b.server_name);
         assert_ne!(a.server_name, c.server_name);
+        let path = ["reference".to_owned()];
+        let d =
+            Prepared::from_parse(0, true, None, 0, Sharing { search_path: &path, ..UTF8 }, b"s1\0select $1\0\0\x01\0\0\0\x17")
+                .unwrap();
+        assert_ne!(a.server_name, d.server_name, "another search_path, another statement");
         assert!(a.parse_body.starts_with(a.server_name.as_bytes()));
         assert!(a.parse_body.ends_with(b"select $1\0\0\x01\0\0\0\x17"));
-        assert!(Prepared::from_parse(0, true, None, 0, ClientEncoding::UTF8, 0, b"no terminator").is_none());
+        assert!(Prepared::from_parse(0, true, None, 0, UTF8, b"no terminator").is_none());
     }
 }

@@ -71,6 +71,7 @@ impl Session {
             params,
             catalog_stale: None,
             temp_due: None,
+            changed_rows: Vec::new(),
             key,
             passthrough: None,
             database_pool: None,

@@ -168,6 +168,14 @@ pub async fn direct(cluster: &Cluster, db: &str, sql: &str) -> String {
     cluster.psql(db, sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")).trim().to_owned()
 }
 
+/// Terminates the process of the DATA connection `c` reaches (through `table`, a table of DATA), so that pgsplit
+/// opens another, lacking whatever was prepared there: with a DATA pool of one, the next statement meets a new one.
+pub async fn replace_the_data_connection(c: &tokio_postgres::Client, table: &str) {
+    let pid = scalar(c, &format!("select pg_backend_pid() from {table} limit 1")).await;
+    direct(&clusters().data, "handled_data", &format!("select pg_terminate_backend({pid})")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
 /// A raw protocol connection through pgsplit, logged in as `app` and past the first ReadyForQuery, for tests that
 /// must send exactly the bytes they choose (or stop half-way).
 pub async fn raw_login(port: u16) -> tokio::net::TcpStream {
