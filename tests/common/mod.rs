@@ -99,6 +99,33 @@ pub struct Proxy {
     pub app: Arc<pgsplit::App>,
     /// Stops the accept loop.
     shutdown: CancellationToken,
+    /// Ends the test's watchdog when the test is over (`test_time_limit`).
+    _watchdog: std::sync::mpsc::Sender<()>,
+}
+
+/// How long a test that starts pgsplit may run (`PGSPLIT_TEST_TIME_LIMIT` seconds, 300 by default): past it the
+/// test hangs, and the test binary exits with the test's name, so a hang fails the run instead of stalling it.
+/// A test takes seconds: this is no timing assertion.
+fn test_time_limit() -> Duration {
+    let secs = std::env::var("PGSPLIT_TEST_TIME_LIMIT").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
+    Duration::from_secs(secs)
+}
+
+/// Ends the process if the returned sender is not dropped within `test_time_limit`.
+fn watchdog() -> std::sync::mpsc::Sender<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let limit = test_time_limit();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+            // Straight to the file descriptor: the test harness captures `eprintln!`, and would never print it.
+            let say = format!("\n{test} still runs after {limit:?}: it hangs; the test binary exits\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), say.as_bytes());
+            // `exit`, not `abort`: the clusters are removed at exit (`remove_clusters`).
+            std::process::exit(101);
+        }
+    });
+    tx
 }
 
 impl Drop for Proxy {
@@ -111,23 +138,22 @@ impl Proxy {
     /// Starts pgsplit from configuration text on a free port.
     pub async fn start(yaml: &str) -> Proxy {
         let config = pgsplit::config::load_str(yaml, &clusters().dir, &|k| std::env::var(k).ok()).expect("test config loads");
-        let app = Arc::new(pgsplit::App::build(config).expect("app builds"));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let shutdown = CancellationToken::new();
-        tokio::spawn(pgsplit::run(listener, app.clone(), shutdown.clone(), Duration::from_secs(1)));
-        Proxy { port, app, shutdown }
+        Proxy::serve(Arc::new(pgsplit::App::build(config).expect("app builds"))).await
     }
 
     /// Starts pgsplit from a configuration file (so RELOAD re-reads it) on a free port.
     pub async fn start_file(path: &std::path::Path) -> Proxy {
         let config = pgsplit::config::load_file(path).expect("test config loads");
-        let app = Arc::new(pgsplit::App::build(config).expect("app builds").with_source(path));
+        Proxy::serve(Arc::new(pgsplit::App::build(config).expect("app builds").with_source(path))).await
+    }
+
+    /// Serves `app` on a free port, under the test's watchdog.
+    async fn serve(app: Arc<pgsplit::App>) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let shutdown = CancellationToken::new();
         tokio::spawn(pgsplit::run(listener, app.clone(), shutdown.clone(), Duration::from_secs(1)));
-        Proxy { port, app, shutdown }
+        Proxy { port, app, shutdown, _watchdog: watchdog() }
     }
 
     /// The default split configuration.
