@@ -114,7 +114,19 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // `serve` reads its configuration first: it says how many threads run the proxy (`workers`).
+    let config = match command {
+        Command::Serve => match pgsplit::config::load_file(&cli.config) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                eprintln!("pgsplit: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        _ => None,
+    };
+    let runtime = match runtime(config.as_ref().map(|c| c.workers)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("pgsplit: cannot start the runtime: {e}");
@@ -122,8 +134,8 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => serve(&cli.config).await,
+        match command {
+            Command::Serve => serve(&cli.config, config).await,
             Command::Check => Ok(pgsplit::check::check(&cli.config).await?),
             Command::Route { search_path, sql } => Ok(pgsplit::check::route(&cli.config, &search_path, &sql).await?),
             Command::Mode { mode, user } => {
@@ -161,8 +173,23 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(path: &std::path::Path) -> Result<(), CliError> {
-    let config = pgsplit::config::load_file(path)?;
+/// The runtime: `workers` threads (a multi-thread runtime), or for 1 the main thread alone (a current-thread
+/// runtime: one event loop, no wake-ups across threads); the other commands use one thread per core.
+fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+        None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+    }
+}
+
+/// Runs the proxy on `config`, read from `path` (read here when not read yet).
+async fn serve(path: &std::path::Path, config: Option<pgsplit::config::Config>) -> Result<(), CliError> {
+    let config = match config {
+        Some(c) => c,
+        None => pgsplit::config::load_file(path)?,
+    };
+    tracing::info!(workers = config.workers, "threads running the proxy");
     if let Some(mode) = pgsplit::config::readable_by_others(path) {
         tracing::warn!(file = %path.display(), mode = format!("{mode:o}"), "the configuration file is readable by group or others and may hold passwords: chmod 600 it");
     }

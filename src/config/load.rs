@@ -107,6 +107,8 @@ pub struct RawConfig {
     pub pool_mode: Option<PoolMode>,
     /// PgBouncer's `*` database: the target whose server serves any other database name.
     pub any_database: Option<String>,
+    /// Threads that run the proxy (default: the number of cores).
+    pub workers: Option<usize>,
     /// Extra top-level keys are allowed (SPEC §2).
     #[serde(flatten)]
     pub _extra: BTreeMap<String, serde_yaml::Value>,

@@ -44,6 +44,9 @@ pub struct Config {
     pub client_first_packet_timeout: Duration,
     /// Most logged-in clients, admin console included (PgBouncer's `max_client_conn`); one more gets 53300.
     pub max_client_conn: usize,
+    /// Threads that run sessions, pools and the rest (`pgsplit serve`; 1: a single event loop on the main thread,
+    /// as PgBouncer's). Read at start only.
+    pub workers: usize,
     /// Most connections between accept and the end of authentication; past it the oldest silent one is dropped,
     /// or the new one gets 53300. Counted apart from `max_client_conn` so anonymous connections cannot fill it.
     pub max_login_conn: usize,

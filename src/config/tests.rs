@@ -76,6 +76,17 @@ fn alert_and_shutdown_settings_have_defaults_and_are_checked_against_the_pool() 
 }
 
 #[test]
+fn workers_default_to_the_cores_and_are_checked() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(load(SEED, SEED_ENV).unwrap().workers, cores);
+    assert_eq!(load(&format!("{SEED}\nworkers: 1\n"), SEED_ENV).unwrap().workers, 1);
+    for bad in ["0", "257"] {
+        let found = issues(&format!("{SEED}\nworkers: {bad}\n"));
+        assert_eq!(found[0].key, "workers", "workers: {bad}");
+    }
+}
+
+#[test]
 fn missing_environment_variables_are_all_reported_with_lines() {
     let err = load(SEED, &[("APP_PASSWORD", "x")]).unwrap_err();
     let text = err.to_string();

@@ -40,7 +40,13 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
     }
     check_users(&raw.users, &mut issues);
     let mode = mode(split_env, raw.mode);
-    for (key, value) in [("max_client_conn", raw.max_client_conn), ("max_login_conn", raw.max_login_conn)] {
+    let workers = raw.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if workers > MAX_WORKERS {
+        issues.add(&["workers"], format!("at most {MAX_WORKERS}"));
+    }
+    for (key, value) in
+        [("max_client_conn", raw.max_client_conn), ("max_login_conn", raw.max_login_conn), ("workers", raw.workers)]
+    {
         if value == Some(0) {
             issues.add(&[key], "must be at least 1");
         }
@@ -72,11 +78,15 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
         client_first_packet_timeout: raw.client_first_packet_timeout.unwrap_or(DEFAULT_FIRST_PACKET_TIMEOUT),
         max_client_conn: raw.max_client_conn.unwrap_or(DEFAULT_MAX_CLIENT_CONN),
         max_login_conn: raw.max_login_conn.unwrap_or(DEFAULT_MAX_LOGIN_CONN),
+        workers,
         health_interval,
         pool_mode: raw.pool_mode.unwrap_or_default(),
         any_database: raw.any_database,
     })
 }
+
+/// Most `workers`: more threads than this only add contention.
+const MAX_WORKERS: usize = 256;
 
 /// The problems found so far, in the order found, each pointed at the line of its key.
 struct Issues<'t> {

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# TPS of one build with the configuration's `workers` and with `workers: 1`, in turn, for ROUNDS rounds:
+#   benches/workers.sh CONFIG DSN [ROUNDS] [SQL]
+# CONFIG's `listen` must match DSN (with `cargo run --release -- demo` running: its .pgsplit-demo/routing.yaml
+# with another `listen` port). pgbench -M simple, 6 s per client count (1, 16, 64). PGSPLIT_BIN runs another build.
+set -euo pipefail
+CONFIG=$1 DSN=$2 ROUNDS=${3:-3} SQL=${4:-select count(*) from workspace.imports;}
+BIN=${PGSPLIT_BIN:-$(dirname "$0")/../target/release/pgsplit}
+QUERY=$(mktemp) ONE=$(mktemp --suffix=.yaml)
+echo "$SQL" > "$QUERY"
+{ echo "workers: 1"; grep -v '^workers:' "$CONFIG"; } > "$ONE"
+trap 'rm -f "$QUERY" "$ONE"' EXIT
+for round in $(seq "$ROUNDS"); do
+  for cfg in "$CONFIG" "$ONE"; do
+    "$BIN" --config "$cfg" > /dev/null 2>&1 &
+    pid=$!
+    for _ in $(seq 50); do pg_isready -q -d "$DSN" && break; sleep 0.2; done
+    line="round $round, workers $([ "$cfg" = "$ONE" ] && echo 1 || echo configured):"
+    for c in 1 16 64; do
+      tps=$(pgbench -n -f "$QUERY" -M simple -c $c -j 2 -T 6 "$DSN" 2>&1 | awk '/^tps/ {print int($3)}')
+      line="$line c=$c $tps"
+    done
+    echo "$line"
+    kill -INT $pid; wait $pid 2>/dev/null || true
+  done
+done
