@@ -367,16 +367,14 @@ impl Session {
         // DDL of the transaction that just ended: the target's catalog is re-read before the client's next statement
         // (which may name what the DDL made), on this very connection (no wait for another: a small or pinned pool
         // stalled every DDL for the checkout timeout), unless a read that began after the DDL has landed already.
-        if let Some((stale, generation)) = self.catalog_stale.take() {
-            let backend = self.backend(stale);
-            if stale == target && backend.catalog_loaded() < generation {
-                if let Err(e) = self.app.refresh_catalog_on(stale, &mut conn, generation).await {
-                    tracing::warn!(target = backend.name(), error = %e, "catalog not refreshed after DDL");
-                }
-            } else if backend.catalog_loaded() < generation {
-                if let Err(e) = self.app.refresh_catalog(stale).await {
-                    tracing::warn!(target = backend.name(), error = %e, "catalog not refreshed after DDL");
-                }
+        let stale = self.catalog_stale.take().filter(|&(t, generation)| self.backend(t).catalog_loaded() < generation);
+        if let Some((stale, generation)) = stale {
+            let refreshed = match stale == target {
+                true => self.app.refresh_catalog_on(stale, &mut conn, generation).await,
+                false => self.app.refresh_catalog(stale).await,
+            };
+            if let Err(e) = refreshed {
+                tracing::warn!(target = self.backend(stale).name(), error = %e, "catalog not refreshed after DDL");
             }
         }
         self.release(target, conn);

@@ -290,40 +290,34 @@ pub fn psql_script(url: &str, script: impl AsRef<[u8]>) -> std::process::Output 
 
 /// Reads server messages until ReadyForQuery; returns their tags and the ReadyForQuery status.
 pub async fn read_until_ready(s: &mut tokio::net::TcpStream) -> (Vec<u8>, u8) {
-    use postgres_protocol::message::backend::Message;
-    use tokio::io::AsyncReadExt;
-    let mut buf = bytes::BytesMut::new();
     let mut tags = Vec::new();
     loop {
-        while buf.len() >= 5 {
-            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-            if buf.len() < len + 1 {
-                break;
-            }
-            let tag = buf[0];
-            tags.push(tag);
-            if let Ok(Some(Message::ReadyForQuery(r))) = Message::parse(&mut buf) {
-                return (tags, r.status());
-            }
+        let (tag, body) = read_message(s).await;
+        tags.push(tag);
+        if tag == b'Z' {
+            return (tags, body.first().copied().unwrap_or(0));
         }
-        let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_buf(&mut buf)).await.unwrap().unwrap();
-        assert!(n > 0, "server closed");
     }
 }
 
 /// Reads exactly `n` server messages; returns their tags.
 pub async fn read_messages(s: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
-    use tokio::io::AsyncReadExt;
     let mut tags = Vec::new();
-    let mut header = [0u8; 5];
     while tags.len() < n {
-        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_exact(&mut header)).await.unwrap().unwrap();
-        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-        let mut body = vec![0u8; len - 4];
-        s.read_exact(&mut body).await.unwrap();
-        tags.push(header[0]);
+        tags.push(read_message(s).await.0);
     }
     tags
+}
+
+/// Reads one server message, exactly its bytes (never a byte of the next one): its tag and body.
+pub async fn read_message(s: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut header = [0u8; 5];
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_exact(&mut header)).await.unwrap().unwrap();
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    let mut body = vec![0u8; len.saturating_sub(4)];
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_exact(&mut body)).await.unwrap().unwrap();
+    (header[0], body)
 }
 
 /// Parse (named), Bind and Execute of `sql` with no parameters.
