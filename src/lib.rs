@@ -8,7 +8,7 @@
 //!                                                         ▼
 //!                                       router (pure: SQL + session view → target)
 //!                                                         │
-//!                 backend pool (bb8) ─► backend::relay (the exchange) ─► server connection ─► PostgreSQL
+//!                 backend pool ─► backend::relay (the exchange) ─► server connection ─► PostgreSQL
 //! ```
 //!
 //! `protocol` frames and builds messages without I/O; `auth` verifies clients; `config` loads `routing.yaml`;

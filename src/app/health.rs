@@ -20,6 +20,7 @@ impl App {
         for t in 0..self.backends.len() {
             let backend = self.backend(t);
             let was_up = backend.is_up();
+            backend.reap();
             let up = backend.probe(PROBE_TIMEOUT).await;
             if up && !was_up {
                 tracing::info!(target = backend.name(), "target reachable again");
@@ -34,6 +35,9 @@ impl App {
             }
         }
         self.check_connection_alerts();
+        for (_, pool) in self.database_pools() {
+            pool.reap();
+        }
         self.sweep_databases();
     }
 

@@ -1,11 +1,12 @@
 //! Server side: connections to targets (TLS, auth, framed reads), the exchange of a request with its server
-//! (`relay`), their bb8 pools and each target's health. A server connection's state is private to this module:
+//! (`relay`), their pools (`pool`, `shelf`) and each target's health. A server connection's state is private to this module:
 //! the session asks it to send, relay and forget; only this module marks a connection broken.
 
 pub mod conn;
 mod describe;
 pub mod pool;
 pub mod relay;
+mod shelf;
 mod statements;
 pub mod tls;
 
@@ -21,7 +22,8 @@ pub use describe::Described;
 
 /// The shape of a statement's result row (`protocol::decode::row_shape`), set once it is known.
 pub type Shape = Arc<std::sync::OnceLock<u64>>;
-pub use pool::{Backend, CheckoutError, PoolSettings, PooledConn};
+pub use pool::{Backend, CheckoutError, PoolSettings};
+pub use shelf::PooledConn;
 
 /// Polls a future once: its output if it is ready at once, else `Pending` (the future stays pinned by the caller, to
 /// be awaited or raced later). The fast path of a checkout: an idle connection costs no waker, timer or select.

@@ -1,39 +1,14 @@
-//! One target at run time: its bb8 pool of server connections and what the last connection attempts said about its health.
+//! One target at run time: its pool of server connections (the idle ones on a `Shelf`, lent as `PooledConn`s under
+//! the clients' turns) and what the last connection attempts said about its health.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use bb8::{CustomizeConnection, ErrorSink, ManageConnection, Pool, PooledConnection, QueueStrategy, RunError};
-
+use super::shelf::{PooledConn, Shelf};
 use super::{BackendError, ServerConn, TargetSpec};
-
-/// A server connection checked out of a target's pool; dropping it returns it (or discards it if broken), then
-/// lets the next waiting client in.
-pub struct PooledConn {
-    /// The connection, on loan from bb8.
-    conn: PooledConnection<'static, ServerManager>,
-    /// The client's turn: bb8 hands a returned connection to whoever asks first, so waiting clients queue on this
-    /// fair (FIFO) semaphore instead, and a client gets its turn only when a connection is free for it.
-    _turn: OwnedSemaphorePermit,
-}
-
-impl std::ops::Deref for PooledConn {
-    type Target = ServerConn;
-
-    fn deref(&self) -> &ServerConn {
-        &self.conn
-    }
-}
-
-impl std::ops::DerefMut for PooledConn {
-    fn deref_mut(&mut self) -> &mut ServerConn {
-        &mut self.conn
-    }
-}
 
 /// Pool sizes and timeouts for one target.
 #[derive(Debug, Clone)]
@@ -78,60 +53,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// bb8's view of a target: how to open a server connection and when one is unusable.
-pub struct ServerManager {
-    /// Where and how to connect.
-    spec: Arc<TargetSpec>,
-}
-
-impl ManageConnection for ServerManager {
-    /// Boxed: a connection changes hands several times per transaction (pool, session, transaction state), and a
-    /// pointer moves where the whole connection (buffers, caches, TLS state) would be copied each time.
-    type Connection = Box<ServerConn>;
-    type Error = BackendError;
-
-    async fn connect(&self) -> Result<Box<ServerConn>, BackendError> {
-        ServerConn::connect(&self.spec).await.map(Box::new)
-    }
-
-    async fn is_valid(&self, conn: &mut Box<ServerConn>) -> Result<(), BackendError> {
-        conn.simple("").await.map(|_| ())
-    }
-
-    /// Only a connection whose last ReadyForQuery said idle, and whose last exchange completed, may be reused.
-    fn has_broken(&self, conn: &mut Box<ServerConn>) -> bool {
-        !conn.reusable()
-    }
-}
-
-/// Records connection failures reported by bb8's background connects.
-#[derive(Debug, Clone)]
-struct HealthSink(Arc<Health>);
-
-impl ErrorSink<BackendError> for HealthSink {
-    fn sink(&self, e: BackendError) {
-        self.0.failed(&e);
-    }
-
-    fn boxed_clone(&self) -> Box<dyn ErrorSink<BackendError>> {
-        Box::new(self.clone())
-    }
-}
-
-/// Records successful connections.
-#[derive(Debug)]
-struct HealthOnConnect(Arc<Health>);
-
-impl CustomizeConnection<Box<ServerConn>, BackendError> for HealthOnConnect {
-    fn on_acquire<'a>(
-        &'a self,
-        conn: &'a mut Box<ServerConn>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), BackendError>> + Send + 'a>> {
-        self.0.connected(conn);
-        Box::pin(async { Ok(()) })
-    }
-}
-
 /// Why no server connection could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckoutError {
@@ -167,9 +88,6 @@ impl CheckoutError {
     }
 }
 
-/// What the pool's `get` gives.
-type Got = Result<PooledConnection<'static, ServerManager>, RunError<BackendError>>;
-
 /// Resolves when the client cancels its wait (its cancel slot is notified); never without one.
 async fn cancelled(cancel: Option<&tokio::sync::Notify>) {
     match cancel {
@@ -186,20 +104,16 @@ fn millis(d: Duration) -> u64 {
 pub struct Backend {
     /// Connection details.
     pub spec: Arc<TargetSpec>,
-    /// The bounded pool.
-    pool: Pool<ServerManager>,
+    /// The idle connections and the counts the pool is bounded by (shared with the connections lent).
+    shelf: Arc<Shelf>,
     /// Reachability as the last connection attempts saw it.
     health: Arc<Health>,
     /// How long clients wait for a connection, in milliseconds (a reload may change it).
     checkout_timeout_ms: AtomicU64,
-    /// Most server connections (a reload may change it; `turns` holds this many permits).
-    max: AtomicU32,
     /// Connections kept open even when idle (opened at start and topped up at each probe by `keep_min`).
     min: u32,
-    /// `max` at start: bb8's own bound, so never exceeded by a reload.
+    /// `max` at start: a reload may lower `max`, not raise it above this.
     start_max: u32,
-    /// A reload lowered `max`: connections above it are closed after use.
-    shrunk: AtomicBool,
     /// Permits a shrink still has to withdraw (they were in use); a later grow pays this first.
     shrink_debt: Arc<AtomicU32>,
     /// PAUSE: new checkouts wait until RESUME.
@@ -227,34 +141,15 @@ impl Backend {
         let spec = Arc::new(spec);
         let health = Arc::new(Health::default());
         health.up.store(true, Ordering::Relaxed);
-        let pool = Pool::builder()
-            // `turns` bounds the connections in use to `max`, but bb8 also opens a connection for each getter still
-            // in flight: a getter that has just taken a returned connection counts for a moment after, and a client
-            // given the freed turn in that moment got bb8 to open one more (seen as 11 over a pool of 10). bb8's own
-            // bound is therefore the start `max`: a reload may lower `max`, not raise it above that.
-            .max_size(settings.max.max(1))
-            // No `min_idle`: bb8 would open idle connections beyond `max` while all are in use; `keep_min` opens
-            // them under turns instead.
-            .connection_timeout(settings.checkout_timeout)
-            .idle_timeout(settings.idle_timeout)
-            .max_lifetime(settings.max_lifetime)
-            .test_on_check_out(false)
-            // The most recently used idle connection first, as PgBouncer does: warm server caches and prepared
-            // statements, and connections beyond the steady need stay idle long enough to be closed.
-            .queue_strategy(QueueStrategy::Lifo)
-            .error_sink(Box::new(HealthSink(health.clone())))
-            .connection_customizer(Box::new(HealthOnConnect(health.clone())))
-            .build_unchecked(ServerManager { spec: spec.clone() });
+        let shelf = Arc::new(Shelf::new(settings.max.max(1), settings.max_lifetime, settings.idle_timeout));
         let turns = Arc::new(Semaphore::new(settings.max.max(1) as usize));
         Backend {
             spec,
-            pool,
+            shelf,
             health,
             checkout_timeout_ms: AtomicU64::new(millis(settings.checkout_timeout)),
-            max: AtomicU32::new(settings.max.max(1)),
             min: settings.min,
             start_max: settings.max.max(1),
-            shrunk: AtomicBool::new(false),
             shrink_debt: Default::default(),
             statement_epoch: AtomicU64::new(0),
             catalog_loaded: AtomicU64::new(0),
@@ -280,7 +175,7 @@ impl Backend {
                 "pool max above its start value needs a restart; the start value stays"
             );
         }
-        let old = self.max.swap(new, Ordering::SeqCst);
+        let old = self.shelf.max.swap(new, Ordering::SeqCst);
         if new > old {
             // Permits still owed by an earlier shrink are cancelled first, then the rest are added.
             let mut grow = new - old;
@@ -291,7 +186,9 @@ impl Backend {
             });
             self.turns.add_permits(grow as usize);
         } else if new < old {
-            self.shrunk.store(true, Ordering::Relaxed);
+            self.shelf.shrunk.store(true, Ordering::Relaxed);
+            // Idle connections above the new `max` close now; those in use, when they come back.
+            self.shelf.trim(new);
             let want = (old - new) as usize;
             let gone = self.turns.forget_permits(want);
             if gone < want && self.shrink_debt.fetch_add((want - gone) as u32, Ordering::SeqCst) == 0 {
@@ -312,7 +209,7 @@ impl Backend {
 
     /// The pool's current `max`.
     pub fn max(&self) -> u32 {
-        self.max.load(Ordering::Relaxed)
+        self.shelf.max.load(Ordering::Relaxed)
     }
 
     fn checkout_timeout(&self) -> Duration {
@@ -401,27 +298,47 @@ impl Backend {
             Ok(turn) => turn,
             Err(_) => self.turn(checkout_timeout, cancel, waited).await?,
         };
-        // Every connection is opened under a turn (here, by bb8 for a turn's holder, by a probe or by `keep_min`), so
-        // the pool never holds more than `max`.
-        if !self.health.up.load(Ordering::Relaxed) && self.pool.state().idle_connections == 0 {
-            *waited = true;
-            self.connect_while_down().await?;
-        }
-        // The fast path: an idle connection, taken at the first poll, still alive.
-        let mut get = std::pin::pin!(self.pool.get_owned());
-        let first = super::poll_once(get.as_mut()).await;
-        let got = match first {
-            std::task::Poll::Ready(Ok(mut conn)) => {
-                if conn.idle_and_alive(started.into_std()) {
-                    return self.checked_out(Ok(conn), turn);
-                }
-                conn.broken = true;
-                None
+        self.lend(turn, started, checkout_timeout, waited).await
+    }
+
+    /// A connection for the holder of `turn`: the most recently returned idle one that is still alive (one the
+    /// server closed or wrote to meanwhile — shutdown, restart, its own idle timeout — or past `max_lifetime` is
+    /// closed and the next tried), else a new one, opened within what is left of the checkout timeout. A target
+    /// known to be down with no idle connection is tried once, so its clients learn of an outage at once.
+    async fn lend(
+        &self,
+        turn: OwnedSemaphorePermit,
+        started: tokio::time::Instant,
+        checkout_timeout: Duration,
+        waited: &mut bool,
+    ) -> Result<PooledConn, CheckoutError> {
+        while let Some(mut conn) = self.shelf.take() {
+            if !self.shelf.expired(&conn, started.into_std()) && conn.idle_and_alive(started.into_std()) {
+                return Ok(PooledConn::lend(conn, self.shelf.clone(), turn));
             }
-            std::task::Poll::Ready(other) => Some(other),
-            std::task::Poll::Pending => Some(self.wait_for_connection(started, checkout_timeout, waited, get).await),
-        };
-        self.live_connection(started, checkout_timeout, turn, waited, got).await
+            conn.broken = true;
+            self.shelf.close(conn);
+            tracing::debug!(target = %self.spec.name, "dropped a server connection closed while idle");
+        }
+        *waited = true;
+        // Counted before it exists: the turn's holder may open one, and `open` stays within `max`.
+        let opening = self.shelf.opening();
+        let left = checkout_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+        match tokio::time::timeout(left, ServerConn::connect(&self.spec)).await {
+            Ok(Ok(conn)) => {
+                opening.opened();
+                self.health.connected(&conn);
+                Ok(PooledConn::lend(Box::new(conn), self.shelf.clone(), turn))
+            }
+            Ok(Err(e)) => {
+                self.health.failed(&e);
+                Err(self.unavailable())
+            }
+            Err(_) => match self.is_up() {
+                true => Err(CheckoutError::Timeout { target: self.spec.name.clone(), waited: checkout_timeout }),
+                false => Err(self.unavailable()),
+            },
+        }
     }
 
     /// Waits until RESUME, or until the client cancels.
@@ -456,92 +373,6 @@ impl Backend {
         }
     }
 
-    /// A target known to be down with no idle connection: one direct connection attempt (under the caller's turn),
-    /// added to the pool when it succeeds, so that its clients learn of an outage at once.
-    async fn connect_while_down(&self) -> Result<(), CheckoutError> {
-        match ServerConn::connect(&self.spec).await {
-            Ok(conn) => {
-                self.health.connected(&conn);
-                let _ = self.pool.add(Box::new(conn));
-                Ok(())
-            }
-            Err(e) => {
-                self.health.failed(&e);
-                Err(self.unavailable())
-            }
-        }
-    }
-
-    /// A pooled connection for the holder of `turn`, within what is left of the checkout timeout, after the first
-    /// try gave `got` (an error, or `None`: a connection that was not alive). An idle connection the server closed or
-    /// wrote to meanwhile (shutdown, restart, idle timeout) is dropped and the next one tried; at most every pooled
-    /// connection once, then a fresh one.
-    async fn live_connection(
-        &self,
-        started: tokio::time::Instant,
-        checkout_timeout: Duration,
-        turn: OwnedSemaphorePermit,
-        waited: &mut bool,
-        mut got: Option<Got>,
-    ) -> Result<PooledConn, CheckoutError> {
-        let mut attempts = 1 + self.pool.state().connections as usize;
-        loop {
-            match got {
-                Some(Ok(mut conn)) => {
-                    if conn.idle_and_alive(started.into_std()) || attempts == 0 {
-                        return self.checked_out(Ok(conn), turn);
-                    }
-                    conn.broken = true;
-                    attempts -= 1;
-                }
-                Some(other) => return self.checked_out(other, turn),
-                None => {}
-            }
-            tracing::debug!(target = %self.spec.name, "dropped a server connection closed while idle");
-            *waited = true;
-            let mut next = std::pin::pin!(self.pool.get_owned());
-            let first = super::poll_once(next.as_mut()).await;
-            got = Some(match first {
-                std::task::Poll::Ready(got) => got,
-                std::task::Poll::Pending => self.wait_for_connection(started, checkout_timeout, waited, next).await,
-            });
-        }
-    }
-
-    /// Waits for the pool's connection (`get`, which was not ready at its first poll) within what is left of the
-    /// checkout timeout (bb8's own is the one the pool was built with).
-    async fn wait_for_connection<F: Future<Output = Got>>(
-        &self,
-        started: tokio::time::Instant,
-        checkout_timeout: Duration,
-        waited: &mut bool,
-        get: std::pin::Pin<&mut F>,
-    ) -> Got {
-        *waited = true;
-        let left = checkout_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
-        tokio::time::timeout(left, get).await.unwrap_or(Err(RunError::TimedOut))
-    }
-
-    fn checked_out(&self, got: Got, turn: OwnedSemaphorePermit) -> Result<PooledConn, CheckoutError> {
-        match got {
-            Ok(mut conn) => {
-                // Above `max` after a reload shrank it: this connection closes after this use.
-                if self.shrunk.load(Ordering::Relaxed) && self.pool.state().connections > self.max() {
-                    conn.broken = true;
-                }
-                Ok(PooledConn { conn, _turn: turn })
-            }
-            Err(RunError::User(e)) => {
-                self.health.failed(&e);
-                Err(self.unavailable())
-            }
-            Err(RunError::TimedOut) if !self.health.up.load(Ordering::Relaxed) => Err(self.unavailable()),
-            Err(RunError::TimedOut) => {
-                Err(CheckoutError::Timeout { target: self.spec.name.clone(), waited: self.checkout_timeout() })
-            }
-        }
-    }
-
     fn unavailable(&self) -> CheckoutError {
         let reason = lock(&self.health.last_error).clone().unwrap_or_else(|| "connection failed".into());
         CheckoutError::Unavailable { target: self.spec.name.clone(), reason }
@@ -555,7 +386,7 @@ impl Backend {
             Ok(conn) => {
                 self.health.connected(&conn);
                 // Refused only when the pool is full, which cannot be at start; then the connection just closes.
-                let _ = self.pool.add(Box::new(conn));
+                self.shelf.add_idle(Box::new(conn));
                 true
             }
             Err(e) => {
@@ -569,20 +400,26 @@ impl Backend {
     /// Checks the target in the background: a busy pool is serving; otherwise an idle (or new) connection must
     /// answer an empty query within `timeout`. Updates and returns reachability.
     pub async fn probe(&self, timeout: Duration) -> bool {
-        let state = self.pool.state();
-        if state.connections > 0 && state.idle_connections == 0 {
+        let (open, idle) = self.shelf.state();
+        if open > 0 && idle == 0 {
             return self.is_up();
         }
         // The probe takes a turn as a client does: a connection it borrows (or opens) is one of `max`, never one more.
         // No free turn means every connection is in use: the target is serving.
-        let Ok(_turn) = self.turns.clone().try_acquire_owned() else { return self.is_up() };
+        let Ok(turn) = self.turns.clone().try_acquire_owned() else { return self.is_up() };
         let checked = tokio::time::timeout(timeout, async {
-            let mut conn = self.pool.get().await.map_err(|e| match e {
-                RunError::User(e) => e,
-                RunError::TimedOut => BackendError::Timeout,
-            })?;
+            let mut conn = match self.shelf.take() {
+                Some(conn) => conn,
+                None => {
+                    let opening = self.shelf.opening();
+                    let conn = ServerConn::connect(&self.spec).await?;
+                    opening.opened();
+                    Box::new(conn)
+                }
+            };
             // Broken until the exchange completes: if the timeout drops it half-way, it is closed, not reused.
             conn.broken = true;
+            let mut conn = PooledConn::lend(conn, self.shelf.clone(), turn);
             let answer = conn.simple("").await;
             conn.broken = answer.is_err();
             answer.map(|_| ())
@@ -602,27 +439,34 @@ impl Backend {
     /// Opens connections until `min` are open. It holds one turn per connection it touches, as that many clients
     /// would, so `max` still bounds the pool; whatever the pool is busy with now is left alone (the next call tops up).
     pub async fn keep_min(&self, timeout: Duration) {
-        let state = self.pool.state();
-        let missing = self.min.min(self.max()).saturating_sub(state.connections);
+        let (open, _) = self.shelf.state();
+        let missing = self.min.min(self.max()).saturating_sub(open);
         if missing == 0 {
             return;
         }
-        // Every idle connection is taken too, so that each further `get` opens a new one.
-        let wanted = (missing + state.idle_connections).min(self.turns.available_permits() as u32);
+        let wanted = missing.min(u32::try_from(self.turns.available_permits()).unwrap_or(u32::MAX));
         let Ok(_turns) = self.turns.clone().try_acquire_many_owned(wanted) else { return };
-        let mut held = Vec::with_capacity(wanted as usize);
         for _ in 0..wanted {
-            match tokio::time::timeout(timeout, self.pool.get()).await {
-                Ok(Ok(conn)) => held.push(conn),
-                Ok(Err(RunError::User(e))) => {
+            match tokio::time::timeout(timeout, ServerConn::connect(&self.spec)).await {
+                Ok(Ok(conn)) => {
+                    self.health.connected(&conn);
+                    if !self.shelf.add_idle(Box::new(conn)) {
+                        break;
+                    }
+                }
+                Ok(Err(e)) => {
                     self.health.failed(&e);
                     break;
                 }
-                _ => break,
+                Err(_) => break,
             }
         }
-        // `held` goes back to the pool idle before the turns are released.
-        drop(held);
+    }
+
+    /// Closes idle connections past `idle_timeout` or `max_lifetime` (at each health tick; those below `min` are
+    /// opened again by `keep_min`). Returns how many.
+    pub fn reap(&self) -> usize {
+        self.shelf.reap()
     }
 
     /// The first login to a database made on demand (`any_database`): one connection attempt, whose failure is the
@@ -630,7 +474,7 @@ impl Backend {
     pub async fn open_first(&self) -> Result<(), BackendError> {
         let conn = ServerConn::connect(&self.spec).await?;
         self.health.connected(&conn);
-        let _ = self.pool.add(Box::new(conn));
+        self.shelf.add_idle(Box::new(conn));
         Ok(())
     }
 
@@ -641,15 +485,11 @@ impl Backend {
         let free = u32::try_from(self.turns.available_permits()).unwrap_or(u32::MAX);
         let Ok(_turns) = self.turns.clone().try_acquire_many_owned(free) else { return 0 };
         let mut closed = 0;
-        for _ in 0..self.pool.state().idle_connections {
-            // Only a connection that is idle now: a `get` that would have to wait (or open one) is dropped.
-            let mut get = std::pin::pin!(self.pool.get_owned());
-            let std::task::Poll::Ready(Ok(mut conn)) = super::poll_once(get.as_mut()).await else {
-                break;
-            };
+        for mut conn in self.shelf.take_all() {
             conn.broken = true;
             // A Terminate, so the server process exits at once rather than when it notices the socket closed.
             let _ = tokio::time::timeout(Duration::from_millis(100), conn.terminate()).await;
+            self.shelf.close(conn);
             closed += 1;
         }
         closed
@@ -667,7 +507,6 @@ impl Backend {
 
     /// Connections open and idle, for status displays.
     pub fn pool_state(&self) -> (u32, u32) {
-        let s = self.pool.state();
-        (s.connections, s.idle_connections)
+        self.shelf.state()
     }
 }
