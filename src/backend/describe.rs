@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::protocol::{decode, encode};
 
-use super::relay::Exchange;
+use super::relay::{is_fatal, Exchange};
 use super::{BackendError, ServerConn};
 
 /// What preparing and describing a statement on its own found (`ServerConn::prepare_and_compare`).
@@ -116,9 +116,4 @@ fn statement(b: &mut BytesMut, name: &str) {
 /// Sync, or Flush.
 fn end(b: &mut BytesMut, sync: bool) {
     encode::message(b, if sync { b'S' } else { b'H' }, |_| {});
-}
-
-/// Whether an ErrorResponse body has severity FATAL or PANIC.
-fn is_fatal(body: &[u8]) -> bool {
-    decode::error_field_bytes(body).any(|(code, v)| code == b'S' && matches!(v, b"FATAL" | b"PANIC"))
 }

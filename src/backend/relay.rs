@@ -406,7 +406,7 @@ fn is_stale_statement(body: &[u8]) -> bool {
 
 /// Whether an ErrorResponse body has severity FATAL or PANIC.
 #[inline]
-fn is_fatal(body: &[u8]) -> bool {
+pub(super) fn is_fatal(body: &[u8]) -> bool {
     decode::error_field_bytes(body).find(|(code, _)| *code == b'S').is_some_and(|(_, v)| matches!(v, b"FATAL" | b"PANIC"))
 }
 

@@ -44,8 +44,8 @@ impl Session {
     ) -> Result<Checked, crate::backend::BackendError> {
         self.changed_rows.clear();
         // A session-pooled client's statements are its own, under its names; behind a transaction pooler they are
-        // parsed anew at each use.
-        if self.session_pooled || conn.upstream_pooler() {
+        // parsed anew at each use; a client without named statements has nothing to check (the usual batch).
+        if self.statements.is_empty() || self.session_pooled || conn.upstream_pooler() {
             return Ok(Checked::Go);
         }
         let mut checked: Vec<Arc<str>> = Vec::new();
