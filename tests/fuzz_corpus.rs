@@ -124,7 +124,7 @@ fn fixed_session_hangs_stay_fixed_against_a_strict_server() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/artifacts/session/strict");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     files.sort();
-    assert!(files.len() >= 4, "the strict inputs are missing from {}", dir.display());
+    assert!(files.len() >= 5, "the strict inputs are missing from {}", dir.display());
     let harness = fuzzing::SessionHarness::strict();
     for file in &files {
         let data = std::fs::read(file).unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));

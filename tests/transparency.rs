@@ -151,6 +151,11 @@ async fn the_greeting_reports_the_clients_own_settings() {
 }
 
 fn bind_execute_sync(out: &mut BytesMut) {
+    bind_execute(out);
+    frontend::sync(out);
+}
+
+fn bind_execute(out: &mut BytesMut) {
     frontend::bind(
         "",
         "",
@@ -166,7 +171,6 @@ fn bind_execute_sync(out: &mut BytesMut) {
     .map_err(|_| "bind")
     .unwrap();
     frontend::execute("", 0, out).unwrap();
-    frontend::sync(out);
 }
 
 #[tokio::test]
@@ -214,6 +218,77 @@ async fn a_close_answered_by_pgsplit_before_a_flush_is_sent_at_once() {
     m.clear();
     frontend::sync(&mut m);
     assert_eq!(tags(&exchange(&mut s, &m).await), [b'Z']);
+}
+
+/// A Close pgsplit answers itself (a statement name of the client's) after one the server answers (the unnamed
+/// statement), then Flush: both CloseCompletes come at once. pgsplit kept the second until the client's next message,
+/// and a client waiting for it waited forever.
+#[tokio::test]
+async fn a_close_answered_by_pgsplit_after_one_the_server_answers_before_a_flush_is_sent_at_once() {
+    let proxy = Proxy::split().await;
+    let mut s = common::raw_login(proxy.port).await;
+    let mut m = BytesMut::new();
+    frontend::parse("s1", "select 1 from reference.countries limit 1", std::iter::empty(), &mut m).unwrap();
+    frontend::sync(&mut m);
+    exchange(&mut s, &m).await;
+    m.clear();
+    frontend::close(b'S', "", &mut m).unwrap();
+    frontend::close(b'S', "s1", &mut m).unwrap();
+    frontend::flush(&mut m);
+    s.write_all(&m).await.unwrap();
+    let mut buf = [0u8; 10];
+    tokio::time::timeout(std::time::Duration::from_secs(3), s.read_exact(&mut buf))
+        .await
+        .expect("both CloseCompletes without waiting for Sync")
+        .unwrap();
+    assert_eq!(buf, [b'3', 0, 0, 0, 4, b'3', 0, 0, 0, 4]);
+    m.clear();
+    frontend::sync(&mut m);
+    assert_eq!(tags(&exchange(&mut s, &m).await), [b'Z']);
+}
+
+/// A FunctionCall of `pg_backend_pid()` (OID 2026, fixed in PostgreSQL's catalog) with no arguments, text result.
+fn call_backend_pid(m: &mut BytesMut) {
+    m.extend_from_slice(&[b'F', 0, 0, 0, 14]);
+    m.extend_from_slice(&2026i32.to_be_bytes());
+    m.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+}
+
+/// The message types answering: BEGIN; a batch whose flushed part fails, then a Query and a FunctionCall (all in one
+/// write: the Query and the FunctionCall arrive before the server answers the batch), then Sync; ROLLBACK; a
+/// FunctionCall. Also the status of the ReadyForQuery ending the batch.
+async fn skip_after_flushed_error<S: AsyncReadExt + AsyncWriteExt + Unpin>(s: &mut S) -> (Vec<u8>, Option<u8>, Vec<u8>, Vec<u8>) {
+    let mut m = BytesMut::new();
+    frontend::query("BEGIN", &mut m).unwrap();
+    let _ = exchange(s, &m).await;
+    m.clear();
+    frontend::parse("", "select count(*) / 0 from workspace.imports", std::iter::empty(), &mut m).unwrap();
+    bind_execute(&mut m);
+    frontend::flush(&mut m);
+    frontend::query("select 1", &mut m).unwrap();
+    call_backend_pid(&mut m);
+    frontend::sync(&mut m);
+    let skipped = exchange(s, &m).await;
+    m.clear();
+    frontend::query("ROLLBACK", &mut m).unwrap();
+    let ended = exchange(s, &m).await;
+    m.clear();
+    call_backend_pid(&mut m);
+    let called = exchange(s, &m).await;
+    (tags(&skipped), skipped.last().copied(), tags(&ended), tags(&called))
+}
+
+/// After an error in a batch the client flushed, PostgreSQL ignores a Query and a FunctionCall until Sync: they get
+/// no reply. pgsplit read them before the server's error, sent them on, and waited forever for their answer (the
+/// session fuzz target's `hang-function-call-after-flushed-error`). The same bytes, directly and through pgsplit.
+#[tokio::test]
+async fn a_query_or_function_call_after_an_error_in_a_flushed_batch_is_ignored_as_by_postgres() {
+    let proxy = Proxy::split().await;
+    let mut through = common::raw_login(proxy.port).await;
+    let mut direct = direct_data().await;
+    let seen = [skip_after_flushed_error(&mut direct).await, skip_after_flushed_error(&mut through).await];
+    assert_eq!(seen[0], (vec![b'1', b'2', b'E', b'Z'], Some(b'E'), vec![b'C', b'Z'], vec![b'V', b'Z']), "direct");
+    assert_eq!(seen[1], seen[0], "through pgsplit as directly");
 }
 
 #[tokio::test]

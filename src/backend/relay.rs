@@ -165,6 +165,32 @@ pub async fn exchange_until_client_speaks(client: &mut Client, conn: &mut Server
     Ok(())
 }
 
+/// Relays the replies still due to a batch the client flushed, until none is due or the server reports an error in
+/// it (it then skips every message up to Sync). Before a Query or FunctionCall on that connection: the server answers
+/// it only if the batch went through, so pgsplit must know which before it sends one (sent to a server that skips,
+/// it would wait forever for an answer; PostgreSQL ignores it).
+pub async fn until_replied(client: &mut Client, conn: &mut ServerConn) -> Result<(), RelayError> {
+    let mut conn = Exchange::start(conn);
+    loop {
+        match forward_buffered(client, &mut conn, Sink::Client).await? {
+            Step::Ready(_) => break,
+            Step::CopyIn => {
+                if copy_from_client(client, &mut conn).await?.is_some() {
+                    break;
+                }
+                continue;
+            }
+            Step::More => {}
+        }
+        if conn.skipping || conn.expect.is_empty() {
+            break;
+        }
+        wait_for_server(client, &mut conn).await?;
+    }
+    conn.done();
+    Ok(())
+}
+
 /// Relays complete server messages until ReadyForQuery and returns its status byte. Each read from the server is
 /// written to the client in one write, straight from the read buffer, unless replies must be hidden or injected
 /// (see `protocol::expect`).
@@ -296,6 +322,11 @@ async fn forward_buffered(client: &mut Client, conn: &mut ServerConn, sink: Sink
         if !matches!(step, Step::More) {
             break;
         }
+    }
+    // Replies pgsplit gives itself after the last server message buffered: due now too (a client that flushed
+    // and waits for every reply would otherwise wait forever).
+    if matches!(step, Step::More) && matches!(conn.expect.front(), Some(Expect::Inject(_))) {
+        inject_due(client, conn, sink, &mut cur);
     }
     if sink == Sink::Client {
         if client.wbuf.is_empty() {

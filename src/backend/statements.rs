@@ -70,6 +70,12 @@ impl ServerConn {
         self.skipping
     }
 
+    /// Whether replies to messages of a flushed batch are still due (the server may yet report an error in it).
+    #[inline]
+    pub fn replies_due(&self) -> bool {
+        !self.expect.is_empty()
+    }
+
     /// Whether the server session may hold sequence state (`currval`, `lastval`) of a session other than `session`
     /// (see `sequences_of`).
     #[inline]

@@ -24,12 +24,9 @@ pub const PROBE: &str = "pgsplit-fuzz-probe";
 #[derive(Default)]
 pub struct Watch {
     /// Tolerate the known bugs (fuzz/README.md, inputs in fuzz/artifacts/session/pending/), which the fuzzer would
-    /// otherwise find again and again: (1) a client's Query that reaches a server skipping until Sync is answered,
-    /// where PostgreSQL ignores it (pgsplit forwards it when it has not yet read the error of the client's flushed
-    /// batch, and would wait for the answer; its own statements there are extended ones with a Sync, and a Query
-    /// for a server known to skip is not forwarded); (2) a statement that DEALLOCATE ALL or DISCARD ALL, executed
-    /// earlier in the same extended batch, removed is not reported when pgsplit binds it (pgsplit learns of the
-    /// removal only at Sync); (3) a Parse of one of pgsplit's statements that the connection already has, with the
+    /// otherwise find again and again: (1) a statement that DEALLOCATE ALL or DISCARD ALL, executed earlier in the
+    /// same extended batch, removed is not reported when pgsplit binds it (pgsplit learns of the removal only at
+    /// Sync); (2) a Parse of one of pgsplit's statements that the connection already has, with the
     /// same text, succeeds (pgsplit forgets a connection's statements when DEALLOCATE ALL or DISCARD ALL is only
     /// bound, not executed). The strict watch (`SessionHarness::strict`) replays fuzz/artifacts/session/strict/.
     tolerate_known: bool,
@@ -250,9 +247,6 @@ impl Conn {
         if tag == b'X' {
             return false;
         }
-        if self.skipping && tag == b'Q' && self.watch.tolerate_known {
-            self.skipping = false;
-        }
         if self.skipping && tag != b'S' {
             return true;
         }
@@ -266,6 +260,12 @@ impl Conn {
             b'S' => {
                 self.skipping = false;
                 self.forgot_in_batch = false;
+                encode::ready_for_query(&mut self.out, self.status);
+                Ran::Done
+            }
+            b'F' => {
+                // A fast-path call: a NULL result, as from a function that returned NULL.
+                encode::message(&mut self.out, b'V', |b| b.extend_from_slice(&(-1i32).to_be_bytes()));
                 encode::ready_for_query(&mut self.out, self.status);
                 Ran::Done
             }

@@ -227,7 +227,7 @@ impl Session {
     }
 
     /// The server connection of a flushed batch failed: the client gets the error, the rest of the batch is skipped.
-    fn flush_lost(&mut self, target: TargetId, conn: PooledConn, e: &crate::backend::BackendError) {
+    pub(super) fn flush_lost(&mut self, target: TargetId, conn: PooledConn, e: &crate::backend::BackendError) {
         self.server_lost(target, conn, e);
         let err = errors::connection_lost(self.backend(target).name(), Some(e));
         self.refuse_before_sync(err);

@@ -1,10 +1,11 @@
 //! Simple-query messages: local answers for transaction control and hints, routing, and the transaction rules of §4.
 
+use crate::backend::relay::{self, RelayError};
 use crate::protocol::{decode, Frame, STATUS_FAILED, STATUS_IDLE};
 use crate::router::{Analysis, Command, RouteError};
 
 use super::errors;
-use super::machine::{Control, Request};
+use super::machine::{Control, Request, Start};
 use super::state::{Effects, Payload};
 use super::{Session, SessionError};
 
@@ -12,7 +13,7 @@ impl Session {
     /// Handles a Query message.
     pub(super) async fn simple_query(&mut self, frame: Frame) -> Result<(), SessionError> {
         let sql = decode::query(frame.body()).map_err(|e| SessionError::Fatal(errors::invalid_query(e)))?;
-        if !self.ready_for_request().await {
+        if !self.ready_for_request().await? {
             return Ok(());
         }
         let sql = match self.encoding.decode(sql) {
@@ -53,7 +54,7 @@ impl Session {
     /// statement that names nothing runs (the transaction's connection, the session's hint, else the default target),
     /// and the server answers FunctionCallResponse and ReadyForQuery, as on a direct connection.
     pub(super) async fn function_call(&mut self, frame: Frame) -> Result<(), SessionError> {
-        if !self.ready_for_request().await {
+        if !self.ready_for_request().await? {
             return Ok(());
         }
         self.follow_mode();
@@ -73,19 +74,44 @@ impl Session {
 
     /// Before a Query or FunctionCall: false when it is not to run. After an error in a batch the client flushed,
     /// PostgreSQL ignores every message but Sync (no answer), and so does pgsplit: sent on, the message would wait
-    /// forever for an answer the server never gives, and the client's Sync would never be read. A transaction
-    /// pgsplit failed on a bound connection is failed there first (its error answers the message).
-    async fn ready_for_request(&mut self) -> bool {
+    /// forever for an answer the server never gives, and the client's Sync would never be read. Replies still due to
+    /// the flushed batch are relayed first, to learn whether it failed. A transaction pgsplit failed on a bound
+    /// connection is failed there first (its error answers the message).
+    async fn ready_for_request(&mut self) -> Result<bool, SessionError> {
+        let flushed = !self.machine.is_failed() && self.machine.conn().is_some_and(|c| c.replies_due() && !c.skipping());
+        if flushed && !self.await_flushed().await? {
+            return Ok(false);
+        }
         if self.machine.conn().is_some_and(|c| c.skipping()) && self.server_skipping() {
-            return false;
+            return Ok(false);
         }
         if self.machine.failed_bound() {
             if let Err(e) = self.fail_on_server().await {
                 self.client.error_ready(&e, STATUS_FAILED);
-                return false;
+                return Ok(false);
             }
         }
-        true
+        Ok(true)
+    }
+
+    /// Relays what the server still owes the batch the client flushed (`relay::until_replied`). False when the
+    /// connection was lost meanwhile (the client was told, and the session skips until Sync).
+    async fn await_flushed(&mut self) -> Result<bool, SessionError> {
+        let Some(target) = self.machine.held_target() else { return Ok(true) };
+        let Start::Use(target, mut conn) = self.machine.start(target, &Request::default()) else { return Ok(true) };
+        match relay::until_replied(&mut self.client, &mut conn).await {
+            Ok(()) => {
+                self.machine.flushed(conn);
+                Ok(true)
+            }
+            Err(RelayError::Client(e)) => Err(self.client_left(target, conn, e)),
+            Err(RelayError::Server(e)) if conn.holds_session() => Err(self.session_lost(target, conn, &e)),
+            Err(RelayError::Server(e)) => {
+                self.flush_lost(target, conn, &e);
+                Ok(false)
+            }
+            Err(RelayError::Ended) => Err(self.server_ended(target, conn)),
+        }
     }
 
     /// Answers what pgsplit handles itself; returns true when the statement was answered.
