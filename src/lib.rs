@@ -37,6 +37,7 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod stream;
+pub mod worker;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,7 +54,15 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationTok
     app.first_catalogs().await;
     let refresher = tokio::spawn(background(app.clone(), shutdown.clone()));
     let mut sessions = server::Sessions::default();
-    server::run(listener, app.clone(), shutdown, &mut sessions).await;
+    let workers = match worker::Workers::start(app.config().workers) {
+        Ok(w) => w,
+        Err(e) => {
+            // Sessions then run on this runtime, as with `workers: 1`.
+            tracing::error!(error = %e, "cannot start the worker threads: sessions run on the main thread");
+            worker::Workers::none()
+        }
+    };
+    server::run(listener, app.clone(), shutdown, &mut sessions, &workers).await;
     // The listener is closed: new connections are refused. Idle sessions end now, the others with their transaction.
     app.start_draining();
     refresher.abort();
@@ -64,6 +73,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationTok
         sessions.close_the_rest().await;
     }
     // No session holds the App any more: dropping the last Arc drops the pools, closing their server connections.
+    drop(workers);
 }
 
 /// Until shutdown: probes the targets every `health_interval` (health, and a catalog for a target that came back)

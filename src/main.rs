@@ -173,12 +173,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// The runtime: `workers` threads (a multi-thread runtime), or for 1 the main thread alone (a current-thread
-/// runtime: one event loop, no wake-ups across threads); the other commands use one thread per core.
+/// The main runtime. For `serve`, the main thread alone (a current-thread runtime): it accepts, probes and serves
+/// the HTTP endpoint, while sessions run on `workers` threads of their own, each its own event loop
+/// (`pgsplit::worker`), or with `workers: 1` on this thread too. The other commands use one thread per core.
 fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     match workers {
-        Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
-        Some(n) => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+        Some(_) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
         None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
     }
 }

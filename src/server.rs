@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+use crate::worker::Workers;
 
 /// How long a new connection that found the login budget full waits for a slot freed by evicting a silent one.
 const EVICTION_WAIT: Duration = Duration::from_secs(1);
@@ -47,7 +48,7 @@ impl Sessions {
     /// Spawns a connection task that holds a clone of the sender until it ends.
     #[cfg(test)]
     fn spawn(&mut self, work: impl Future<Output = ()> + Send + 'static) {
-        self.spawn_holding(|alive| async move {
+        self.spawn_holding(None, |alive| async move {
             work.await;
             drop(alive);
         });
@@ -55,9 +56,18 @@ impl Sessions {
 
     /// Spawns the task `work` makes from a clone of the sender, which it must hold until it ends (taken by the
     /// task's own future rather than by a wrapper around it: one poll level less on every wake-up of a session).
-    fn spawn_holding<F: Future<Output = ()> + Send + 'static>(&mut self, work: impl FnOnce(Alive) -> F) {
+    /// The task runs on `worker`'s runtime, or on the caller's for `None`.
+    fn spawn_holding<F: Future<Output = ()> + Send + 'static>(
+        &mut self,
+        worker: Option<&tokio::runtime::Handle>,
+        work: impl FnOnce(Alive) -> F,
+    ) {
         while self.tasks.try_join_next().is_some() {}
-        self.tasks.spawn(work(Alive { _sender: self.alive.clone() }));
+        let task = work(Alive { _sender: self.alive.clone() });
+        match worker {
+            Some(handle) => self.tasks.spawn_on(task, handle),
+            None => self.tasks.spawn(task),
+        };
     }
 
     /// Drops the original sender and waits up to `grace` for every task to end; whether they all did.
@@ -152,7 +162,7 @@ impl Drop for Silent<'_> {
 /// Serves clients from `listener` until `shutdown` is cancelled. Sessions already running go on, as tasks of
 /// `sessions`; the caller decides how long to wait for them. Every connection is accepted (none waits silently in
 /// the listen backlog) and gets a task; one over the budgets is told 53300 and closed.
-pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken, sessions: &mut Sessions) {
+pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken, sessions: &mut Sessions, workers: &Workers) {
     let config = app.config();
     let limits = Arc::new(Limits::new(config.max_login_conn, config.max_client_conn));
     drop(config);
@@ -170,13 +180,36 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationTok
             },
         };
         let (app, limits) = (app.clone(), limits.clone());
-        sessions.spawn_holding(move |alive| async move {
-            let _alive = alive;
-            match limits.login_slot().await {
-                Some(login) => crate::session::serve(tcp, app, &limits, login).await,
-                None => refuse_over_login_budget(tcp, &app).await,
+        let Some((worker, placed)) = workers.pick() else {
+            sessions.spawn_holding(None, move |alive| async move {
+                let _alive = alive;
+                connection(tcp, app, limits).await;
+            });
+            continue;
+        };
+        // The socket moves to the worker's reactor: deregistered here, registered there by the task.
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand an accepted connection to a worker");
+                continue;
+            }
+        };
+        sessions.spawn_holding(Some(worker), move |alive| async move {
+            let (_alive, _placed) = (alive, placed);
+            match TcpStream::from_std(tcp) {
+                Ok(tcp) => connection(tcp, app, limits).await,
+                Err(e) => tracing::warn!(error = %e, "a worker cannot take an accepted connection"),
             }
         });
+    }
+}
+
+/// One accepted connection: a session, or 53300 when the login budget is full.
+async fn connection(tcp: TcpStream, app: Arc<App>, limits: Arc<Limits>) {
+    match limits.login_slot().await {
+        Some(login) => crate::session::serve(tcp, app, &limits, login).await,
+        None => refuse_over_login_budget(tcp, &app).await,
     }
 }
 

@@ -13,11 +13,12 @@ use common::{clusters, config_yaml, direct, scalar, sqlstate, Proxy};
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sixty_clients_over_a_pool_of_fifteen_never_open_a_sixteenth_connection() {
+async fn sixty_clients_over_a_pool_of_fifteen_on_three_workers_never_open_a_sixteenth_connection() {
     let _serial = SERIAL.lock().await;
     // Only this proxy's connections count: those the server started from now on.
     let since = direct(&clusters().primary, "handled_primary", "select now()::text").await;
-    let yaml = config_yaml("verify-full", "")
+    // Three worker threads, whatever the machine's cores: `max` bounds the pool across all of them together.
+    let yaml = config_yaml("verify-full", "workers: 3\n")
         .replace("pool: { max: 5, checkout_timeout: 3s }", "pool: { max: 15, checkout_timeout: 30s }");
     let proxy = Proxy::start(&yaml).await;
     let sql = format!(

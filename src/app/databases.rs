@@ -41,7 +41,9 @@ impl App {
         if let Some(b) = self.databases.lock().get(database).filter(|b| b.spec.same_server(&server.spec)) {
             return Ok(b.clone());
         }
-        let settings = self.config().target(server.name()).map(pool_settings);
+        let config = self.config();
+        let settings = config.target(server.name()).map(|t| pool_settings(t, config.workers));
+        drop(config);
         let Some(settings) = settings else {
             return Err(PgError::fatal(codes::INVALID_CATALOG_NAME, format!("database \"{database}\" does not exist")));
         };

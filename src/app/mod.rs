@@ -109,7 +109,7 @@ impl App {
         let table = routing_table(&config);
         let mut backends = Vec::new();
         for t in &config.targets {
-            backends.push(Backend::new(target_spec(t)?, &pool_settings(t)));
+            backends.push(Backend::new(target_spec(t)?, &pool_settings(t, config.workers)));
         }
         let users = user_store(&config)?;
         let tls = match config.tls.mode {

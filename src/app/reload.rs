@@ -60,7 +60,7 @@ impl App {
         }
         for ((b, t), o) in self.backends.iter().zip(&new.targets).zip(&old.targets) {
             if t.pool != o.pool {
-                b.resize(&pool_settings(t));
+                b.resize(&pool_settings(t, old.workers));
                 done.changes.push(format!("pool of {}: max {}", t.name, t.pool.max));
             }
             if t.alert_connections != o.alert_connections {

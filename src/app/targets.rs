@@ -54,12 +54,13 @@ pub(super) fn routing_table(config: &Config) -> RoutingTable {
 }
 
 /// A target's pool settings.
-pub(super) fn pool_settings(t: &Target) -> PoolSettings {
+pub(super) fn pool_settings(t: &Target, workers: usize) -> PoolSettings {
     PoolSettings {
         max: t.pool.max,
         min: t.pool.min,
         checkout_timeout: t.pool.checkout_timeout,
         idle_timeout: t.pool.idle_timeout,
         max_lifetime: t.pool.max_lifetime,
+        workers,
     }
 }

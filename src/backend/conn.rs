@@ -127,6 +127,7 @@ impl ServerConn {
             sequences_of: 0,
             discard_ahead: false,
             hidden_ready: 0,
+            home: crate::worker::here(),
         };
         conn.login(spec).await?;
         Ok(conn)
@@ -272,6 +273,27 @@ impl ServerConn {
         // into `byte`, which outlives the call. MSG_PEEK leaves any data in place; MSG_DONTWAIT never blocks.
         let n = unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
         n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+    }
+
+    /// Moves the socket's registration to the calling thread's reactor when it is another's (a connection taken from
+    /// another worker's idle stack, or opened by the main thread): its readiness then wakes this thread only, and
+    /// the worker that opened it no longer watches it. The socket stays open throughout (a duplicate of its
+    /// descriptor is registered here, then the old one is deregistered there and closed). Must run on a runtime.
+    pub fn rehome(&mut self) -> std::io::Result<()> {
+        use std::os::fd::AsFd;
+        let here = crate::worker::here();
+        if self.home == here {
+            return Ok(());
+        }
+        let tcp = match &mut self.stream {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => tls.get_mut().0,
+        };
+        let dup: std::net::TcpStream = tcp.as_fd().try_clone_to_owned()?.into();
+        let moved = TcpStream::from_std(dup)?;
+        drop(std::mem::replace(tcp, moved));
+        self.home = here;
+        Ok(())
     }
 
     /// Reads one whole message from the server.

@@ -23,6 +23,8 @@ pub struct PoolSettings {
     pub idle_timeout: Option<Duration>,
     /// Connections are replaced after this age.
     pub max_lifetime: Option<Duration>,
+    /// Idle stacks: one per worker thread (`workers`; fixed at start, a reload does not change it).
+    pub workers: usize,
 }
 
 /// What the pool knows of a target's reachability.
@@ -141,7 +143,7 @@ impl Backend {
         let spec = Arc::new(spec);
         let health = Arc::new(Health::default());
         health.up.store(true, Ordering::Relaxed);
-        let shelf = Arc::new(Shelf::new(settings.max.max(1), settings.max_lifetime, settings.idle_timeout));
+        let shelf = Arc::new(Shelf::new(settings.max.max(1), settings.max_lifetime, settings.idle_timeout, settings.workers));
         let turns = Arc::new(Semaphore::new(settings.max.max(1) as usize));
         Backend {
             spec,
@@ -314,7 +316,12 @@ impl Backend {
     ) -> Result<PooledConn, CheckoutError> {
         while let Some(mut conn) = self.shelf.take() {
             if !self.shelf.expired(&conn, started.into_std()) && conn.idle_and_alive(started.into_std()) {
-                return Ok(PooledConn::lend(conn, self.shelf.clone(), turn));
+                match conn.rehome() {
+                    Ok(()) => return Ok(PooledConn::lend(conn, self.shelf.clone(), turn)),
+                    Err(e) => {
+                        tracing::warn!(target = %self.spec.name, error = %e, "cannot move a server connection to this worker")
+                    }
+                }
             }
             conn.broken = true;
             self.shelf.close(conn);
@@ -409,7 +416,10 @@ impl Backend {
         let Ok(turn) = self.turns.clone().try_acquire_owned() else { return self.is_up() };
         let checked = tokio::time::timeout(timeout, async {
             let mut conn = match self.shelf.take() {
-                Some(conn) => conn,
+                Some(mut conn) => {
+                    conn.rehome()?;
+                    conn
+                }
                 None => {
                     let opening = self.shelf.opening();
                     let conn = ServerConn::connect(&self.spec).await?;

@@ -15,9 +15,11 @@ use super::ServerConn;
 
 /// The idle connections of one target, and the counts the pool is bounded by.
 pub(super) struct Shelf {
-    /// Idle connections, the most recently returned last (taken first: warm server caches, as PgBouncer), each
-    /// with the moment it was returned.
-    idle: Mutex<Vec<(Box<ServerConn>, Instant)>>,
+    /// Idle connections, one stack per worker thread (`worker::stack_of`): a connection goes back on the stack of
+    /// the worker that returns it, and a worker takes from its own stack first, then from the others'. Each stack
+    /// holds the most recently returned last (taken first: warm server caches, as PgBouncer), each with the moment
+    /// it was returned. The lock of a stack is only contended when a worker takes from another's.
+    idle: Box<[Mutex<Stack>]>,
     /// Connections open: idle and lent.
     pub(super) open: AtomicU32,
     /// The pool's `max` now (a reload may lower it).
@@ -31,9 +33,9 @@ pub(super) struct Shelf {
 }
 
 impl Shelf {
-    pub(super) fn new(max: u32, max_lifetime: Option<Duration>, idle_timeout: Option<Duration>) -> Shelf {
+    pub(super) fn new(max: u32, max_lifetime: Option<Duration>, idle_timeout: Option<Duration>, workers: usize) -> Shelf {
         Shelf {
-            idle: Mutex::new(Vec::new()),
+            idle: (0..workers.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
             open: AtomicU32::new(0),
             max: AtomicU32::new(max),
             shrunk: AtomicBool::new(false),
@@ -42,10 +44,30 @@ impl Shelf {
         }
     }
 
-    /// The most recently returned idle connection.
+    /// The most recently returned idle connection of the calling worker's stack, else of another worker's (it must
+    /// then be moved, `ServerConn::rehome`).
     #[inline]
     pub(super) fn take(&self) -> Option<Box<ServerConn>> {
-        lock(&self.idle).pop().map(|(conn, _)| conn)
+        let mine = self.mine();
+        if let Some((conn, _)) = self.idle.get(mine).and_then(|s| lock(s).pop()) {
+            return Some(conn);
+        }
+        let n = self.idle.len();
+        (1..n).find_map(|i| self.idle.get((mine + i) % n).and_then(|s| lock(s).pop())).map(|(conn, _)| conn)
+    }
+
+    /// The calling worker's stack.
+    #[inline]
+    fn mine(&self) -> usize {
+        crate::worker::stack_of(crate::worker::here(), self.idle.len())
+    }
+
+    /// Pushes a connection on the calling worker's stack.
+    #[inline]
+    fn push(&self, conn: Box<ServerConn>, now: Instant) {
+        if let Some(stack) = self.idle.get(self.mine()) {
+            lock(stack).push((conn, now));
+        }
     }
 
     /// A connection comes back: kept idle if it may serve another client, else closed.
@@ -54,7 +76,7 @@ impl Shelf {
         let over = self.shrunk.load(Ordering::Relaxed) && self.open.load(Ordering::Relaxed) > self.max.load(Ordering::Relaxed);
         let now = Instant::now();
         if conn.reusable() && !over && !self.expired(&conn, now) {
-            lock(&self.idle).push((conn, now));
+            self.push(conn, now);
         } else {
             self.close(conn);
         }
@@ -66,7 +88,7 @@ impl Shelf {
         if self.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).is_err() {
             return false;
         }
-        lock(&self.idle).push((conn, Instant::now()));
+        self.push(conn, Instant::now());
         true
     }
 
@@ -98,37 +120,38 @@ impl Shelf {
         self.max_lifetime.is_some_and(|l| now.saturating_duration_since(conn.created()) >= l)
     }
 
-    /// Closes idle connections, the least recently used first, while more than `max` are open.
+    /// Closes idle connections, the least recently used of each stack first, while more than `max` are open.
     pub(super) fn trim(&self, max: u32) {
         while self.open.load(Ordering::Acquire) > max {
-            let oldest = {
-                let mut idle = lock(&self.idle);
-                if idle.is_empty() {
-                    return;
-                }
-                idle.remove(0).0
-            };
-            self.close(oldest);
+            let oldest = self.idle.iter().find_map(|s| {
+                let mut s = lock(s);
+                (!s.is_empty()).then(|| s.remove(0).0)
+            });
+            match oldest {
+                Some(conn) => self.close(conn),
+                None => return,
+            }
         }
     }
 
     /// Every idle connection, taken off the shelf (`Backend::close_idle`).
     #[allow(clippy::vec_box, reason = "connections stay boxed: they are lent as they are, a pointer moving")]
     pub(super) fn take_all(&self) -> Vec<Box<ServerConn>> {
-        std::mem::take(&mut *lock(&self.idle)).into_iter().map(|(conn, _)| conn).collect()
+        self.idle.iter().flat_map(|s| std::mem::take(&mut *lock(s))).map(|(conn, _)| conn).collect()
     }
 
     /// Closes idle connections past `idle_timeout` or `max_lifetime` (at each health tick); returns how many.
     pub(super) fn reap(&self) -> usize {
         let now = Instant::now();
-        let gone: Vec<Box<ServerConn>> = {
-            let mut idle = lock(&self.idle);
+        let mut gone: Vec<Box<ServerConn>> = Vec::new();
+        for stack in &*self.idle {
+            let mut idle = lock(stack);
             let (old, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut *idle).into_iter().partition(|(conn, since)| {
                 self.idle_timeout.is_some_and(|t| now.saturating_duration_since(*since) >= t) || self.expired(conn, now)
             });
             *idle = kept;
-            old.into_iter().map(|(conn, _)| conn).collect()
-        };
+            gone.extend(old.into_iter().map(|(conn, _)| conn));
+        }
         let n = gone.len();
         for conn in gone {
             self.close(conn);
@@ -138,10 +161,14 @@ impl Shelf {
 
     /// Connections open and idle.
     pub(super) fn state(&self) -> (u32, u32) {
-        let idle = u32::try_from(lock(&self.idle).len()).unwrap_or(u32::MAX);
+        let idle = self.idle.iter().map(|s| lock(s).len()).sum::<usize>();
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX);
         (self.open.load(Ordering::Relaxed), idle)
     }
 }
+
+/// One worker's idle connections, each with the moment it was returned.
+type Stack = Vec<(Box<ServerConn>, Instant)>;
 
 /// A connection being opened, counted in `open` (`Shelf::opening`).
 pub(super) struct Opening<'a> {
