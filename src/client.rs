@@ -22,8 +22,20 @@ pub enum ClientError {
     Frame(#[from] framing::FrameError),
 }
 
-/// Buffers above this are released when the client goes idle, so 1,000 idle clients stay small.
+/// A read buffer up to this size goes to the thread's spares when its client goes idle (a larger one is freed).
 const IDLE_BUFFER_KEEP: usize = 16 * 1024;
+
+/// The size of a read buffer made when no spare is at hand.
+const READ_BUFFER: usize = 8192;
+
+/// Most spare read buffers one thread keeps.
+const SPARES_MAX: usize = 64;
+
+thread_local! {
+    /// Read buffers of this thread's idle clients, for the next client with something to read: an idle client holds
+    /// no read buffer, only its socket and its session (README, *Memory per connection*).
+    static SPARES: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// Most bytes of a client's next requests pgsplit reads ahead while it waits for something else (a server's reply,
 /// a pool connection): past it the client is not read until the wait is over, and TCP holds the rest.
@@ -42,7 +54,7 @@ pub struct Client {
 impl Client {
     /// Wraps a socket, keeping bytes already read during startup.
     pub fn new(stream: Stream, rbuf: BytesMut) -> Client {
-        Client { stream, rbuf, wbuf: BytesMut::with_capacity(512) }
+        Client { stream, rbuf, wbuf: BytesMut::new() }
     }
 
     /// The next whole message; `Ok(None)` when the client closed the connection between messages.
@@ -56,8 +68,13 @@ impl Client {
             if let Some(f) = framing::next_frontend_within(&mut self.rbuf, max)? {
                 return Ok(Some(f));
             }
-            if self.rbuf.is_empty() && self.rbuf.capacity() > IDLE_BUFFER_KEEP {
-                self.rbuf = BytesMut::new();
+            if self.rbuf.is_empty() {
+                // Idle between messages: the buffer goes back to the thread's spares until the socket is readable.
+                self.spare_buffer();
+                if let Stream::Plain(tcp) = &self.stream {
+                    // The socket's own readiness (no waiter list, unlike `readable()`).
+                    std::future::poll_fn(|cx| tcp.poll_read_ready(cx)).await?;
+                }
             }
             if self.fill().await? == 0 {
                 return if self.rbuf.is_empty() { Ok(None) } else { Err(ClientError::Gone) };
@@ -68,9 +85,31 @@ impl Client {
     /// Reads more bytes; returns how many (0 at end of stream).
     pub async fn fill(&mut self) -> Result<usize, ClientError> {
         if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-            self.rbuf.reserve(8192);
+            if self.rbuf.capacity() == 0 {
+                self.rbuf = SPARES.with(|s| s.borrow_mut().pop()).unwrap_or_default();
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+                self.rbuf.reserve(READ_BUFFER);
+            }
         }
         Ok(self.stream.read_buf(&mut self.rbuf).await?)
+    }
+
+    /// Gives the (empty) read buffer to the thread's spares, or frees it when it is large or spares are many; frees
+    /// the (empty) write buffer.
+    fn spare_buffer(&mut self) {
+        if self.wbuf.is_empty() && self.wbuf.capacity() > 0 {
+            self.wbuf = BytesMut::new();
+        }
+        let buf = std::mem::take(&mut self.rbuf);
+        if (1024..=IDLE_BUFFER_KEEP).contains(&buf.capacity()) {
+            SPARES.with(|s| {
+                let mut spares = s.borrow_mut();
+                if spares.len() < SPARES_MAX {
+                    spares.push(buf);
+                }
+            });
+        }
     }
 
     /// Reads what the client sends while pgsplit waits on something else, so that a client that goes away is

@@ -110,7 +110,8 @@ pub async fn serve(tcp: TcpStream, app: Arc<App>, limits: &Limits, login: OwnedS
     // A client that never finishes logging in (stalled, or a slow drip) is dropped: it would hold a task, a socket
     // and a login slot, and keep pgsplit from exiting at shutdown.
     let login_timeout = app.config().client_login_timeout;
-    let logged_in = tokio::time::timeout(login_timeout, startup::startup(tcp, &app, limits)).await;
+    // Boxed: the login's future (TLS, SCRAM) takes memory only while the client logs in.
+    let logged_in = tokio::time::timeout(login_timeout, Box::pin(startup::startup(tcp, &app, limits))).await;
     drop(login);
     let (mut session, _client_slot) = match logged_in.unwrap_or_else(|_| Err(SessionError::LoginTimeout(login_timeout))) {
         Ok(Some(s)) => s,
@@ -133,14 +134,15 @@ pub async fn serve(tcp: TcpStream, app: Arc<App>, limits: &Limits, login: OwnedS
         Ok(()) | Err(SessionError::ClientGone) => tracing::info!(%peer, %user, "client disconnected"),
         Err(SessionError::Fatal(e)) => {
             tracing::info!(%peer, %user, sqlstate = e.code, error = %e, "client disconnected by pgsplit");
-            session.fatal(&e).await;
+            Box::pin(session.fatal(&e)).await;
         }
         Err(SessionError::ServerEnded) => {
             tracing::warn!(%peer, %user, "client disconnected: the server ended the connection that held its session")
         }
         Err(e) => tracing::info!(%peer, %user, error = %e, "client disconnected"),
     }
-    session.give_back_own().await;
+    // Boxed, as the login and each request: the session's own future stays small while it idles.
+    Box::pin(session.give_back_own()).await;
 }
 
 impl Session {

@@ -192,7 +192,11 @@ impl Session {
         let name = decode::parse_name(f.body(), self.encoding).unwrap_or_default();
         let named = !name.is_empty();
         if !named {
-            self.unnamed_parse = Some(f.bytes.clone());
+            // A copy, not a slice of the read buffer (it would keep the whole buffer of an idle client alive);
+            // the same Parse again, as most clients send it, is not copied again.
+            if self.unnamed_parse.as_deref() != Some(&f.bytes[..]) {
+                self.unnamed_parse = Some(bytes::Bytes::copy_from_slice(&f.bytes));
+            }
             *unnamed_here = true;
         }
         match self.statement(&name) {

@@ -31,7 +31,7 @@ pub async fn startup(
     tcp: TcpStream,
     app: &Arc<App>,
     limits: &Limits,
-) -> Result<Option<(Session, OwnedSemaphorePermit)>, SessionError> {
+) -> Result<Option<(Box<Session>, OwnedSemaphorePermit)>, SessionError> {
     let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let mut buf = BytesMut::with_capacity(1024);
     let Some((stream, params)) = startup_packets(Stream::Plain(tcp), &mut buf, app, limits).await? else {
@@ -103,7 +103,7 @@ pub async fn startup(
     if let Some((target, conn)) = home {
         session.session_pooled(target, conn);
     }
-    Ok(Some((session, slot)))
+    Ok(Some((Box::new(session), slot)))
 }
 
 /// The target a database name reaches unsplit (`None`: the logical database, the admin console, or a name pgsplit

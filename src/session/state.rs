@@ -122,7 +122,7 @@ impl Session {
     /// Serves the client's messages until it terminates.
     pub async fn run(&mut self) -> Result<(), SessionError> {
         if self.admin {
-            return self.run_admin().await;
+            return Box::pin(self.run_admin()).await;
         }
         loop {
             let next = if self.machine.pinned_idle().next().is_none() {
@@ -141,7 +141,7 @@ impl Session {
                 b'F' => self.function_call(frame).await?,
                 // After an error before Sync, the rest of the batch is skipped, as PostgreSQL skips it.
                 b'P' | b'B' | b'D' | b'E' | b'C' | b'H' if skipping => {}
-                b'S' if skipping => self.sync_after_refusal().await,
+                b'S' if skipping => Box::pin(self.sync_after_refusal()).await,
                 b'P' | b'B' | b'D' | b'E' | b'C' => self.hold(frame),
                 b'S' => self.sync(frame).await?,
                 b'H' => self.flush_batch(frame).await?,
