@@ -163,3 +163,34 @@ impl Client {
         let _ = self.stream.shutdown().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle client holds no read buffer: waiting for its next message, its buffer is with the thread's spares,
+    /// and its next message is read into one of them.
+    #[tokio::test]
+    async fn an_idle_client_holds_no_read_buffer() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut peer = tokio::net::TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let mut client = Client::new(Stream::Plain(tcp), BytesMut::new());
+        let query = [b'Q', 0, 0, 0, 13, b's', b'e', b'l', b'e', b'c', b't', b' ', b'1', 0];
+        peer.write_all(&query).await.expect("write");
+        let frame = client.read_frame().await.expect("read").expect("a frame");
+        assert_eq!(&frame.bytes[..], &query[..]);
+        drop(frame);
+        let spares_before = SPARES.with(|s| s.borrow().len());
+        // Nothing more to read: the wait gives the buffer back.
+        let idle = tokio::time::timeout(std::time::Duration::from_millis(50), client.read_frame()).await;
+        assert!(idle.is_err(), "no message was sent");
+        assert_eq!(client.rbuf.capacity(), 0, "an idle client keeps its read buffer");
+        assert_eq!(SPARES.with(|s| s.borrow().len()), spares_before + 1);
+        peer.write_all(&query).await.expect("write");
+        let frame = client.read_frame().await.expect("read").expect("a frame");
+        assert_eq!(&frame.bytes[..], &query[..]);
+        assert_eq!(SPARES.with(|s| s.borrow().len()), spares_before, "the spare was taken back");
+    }
+}

@@ -117,9 +117,10 @@ fn clients(app: &App) -> Table {
         .into_iter()
         .filter_map(|(pid, slot)| {
             let info = slot.info.get()?;
-            let running = match slot.running.try_lock() {
-                Ok(r) => r.map(|r| table.name(r.target).to_owned()).unwrap_or_default(),
-                Err(_) => "(cancel in progress)".to_owned(),
+            let running = match slot.running.peek() {
+                crate::cancel::InFlight::Running(r) => table.name(r.target).to_owned(),
+                crate::cancel::InFlight::Nothing => String::new(),
+                crate::cancel::InFlight::Cancelling => "(cancel in progress)".to_owned(),
             };
             Some(vec![
                 pid.to_string(),

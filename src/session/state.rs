@@ -441,12 +441,9 @@ impl Session {
         self.set_running(None).await;
     }
 
-    /// Sets the statement in flight; waits only while a cancel is being delivered (it holds the lock meanwhile).
+    /// Sets the statement in flight; waits only while a cancel is being delivered.
     async fn set_running(&self, running: Option<Running>) {
-        match self.key.slot.running.try_lock() {
-            Ok(mut slot) => *slot = running,
-            Err(_) => *self.key.slot.running.lock().await = running,
-        }
+        self.key.slot.running.set(running).await;
     }
 
     /// Follows what an exchange the server answered did to session state: parameters, and DDL that makes the
