@@ -197,8 +197,9 @@ async fn the_unnamed_statement_of_one_client_never_runs_for_another() {
     assert!(!String::from_utf8_lossy(&got).contains("A:"));
 }
 
-#[tokio::test]
-async fn a_close_answered_by_pgsplit_before_a_flush_is_sent_at_once() {
+/// After the client prepares `s1`: Closes of the statements `names`, then Flush; every CloseComplete must come at
+/// once, without waiting for Sync, then Sync gets its ReadyForQuery.
+async fn closes_before_a_flush_are_answered_at_once(names: &[&str]) {
     let proxy = Proxy::split().await;
     let mut s = common::raw_login(proxy.port).await;
     let mut m = BytesMut::new();
@@ -206,18 +207,25 @@ async fn a_close_answered_by_pgsplit_before_a_flush_is_sent_at_once() {
     frontend::sync(&mut m);
     exchange(&mut s, &m).await;
     m.clear();
-    frontend::close(b'S', "s1", &mut m).unwrap();
+    for name in names {
+        frontend::close(b'S', name, &mut m).unwrap();
+    }
     frontend::flush(&mut m);
     s.write_all(&m).await.unwrap();
-    let mut buf = [0u8; 5];
+    let mut buf = vec![0u8; 5 * names.len()];
     tokio::time::timeout(std::time::Duration::from_secs(3), s.read_exact(&mut buf))
         .await
-        .expect("CloseComplete without waiting for Sync")
+        .expect("every CloseComplete without waiting for Sync")
         .unwrap();
-    assert_eq!(buf, [b'3', 0, 0, 0, 4]);
+    assert_eq!(buf, [b'3', 0, 0, 0, 4].repeat(names.len()));
     m.clear();
     frontend::sync(&mut m);
     assert_eq!(tags(&exchange(&mut s, &m).await), [b'Z']);
+}
+
+#[tokio::test]
+async fn a_close_answered_by_pgsplit_before_a_flush_is_sent_at_once() {
+    closes_before_a_flush_are_answered_at_once(&["s1"]).await;
 }
 
 /// A Close pgsplit answers itself (a statement name of the client's) after one the server answers (the unnamed
@@ -225,26 +233,7 @@ async fn a_close_answered_by_pgsplit_before_a_flush_is_sent_at_once() {
 /// and a client waiting for it waited forever.
 #[tokio::test]
 async fn a_close_answered_by_pgsplit_after_one_the_server_answers_before_a_flush_is_sent_at_once() {
-    let proxy = Proxy::split().await;
-    let mut s = common::raw_login(proxy.port).await;
-    let mut m = BytesMut::new();
-    frontend::parse("s1", "select 1 from reference.countries limit 1", std::iter::empty(), &mut m).unwrap();
-    frontend::sync(&mut m);
-    exchange(&mut s, &m).await;
-    m.clear();
-    frontend::close(b'S', "", &mut m).unwrap();
-    frontend::close(b'S', "s1", &mut m).unwrap();
-    frontend::flush(&mut m);
-    s.write_all(&m).await.unwrap();
-    let mut buf = [0u8; 10];
-    tokio::time::timeout(std::time::Duration::from_secs(3), s.read_exact(&mut buf))
-        .await
-        .expect("both CloseCompletes without waiting for Sync")
-        .unwrap();
-    assert_eq!(buf, [b'3', 0, 0, 0, 4, b'3', 0, 0, 0, 4]);
-    m.clear();
-    frontend::sync(&mut m);
-    assert_eq!(tags(&exchange(&mut s, &m).await), [b'Z']);
+    closes_before_a_flush_are_answered_at_once(&["", "s1"]).await;
 }
 
 /// A FunctionCall of `pg_backend_pid()` (OID 2026, fixed in PostgreSQL's catalog) with no arguments, text result.
