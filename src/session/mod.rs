@@ -141,7 +141,7 @@ pub async fn serve(tcp: TcpStream, app: Arc<App>, limits: &Limits, login: OwnedS
         }
         Err(e) => tracing::info!(%peer, %user, error = %e, "client disconnected"),
     }
-    // Boxed, as the login and each request: the session's own future stays small while it idles.
+    // Boxed, as the login: the session's own future is not sized for what it does only once.
     Box::pin(session.give_back_own()).await;
 }
 
