@@ -71,7 +71,7 @@ impl Client {
             if self.rbuf.is_empty() {
                 // Idle between messages: the buffer goes back to the thread's spares until the socket is readable.
                 self.spare_buffer();
-                if let Stream::Plain(tcp) = &self.stream {
+                if let Stream::Plain(tcp) = &mut self.stream {
                     // The socket's own readiness (no waiter list, unlike `readable()`).
                     std::future::poll_fn(|cx| tcp.poll_read_ready(cx)).await?;
                 }
@@ -176,7 +176,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let mut peer = tokio::net::TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
         let (tcp, _) = listener.accept().await.expect("accept");
-        let mut client = Client::new(Stream::Plain(tcp), BytesMut::new());
+        let mut client = Client::new(Stream::Plain(tcp.into()), BytesMut::new());
         let query = [b'Q', 0, 0, 0, 13, b's', b'e', b'l', b'e', b'c', b't', b' ', b'1', 0];
         peer.write_all(&query).await.expect("write");
         let frame = client.read_frame().await.expect("read").expect("a frame");

@@ -70,7 +70,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationTok
     tracing::info!(sessions = app.metrics().clients(), ?grace, "shutting down: waiting for open transactions");
     if !sessions.ended_within(grace).await {
         tracing::warn!(sessions = app.metrics().clients(), "shutdown timeout reached: closing the sessions still open");
-        sessions.close_the_rest().await;
+        sessions.close_the_rest(&workers).await;
     }
     // No session holds the App any more: dropping the last Arc drops the pools, closing their server connections.
     drop(workers);

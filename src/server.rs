@@ -6,13 +6,13 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::worker::Workers;
+use crate::worker::{Shared, Socket as TcpStream, Workers};
 
 /// How long a new connection that found the login budget full waits for a slot freed by evicting a silent one.
 const EVICTION_WAIT: Duration = Duration::from_secs(1);
@@ -56,18 +56,16 @@ impl Sessions {
 
     /// Spawns the task `work` makes from a clone of the sender, which it must hold until it ends (taken by the
     /// task's own future rather than by a wrapper around it: one poll level less on every wake-up of a session).
-    /// The task runs on `worker`'s runtime, or on the caller's for `None`.
-    fn spawn_holding<F: Future<Output = ()> + Send + 'static>(
-        &mut self,
-        worker: Option<&tokio::runtime::Handle>,
-        work: impl FnOnce(Alive) -> F,
-    ) {
+    /// The task runs on `worker`'s loop (ended by `Workers::abort_all`), or on the caller's runtime for `None`.
+    fn spawn_holding<F: Future<Output = ()> + Send + 'static>(&mut self, worker: Option<&Shared>, work: impl FnOnce(Alive) -> F) {
         while self.tasks.try_join_next().is_some() {}
         let task = work(Alive { _sender: self.alive.clone() });
         match worker {
-            Some(handle) => self.tasks.spawn_on(task, handle),
-            None => self.tasks.spawn(task),
-        };
+            Some(worker) => worker.spawn(task),
+            None => {
+                self.tasks.spawn(task);
+            }
+        }
     }
 
     /// Drops the original sender and waits up to `grace` for every task to end; whether they all did.
@@ -78,9 +76,10 @@ impl Sessions {
 
     /// Ends the tasks still running (each drops its session, closing its client socket and giving up its server
     /// connections) and waits, at most `CLOSE_WAIT`, until they have.
-    pub async fn close_the_rest(mut self) {
+    pub async fn close_the_rest(mut self, workers: &Workers) {
         self.alive = None;
         self.tasks.abort_all();
+        workers.abort_all();
         let _ = tokio::time::timeout(CLOSE_WAIT, self.ended.recv()).await;
     }
 }
@@ -183,11 +182,11 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationTok
         let Some((worker, placed)) = workers.pick() else {
             sessions.spawn_holding(None, move |alive| async move {
                 let _alive = alive;
-                connection(tcp, app, limits).await;
+                connection(TcpStream::from(tcp), app, limits).await;
             });
             continue;
         };
-        // The socket moves to the worker's reactor: deregistered here, registered there by the task.
+        // The socket moves to the worker's loop: deregistered here, registered there when the task first reads it.
         let tcp = match tcp.into_std() {
             Ok(tcp) => tcp,
             Err(e) => {
@@ -197,10 +196,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationTok
         };
         sessions.spawn_holding(Some(worker), move |alive| async move {
             let (_alive, _placed) = (alive, placed);
-            match TcpStream::from_std(tcp) {
-                Ok(tcp) => connection(tcp, app, limits).await,
-                Err(e) => tracing::warn!(error = %e, "a worker cannot take an accepted connection"),
-            }
+            connection(TcpStream::from(tcp), app, limits).await;
         });
     }
 }
@@ -262,7 +258,7 @@ mod tests {
         });
         assert!(!sessions.ended_within(Duration::from_millis(50)).await);
         assert!(!dropped.load(Ordering::SeqCst));
-        sessions.close_the_rest().await;
+        sessions.close_the_rest(&Workers::none()).await;
         assert!(dropped.load(Ordering::SeqCst), "the task's future (its session) was dropped");
     }
 

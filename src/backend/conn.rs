@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::worker::Socket as TcpStream;
 use bytes::{Buf, BytesMut};
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
@@ -11,7 +12,6 @@ use postgres_protocol::message::frontend;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::protocol::framing::{self, Frame};
@@ -98,7 +98,7 @@ impl ServerConn {
     }
 
     async fn connect_inner(spec: &TargetSpec) -> Result<ServerConn, BackendError> {
-        let tcp = TcpStream::connect((spec.host.as_str(), spec.port)).await?;
+        let tcp = TcpStream::connect(spec.host.as_str(), spec.port).await?;
         tcp.set_nodelay(true)?;
         let stream = match &spec.tls {
             None => Stream::Plain(tcp),
@@ -255,9 +255,9 @@ impl ServerConn {
         if !self.rbuf.is_empty() {
             return false;
         }
-        let tcp = match &self.stream {
+        let tcp = match &mut self.stream {
             Stream::Plain(tcp) => tcp,
-            Stream::Tls(tls) => tls.get_ref().0,
+            Stream::Tls(tls) => tls.get_mut().0,
         };
         let rested = now.saturating_duration_since(self.handed_out);
         self.handed_out = now;
@@ -275,12 +275,11 @@ impl ServerConn {
         n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
     }
 
-    /// Moves the socket's registration to the calling thread's reactor when it is another's (a connection taken from
-    /// another worker's idle stack, or opened by the main thread): its readiness then wakes this thread only, and
-    /// the worker that opened it no longer watches it. The socket stays open throughout (a duplicate of its
-    /// descriptor is registered here, then the old one is deregistered there and closed). Must run on a runtime.
+    /// Moves the socket to the calling thread's event loop when it is another's (a connection taken from another
+    /// worker's idle stack, or opened by the main thread): its readiness then wakes this thread only, and the loop
+    /// that served it no longer watches it. The socket stays open throughout (`worker::Socket::here`; a socket
+    /// polled elsewhere moves by itself, this makes the move, and its error, happen at checkout).
     pub fn rehome(&mut self) -> std::io::Result<()> {
-        use std::os::fd::AsFd;
         let here = crate::worker::here();
         if self.home == here {
             return Ok(());
@@ -289,9 +288,7 @@ impl ServerConn {
             Stream::Plain(tcp) => tcp,
             Stream::Tls(tls) => tls.get_mut().0,
         };
-        let dup: std::net::TcpStream = tcp.as_fd().try_clone_to_owned()?.into();
-        let moved = TcpStream::from_std(dup)?;
-        drop(std::mem::replace(tcp, moved));
+        tcp.here()?;
         self.home = here;
         Ok(())
     }
@@ -528,7 +525,7 @@ const LOGIN_NOTICES_MAX: usize = 16 * 1024;
 /// Sends a CancelRequest for the server process `key` to the target (over TLS when the target uses it) and waits
 /// until the server has taken it (it closes the connection once the cancel is signalled).
 pub async fn send_cancel(spec: &TargetSpec, key: (i32, i32)) -> Result<(), BackendError> {
-    let tcp = TcpStream::connect((spec.host.as_str(), spec.port)).await?;
+    let tcp = TcpStream::connect(spec.host.as_str(), spec.port).await?;
     tcp.set_nodelay(true)?;
     let mut stream = match &spec.tls {
         None => Stream::Plain(tcp),

@@ -45,7 +45,7 @@ mod temp;
 
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
+use crate::worker::Socket as TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::app::App;

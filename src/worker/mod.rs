@@ -1,21 +1,22 @@
-//! The threads that run sessions (`workers`; `docs/event-loop.md`, step 3). Each worker is one thread with a
-//! current-thread runtime: its own event loop, reactor and timers. A client's session, and the server connections
-//! it uses, stay on one worker for as long as the client stays: no task migrates, and nothing wakes another thread
-//! on the fast path (a multi-thread runtime steals tasks and wakes its other threads). The accept loop runs on the
-//! main runtime and hands each socket to the worker with the fewest sessions, so clients stay balanced as they come
-//! and go (`SO_REUSEPORT` would hash them to a thread once and never rebalance).
+//! The threads that run sessions (`workers`; `docs/event-loop.md`, steps 3 and 4). Each worker is one thread with an
+//! event loop of its own (`exec.rs`: a mio `Poll` and a queue of tasks) serving its sessions' sockets
+//! (`socket.rs`). A client's session, and the server connections it uses, stay on one worker for as long as the
+//! client stays: no task migrates, and nothing wakes another thread on the fast path. The accept loop runs on the
+//! main runtime (tokio, one thread) and hands each socket to the worker with the fewest sessions, so clients stay
+//! balanced as they come and go (`SO_REUSEPORT` would hash them to a thread once and never rebalance).
+//!
+//! What is off the fast path stays on the main runtime, which every worker thread has entered: timers, spawned
+//! helpers (a cancel sent to a server), connects and name lookups; they wake the worker's task across threads.
 //!
 //! With `workers: 1` there is no worker thread: sessions run on the main runtime, one thread in all.
 //!
 //! Server connections are shared by all workers through each target's pool (one `max` for all of them). A socket is
-//! registered with the reactor of the thread that opened it (its `Home`); a connection taken from another worker's
-//! idle stack moves its registration to the taker first (`ServerConn::rehome`).
+//! served by the loop of the thread that polls it: one taken from another worker's idle stack, or opened on the main
+//! thread, moves its registration to the taker (`Socket::here`, called by `ServerConn::rehome`).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-
-use tokio_util::sync::CancellationToken;
 
 /// The thread whose reactor a socket is registered with: a worker's index, or `MAIN`.
 pub type Home = u16;
@@ -43,10 +44,16 @@ pub fn stack_of(home: Home, stacks: usize) -> usize {
     }
 }
 
+mod exec;
+mod socket;
+
+pub use exec::Shared;
+pub use socket::Socket;
+
 /// One worker thread.
 struct Worker {
-    /// Spawns onto the worker's runtime.
-    handle: tokio::runtime::Handle,
+    /// Spawns onto the worker's loop, and stops it.
+    shared: Arc<Shared>,
     /// Sessions running on it.
     sessions: Arc<AtomicUsize>,
 }
@@ -54,8 +61,6 @@ struct Worker {
 /// The worker threads of one running proxy; stopped when dropped.
 pub struct Workers {
     workers: Vec<Worker>,
-    /// Ends every worker's event loop (its runtime then drops what it still runs).
-    stop: CancellationToken,
 }
 
 /// A session counted on its worker until this is dropped.
@@ -68,59 +73,65 @@ impl Drop for Placed {
 }
 
 impl Workers {
-    /// Starts `n` worker threads, or none for `n` = 1 (sessions then run on the caller's runtime).
+    /// Starts `n` worker threads, or none for `n` = 1 (sessions then run on the caller's runtime). Each worker
+    /// thread enters the caller's tokio runtime, if any, for what stays tokio's (timers, spawns, connects).
     pub fn start(n: usize) -> std::io::Result<Workers> {
-        let stop = CancellationToken::new();
         let mut workers = Vec::new();
         if n > 1 {
+            let main = tokio::runtime::Handle::try_current().ok();
             for i in 0..n {
-                let (tx, rx) = std::sync::mpsc::channel();
-                let stop = stop.clone();
                 let home = Home::try_from(i).unwrap_or(MAIN - 1);
+                let poll = mio::Poll::new()?;
+                let shared = Arc::new(Shared::new(home, &poll)?);
+                let (mine, main) = (shared.clone(), main.clone());
                 std::thread::Builder::new().name(format!("pgsplit-worker-{i}")).spawn(move || {
                     HERE.with(|h| h.set(home));
-                    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                        Ok(rt) => {
-                            let _ = tx.send(Ok(rt.handle().clone()));
-                            rt.block_on(stop.cancelled());
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                        }
-                    }
+                    let _entered = main.as_ref().map(|h| h.enter());
+                    exec::run(mine, poll);
                 })?;
-                let handle = rx.recv().map_err(|_| std::io::Error::other("a worker thread ended at start"))??;
-                workers.push(Worker { handle, sessions: Arc::default() });
+                workers.push(Worker { shared, sessions: Arc::default() });
             }
         }
-        Ok(Workers { workers, stop })
+        Ok(Workers { workers })
     }
 
     /// No worker threads: sessions run on the caller's runtime.
     pub fn none() -> Workers {
-        Workers { workers: Vec::new(), stop: CancellationToken::new() }
+        Workers { workers: Vec::new() }
     }
 
-    /// The runtime a new session goes to, the worker with the fewest sessions, and the count it holds there until
-    /// it ends; `None` when there are no worker threads.
-    pub fn pick(&self) -> Option<(&tokio::runtime::Handle, Placed)> {
+    /// The worker a new session goes to, the one with the fewest sessions, and the count it holds there until it
+    /// ends; `None` when there are no worker threads.
+    pub fn pick(&self) -> Option<(&Shared, Placed)> {
         let w = self.workers.iter().min_by_key(|w| w.sessions.load(Ordering::Relaxed))?;
         w.sessions.fetch_add(1, Ordering::Relaxed);
-        Some((&w.handle, Placed(w.sessions.clone())))
+        Some((&w.shared, Placed(w.sessions.clone())))
     }
 
     /// Sessions on each worker (empty without worker threads).
     pub fn sessions(&self) -> Vec<usize> {
         self.workers.iter().map(|w| w.sessions.load(Ordering::Relaxed)).collect()
     }
+
+    /// Drops every task the workers run (the shutdown grace is over): each drops its session.
+    pub fn abort_all(&self) {
+        for w in &self.workers {
+            w.shared.abort_all();
+        }
+    }
 }
 
 impl Drop for Workers {
-    /// The threads end on their own once their runtime has dropped its tasks; nobody waits for them.
+    /// The threads end once their loop has dropped its tasks; nobody waits for them.
     fn drop(&mut self) {
-        self.stop.cancel();
+        for w in &self.workers {
+            w.shared.stop();
+        }
     }
 }
+
+#[cfg(test)]
+mod loop_tests;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,128 @@
+//! The workers' own loop: sockets served wherever they are polled, wake-ups across threads, and the ending of
+//! tasks, on real sockets and threads.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{here, Socket, Workers, MAIN};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A connected pair: the far end (plain std, blocking) and the near end as a `Socket` registered nowhere yet.
+fn pair() -> (std::net::TcpStream, Socket) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let far = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (near, _) = listener.accept().expect("accept");
+    far.set_read_timeout(Some(WAIT)).expect("timeout");
+    (far, Socket::from(near))
+}
+
+/// Reads exactly `n` bytes from `far` (blocking, within `WAIT`).
+fn read_far(far: &mut std::net::TcpStream, n: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut buf = vec![0; n];
+    far.read_exact(&mut buf).expect("the far end reads");
+    buf
+}
+
+#[test]
+fn a_socket_is_served_by_the_loop_of_whichever_thread_polls_it_and_moves_between_them() {
+    use std::io::Write;
+    let workers = Workers::start(2).expect("two worker threads");
+    let (mut far, mut near) = pair();
+    // Each hop: the far end writes, the socket's current holder echoes it with its thread's name, then hands the
+    // socket on. Worker 0, worker 1, worker 0 again, then the main thread (a tokio runtime), then worker 1.
+    let hops = [Some(0usize), Some(1), Some(0), None, Some(1)];
+    for (i, hop) in hops.into_iter().enumerate() {
+        let msg = format!("hop{i}");
+        far.write_all(msg.as_bytes()).expect("far writes");
+        let (tx, rx) = mpsc::channel();
+        let echo = async move {
+            let mut buf = [0u8; 4];
+            let read = near.read_exact(&mut buf).await.map(|_| buf);
+            let at = here();
+            let _ = near.write_all(&buf).await;
+            let _ = tx.send((read.is_ok(), at, near));
+        };
+        match hop {
+            Some(w) => workers.workers[w].shared.spawn(echo),
+            None => tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(echo),
+        }
+        let (read, at, socket) = rx.recv_timeout(WAIT).expect("the hop ran");
+        near = socket;
+        assert!(read, "hop {i} read its message");
+        assert_eq!(at, hop.map_or(MAIN, |w| w as u16), "hop {i} ran where it was sent");
+        assert_eq!(read_far(&mut far, 4), &msg.as_bytes()[..4], "hop {i} echoed");
+    }
+    // The end: the far side sees the socket close once its last holder drops it.
+    drop(near);
+    assert_eq!(read_far_to_end(&mut far), 0);
+}
+
+fn read_far_to_end(far: &mut std::net::TcpStream) -> usize {
+    use std::io::Read;
+    let mut rest = Vec::new();
+    far.read_to_end(&mut rest).expect("the far end reads to the end");
+    rest.len()
+}
+
+#[test]
+fn a_task_waits_for_readiness_and_is_woken_from_other_threads() {
+    use std::io::Write;
+    let workers = Workers::start(2).expect("two worker threads");
+    let (mut far, mut near) = pair();
+    let (woken_tx, woken_rx) = tokio::sync::oneshot::channel::<u8>();
+    let (tx, rx) = mpsc::channel();
+    workers.workers[1].shared.spawn(async move {
+        // Woken by another thread through the worker's inbox.
+        let first = woken_rx.await.unwrap_or(0);
+        // Then by the socket becoming readable (nothing was written yet when the read began).
+        let mut buf = [0u8; 1];
+        let read = near.read_exact(&mut buf).await.map(|_| buf[0]).unwrap_or(0);
+        let _ = tx.send((first, read));
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    woken_tx.send(7).expect("the task waits");
+    std::thread::sleep(Duration::from_millis(50));
+    far.write_all(&[9]).expect("far writes");
+    assert_eq!(rx.recv_timeout(WAIT).expect("the task ended"), (7, 9));
+}
+
+#[test]
+fn abort_all_drops_every_task_of_every_worker() {
+    struct Dropped(mpsc::Sender<()>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            let _ = self.0.send(());
+        }
+    }
+    let workers = Workers::start(2).expect("two worker threads");
+    let (tx, rx) = mpsc::channel();
+    let mut sockets = Vec::new();
+    for w in 0..2 {
+        for _ in 0..3 {
+            let (far, mut near) = pair();
+            sockets.push(far);
+            let guard = Dropped(tx.clone());
+            // A task waiting on a socket nobody writes to.
+            workers.workers[w].shared.spawn(async move {
+                let _guard = guard;
+                let mut buf = [0u8; 1];
+                let _ = near.read(&mut buf).await;
+                std::future::pending::<()>().await;
+            });
+        }
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(rx.try_recv().is_err(), "no task ended on its own");
+    workers.abort_all();
+    for i in 0..6 {
+        rx.recv_timeout(WAIT).unwrap_or_else(|_| panic!("task {i} was dropped"));
+    }
+    // The sockets the tasks held are closed: each far end reads its end.
+    for mut far in sockets {
+        assert_eq!(read_far_to_end(&mut far), 0);
+    }
+}

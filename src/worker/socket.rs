@@ -1,0 +1,431 @@
+//! A TCP socket that is served by whichever event loop polls it: a worker's own loop (`exec.rs`) on a worker
+//! thread, tokio's reactor anywhere else (the main runtime, tests). A socket moves when it is polled on another
+//! thread than the one it is registered with: a client handed from the accept loop to its worker, a server
+//! connection taken from another worker's idle stack or opened on the main thread, a connection the main thread
+//! borrows for a catalog read. Moving deregisters it there and registers it here; it stays open throughout.
+//!
+//! On a worker, readiness is kept per socket in the worker's slot table as tokio keeps it: set by the loop's
+//! events, cleared when a read or write would block or was short (edge-triggered epoll reports new data, so a short
+//! read means the buffer is drained); a closed or failed socket stays ready for good, so its end is always read.
+
+use std::cell::RefCell;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::exec::{Shared, SHARED};
+use super::{here, Home, MAIN};
+
+const READABLE: u8 = 1;
+const WRITABLE: u8 = 2;
+const READ_CLOSED: u8 = 4;
+const WRITE_CLOSED: u8 = 8;
+
+/// One registered socket's readiness and the tasks waiting for it.
+struct IoSlot {
+    ready: u8,
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+}
+
+/// This worker's socket slots.
+#[derive(Default)]
+struct Slots {
+    slots: Vec<Option<IoSlot>>,
+    free: Vec<usize>,
+}
+
+thread_local! {
+    static IO: RefCell<Slots> = RefCell::default();
+}
+
+/// Frees slot `key` of this worker (its socket is gone or moved).
+pub(super) fn free_slot(key: usize) {
+    let _ = IO.try_with(|io| {
+        let mut io = io.borrow_mut();
+        if let Some(slot) = io.slots.get_mut(key) {
+            if slot.take().is_some() {
+                io.free.push(key);
+            }
+        }
+    });
+}
+
+/// Records `event`'s readiness on its socket and collects the wakers to wake (woken after the table's borrow).
+pub(super) fn ready(event: &mio::event::Event, wakers: &mut Vec<Waker>) {
+    IO.with(|io| {
+        let mut io = io.borrow_mut();
+        let Some(Some(slot)) = io.slots.get_mut(event.token().0) else { return };
+        let mut bits = 0;
+        if event.is_readable() {
+            bits |= READABLE;
+        }
+        if event.is_writable() {
+            bits |= WRITABLE;
+        }
+        if event.is_read_closed() {
+            bits |= READ_CLOSED;
+        }
+        if event.is_write_closed() {
+            bits |= WRITE_CLOSED;
+        }
+        if event.is_error() {
+            bits |= READ_CLOSED | WRITE_CLOSED;
+        }
+        slot.ready |= bits;
+        if bits & (READABLE | READ_CLOSED) != 0 {
+            wakers.extend(slot.reader.take());
+        }
+        if bits & (WRITABLE | WRITE_CLOSED) != 0 {
+            wakers.extend(slot.writer.take());
+        }
+    });
+}
+
+/// A socket's place in a worker's loop; leaving it (dropped, on whichever thread) deregisters the descriptor and
+/// frees the slot on the worker.
+struct Registration {
+    key: usize,
+    fd: RawFd,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let _ = self.shared.registry.deregister(&mut mio::unix::SourceFd(&self.fd));
+        if here() == self.shared.home {
+            free_slot(self.key);
+        } else {
+            self.shared.free_later(self.key);
+        }
+    }
+}
+
+/// A socket registered with this worker's loop (`reg` first: it is deregistered before the socket closes).
+struct Own {
+    reg: Registration,
+    io: std::net::TcpStream,
+}
+
+impl Own {
+    /// Registers `tcp` with the calling worker's loop.
+    fn register(tcp: std::net::TcpStream) -> io::Result<Own> {
+        let Some(shared) = SHARED.with(|s| s.borrow().clone()) else {
+            return Err(io::Error::other("not on a worker thread"));
+        };
+        tcp.set_nonblocking(true)?;
+        let key = IO.with(|io| {
+            let mut io = io.borrow_mut();
+            let slot = Some(IoSlot { ready: READABLE | WRITABLE, reader: None, writer: None });
+            match io.free.pop() {
+                Some(k) => {
+                    if let Some(s) = io.slots.get_mut(k) {
+                        *s = slot;
+                    }
+                    k
+                }
+                None => {
+                    io.slots.push(slot);
+                    io.slots.len() - 1
+                }
+            }
+        });
+        let fd = tcp.as_raw_fd();
+        let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
+        if let Err(e) = shared.registry.register(&mut mio::unix::SourceFd(&fd), mio::Token(key), interest) {
+            free_slot(key);
+            return Err(e);
+        }
+        Ok(Own { reg: Registration { key, fd, shared }, io: tcp })
+    }
+
+    /// The socket, out of the loop.
+    fn into_std(self) -> std::net::TcpStream {
+        let Own { reg, io } = self;
+        drop(reg);
+        io
+    }
+
+    #[inline]
+    fn key(&self) -> usize {
+        self.reg.key
+    }
+
+    /// Whether the socket may be `bit`-ready; when not, `cx`'s waker waits for it.
+    #[inline]
+    fn ready_or_wait(&self, bit: u8, cx: &mut Context<'_>) -> bool {
+        IO.with(|io| {
+            let mut io = io.borrow_mut();
+            let Some(Some(slot)) = io.slots.get_mut(self.key()) else { return true };
+            let closed = if bit == READABLE { READ_CLOSED } else { WRITE_CLOSED };
+            if slot.ready & (bit | closed) != 0 {
+                return true;
+            }
+            let waiter = if bit == READABLE { &mut slot.reader } else { &mut slot.writer };
+            match waiter {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => *waiter = Some(cx.waker().clone()),
+            }
+            false
+        })
+    }
+
+    /// Clears `bit` (a read or write would block or was short); an event sets it again.
+    #[inline]
+    fn clear(&self, bit: u8) {
+        IO.with(|io| {
+            if let Some(Some(slot)) = io.borrow_mut().slots.get_mut(self.key()) {
+                slot.ready &= !bit;
+            }
+        });
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if !self.ready_or_wait(READABLE, cx) {
+                return Poll::Pending;
+            }
+            // SAFETY: recv writes at most `dst.len()` bytes into `dst`, memory of `buf`'s unfilled part, and the
+            // bytes it reports written are then marked initialized and filled; the descriptor is this socket's.
+            let dst = unsafe { buf.unfilled_mut() };
+            let len = dst.len();
+            let n = unsafe { libc::recv(self.reg.fd, dst.as_mut_ptr().cast(), len, 0) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => self.clear(READABLE),
+                    io::ErrorKind::Interrupted => {}
+                    _ => return Poll::Ready(Err(e)),
+                }
+                continue;
+            }
+            let n = n as usize;
+            if n > 0 && n < len {
+                self.clear(READABLE);
+            }
+            // SAFETY: recv initialized the first `n` bytes of the unfilled part.
+            unsafe { buf.assume_init(n) };
+            buf.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+    }
+
+    fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl Fn(&mut &std::net::TcpStream) -> io::Result<usize>,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            if !self.ready_or_wait(WRITABLE, cx) {
+                return Poll::Pending;
+            }
+            match write(&mut &self.io) {
+                Ok(n) => {
+                    if n < len {
+                        self.clear(WRITABLE);
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.clear(WRITABLE),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// Whether the socket is readable (or closed); when not, `cx`'s waker waits for it.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.ready_or_wait(READABLE, cx) {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// Where a socket is registered.
+enum State {
+    /// Nowhere yet (just accepted and handed over, or between two loops).
+    Loose(std::net::TcpStream),
+    /// With a worker's loop.
+    Own(Own),
+    /// With tokio's reactor.
+    Tokio(tokio::net::TcpStream),
+    /// Moving failed half-way; every use is an error.
+    Gone,
+}
+
+/// A TCP socket, plain; TLS wraps it (`crate::stream::Stream`).
+pub struct Socket {
+    state: State,
+}
+
+impl From<tokio::net::TcpStream> for Socket {
+    fn from(tcp: tokio::net::TcpStream) -> Socket {
+        Socket { state: State::Tokio(tcp) }
+    }
+}
+
+impl From<std::net::TcpStream> for Socket {
+    /// A socket registered nowhere yet: the loop of the thread that first polls it takes it.
+    fn from(tcp: std::net::TcpStream) -> Socket {
+        Socket { state: State::Loose(tcp) }
+    }
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "the socket was lost moving between threads")
+}
+
+impl Socket {
+    /// Opens a connection (on the main runtime's reactor; the first worker to poll it takes it over).
+    pub async fn connect(host: &str, port: u16) -> io::Result<Socket> {
+        Ok(Socket::from(tokio::net::TcpStream::connect((host, port)).await?))
+    }
+
+    /// Registers the socket with the calling thread's loop unless it is registered there already.
+    #[inline]
+    pub fn here(&mut self) -> io::Result<()> {
+        let at = here();
+        match &self.state {
+            State::Own(o) if o.reg.shared.home == at => Ok(()),
+            State::Tokio(_) if at == MAIN => Ok(()),
+            _ => self.move_to(at),
+        }
+    }
+
+    #[cold]
+    fn move_to(&mut self, at: Home) -> io::Result<()> {
+        let tcp = match std::mem::replace(&mut self.state, State::Gone) {
+            State::Loose(tcp) => tcp,
+            State::Own(own) => own.into_std(),
+            State::Tokio(tcp) => tcp.into_std()?,
+            State::Gone => return Err(gone()),
+        };
+        self.state = if at == MAIN {
+            if tokio::runtime::Handle::try_current().is_err() {
+                // No reactor on this thread (a plain thread dropping or checking a connection): left loose.
+                State::Loose(tcp)
+            } else {
+                tcp.set_nonblocking(true)?;
+                State::Tokio(tokio::net::TcpStream::from_std(tcp)?)
+            }
+        } else {
+            State::Own(Own::register(tcp)?)
+        };
+        Ok(())
+    }
+
+    /// Waits until the socket is readable (or closed) without reading.
+    pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Err(e) = self.here() {
+            return Poll::Ready(Err(e));
+        }
+        match &self.state {
+            State::Own(o) => o.poll_read_ready(cx),
+            State::Tokio(t) => t.poll_read_ready(cx),
+            State::Loose(_) | State::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+
+    /// Disables Nagle's algorithm.
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        match &self.state {
+            State::Loose(t) => t.set_nodelay(on),
+            State::Own(o) => o.io.set_nodelay(on),
+            State::Tokio(t) => t.set_nodelay(on),
+            State::Gone => Err(gone()),
+        }
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match &self.state {
+            State::Loose(t) => t.peer_addr(),
+            State::Own(o) => o.io.peer_addr(),
+            State::Tokio(t) => t.peer_addr(),
+            State::Gone => Err(gone()),
+        }
+    }
+}
+
+impl AsRawFd for Socket {
+    fn as_raw_fd(&self) -> RawFd {
+        match &self.state {
+            State::Loose(t) => t.as_raw_fd(),
+            State::Own(o) => o.io.as_raw_fd(),
+            State::Tokio(t) => t.as_raw_fd(),
+            State::Gone => -1,
+        }
+    }
+}
+
+impl AsyncRead for Socket {
+    #[inline]
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Err(e) = this.here() {
+            return Poll::Ready(Err(e));
+        }
+        match &mut this.state {
+            State::Own(o) => o.poll_read(cx, buf),
+            State::Tokio(t) => Pin::new(t).poll_read(cx, buf),
+            State::Loose(_) | State::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+}
+
+impl AsyncWrite for Socket {
+    #[inline]
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Err(e) = this.here() {
+            return Poll::Ready(Err(e));
+        }
+        match &mut this.state {
+            State::Own(o) => o.poll_write(cx, |io| io.write(buf), buf.len()),
+            State::Tokio(t) => Pin::new(t).poll_write(cx, buf),
+            State::Loose(_) | State::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+
+    #[inline]
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Err(e) = this.here() {
+            return Poll::Ready(Err(e));
+        }
+        match &mut this.state {
+            State::Own(o) => {
+                let len = bufs.iter().map(|b| b.len()).sum();
+                o.poll_write(cx, |io| io.write_vectored(bufs), len)
+            }
+            State::Tokio(t) => Pin::new(t).poll_write_vectored(cx, bufs),
+            State::Loose(_) | State::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match &mut this.state {
+            State::Tokio(t) => Pin::new(t).poll_shutdown(cx),
+            State::Own(o) => Poll::Ready(o.io.shutdown(std::net::Shutdown::Write)),
+            State::Loose(t) => Poll::Ready(t.shutdown(std::net::Shutdown::Write)),
+            State::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
