@@ -317,7 +317,9 @@ impl Backend {
         while let Some(mut conn) = self.shelf.take() {
             if !self.shelf.expired(&conn, started.into_std()) && conn.idle_and_alive(started.into_std()) {
                 match conn.rehome() {
-                    Ok(()) => return Ok(PooledConn::lend(conn, self.shelf.clone(), turn)),
+                    Ok(()) => {
+                        return Ok(PooledConn::lend(conn, self.shelf.clone(), turn, (!*waited).then(|| started.into_std())))
+                    }
                     Err(e) => {
                         tracing::warn!(target = %self.spec.name, error = %e, "cannot move a server connection to this worker")
                     }
@@ -335,7 +337,7 @@ impl Backend {
             Ok(Ok(conn)) => {
                 opening.opened();
                 self.health.connected(&conn);
-                Ok(PooledConn::lend(Box::new(conn), self.shelf.clone(), turn))
+                Ok(PooledConn::lend(Box::new(conn), self.shelf.clone(), turn, None))
             }
             Ok(Err(e)) => {
                 self.health.failed(&e);
@@ -429,7 +431,7 @@ impl Backend {
             };
             // Broken until the exchange completes: if the timeout drops it half-way, it is closed, not reused.
             conn.broken = true;
-            let mut conn = PooledConn::lend(conn, self.shelf.clone(), turn);
+            let mut conn = PooledConn::lend(conn, self.shelf.clone(), turn, None);
             let answer = conn.simple("").await;
             conn.broken = answer.is_err();
             answer.map(|_| ())

@@ -72,9 +72,8 @@ impl Shelf {
 
     /// A connection comes back: kept idle if it may serve another client, else closed.
     #[inline]
-    pub(super) fn put_back(&self, conn: Box<ServerConn>) {
+    pub(super) fn put_back(&self, conn: Box<ServerConn>, now: Instant) {
         let over = self.shrunk.load(Ordering::Relaxed) && self.open.load(Ordering::Relaxed) > self.max.load(Ordering::Relaxed);
-        let now = Instant::now();
         if conn.reusable() && !over && !self.expired(&conn, now) {
             self.push(conn, now);
         } else {
@@ -203,20 +202,42 @@ pub struct PooledConn {
     conn: Option<Box<ServerConn>>,
     /// Where it goes back.
     shelf: std::sync::Arc<Shelf>,
+    /// When the checkout that lent it began, if it did not wait: the start of its first request (one clock read
+    /// less per transaction); taken by that request.
+    lent_at: Option<Instant>,
+    /// When its last request ended, if it goes back right after: its idle stamp (one clock read less).
+    back_at: Option<Instant>,
     /// The client's turn, released after the connection is back (fields drop after `Drop::drop`).
     _turn: OwnedSemaphorePermit,
 }
 
 impl PooledConn {
-    pub(super) fn lend(conn: Box<ServerConn>, shelf: std::sync::Arc<Shelf>, turn: OwnedSemaphorePermit) -> PooledConn {
-        PooledConn { conn: Some(conn), shelf, _turn: turn }
+    pub(super) fn lend(
+        conn: Box<ServerConn>,
+        shelf: std::sync::Arc<Shelf>,
+        turn: OwnedSemaphorePermit,
+        lent_at: Option<Instant>,
+    ) -> PooledConn {
+        PooledConn { conn: Some(conn), shelf, lent_at, back_at: None, _turn: turn }
+    }
+
+    /// When the checkout began, once, if it did not wait (else `None`: read the clock).
+    #[inline]
+    pub fn take_lent_at(&mut self) -> Option<Instant> {
+        self.lent_at.take()
+    }
+
+    /// The connection's idle stamp if it goes back now (`None` when it is kept: read the clock when it goes).
+    #[inline]
+    pub fn going_back_at(&mut self, at: Option<Instant>) {
+        self.back_at = at;
     }
 }
 
 impl Drop for PooledConn {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.shelf.put_back(conn);
+            self.shelf.put_back(conn, self.back_at.unwrap_or_else(Instant::now));
         }
     }
 }

@@ -216,14 +216,16 @@ impl TargetStats {
         self.counts.iter().map(|c| field(&c.0)).sum()
     }
 
-    /// One request ran on the target: how long it took and whether it ended in an error.
-    pub fn query(&self, started: Instant, failed: bool) {
+    /// One request ran on the target: how long it took and whether it ended in an error. Returns when it ended.
+    pub fn query(&self, started: Instant, failed: bool) -> Instant {
         let counts = &self.counts[stripe()].0;
         counts.queries.fetch_add(1, Ordering::Relaxed);
         if failed {
             counts.errors.fetch_add(1, Ordering::Relaxed);
         }
-        self.query_latency.observe(started.elapsed());
+        let now = Instant::now();
+        self.query_latency.observe(now.saturating_duration_since(started));
+        now
     }
 
     /// A statement was routed to the target.

@@ -333,7 +333,7 @@ impl Session {
         if let Some(db) = &effects.frees_database {
             self.app.free_database(&self.backend(target).spec, db).await;
         }
-        let started = std::time::Instant::now();
+        let started = conn.take_lent_at().unwrap_or_else(std::time::Instant::now);
         let was_in_tx = !prelude.is_empty() || conn.status() != STATUS_IDLE;
         self.pooler_prelude(&mut conn, &mut prelude, effects);
         self.sequences_ahead(&mut conn, effects, was_in_tx);
@@ -361,8 +361,10 @@ impl Session {
             result = self.end_wrapped(&mut conn, effects).await;
         }
         self.landed().await;
-        self.backend(target).stats.query(started, result.is_err() || conn.outcome().error || held_failed);
+        let ended = self.backend(target).stats.query(started, result.is_err() || conn.outcome().error || held_failed);
+        conn.going_back_at(Some(ended));
         let Some(mut conn) = self.settle(target, conn, result, held_failed, effects, was_in_tx)? else { return Ok(()) };
+        conn.going_back_at(None);
         self.temp_check(target, &mut conn).await;
         // DDL of the transaction that just ended: the target's catalog is re-read before the client's next statement
         // (which may name what the DDL made), on this very connection (no wait for another: a small or pinned pool

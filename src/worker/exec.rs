@@ -21,10 +21,7 @@ use std::task::{Context, Wake, Waker};
 
 use super::{here, Home};
 
-/// A task as the worker keeps it.
-type Task = Pin<Box<dyn Future<Output = ()>>>;
-
-/// A task spawned from another thread, not yet in the worker's table.
+/// A task's future.
 type Spawned = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The token of the worker's `mio::Waker` (other threads' wake-ups); socket tokens are slot numbers below it.
@@ -50,7 +47,7 @@ pub struct Shared {
 #[derive(Default)]
 struct Inbox {
     spawned: Vec<Spawned>,
-    woken: Vec<(u32, u32)>,
+    woken: Vec<Arc<TaskCell>>,
     /// Socket slots to free (a socket of this worker's left it, or was dropped, on another thread).
     freed: Vec<usize>,
     /// Drop every task (the shutdown grace is over).
@@ -103,131 +100,108 @@ impl Shared {
     }
 }
 
-/// What a waker of one task holds.
-struct Header {
-    key: u32,
-    generation: u32,
+/// One task: its future and what its wakers need. The task is its own waker (`Wake`), so a wake-up queues the task
+/// itself and a poll needs no table: the queue hands over the task to poll.
+struct TaskCell {
+    /// The future; `None` once it finished or was dropped. Touched only on the worker's thread.
+    future: std::cell::UnsafeCell<Option<Spawned>>,
+    /// Where the task is in the worker's list of all tasks (for `drop_all`). Worker's thread only.
+    index: std::cell::Cell<usize>,
     /// In the run queue (or the inbox) already: a second wake-up before the poll adds nothing.
     queued: AtomicBool,
     shared: Arc<Shared>,
 }
 
-impl Wake for Header {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
+// SAFETY: `future` and `index` are touched only on the worker's thread (`spawn_here`, `run_task`, `drop_all` run
+// there); other threads only wake the task, which touches `queued` (atomic) and `shared` (Sync).
+unsafe impl Sync for TaskCell {}
 
-    fn wake_by_ref(self: &Arc<Self>) {
+impl Wake for TaskCell {
+    fn wake(self: Arc<Self>) {
         if self.queued.swap(true, Ordering::AcqRel) {
             return;
         }
         if here() == self.shared.home {
-            let _ = RUN.try_with(|q| q.borrow_mut().push_back((self.key, self.generation)));
+            let _ = RUN.try_with(|q| q.borrow_mut().push_back(self));
         } else {
-            self.shared.deliver(|i| i.woken.push((self.key, self.generation)));
+            let shared = self.shared.clone();
+            shared.deliver(|i| i.woken.push(self));
+        }
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.queued.load(Ordering::Acquire) {
+            self.clone().wake();
         }
     }
 }
 
-/// A slot of the task table.
-struct Slot {
-    generation: u32,
-    task: Option<Task>,
-    header: Option<Arc<Header>>,
-    waker: Option<Waker>,
-}
-
-/// The worker's tasks and its free slots.
-#[derive(Default)]
-struct Table {
-    slots: Vec<Slot>,
-    free: Vec<u32>,
-}
-
 thread_local! {
-    /// Tasks woken on this thread, to poll (slot, generation).
-    static RUN: RefCell<VecDeque<(u32, u32)>> = const { RefCell::new(VecDeque::new()) };
-    /// This worker's tasks.
-    static TASKS: RefCell<Table> = RefCell::default();
+    /// Tasks woken on this thread, to poll.
+    static RUN: RefCell<VecDeque<Arc<TaskCell>>> = const { RefCell::new(VecDeque::new()) };
+    /// Every task of this worker (to drop them all at abort or stop).
+    static ALL: RefCell<Vec<Arc<TaskCell>>> = const { RefCell::new(Vec::new()) };
     /// This worker's shared half (set on worker threads only).
     pub(super) static SHARED: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
 }
 
-/// Adds `task` to this worker's table and queues its first poll.
-fn spawn_here(shared: &Arc<Shared>, task: Task) {
-    TASKS.with(|t| {
-        let mut t = t.borrow_mut();
-        let key = match t.free.pop() {
-            Some(k) => k,
-            None => {
-                t.slots.push(Slot { generation: 0, task: None, header: None, waker: None });
-                u32::try_from(t.slots.len() - 1).unwrap_or(u32::MAX)
-            }
-        };
-        let Some(slot) = t.slots.get_mut(key as usize) else { return };
-        let header = Arc::new(Header { key, generation: slot.generation, queued: AtomicBool::new(true), shared: shared.clone() });
-        slot.waker = Some(Waker::from(header.clone()));
-        slot.header = Some(header);
-        slot.task = Some(task);
-        RUN.with(|q| q.borrow_mut().push_back((key, slot.generation)));
+/// Adds `future` to this worker's tasks and queues its first poll.
+fn spawn_here(shared: &Arc<Shared>, future: Spawned) {
+    let task = Arc::new(TaskCell {
+        future: std::cell::UnsafeCell::new(Some(future)),
+        index: std::cell::Cell::new(0),
+        queued: AtomicBool::new(true),
+        shared: shared.clone(),
     });
+    ALL.with(|all| {
+        let mut all = all.borrow_mut();
+        task.index.set(all.len());
+        all.push(task.clone());
+    });
+    RUN.with(|q| q.borrow_mut().push_back(task));
 }
 
-/// Polls task `key` if it is still generation `generation`; a finished task's slot is freed.
-fn run_task(key: u32, generation: u32) {
-    let taken = TASKS.with(|t| {
-        let mut t = t.borrow_mut();
-        let slot = t.slots.get_mut(key as usize)?;
-        if slot.generation != generation {
-            return None;
-        }
-        let task = slot.task.take()?;
-        let header = slot.header.clone()?;
-        Some((task, header, slot.waker.clone()?))
-    });
-    let Some((mut task, header, waker)) = taken else { return };
-    header.queued.store(false, Ordering::Release);
-    let done = task.as_mut().poll(&mut Context::from_waker(&waker)).is_ready();
-    let finished = TASKS.with(|t| {
-        let mut t = t.borrow_mut();
-        let Some(slot) = t.slots.get_mut(key as usize) else { return Some(task) };
-        if slot.generation != generation {
-            return Some(task);
-        }
-        if done {
-            slot.generation = slot.generation.wrapping_add(1);
-            slot.header = None;
-            slot.waker = None;
-            t.free.push(key);
-            Some(task)
-        } else {
-            slot.task = Some(task);
-            None
+/// Polls `task` (a task of this worker); a finished one leaves the list of tasks.
+fn run_task(task: Arc<TaskCell>) {
+    task.queued.store(false, Ordering::Release);
+    // The task as its own waker, borrowed: no reference count taken for the poll (a waker that is kept clones it).
+    // SAFETY: `Arc::from_raw` of the task's own pointer makes a second handle without a count, and `ManuallyDrop`
+    // never gives it back: the count is as before once `waker` is gone.
+    let waker = std::mem::ManuallyDrop::new(Waker::from(unsafe { Arc::from_raw(Arc::as_ptr(&task)) }));
+    let mut cx = Context::from_waker(&waker);
+    // SAFETY: the future is touched only on this thread, and not re-entrantly: a task never polls itself, and
+    // `drop_all` runs from the loop, not from a task.
+    let slot = unsafe { &mut *task.future.get() };
+    let Some(future) = slot.as_mut() else { return };
+    if future.as_mut().poll(&mut cx).is_pending() {
+        return;
+    }
+    let finished = slot.take();
+    ALL.with(|all| {
+        let mut all = all.borrow_mut();
+        let i = task.index.get();
+        if all.get(i).is_some_and(|t| Arc::ptr_eq(t, &task)) {
+            all.swap_remove(i);
+            if let Some(moved) = all.get(i) {
+                moved.index.set(i);
+            }
         }
     });
-    // Dropped outside the table's borrow: a task's drop may drop sockets and wake other tasks.
+    // Dropped outside any borrow: a task's drop may drop sockets and wake other tasks.
     drop(finished);
 }
 
-/// Drops every task of this worker (outside the table's borrow).
+/// Drops every task of this worker.
 fn drop_all() {
-    let tasks: Vec<Task> = TASKS.with(|t| {
-        let mut t = t.borrow_mut();
-        let mut all = Vec::new();
-        let Table { slots, free } = &mut *t;
-        for (key, slot) in slots.iter_mut().enumerate() {
-            if let Some(task) = slot.task.take() {
-                all.push(task);
-                slot.generation = slot.generation.wrapping_add(1);
-                slot.header = None;
-                slot.waker = None;
-                free.push(u32::try_from(key).unwrap_or(u32::MAX));
-            }
-        }
-        all
-    });
-    drop(tasks);
-    RUN.with(|q| q.borrow_mut().clear());
+    let all = ALL.with(|all| std::mem::take(&mut *all.borrow_mut()));
+    for task in &all {
+        // SAFETY: on the worker's thread, from the loop: no poll of this task is under way.
+        let future = unsafe { (*task.future.get()).take() };
+        drop(future);
+    }
+    drop(all);
+    let queued = RUN.with(|q| std::mem::take(&mut *q.borrow_mut()));
+    drop(queued);
 }
 
 /// Runs the worker's loop until it is stopped; then drops its tasks.
@@ -256,8 +230,8 @@ pub(super) fn run(shared: Arc<Shared>, mut poll: mio::Poll) {
             RUN.with(|q| q.borrow_mut().extend(inbox.woken));
         }
         for _ in 0..TURN_BUDGET {
-            let Some((key, generation)) = RUN.with(|q| q.borrow_mut().pop_front()) else { break };
-            run_task(key, generation);
+            let Some(task) = RUN.with(|q| q.borrow_mut().pop_front()) else { break };
+            run_task(task);
         }
         let busy = RUN.with(|q| !q.borrow().is_empty()) || shared.pending.load(Ordering::Acquire);
         let timeout = if busy { Some(std::time::Duration::ZERO) } else { None };

@@ -4,12 +4,12 @@
 //! connection taken from another worker's idle stack or opened on the main thread, a connection the main thread
 //! borrows for a catalog read. Moving deregisters it there and registers it here; it stays open throughout.
 //!
-//! On a worker, readiness is kept per socket in the worker's slot table as tokio keeps it: set by the loop's
+//! On a worker, readiness is kept per socket (in a slot whose address is its epoll token) as tokio keeps it: set by the loop's
 //! events, cleared when a read or write would block or was short (edge-triggered epoll reports new data, so a short
 //! read means the buffer is drained); a closed or failed socket stays ready for good, so its end is always read.
 
-use std::cell::RefCell;
-use std::io::{self, Write};
+use std::cell::Cell;
+use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,82 +25,105 @@ const WRITABLE: u8 = 2;
 const READ_CLOSED: u8 = 4;
 const WRITE_CLOSED: u8 = 8;
 
-/// One registered socket's readiness and the tasks waiting for it.
+/// One registered socket's readiness and the tasks waiting for it. It lives in a box of its own, owned by the
+/// socket's `Registration`; its address is the socket's token, so an event reaches it without a table. Only its
+/// worker's thread touches it: the socket's methods after `Socket::here` checked the thread, the loop's dispatch,
+/// and its freeing (a socket leaving its worker from another thread hands the box to the worker to free).
 struct IoSlot {
-    ready: u8,
-    reader: Option<Waker>,
-    writer: Option<Waker>,
+    ready: Cell<u8>,
+    reader: Cell<Option<Waker>>,
+    writer: Cell<Option<Waker>>,
 }
 
-/// This worker's socket slots.
-#[derive(Default)]
-struct Slots {
-    slots: Vec<Option<IoSlot>>,
-    free: Vec<usize>,
+/// Frees the slot at `token`, once its socket is deregistered (called by its worker for a socket that left it from
+/// another thread, after any event batch that could name it has been dispatched).
+pub(super) fn free_slot(token: usize) {
+    // SAFETY: `token` came from `Box::into_raw` in `Registration::drop`, handed to this worker exactly once; the
+    // socket is deregistered, and the events of the batch that may still have named it were dispatched before the
+    // inbox that carries this token was drained.
+    drop(unsafe { Box::from_raw(token as *mut IoSlot) });
 }
 
-thread_local! {
-    static IO: RefCell<Slots> = RefCell::default();
-}
-
-/// Frees slot `key` of this worker (its socket is gone or moved).
-pub(super) fn free_slot(key: usize) {
-    let _ = IO.try_with(|io| {
-        let mut io = io.borrow_mut();
-        if let Some(slot) = io.slots.get_mut(key) {
-            if slot.take().is_some() {
-                io.free.push(key);
-            }
-        }
-    });
-}
-
-/// Records `event`'s readiness on its socket and collects the wakers to wake (woken after the table's borrow).
+/// Records `event`'s readiness on its socket and collects the wakers to wake (woken after the whole batch).
 pub(super) fn ready(event: &mio::event::Event, wakers: &mut Vec<Waker>) {
-    IO.with(|io| {
-        let mut io = io.borrow_mut();
-        let Some(Some(slot)) = io.slots.get_mut(event.token().0) else { return };
-        let mut bits = 0;
-        if event.is_readable() {
-            bits |= READABLE;
-        }
-        if event.is_writable() {
-            bits |= WRITABLE;
-        }
-        if event.is_read_closed() {
-            bits |= READ_CLOSED;
-        }
-        if event.is_write_closed() {
-            bits |= WRITE_CLOSED;
-        }
-        if event.is_error() {
-            bits |= READ_CLOSED | WRITE_CLOSED;
-        }
-        slot.ready |= bits;
-        if bits & (READABLE | READ_CLOSED) != 0 {
-            wakers.extend(slot.reader.take());
-        }
-        if bits & (WRITABLE | WRITE_CLOSED) != 0 {
-            wakers.extend(slot.writer.take());
-        }
-    });
+    // SAFETY: a token other than the waker's is the address of a live `IoSlot` of this worker: it is freed only
+    // after its socket is deregistered, on this thread, between two batches (`free_slot`, `Registration::drop`).
+    let slot = unsafe { &*(event.token().0 as *const IoSlot) };
+    let mut bits = 0;
+    if event.is_readable() {
+        bits |= READABLE;
+    }
+    if event.is_writable() {
+        bits |= WRITABLE;
+    }
+    if event.is_read_closed() {
+        bits |= READ_CLOSED;
+    }
+    if event.is_write_closed() {
+        bits |= WRITE_CLOSED;
+    }
+    if event.is_error() {
+        bits |= READ_CLOSED | WRITE_CLOSED;
+    }
+    slot.ready.set(slot.ready.get() | bits);
+    if bits & (READABLE | READ_CLOSED) != 0 {
+        wakers.extend(slot.reader.take());
+    }
+    if bits & (WRITABLE | WRITE_CLOSED) != 0 {
+        wakers.extend(slot.writer.take());
+    }
+}
+
+/// Sends `buf` on `fd` (a raw system call, as `recv` above; MSG_NOSIGNAL: a closed peer is an EPIPE error, never a
+/// signal).
+fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: sendto reads at most `buf.len()` bytes of `buf`, which outlives the call; no address is passed.
+    let n = unsafe { libc::syscall(libc::SYS_sendto, fd, buf.as_ptr(), buf.len(), libc::MSG_NOSIGNAL, 0usize, 0usize) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Sends `bufs` on `fd` in one system call (sendmsg, MSG_NOSIGNAL).
+fn send_vectored(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: an all-zero msghdr is valid (no address, no control data); IoSlice is ABI-compatible with iovec on
+    // Unix, and sendmsg only reads the `msg_iovlen` slices of `bufs`, which outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = bufs.len().min(1024) as _;
+    let n = unsafe { libc::syscall(libc::SYS_sendmsg, fd, &msg as *const libc::msghdr, libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 /// A socket's place in a worker's loop; leaving it (dropped, on whichever thread) deregisters the descriptor and
-/// frees the slot on the worker.
+/// frees the slot, on the worker.
 struct Registration {
-    key: usize,
+    slot: std::ptr::NonNull<IoSlot>,
     fd: RawFd,
     shared: Arc<Shared>,
 }
 
+// SAFETY: the slot is touched only on its worker's thread (see `IoSlot`): through `Own`'s polling methods, which
+// `Socket` calls with `&mut` after checking the thread; elsewhere a registration is only moved, shared for what does
+// not touch the slot (`set_nodelay`, `peer_addr`), or dropped, and its drop hands the slot to the worker.
+unsafe impl Send for Registration {}
+unsafe impl Sync for Registration {}
+
 impl Drop for Registration {
     fn drop(&mut self) {
         let _ = self.shared.registry.deregister(&mut mio::unix::SourceFd(&self.fd));
+        let token = self.slot.as_ptr() as usize;
         if here() == self.shared.home {
-            free_slot(self.key);
+            // No event batch is being dispatched while a task runs: the slot can go now.
+            free_slot(token);
         } else {
-            self.shared.free_later(self.key);
+            self.shared.free_later(token);
         }
     }
 }
@@ -118,29 +141,14 @@ impl Own {
             return Err(io::Error::other("not on a worker thread"));
         };
         tcp.set_nonblocking(true)?;
-        let key = IO.with(|io| {
-            let mut io = io.borrow_mut();
-            let slot = Some(IoSlot { ready: READABLE | WRITABLE, reader: None, writer: None });
-            match io.free.pop() {
-                Some(k) => {
-                    if let Some(s) = io.slots.get_mut(k) {
-                        *s = slot;
-                    }
-                    k
-                }
-                None => {
-                    io.slots.push(slot);
-                    io.slots.len() - 1
-                }
-            }
-        });
+        let slot = Box::new(IoSlot { ready: Cell::new(READABLE | WRITABLE), reader: Cell::new(None), writer: Cell::new(None) });
+        let slot = std::ptr::NonNull::from(Box::leak(slot));
         let fd = tcp.as_raw_fd();
         let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
-        if let Err(e) = shared.registry.register(&mut mio::unix::SourceFd(&fd), mio::Token(key), interest) {
-            free_slot(key);
-            return Err(e);
-        }
-        Ok(Own { reg: Registration { key, fd, shared }, io: tcp })
+        // Owned by the registration from here: a failed register frees it (nothing can name it yet).
+        let reg = Registration { slot, fd, shared };
+        reg.shared.registry.register(&mut mio::unix::SourceFd(&fd), mio::Token(slot.as_ptr() as usize), interest)?;
+        Ok(Own { reg, io: tcp })
     }
 
     /// The socket, out of the loop.
@@ -150,38 +158,35 @@ impl Own {
         io
     }
 
+    /// The socket's slot (only on its worker's thread: `Socket::here` checked it).
     #[inline]
-    fn key(&self) -> usize {
-        self.reg.key
+    fn slot(&self) -> &IoSlot {
+        // SAFETY: the slot lives as long as the registration, and this runs on the worker's thread.
+        unsafe { self.reg.slot.as_ref() }
     }
 
     /// Whether the socket may be `bit`-ready; when not, `cx`'s waker waits for it.
     #[inline]
     fn ready_or_wait(&self, bit: u8, cx: &mut Context<'_>) -> bool {
-        IO.with(|io| {
-            let mut io = io.borrow_mut();
-            let Some(Some(slot)) = io.slots.get_mut(self.key()) else { return true };
-            let closed = if bit == READABLE { READ_CLOSED } else { WRITE_CLOSED };
-            if slot.ready & (bit | closed) != 0 {
-                return true;
-            }
-            let waiter = if bit == READABLE { &mut slot.reader } else { &mut slot.writer };
-            match waiter {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => *waiter = Some(cx.waker().clone()),
-            }
-            false
-        })
+        let slot = self.slot();
+        let closed = if bit == READABLE { READ_CLOSED } else { WRITE_CLOSED };
+        if slot.ready.get() & (bit | closed) != 0 {
+            return true;
+        }
+        let waiter = if bit == READABLE { &slot.reader } else { &slot.writer };
+        let waker = match waiter.take() {
+            Some(w) if w.will_wake(cx.waker()) => w,
+            _ => cx.waker().clone(),
+        };
+        waiter.set(Some(waker));
+        false
     }
 
     /// Clears `bit` (a read or write would block or was short); an event sets it again.
     #[inline]
     fn clear(&self, bit: u8) {
-        IO.with(|io| {
-            if let Some(Some(slot)) = io.borrow_mut().slots.get_mut(self.key()) {
-                slot.ready &= !bit;
-            }
-        });
+        let slot = self.slot();
+        slot.ready.set(slot.ready.get() & !bit);
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
@@ -193,7 +198,9 @@ impl Own {
             // bytes it reports written are then marked initialized and filled; the descriptor is this socket's.
             let dst = unsafe { buf.unfilled_mut() };
             let len = dst.len();
-            let n = unsafe { libc::recv(self.reg.fd, dst.as_mut_ptr().cast(), len, 0) };
+            // A raw system call: glibc's recv is a cancellation point, wrapped in two calls that cost more than
+            // the rest of this function (pgsplit never cancels threads).
+            let n = unsafe { libc::syscall(libc::SYS_recvfrom, self.reg.fd, dst.as_mut_ptr(), len, 0, 0usize, 0usize) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 match e.kind() {
@@ -217,14 +224,14 @@ impl Own {
     fn poll_write(
         &mut self,
         cx: &mut Context<'_>,
-        write: impl Fn(&mut &std::net::TcpStream) -> io::Result<usize>,
+        write: impl Fn(RawFd) -> io::Result<usize>,
         len: usize,
     ) -> Poll<io::Result<usize>> {
         loop {
             if !self.ready_or_wait(WRITABLE, cx) {
                 return Poll::Pending;
             }
-            match write(&mut &self.io) {
+            match write(self.reg.fd) {
                 Ok(n) => {
                     if n < len {
                         self.clear(WRITABLE);
@@ -388,7 +395,7 @@ impl AsyncWrite for Socket {
             return Poll::Ready(Err(e));
         }
         match &mut this.state {
-            State::Own(o) => o.poll_write(cx, |io| io.write(buf), buf.len()),
+            State::Own(o) => o.poll_write(cx, |fd| send(fd, buf), buf.len()),
             State::Tokio(t) => Pin::new(t).poll_write(cx, buf),
             State::Loose(_) | State::Gone => Poll::Ready(Err(gone())),
         }
@@ -403,7 +410,7 @@ impl AsyncWrite for Socket {
         match &mut this.state {
             State::Own(o) => {
                 let len = bufs.iter().map(|b| b.len()).sum();
-                o.poll_write(cx, |io| io.write_vectored(bufs), len)
+                o.poll_write(cx, |fd| send_vectored(fd, bufs), len)
             }
             State::Tokio(t) => Pin::new(t).poll_write_vectored(cx, bufs),
             State::Loose(_) | State::Gone => Poll::Ready(Err(gone())),
