@@ -101,7 +101,7 @@ impl TargetCatalog {
     async fn read(conn: &mut ServerConn, sql: &str) -> Result<TargetCatalog, BackendError> {
         if conn.applied().contains_key("client_encoding") {
             conn.simple("RESET client_encoding").await?;
-            conn.applied_mut().remove("client_encoding");
+            std::sync::Arc::make_mut(conn.applied_mut()).remove("client_encoding");
         }
         let rows = conn.simple(sql).await?;
         let triples = rows.iter().filter_map(|r| match r.as_slice() {

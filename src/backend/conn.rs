@@ -114,7 +114,7 @@ impl ServerConn {
             broken: false,
             created: Instant::now(),
             handed_out: Instant::now(),
-            applied: std::collections::BTreeMap::new(),
+            applied: crate::session::Settings::default(),
             outcome: Outcome::default(),
             discarded_error: None,
             skipping: false,

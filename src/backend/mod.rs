@@ -56,7 +56,7 @@ pub struct ServerConn {
     handed_out: Instant,
     /// Session parameters pgsplit has SET on this connection on behalf of clients (name → SQL value text); absent
     /// names have the value the connection started with. The next client's settings are applied as a diff.
-    applied: std::collections::BTreeMap<String, String>,
+    applied: crate::session::Settings,
     /// What the last relayed exchange ended with, for following session state (see `Outcome`).
     outcome: Outcome,
     /// The server reported an error in an extended-protocol batch and skips every message until the next Sync.

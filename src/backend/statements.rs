@@ -1,7 +1,6 @@
 //! What a session may ask of a server connection besides an exchange: its state from the last ReadyForQuery, the
 //! session parameters and statements pgsplit left on it, the replies queued for a batch, and retiring it.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -100,13 +99,13 @@ impl ServerConn {
 
     /// Session parameters pgsplit has SET on this connection (name → SQL value text).
     #[inline]
-    pub fn applied(&self) -> &BTreeMap<String, String> {
+    pub fn applied(&self) -> &crate::session::Settings {
         &self.applied
     }
 
     /// The same, to record what was just SET or reset.
     #[inline]
-    pub fn applied_mut(&mut self) -> &mut BTreeMap<String, String> {
+    pub fn applied_mut(&mut self) -> &mut crate::session::Settings {
         &mut self.applied
     }
 

@@ -34,6 +34,7 @@ pub(crate) mod machine;
 mod notify;
 mod own;
 mod params;
+pub use params::Settings;
 mod pooler;
 mod prepared;
 mod query;

@@ -29,7 +29,7 @@ impl Session {
             let Some(mut conn) = self.machine.take_pinned(target) else { continue };
             let reset = conn.status() == STATUS_IDLE && conn.simple("DISCARD ALL").await.is_ok() && conn.status() == STATUS_IDLE;
             if reset {
-                conn.applied_mut().clear();
+                *conn.applied_mut() = crate::session::Settings::default();
                 conn.forget_prepared();
                 conn.sequences_discarded();
             } else {

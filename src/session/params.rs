@@ -3,6 +3,7 @@
 //! applied to each server connection the client uses as a diff against what that connection already has.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::backend::Outcome;
 use crate::protocol::encoding::ClientEncoding;
@@ -20,10 +21,12 @@ const NOT_PARAMS: [&str; 4] = ["user", "database", "options", "replication"];
 /// The client's view of its session parameters.
 #[derive(Debug, Default, Clone)]
 pub struct Params {
-    /// What the client has now: name (lower case) → SQL value text, ready for `SET name TO value`.
-    current: BTreeMap<String, String>,
-    /// What it started with (startup packet): `RESET` returns here.
-    defaults: BTreeMap<String, String>,
+    /// What the client has now: name (lower case) → SQL value text, ready for `SET name TO value`. Shared with the
+    /// startup settings (and the connections it was applied to) until the client changes it.
+    current: Settings,
+    /// What it started with (startup packet): `RESET` returns here. Shared by every session that started with the
+    /// same settings (`intern`).
+    defaults: Settings,
     /// Changes made inside the open transaction: they count only if it commits.
     pending: Vec<Command>,
 }
@@ -44,6 +47,7 @@ impl Params {
                 defaults.insert(key.clone(), guc_value_sql(&key, &v));
             }
         }
+        let defaults = intern(defaults);
         Params { current: defaults.clone(), defaults, pending: Vec::new() }
     }
 
@@ -63,10 +67,14 @@ impl Params {
 
     /// The statements that make a server connection with `applied` match the client, or `None` if it already does.
     /// Behind a transaction pooler (`pooler`) only the parameters the pooler tracks itself are set this way.
-    pub fn diff_sql(&self, applied: &BTreeMap<String, String>, pooler: bool) -> Option<String> {
-        // The common case, a connection last used by a client with the same settings: the maps' lengths, then one
-        // ordered walk of both.
-        let same = if pooler { self.session_level(true).eq(applied.iter()) } else { self.current == *applied };
+    pub fn diff_sql(&self, applied: &Settings, pooler: bool) -> Option<String> {
+        // The common case, a connection last used by a client with the same settings: the very same map (clients
+        // that started alike share theirs), else the maps' lengths, then one ordered walk of both.
+        let same = if pooler {
+            self.session_level(true).eq(applied.iter())
+        } else {
+            Arc::ptr_eq(&self.current, applied) || self.current == *applied
+        };
         if same {
             return None;
         }
@@ -85,9 +93,11 @@ impl Params {
     }
 
     /// After `diff_sql` ran on a connection: it now has exactly the client's parameters (those set at session level).
-    pub fn synced(&self, applied: &mut BTreeMap<String, String>, pooler: bool) {
-        applied.clear();
-        applied.extend(self.session_level(pooler).map(|(k, v)| (k.clone(), v.clone())));
+    pub fn synced(&self, applied: &mut Settings, pooler: bool) {
+        *applied = match pooler {
+            false => self.current.clone(),
+            true => Arc::new(self.session_level(true).map(|(k, v)| (k.clone(), v.clone())).collect()),
+        };
     }
 
     /// The parameters set on a server connection at session level: all of them, or behind a transaction pooler
@@ -116,14 +126,7 @@ impl Params {
     /// Follows the parameter changes of an exchange the server has answered: `changes` were sent in it, `was_in_tx`
     /// says whether a transaction was open before it, `status` and `outcome` are what the server answered.
     /// `applied` is the connection's record, which always follows what the server did.
-    pub fn follow(
-        &mut self,
-        changes: &[Command],
-        was_in_tx: bool,
-        status: u8,
-        outcome: Outcome,
-        applied: &mut BTreeMap<String, String>,
-    ) {
+    pub fn follow(&mut self, changes: &[Command], was_in_tx: bool, status: u8, outcome: Outcome, applied: &mut Settings) {
         if outcome.error {
             // The failed statement's changes never happened; in a failed transaction the earlier ones will be
             // rolled back with it; after an implicit transaction failed, none of the text's changes happened.
@@ -153,7 +156,7 @@ impl Params {
     }
 
     /// Applies one accepted change to the client's view and the connection's record.
-    fn apply(&mut self, change: &Command, applied: &mut BTreeMap<String, String>) {
+    fn apply(&mut self, change: &Command, applied: &mut Settings) {
         match change {
             Command::SetParam { name, value } => {
                 // A partial DateStyle changes only its part of the session's value: the whole value is replayed.
@@ -163,19 +166,21 @@ impl Params {
                     }
                     _ => value.clone(),
                 };
-                self.current.insert(name.clone(), value.clone());
-                applied.insert(name.clone(), value);
+                Arc::make_mut(&mut self.current).insert(name.clone(), value.clone());
+                Arc::make_mut(applied).insert(name.clone(), value);
             }
             Command::ResetParam(name) => {
                 match self.defaults.get(name) {
-                    Some(v) => self.current.insert(name.clone(), v.clone()),
-                    None => self.current.remove(name),
+                    Some(v) => Arc::make_mut(&mut self.current).insert(name.clone(), v.clone()),
+                    None => Arc::make_mut(&mut self.current).remove(name),
                 };
-                applied.remove(name);
+                if applied.contains_key(name) {
+                    Arc::make_mut(applied).remove(name);
+                }
             }
             Command::ResetAll | Command::DiscardAll => {
-                self.current.clone_from(&self.defaults);
-                applied.clear();
+                self.current = self.defaults.clone();
+                *applied = Settings::default();
             }
             _ => {}
         }
@@ -183,7 +188,7 @@ impl Params {
 
     /// `DISCARD ALL` / `RESET ALL` answered without a server: back to the startup values.
     pub fn discard_all(&mut self) {
-        self.current.clone_from(&self.defaults);
+        self.current = self.defaults.clone();
         self.pending.clear();
     }
 
@@ -314,6 +319,29 @@ pub(super) fn options_settings(options: &str) -> Vec<(String, String)> {
     out
 }
 
+/// Session settings, name (lower case) → SQL value text; shared, copied when changed (`Arc::make_mut`).
+pub type Settings = Arc<BTreeMap<String, String>>;
+
+/// Most distinct startup settings kept for sharing; past it a session keeps its own.
+const INTERNED_MAX: usize = 256;
+
+/// Startup settings shared by the sessions that started with the same ones: a pooled application's clients all
+/// send the same, so each session holds a pointer instead of two copies of every name and value (README, *Memory
+/// per connection*), and a connection last used by a client with the same settings is recognised by that pointer.
+fn intern(settings: BTreeMap<String, String>) -> Settings {
+    static INTERNED: Mutex<Vec<Weak<BTreeMap<String, String>>>> = Mutex::new(Vec::new());
+    let Ok(mut interned) = INTERNED.lock() else { return Arc::new(settings) };
+    if let Some(same) = interned.iter().filter_map(Weak::upgrade).find(|s| **s == settings) {
+        return same;
+    }
+    interned.retain(|w| w.strong_count() > 0);
+    let shared = Arc::new(settings);
+    if interned.len() < INTERNED_MAX {
+        interned.push(Arc::downgrade(&shared));
+    }
+    shared
+}
+
 #[cfg(test)]
 mod datestyle_tests {
     use super::compose_datestyle;
@@ -349,6 +377,27 @@ mod tests {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
+    #[test]
+    fn sessions_that_started_alike_share_their_settings_until_one_changes_them() {
+        let a = Params::from_startup(&startup(&[("application_name", "x"), ("TimeZone", "UTC")]));
+        let mut b = Params::from_startup(&startup(&[("TimeZone", "UTC"), ("application_name", "x")]));
+        assert!(Arc::ptr_eq(&a.current, &b.current) && Arc::ptr_eq(&a.defaults, &b.defaults));
+        let mut applied = Settings::default();
+        assert!(a.diff_sql(&applied, false).is_some());
+        a.synced(&mut applied, false);
+        assert!(Arc::ptr_eq(&applied, &a.current));
+        assert_eq!(b.diff_sql(&applied, false), None);
+        // A change is the changer's alone: the other session and what it started with keep theirs.
+        b.follow(&[set("timezone", "'Europe/Paris'")], false, STATUS_IDLE, OK, &mut applied);
+        assert!(!Arc::ptr_eq(&a.current, &b.current));
+        assert_eq!(a.current.get("timezone").map(String::as_str), Some("'UTC'"));
+        assert_eq!(b.defaults.get("timezone").map(String::as_str), Some("'UTC'"));
+        assert_eq!(a.diff_sql(&applied, false).as_deref(), Some("SET \"timezone\" TO 'UTC';"));
+        // Back to the startup settings: shared again.
+        b.follow(&[Command::ResetAll], false, STATUS_IDLE, OK, &mut applied);
+        assert!(Arc::ptr_eq(&a.current, &b.current));
+    }
+
     fn set(name: &str, value: &str) -> Command {
         Command::SetParam { name: name.into(), value: value.into() }
     }
@@ -375,18 +424,18 @@ mod tests {
     #[test]
     fn a_connection_gets_only_the_difference() {
         let p = Params::from_startup(&startup(&[("application_name", "a"), ("TimeZone", "UTC")]));
-        let mut applied = BTreeMap::new();
+        let mut applied = Settings::default();
         assert_eq!(p.diff_sql(&applied, false).as_deref(), Some("SET \"application_name\" TO 'a';SET \"timezone\" TO 'UTC';"));
         p.synced(&mut applied, false);
         assert_eq!(p.diff_sql(&applied, false), None);
-        applied.insert("datestyle".into(), "'German'".into());
+        Arc::make_mut(&mut applied).insert("datestyle".into(), "'German'".into());
         assert_eq!(p.diff_sql(&applied, false).as_deref(), Some("RESET \"datestyle\";"));
     }
 
     #[test]
     fn accepted_sets_follow_and_failed_or_rolled_back_ones_do_not() {
         let mut p = Params::default();
-        let mut applied = BTreeMap::new();
+        let mut applied = Settings::default();
         p.follow(&[set("search_path", "workspace")], false, STATUS_IDLE, OK, &mut applied);
         assert_eq!(p.search_path(), ["workspace"]);
         assert_eq!(applied.get("search_path").map(String::as_str), Some("workspace"));
@@ -415,7 +464,7 @@ mod tests {
     #[test]
     fn reset_returns_to_the_startup_value_and_reset_all_to_all_of_them() {
         let mut p = Params::from_startup(&startup(&[("application_name", "a")]));
-        let mut applied = BTreeMap::new();
+        let mut applied = Settings::default();
         p.follow(&[set("application_name", "'b'"), set("datestyle", "'German'")], false, STATUS_IDLE, OK, &mut applied);
         p.follow(&[Command::ResetParam("application_name".into())], false, STATUS_IDLE, OK, &mut applied);
         assert_eq!(p.current.get("application_name").map(String::as_str), Some("'a'"));
@@ -428,7 +477,7 @@ mod tests {
     #[test]
     fn behind_a_transaction_pooler_only_tracked_parameters_are_set_for_the_session() {
         let mut p = Params::from_startup(&startup(&[("application_name", "a"), ("options", "-c statement_timeout=5s")]));
-        let mut applied = BTreeMap::new();
+        let mut applied = Settings::default();
         assert_eq!(p.diff_sql(&applied, true).as_deref(), Some("SET \"application_name\" TO 'a';"));
         p.synced(&mut applied, true);
         assert_eq!(applied.keys().collect::<Vec<_>>(), ["application_name"]);
@@ -502,7 +551,7 @@ mod tests {
                 names.iter().zip(values.iter().cycle()).map(|(k, v)| (k.clone(), v.clone())).collect();
             startup.insert("options".into(), format!("-c {option}=v -c x.y={option}"));
             let mut p = Params::from_startup(&startup);
-            let mut applied = BTreeMap::new();
+            let mut applied = Settings::default();
             let texts = [
                 format!("set app.x = {}", crate::quote::literal(&set_value)),
                 format!("set search_path = {}, public", crate::quote::ident(&set_value)),
@@ -513,10 +562,10 @@ mod tests {
                 p.follow(&a.session_changes, false, STATUS_IDLE, OK, &mut applied);
             }
             let settings = p.current.len();
-            proptest::prop_assert_eq!(only_quoted_settings(&p.diff_sql(&BTreeMap::new(), false).unwrap_or_default()), settings);
+            proptest::prop_assert_eq!(only_quoted_settings(&p.diff_sql(&Settings::default(), false).unwrap_or_default()), settings);
             only_quoted_settings(&p.local_sql().unwrap_or_default());
             let stale: BTreeMap<String, String> = names.iter().map(|n| (format!("{n}.stale"), "'x'".to_owned())).collect();
-            only_quoted_settings(&p.diff_sql(&stale, false).unwrap_or_default());
+            only_quoted_settings(&p.diff_sql(&Arc::new(stale), false).unwrap_or_default());
         }
     }
 }

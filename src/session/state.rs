@@ -1,6 +1,7 @@
 //! The session's driver: the message loop, and carrying out what the machine (`machine`) decides — checking
 //! connections out and back, running requests on them, following what they did to the session.
 
+use crate::worker::Recycled;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -137,14 +138,15 @@ impl Session {
             let Some(frame) = next else { return Ok(()) };
             let skipping = self.machine.skipping();
             match frame.tag {
-                b'Q' => self.simple_query(frame).await?,
-                b'F' => self.function_call(frame).await?,
+                // Each request's future in a recycled block: the session's own future stays small while it is idle.
+                b'Q' => Recycled::new(|| self.simple_query(frame)).await?,
+                b'F' => Recycled::new(|| self.function_call(frame)).await?,
                 // After an error before Sync, the rest of the batch is skipped, as PostgreSQL skips it.
                 b'P' | b'B' | b'D' | b'E' | b'C' | b'H' if skipping => {}
                 b'S' if skipping => Box::pin(self.sync_after_refusal()).await,
                 b'P' | b'B' | b'D' | b'E' | b'C' => self.hold(frame),
-                b'S' => self.sync(frame).await?,
-                b'H' => self.flush_batch(frame).await?,
+                b'S' => Recycled::new(|| self.sync(frame)).await?,
+                b'H' => Recycled::new(|| self.flush_batch(frame)).await?,
                 b'X' => return Ok(()),
                 // CopyData/CopyDone/CopyFail outside COPY are ignored, as PostgreSQL does.
                 tag if copy::outside_copy(tag) == OutsideCopy::Ignore => {}
@@ -457,7 +459,7 @@ impl Session {
             self.params_changed();
             if conn.upstream_pooler() {
                 // Untracked parameters were reset on the server before commit; the connection keeps none.
-                conn.applied_mut().retain(|name, _| super::params::tracked_by_pooler(name));
+                std::sync::Arc::make_mut(conn.applied_mut()).retain(|name, _| super::params::tracked_by_pooler(name));
             }
         }
         if effects.ddl || conn.outcome().stale_statement {

@@ -45,9 +45,11 @@ pub fn stack_of(home: Home, stacks: usize) -> usize {
 }
 
 mod exec;
+mod recycle;
 mod socket;
 
 pub use exec::Shared;
+pub use recycle::Recycled;
 pub use socket::Socket;
 
 /// One worker thread.
