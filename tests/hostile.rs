@@ -9,7 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::{clusters, direct, scalar, sqlstate, Proxy, APP_PASSWORD};
 
-/// The tests that measure this process's memory, or use a lot of it, run one at a time.
+/// One test at a time: some measure the whole process's memory (every other test's sockets and sessions would count)
+/// or load the machine (others wait on evictions and timeouts within a second).
 static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn chain(first: &str, sep: &str, term: &str, n: usize) -> String {
@@ -85,6 +86,7 @@ async fn table_exists(name: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_startup_parameter_name_postgresql_refuses_ends_the_login_with_42602_and_reaches_no_server() {
+    let _heavy = HEAVY.lock().await;
     let proxy = Proxy::split().await;
     let attack = "application_name to 'x'; create table workspace.injected_by_name(id int); set x.y";
     assert_eq!(login_with(proxy.port, &[(attack, "v")]).await.err().as_deref(), Some("42602"), "a startup key");
@@ -126,6 +128,7 @@ async fn a_startup_parameter_name_postgresql_refuses_ends_the_login_with_42602_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_replayed_on_another_connection_are_quoted_even_with_standard_conforming_strings_off() {
+    let _heavy = HEAVY.lock().await;
     // One DATA connection: the client's settings made on PRIMARY are replayed on it with SQL pgsplit writes.
     let proxy = Proxy::start(&common::config_yaml("verify-full", "").replace("max: 10,", "max: 1,")).await;
     let client = proxy.connect().await;
@@ -201,6 +204,9 @@ fn limits_config(extra: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_cannot_lock_real_clients_out_and_talking_ones_over_the_budget_get_53300() {
+    // Apart from the tests that measure the process's memory (its 200 sockets and sessions count there) or load
+    // the machine (an eviction must land within a second).
+    let _heavy = HEAVY.lock().await;
     // A long first-packet timeout: only the login budget and its eviction of silent connections are at work.
     let proxy = Proxy::start(&limits_config("max_login_conn: 20\nclient_first_packet_timeout: 60s\n")).await;
     let mut silent = Vec::new();
@@ -234,6 +240,7 @@ async fn silent_connections_cannot_lock_real_clients_out_and_talking_ones_over_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_over_max_client_conn_gets_53300_after_authenticating_and_a_freed_slot_is_reused() {
+    let _heavy = HEAVY.lock().await;
     let proxy = Proxy::start(&limits_config("max_client_conn: 2\n")).await;
     let (a, b) = (proxy.connect().await, proxy.connect().await);
     let err = tokio_postgres::connect(&proxy.dsn(), tokio_postgres::NoTls).await.err().expect("refused");
@@ -246,6 +253,7 @@ async fn a_client_over_max_client_conn_gets_53300_after_authenticating_and_a_fre
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_connection_is_closed_after_the_first_packet_timeout_and_pre_auth_messages_are_capped() {
+    let _heavy = HEAVY.lock().await;
     let proxy = Proxy::start(&limits_config("client_first_packet_timeout: 1s\n")).await;
     let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.expect("connect");
     assert!(closed_silently(&mut silent).await, "a silent connection is dropped");
@@ -418,6 +426,7 @@ async fn server_first(port: u16, user: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_users_see_a_stable_salt_of_their_own_and_nothing_about_targets_before_authentication() {
+    let _heavy = HEAVY.lock().await;
     let proxy = Proxy::split().await;
     let known = server_first(proxy.port, "app").await;
     let ghost = server_first(proxy.port, "ghost").await;
@@ -438,6 +447,7 @@ async fn unknown_users_see_a_stable_salt_of_their_own_and_nothing_about_targets_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_oddities_get_what_postgresql_gives() {
+    let _heavy = HEAVY.lock().await;
     let proxy = Proxy::split().await;
     // No user: 28000, before any authentication request.
     let mut s = send_startup(proxy.port, 0, &[("database", "handled")]).await;
@@ -461,6 +471,7 @@ async fn startup_oddities_get_what_postgresql_gives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_http_connections_cannot_keep_a_health_check_out() {
+    let _heavy = HEAVY.lock().await;
     let proxy = Proxy::split().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -489,6 +500,7 @@ async fn idle_http_connections_cannot_keep_a_health_check_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_default_target_down_since_start_holds_up_no_login_and_no_server_parameter_is_invented() {
+    let _heavy = HEAVY.lock().await;
     let c = clusters();
     let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     // PRIMARY (the default target) refuses connections from the start, with a long checkout timeout: a login that
@@ -511,6 +523,7 @@ async fn a_default_target_down_since_start_holds_up_no_login_and_no_server_param
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cleartext_password_request_from_an_unverified_server_is_never_answered() {
+    let _heavy = HEAVY.lock().await;
     // A fake server that asks for a cleartext password and records whether a PasswordMessage ever comes.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();

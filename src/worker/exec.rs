@@ -17,9 +17,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Wake, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 
-use super::{here, Home};
+use super::Home;
 
 /// A task's future.
 type Spawned = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -30,6 +30,11 @@ pub(super) const WAKE_TOKEN: mio::Token = mio::Token(usize::MAX);
 /// Most tasks run in one turn before the sockets are looked at again (none starves the others' I/O).
 const TURN_BUDGET: usize = 256;
 
+/// Most socket reads and writes one poll of a task may make (tokio's cooperative budget, which this loop replaces):
+/// a session reading a client's long pipeline, which is always ready, yields after this many, so the other
+/// sessions of its worker are served meanwhile.
+const POLL_BUDGET: u32 = 128;
+
 /// What other threads reach of one worker.
 pub struct Shared {
     /// The worker's index.
@@ -37,6 +42,9 @@ pub struct Shared {
     /// Work handed in from other threads; `pending` says whether there is any.
     inbox: Mutex<Inbox>,
     pending: AtomicBool,
+    /// This loop's identity, unique in the process (several proxies, in tests, each have a worker 0): what a task or
+    /// a socket compares with `this_loop()` to know it is on its own loop's thread.
+    pub(super) id: u32,
     /// Wakes the worker's `Poll` when it waits.
     waker: mio::Waker,
     /// The worker's registry: a socket leaving the worker is deregistered through it from whichever thread.
@@ -59,8 +67,10 @@ struct Inbox {
 impl Shared {
     /// A worker's shared half, around its registry.
     pub(super) fn new(home: Home, poll: &mio::Poll) -> std::io::Result<Shared> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
         Ok(Shared {
             home,
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
             inbox: Mutex::default(),
             pending: AtomicBool::new(false),
             waker: mio::Waker::new(poll.registry(), WAKE_TOKEN)?,
@@ -116,29 +126,62 @@ struct TaskCell {
 // there); other threads only wake the task, which touches `queued` (atomic) and `shared` (Sync).
 unsafe impl Sync for TaskCell {}
 
-impl Wake for TaskCell {
-    fn wake(self: Arc<Self>) {
-        if self.queued.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        if here() == self.shared.home {
+impl TaskCell {
+    /// Queues the task on its loop: locally on its own thread, else through the inbox.
+    fn enqueue(self: Arc<Self>) {
+        if this_loop() == self.shared.id {
             let _ = RUN.try_with(|q| q.borrow_mut().push_back(self));
         } else {
             let shared = self.shared.clone();
             shared.deliver(|i| i.woken.push(self));
         }
     }
+}
 
-    fn wake_by_ref(self: &Arc<Self>) {
-        if !self.queued.load(Ordering::Acquire) {
-            self.clone().wake();
+impl Wake for TaskCell {
+    // `queued` is swapped (a read-modify-write, SeqCst) on both sides: a waker that changed what the task waits for
+    // and then finds `queued` set is ordered before the poll's clearing swap, so the poll sees the change.
+    fn wake(self: Arc<Self>) {
+        if !self.queued.swap(true, Ordering::SeqCst) {
+            self.enqueue();
         }
     }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.queued.swap(true, Ordering::SeqCst) {
+            self.clone().enqueue();
+        }
+    }
+}
+
+/// Takes one socket operation from the polled task's budget; when none is left, the task is woken to run again
+/// later in the turn and the operation must return `Pending`.
+#[inline]
+pub(super) fn proceed(cx: &Context<'_>) -> bool {
+    let left = BUDGET.with(|b| {
+        let left = b.get();
+        b.set(left.saturating_sub(1));
+        left
+    });
+    if left == 0 {
+        cx.waker().wake_by_ref();
+    }
+    left > 0
+}
+
+/// The identity of the loop the calling thread runs (`Shared::id`), 0 on any other thread.
+#[inline]
+pub(super) fn this_loop() -> u32 {
+    LOOP.with(std::cell::Cell::get)
 }
 
 thread_local! {
     /// Tasks woken on this thread, to poll.
     static RUN: RefCell<VecDeque<Arc<TaskCell>>> = const { RefCell::new(VecDeque::new()) };
+    /// What is left of the polled task's `POLL_BUDGET`.
+    static BUDGET: std::cell::Cell<u32> = const { std::cell::Cell::new(POLL_BUDGET) };
+    /// The loop this thread runs (`Shared::id`), 0 on other threads.
+    static LOOP: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
     /// Every task of this worker (to drop them all at abort or stop).
     static ALL: RefCell<Vec<Arc<TaskCell>>> = const { RefCell::new(Vec::new()) };
     /// This worker's shared half (set on worker threads only).
@@ -163,7 +206,7 @@ fn spawn_here(shared: &Arc<Shared>, future: Spawned) {
 
 /// Polls `task` (a task of this worker); a finished one leaves the list of tasks.
 fn run_task(task: Arc<TaskCell>) {
-    task.queued.store(false, Ordering::Release);
+    task.queued.swap(false, Ordering::SeqCst);
     // The task as its own waker, borrowed: no reference count taken for the poll (a waker that is kept clones it).
     // SAFETY: `Arc::from_raw` of the task's own pointer makes a second handle without a count, and `ManuallyDrop`
     // never gives it back: the count is as before once `waker` is gone.
@@ -173,8 +216,12 @@ fn run_task(task: Arc<TaskCell>) {
     // `drop_all` runs from the loop, not from a task.
     let slot = unsafe { &mut *task.future.get() };
     let Some(future) = slot.as_mut() else { return };
-    if future.as_mut().poll(&mut cx).is_pending() {
-        return;
+    BUDGET.with(|b| b.set(POLL_BUDGET));
+    // A panicking task (a bug) ends alone, as a tokio task would: its session is dropped, the loop goes on.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
+        Ok(Poll::Pending) => return,
+        Ok(Poll::Ready(())) => {}
+        Err(_) => tracing::error!("a session's task panicked: that session ends"),
     }
     let finished = slot.take();
     ALL.with(|all| {
@@ -187,8 +234,9 @@ fn run_task(task: Arc<TaskCell>) {
             }
         }
     });
-    // Dropped outside any borrow: a task's drop may drop sockets and wake other tasks.
-    drop(finished);
+    // Dropped outside any borrow: a task's drop may drop sockets and wake other tasks. A drop that panics (after a
+    // poll that panicked) ends the same way.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(finished)));
 }
 
 /// Drops every task of this worker.
@@ -207,6 +255,7 @@ fn drop_all() {
 /// Runs the worker's loop until it is stopped; then drops its tasks.
 pub(super) fn run(shared: Arc<Shared>, mut poll: mio::Poll) {
     SHARED.with(|s| *s.borrow_mut() = Some(shared.clone()));
+    LOOP.with(|l| l.set(shared.id));
     let mut events = mio::Events::with_capacity(256);
     let mut wakers: Vec<Waker> = Vec::new();
     'turns: loop {

@@ -126,3 +126,14 @@ fn abort_all_drops_every_task_of_every_worker() {
         assert_eq!(read_far_to_end(&mut far), 0);
     }
 }
+
+#[test]
+fn a_task_that_panics_ends_alone_and_its_worker_goes_on() {
+    let workers = Workers::start(2).expect("two worker threads");
+    workers.workers[0].shared.spawn(async { panic!("a bug in one session (expected by this test)") });
+    let (tx, rx) = mpsc::channel();
+    workers.workers[0].shared.spawn(async move {
+        let _ = tx.send(here());
+    });
+    assert_eq!(rx.recv_timeout(WAIT).expect("the worker still runs tasks"), 0);
+}

@@ -78,7 +78,8 @@ impl Workers {
     /// Starts `n` worker threads, or none for `n` = 1 (sessions then run on the caller's runtime). Each worker
     /// thread enters the caller's tokio runtime, if any, for what stays tokio's (timers, spawns, connects).
     pub fn start(n: usize) -> std::io::Result<Workers> {
-        let mut workers = Vec::new();
+        // Pushed as they start: a later failure drops `workers`, which stops those already running.
+        let mut workers = Workers { workers: Vec::new() };
         if n > 1 {
             let main = tokio::runtime::Handle::try_current().ok();
             for i in 0..n {
@@ -86,15 +87,16 @@ impl Workers {
                 let poll = mio::Poll::new()?;
                 let shared = Arc::new(Shared::new(home, &poll)?);
                 let (mine, main) = (shared.clone(), main.clone());
+                // A thread that fails to start never runs the loop: nothing to stop for it.
                 std::thread::Builder::new().name(format!("pgsplit-worker-{i}")).spawn(move || {
                     HERE.with(|h| h.set(home));
                     let _entered = main.as_ref().map(|h| h.enter());
                     exec::run(mine, poll);
                 })?;
-                workers.push(Worker { shared, sessions: Arc::default() });
+                workers.workers.push(Worker { shared, sessions: Arc::default() });
             }
         }
-        Ok(Workers { workers })
+        Ok(workers)
     }
 
     /// No worker threads: sessions run on the caller's runtime.

@@ -17,8 +17,7 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::exec::{Shared, SHARED};
-use super::{here, Home, MAIN};
+use super::exec::{proceed, this_loop, Shared, SHARED};
 
 const READABLE: u8 = 1;
 const WRITABLE: u8 = 2;
@@ -117,9 +116,12 @@ unsafe impl Sync for Registration {}
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let _ = self.shared.registry.deregister(&mut mio::unix::SourceFd(&self.fd));
+        if self.shared.registry.deregister(&mut mio::unix::SourceFd(&self.fd)).is_err() {
+            // Still registered, as far as is known: an event may yet name the slot, so it is left allocated.
+            return;
+        }
         let token = self.slot.as_ptr() as usize;
-        if here() == self.shared.home {
+        if this_loop() == self.shared.id {
             // No event batch is being dispatched while a task runs: the slot can go now.
             free_slot(token);
         } else {
@@ -190,6 +192,9 @@ impl Own {
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !proceed(cx) {
+            return Poll::Pending;
+        }
         loop {
             if !self.ready_or_wait(READABLE, cx) {
                 return Poll::Pending;
@@ -227,6 +232,9 @@ impl Own {
         write: impl Fn(RawFd) -> io::Result<usize>,
         len: usize,
     ) -> Poll<io::Result<usize>> {
+        if !proceed(cx) {
+            return Poll::Pending;
+        }
         loop {
             if !self.ready_or_wait(WRITABLE, cx) {
                 return Poll::Pending;
@@ -298,23 +306,23 @@ impl Socket {
     /// Registers the socket with the calling thread's loop unless it is registered there already.
     #[inline]
     pub fn here(&mut self) -> io::Result<()> {
-        let at = here();
+        let at = this_loop();
         match &self.state {
-            State::Own(o) if o.reg.shared.home == at => Ok(()),
-            State::Tokio(_) if at == MAIN => Ok(()),
+            State::Own(o) if o.reg.shared.id == at => Ok(()),
+            State::Tokio(_) if at == 0 => Ok(()),
             _ => self.move_to(at),
         }
     }
 
     #[cold]
-    fn move_to(&mut self, at: Home) -> io::Result<()> {
+    fn move_to(&mut self, at: u32) -> io::Result<()> {
         let tcp = match std::mem::replace(&mut self.state, State::Gone) {
             State::Loose(tcp) => tcp,
             State::Own(own) => own.into_std(),
             State::Tokio(tcp) => tcp.into_std()?,
             State::Gone => return Err(gone()),
         };
-        self.state = if at == MAIN {
+        self.state = if at == 0 {
             if tokio::runtime::Handle::try_current().is_err() {
                 // No reactor on this thread (a plain thread dropping or checking a connection): left loose.
                 State::Loose(tcp)
@@ -409,7 +417,9 @@ impl AsyncWrite for Socket {
         }
         match &mut this.state {
             State::Own(o) => {
-                let len = bufs.iter().map(|b| b.len()).sum();
+                // What one sendmsg may send (`send_vectored` passes 1,024 slices at most): a short count means a
+                // full buffer only against that.
+                let len = bufs.iter().take(1024).map(|b| b.len()).sum();
                 o.poll_write(cx, |fd| send_vectored(fd, bufs), len)
             }
             State::Tokio(t) => Pin::new(t).poll_write_vectored(cx, bufs),
