@@ -127,7 +127,6 @@ impl ServerConn {
             sequences_of: 0,
             discard_ahead: false,
             hidden_ready: 0,
-            home: crate::worker::here(),
         };
         conn.login(spec).await?;
         Ok(conn)
@@ -280,17 +279,10 @@ impl ServerConn {
     /// that served it no longer watches it. The socket stays open throughout (`worker::Socket::here`; a socket
     /// polled elsewhere moves by itself, this makes the move, and its error, happen at checkout).
     pub fn rehome(&mut self) -> std::io::Result<()> {
-        let here = crate::worker::here();
-        if self.home == here {
-            return Ok(());
+        match &mut self.stream {
+            Stream::Plain(tcp) => tcp.here(),
+            Stream::Tls(tls) => tls.get_mut().0.here(),
         }
-        let tcp = match &mut self.stream {
-            Stream::Plain(tcp) => tcp,
-            Stream::Tls(tls) => tls.get_mut().0,
-        };
-        tcp.here()?;
-        self.home = here;
-        Ok(())
     }
 
     /// Reads one whole message from the server.

@@ -90,8 +90,6 @@ pub struct ServerConn {
     discard_ahead: bool,
     /// Replies to messages `send_ahead` sent, up to and including their ReadyForQuery, still to be hidden (0 or 1).
     hidden_ready: u8,
-    /// The thread whose reactor the socket is registered with (`worker`).
-    home: crate::worker::Home,
 }
 
 /// What the server said in the last exchange relayed to a client, beyond the final ReadyForQuery status.
