@@ -76,7 +76,9 @@ impl RunningCell {
         }
     }
 
-    fn try_set(&self, running: Option<Running>) -> bool {
+    /// Sets the statement in flight unless a cancel is being delivered (then `set` waits for it).
+    #[inline]
+    pub fn try_set(&self, running: Option<Running>) -> bool {
         let mut state = lock(&self.state);
         if state.1 > 0 {
             return false;

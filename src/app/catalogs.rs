@@ -85,6 +85,7 @@ impl App {
         let objects = snapshot.len();
         let snapshot = Arc::new(snapshot);
         self.catalog.rcu(|c| c.with_target(target, snapshot.clone()));
+        self.routing_inputs_changed();
         self.backend(target).mark_catalog_loaded(generation);
         tracing::debug!(target = self.backend(target).name(), objects, "catalog refreshed");
         objects

@@ -81,6 +81,9 @@ pub struct App {
     single_target: std::sync::atomic::AtomicUsize,
     /// Bumped whenever a reload changes the routes: statements prepared under older routes are routed again.
     routes_generation: std::sync::atomic::AtomicU64,
+    /// Moved on after every swap of `table` or `catalog`: a session's decision memo (`router::DecisionMemo`) made at
+    /// this generation still holds, without loading either.
+    routing_inputs: std::sync::atomic::AtomicU64,
     /// Serialises reloads (RELOAD, SIGHUP) so two never interleave.
     reloading: tokio::sync::Mutex<()>,
     /// Set when pgsplit shuts down: sessions at rest end, sessions in a transaction end with it. An atomic flag,
@@ -136,6 +139,7 @@ impl App {
             tls,
             single_target: single_target.into(),
             routes_generation: Default::default(),
+            routing_inputs: Default::default(),
             reloading: Default::default(),
             is_draining: Default::default(),
             metrics: Default::default(),
@@ -201,6 +205,17 @@ impl App {
     /// The catalog snapshot in force.
     pub fn catalog(&self) -> arc_swap::Guard<Arc<Catalog>> {
         self.catalog.load()
+    }
+
+    /// The generation of the routing table and the catalog (`routing_inputs`); read it before loading them.
+    #[inline]
+    pub fn routing_inputs(&self) -> u64 {
+        self.routing_inputs.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The routing table or the catalog was swapped.
+    fn routing_inputs_changed(&self) {
+        self.routing_inputs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// How often catalogs are re-read in the background.

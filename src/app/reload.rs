@@ -68,6 +68,7 @@ impl App {
             }
         }
         self.table.store(Arc::new(table));
+        self.routing_inputs_changed();
         if routes_changed {
             self.routes_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }

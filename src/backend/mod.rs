@@ -9,6 +9,7 @@ pub mod relay;
 mod shelf;
 mod statements;
 pub mod tls;
+mod turns;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-use super::shelf::{PooledConn, Shelf};
+use super::shelf::{PooledConn, Shelf, Turn};
 use super::{BackendError, ServerConn, TargetSpec};
 
 /// Pool sizes and timeouts for one target.
@@ -122,8 +120,6 @@ pub struct Backend {
     paused: tokio::sync::watch::Sender<bool>,
     /// `paused`'s value, read by every checkout without the watch's lock.
     paused_now: AtomicBool,
-    /// One permit per connection of `max`: clients wait their turn here, first come, first served.
-    turns: Arc<Semaphore>,
     /// Queries, errors, routes, waits and the connection alert of this target, for `/metrics`.
     pub stats: crate::metrics::TargetStats,
     /// The generation of the target's catalog for prepared statements: it moves on at DDL and when a server says a
@@ -144,7 +140,6 @@ impl Backend {
         let health = Arc::new(Health::default());
         health.up.store(true, Ordering::Relaxed);
         let shelf = Arc::new(Shelf::new(settings.max.max(1), settings.max_lifetime, settings.idle_timeout, settings.workers));
-        let turns = Arc::new(Semaphore::new(settings.max.max(1) as usize));
         Backend {
             spec,
             shelf,
@@ -158,7 +153,6 @@ impl Backend {
             catalog_reads: tokio::sync::Mutex::new(()),
             paused: tokio::sync::watch::Sender::new(false),
             paused_now: AtomicBool::new(false),
-            turns,
             stats: Default::default(),
         }
     }
@@ -186,22 +180,23 @@ impl Backend {
                 grow = new - old - paid;
                 Some(debt - paid)
             });
-            self.turns.add_permits(grow as usize);
+            self.shelf.turns.give(grow as usize);
         } else if new < old {
             self.shelf.shrunk.store(true, Ordering::Relaxed);
             // Idle connections above the new `max` close now; those in use, when they come back.
             self.shelf.trim(new);
             let want = (old - new) as usize;
-            let gone = self.turns.forget_permits(want);
+            let gone = self.shelf.turns.forget(want);
             if gone < want && self.shrink_debt.fetch_add((want - gone) as u32, Ordering::SeqCst) == 0 {
                 // Withdraws the rest one permit at a time as connections come back, for as long as any is owed.
-                let turns = self.turns.clone();
+                let shelf = self.shelf.clone();
                 let debt = self.shrink_debt.clone();
                 tokio::spawn(async move {
                     while debt.load(Ordering::SeqCst) > 0 {
-                        let Ok(permit) = turns.clone().acquire_owned().await else { return };
+                        shelf.turns.take().await;
+                        let turn = Turn::held(&shelf, 1);
                         if debt.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1)).is_ok() {
-                            permit.forget();
+                            turn.forget();
                         }
                     }
                 });
@@ -233,7 +228,7 @@ impl Backend {
     /// Server connections checked out now.
     pub fn in_use(&self) -> u32 {
         let owed = self.shrink_debt.load(Ordering::Relaxed);
-        (self.max() + owed).saturating_sub(self.turns.available_permits() as u32)
+        (self.max() + owed).saturating_sub(u32::try_from(self.shelf.turns.available()).unwrap_or(u32::MAX))
     }
 
     /// The generation of prepared statements (see `statement_epoch`).
@@ -296,9 +291,9 @@ impl Backend {
         }
         let checkout_timeout = self.checkout_timeout();
         // A free turn is taken at once, without a future or a timer (the fast path of every checkout).
-        let turn = match self.turns.clone().try_acquire_owned() {
-            Ok(turn) => turn,
-            Err(_) => self.turn(checkout_timeout, cancel, waited).await?,
+        let turn = match self.shelf.turns.try_take(1) {
+            true => Turn::held(&self.shelf, 1),
+            false => self.turn(checkout_timeout, cancel, waited).await?,
         };
         self.lend(turn, started, checkout_timeout, waited).await
     }
@@ -309,7 +304,7 @@ impl Backend {
     /// known to be down with no idle connection is tried once, so its clients learn of an outage at once.
     async fn lend(
         &self,
-        turn: OwnedSemaphorePermit,
+        turn: Turn,
         started: tokio::time::Instant,
         checkout_timeout: Duration,
         waited: &mut bool,
@@ -317,9 +312,7 @@ impl Backend {
         while let Some(mut conn) = self.shelf.take() {
             if !self.shelf.expired(&conn, started.into_std()) && conn.idle_and_alive(started.into_std()) {
                 match conn.rehome() {
-                    Ok(()) => {
-                        return Ok(PooledConn::lend(conn, self.shelf.clone(), turn, (!*waited).then(|| started.into_std())))
-                    }
+                    Ok(()) => return Ok(PooledConn::lend(conn, turn, (!*waited).then(|| started.into_std()))),
                     Err(e) => {
                         tracing::warn!(target = %self.spec.name, error = %e, "cannot move a server connection to this worker")
                     }
@@ -337,7 +330,7 @@ impl Backend {
             Ok(Ok(conn)) => {
                 opening.opened();
                 self.health.connected(&conn);
-                Ok(PooledConn::lend(Box::new(conn), self.shelf.clone(), turn, None))
+                Ok(PooledConn::lend(Box::new(conn), turn, None))
             }
             Ok(Err(e)) => {
                 self.health.failed(&e);
@@ -366,19 +359,19 @@ impl Backend {
         checkout_timeout: Duration,
         cancel: Option<&tokio::sync::Notify>,
         waited: &mut bool,
-    ) -> Result<OwnedSemaphorePermit, CheckoutError> {
+    ) -> Result<Turn, CheckoutError> {
         // Taken at once if one came free since the caller's try.
-        if let Ok(turn) = self.turns.clone().try_acquire_owned() {
-            return Ok(turn);
+        if self.shelf.turns.try_take(1) {
+            return Ok(Turn::held(&self.shelf, 1));
         }
         *waited = true;
         let turn = tokio::select! {
-            t = tokio::time::timeout(checkout_timeout, self.turns.clone().acquire_owned()) => t,
+            t = tokio::time::timeout(checkout_timeout, self.shelf.turns.take()) => t,
             _ = cancelled(cancel) => return Err(CheckoutError::Canceled),
         };
         match turn {
-            Ok(Ok(turn)) => Ok(turn),
-            _ => Err(CheckoutError::Timeout { target: self.spec.name.clone(), waited: checkout_timeout }),
+            Ok(()) => Ok(Turn::held(&self.shelf, 1)),
+            Err(_) => Err(CheckoutError::Timeout { target: self.spec.name.clone(), waited: checkout_timeout }),
         }
     }
 
@@ -415,7 +408,10 @@ impl Backend {
         }
         // The probe takes a turn as a client does: a connection it borrows (or opens) is one of `max`, never one more.
         // No free turn means every connection is in use: the target is serving.
-        let Ok(turn) = self.turns.clone().try_acquire_owned() else { return self.is_up() };
+        if !self.shelf.turns.try_take(1) {
+            return self.is_up();
+        }
+        let turn = Turn::held(&self.shelf, 1);
         let checked = tokio::time::timeout(timeout, async {
             let mut conn = match self.shelf.take() {
                 Some(mut conn) => {
@@ -431,7 +427,7 @@ impl Backend {
             };
             // Broken until the exchange completes: if the timeout drops it half-way, it is closed, not reused.
             conn.broken = true;
-            let mut conn = PooledConn::lend(conn, self.shelf.clone(), turn, None);
+            let mut conn = PooledConn::lend(conn, turn, None);
             let answer = conn.simple("").await;
             conn.broken = answer.is_err();
             answer.map(|_| ())
@@ -456,8 +452,11 @@ impl Backend {
         if missing == 0 {
             return;
         }
-        let wanted = missing.min(u32::try_from(self.turns.available_permits()).unwrap_or(u32::MAX));
-        let Ok(_turns) = self.turns.clone().try_acquire_many_owned(wanted) else { return };
+        let wanted = missing.min(u32::try_from(self.shelf.turns.available()).unwrap_or(u32::MAX));
+        if !self.shelf.turns.try_take(wanted as usize) {
+            return;
+        }
+        let _turns = Turn::held(&self.shelf, wanted as usize);
         for _ in 0..wanted {
             match tokio::time::timeout(timeout, ServerConn::connect(&self.spec)).await {
                 Ok(Ok(conn)) => {
@@ -494,8 +493,11 @@ impl Backend {
     /// PostgreSQL refuses while anyone is connected to it). Every free turn is held meanwhile, so no client takes
     /// one of them half-way; connections in use are left alone, as PostgreSQL leaves other users' sessions.
     pub async fn close_idle(&self) -> usize {
-        let free = u32::try_from(self.turns.available_permits()).unwrap_or(u32::MAX);
-        let Ok(_turns) = self.turns.clone().try_acquire_many_owned(free) else { return 0 };
+        let free = self.shelf.turns.available();
+        if !self.shelf.turns.try_take(free) {
+            return 0;
+        }
+        let _turns = Turn::held(&self.shelf, free);
         let mut closed = 0;
         for mut conn in self.shelf.take_all() {
             conn.broken = true;

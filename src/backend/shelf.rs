@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tokio::sync::OwnedSemaphorePermit;
-
+use super::turns::Turns;
 use super::ServerConn;
 
 /// The idle connections of one target, and the counts the pool is bounded by.
@@ -30,6 +29,8 @@ pub(super) struct Shelf {
     max_lifetime: Option<Duration>,
     /// Idle connections are closed after this (`reap`).
     idle_timeout: Option<Duration>,
+    /// One turn per connection of `max`: clients wait their turn here, first come, first served.
+    pub(super) turns: Turns,
 }
 
 impl Shelf {
@@ -41,6 +42,7 @@ impl Shelf {
             shrunk: AtomicBool::new(false),
             max_lifetime,
             idle_timeout,
+            turns: Turns::new(max as usize),
         }
     }
 
@@ -195,30 +197,51 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Turns held (`n` of them, one per connection lent; `Backend::keep_min` and `close_idle` hold several): given back
+/// when dropped.
+pub(super) struct Turn {
+    pub(super) shelf: std::sync::Arc<Shelf>,
+    n: usize,
+}
+
+impl Turn {
+    /// The caller now holds `n` turns of `shelf` (taken from `shelf.turns`).
+    pub(super) fn held(shelf: &std::sync::Arc<Shelf>, n: usize) -> Turn {
+        Turn { shelf: shelf.clone(), n }
+    }
+
+    /// The turns are withdrawn, not given back (a reload lowered `max`).
+    pub(super) fn forget(mut self) {
+        self.n = 0;
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if self.n > 0 {
+            self.shelf.turns.give(self.n);
+        }
+    }
+}
+
 /// A server connection lent to a client for one transaction (or a pinned session); dropping it returns it to the
 /// shelf (or closes it if it cannot serve another client), then lets the next waiting client in.
 pub struct PooledConn {
     /// The connection; taken out only when the loan ends (`Drop`).
     conn: Option<Box<ServerConn>>,
-    /// Where it goes back.
-    shelf: std::sync::Arc<Shelf>,
     /// When the checkout that lent it began, if it did not wait: the start of its first request (one clock read
     /// less per transaction); taken by that request.
     lent_at: Option<Instant>,
     /// When its last request ended, if it goes back right after: its idle stamp (one clock read less).
     back_at: Option<Instant>,
-    /// The client's turn, released after the connection is back (fields drop after `Drop::drop`).
-    _turn: OwnedSemaphorePermit,
+    /// The client's turn, and the shelf the connection goes back to; the turn is given back after the connection is
+    /// back (fields drop after `Drop::drop`).
+    turn: Turn,
 }
 
 impl PooledConn {
-    pub(super) fn lend(
-        conn: Box<ServerConn>,
-        shelf: std::sync::Arc<Shelf>,
-        turn: OwnedSemaphorePermit,
-        lent_at: Option<Instant>,
-    ) -> PooledConn {
-        PooledConn { conn: Some(conn), shelf, lent_at, back_at: None, _turn: turn }
+    pub(super) fn lend(conn: Box<ServerConn>, turn: Turn, lent_at: Option<Instant>) -> PooledConn {
+        PooledConn { conn: Some(conn), lent_at, back_at: None, turn }
     }
 
     /// When the checkout began, once, if it did not wait (else `None`: read the clock).
@@ -237,7 +260,7 @@ impl PooledConn {
 impl Drop for PooledConn {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.shelf.put_back(conn, self.back_at.unwrap_or_else(Instant::now));
+            self.turn.shelf.put_back(conn, self.back_at.unwrap_or_else(Instant::now));
         }
     }
 }

@@ -1,12 +1,14 @@
 //! A session's last routing decision, reused while nothing it was decided from has changed.
 
+use std::ops::Deref;
 use std::sync::Arc;
 
 use super::{decide, Catalog, Decision, RouteError, RoutingTable, SessionView, SharedAnalysis, TargetId};
 
 /// The inputs and result of a session's last successful `decide`. Texts of one shape share one analysis (the route
 /// cache), so a client repeating a statement with other literals finds its decision here without resolving its names
-/// again. The `Arc`s it holds keep the compared snapshots alive, so a pointer seen equal is the same snapshot.
+/// again. The routing table and the catalog are compared by their generation (`App::routing_inputs`, moved on after
+/// either is swapped): a memo that is still right costs no load of either.
 #[derive(Debug, Default)]
 pub struct DecisionMemo {
     last: Option<Last>,
@@ -16,10 +18,8 @@ pub struct DecisionMemo {
 struct Last {
     /// The statement's analysis (shared by every text of its shape).
     analysis: SharedAnalysis,
-    /// The routing table it was decided with (a reload swaps in a new one).
-    table: Arc<RoutingTable>,
-    /// The catalog snapshot names were resolved in (a refresh swaps in a new one).
-    catalog: Arc<Catalog>,
+    /// The generation of the routing table and catalog it was decided with (read before they were loaded).
+    inputs: u64,
     /// The session's search_path then.
     search_path: Vec<String>,
     /// The session's `SET pgsplit.target` then.
@@ -29,36 +29,36 @@ struct Last {
 }
 
 impl DecisionMemo {
-    /// `decide(table, catalog, a, s)`, from the memo when every input is the one it was last decided with.
+    /// `decide(table, catalog, a, s)` with the routing table and catalog of generation `inputs` (`load` gives them,
+    /// called only when the memo cannot answer), from the memo when every input is the one it was last decided with.
+    /// The caller reads `inputs` before anything `load` returns, so a memo never outlives a swap it did not see.
     /// Refusals are not kept: they are decided (and counted, and explained) each time.
-    pub fn decide(
+    pub fn decide<T, C>(
         &mut self,
-        table: &Arc<RoutingTable>,
-        catalog: &Arc<Catalog>,
+        inputs: u64,
+        load: impl FnOnce() -> (T, C),
         a: &SharedAnalysis,
         s: &SessionView<'_>,
-    ) -> Result<Decision, RouteError> {
+    ) -> Result<Decision, RouteError>
+    where
+        T: Deref<Target = Arc<RoutingTable>>,
+        C: Deref<Target = Arc<Catalog>>,
+    {
         if let Some(last) = &self.last {
             if Arc::ptr_eq(&last.analysis, a)
-                && Arc::ptr_eq(&last.table, table)
-                && Arc::ptr_eq(&last.catalog, catalog)
+                && last.inputs == inputs
                 && last.target_hint == s.target_hint
                 && last.search_path == s.search_path
             {
                 return Ok(last.decision.clone());
             }
         }
-        let decision = decide(table, catalog, a, s)?;
+        let (table, catalog) = load();
+        let decision = decide(&table, &catalog, a, s)?;
         let mut search_path = self.last.take().map(|last| last.search_path).unwrap_or_default();
         copy_into(&mut search_path, s.search_path);
-        self.last = Some(Last {
-            analysis: a.clone(),
-            table: table.clone(),
-            catalog: catalog.clone(),
-            search_path,
-            target_hint: s.target_hint,
-            decision: decision.clone(),
-        });
+        self.last =
+            Some(Last { analysis: a.clone(), inputs, search_path, target_hint: s.target_hint, decision: decision.clone() });
         Ok(decision)
     }
 }

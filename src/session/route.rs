@@ -60,7 +60,8 @@ pub fn route(analysis: Option<&SharedAnalysis>, ctx: &Context<'_>, memo: &mut De
         },
         (None, Some(a)) => {
             let view = SessionView { search_path: ctx.search_path, target_hint: ctx.target_hint };
-            let d = memo.decide(&ctx.app.table(), &ctx.app.catalog(), a, &view).map_err(errors::route)?;
+            let inputs = ctx.app.routing_inputs();
+            let d = memo.decide(inputs, || (ctx.app.table(), ctx.app.catalog()), a, &view).map_err(errors::route)?;
             (d.target, !matches!(d.reason, Reason::Default | Reason::SessionHint), RouteReason::Router(d.reason))
         }
     };
