@@ -35,6 +35,8 @@ struct Settings {
     pgbouncer: bool,
     /// Only workloads whose name contains this.
     only: Option<String>,
+    /// Top-level settings appended to pgsplit's routing.yaml (e.g. `prepare_unnamed: true`).
+    pgsplit_extra: String,
 }
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -54,6 +56,7 @@ impl Settings {
             idle_clients: env("E2E_IDLE_CLIENTS", 1000),
             pgbouncer: env("E2E_PGBOUNCER", 1) != 0,
             only: std::env::var("E2E_ONLY").ok().filter(|s| !s.is_empty()),
+            pgsplit_extra: std::env::var("E2E_PGSPLIT_EXTRA").unwrap_or_default(),
         }
     }
 }
@@ -100,7 +103,8 @@ fn main() -> ExitCode {
 }
 
 /// routing.yaml for pgsplit in front of the demo clusters; public (pgbench's tables) goes to DATA.
-fn pgsplit_config(dir: &Path, primary: &pgsplit::cluster::Cluster, data_port: u16, port: u16, pool: u32) -> String {
+fn pgsplit_config(dir: &Path, primary: &pgsplit::cluster::Cluster, data_port: u16, port: u16, s: &Settings) -> String {
+    let (pool, extra) = (s.pool, &s.pgsplit_extra);
     let pw = std::fs::read_to_string(dir.join("server-password")).unwrap_or_default();
     let app_pw = std::fs::read_to_string(dir.join("app-password")).unwrap_or_default();
     let ca = primary.ca_cert().map(|p| p.display().to_string()).unwrap_or_default();
@@ -121,6 +125,7 @@ targets:
 users:
   - {{ name: app, password: \"{app_pw}\" }}
 admin_users: []
+{extra}
 ",
         pport = primary.port(),
     )
@@ -158,7 +163,7 @@ async fn run(s: &Settings) -> Result<String, String> {
 
     let port = procs::free_port()?;
     let config = dir.join("routing.yaml");
-    std::fs::write(&config, pgsplit_config(&dir, &primary, data.port(), port, s.pool)).map_err(|e| e.to_string())?;
+    std::fs::write(&config, pgsplit_config(&dir, &primary, data.port(), port, s)).map_err(|e| e.to_string())?;
     let pgsplit_url = format!("postgresql://app:{app_password}@127.0.0.1:{port}/handled?sslmode=disable");
     say(start, &format!("starting {}", binary.display()));
     let mut pgsplit = procs::Pgsplit::start(&binary, &config, &pgsplit_url).await?;
@@ -221,13 +226,17 @@ async fn run(s: &Settings) -> Result<String, String> {
 
     let header = format!(
         "\npgsplit end-to-end benchmark — {}\n{} round(s) × {} s per pgbench run, pool {} for pgsplit and PgBouncer, \
-         scale {}, total {:.0} s\n",
+         scale {}, total {:.0} s{}\n",
         machine(&bindir, bouncer_binary.as_deref()),
         s.rounds,
         s.duration.as_secs(),
         s.pool,
         s.scale,
-        start.elapsed().as_secs_f64()
+        start.elapsed().as_secs_f64(),
+        match s.pgsplit_extra.trim() {
+            "" => String::new(),
+            extra => format!("; pgsplit with `{extra}`"),
+        }
     );
     say(start, "stopping proxies and clusters");
     Ok(format!("{header}\n{}", results.render()))

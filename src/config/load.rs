@@ -109,6 +109,8 @@ pub struct RawConfig {
     pub any_database: Option<String>,
     /// Threads that run the proxy (default: the number of cores).
     pub workers: Option<usize>,
+    /// Unnamed Parse served from server-side prepared statements (default false).
+    pub prepare_unnamed: Option<bool>,
     /// Extra top-level keys are allowed (SPEC §2).
     #[serde(flatten)]
     pub _extra: BTreeMap<String, serde_yaml::Value>,

@@ -55,6 +55,10 @@ pub struct Config {
     /// How long a client keeps its server connections (PgBouncer's `pool_mode`) in the logical database, unless its
     /// user says otherwise.
     pub pool_mode: PoolMode,
+    /// Under transaction pooling, a client's unnamed Parse is served from a statement prepared on the server under a
+    /// name of pgsplit's (`session::prepared`), parsed and planned once per server connection instead of at every
+    /// query; the client still sees its own unnamed statement. Read at each login.
+    pub prepare_unnamed: bool,
     /// PgBouncer's `*` database: a client that names any database other than the logical one, the admin console
     /// and the targets' names reaches the database of that name on this target's server, with the target's login,
     /// TLS, pool settings and `pool_mode` (a pool per database, made at its first login, dropped once unused and

@@ -82,6 +82,7 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
         health_interval,
         pool_mode: raw.pool_mode.unwrap_or_default(),
         any_database: raw.any_database,
+        prepare_unnamed: raw.prepare_unnamed.unwrap_or(false),
     })
 }
 

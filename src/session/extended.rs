@@ -148,7 +148,7 @@ impl Session {
                 return Ok(());
             }
         }
-        let payload = self.rewrite_batch(&mut conn, batch);
+        let payload = self.rewrite_batch(target, &mut conn, batch);
         self.in_flight(&conn).await;
         let relayed = relay::exchange_until_client_speaks(&mut self.client, &mut conn, &payload).await;
         self.give_back_rewrite(payload);
@@ -183,7 +183,7 @@ impl Session {
                 return status;
             }
         }
-        let payload = self.rewrite_batch(conn, batch);
+        let payload = self.rewrite_batch(target, conn, batch);
         let status = relay::exchange(&mut self.client, conn, &payload, relay::Sink::Client).await;
         self.give_back_rewrite(payload);
         status
@@ -395,6 +395,8 @@ impl Session {
             let mut frame = BytesMut::with_capacity(parse.len() + 5);
             encode::message(&mut frame, b'P', |b| b.extend_from_slice(&parse));
             self.unnamed_parse = Some(frame.freeze());
+            // Answered here, it is no server-side statement: a later Bind of it sends this Parse first.
+            self.unnamed_prepared = None;
         }
         self.drop_batch();
         for reply in replies {

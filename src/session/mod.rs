@@ -213,6 +213,11 @@ pub struct Session {
     admin: bool,
     /// Session pooling (`pool_mode: session`): every server connection the session uses is its own until it leaves.
     session_pooled: bool,
+    /// `prepare_unnamed` at login: the unnamed statement is served from a server-side prepared statement
+    /// (`unnamed_prepared`), except under session pooling and behind a transaction pooler.
+    prepare_unnamed: bool,
+    /// The client's unnamed statement as a server-side prepared statement, when `prepare_unnamed`.
+    unnamed_prepared: Option<prepared::UnnamedPrepared>,
     /// Never the same for two sessions of the process (`ServerConn::sequences_of`).
     id: u64,
 }

@@ -100,6 +100,17 @@ impl Prepared {
     }
 }
 
+/// The client's unnamed statement served from a server-side one (`prepare_unnamed`), with what it was made under
+/// besides its Parse: the same Parse under the same ones is the same statement (no hash, no allocation).
+#[derive(Debug)]
+pub struct UnnamedPrepared {
+    statement: Arc<Prepared>,
+    /// The target's catalog generation then.
+    catalog: u64,
+    /// The session's search_path then.
+    search_path: Vec<String>,
+}
+
 /// Most frames a session's emptied batch vector may hold room for to be kept for the next batch.
 const BATCH_KEEP: usize = 64;
 
@@ -108,7 +119,7 @@ const REWRITE_KEEP: usize = 1024;
 
 impl Session {
     /// The bytes to send on `conn` for an extended-protocol batch, with the replies they will get queued on `conn`.
-    pub(super) fn rewrite_batch(&mut self, conn: &mut ServerConn, mut batch: Vec<Frame>) -> BytesMut {
+    pub(super) fn rewrite_batch(&mut self, target: TargetId, conn: &mut ServerConn, mut batch: Vec<Frame>) -> BytesMut {
         let len = batch.iter().map(|f| f.bytes.len()).sum::<usize>();
         // The buffer the last batch was sent from, when it was small: no allocation per batch.
         let mut out = std::mem::take(&mut self.rewrite_buf);
@@ -130,7 +141,7 @@ impl Session {
                 b'D' => matches!(decode::describe_or_close_raw(f.body()), Ok((b'S', b""))),
                 _ => false,
             };
-            if uses_unnamed && !unnamed_here {
+            if uses_unnamed && !unnamed_here && self.statement(conn, "").is_none() {
                 if let Some(parse) = &self.unnamed_parse {
                     out.put_slice(parse);
                     conn.expect(Expect::Hide { statement: None });
@@ -138,7 +149,7 @@ impl Session {
                 }
             }
             match f.tag {
-                b'P' => self.rewrite_parse_message(conn, &f, &mut out, &mut unnamed_here),
+                b'P' => self.rewrite_parse_message(target, conn, &f, &mut out, &mut unnamed_here),
                 b'B' => self.rewrite_bind(conn, &f, &mut out, &mut unnamed_here),
                 b'D' => self.rewrite_describe(conn, &f, &mut out, &mut unnamed_here),
                 b'C' => self.rewrite_close(conn, &f, &mut out),
@@ -188,18 +199,31 @@ impl Session {
 
     /// A Parse: the unnamed statement is remembered and sent as it is; a named one is prepared under its
     /// server-side name unless the connection has it (behind a transaction pooler: only checked, as unnamed).
-    fn rewrite_parse_message(&mut self, conn: &mut ServerConn, f: &Frame, out: &mut BytesMut, unnamed_here: &mut bool) {
+    fn rewrite_parse_message(
+        &mut self,
+        target: TargetId,
+        conn: &mut ServerConn,
+        f: &Frame,
+        out: &mut BytesMut,
+        unnamed_here: &mut bool,
+    ) {
         let name = decode::parse_name(f.body(), self.encoding).unwrap_or_default();
         let named = !name.is_empty();
+        if !named && self.prepare_unnamed && !conn.upstream_pooler() {
+            // Made here, message by message: a batch's Binds of the unnamed statement bind the Parse before them.
+            self.prepare_unnamed_statement(target, f.body());
+        }
+        let statement = self.statement(conn, &name);
         if !named {
             // A copy, not a slice of the read buffer (it would keep the whole buffer of an idle client alive);
             // the same Parse again, as most clients send it, is not copied again.
             if self.unnamed_parse.as_deref() != Some(&f.bytes[..]) {
                 self.unnamed_parse = Some(bytes::Bytes::copy_from_slice(&f.bytes));
             }
-            *unnamed_here = true;
+            // Served from a server-side statement, it leaves the server's unnamed statement as it was.
+            *unnamed_here = statement.is_none();
         }
-        match self.statement(&name) {
+        match statement {
             Some(p) if named && conn.upstream_pooler() => {
                 parse_unnamed(&p, out);
                 *unnamed_here = false;
@@ -213,7 +237,7 @@ impl Session {
     /// transaction pooler, parsed anew as the unnamed one).
     fn rewrite_bind(&self, conn: &mut ServerConn, f: &Frame, out: &mut BytesMut, unnamed_here: &mut bool) {
         let (portal, stmt) = decode::bind_raw(f.body()).unwrap_or_default();
-        let named = self.encoding.decode(stmt).ok().and_then(|name| self.statement(&name));
+        let named = self.encoding.decode(stmt).ok().and_then(|name| self.statement(conn, &name));
         match named {
             Some(p) if self.changed_rows.contains(&p.server_name) => fail_changed(conn, out, unnamed_here),
             Some(p) => {
@@ -237,7 +261,7 @@ impl Session {
     /// A Describe of a named statement describes its server-side statement, as `rewrite_bind` binds it.
     fn rewrite_describe(&self, conn: &mut ServerConn, f: &Frame, out: &mut BytesMut, unnamed_here: &mut bool) {
         let named = match decode::describe_or_close(f.body(), self.encoding) {
-            Ok((b'S', name)) => self.statement(&name),
+            Ok((b'S', name)) => self.statement(conn, &name),
             _ => None,
         };
         match named {
@@ -265,6 +289,8 @@ impl Session {
                 self.statements.remove(&*name);
                 conn.expect(Expect::Inject(b'3'));
             }
+            // The unnamed statement served from a server-side one: that one stays for the next Parse of its text.
+            Ok((b'S', _)) if self.statement(conn, "").is_some() => conn.expect(Expect::Inject(b'3')),
             _ => {
                 out.put_slice(&f.bytes);
                 conn.expect(Expect::Forward(Reply::Close));
@@ -302,12 +328,43 @@ impl Session {
         conn.expect(Expect::Shape(p.shape.clone()));
     }
 
-    /// A named statement of this client (the unnamed one is never rewritten).
-    fn statement(&self, name: &str) -> Option<Arc<Prepared>> {
+    /// A statement of this client as it runs on `conn`: a named one, or the unnamed one when it is served from a
+    /// server-side statement (`prepare_unnamed`; not behind a transaction pooler, where the client's unnamed
+    /// statement goes as it is).
+    fn statement(&self, conn: &ServerConn, name: &str) -> Option<Arc<Prepared>> {
         if name.is_empty() {
-            return None;
+            return self.unnamed_prepared.as_ref().filter(|_| !conn.upstream_pooler()).map(|u| u.statement.clone());
         }
         self.statements.get(name).cloned()
+    }
+
+    /// `prepare_unnamed`: the server-side statement the client's unnamed Parse (`body`) is served from, as a named
+    /// Parse's would be (`Prepared::from_parse`): shared by every client and connection that parse the same text
+    /// under the same catalog generation, search_path and encoding, so after DDL through pgsplit a Parse makes a new
+    /// one, planned against today's catalog. The same Parse as the last one reuses it.
+    fn prepare_unnamed_statement(&mut self, target: TargetId, body: &[u8]) {
+        // Routing follows the client's unnamed statement (`Session::unnamed`); this one is only what runs.
+        let (explicit, analysis, epoch) = (true, None, 0);
+        let catalog = self.backend(target).statement_epoch();
+        let rest = body.get(1..).unwrap_or_default();
+        if let Some(u) = &self.unnamed_prepared {
+            let p = &u.statement;
+            if p.target == target
+                && p.epoch == epoch
+                && p.encoding == self.encoding
+                && u.catalog == catalog
+                && u.search_path == self.search_path
+                && p.parse_body.get(p.server_name.len() + 1..) == Some(rest)
+            {
+                return;
+            }
+        }
+        let sharing = Sharing { encoding: self.encoding, catalog, search_path: &self.search_path };
+        self.unnamed_prepared = Prepared::from_parse(target, explicit, analysis, epoch, sharing, body).map(|p| UnnamedPrepared {
+            statement: Arc::new(p),
+            catalog,
+            search_path: self.search_path.clone(),
+        });
     }
 }
 

@@ -58,6 +58,7 @@ impl Session {
     pub fn new(client: Client, app: Arc<App>, user: String, startup: &BTreeMap<String, String>, key: ClientKey) -> Session {
         let params = Params::from_startup(startup);
         let single = app.is_single();
+        let prepare_unnamed = app.config().prepare_unnamed;
         Session {
             client,
             app,
@@ -84,6 +85,8 @@ impl Session {
             unnamed_parse: None,
             admin: false,
             session_pooled: false,
+            prepare_unnamed,
+            unnamed_prepared: None,
             id: super::SESSION_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
         }
     }
