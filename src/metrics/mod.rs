@@ -133,6 +133,14 @@ impl Histogram {
         row.sum_us.fetch_add(us, Ordering::Relaxed);
     }
 
+    /// `observe(Duration::ZERO)`, without the arithmetic: the first bucket counts one more, the sum stays.
+    #[inline]
+    pub fn observe_zero(&self) {
+        if let Some(c) = self.rows[stripe()].0.counts.first() {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Buckets as (upper bound in seconds, count), the sum in seconds and the total count.
     fn snapshot(&self) -> HistogramSnapshot {
         let mut buckets = Vec::with_capacity(self.bounds_us.len() + 1);
@@ -244,7 +252,10 @@ impl TargetStats {
     /// 0 s (an idle connection and a free turn at once: no clock read for the common case); and it failed for
     /// `failure` if it did.
     pub fn checked_out(&self, waited_since: Option<tokio::time::Instant>, failure: Option<CheckoutFailure>) {
-        self.checkout_wait.observe(waited_since.map_or(Duration::ZERO, |started| started.elapsed()));
+        match waited_since {
+            Some(started) => self.checkout_wait.observe(started.elapsed()),
+            None => self.checkout_wait.observe_zero(),
+        }
         if let Some(why) = failure {
             self.checkout_failures[why as usize].fetch_add(1, Ordering::Relaxed);
         }
@@ -362,6 +373,16 @@ mod tests {
         assert!(text.contains("pgsplit_query_duration_seconds_bucket{target=\"data\",le=\"+Inf\"} 3\n"), "{text}");
         assert!(text.contains("pgsplit_query_duration_seconds_count{target=\"data\"} 3\n"), "{text}");
         assert!(text.contains("pgsplit_query_duration_seconds_sum{target=\"data\"} 1.0055\n"), "{text}");
+    }
+
+    #[test]
+    fn observe_zero_counts_as_observing_zero() {
+        let (a, b) = (Histogram::new(&[1_000, 10_000]), Histogram::new(&[1_000, 10_000]));
+        a.observe(Duration::ZERO);
+        b.observe_zero();
+        let (a, b) = (a.snapshot(), b.snapshot());
+        assert_eq!((a.buckets, a.sum, a.count), (b.buckets, b.sum, b.count));
+        assert_eq!(b.count, 1);
     }
 
     #[test]

@@ -253,10 +253,11 @@ fn drop_all() {
 }
 
 /// Runs the worker's loop until it is stopped; then drops its tasks.
-pub(super) fn run(shared: Arc<Shared>, mut poll: mio::Poll) {
+pub(super) fn run(shared: Arc<Shared>, poll: mio::Poll) {
     SHARED.with(|s| *s.borrow_mut() = Some(shared.clone()));
     LOOP.with(|l| l.set(shared.id));
-    let mut events = mio::Events::with_capacity(256);
+    let mut events: Vec<libc::epoll_event> = Vec::with_capacity(256);
+    let epoll = std::os::fd::AsRawFd::as_raw_fd(&poll);
     let mut wakers: Vec<Waker> = Vec::new();
     'turns: loop {
         if shared.pending.swap(false, Ordering::AcqRel) {
@@ -283,17 +284,17 @@ pub(super) fn run(shared: Arc<Shared>, mut poll: mio::Poll) {
             run_task(task);
         }
         let busy = RUN.with(|q| !q.borrow().is_empty()) || shared.pending.load(Ordering::Acquire);
-        let timeout = if busy { Some(std::time::Duration::ZERO) } else { None };
-        if let Err(e) = poll.poll(&mut events, timeout) {
+        if let Err(e) = epoll_wait(epoll, &mut events, if busy { 0 } else { -1 }) {
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue 'turns;
             }
             tracing::error!(worker = shared.home, error = %e, "a worker's event loop failed: its sessions end");
             break;
         }
-        for event in events.iter() {
-            if event.token() != WAKE_TOKEN {
-                super::socket::ready(event, &mut wakers);
+        for event in &events {
+            let (token, bits) = (event.u64, event.events);
+            if token != WAKE_TOKEN.0 as u64 {
+                super::socket::ready(token, bits, &mut wakers);
             }
         }
         for w in wakers.drain(..) {
@@ -302,4 +303,22 @@ pub(super) fn run(shared: Arc<Shared>, mut poll: mio::Poll) {
     }
     drop_all();
     SHARED.with(|s| *s.borrow_mut() = None);
+    // The loop's `mio::Poll` (the epoll instance `events` came from) lives until here.
+    drop(poll);
+}
+
+/// Waits for readiness on the epoll instance `epfd` (`timeout_ms`: 0 looks without waiting, -1 waits until some),
+/// into `events` (up to its capacity). A raw system call, as `socket::Own::poll_read`'s recv: glibc's epoll_wait
+/// is a cancellation point, wrapped in two calls that cost more than dispatching the events (pgsplit never cancels
+/// threads). epoll_pwait with no signal mask is epoll_wait, on every architecture.
+fn epoll_wait(epfd: std::os::fd::RawFd, events: &mut Vec<libc::epoll_event>, timeout_ms: i32) -> std::io::Result<()> {
+    events.clear();
+    let capacity = i32::try_from(events.capacity()).unwrap_or(i32::MAX);
+    let no_mask = std::ptr::null::<libc::sigset_t>();
+    // SAFETY: the kernel writes at most `capacity` events into the vector's buffer, which outlives the call.
+    let n = unsafe { libc::syscall(libc::SYS_epoll_pwait, epfd, events.as_mut_ptr(), capacity, timeout_ms, no_mask, 8usize) };
+    let n = usize::try_from(n).map_err(|_| std::io::Error::last_os_error())?;
+    // SAFETY: the kernel initialised the first `n` events (n <= capacity).
+    unsafe { events.set_len(n.min(events.capacity())) };
+    Ok(())
 }

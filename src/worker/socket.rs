@@ -44,24 +44,26 @@ pub(super) fn free_slot(token: usize) {
 }
 
 /// Records `event`'s readiness on its socket and collects the wakers to wake (woken after the whole batch).
-pub(super) fn ready(event: &mio::event::Event, wakers: &mut Vec<Waker>) {
+pub(super) fn ready(token: u64, events: u32, wakers: &mut Vec<Waker>) {
     // SAFETY: a token other than the waker's is the address of a live `IoSlot` of this worker: it is freed only
     // after its socket is deregistered, on this thread, between two batches (`free_slot`, `Registration::drop`).
-    let slot = unsafe { &*(event.token().0 as *const IoSlot) };
+    let slot = unsafe { &*(token as usize as *const IoSlot) };
+    // The epoll flags read as mio reads them (`mio::event::Event`'s is_readable, is_read_closed, ...).
+    let has = |flag: libc::c_int| events & flag as u32 != 0;
     let mut bits = 0;
-    if event.is_readable() {
+    if has(libc::EPOLLIN) || has(libc::EPOLLPRI) {
         bits |= READABLE;
     }
-    if event.is_writable() {
+    if has(libc::EPOLLOUT) {
         bits |= WRITABLE;
     }
-    if event.is_read_closed() {
+    if has(libc::EPOLLHUP) || has(libc::EPOLLIN) && has(libc::EPOLLRDHUP) {
         bits |= READ_CLOSED;
     }
-    if event.is_write_closed() {
+    if has(libc::EPOLLHUP) || has(libc::EPOLLOUT) && has(libc::EPOLLERR) || events == libc::EPOLLERR as u32 {
         bits |= WRITE_CLOSED;
     }
-    if event.is_error() {
+    if has(libc::EPOLLERR) {
         bits |= READ_CLOSED | WRITE_CLOSED;
     }
     slot.ready.set(slot.ready.get() | bits);

@@ -226,7 +226,13 @@ pub async fn replay(client: &mut Client, conn: &mut ServerConn, messages: &[Byte
 /// `until_ready` without resetting the exchange's outcome (`exchange` has relayed part of it already).
 async fn relay_until_ready(client: &mut Client, conn: &mut ServerConn, sink: Sink) -> Result<u8, RelayError> {
     loop {
-        match forward_buffered(client, conn, sink).await? {
+        // Right after a request is sent nothing is buffered yet: straight to the wait (forward_buffered would only
+        // write nothing).
+        let step = match nothing_to_forward(client, conn) {
+            true => Step::More,
+            false => forward_buffered(client, conn, sink).await?,
+        };
+        match step {
             Step::Ready(status) => return Ok(status),
             Step::CopyIn => {
                 if let Some(status) = copy_from_client(client, conn).await? {
@@ -346,6 +352,13 @@ async fn forward_buffered(client: &mut Client, conn: &mut ServerConn, sink: Sink
         return Err(RelayError::Ended);
     }
     Ok(step)
+}
+
+/// Whether `forward_buffered` has nothing to do: no server bytes buffered, no reply of pgsplit's due, nothing of
+/// pgsplit's own waiting to be written to the client.
+#[inline]
+fn nothing_to_forward(client: &Client, conn: &ServerConn) -> bool {
+    conn.rbuf.is_empty() && client.wbuf.is_empty() && !matches!(conn.expect.front(), Some(Expect::Inject(_)))
 }
 
 /// Sends the replies pgsplit injects that are due before the current message (everything before them relayed).
