@@ -233,7 +233,7 @@ pub fn error_field_bytes(body: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
         if code == 0 {
             return None;
         }
-        let end = tail.iter().position(|&b| b == 0)?;
+        let end = memchr::memchr(0, tail)?;
         let (value, after) = tail.split_at(end);
         rest = after.get(1..).unwrap_or_default();
         Some((code, value))
@@ -299,7 +299,7 @@ impl<'a> Reader<'a> {
 
     #[inline]
     fn bytes_cstr(&mut self) -> Result<&'a [u8], DecodeError> {
-        let end = self.buf.iter().position(|&b| b == 0).ok_or(DecodeError::Truncated)?;
+        let end = memchr::memchr(0, self.buf).ok_or(DecodeError::Truncated)?;
         let s = &self.buf[..end];
         self.buf = &self.buf[end + 1..];
         Ok(s)

@@ -149,10 +149,14 @@ impl Session {
             }
         }
         let payload = self.rewrite_batch(target, &mut conn, batch);
-        self.in_flight(&conn).await;
+        if let Some(wait) = self.in_flight(&conn) {
+            self.set_running(wait).await;
+        }
         let relayed = relay::exchange_until_client_speaks(&mut self.client, &mut conn, &payload).await;
         self.give_back_rewrite(payload);
-        self.landed().await;
+        if let Some(wait) = self.landed() {
+            self.set_running(wait).await;
+        }
         match relayed {
             Ok(()) => self.machine.flushed(conn),
             Err(RelayError::Client(e)) => return Err(self.client_left(target, conn, e)),

@@ -172,6 +172,8 @@ pub struct Session {
     /// The session's search_path (case-folded schema names), used to resolve unqualified names; derived from
     /// `params` whenever they change.
     search_path: Vec<String>,
+    /// Moved on whenever `search_path` changes (the decision memo compares it instead of the path).
+    search_path_generation: u64,
     /// How the client's text is read (`client_encoding`); derived from `params` whenever they change.
     encoding: crate::protocol::encoding::ClientEncoding,
     /// The last routing decision, reused for the next statement of the same shape (see `router::DecisionMemo`).

@@ -64,7 +64,7 @@ impl Prepared {
         sharing: Sharing<'_>,
         client_body: &[u8],
     ) -> Option<Prepared> {
-        let nul = client_body.iter().position(|&b| b == 0)?;
+        let nul = memchr::memchr(0, client_body)?;
         let rest = client_body.get(nul + 1..)?;
         let Sharing { encoding, catalog, search_path } = sharing;
         let hasher = foldhash::fast::FixedState::with_seed(0x7067_7370_6c69_7421);
@@ -107,8 +107,8 @@ pub struct UnnamedPrepared {
     statement: Arc<Prepared>,
     /// The target's catalog generation then.
     catalog: u64,
-    /// The session's search_path then.
-    search_path: Vec<String>,
+    /// The generation of the session's search_path then.
+    search_path_generation: u64,
 }
 
 /// Most frames a session's emptied batch vector may hold room for to be kept for the next batch.
@@ -353,7 +353,7 @@ impl Session {
                 && p.epoch == epoch
                 && p.encoding == self.encoding
                 && u.catalog == catalog
-                && u.search_path == self.search_path
+                && u.search_path_generation == self.search_path_generation
                 && p.parse_body.get(p.server_name.len() + 1..) == Some(rest)
             {
                 return;
@@ -363,7 +363,7 @@ impl Session {
         self.unnamed_prepared = Prepared::from_parse(target, explicit, analysis, epoch, sharing, body).map(|p| UnnamedPrepared {
             statement: Arc::new(p),
             catalog,
-            search_path: self.search_path.clone(),
+            search_path_generation: self.search_path_generation,
         });
     }
 }

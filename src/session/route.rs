@@ -32,6 +32,8 @@ pub struct Context<'a> {
     pub single: bool,
     /// The session's search_path, case-folded.
     pub search_path: &'a [String],
+    /// Moved on whenever the session's search_path changes.
+    pub search_path_generation: u64,
     /// `SET pgsplit.target`.
     pub target_hint: Option<TargetId>,
     /// The transaction's hold on a server, if any.
@@ -60,7 +62,7 @@ pub fn route(analysis: Option<&SharedAnalysis>, ctx: &Context<'_>, memo: &mut De
         },
         (None, Some(a)) => {
             let view = SessionView { search_path: ctx.search_path, target_hint: ctx.target_hint };
-            let inputs = ctx.app.routing_inputs();
+            let inputs = (ctx.app.routing_inputs(), ctx.search_path_generation);
             let d = memo.decide(inputs, || (ctx.app.table(), ctx.app.catalog()), a, &view).map_err(errors::route)?;
             (d.target, !matches!(d.reason, Reason::Default | Reason::SessionHint), RouteReason::Router(d.reason))
         }
@@ -154,7 +156,7 @@ users:
     }
 
     fn ctx<'a>(app: &'a App, passthrough: Option<TargetId>, single: bool, binding: Option<Binding>) -> Context<'a> {
-        Context { app, passthrough, single, search_path: &[], target_hint: None, binding }
+        Context { app, passthrough, single, search_path: &[], search_path_generation: 0, target_hint: None, binding }
     }
 
     fn bound(target: TargetId, status: u8, tentative: bool) -> Option<Binding> {

@@ -66,6 +66,7 @@ impl Session {
             machine: Machine::new(single),
             target_hint: None,
             search_path: params.search_path(),
+            search_path_generation: 0,
             encoding: params.client_encoding(),
             route_memo: Default::default(),
             lookup_memo: Default::default(),
@@ -93,7 +94,11 @@ impl Session {
 
     /// After the client's parameters changed: what the session derives from them.
     pub(super) fn params_changed(&mut self) {
-        self.search_path = self.params.search_path();
+        let search_path = self.params.search_path();
+        if search_path != self.search_path {
+            self.search_path = search_path;
+            self.search_path_generation += 1;
+        }
         self.encoding = self.params.client_encoding();
     }
 
@@ -177,6 +182,7 @@ impl Session {
             passthrough: self.passthrough,
             single: self.machine.single(),
             search_path: &self.search_path,
+            search_path_generation: self.search_path_generation,
             target_hint: self.target_hint,
             binding: self.machine.binding(),
         }
@@ -190,6 +196,7 @@ impl Session {
             passthrough: self.passthrough,
             single: self.machine.single(),
             search_path: &self.search_path,
+            search_path_generation: self.search_path_generation,
             target_hint: self.target_hint,
             binding: self.machine.binding(),
         };
@@ -343,7 +350,9 @@ impl Session {
         self.pooler_prelude(&mut conn, &mut prelude, effects);
         self.sequences_ahead(&mut conn, effects, was_in_tx);
         conn.set_holds_session(was_in_tx || self.machine.pinned_to(target));
-        self.in_flight(&conn).await;
+        if let Some(wait) = self.in_flight(&conn) {
+            self.set_running(wait).await;
+        }
         // Done before the batch is rewritten, so their replies never meet the batch's queue of expected replies.
         let mut result = match prelude.is_empty() {
             true => Ok(STATUS_IDLE),
@@ -365,7 +374,9 @@ impl Session {
             // pgsplit's own transaction around the request ends and gives the ReadyForQuery.
             result = self.end_wrapped(&mut conn, effects).await;
         }
-        self.landed().await;
+        if let Some(wait) = self.landed() {
+            self.set_running(wait).await;
+        }
         let ended = self.backend(target).stats.query(started, result.is_err() || conn.outcome().error || held_failed);
         conn.going_back_at(Some(ended));
         let Some(mut conn) = self.settle(target, conn, result, held_failed, effects, was_in_tx)? else { return Ok(()) };
@@ -436,25 +447,34 @@ impl Session {
 
     /// Publishes what a cancel does while the request runs on `conn` (the machine's `cancel`: the CancelRequest goes
     /// to its server, with its key).
-    pub async fn in_flight(&self, conn: &ServerConn) {
-        if let (Cancel::Server(target), Some(key)) = (self.machine.cancel(), conn.key()) {
-            self.set_running(Some(Running { target, key })).await;
-        }
-    }
-
-    /// The exchange is over: waits for a cancel being delivered to finish, so none can reach the connection's next
-    /// client.
-    pub async fn landed(&self) {
-        self.set_running(None).await;
-    }
-
-    /// Sets the statement in flight; waits only while a cancel is being delivered (the common case, none, makes no
-    /// future: one uncontended lock).
+    /// Done at once (one uncontended lock) unless a cancel is being delivered: then it returns what the caller must
+    /// wait to set (`set_running`). No future in the common case.
     #[inline]
-    async fn set_running(&self, running: Option<Running>) {
-        if !self.key.slot.running.try_set(running) {
-            self.key.slot.running.set(running).await;
+    #[must_use = "a statement returned is not published until set_running sets it"]
+    pub fn in_flight(&self, conn: &ServerConn) -> Option<Option<Running>> {
+        match (self.machine.cancel(), conn.key()) {
+            (Cancel::Server(target), Some(key)) => self.try_set_running(Some(Running { target, key })),
+            _ => None,
         }
+    }
+
+    /// The exchange is over: no statement runs. As `in_flight`: the caller waits (`set_running`) for a cancel being
+    /// delivered to finish, so none can reach the connection's next client.
+    #[inline]
+    #[must_use = "a statement returned is not cleared until set_running sets it"]
+    pub fn landed(&self) -> Option<Option<Running>> {
+        self.try_set_running(None)
+    }
+
+    /// Sets the statement in flight unless a cancel is being delivered; else returns it, for `set_running`.
+    #[inline]
+    fn try_set_running(&self, running: Option<Running>) -> Option<Option<Running>> {
+        (!self.key.slot.running.try_set(running)).then_some(running)
+    }
+
+    /// Sets the statement in flight once no cancel is being delivered.
+    pub async fn set_running(&self, running: Option<Running>) {
+        self.key.slot.running.set(running).await;
     }
 
     /// Follows what an exchange the server answered did to session state: parameters, and DDL that makes the
