@@ -2,7 +2,7 @@
 //! (which reads requests) and the backend's relay (which writes replies and forwards COPY data).
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::protocol::encode::{self, PgError};
 use crate::protocol::framing::{self, Frame};
@@ -92,7 +92,7 @@ impl Client {
                 self.rbuf.reserve(READ_BUFFER);
             }
         }
-        Ok(self.stream.read_buf(&mut self.rbuf).await?)
+        Ok(self.stream.read_into(&mut self.rbuf).await?)
     }
 
     /// Gives the (empty) read buffer to the thread's spares, or frees it when it is large or spares are many; frees
@@ -120,6 +120,13 @@ impl Client {
         loop {
             if self.rbuf.len() >= READ_AHEAD_MAX {
                 return std::future::pending().await;
+            }
+            if let Stream::Plain(tcp) = &mut self.stream {
+                // Readiness first: the wait costs no buffer and no read (TLS is read at once: its records may
+                // already hold bytes).
+                if let Err(e) = std::future::poll_fn(|cx| tcp.poll_read_ready(cx)).await {
+                    return e.into();
+                }
             }
             match self.fill().await {
                 Ok(0) => return ClientError::Gone,

@@ -22,6 +22,33 @@ impl Stream {
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
     }
+
+    /// Reads into `buf`'s spare capacity (the callers reserve room; some is made if there is none); the number of
+    /// bytes read, 0 at end of stream. `tokio::io::AsyncReadExt::read_buf` without its future, for the two reads of
+    /// every transaction.
+    #[inline]
+    pub fn poll_read_into(&mut self, cx: &mut Context<'_>, buf: &mut bytes::BytesMut) -> Poll<io::Result<usize>> {
+        if buf.capacity() == buf.len() {
+            buf.reserve(64);
+        }
+        let mut dst = ReadBuf::uninit(buf.spare_capacity_mut());
+        match Pin::new(&mut *self).poll_read(cx, &mut dst) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+        let n = dst.filled().len();
+        // SAFETY: `poll_read` initialised and filled the first `n` bytes of the spare capacity (a ReadBuf never
+        // reports more filled than it was given), so they may join the buffer's length.
+        unsafe { buf.set_len(buf.len() + n) };
+        Poll::Ready(Ok(n))
+    }
+
+    /// Reads into `buf`'s spare capacity (see `poll_read_into`).
+    #[inline]
+    pub async fn read_into(&mut self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_read_into(cx, buf)).await
+    }
 }
 
 impl AsyncRead for Stream {

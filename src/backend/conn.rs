@@ -230,7 +230,7 @@ impl ServerConn {
         if self.rbuf.capacity() - self.rbuf.len() < 4096 {
             self.rbuf.reserve(8192);
         }
-        match self.stream.read_buf(&mut self.rbuf).await {
+        match self.stream.read_into(&mut self.rbuf).await {
             Ok(0) => {
                 self.broken = true;
                 Err(BackendError::Closed)
@@ -258,9 +258,10 @@ impl ServerConn {
             Stream::Plain(tcp) => tcp,
             Stream::Tls(tls) => tls.get_mut().0,
         };
-        let rested = now.saturating_duration_since(self.handed_out);
+        // Compared by adding (a third of the instructions of a subtraction of Instants).
+        let recent = now < self.handed_out + PEEK_AFTER;
         self.handed_out = now;
-        if rested < PEEK_AFTER {
+        if recent {
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             if tcp.poll_read_ready(&mut cx).is_pending() {
                 return true;

@@ -32,9 +32,17 @@ const STRIPES: usize = 8;
 fn stripe() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
-        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+        // Const-initialised (no lazy-init check at each use); `usize::MAX` until the thread's first use.
+        static STRIPE: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
     }
-    STRIPE.with(|s| *s)
+    STRIPE.with(|s| match s.get() {
+        usize::MAX => {
+            let stripe = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+            s.set(stripe);
+            stripe
+        }
+        stripe => stripe,
+    })
 }
 
 /// One cache line (two, against adjacent-line prefetch) holding `T`.
@@ -124,7 +132,8 @@ impl Histogram {
 
     /// Records one duration.
     pub fn observe(&self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        // Not `as_micros` (128-bit arithmetic).
+        let us = d.as_secs().saturating_mul(1_000_000).saturating_add(u64::from(d.subsec_micros()));
         let bucket = self.bounds_us.iter().position(|&b| us <= b).unwrap_or(self.bounds_us.len());
         let row = &self.rows[stripe()].0;
         if let Some(c) = row.counts.get(bucket) {
