@@ -91,9 +91,10 @@ pub struct Limits {
     logins: Arc<Semaphore>,
     /// Logged-in clients, admin console included (`max_client_conn`, PgBouncer's name).
     clients: Arc<Semaphore>,
-    /// Connections logging in that have not sent a byte yet, oldest first: when the login budget is full, a new
-    /// connection evicts the oldest of them, so silent connects cannot lock real clients out of logging in.
-    silent: Mutex<VecDeque<(u64, CancellationToken)>>,
+    /// Connections logging in that have not sent a byte yet, oldest first, each with its login slot: when the login
+    /// budget is full, a new connection evicts the oldest of them and takes its slot at once, so silent connects
+    /// cannot lock real clients out of logging in (however late the evicted one's task runs).
+    silent: Mutex<VecDeque<(u64, CancellationToken, LoginSlot)>>,
     /// Next id for `silent`.
     next_id: std::sync::atomic::AtomicU64,
 }
@@ -109,25 +110,30 @@ impl Limits {
         }
     }
 
-    /// A slot in the login budget: free at once, or freed by evicting the oldest silent connection; `None` when
-    /// every connection logging in is talking (the new one is refused with 53300).
+    /// A slot in the login budget: free at once, or the slot of the oldest silent connection, taken from it as it
+    /// is evicted; `None` when every connection logging in is talking (the new one is refused with 53300).
     pub async fn login_slot(&self) -> Option<OwnedSemaphorePermit> {
         if let Ok(p) = self.logins.clone().try_acquire_owned() {
             return Some(p);
         }
         let victim = self.silent.lock().ok().and_then(|mut q| q.pop_front());
-        let (_, token) = victim?;
+        let (_, token, slot) = victim?;
+        let taken = slot.lock().ok().and_then(|mut s| s.take());
         token.cancel();
-        tokio::time::timeout(EVICTION_WAIT, self.logins.clone().acquire_owned()).await.ok()?.ok()
+        match taken {
+            Some(p) => Some(p),
+            // Its slot was gone already (it cannot be, while it is listed): wait for one to come free.
+            None => tokio::time::timeout(EVICTION_WAIT, self.logins.clone().acquire_owned()).await.ok()?.ok(),
+        }
     }
 
-    /// Registers a connection that has sent nothing yet, until the guard is dropped (at its first bytes, or when
-    /// it ends); the guard's token fires if it is evicted.
-    pub fn silent(&self) -> Silent<'_> {
+    /// Registers a connection that has sent nothing yet, with its login slot, until the guard is dropped (at its
+    /// first bytes, or when it ends); the guard's token fires if it is evicted (its slot is then taken).
+    pub fn silent(&self, slot: &LoginSlot) -> Silent<'_> {
         let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let evicted = CancellationToken::new();
         if let Ok(mut q) = self.silent.lock() {
-            q.push_back((id, evicted.clone()));
+            q.push_back((id, evicted.clone(), slot.clone()));
         }
         Silent { limits: self, id, evicted }
     }
@@ -137,6 +143,9 @@ impl Limits {
         self.clients.clone().try_acquire_owned().ok()
     }
 }
+
+/// A connection's slot in the login budget while it logs in, where an eviction takes it from (`Limits::login_slot`).
+pub type LoginSlot = Arc<Mutex<Option<OwnedSemaphorePermit>>>;
 
 /// A connection on the silent list (`Limits::silent`); leaves it when dropped.
 pub struct Silent<'a> {
@@ -151,7 +160,7 @@ pub struct Silent<'a> {
 impl Drop for Silent<'_> {
     fn drop(&mut self) {
         if let Ok(mut q) = self.limits.silent.lock() {
-            if let Some(i) = q.iter().position(|(x, _)| *x == self.id) {
+            if let Some(i) = q.iter().position(|(x, _, _)| *x == self.id) {
                 q.remove(i);
             }
         }
@@ -234,6 +243,23 @@ mod tests {
         fn drop(&mut self) {
             self.0.store(true, Ordering::SeqCst);
         }
+    }
+
+    /// The login budget full of silent connections whose tasks may run late (a loaded machine): a new connection
+    /// takes the oldest one's slot as it evicts it, without waiting for that task to end.
+    #[tokio::test]
+    async fn an_eviction_takes_the_silent_connections_slot_at_once() {
+        let limits = Limits::new(1, 10);
+        let first = limits.login_slot().await.expect("a free slot");
+        let slot: LoginSlot = Arc::new(Mutex::new(Some(first)));
+        let silent = limits.silent(&slot);
+        // The silent connection's task never runs again here: its slot is taken all the same.
+        let second = tokio::time::timeout(Duration::from_millis(100), limits.login_slot()).await;
+        assert!(matches!(second, Ok(Some(_))), "a slot at once");
+        assert!(silent.evicted.is_cancelled());
+        assert!(slot.lock().map(|s| s.is_none()).unwrap_or(false), "the evicted connection holds no slot");
+        // Nobody silent is left: the next connection is refused at once.
+        assert!(limits.login_slot().await.is_none());
     }
 
     #[tokio::test]

@@ -112,7 +112,8 @@ pub async fn serve(tcp: TcpStream, app: Arc<App>, limits: &Limits, login: OwnedS
     // and a login slot, and keep pgsplit from exiting at shutdown.
     let login_timeout = app.config().client_login_timeout;
     // Boxed: the login's future (TLS, SCRAM) takes memory only while the client logs in.
-    let logged_in = tokio::time::timeout(login_timeout, Box::pin(startup::startup(tcp, &app, limits))).await;
+    let login: crate::server::LoginSlot = Arc::new(std::sync::Mutex::new(Some(login)));
+    let logged_in = tokio::time::timeout(login_timeout, Box::pin(startup::startup(tcp, &app, limits, &login))).await;
     drop(login);
     let (mut session, _client_slot) = match logged_in.unwrap_or_else(|_| Err(SessionError::LoginTimeout(login_timeout))) {
         Ok(Some(s)) => s,

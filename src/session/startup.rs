@@ -31,10 +31,11 @@ pub async fn startup(
     tcp: TcpStream,
     app: &Arc<App>,
     limits: &Limits,
+    login: &crate::server::LoginSlot,
 ) -> Result<Option<(Box<Session>, OwnedSemaphorePermit)>, SessionError> {
     let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let mut buf = BytesMut::with_capacity(1024);
-    let Some((stream, params)) = startup_packets(Stream::Plain(tcp), &mut buf, app, limits).await? else {
+    let Some((stream, params)) = startup_packets(Stream::Plain(tcp), &mut buf, app, limits, login).await? else {
         return Ok(None);
     };
     if app.tls_mode() == ClientTlsMode::Required && !stream.is_tls() {
@@ -163,10 +164,11 @@ async fn startup_packets(
     buf: &mut BytesMut,
     app: &App,
     limits: &Limits,
+    login: &crate::server::LoginSlot,
 ) -> Result<Option<(Stream, BTreeMap<String, String>)>, SessionError> {
     let first_packet_timeout = app.config().client_first_packet_timeout;
     let first_deadline = tokio::time::Instant::now() + first_packet_timeout;
-    let mut silent = Some(limits.silent());
+    let mut silent = Some(limits.silent(login));
     let params = loop {
         let payload = match next_packet(&mut stream, buf, &mut silent, first_deadline, first_packet_timeout).await? {
             Ok(Some(payload)) => payload,
