@@ -166,7 +166,18 @@ async fn metrics_count_clients_queries_errors_refusals_routes_and_cache_hits() {
     let held = proxy.connect().await;
     held.simple_query("begin; select 1 from reference.countries limit 1").await.expect("open transaction");
 
-    let (code, text) = get(&http, "/metrics").await;
+    // A statement is counted once its reply is on its way to the client, on the session's thread: a scrape right
+    // after the client has its answer may come first, so the counters are read until the last one is in (as a
+    // Prometheus scrape a moment later would), within 10 s.
+    let started = std::time::Instant::now();
+    let (code, text) = loop {
+        let (code, text) = get(&http, "/metrics").await;
+        let counted = sample(&samples(&text), "pgsplit_queries_total{target=\"data\"}");
+        if code != 200 || counted >= 3.0 || started.elapsed() > Duration::from_secs(10) {
+            break (code, text);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(code, 200);
     let m = samples(&text);
     assert_eq!(sample(&m, "pgsplit_clients"), 2.0);
