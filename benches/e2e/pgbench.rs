@@ -95,7 +95,14 @@ pub struct Sample {
     pub transactions: u64,
     /// CPU seconds the proxy used during the run.
     pub cpu_s: Option<f64>,
+    /// The 99th percentile of transaction latency, ms (from pgbench's per-transaction log, one transaction in
+    /// `LOG_SAMPLING` logged).
+    pub p99_ms: Option<f64>,
 }
+
+/// The share of transactions pgbench logs for the percentile (`--sampling-rate`): thousands of samples per run,
+/// at a tenth of the log's cost.
+const LOG_SAMPLING: &str = "0.1";
 
 /// Threads for a run: one per client up to 16; one per client always for `-M prepared`, where pgbench's blocking
 /// PQprepare of one client can wait for a pooled connection held by another client of the same thread.
@@ -122,10 +129,19 @@ pub async fn run(bindir: &Path, e: &Endpoint, w: &Workload, duration: Duration) 
     if w.select_only {
         cmd.arg("-S");
     }
+    // Per-transaction latencies for the percentile, into a folder of this run's own.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let logs = std::env::temp_dir().join(format!("pgsplit-e2e-log-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&logs).map_err(|err| format!("{}: {err}", logs.display()))?;
+    let prefix = logs.join("tx");
+    cmd.args(["-l", &format!("--sampling-rate={LOG_SAMPLING}")]).arg(format!("--log-prefix={}", prefix.display()));
     cmd.arg(&e.url).kill_on_drop(true);
     let cpu_before = e.pid.and_then(procs::cpu_seconds);
     let out = cmd.output().await.map_err(|err| format!("cannot run pgbench: {err}"))?;
     let cpu_after = e.pid.and_then(procs::cpu_seconds);
+    let p99_ms = p99_of_logs(&logs);
+    let _ = std::fs::remove_dir_all(&logs);
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         return Err(format!("pgbench {} against {} failed: {}", w.name, e.kind.name(), tail(&out.stderr)));
@@ -135,7 +151,26 @@ pub async fn run(bindir: &Path, e: &Endpoint, w: &Workload, duration: Duration) 
         return Err(format!("pgbench {} against {}: failed transactions:\n{stdout}{}", w.name, e.kind.name(), tail(&out.stderr)));
     }
     sample.cpu_s = cpu_before.zip(cpu_after).map(|(b, a)| a - b);
+    sample.p99_ms = p99_ms;
     Ok(Some(sample))
+}
+
+/// The 99th percentile of the latencies in pgbench's transaction logs in `dir` (one line per logged transaction:
+/// client, transaction number, latency in µs, ...), ms; `None` without any.
+fn p99_of_logs(dir: &Path) -> Option<f64> {
+    let mut us: Vec<u64> = Vec::new();
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        us.extend(text.lines().filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok()));
+    }
+    percentile(&mut us, 0.99).map(|v| v as f64 / 1000.0)
+}
+
+/// The `q` quantile of `v` (nearest rank), `None` when empty.
+fn percentile(v: &mut [u64], q: f64) -> Option<u64> {
+    v.sort_unstable();
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len().max(1));
+    v.get(rank - 1).copied()
 }
 
 /// Initialises pgbench's tables at `scale` on `url`.
@@ -178,5 +213,6 @@ fn parse(summary: &str) -> Option<Sample> {
         latency_ms: number_after(summary, "latency average")?,
         transactions: number_after(summary, "number of transactions actually processed")? as u64,
         cpu_s: None,
+        p99_ms: None,
     })
 }

@@ -54,6 +54,11 @@ impl Results {
         median(self.samples(w, k).iter().map(|s| s.latency_ms).collect())
     }
 
+    /// Median 99th-percentile latency, ms.
+    fn p99(&self, w: usize, k: Kind) -> Option<f64> {
+        median(self.samples(w, k).iter().filter_map(|s| s.p99_ms).collect())
+    }
+
     /// Proxy CPU seconds per 10,000 transactions over all rounds.
     fn cpu_per_10k(&self, w: usize, k: Kind) -> Option<f64> {
         let s = self.samples(w, k);
@@ -86,6 +91,7 @@ impl Results {
     pub fn render(&self) -> String {
         let mut out = String::new();
         self.render_pgbench(&mut out);
+        self.render_p99(&mut out);
         self.render_copy(&mut out);
         self.render_idle(&mut out);
         self.render_targets(&mut out);
@@ -123,6 +129,17 @@ impl Results {
                 self.cell(i, p, self.cpu_per_10k(i, p), 2),
                 self.cell(i, b, self.cpu_per_10k(i, b), 2),
             );
+        }
+    }
+
+    fn render_p99(&self, out: &mut String) {
+        if self.workloads.is_empty() {
+            return;
+        }
+        out.push_str("\n| workload | p99 latency ms direct | pgsplit | PgBouncer |\n|---|--:|--:|--:|\n");
+        for (i, w) in self.workloads.iter().enumerate() {
+            let cells = [Kind::Direct, Kind::Pgsplit, Kind::Pgbouncer].map(|k| self.cell(i, k, self.p99(i, k), 3));
+            let _ = writeln!(out, "| `{}` | {} | {} | {} |", w.name, cells[0], cells[1], cells[2]);
         }
     }
 
@@ -166,16 +183,45 @@ impl Results {
     fn render_targets(&self, out: &mut String) {
         let (d, p, b) = (Kind::Direct, Kind::Pgsplit, Kind::Pgbouncer);
         let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
-        out.push_str("\nTargets (issue 7):\n");
+        out.push_str("\nTargets (issue 17):\n");
+        // TPS against PgBouncer in every row it runs, and 1.10× at `-S simple c=16`.
+        let mut below = Vec::new();
+        let mut compared = 0;
+        for (i, w) in self.workloads.iter().enumerate() {
+            if let Some((tp, tb)) = self.tps(i, p).zip(self.tps(i, b)) {
+                compared += 1;
+                if tp < tb {
+                    below.push(format!("`{}` {:.2}×", w.name, tp / tb));
+                }
+            }
+        }
+        match compared {
+            0 => out.push_str("- TPS ≥ 1.0× PgBouncer in every row: not measured\n"),
+            n => {
+                let _ = writeln!(
+                    out,
+                    "- TPS ≥ 1.0× PgBouncer in every row: {} of {n} — {}{}",
+                    n - below.len(),
+                    verdict(below.is_empty()),
+                    if below.is_empty() { String::new() } else { format!(" (below: {})", below.join("; ")) }
+                );
+            }
+        }
         match self.workload("-S simple c=16").and_then(|i| self.tps(i, p).zip(self.tps(i, b))) {
             Some((ps, pb)) => {
-                let _ = writeln!(out, "- `-S` c=16 TPS ≥ 1.1× PgBouncer: {:.2}× — {}", ps / pb, verdict(ps >= 1.1 * pb));
+                let _ = writeln!(out, "- `-S simple c=16` TPS ≥ 1.10× PgBouncer: {:.2}× — {}", ps / pb, verdict(ps >= 1.1 * pb));
             }
-            None => out.push_str("- `-S` c=16 TPS ≥ 1.1× PgBouncer: not measured\n"),
+            None => out.push_str("- `-S simple c=16` TPS ≥ 1.10× PgBouncer: not measured\n"),
+        }
+        match self.workload("-S prepared c=16").and_then(|i| self.tps(i, p).zip(self.tps(i, d))) {
+            Some((pp, pd)) => {
+                let _ = writeln!(out, "- `-S prepared c=16` ≥ 0.8× direct: {:.2}× — {}", pp / pd, verdict(pp >= 0.8 * pd));
+            }
+            None => out.push_str("- `-S prepared c=16` ≥ 0.8× direct: not measured\n"),
         }
         let mut cpu_fails = Vec::new();
         let mut compared = 0;
-        for (i, w) in self.workloads.iter().enumerate() {
+        for (i, w) in self.workloads.iter().enumerate().filter(|(_, w)| w.select_only) {
             if let Some((cp, cb)) = self.cpu_per_10k(i, p).zip(self.cpu_per_10k(i, b)) {
                 compared += 1;
                 if cp > cb {
@@ -184,11 +230,11 @@ impl Results {
             }
         }
         if compared == 0 {
-            out.push_str("- CPU per transaction ≤ PgBouncer's: not measured\n");
+            out.push_str("- CPU per `-S` transaction ≤ PgBouncer's: not measured\n");
         } else {
             let _ = writeln!(
                 out,
-                "- CPU per transaction ≤ PgBouncer's: {} of {compared} workloads — {}{}",
+                "- CPU per `-S` transaction ≤ PgBouncer's: {} of {compared} workloads — {}{}",
                 compared - cpu_fails.len(),
                 verdict(cpu_fails.is_empty()),
                 if cpu_fails.is_empty() { String::new() } else { format!(" (above: {})", cpu_fails.join("; ")) }
@@ -210,12 +256,26 @@ impl Results {
                 }
             }
         }
+        for name in ["-S simple c=64", "-S extended c=64"] {
+            match self.workload(name).and_then(|i| self.p99(i, p).zip(self.p99(i, b))) {
+                Some((pp, pb)) => {
+                    let _ = writeln!(
+                        out,
+                        "- p99 latency `{name}` ≤ PgBouncer's: {pp:.3} ms against {pb:.3} ms — {}",
+                        verdict(pp <= pb)
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "- p99 latency `{name}` ≤ PgBouncer's: not measured");
+                }
+            }
+        }
         if let Some((sd, sp)) = self.copy_seconds(d).zip(self.copy_seconds(p)) {
             let _ = writeln!(out, "- COPY ≥ 95% of direct: {:.1}% — {}", sd / sp * 100.0, verdict(sd / sp >= 0.95));
         }
         if let Some((_, m)) = self.idle.iter().find(|(k, _)| *k == p) {
             let kb = m.per_client_kib();
-            let _ = writeln!(out, "- idle memory ≤ 16 KB per client: {kb:.1} KB — {}", verdict(kb <= 16.0));
+            let _ = writeln!(out, "- idle memory ≤ 4 KB per client: {kb:.1} KB — {}", verdict(kb <= 4.0));
         }
     }
 }
