@@ -57,7 +57,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationTok
     let workers = match worker::Workers::start(app.config().workers) {
         Ok(w) => w,
         Err(e) => {
-            // Sessions then run on this runtime, as with `workers: 1`.
+            // Sessions then run on this runtime.
             tracing::error!(error = %e, "cannot start the worker threads: sessions run on the main thread");
             worker::Workers::none()
         }

@@ -175,7 +175,7 @@ fn main() -> ExitCode {
 
 /// The main runtime. For `serve`, the main thread alone (a current-thread runtime): it accepts, probes and serves
 /// the HTTP endpoint, while sessions run on `workers` threads of their own, each its own event loop
-/// (`pgsplit::worker`), or with `workers: 1` on this thread too. The other commands use one thread per core.
+/// (`pgsplit::worker`; `workers: 1` is one such thread). The other commands use one thread per core.
 fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     match workers {
         Some(_) => tokio::runtime::Builder::new_current_thread().enable_all().build(),

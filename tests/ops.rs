@@ -371,8 +371,7 @@ async fn json_logs_have_one_line_per_connection_refusal_and_disconnect_and_never
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_an_open_transaction_commit_refuses_new_clients_ends_idle_ones_and_exits_0() {
     let _serial = SERIAL.lock().await;
-    // On one thread (`workers: 1`, a single event loop): sessions, the drain, the http endpoint and signals all
-    // share it.
+    // One worker (`workers: 1`, a single event loop for every session): the drain reaches each session on it.
     let mut bin = Binary::start(&binary_yaml("shutdown_timeout: 120s\nworkers: 1\n"));
     let (port, http) = bin.addrs();
     assert_eq!(bin.wait_for("threads running the proxy", Duration::from_secs(1))["fields"]["workers"], 1);

@@ -8,7 +8,9 @@
 //! What is off the fast path stays on the main runtime, which every worker thread has entered: timers, spawned
 //! helpers (a cancel sent to a server), connects and name lookups; they wake the worker's task across threads.
 //!
-//! With `workers: 1` there is no worker thread: sessions run on the main runtime, one thread in all.
+//! With `workers: 1` one worker thread serves every session: one event loop, as PgBouncer's (the main runtime only
+//! accepts, probes and serves HTTP). Without worker threads (`Workers::none`, when they cannot start) sessions run
+//! on the main runtime.
 //!
 //! Server connections are shared by all workers through each target's pool (one `max` for all of them). A socket is
 //! served by the loop of the thread that polls it: one taken from another worker's idle stack, or opened on the main
@@ -22,7 +24,7 @@ use std::sync::Arc;
 pub type Home = u16;
 
 /// Any thread that is not a worker: the main runtime's (accept, health probes, catalog refreshes, the HTTP
-/// endpoint), or the only one with `workers: 1`.
+/// endpoint; sessions too when no worker thread could start).
 pub const MAIN: Home = Home::MAX;
 
 thread_local! {
@@ -80,7 +82,7 @@ impl Workers {
     pub fn start(n: usize) -> std::io::Result<Workers> {
         // Pushed as they start: a later failure drops `workers`, which stops those already running.
         let mut workers = Workers { workers: Vec::new() };
-        if n > 1 {
+        if n >= 1 {
             let main = tokio::runtime::Handle::try_current().ok();
             for i in 0..n {
                 let home = Home::try_from(i).unwrap_or(MAIN - 1);
@@ -179,6 +181,9 @@ mod tests {
         assert_eq!(seen, [0, 1]);
         assert_eq!(stack_of(MAIN, 2), 0);
         assert_eq!(stack_of(1, 2), 1);
-        assert!(Workers::start(1).expect("none").pick().is_none(), "workers: 1 runs sessions on the main runtime");
+        let one = Workers::start(1).expect("one worker");
+        assert_eq!(one.sessions(), [0], "workers: 1 is one worker thread");
+        assert!(one.pick().is_some());
+        assert!(Workers::none().pick().is_none(), "without workers, sessions run on the main runtime");
     }
 }
