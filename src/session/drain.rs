@@ -16,13 +16,25 @@ impl Session {
         if !self.at_rest() {
             return Ok(self.client.read_frame().await?);
         }
-        let drained = Drained { app: &self.app, waker: &self.key.slot.drain };
-        tokio::select! {
-            biased;
-            _ = drained => closing(&self.user),
-            // Cancel-safe: a partial read stays in the client's buffer.
-            frame = self.client.read_frame() => Ok(frame?),
-        }
+        let (app, waker, user) = (&self.app, &self.key.slot.drain, &self.user);
+        // Cancel-safe: a partial read stays in the client's buffer.
+        let mut read = std::pin::pin!(self.client.read_frame());
+        // Draining first, as a biased select would; the session's waker is registered for the drain only when the
+        // read must wait (then the flag is looked at again: a drain starting in between still wakes it).
+        std::future::poll_fn(|cx| {
+            if app.is_draining() {
+                return std::task::Poll::Ready(closing(user));
+            }
+            if let std::task::Poll::Ready(frame) = std::future::Future::poll(read.as_mut(), cx) {
+                return std::task::Poll::Ready(frame.map_err(SessionError::from));
+            }
+            waker.register(cx.waker());
+            match app.is_draining() {
+                true => std::task::Poll::Ready(closing(user)),
+                false => std::task::Poll::Pending,
+            }
+        })
+        .await
     }
 }
 
