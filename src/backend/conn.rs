@@ -378,7 +378,7 @@ impl ServerConn {
             if rbuf.capacity() - rbuf.len() < 4096 {
                 rbuf.reserve(8192);
             }
-            match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, rbuf) {
+            match stream.poll_read_into(cx, rbuf) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::UnexpectedEof.into())),
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),

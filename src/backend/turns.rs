@@ -109,7 +109,7 @@ impl Future for Waiting<'_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let turns = self.turns;
-        let Some(slot) = &self.slot else {
+        if self.slot.is_none() {
             if turns.try_take(1) {
                 return Poll::Ready(());
             }
@@ -122,9 +122,7 @@ impl Future for Waiting<'_> {
             self.slot = Some(slot);
             // A turn given back before this waiter counted as queued is handed over now (to the first in line).
             turns.hand_over();
-            return self.poll_granted(cx);
-        };
-        let _ = slot;
+        }
         self.poll_granted(cx)
     }
 }

@@ -343,14 +343,11 @@ impl Session {
     /// under the same catalog generation, search_path and encoding, so after DDL through pgsplit a Parse makes a new
     /// one, planned against today's catalog. The same Parse as the last one reuses it.
     fn prepare_unnamed_statement(&mut self, target: TargetId, body: &[u8]) {
-        // Routing follows the client's unnamed statement (`Session::unnamed`); this one is only what runs.
-        let (explicit, analysis, epoch) = (true, None, 0);
         let catalog = self.backend(target).statement_epoch();
         let rest = body.get(1..).unwrap_or_default();
         if let Some(u) = &self.unnamed_prepared {
             let p = &u.statement;
             if p.target == target
-                && p.epoch == epoch
                 && p.encoding == self.encoding
                 && u.catalog == catalog
                 && u.search_path_generation == self.search_path_generation
@@ -360,7 +357,9 @@ impl Session {
             }
         }
         let sharing = Sharing { encoding: self.encoding, catalog, search_path: &self.search_path };
-        self.unnamed_prepared = Prepared::from_parse(target, explicit, analysis, epoch, sharing, body).map(|p| UnnamedPrepared {
+        // No analysis, no routing epoch: routing follows the client's unnamed statement (`Session::unnamed`); this
+        // one is only what runs.
+        self.unnamed_prepared = Prepared::from_parse(target, true, None, 0, sharing, body).map(|p| UnnamedPrepared {
             statement: Arc::new(p),
             catalog,
             search_path_generation: self.search_path_generation,
