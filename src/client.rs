@@ -49,12 +49,54 @@ pub struct Client {
     pub rbuf: BytesMut,
     /// Messages pgsplit builds itself, flushed once per reply.
     pub wbuf: BytesMut,
+    /// A copy of what is written to the client while a reply the session cache may keep is relayed.
+    pub capture: Option<Box<Capture>>,
+}
+
+/// The bytes written to a client from a point on, up to a limit (`Client::capture`): the reply the session cache
+/// stores is the one the client received.
+#[derive(Debug, Default)]
+pub struct Capture {
+    /// What was written so far.
+    pub bytes: Vec<u8>,
+    /// Bytes queued in `wbuf` before the capture began: written, but not part of it.
+    skip: usize,
+    /// The most it keeps; past it the capture is given up (`over`).
+    limit: usize,
+    /// The reply outgrew `limit`: nothing is kept.
+    pub over: bool,
+}
+
+impl Capture {
+    /// A capture of what follows the `queued` bytes already in the write buffer, of at most `limit` bytes.
+    pub fn new(queued: usize, limit: usize) -> Box<Capture> {
+        Box::new(Capture { bytes: Vec::new(), skip: queued, limit, over: false })
+    }
+
+    /// Records bytes written to the client.
+    fn take(&mut self, written: &[u8]) {
+        let from = self.skip.min(written.len());
+        self.skip -= from;
+        let rest = written.get(from..).unwrap_or_default();
+        if self.over || self.bytes.len() + rest.len() > self.limit {
+            self.over = true;
+            self.bytes = Vec::new();
+            return;
+        }
+        self.bytes.extend_from_slice(rest);
+    }
+
+    /// The capture with what is still queued in the write buffer (`wbuf`), which the client will receive next.
+    pub fn finish(mut self, wbuf: &[u8]) -> Option<Vec<u8>> {
+        self.take(wbuf);
+        (!self.over).then_some(self.bytes)
+    }
 }
 
 impl Client {
     /// Wraps a socket, keeping bytes already read during startup.
     pub fn new(stream: Stream, rbuf: BytesMut) -> Client {
-        Client { stream, rbuf, wbuf: BytesMut::new() }
+        Client { stream, rbuf, wbuf: BytesMut::new(), capture: None }
     }
 
     /// The next whole message; `Ok(None)` when the client closed the connection between messages.
@@ -139,6 +181,9 @@ impl Client {
     /// Writes pgsplit's own pending messages.
     pub async fn flush(&mut self) -> Result<(), ClientError> {
         if !self.wbuf.is_empty() {
+            if let Some(c) = &mut self.capture {
+                c.take(&self.wbuf);
+            }
             self.stream.write_all(&self.wbuf).await?;
             self.wbuf.clear();
         }
@@ -148,6 +193,9 @@ impl Client {
     /// Writes relayed bytes directly (no copy into `wbuf`).
     pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
         self.flush().await?;
+        if let Some(c) = &mut self.capture {
+            c.take(bytes);
+        }
         Ok(self.stream.write_all(bytes).await?)
     }
 

@@ -19,6 +19,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod backend;
+pub mod cache;
 pub mod cancel;
 pub mod catalog;
 pub mod certs;
@@ -53,6 +54,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationTok
     // Unqualified names resolve through the catalog: read it before the first client, then keep it fresh.
     app.first_catalogs().await;
     let refresher = tokio::spawn(background(app.clone(), shutdown.clone()));
+    let cache_tasks = cache::listen::start(&app);
     let mut sessions = server::Sessions::default();
     let workers = match worker::Workers::start(app.config().workers) {
         Ok(w) => w,
@@ -67,6 +69,9 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationTok
     app.start_draining();
     refresher.abort();
     let _ = refresher.await;
+    for t in cache_tasks {
+        t.abort();
+    }
     tracing::info!(sessions = app.metrics().clients(), ?grace, "shutting down: waiting for open transactions");
     if !sessions.ended_within(grace).await {
         tracing::warn!(sessions = app.metrics().clients(), "shutdown timeout reached: closing the sessions still open");

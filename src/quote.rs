@@ -46,6 +46,48 @@ pub fn guc_name(name: &str) -> String {
     name.split('.').map(ident).collect::<Vec<_>>().join(".")
 }
 
+/// `schema.name` as PostgreSQL reads a qualified name: each part folded to lower case unless double-quoted (`""`
+/// inside quotes is one `"`). `None` unless there are exactly two non-empty parts.
+pub fn split_qualified(text: &str) -> Option<(String, String)> {
+    let mut parts = Vec::new();
+    let mut chars = text.trim().chars().peekable();
+    loop {
+        let mut part = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '"' if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        part.push('"');
+                    }
+                    '"' => break,
+                    c => part.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == '.' || c == '"' {
+                    break;
+                }
+                part.extend(c.to_lowercase());
+                chars.next();
+            }
+        }
+        if part.is_empty() {
+            return None;
+        }
+        parts.push(part);
+        match chars.next() {
+            None => break,
+            Some('.') => {}
+            Some(_) => return None,
+        }
+    }
+    let [schema, name]: [String; 2] = parts.try_into().ok()?;
+    Some((schema, name))
+}
+
 /// Why PostgreSQL refuses a configuration parameter name, if it does: a name is one or more dot-separated simple
 /// identifiers (a letter, `_` or a non-ASCII character first; then also digits and `$`), as PostgreSQL's
 /// `valid_custom_variable_name` checks for custom names and as every built-in name is. Names pgsplit cannot check
@@ -73,6 +115,15 @@ mod tests {
             .into_iter()
             .filter(|t| !matches!(t, Token::Whitespace(_)))
             .collect()
+    }
+
+    #[test]
+    fn qualified_names_fold_as_postgresql_reads_them() {
+        assert_eq!(split_qualified("Config.Sessions"), Some(("config".into(), "sessions".into())));
+        assert_eq!(split_qualified("\"My\"\"S\".\"T.x\""), Some(("My\"S".into(), "T.x".into())));
+        for bad in ["sessions", "a.b.c", ".b", "a.", "\"a", "a.\"\"", "a b.c\"d"] {
+            assert_eq!(split_qualified(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -456,3 +456,53 @@ async fn connection_alert_is_logged_with_target_count_and_threshold_and_exported
         c.simple_query("commit").await.expect("commit");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_cache_logs_its_line_exports_its_metrics_and_answers_show_cache() {
+    let _serial = SERIAL.lock().await;
+    let yaml = binary_yaml("cache: { stats_period: 1s, tables: [ { name: config.users, ttl: 10m } ] }\n")
+        .replace("admin_users: []", "admin_users: [admin]")
+        .replace("users:\n", "users:\n  - { name: admin, password: \"admin-secret\" }\n");
+    let bin = Binary::start(&yaml);
+    let (port, http) = bin.addrs();
+    let c = connect(port).await.expect("login");
+    for _ in 0..3 {
+        c.simple_query("select email from config.users where id = 1").await.expect("cached read");
+    }
+    // The runbook's line: logged every stats_period with the figures.
+    let started = Instant::now();
+    let line = loop {
+        let found = bin.logs().into_iter().rfind(|v| v["fields"]["message"] == "SessionCache");
+        if let Some(v) = found.filter(|v| v["fields"]["hits"].as_u64() == Some(2)) {
+            break v;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no SessionCache line with 2 hits:\n{}", bin.text());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let f = &line["fields"];
+    assert_eq!((f["misses"].as_u64(), f["entries"].as_u64()), (Some(1), Some(1)), "{line}");
+    assert_eq!(f["hit_rate"], "66.7%", "{line}");
+    assert!(f["bytes"].as_u64().is_some_and(|b| b > 0), "{line}");
+    for key in ["evictions", "invalidations"] {
+        assert_eq!(f[key].as_u64(), Some(0), "{key}: {line}");
+    }
+    let m = samples(&get(&http, "/metrics").await.1);
+    assert_eq!(sample(&m, "pgsplit_session_cache_hits_total"), 2.0);
+    assert_eq!(sample(&m, "pgsplit_session_cache_misses_total"), 1.0);
+    assert_eq!(sample(&m, "pgsplit_session_cache_entries"), 1.0);
+    assert_eq!(sample(&m, "pgsplit_session_cache_max_bytes"), f64::from(64u32 << 20));
+    let dsn = format!("host=127.0.0.1 port={port} user=admin password=admin-secret dbname=pgsplit sslmode=disable");
+    let (admin, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await.expect("admin login");
+    tokio::spawn(conn);
+    let rows = admin.simple_query("SHOW CACHE").await.expect("SHOW CACHE");
+    let row = rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .expect("a row");
+    assert_eq!((row.get("hits"), row.get("misses"), row.get("entries")), (Some("2"), Some("1"), Some("1")));
+    let tables = row.get("tables").unwrap_or_default();
+    assert!(tables.starts_with("config.users (primary, ttl 600s, "), "{tables}");
+}

@@ -1,7 +1,7 @@
 //! The admin console's commands (SPEC §6) as functions over the App: what the console accepts, parsed and run,
 //! answered as data; `session::console` writes the answers to the client.
 //!
-//! `SHOW POOLS | CLIENTS | SERVERS | STATS | ROUTES | CONFIG | MODE` (`show`), `RELOAD`, `PAUSE [target]`,
+//! `SHOW POOLS | CLIENTS | SERVERS | STATS | ROUTES | CONFIG | MODE | CACHE` (`show`), `RELOAD`, `PAUSE [target]`,
 //! `RESUME [target]`, `SET mode = single | split` (`control`). Several commands may share one Query, separated by
 //! `;`; the first error ends the Query, as in PostgreSQL.
 
@@ -62,7 +62,7 @@ pub enum Command {
 
 /// The hint of an unknown command: everything the console accepts.
 const COMMANDS_HINT: &str =
-    "SHOW POOLS|CLIENTS|SERVERS|STATS|ROUTES|CONFIG|MODE, RELOAD, PAUSE [target], RESUME [target], SET mode = single|split";
+    "SHOW POOLS|CLIENTS|SERVERS|STATS|ROUTES|CONFIG|MODE|CACHE, RELOAD, PAUSE [target], RESUME [target], SET mode = single|split";
 
 /// Runs each `;`-separated command of a Query for the admin `user`, in order, until the first error.
 pub async fn execute(app: &App, user: &str, sql: &str) -> Reply {

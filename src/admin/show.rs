@@ -24,6 +24,8 @@ pub enum Show {
     Config,
     /// The routing mode in force.
     Mode,
+    /// The session cache's figures (SPEC §11).
+    Cache,
 }
 
 impl Show {
@@ -37,9 +39,10 @@ impl Show {
             "routes" => Show::Routes,
             "config" => Show::Config,
             "mode" => Show::Mode,
+            "cache" => Show::Cache,
             other => {
                 return Err(errors::admin_syntax(format!("unknown SHOW item: {other}"))
-                    .with_hint("SHOW POOLS|CLIENTS|SERVERS|STATS|ROUTES|CONFIG|MODE"))
+                    .with_hint("SHOW POOLS|CLIENTS|SERVERS|STATS|ROUTES|CONFIG|MODE|CACHE"))
             }
         })
     }
@@ -55,7 +58,61 @@ pub fn table(app: &App, what: Show) -> Table {
         Show::Routes => routes(app),
         Show::Config => Table { columns: &["key", "value"], rows: config_rows(app) },
         Show::Mode => Table { columns: &["mode"], rows: vec![vec![app.mode().as_str().to_owned()]] },
+        Show::Cache => cache(app),
     }
+}
+
+/// SHOW CACHE: one row of the session cache's figures (none when no table is cached), and the tables with the
+/// state of their target's LISTEN connection.
+fn cache(app: &App) -> Table {
+    const COLUMNS: &[&str] = &[
+        "hits",
+        "misses",
+        "hit_rate",
+        "entries",
+        "bytes",
+        "max_bytes",
+        "inserts",
+        "evictions",
+        "invalidations",
+        "expired",
+        "not_kept",
+        "notifications",
+        "tables",
+    ];
+    let Some(c) = app.session_cache() else { return Table { columns: COLUMNS, rows: Vec::new() } };
+    let s = c.snapshot();
+    let tables: Vec<String> = c
+        .tables()
+        .iter()
+        .map(|t| {
+            let listening = if !c.listens() {
+                "ttl only"
+            } else if c.is_listening(t.target) {
+                "listening"
+            } else {
+                "not listening"
+            };
+            format!("{}.{} ({}, ttl {:?}, {listening})", t.schema, t.name, app.table().name(t.target), t.ttl)
+        })
+        .collect();
+    let n = |v: u64| v.to_string();
+    let row = vec![
+        n(s.hits),
+        n(s.misses),
+        format!("{:.4}", s.hit_rate()),
+        n(s.entries),
+        n(s.bytes),
+        n(s.max_bytes),
+        n(s.inserts),
+        n(s.evictions),
+        n(s.invalidations),
+        n(s.expired),
+        n(s.not_kept),
+        n(s.notifications),
+        tables.join(", "),
+    ];
+    Table { columns: COLUMNS, rows: vec![row] }
 }
 
 /// SHOW POOLS: a row per target, then one per database reached through `any_database` (named `*/database`).

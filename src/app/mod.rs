@@ -91,6 +91,8 @@ pub struct App {
     is_draining: std::sync::atomic::AtomicBool,
     /// Counters the sessions bump, exported on `/metrics` (per-target ones live in each backend).
     metrics: crate::metrics::Metrics,
+    /// The session cache (SPEC §11), when tables are configured for it (fixed for the process).
+    session_cache: Option<Arc<crate::cache::SessionCache>>,
 }
 
 /// `App::mode` holding split mode.
@@ -112,7 +114,7 @@ impl App {
         let table = routing_table(&config);
         let mut backends = Vec::new();
         for t in &config.targets {
-            backends.push(Backend::new(target_spec(t)?, &pool_settings(t, config.workers)));
+            backends.push(Backend::new(target_spec(t)?, &pool_settings(t, config.workers, targets::listens_on(&config, t))));
         }
         let users = user_store(&config)?;
         let tls = match config.tls.mode {
@@ -121,6 +123,7 @@ impl App {
         };
         let single_target = table.target_id(&config.single_target).unwrap_or(table.default_target);
         let cache = RouteCache::new(config.route_cache_bytes);
+        let session_cache = config.cache.as_ref().map(|c| Arc::new(crate::cache::SessionCache::new(c, &table)));
         let catalog = ArcSwap::from_pointee(Catalog::unknown(backends.len()));
         Ok(App {
             source: None,
@@ -143,6 +146,7 @@ impl App {
             reloading: Default::default(),
             is_draining: Default::default(),
             metrics: Default::default(),
+            session_cache,
         })
     }
 
@@ -158,6 +162,10 @@ impl App {
         let old = self.mode.swap(mode_byte(mode), std::sync::atomic::Ordering::SeqCst);
         if old != mode_byte(mode) {
             tracing::warn!(mode = mode.as_str(), "routing mode switched");
+            // Writes made in the other mode went where the cache could not follow them.
+            if let Some(c) = &self.session_cache {
+                c.clear();
+            }
         }
     }
 
@@ -231,6 +239,11 @@ impl App {
     /// A target's backend.
     pub fn backend(&self, t: TargetId) -> &Backend {
         &self.backends[t.min(self.backends.len() - 1)]
+    }
+
+    /// The session cache, when tables are configured for it.
+    pub fn session_cache(&self) -> Option<&Arc<crate::cache::SessionCache>> {
+        self.session_cache.as_ref()
     }
 
     /// All backends, in target order.

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, ConfigError};
 
+use super::targets::listens_on;
 use super::{pool_settings, routing_table, user_store, App, AppError};
 
 /// Why a reload was refused; the running configuration then stays in force.
@@ -60,7 +61,7 @@ impl App {
         }
         for ((b, t), o) in self.backends.iter().zip(&new.targets).zip(&old.targets) {
             if t.pool != o.pool {
-                b.resize(&pool_settings(t, old.workers));
+                b.resize(&pool_settings(t, old.workers, listens_on(&old, t)));
                 done.changes.push(format!("pool of {}: max {}", t.name, t.pool.max));
             }
             if t.alert_connections != o.alert_connections {
@@ -100,6 +101,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.tls != new.tls {
         what.push("tls");
+    }
+    if old.cache != new.cache {
+        what.push("cache");
     }
     /// What a running target is built from.
     fn addressed(c: &Config) -> Vec<String> {

@@ -54,13 +54,21 @@ pub(super) fn routing_table(config: &Config) -> RoutingTable {
 }
 
 /// A target's pool settings.
-pub(super) fn pool_settings(t: &Target, workers: usize) -> PoolSettings {
+///
+/// `listener`: the session cache keeps a LISTEN connection to the target (`cache::listen`), which counts against
+/// the target's `pool.max` (PRIMARY's budget is the server's, not the pool's): the pool is one smaller.
+pub(super) fn pool_settings(t: &Target, workers: usize, listener: bool) -> PoolSettings {
     PoolSettings {
-        max: t.pool.max,
+        max: if listener && t.pool.max > 1 { t.pool.max - 1 } else { t.pool.max },
         min: t.pool.min,
         checkout_timeout: t.pool.checkout_timeout,
         idle_timeout: t.pool.idle_timeout,
         max_lifetime: t.pool.max_lifetime,
         workers,
     }
+}
+
+/// Whether the session cache listens on target `t` (it owns a cached table and `cache.listen` is on).
+pub(super) fn listens_on(config: &Config, t: &Target) -> bool {
+    config.cache.as_ref().is_some_and(|c| c.listen && c.tables.iter().any(|x| x.target == t.name))
 }

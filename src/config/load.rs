@@ -111,6 +111,8 @@ pub struct RawConfig {
     pub workers: Option<usize>,
     /// Unnamed Parse served from server-side prepared statements (default false).
     pub prepare_unnamed: Option<bool>,
+    /// The session cache (SPEC §11).
+    pub cache: Option<RawSessionCache>,
     /// Extra top-level keys are allowed (SPEC §2).
     #[serde(flatten)]
     pub _extra: BTreeMap<String, serde_yaml::Value>,
@@ -122,6 +124,30 @@ pub struct RawConfig {
 pub struct RawCache {
     #[serde(deserialize_with = "size")]
     pub max_bytes: usize,
+}
+
+/// `cache:` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSessionCache {
+    #[serde(default, deserialize_with = "opt_size")]
+    pub max_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "opt_size")]
+    pub max_entry_bytes: Option<usize>,
+    pub listen: Option<bool>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub stats_period: Option<Duration>,
+    #[serde(default)]
+    pub tables: Vec<RawCachedTable>,
+}
+
+/// One `cache.tables` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCachedTable {
+    pub name: String,
+    #[serde(deserialize_with = "duration")]
+    pub ttl: Duration,
 }
 
 /// One target as written.
@@ -215,6 +241,14 @@ fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
             .map(Some)
             .ok_or_else(|| serde::de::Error::custom(format!("invalid duration {t:?} (use e.g. 500ms, 5s, 10m, 1h)"))),
     }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    opt_duration(d).map(Option::unwrap_or_default)
+}
+
+fn opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    size(d).map(Some)
 }
 
 fn size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {

@@ -64,6 +64,36 @@ pub struct Config {
     /// TLS, pool settings and `pool_mode` (a pool per database, made at its first login, dropped once unused and
     /// empty). Unset: such names are 3D000.
     pub any_database: Option<String>,
+    /// The session cache (SPEC §11): `None` when no table is cached.
+    pub cache: Option<CacheConfig>,
+}
+
+/// `cache:`: reads of these tables answered from memory (`crate::cache`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    /// Budget of every entry's key, reply and bookkeeping together.
+    pub max_bytes: usize,
+    /// The largest reply kept (and the most a session's capture holds).
+    pub max_entry_bytes: usize,
+    /// LISTEN on each target that owns a cached table, for the trigger's notifications (default true).
+    pub listen: bool,
+    /// How often the `SessionCache` line is logged (PgBouncer's `stats_period`; default 60 s).
+    pub stats_period: Duration,
+    /// The cached tables, in file order.
+    pub tables: Vec<CachedTable>,
+}
+
+/// One cached table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedTable {
+    /// Its schema, as PostgreSQL names it (case-folded unless quoted).
+    pub schema: String,
+    /// Its name, likewise.
+    pub name: String,
+    /// How long an entry may be served without the server.
+    pub ttl: Duration,
+    /// The target that owns the schema.
+    pub target: String,
 }
 
 impl Config {

@@ -298,3 +298,41 @@ fn any_database_is_unset_by_default_and_must_name_a_target() {
     let e = load(&format!("{SEED}any_database: elsewhere\n"), SEED_ENV).unwrap_err().to_string();
     assert!(e.contains("any_database") && e.contains("unknown target \"elsewhere\""), "{e}");
 }
+
+#[test]
+fn the_session_cache_lists_tables_of_routed_schemas_with_ttls_and_a_budget() {
+    let c = load(&format!("{SEED}\ncache: {{ max_bytes: 8MiB, tables: [ {{ name: Config.Sessions, ttl: 30s }}, {{ name: '\"customer\".\"Accounts\"', ttl: 1m }} ] }}\n"), SEED_ENV).unwrap();
+    let cache = c.cache.expect("cache configured");
+    assert_eq!((cache.max_bytes, cache.max_entry_bytes, cache.listen), (8 << 20, 1 << 20, true));
+    assert_eq!(cache.stats_period, Duration::from_secs(60));
+    let t: Vec<(&str, &str, Duration, &str)> =
+        cache.tables.iter().map(|t| (t.schema.as_str(), t.name.as_str(), t.ttl, t.target.as_str())).collect();
+    assert_eq!(
+        t,
+        [
+            ("config", "sessions", Duration::from_secs(30), "primary"),
+            ("customer", "Accounts", Duration::from_secs(60), "primary")
+        ]
+    );
+    assert_eq!(load(SEED, SEED_ENV).unwrap().cache, None, "no cache: nothing configured");
+    let defaults = load(&format!("{SEED}\ncache: {{ tables: [ {{ name: workspace.imports, ttl: 5s }} ] }}\n"), SEED_ENV).unwrap();
+    assert_eq!(defaults.cache.map(|c| (c.max_bytes, c.max_entry_bytes)), Some((64 << 20, 1 << 20)));
+    // Every mistake is reported, each on the cache's line.
+    let bad = format!(
+        "{SEED}\ncache: {{ max_bytes: 1KiB, max_entry_bytes: 1MiB, tables: [ {{ name: sessions, ttl: 1s }}, {{ name: public.x, ttl: 1s }}, {{ name: config.a, ttl: 0s }}, {{ name: config.b, ttl: 1s }}, {{ name: config.b, ttl: 2s }} ] }}\n"
+    );
+    let found = issues(&bad);
+    let messages: Vec<&str> = found.iter().map(|i| i.message.as_str()).collect();
+    assert_eq!(found.len(), 6, "{messages:?}");
+    for (want, i) in
+        ["at least 4KiB", "a quarter", "not schema.table", "not owned by any target", "longer than 0s", "listed twice"]
+            .iter()
+            .zip(&found)
+    {
+        assert!(i.message.contains(want), "{want}: {messages:?}");
+        assert!(i.key.starts_with("cache"), "{}", i.key);
+    }
+    // Unknown keys are refused.
+    let unknown = load(&format!("{SEED}\ncache: {{ max_byte: 1MiB, tables: [] }}\n"), SEED_ENV).unwrap_err();
+    assert!(unknown.to_string().contains("max_byte"), "{unknown}");
+}

@@ -2,8 +2,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use super::load::{RawConfig, RawPool, RawServerTls, RawTarget};
+use super::load::{RawConfig, RawPool, RawServerTls, RawSessionCache, RawTarget};
 use super::model::*;
 use super::{Issue, UrlError};
 
@@ -51,6 +52,7 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
             issues.add(&[key], "must be at least 1");
         }
     }
+    let cache = raw.cache.and_then(|c| session_cache(c, &targets, &mut issues));
     let route_cache_bytes = raw.route_cache.map(|c| c.max_bytes).unwrap_or(DEFAULT_ROUTE_CACHE);
     let health_interval = raw.health_interval.unwrap_or(DEFAULT_HEALTH_INTERVAL);
     if health_interval.is_zero() {
@@ -83,6 +85,55 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
         pool_mode: raw.pool_mode.unwrap_or_default(),
         any_database: raw.any_database,
         prepare_unnamed: raw.prepare_unnamed.unwrap_or(false),
+        cache,
+    })
+}
+
+/// Default `cache.max_bytes`.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+/// Default `cache.max_entry_bytes`.
+pub const DEFAULT_CACHE_ENTRY_BYTES: usize = 1 << 20;
+
+/// `cache:`, checked: each table `schema.name` in a schema a target owns, once; a TTL above zero; budgets that hold
+/// at least one entry. `None` when no table is listed (nothing to cache).
+fn session_cache(raw: RawSessionCache, targets: &[Target], issues: &mut Issues) -> Option<CacheConfig> {
+    let max_bytes = raw.max_bytes.unwrap_or(DEFAULT_CACHE_BYTES);
+    let max_entry_bytes = raw.max_entry_bytes.unwrap_or(DEFAULT_CACHE_ENTRY_BYTES.min(max_bytes / 4));
+    if max_bytes < 4096 {
+        issues.add(&["cache", "max_bytes"], "must be at least 4KiB");
+    }
+    if max_entry_bytes == 0 || max_entry_bytes > max_bytes / 4 {
+        issues.add(&["cache", "max_entry_bytes"], "must be above 0 and at most a quarter of max_bytes");
+    }
+    let mut tables: Vec<CachedTable> = Vec::new();
+    for t in raw.tables {
+        let Some((schema, name)) = crate::quote::split_qualified(&t.name) else {
+            issues.add(&["cache", "tables"], format!("{:?} is not schema.table", t.name));
+            continue;
+        };
+        let Some(target) = targets.iter().find(|x| x.schemas.contains(&schema)) else {
+            issues.add(&["cache", "tables"], format!("schema {schema:?} of {:?} is not owned by any target", t.name));
+            continue;
+        };
+        if t.ttl.is_zero() {
+            issues.add(&["cache", "tables"], format!("ttl of {:?} must be longer than 0s", t.name));
+        }
+        if tables.iter().any(|x| x.schema == schema && x.name == name) {
+            issues.add(&["cache", "tables"], format!("{:?} is listed twice", t.name));
+            continue;
+        }
+        tables.push(CachedTable { schema, name, ttl: t.ttl, target: target.name.clone() });
+    }
+    let stats_period = raw.stats_period.unwrap_or(Duration::from_secs(60));
+    if stats_period.is_zero() {
+        issues.add(&["cache", "stats_period"], "must be longer than 0s");
+    }
+    (!tables.is_empty()).then_some(CacheConfig {
+        max_bytes,
+        max_entry_bytes,
+        listen: raw.listen.unwrap_or(true),
+        stats_period,
+        tables,
     })
 }
 

@@ -70,7 +70,12 @@ pub fn frontend(data: &[u8]) {
         };
     }
     // The same bytes as a server stream: pgsplit frames what it relays and reads errors and parameters from it.
-    let (backend, _) = frames(data, data.len().max(1), framing::next_backend);
+    let (backend, error) = frames(data, data.len().max(1), framing::next_backend);
+    // A reply the session cache keeps is whole messages, the last a ReadyForQuery idle.
+    if crate::cache::reply::keepable(data) {
+        assert!(error.is_none(), "a kept reply frames");
+        assert_eq!(backend.last().map(|(tag, bytes)| (*tag, bytes.len())), Some((b'Z', 6)), "ends with ReadyForQuery");
+    }
     for (tag, bytes) in &backend {
         let _ = match tag {
             b'E' | b'N' => decode::error_fields(&bytes[5..]).map(drop),

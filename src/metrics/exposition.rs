@@ -81,6 +81,8 @@ pub struct Snapshot {
     pub startup_refusals: Vec<(&'static str, u64)>,
     /// Per target, in configuration order.
     pub targets: Vec<TargetSnapshot>,
+    /// The session cache's figures, when it is configured.
+    pub session_cache: Option<crate::cache::Snapshot>,
 }
 
 impl Snapshot {
@@ -89,7 +91,16 @@ impl Snapshot {
         let refusals = metrics.refusals.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (*k, *v)).collect();
         let startup_refusals =
             metrics.startup_refusals.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (*k, *v)).collect();
-        Snapshot { mode, clients: metrics.clients(), pinned, cache, refusals, startup_refusals, targets: Vec::new() }
+        Snapshot {
+            mode,
+            clients: metrics.clients(),
+            pinned,
+            cache,
+            refusals,
+            startup_refusals,
+            targets: Vec::new(),
+            session_cache: None,
+        }
     }
 }
 
@@ -105,6 +116,7 @@ impl Snapshot {
             t.alert_threshold = app.config().targets.get(i).and_then(|c| c.alert_connections);
             s.targets.push(t);
         }
+        s.session_cache = app.session_cache().map(|c| c.snapshot());
         s
     }
 }
@@ -283,7 +295,32 @@ impl Snapshot {
         counter(e, "pgsplit_route_cache_hits", "Route cache lookups answered from the cache.", [(NO_LABELS, c.hits)])?;
         counter(e, "pgsplit_route_cache_misses", "Route cache lookups that analysed the text.", [(NO_LABELS, c.misses)])?;
         gauge(e, "pgsplit_route_cache_entries", "Analyses held in the route cache.", [(NO_LABELS, c.entries as i64)])?;
-        gauge(e, "pgsplit_route_cache_bytes", "Bytes held by the route cache.", [(NO_LABELS, c.bytes as i64)])
+        gauge(e, "pgsplit_route_cache_bytes", "Bytes held by the route cache.", [(NO_LABELS, c.bytes as i64)])?;
+        let Some(s) = &self.session_cache else { return Ok(()) };
+        let counters: [(&str, &str, u64); 8] = [
+            ("pgsplit_session_cache_hits", "Reads answered from the session cache.", s.hits),
+            ("pgsplit_session_cache_misses", "Cacheable reads the session cache did not hold.", s.misses),
+            ("pgsplit_session_cache_inserts", "Replies kept by the session cache.", s.inserts),
+            ("pgsplit_session_cache_evictions", "Entries dropped to stay within the byte budget.", s.evictions),
+            (
+                "pgsplit_session_cache_invalidations",
+                "Entries dropped by writes, notifications or a lost LISTEN.",
+                s.invalidations,
+            ),
+            ("pgsplit_session_cache_expired", "Entries found past their TTL.", s.expired),
+            (
+                "pgsplit_session_cache_not_kept",
+                "Replies of misses not kept (too large, not a clean read, raced by a write).",
+                s.not_kept,
+            ),
+            ("pgsplit_session_cache_notifications", "Notifications received from cached tables' triggers.", s.notifications),
+        ];
+        for (name, help, v) in counters {
+            counter(e, name, help, [(NO_LABELS, v)])?;
+        }
+        gauge(e, "pgsplit_session_cache_entries", "Entries held by the session cache.", [(NO_LABELS, s.entries as i64)])?;
+        gauge(e, "pgsplit_session_cache_bytes", "Bytes held by the session cache.", [(NO_LABELS, s.bytes as i64)])?;
+        gauge(e, "pgsplit_session_cache_max_bytes", "The session cache's byte budget.", [(NO_LABELS, s.max_bytes as i64)])
     }
 
     /// Each target's checkout waits and request durations.

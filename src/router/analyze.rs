@@ -55,6 +55,8 @@ pub fn parse(sql: &str) -> Result<Analysis, ParserError> {
         observes_sequences: c.currval,
         calls_nextval: c.nextval,
         may_make_temp: false,
+        plain: false,
+        cacheable: false,
     })
 }
 

@@ -71,6 +71,8 @@ fn scanned(names: Vec<Name>, writes: bool, ddl: bool, pins: bool, statements: us
         observes_sequences: true,
         calls_nextval: true,
         may_make_temp: true,
+        plain: false,
+        cacheable: false,
     }
 }
 

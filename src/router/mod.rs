@@ -190,6 +190,14 @@ pub struct Analysis {
     /// block). The session looks for temporary objects before the connection goes back (`Session::temp_check`).
     /// Worked out once per text (`Analysis::of`). A trigger a write fires is not seen.
     pub may_make_temp: bool,
+    /// A read that leaves nothing behind in its transaction: no write, DDL, session change or pin, parsed (not
+    /// scanned), no hint, only `PLAIN_FUNCTIONS`, and none of `NOT_PLAIN_WORDS` (data-modifying CTEs, SELECT INTO,
+    /// row locks, EXPLAIN ANALYZE). Worked out once per text (`Analysis::of`).
+    pub plain: bool,
+    /// A read (as `plain`, but for its functions) whose reply depends only on the data it reads and the session's
+    /// settings: one statement that calls only `CACHEABLE_FUNCTIONS` (never `now()`, `random()`, `current_user`, ...) and names no
+    /// time-dependent literal (`'now'`, `'today'`): the session cache may answer it (`cache`).
+    pub cacheable: bool,
 }
 
 impl Analysis {
@@ -204,10 +212,26 @@ impl Analysis {
         if a.own_transaction {
             a.frees_database = commands::database_to_free(sql).map(String::into_boxed_str);
         }
+        // nextval, setval, currval and lastval, as parsed (they are not among `names`' functions).
+        let sequence_functions = a.calls_nextval || a.observes_sequences;
         let unknown_functions = a.fallback || !a.calls_only_plain_functions();
         a.sequences = a.calls_nextval || a.writes || unknown_functions;
         a.observes_sequences = a.observes_sequences || unknown_functions;
         a.may_make_temp = unknown_functions;
+        let read = a.command == Command::Other
+            && !a.writes
+            && !a.ddl
+            && !a.pins
+            && !a.fallback
+            && a.hint.is_none()
+            && a.session_changes.is_empty()
+            && !has_word(sql, NOT_PLAIN_WORDS);
+        a.plain = read && a.calls_only_plain_functions();
+        a.cacheable = read
+            && !sequence_functions
+            && a.statements == 1
+            && a.names.iter().all(|n| n.kind != ObjectKind::Function || cacheable_function(n))
+            && !time_literal(sql);
         a
     }
 
@@ -387,6 +411,87 @@ pub type SharedAnalysis = Arc<Analysis>;
 
 #[cfg(test)]
 mod tests;
+
+/// Words that make a read anything but plain: data-modifying CTEs, SELECT INTO, row locks, EXPLAIN ANALYZE.
+pub const NOT_PLAIN_WORDS: &[&str] = &["insert", "update", "delete", "merge", "into", "for", "analyze", "analyse", "lock"];
+
+/// Whether the text has one of `words` as a whole word (ASCII letters, digits and `_`), in any case.
+pub fn has_word(sql: &str, words: &[&str]) -> bool {
+    sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(|w| words.iter().any(|k| w.eq_ignore_ascii_case(k)))
+}
+
+/// Whether the text quotes a date/time literal PostgreSQL evaluates when it reads it (`'now'::timestamptz`,
+/// `'today'`): its reply changes with the clock.
+pub fn time_literal(sql: &str) -> bool {
+    ["'now'", "'today'", "'tomorrow'", "'yesterday'"]
+        .iter()
+        .any(|w| sql.as_bytes().windows(w.len()).any(|win| win.eq_ignore_ascii_case(w.as_bytes())))
+}
+
+/// Whether a function is an immutable built-in (or an aggregate of them) whose result depends only on its
+/// arguments: a read calling only these may be answered from the session cache.
+fn cacheable_function(n: &Name) -> bool {
+    n.schema.as_deref().is_none_or(|s| s == "pg_catalog") && CACHEABLE_FUNCTIONS.contains(&n.object.as_str())
+}
+
+/// Built-in functions whose result depends only on their arguments and the rows read (immutable, or aggregates of
+/// such): never `now()`, `random()`, `nextval`, `current_user`, `current_setting`, `version()`.
+pub const CACHEABLE_FUNCTIONS: &[&str] = &[
+    "count",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "bool_and",
+    "bool_or",
+    "every",
+    "array_agg",
+    "string_agg",
+    "json_agg",
+    "jsonb_agg",
+    "json_object_agg",
+    "jsonb_object_agg",
+    "coalesce",
+    "nullif",
+    "greatest",
+    "least",
+    "length",
+    "char_length",
+    "character_length",
+    "octet_length",
+    "lower",
+    "upper",
+    "trim",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "substr",
+    "substring",
+    "left",
+    "right",
+    "replace",
+    "split_part",
+    "strpos",
+    "position",
+    "concat",
+    "concat_ws",
+    "md5",
+    "abs",
+    "round",
+    "trunc",
+    "floor",
+    "ceil",
+    "ceiling",
+    "json_build_object",
+    "jsonb_build_object",
+    "json_build_array",
+    "jsonb_build_array",
+    "to_json",
+    "to_jsonb",
+    "row_to_json",
+    "array_length",
+    "cardinality",
+];
 
 /// Built-in functions a plain read may call: they leave nothing behind in the transaction. Any other function
 /// (user functions in unrouted schemas, locks, sequences, notifications) makes the binding firm.

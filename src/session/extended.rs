@@ -39,6 +39,7 @@ impl Session {
         }
         self.batch = Vec::new();
         self.batch_effects = Effects::default();
+        self.batch_cache = Default::default();
         let e = errors::batch_too_large(MAX_BATCH_BYTES);
         self.refuse_before_sync(e);
     }
@@ -83,7 +84,8 @@ impl Session {
         };
         let batch = std::mem::take(&mut self.batch);
         let effects = std::mem::take(&mut self.batch_effects);
-        self.run_on(target, &Request::default(), Payload::Batch(batch), &effects).await
+        let cache_use = std::mem::take(&mut self.batch_cache).verdict();
+        self.run_request(target, &Request::default(), Payload::Batch(batch), &effects, cache_use).await
     }
 
     /// Flush without Sync: the client wants answers before it syncs. The batch so far is routed and sent with the
@@ -108,6 +110,7 @@ impl Session {
             }
         };
         let batch = std::mem::take(&mut self.batch);
+        self.hold_flushed_writes();
         let Some((target, mut conn, prelude)) = self.bind_for_flush(target).await? else { return Ok(()) };
         let in_tx = prelude.as_ref().is_some_and(|p| !p.is_empty()) || conn.status() != crate::protocol::STATUS_IDLE;
         // A flushed batch is in a transaction (explicit, or its implicit one until Sync) with what follows it.
@@ -275,6 +278,8 @@ impl Session {
     /// (BEGIN, SAVEPOINT, SET LOCAL, ...).
     fn batch_target(&mut self) -> Result<(Option<TargetId>, bool), PgError> {
         let mut agreed = route::Batch::default();
+        // Gathered anew from the batch's messages by `route_frame`.
+        self.batch_cache = Default::default();
         let mut tx_control = self.target_hint.is_none() && !self.machine.single();
         let batch = std::mem::take(&mut self.batch);
         let mut result = Ok(());
@@ -308,6 +313,7 @@ impl Session {
             b'P' => {
                 let (routed, a) = self.route_parse(f)?;
                 *tx_control &= controls(a.as_deref());
+                self.scan_for_cache(b'P', routed.target, a.as_ref());
                 Ok(Some(routed))
             }
             b'B' => {
@@ -318,8 +324,13 @@ impl Session {
                 let routed = stmt.map(|(r, _)| r);
                 *tx_control &= controls(analysis.as_deref());
                 // What the statement does to the session happens when it runs, in this batch or a later one.
-                if let Some(a) = analysis {
-                    self.batch_effects.add(&a);
+                if let Some(a) = &analysis {
+                    self.batch_effects.add(a);
+                }
+                match routed {
+                    Some(r) => self.scan_for_cache(b'B', r.target, analysis.as_ref()),
+                    // A statement the client does not have: nothing to cache.
+                    None => self.batch_cache.uncacheable(),
                 }
                 Ok(routed)
             }
@@ -486,7 +497,7 @@ impl Session {
 
     /// The Parse body (name, SQL, parameter types) and analysis of the client's statement `name`; the unnamed one
     /// is `batch_unnamed` (parsed in this batch) or the client's last unnamed Parse.
-    fn statement_source(
+    pub(super) fn statement_source(
         &self,
         name: &str,
         batch_unnamed: Option<&(Bytes, Option<SharedAnalysis>)>,

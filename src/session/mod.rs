@@ -24,6 +24,7 @@
 //! The exchange with a server (send, relay until ReadyForQuery, COPY, marking a connection broken) is the backend's
 //! (`backend::relay`); the session decides, the backend talks.
 
+mod cache;
 mod console;
 mod drain;
 mod effects;
@@ -223,6 +224,10 @@ pub struct Session {
     unnamed_prepared: Option<prepared::UnnamedPrepared>,
     /// Never the same for two sessions of the process (`ServerConn::sequences_of`).
     id: u64,
+    /// Writes to cached tables in the open transaction (`crate::cache::WriteHold`): dropped once it has ended.
+    cache_holds: Vec<crate::cache::WriteHold>,
+    /// What the current batch's statements are to the session cache.
+    batch_cache: cache::BatchScan,
 }
 
 /// The last `Session::id` given.

@@ -106,6 +106,11 @@ impl Params {
         self.current.iter().filter(move |(name, _)| !pooler || tracked_by_pooler(name))
     }
 
+    /// The client's parameters now (name, SQL value text), in name order: the session cache's key.
+    pub fn current(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.current.iter()
+    }
+
     /// Behind a transaction pooler: `SET LOCAL` of every parameter the pooler does not track, for the start of each
     /// transaction; `None` when there are none (the common case costs nothing).
     pub fn local_sql(&self) -> Option<String> {

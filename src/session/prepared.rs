@@ -342,7 +342,7 @@ impl Session {
     /// Parse's would be (`Prepared::from_parse`): shared by every client and connection that parse the same text
     /// under the same catalog generation, search_path and encoding, so after DDL through pgsplit a Parse makes a new
     /// one, planned against today's catalog. The same Parse as the last one reuses it.
-    fn prepare_unnamed_statement(&mut self, target: TargetId, body: &[u8]) {
+    pub(super) fn prepare_unnamed_statement(&mut self, target: TargetId, body: &[u8]) {
         let catalog = self.backend(target).statement_epoch();
         let rest = body.get(1..).unwrap_or_default();
         if let Some(u) = &self.unnamed_prepared {

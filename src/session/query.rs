@@ -41,13 +41,13 @@ impl Session {
                 return Ok(());
             }
         };
-        // Only a deferred or tentatively bound transaction asks (the word scan costs more than the rest of routing).
-        let plain_read =
-            self.machine.asks_plain_read() && !routed.explicit && analysis.as_deref().is_some_and(|a| plain_read(a, sql));
+        // Only a deferred or tentatively bound transaction asks (`Analysis::plain`).
+        let plain_read = self.machine.asks_plain_read() && !routed.explicit && analysis.as_deref().is_some_and(|a| a.plain);
         let replayed = matches!(analysis.as_deref().map(|a| &a.command), Some(Command::Holdable(_))).then(|| frame.bytes.clone());
         let request = Request { explicit: routed.explicit, plain_read, replayed };
         let effects = Effects::of(analysis.as_deref());
-        self.run_on(routed.target, &request, Payload::Raw(&frame.bytes), &effects).await
+        let cache_use = self.cache_use(routed.target, analysis.as_deref());
+        self.run_request(routed.target, &request, Payload::Raw(&frame.bytes), &effects, cache_use).await
     }
 
     /// Handles a FunctionCall (the fast-path interface, which libpq's large-object API uses): it runs where a
@@ -69,7 +69,9 @@ impl Session {
         // A function called this way may be nextval or currval, or call them, or create a temporary table.
         let effects =
             Effects { sequences: true, observes_sequences: true, calls_nextval: true, may_make_temp: true, ..Effects::default() };
-        self.run_on(routed.target, &request, Payload::Raw(&frame.bytes), &effects).await
+        // It may as well write a cached table.
+        let cache_use = self.cache_use(routed.target, None);
+        self.run_request(routed.target, &request, Payload::Raw(&frame.bytes), &effects, cache_use).await
     }
 
     /// Before a Query or FunctionCall: false when it is not to run. After an error in a batch the client flushed,
@@ -165,24 +167,4 @@ impl Session {
         }
         true
     }
-}
-
-/// Words that make a read anything but plain: data-modifying CTEs, SELECT INTO, row locks, EXPLAIN ANALYZE.
-const NOT_PLAIN_WORDS: &[&str] = &["insert", "update", "delete", "merge", "into", "for", "analyze", "analyse", "lock"];
-
-/// A read that leaves nothing behind in its transaction, so the transaction could as well have begun elsewhere:
-/// no write, DDL, session change or pin, parsed (not scanned), only harmless built-in functions, and none of the
-/// words that turn a SELECT into a write or a lock. Conservative: anything else binds the transaction for good.
-fn plain_read(a: &Analysis, sql: &str) -> bool {
-    a.command == Command::Other
-        && !a.writes
-        && !a.ddl
-        && !a.pins
-        && !a.fallback
-        && a.hint.is_none()
-        && a.session_changes.is_empty()
-        && a.calls_only_plain_functions()
-        && !sql
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .any(|w| NOT_PLAIN_WORDS.iter().any(|k| w.eq_ignore_ascii_case(k)))
 }

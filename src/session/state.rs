@@ -89,6 +89,8 @@ impl Session {
             prepare_unnamed,
             unnamed_prepared: None,
             id: super::SESSION_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+            cache_holds: Vec::new(),
+            batch_cache: Default::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Router tests by SQL category over one shared fixture: the routing table (primary: config, customer; data:
 //! workspace, reference), a catalog snapshot of both targets, and one assert helper over tables of (sql, expected).
 
+mod cacheable;
 mod catalog_queries;
 mod commands;
 mod cross_target;

@@ -1,0 +1,351 @@
+//! The session's side of the session cache (`crate::cache`, `docs/session-cache.md`): which requests are reads the
+//! cache may answer and which write cached tables, the key a read is stored under, a hit served, a miss's reply
+//! captured and kept.
+
+use bytes::Bytes;
+
+use crate::cache::{reply, TableId};
+use crate::client::Capture;
+use crate::protocol::Frame;
+use crate::router::resolve::{self, Resolved};
+use crate::router::{Analysis, ObjectKind, SharedAnalysis, TargetId};
+
+use super::machine::Request;
+use super::state::{Effects, Payload};
+use super::{Session, SessionError};
+
+/// What one request is to the session cache.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum CacheUse {
+    /// Nothing: no cached table is named, or a read the cache may not answer.
+    #[default]
+    None,
+    /// A read the cache may answer: every statement a cacheable read, every relation a cached table (these).
+    Read(Vec<TableId>),
+    /// A write to these cached tables.
+    Write(Vec<TableId>),
+}
+
+/// What a batch's statements are to the cache, gathered message by message (`Session::scan_for_cache`).
+#[derive(Debug, Default)]
+pub struct BatchScan {
+    /// Cached tables the batch reads.
+    reads: Vec<TableId>,
+    /// Cached tables the batch writes.
+    writes: Vec<TableId>,
+    /// A statement the cache may not answer (or no statement at all so far).
+    uncacheable: bool,
+    /// A statement runs (a Bind).
+    runs: bool,
+}
+
+impl BatchScan {
+    /// A message the cache cannot follow: the batch is not cached.
+    pub fn uncacheable(&mut self) {
+        self.uncacheable = true;
+    }
+
+    /// What the whole batch is to the cache.
+    pub fn verdict(self) -> CacheUse {
+        if !self.writes.is_empty() {
+            CacheUse::Write(self.writes)
+        } else if self.runs && !self.uncacheable && !self.reads.is_empty() {
+            CacheUse::Read(self.reads)
+        } else {
+            CacheUse::None
+        }
+    }
+}
+
+/// Adds `ids` to `set` without duplicates.
+fn add_all(set: &mut Vec<TableId>, ids: &[TableId]) {
+    for &id in ids {
+        if !set.contains(&id) {
+            set.push(id);
+        }
+    }
+}
+
+/// Parameter values PostgreSQL reads as the current time when typed as a date or time: a Bind carrying one is not
+/// cached.
+const TIME_WORDS: [&[u8]; 4] = [b"now", b"today", b"tomorrow", b"yesterday"];
+
+impl Session {
+    /// What a statement routed to `target` is to the cache (`None` analysis: a FunctionCall, which may write).
+    pub(super) fn cache_use(&self, target: TargetId, analysis: Option<&Analysis>) -> CacheUse {
+        let Some(cache) = self.app.session_cache() else { return CacheUse::None };
+        if !cache.owns(target) || self.app.is_single() {
+            return CacheUse::None;
+        }
+        let Some(a) = analysis else { return CacheUse::Write(cache.tables_of(target)) };
+        // DDL or a text pgsplit could not parse may reach any table of the target without naming it.
+        if a.ddl || a.fallback {
+            return CacheUse::Write(cache.tables_of(target));
+        }
+        let (table, catalog) = (self.app.table(), self.app.catalog());
+        let mut ids = Vec::new();
+        let mut others = false;
+        for name in a.names.iter().filter(|n| n.kind == ObjectKind::Relation) {
+            let id = match resolve::resolve(&table, &catalog, name, &self.search_path) {
+                Resolved::Target { schema, .. } => cache.table_id(schema, &name.object),
+                _ => None,
+            };
+            match id {
+                Some(id) if !ids.contains(&id) => ids.push(id),
+                Some(_) => {}
+                None => others = true,
+            }
+        }
+        if ids.is_empty() {
+            CacheUse::None
+        } else if !a.plain && !a.cacheable {
+            // A write, a lock, or a call of a function that may write.
+            CacheUse::Write(ids)
+        } else if a.cacheable && !others {
+            CacheUse::Read(ids)
+        } else {
+            CacheUse::None
+        }
+    }
+
+    /// Adds one message of a batch to what the batch is to the cache: a Parse's or Bind's statement, routed to
+    /// `target`. Only a Bind runs a statement: only it writes.
+    pub(super) fn scan_for_cache(&mut self, tag: u8, target: TargetId, analysis: Option<&SharedAnalysis>) {
+        if self.app.session_cache().is_none() {
+            return;
+        }
+        let verdict = self.cache_use(target, analysis.map(|a| &**a));
+        let scan = &mut self.batch_cache;
+        scan.runs |= tag == b'B';
+        match verdict {
+            CacheUse::Write(ids) if tag == b'B' => add_all(&mut scan.writes, &ids),
+            CacheUse::Read(ids) => add_all(&mut scan.reads, &ids),
+            _ => scan.uncacheable = true,
+        }
+    }
+
+    /// Runs a request (`run_on`), through the session cache when it is a read the cache may answer, holding off
+    /// inserts for the cached tables it writes until its transaction ends.
+    pub(super) async fn run_request(
+        &mut self,
+        target: TargetId,
+        request: &Request,
+        payload: Payload<'_>,
+        effects: &Effects,
+        cache_use: CacheUse,
+    ) -> Result<(), SessionError> {
+        self.end_cache_holds();
+        let Some(cache) = self.app.session_cache().cloned() else {
+            return self.run_on(target, request, payload, effects).await;
+        };
+        match cache_use {
+            CacheUse::None => self.run_on(target, request, payload, effects).await?,
+            CacheUse::Write(ids) => {
+                self.cache_holds.push(cache.write_begin(ids));
+                self.run_on(target, request, payload, effects).await?;
+            }
+            CacheUse::Read(ids) => {
+                let key = match self.may_serve_from_cache() {
+                    true => self.cache_key(target, &payload),
+                    false => None,
+                };
+                let Some(key) = key else { return self.run_on(target, request, payload, effects).await };
+                if let Some(reply) = cache.lookup(&key) {
+                    self.served_from_cache(target, &payload, reply);
+                    return Ok(());
+                }
+                let Some(started) = cache.start_read(&ids) else {
+                    return self.run_on(target, request, payload, effects).await;
+                };
+                self.client.capture = Some(Capture::new(self.client.wbuf.len(), cache.max_entry_bytes()));
+                let result = self.run_on(target, request, payload, effects).await;
+                let captured = self.client.capture.take().and_then(|c| (*c).finish(&self.client.wbuf));
+                result?;
+                match captured {
+                    Some(bytes) if self.machine.idle() && reply::keepable(&bytes) => cache.insert(key, bytes, &ids, &started),
+                    _ => cache.not_kept(),
+                }
+            }
+        }
+        self.end_cache_holds();
+        Ok(())
+    }
+
+    /// A batch flushed ahead of its Sync that writes cached tables: inserts for them stop before it is sent.
+    pub(super) fn hold_flushed_writes(&mut self) {
+        if let CacheUse::Write(ids) = std::mem::take(&mut self.batch_cache).verdict() {
+            if let Some(cache) = self.app.session_cache() {
+                let hold = cache.write_begin(ids);
+                self.cache_holds.push(hold);
+            }
+        }
+    }
+
+    /// Outside a transaction, the writes the session made are over: inserts for their tables may resume.
+    fn end_cache_holds(&mut self) {
+        if !self.cache_holds.is_empty() && self.machine.idle() {
+            self.cache_holds.clear();
+        }
+    }
+
+    /// Whether the session is where a cached reply is the server's: outside any transaction, no connection of its
+    /// own (temporary tables could shadow a cached one), transaction pooling, split mode.
+    fn may_serve_from_cache(&self) -> bool {
+        self.machine.idle() && !self.machine.pinned() && !self.session_pooled && !self.app.is_single()
+    }
+
+    /// The key a read is stored under: the target, the client's user, every session parameter but
+    /// `application_name`, and the request's messages with the client's own names left out and each statement's
+    /// text in place of its name. `None` for a request the cache does not take (a batch with other messages, a
+    /// parameter PostgreSQL may read as the current time, a statement it does not have).
+    fn cache_key(&self, target: TargetId, payload: &Payload<'_>) -> Option<Vec<u8>> {
+        let mut key = Vec::with_capacity(256);
+        put(&mut key, &(target as u64).to_be_bytes());
+        put(&mut key, self.user.as_bytes());
+        for (name, value) in self.params.current() {
+            if name != "application_name" {
+                put(&mut key, name.as_bytes());
+                put(&mut key, value.as_bytes());
+            }
+        }
+        match payload {
+            Payload::Raw(bytes) => {
+                key.push(b'Q');
+                put(&mut key, bytes);
+            }
+            Payload::Batch(frames) => self.batch_key(frames, &mut key)?,
+        }
+        Some(key)
+    }
+
+    /// The batch's part of the key (`cache_key`).
+    fn batch_key(&self, frames: &[Frame], key: &mut Vec<u8>) -> Option<()> {
+        let mut unnamed: Option<(Bytes, Option<SharedAnalysis>)> = None;
+        let last = frames.len().checked_sub(1)?;
+        for (i, f) in frames.iter().enumerate() {
+            let body = f.body();
+            key.push(f.tag);
+            match f.tag {
+                b'P' => {
+                    let (name, rest) = split_cstr(body)?;
+                    if name.is_empty() {
+                        unnamed = Some((Bytes::copy_from_slice(body), None));
+                    }
+                    put(key, rest);
+                }
+                b'B' => {
+                    let (_portal, rest) = split_cstr(body)?;
+                    let (stmt, params) = split_cstr(rest)?;
+                    if mentions_time(params) {
+                        return None;
+                    }
+                    put(key, &self.statement_text(stmt, unnamed.as_ref())?);
+                    put(key, params);
+                }
+                b'D' => match body.split_first()? {
+                    (b'S', name) => put(key, &self.statement_text(split_cstr(name)?.0, unnamed.as_ref())?),
+                    (b'P', _) => {}
+                    _ => return None,
+                },
+                b'E' => put(key, split_cstr(body)?.1),
+                b'S' if i == last => {}
+                _ => return None,
+            }
+        }
+        Some(())
+    }
+
+    /// A statement's Parse body without its name (text and parameter types), by the client's name for it.
+    fn statement_text(&self, name: &[u8], batch_unnamed: Option<&(Bytes, Option<SharedAnalysis>)>) -> Option<Vec<u8>> {
+        let name = std::str::from_utf8(name).ok()?;
+        let (body, _) = self.statement_source(name, batch_unnamed)?;
+        Some(split_cstr(&body)?.1.to_vec())
+    }
+
+    /// A hit: the stored reply goes to the client as the server gave it; a Parse in the batch is recorded as when
+    /// the server parses it (the unnamed statement is the session's own; named ones were recorded when routed).
+    fn served_from_cache(&mut self, target: TargetId, payload: &Payload<'_>, reply: Bytes) {
+        if let Payload::Batch(frames) = payload {
+            for f in frames.iter().filter(|f| f.tag == b'P' && f.body().first() == Some(&0)) {
+                if self.prepare_unnamed {
+                    self.prepare_unnamed_statement(target, f.body());
+                }
+                if self.unnamed_parse.as_deref() != Some(&f.bytes[..]) {
+                    self.unnamed_parse = Some(Bytes::copy_from_slice(&f.bytes));
+                }
+            }
+        }
+        self.client.wbuf.extend_from_slice(&reply);
+    }
+}
+
+/// Appends a length-prefixed field (the key's parts can never run into each other).
+fn put(key: &mut Vec<u8>, bytes: &[u8]) {
+    key.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    key.extend_from_slice(bytes);
+}
+
+/// A NUL-terminated string and what follows it.
+fn split_cstr(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let nul = memchr::memchr(0, bytes)?;
+    Some((bytes.get(..nul)?, bytes.get(nul + 1..)?))
+}
+
+/// Whether a Bind's parameter section holds a value PostgreSQL may read as the current time (`TIME_WORDS`): any
+/// parameter equal to one, whatever its format, in any case, surrounded by spaces or not. Malformed: true (not
+/// cached; the server will refuse it).
+fn mentions_time(params: &[u8]) -> bool {
+    let mut r = params;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let (head, tail) = (r.get(..n)?, r.get(n..)?);
+        r = tail;
+        Some(head)
+    };
+    let mut walk = || -> Option<bool> {
+        let nfmt = i16::from_be_bytes(take(2)?.try_into().ok()?);
+        take(usize::try_from(nfmt).ok()? * 2)?;
+        let nparams = i16::from_be_bytes(take(2)?.try_into().ok()?);
+        for _ in 0..nparams {
+            let len = i32::from_be_bytes(take(4)?.try_into().ok()?);
+            if len < 0 {
+                continue;
+            }
+            let v = take(usize::try_from(len).ok()?)?;
+            let v = v.trim_ascii();
+            if TIME_WORDS.iter().any(|w| v.eq_ignore_ascii_case(w)) {
+                return Some(true);
+            }
+        }
+        Some(false)
+    };
+    walk().unwrap_or(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mentions_time;
+
+    fn bind_params(values: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut b = vec![0, 0];
+        b.extend_from_slice(&(values.len() as i16).to_be_bytes());
+        for v in values {
+            match v {
+                Some(v) => {
+                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    b.extend_from_slice(v);
+                }
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        b.extend_from_slice(&[0, 0]);
+        b
+    }
+
+    #[test]
+    fn a_parameter_read_as_the_current_time_is_seen() {
+        assert!(!mentions_time(&bind_params(&[Some(b"tok-1"), None])));
+        assert!(mentions_time(&bind_params(&[Some(b"abc"), Some(b" NOW ")])));
+        assert!(mentions_time(&bind_params(&[Some(b"today")])));
+        assert!(mentions_time(&[0, 1]), "malformed counts as seen");
+    }
+}

@@ -1,0 +1,362 @@
+//! The session cache (issue 18, SPEC §11) against the real clusters: reads of cached tables answered from memory
+//! (simple and extended protocol, byte for byte), writes through pgsplit evicting before they are acknowledged
+//! (also under concurrent sessions), reads that must never be cached, session settings in the key, the byte budget,
+//! the mode switch, and two pgsplit instances kept coherent by the trigger's NOTIFY.
+//!
+//! Each test works on a table of its own in PRIMARY's `config` schema, made by the test.
+
+mod common;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use postgres_protocol::message::frontend;
+use tokio::io::AsyncWriteExt;
+
+use common::{clusters, config_yaml, direct, parse_bind_execute, raw_login, read_until_ready, scalar, Proxy};
+
+/// The trigger the README shows: every write to the table notifies `pgsplit_cache` with `schema.table` at commit.
+const TRIGGER: &str = "
+create or replace function public.pgsplit_cache_notify() returns trigger language plpgsql as $$
+begin
+  perform pg_notify('pgsplit_cache', tg_table_schema || '.' || tg_table_name);
+  return null;
+end $$;";
+
+/// A proxy caching `tables` (each `config.NAME`, TTL 10 min: far longer than any test waits) with `extra` under
+/// `cache:`.
+async fn proxy(tables: &[&str], extra: &str) -> Proxy {
+    let list: Vec<String> = tables.iter().map(|t| format!("{{ name: config.{t}, ttl: 10m }}")).collect();
+    let yaml = config_yaml("verify-full", &format!("cache: {{ {extra} tables: [{}] }}\n", list.join(", ")));
+    Proxy::start(&yaml).await
+}
+
+/// Makes `config.NAME (k text primary key, v int, t timestamptz)` directly on PRIMARY with rows `k1..kN`, v = 1.
+async fn table(name: &str, rows: usize) {
+    let p = &clusters().primary;
+    direct(
+        p,
+        "handled_primary",
+        &format!(
+            "drop table if exists config.{name};
+             create table config.{name} (k text primary key, v int not null, t timestamptz not null default '2026-01-02 03:04:05+00');
+             insert into config.{name} (k, v) select 'k' || g, 1 from generate_series(1, {rows}) g;
+             alter table config.{name} owner to pgsplit;"
+        ),
+    )
+    .await;
+}
+
+/// Every byte of the server's reply up to and including ReadyForQuery.
+async fn reply_bytes(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    loop {
+        let (tag, body) = common::read_message(s).await;
+        all.push(tag);
+        all.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        all.extend_from_slice(&body);
+        if tag == b'Z' {
+            return all;
+        }
+    }
+}
+
+fn snapshot(p: &Proxy) -> pgsplit::cache::Snapshot {
+    p.app.session_cache().expect("the cache is configured").snapshot()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_is_answered_from_memory_until_a_write_through_pgsplit_evicts_it() {
+    table("cache_basic", 3).await;
+    let p = proxy(&["cache_basic"], "listen: false,").await;
+    let c = p.connect().await;
+    let read = "select v from config.cache_basic where k = 'k1'";
+    assert_eq!(scalar(&c, read).await, "1");
+    assert_eq!(scalar(&c, read).await, "1");
+    let s = snapshot(&p);
+    assert_eq!((s.misses, s.hits, s.entries), (1, 1, 1), "{s:?}");
+    // Changed behind pgsplit's back (no trigger, listen off): the entry is still served, proving it comes from memory.
+    direct(&clusters().primary, "handled_primary", "update config.cache_basic set v = 2 where k = 'k1'").await;
+    assert_eq!(scalar(&c, read).await, "1", "served from the cache within the TTL");
+    // A write through pgsplit, from another session: the next read is the server's.
+    let w = p.connect().await;
+    w.simple_query("update config.cache_basic set v = 3 where k = 'k2'").await.unwrap();
+    assert_eq!(scalar(&c, read).await, "2");
+    // Kept from the first read that starts once the writer's session has let go of the table (right after it
+    // answered; a read that starts before is served, not kept).
+    until_kept(&p, &c, read, 1).await;
+    // Inside a transaction, the write evicts at once; the value read after COMMIT is the committed one.
+    w.batch_execute("begin; update config.cache_basic set v = 4 where k = 'k1'").await.unwrap();
+    assert_eq!(scalar(&c, read).await, "2", "not committed yet");
+    assert_eq!(scalar(&c, read).await, "2");
+    w.batch_execute("commit").await.unwrap();
+    assert_eq!(scalar(&c, read).await, "4", "nothing read during the transaction was kept");
+    // DDL on the target drops every cached table's entries.
+    assert_eq!(scalar(&c, read).await, "4");
+    let before = snapshot(&p).hits;
+    w.batch_execute("create index if not exists cache_basic_v on config.cache_basic (v)").await.unwrap();
+    assert_eq!(scalar(&c, read).await, "4");
+    assert_eq!(snapshot(&p).hits, before, "a miss after DDL");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_extended_protocol_is_cached_per_statement_parameters_and_formats_and_replies_are_byte_for_byte() {
+    table("cache_ext", 5).await;
+    let p = proxy(&["cache_ext"], "listen: false,").await;
+    let c = p.connect().await;
+    // tokio-postgres: a named statement, Bind/Execute per query, binary results.
+    let stmt = c.prepare("select v, k from config.cache_ext where k = $1").await.unwrap();
+    for round in 0..3 {
+        for k in ["k1", "k2"] {
+            let row = c.query_one(&stmt, &[&k]).await.unwrap();
+            assert_eq!((row.get::<_, i32>(0), row.get::<_, String>(1)), (1, k.to_owned()), "round {round}");
+        }
+    }
+    let s = snapshot(&p);
+    assert_eq!((s.misses, s.hits), (2, 4), "one entry per parameter value: {s:?}");
+    // The same text as a simple Query is another entry (text results).
+    assert_eq!(scalar(&c, "select v, k from config.cache_ext where k = 'k1'").await, "1");
+
+    // Raw protocol: the unnamed statement, as most drivers send it; the hit is the miss's reply, byte for byte.
+    let mut s = raw_login(p.port).await;
+    let mut out = BytesMut::new();
+    let mut replies = Vec::new();
+    for _ in 0..2 {
+        parse_bind_execute("", "select k, v, t from config.cache_ext where v = 1 order by k", &mut out);
+        frontend::sync(&mut out);
+        s.write_all(&out).await.unwrap();
+        out.clear();
+        replies.push(reply_bytes(&mut s).await);
+    }
+    assert_eq!(replies[0].last(), Some(&b'I'));
+    assert_eq!(replies[0], replies[1], "the same bytes");
+    let simple = b"select k, v, t from config.cache_ext where v = 1 order by k";
+    let mut first = None;
+    for _ in 0..2 {
+        common::encode_query_bytes(simple, &mut out);
+        s.write_all(&out).await.unwrap();
+        out.clear();
+        let reply = reply_bytes(&mut s).await;
+        assert_eq!(*first.get_or_insert_with(|| reply.clone()), reply);
+    }
+    // After a hit, the unnamed statement is the one the hit parsed: a Bind of it alone runs it.
+    let mut out = BytesMut::new();
+    common::bind_execute("", &mut out);
+    frontend::sync(&mut out);
+    s.write_all(&out).await.unwrap();
+    let (bytes, status) = read_until_ready(&mut s).await;
+    assert_eq!(status, b'I');
+    assert_eq!(bytes, b"2DDDDDCZ", "the statement ran: BindComplete, five rows");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_whose_reply_is_not_the_tables_alone_are_never_cached() {
+    table("cache_never", 2).await;
+    table("cache_never_other", 1).await;
+    let p = proxy(&["cache_never"], "listen: false,").await;
+    let c = p.connect().await;
+    for sql in [
+        "select v, now() from config.cache_never where k = 'k1'",
+        "select v, random() from config.cache_never where k = 'k1'",
+        "select v, current_user from config.cache_never where k = 'k1'",
+        "select v from config.cache_never where k = 'k1' for update",
+        "select v from config.cache_never where t < 'now'::timestamptz and k = 'k1'",
+        "select n.v from config.cache_never n join config.cache_never_other o using (k)",
+        "select v from config.cache_never where k = 'k1'; select 1",
+    ] {
+        for _ in 0..2 {
+            c.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        let s = snapshot(&p);
+        assert_eq!((s.hits, s.misses, s.entries), (0, 0, 0), "{sql}: {s:?}");
+    }
+    // Inside a transaction, a cacheable read goes to the server, and is not kept.
+    c.batch_execute("begin").await.unwrap();
+    for _ in 0..2 {
+        scalar(&c, "select v from config.cache_never where k = 'k2'").await;
+    }
+    c.batch_execute("commit").await.unwrap();
+    let s = snapshot(&p);
+    assert_eq!((s.hits, s.entries), (0, 0), "{s:?}");
+    // Outside: cached.
+    for _ in 0..2 {
+        scalar(&c, "select v from config.cache_never where k = 'k2'").await;
+    }
+    assert_eq!(snapshot(&p).hits, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_session_gets_the_reply_for_its_own_settings() {
+    table("cache_settings", 1).await;
+    let p = proxy(&["cache_settings"], "listen: false,").await;
+    let read = "select t from config.cache_settings where k = 'k1'";
+    let utc = p.connect().await;
+    utc.batch_execute("set timezone = 'UTC'").await.unwrap();
+    let tokyo = p.connect().await;
+    tokyo.batch_execute("set timezone = 'Asia/Tokyo'").await.unwrap();
+    let iso_dmy = p.connect().await;
+    iso_dmy.batch_execute("set timezone = 'UTC'; set datestyle = 'SQL, DMY'").await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(scalar(&utc, read).await, "2026-01-02 03:04:05+00");
+        assert_eq!(scalar(&tokyo, read).await, "2026-01-02 12:04:05+09");
+        assert_eq!(scalar(&iso_dmy, read).await, "02/01/2026 03:04:05 UTC");
+    }
+    let s = snapshot(&p);
+    assert_eq!((s.misses, s.hits, s.entries), (3, 3, 3), "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_within_the_budget_under_far_more_than_it_holds() {
+    table("cache_budget", 2000).await;
+    let p = proxy(&["cache_budget"], "listen: false, max_bytes: 64KiB,").await;
+    let c = p.connect().await;
+    let filler = "x".repeat(500);
+    for i in 1..=2000 {
+        let sql = format!("select k, v, '{filler}' as pad from config.cache_budget where k = 'k{i}'");
+        c.simple_query(&sql).await.unwrap();
+        let s = snapshot(&p);
+        assert!(s.bytes <= 64 * 1024, "{s:?}");
+    }
+    // The last reply is kept right after the client has it: its insert may land a moment later.
+    let started = Instant::now();
+    while snapshot(&p).inserts < 2000 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let s = snapshot(&p);
+    assert!(s.inserts == 2000 && s.evictions > 1800 && s.entries > 10 && s.bytes <= 64 * 1024, "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_session_reads_a_value_older_than_a_write_already_acknowledged() {
+    table("cache_race", 1).await;
+    let p = Arc::new(proxy(&["cache_race"], "listen: false,").await);
+    let acked = Arc::new(AtomicI64::new(1));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let (p, acked, stop) = (p.clone(), acked.clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            let c = p.connect().await;
+            let stmt = c.prepare("select v from config.cache_race where k = $1").await.unwrap();
+            let mut reads = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let floor = acked.load(Ordering::SeqCst);
+                let v: i32 = if reads % 2 == 0 {
+                    c.query_one(&stmt, &[&"k1"]).await.unwrap().get(0)
+                } else {
+                    scalar(&c, "select v from config.cache_race where k = 'k1'").await.parse().unwrap()
+                };
+                assert!(i64::from(v) >= floor, "read {v} after the write of {floor} was acknowledged");
+                reads += 1;
+            }
+            reads
+        }));
+    }
+    let w = p.connect().await;
+    for v in 2..=150 {
+        if v % 3 == 0 {
+            w.batch_execute(&format!("begin; update config.cache_race set v = {v} where k = 'k1'; commit")).await.unwrap();
+        } else {
+            w.batch_execute(&format!("update config.cache_race set v = {v} where k = 'k1'")).await.unwrap();
+        }
+        acked.store(v, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut total = 0;
+    for r in readers {
+        total += r.await.expect("a reader saw a stale value");
+    }
+    let s = snapshot(&p);
+    assert!(total > 300 && s.hits > 0, "the readers read ({total}) and some reads were hits: {s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_stay_coherent_through_the_triggers_notify() {
+    table("cache_shared", 1).await;
+    let p = &clusters().primary;
+    direct(p, "handled_primary", TRIGGER).await;
+    direct(
+        p,
+        "handled_primary",
+        "create trigger pgsplit_cache after insert or update or delete or truncate on config.cache_shared
+           for each statement execute function public.pgsplit_cache_notify()",
+    )
+    .await;
+    let a = proxy(&["cache_shared"], "").await;
+    let b = proxy(&["cache_shared"], "").await;
+    until_listening(&a).await;
+    until_listening(&b).await;
+    let ca = a.connect().await;
+    let cb = b.connect().await;
+    let read = "select v from config.cache_shared where k = 'k1'";
+    assert_eq!(scalar(&ca, read).await, "1");
+    assert_eq!(scalar(&ca, read).await, "1");
+    assert_eq!(snapshot(&a).hits, 1);
+    // A write through instance B: instance A evicts on the notification, long before the 10-minute TTL.
+    cb.simple_query("update config.cache_shared set v = 2 where k = 'k1'").await.unwrap();
+    until_read(&ca, read, "2").await;
+    // A write made outside pgsplit altogether, likewise.
+    direct(p, "handled_primary", "update config.cache_shared set v = 3 where k = 'k1'").await;
+    until_read(&ca, read, "3").await;
+    until_read(&cb, read, "3").await;
+    assert!(snapshot(&a).notifications >= 2);
+    // The value is cached again once read.
+    let hits = snapshot(&a).hits;
+    assert_eq!(scalar(&ca, read).await, "3");
+    assert_eq!(scalar(&ca, read).await, "3");
+    assert!(snapshot(&a).hits > hits);
+}
+
+/// Waits until the proxy listens on PRIMARY (its first LISTEN flushes the cache).
+async fn until_listening(p: &Proxy) {
+    let cache = p.app.session_cache().expect("the cache is configured").clone();
+    let started = Instant::now();
+    while !cache.is_listening(0) {
+        assert!(started.elapsed() < Duration::from_secs(30), "the listener is up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads `sql` until the cache holds `entries` entries, for at most 10 s.
+async fn until_kept(p: &Proxy, c: &tokio_postgres::Client, sql: &str, entries: u64) {
+    let started = Instant::now();
+    while snapshot(p).entries != entries {
+        assert!(started.elapsed() < Duration::from_secs(10), "{sql} never kept: {:?}", snapshot(p));
+        scalar(c, sql).await;
+    }
+}
+
+/// Reads until `sql` gives `want`, for at most 10 s (the TTL is 10 min: only a notification can make it so soon).
+async fn until_read(c: &tokio_postgres::Client, sql: &str, want: &str) {
+    let started = Instant::now();
+    loop {
+        if scalar(c, sql).await == want {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{sql} never gave {want}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listen_connection_counts_against_the_pool_and_switching_mode_empties_the_cache() {
+    table("cache_mode", 1).await;
+    let p = proxy(&["cache_mode"], "").await;
+    // PRIMARY's pool is 5 in the test configuration: 4 for clients, 1 for the LISTEN connection.
+    assert_eq!(p.app.backend(0).max(), 4);
+    until_listening(&p).await;
+    let c = p.connect().await;
+    let read = "select v from config.cache_mode where k = 'k1'";
+    until_kept(&p, &c, read, 1).await;
+    p.app.set_mode(pgsplit::config::Mode::Single);
+    assert_eq!(snapshot(&p).entries, 0);
+    // Single mode: not cached (writes there go where the split's tables may not be).
+    scalar(&c, read).await;
+    scalar(&c, read).await;
+    assert_eq!(snapshot(&p).entries, 0);
+    p.app.set_mode(pgsplit::config::Mode::Split);
+    until_kept(&p, &c, read, 1).await;
+}
