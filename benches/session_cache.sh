@@ -7,57 +7,73 @@
 # may write config.users and config.sessions (the demo's `pgsplit` role, `?sslmode=require`).
 #
 # Workload (pgbench -M extended, a custom script pair by weight): 95% `select user_id, expires_at from
-# config.sessions where token = $1` over a hot set of 1,000 tokens, 5% `update config.sessions set expires_at = ...
-# where token = $1`. Statements reaching PRIMARY are counted by the server: `idx_scan` of config.sessions (each
+# config.sessions where token = $1` over a hot set of 1,000 tokens among 100,000 sessions, 5% `update
+# config.sessions set expires_at = ... where token = $1`, the updates either on the hot set too (`hot`) or on any
+# session (`spread`). Statements reaching PRIMARY are counted by the server: `idx_scan` of config.sessions (each
 # lookup and each update by token is one index scan) from `pg_stat_user_tables`, read after pgsplit has stopped
 # (its server connections' statistics are flushed when they close). The cached run uses
-# `cache: { tables: [ { name: config.sessions, ttl: 30s } ] }` with the trigger of README *Session cache* installed
-# (the script installs it), so pgsplit also LISTENs.
+# `cache: { tables: [ { name: config.sessions, ttl: 30s, key: token } ] }` with the triggers of README *Session
+# cache* installed (the script installs them), so pgsplit also LISTENs.
 set -euo pipefail
 CONFIG=$1 DSN=$2 PRIMARY=$3 ROUNDS=${4:-2} SECS=${5:-10} CLIENTS=${6:-16}
 BIN=${PGSPLIT_BIN:-$(dirname "$0")/../target/release/pgsplit}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 grep -v '^cache:' "$CONFIG" > "$dir/plain.yaml"
-{ cat "$dir/plain.yaml"; echo "cache: { tables: [ { name: config.sessions, ttl: 30s } ] }"; } > "$dir/cached.yaml"
+{ cat "$dir/plain.yaml"; echo "cache: { tables: [ { name: config.sessions, ttl: 30s, key: token } ] }"; } > "$dir/cached.yaml"
 
 psql -qX -v ON_ERROR_STOP=1 "$PRIMARY" > /dev/null <<'SQL'
 insert into config.users (email, name) values ('bench@pgsplit.test', 'bench') on conflict (email) do nothing;
 insert into config.sessions (token, user_id, expires_at)
-  select 'tok-' || g, (select id from config.users where email = 'bench@pgsplit.test'), now() + interval '1 day'
-  from generate_series(1, 1000) g
+  select g::text, (select id from config.users where email = 'bench@pgsplit.test'), now() + interval '1 day'
+  from generate_series(1, 100000) g
   on conflict (token) do nothing;
 create or replace function public.pgsplit_cache_notify() returns trigger language plpgsql as $$
 begin
-  perform pg_notify('pgsplit_cache', tg_table_schema || '.' || tg_table_name);
+  if tg_level = 'STATEMENT' or tg_nargs = 0 then
+    perform pg_notify('pgsplit_cache', tg_table_schema || '.' || tg_table_name);
+    return null;
+  end if;
+  if tg_op in ('UPDATE', 'DELETE') then
+    perform pg_notify('pgsplit_cache', tg_table_schema || '.' || tg_table_name || ' ' || coalesce(to_jsonb(old) ->> tg_argv[0], ''));
+  end if;
+  if tg_op in ('INSERT', 'UPDATE') then
+    perform pg_notify('pgsplit_cache', tg_table_schema || '.' || tg_table_name || ' ' || coalesce(to_jsonb(new) ->> tg_argv[0], ''));
+  end if;
   return null;
 end $$;
 drop trigger if exists pgsplit_cache on config.sessions;
-create trigger pgsplit_cache after insert or update or delete or truncate on config.sessions
+drop trigger if exists pgsplit_cache_truncate on config.sessions;
+create trigger pgsplit_cache after insert or update or delete on config.sessions
+  for each row execute function public.pgsplit_cache_notify('token');
+create trigger pgsplit_cache_truncate after truncate on config.sessions
   for each statement execute function public.pgsplit_cache_notify();
 SQL
 
 cat > "$dir/read.sql" <<'SQL'
 \set n random(1, 1000)
-select user_id, expires_at from config.sessions where token = 'tok-' || :n;
+select user_id, expires_at from config.sessions where token = :n;
 SQL
-cat > "$dir/write.sql" <<'SQL'
-\set n random(1, 1000)
-update config.sessions set expires_at = expires_at + interval '1 second' where token = 'tok-' || :n;
+for spread in hot:1000 spread:100000; do
+  cat > "$dir/write-${spread%%:*}.sql" <<SQL
+\\set n random(1, ${spread##*:})
+update config.sessions set expires_at = expires_at + interval '1 second' where token = :n;
 SQL
+done
 
 scans() {
   psql -qXAt "$PRIMARY" -c "select idx_scan + seq_scan from pg_stat_user_tables where relid = 'config.sessions'::regclass"
 }
 
 for round in $(seq "$ROUNDS"); do
+  for updates in hot spread; do
   for kind in plain cached; do
     "$BIN" --config "$dir/$kind.yaml" > "$dir/$kind.log" 2>&1 &
     pid=$!
     for _ in $(seq 50); do pg_isready -q -d "$DSN" && break; sleep 0.2; done
     sleep 1
     before=$(scans)
-    out=$(pgbench -n -M extended -c "$CLIENTS" -j 2 -T "$SECS" -f "$dir/read.sql@95" -f "$dir/write.sql@5" "$DSN" 2>&1)
+    out=$(pgbench -n -M extended -c "$CLIENTS" -j 2 -T "$SECS" -f "$dir/read.sql@95" -f "$dir/write-$updates.sql@5" "$DSN" 2>&1)
     kill -INT $pid
     wait $pid 2>/dev/null || true
     sleep 1
@@ -65,6 +81,7 @@ for round in $(seq "$ROUNDS"); do
     tx=$(echo "$out" | awk '/actually processed/ {split($NF, a, "/"); print a[1]}')
     tps=$(echo "$out" | awk '/^tps/ {print int($3)}')
     reached=$((after - before))
-    echo "round $round, $kind: $tx transactions, $tps TPS, $reached statements reached PRIMARY ($(( reached * 1000 / tx )) per 1,000 transactions)"
+    echo "round $round, updates $updates, $kind: $tx transactions, $tps TPS, $reached statements reached PRIMARY ($(( reached * 1000 / tx )) per 1,000 transactions)"
+  done
   done
 done

@@ -17,18 +17,34 @@ use tokio::io::AsyncWriteExt;
 
 use common::{clusters, config_yaml, direct, parse_bind_execute, raw_login, read_until_ready, scalar, Proxy};
 
-/// The trigger the README shows: every write to the table notifies `pgsplit_cache` with `schema.table` at commit.
+/// The trigger function the README shows: at commit, `pgsplit_cache` is notified with `schema.table` for a
+/// statement-level trigger (or one without a key column), `schema.table value` for each row's key value.
 const TRIGGER: &str = "
 create or replace function public.pgsplit_cache_notify() returns trigger language plpgsql as $$
 begin
-  perform pg_notify('pgsplit_cache', tg_table_schema || '.' || tg_table_name);
+  if tg_level = 'STATEMENT' or tg_nargs = 0 then
+    perform pg_notify('pgsplit_cache', tg_table_schema || '.' || tg_table_name);
+    return null;
+  end if;
+  if tg_op in ('UPDATE', 'DELETE') then
+    perform pg_notify('pgsplit_cache', tg_table_schema || '.' || tg_table_name || ' ' || coalesce(to_jsonb(old) ->> tg_argv[0], ''));
+  end if;
+  if tg_op in ('INSERT', 'UPDATE') then
+    perform pg_notify('pgsplit_cache', tg_table_schema || '.' || tg_table_name || ' ' || coalesce(to_jsonb(new) ->> tg_argv[0], ''));
+  end if;
   return null;
 end $$;";
 
-/// A proxy caching `tables` (each `config.NAME`, TTL 10 min: far longer than any test waits) with `extra` under
-/// `cache:`.
+/// A proxy caching `tables` (each `config.NAME`, TTL 10 min: far longer than any test waits; `NAME/COLUMN` with
+/// a key column) with `extra` under `cache:`.
 async fn proxy(tables: &[&str], extra: &str) -> Proxy {
-    let list: Vec<String> = tables.iter().map(|t| format!("{{ name: config.{t}, ttl: 10m }}")).collect();
+    let list: Vec<String> = tables
+        .iter()
+        .map(|t| match t.split_once('/') {
+            Some((t, key)) => format!("{{ name: config.{t}, ttl: 10m, key: {key} }}"),
+            None => format!("{{ name: config.{t}, ttl: 10m }}"),
+        })
+        .collect();
     let yaml = config_yaml("verify-full", &format!("cache: {{ {extra} tables: [{}] }}\n", list.join(", ")));
     Proxy::start(&yaml).await
 }
@@ -275,18 +291,20 @@ async fn no_session_reads_a_value_older_than_a_write_already_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_stay_coherent_through_the_triggers_notify() {
-    table("cache_shared", 1).await;
+    table("cache_shared", 2).await;
     let p = &clusters().primary;
     direct(p, "handled_primary", TRIGGER).await;
     direct(
         p,
         "handled_primary",
-        "create trigger pgsplit_cache after insert or update or delete or truncate on config.cache_shared
-           for each statement execute function public.pgsplit_cache_notify()",
+        "create trigger pgsplit_cache after insert or update or delete on config.cache_shared
+           for each row execute function public.pgsplit_cache_notify('k');
+         create trigger pgsplit_cache_truncate after truncate on config.cache_shared
+           for each statement execute function public.pgsplit_cache_notify();",
     )
     .await;
-    let a = proxy(&["cache_shared"], "").await;
-    let b = proxy(&["cache_shared"], "").await;
+    let a = proxy(&["cache_shared/k"], "").await;
+    let b = proxy(&["cache_shared/k"], "").await;
     until_listening(&a).await;
     until_listening(&b).await;
     let ca = a.connect().await;
@@ -298,16 +316,31 @@ async fn two_instances_stay_coherent_through_the_triggers_notify() {
     // A write through instance B: instance A evicts on the notification, long before the 10-minute TTL.
     cb.simple_query("update config.cache_shared set v = 2 where k = 'k1'").await.unwrap();
     until_read(&ca, read, "2").await;
-    // A write made outside pgsplit altogether, likewise.
+    // A write made outside pgsplit altogether, likewise; the notification names the row's key, and the entries of
+    // the other keys stay.
+    let other = "select v from config.cache_shared where k = 'k2'";
+    until_kept(&a, &ca, other, 2).await;
     direct(p, "handled_primary", "update config.cache_shared set v = 3 where k = 'k1'").await;
     until_read(&ca, read, "3").await;
     until_read(&cb, read, "3").await;
     assert!(snapshot(&a).notifications >= 2);
+    let hits = snapshot(&a).hits;
+    scalar(&ca, other).await;
+    assert_eq!(snapshot(&a).hits, hits + 1, "k2's entry outlived the writes to k1");
     // The value is cached again once read.
     let hits = snapshot(&a).hits;
     assert_eq!(scalar(&ca, read).await, "3");
     assert_eq!(scalar(&ca, read).await, "3");
     assert!(snapshot(&a).hits > hits);
+    // TRUNCATE: the statement trigger names the table alone; every entry goes.
+    direct(p, "handled_primary", "truncate config.cache_shared").await;
+    let count = "select count(*) from config.cache_shared";
+    until_read(&ca, count, "0").await;
+    let started = Instant::now();
+    while !ca.simple_query(other).await.unwrap().iter().all(|m| !matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))) {
+        assert!(started.elapsed() < Duration::from_secs(10), "k2's entry outlived the TRUNCATE");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Waits until the proxy listens on PRIMARY (its first LISTEN flushes the cache).
@@ -359,4 +392,84 @@ async fn the_listen_connection_counts_against_the_pool_and_switching_mode_emptie
     assert_eq!(snapshot(&p).entries, 0);
     p.app.set_mode(pgsplit::config::Mode::Split);
     until_kept(&p, &c, read, 1).await;
+}
+
+/// Parse (unnamed), Bind with text-format parameters, Execute, Sync; the reply's messages.
+async fn extended_text(s: &mut tokio::net::TcpStream, sql: &str, params: &[&str]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    frontend::parse("", sql, std::iter::empty(), &mut out).unwrap();
+    frontend::bind(
+        "",
+        "",
+        [0i16],
+        params.iter(),
+        |p: &&str, buf: &mut BytesMut| {
+            buf.extend_from_slice(p.as_bytes());
+            Ok(postgres_protocol::IsNull::No)
+        },
+        [0i16],
+        &mut out,
+    )
+    .map_err(|_| "bind")
+    .unwrap();
+    frontend::execute("", 0, &mut out).unwrap();
+    frontend::sync(&mut out);
+    s.write_all(&out).await.unwrap();
+    reply_bytes(s).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_key_column_a_write_to_one_key_leaves_the_entries_of_the_others() {
+    table("cache_keyed", 3).await;
+    let p = proxy(&["cache_keyed/k"], "listen: false,").await;
+    let c = p.connect().await;
+    let v = |k: &'static str| {
+        let c = &c;
+        async move { scalar(c, &format!("select v from config.cache_keyed where k = '{k}'")).await }
+    };
+    for k in ["k1", "k2", "k3", "k1", "k2", "k3"] {
+        assert_eq!(v(k).await, "1");
+    }
+    let count = "select count(*) from config.cache_keyed";
+    scalar(&c, count).await;
+    scalar(&c, count).await;
+    // The same key read with a text parameter: its own entry, confined to that key too.
+    let mut raw = raw_login(p.port).await;
+    let by_param = "select v from config.cache_keyed where k = $1";
+    let k2_reply = extended_text(&mut raw, by_param, &["k2"]).await;
+    assert_eq!(extended_text(&mut raw, by_param, &["k2"]).await, k2_reply);
+    let s = snapshot(&p);
+    assert_eq!((s.misses, s.hits, s.entries), (5, 5, 5), "{s:?}");
+
+    // A write to k1 with a text parameter, from another session: k2 and k3 stay.
+    let mut w = raw_login(p.port).await;
+    extended_text(&mut w, "update config.cache_keyed set v = 5 where k = $1", &["k1"]).await;
+    let hits = snapshot(&p).hits;
+    assert_eq!((v("k2").await, v("k3").await), ("1".into(), "1".into()));
+    assert_eq!(extended_text(&mut raw, by_param, &["k2"]).await, k2_reply);
+    assert_eq!(snapshot(&p).hits, hits + 3, "k2 and k3 stayed");
+    assert_eq!(snapshot(&p).entries, 3, "k1's entry went, and so did the read of the whole table (count)");
+    assert_eq!(v("k1").await, "5");
+    assert_eq!(snapshot(&p).hits, hits + 3, "k1 was read from the server");
+    // A literal in a transaction: the same, for the literal's and the parameter's entries of k2.
+    let tx = p.connect().await;
+    tx.batch_execute("begin; update config.cache_keyed set v = 6 where k = 'k2'; commit").await.unwrap();
+    assert_eq!((v("k2").await, v("k3").await), ("6".into(), "1".into()));
+    assert_ne!(extended_text(&mut raw, by_param, &["k2"]).await, k2_reply, "the parameter's entry of k2 went too");
+    // A binary parameter (tokio-postgres sends them so) is not read: the write takes the whole table.
+    scalar(&c, count).await;
+    tx.execute("update config.cache_keyed set v = 7 where k = $1", &[&"k1"]).await.unwrap();
+    assert_eq!(snapshot(&p).entries, 0, "{:?}", snapshot(&p));
+    // A write that moves a row to another key takes the whole table.
+    assert_eq!(v("k3").await, "1");
+    tx.batch_execute("update config.cache_keyed set k = 'k4' where k = 'k3'").await.unwrap();
+    assert_eq!(snapshot(&p).entries, 0);
+    assert_eq!(v("k4").await, "1");
+    // An INSERT of a key evicts that key's (empty) reply.
+    let none = "select v from config.cache_keyed where k = 'k9'";
+    for _ in 0..2 {
+        assert!(c.simple_query(none).await.unwrap().iter().all(|m| !matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))));
+    }
+    tx.batch_execute("insert into config.cache_keyed (k, v) values ('k9', 9)").await.unwrap();
+    assert_eq!(scalar(&c, none).await, "9");
 }

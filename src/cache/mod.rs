@@ -1,11 +1,14 @@
 //! The session cache (SPEC §11; the design, its states and why each step is safe: `docs/session-cache.md`).
 //!
 //! One store per process: replies to reads of the configured tables, keyed by everything that changes them
-//! (`session::cache` builds the key), kept within a byte budget in LRU order, each for its table's TTL. Each table
-//! has a generation, moved on by every write through pgsplit (before it is sent, and again when its transaction
-//! ends), every notification from the table's target and every loss of the LISTEN connection; an entry is inserted
-//! only if the generations its read started under still hold and no write to its tables is in flight, so an entry
-//! never predates a write whose result a client has seen.
+//! (`session::cache` builds the key), kept within a byte budget in LRU order, each for its table's TTL. A read or
+//! a write concerns `Part`s of tables: a whole table, or, for a table with a configured `key` column, the rows of
+//! one key value (`WHERE token = $1`). Each part has a generation, moved on by every write through pgsplit (before
+//! it is sent, and again when its transaction ends), every notification from the table's target and every loss of
+//! the LISTEN connection; an entry is inserted only if the generations its read started under still hold and no
+//! write to its parts is in flight, so an entry never predates a write whose result a client has seen. A write to
+//! one key evicts that key's entries and the table's entries that are not confined to a key; a write to the whole
+//! table evicts all of them.
 
 pub mod listen;
 pub mod reply;
@@ -23,12 +26,59 @@ use crate::router::{RoutingTable, TargetId};
 /// Index of a cached table in the configuration's `cache.tables`.
 pub type TableId = usize;
 
+/// What a read or a write concerns of a cached table: all its rows, or those of one key value (its `key_class`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Part {
+    /// The table.
+    pub table: TableId,
+    /// The class of the key value the rows are confined to, if they are.
+    pub key: Option<u64>,
+}
+
+impl Part {
+    /// The whole table.
+    pub fn whole(table: TableId) -> Part {
+        Part { table, key: None }
+    }
+}
+
 /// Bytes counted for an entry besides its key and reply: the LRU node, the key's second reference in its table's
 /// index, the entry's fields and the allocators' rounding.
 pub const ENTRY_OVERHEAD: usize = 160;
 
-/// The channel a cached table's trigger notifies on, with `schema.table` as the payload (README, *Session cache*).
+/// The channel a cached table's trigger notifies on (README, *Session cache*).
 pub const CHANNEL: &str = "pgsplit_cache";
+
+/// Key generations kept per table: keys share them by hash (a collision only holds back an insert).
+const BUCKETS: usize = 1024;
+
+/// The class of a key value: values PostgreSQL may find equal share a class, so that a write to one evicts the
+/// entries of all. Compared as a number when it reads as one (`'017'`, `17`, `'17.0'`, `'1_7'`), else as its ASCII
+/// letters and digits in lower case (case-insensitive and punctuation-ignoring collations, `citext`, `char(n)`
+/// padding); `None` (the whole table) for a value with other characters (accent-insensitive collations) or a
+/// non-decimal number (`0x11`). Two distinct values in one class only evict more than they must.
+pub fn key_class(value: &[u8]) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let text = std::str::from_utf8(value).ok()?.trim();
+    if !text.is_ascii() {
+        return None;
+    }
+    let number: String = text.chars().filter(|c| *c != '_').collect();
+    let unsigned = number.trim_start_matches(['+', '-']);
+    if unsigned.starts_with('0') && unsigned.get(1..2).is_some_and(|c| c.bytes().all(|b| b.is_ascii_alphabetic())) {
+        return None;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match number.parse::<f64>() {
+        Ok(n) if n.is_finite() => (0u8, (n + 0.0).to_bits()).hash(&mut h),
+        Ok(_) => return None,
+        Err(_) => {
+            let letters: String = text.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect();
+            (1u8, letters).hash(&mut h);
+        }
+    }
+    Some(h.finish())
+}
 
 /// One cached table.
 #[derive(Debug, Clone)]
@@ -41,6 +91,8 @@ pub struct Table {
     pub target: TargetId,
     /// How long an entry of it may be served.
     pub ttl: Duration,
+    /// The column reads and writes are confined by (`WHERE key = ...`), when configured.
+    pub key: Option<String>,
 }
 
 /// The shared store and its counters.
@@ -61,20 +113,117 @@ pub struct SessionCache {
 /// What the lock guards.
 struct Store {
     lru: lru::LruCache<Arc<[u8]>, Entry>,
-    /// Per table, the keys of its entries.
-    by_table: Vec<HashSet<Arc<[u8]>>>,
-    /// Per table, moved on by each write, notification and loss of notifications.
-    generations: Vec<u64>,
-    /// Per table, writes through pgsplit whose transaction has not ended.
-    writers: Vec<u32>,
+    /// Per table: its entries by part, its generations and its writes in flight.
+    tables: Vec<TableState>,
     /// Every entry's bytes (`Entry::bytes`).
     bytes: usize,
+}
+
+/// One table's entries, generations and writes in flight.
+struct TableState {
+    /// Entries not confined to a key: any write to the table makes them stale.
+    whole: HashSet<Arc<[u8]>>,
+    /// Entries confined to a key, by the key's class.
+    by_key: HashMap<u64, HashSet<Arc<[u8]>>>,
+    /// Moved on by writes to the whole table.
+    generation: u64,
+    /// Moved on by writes to any key (the whole-table entries depend on every row).
+    keyed_generation: u64,
+    /// Moved on by writes to the keys of each bucket.
+    buckets: [u64; BUCKETS],
+    /// Writes to the whole table in flight.
+    writers: u32,
+    /// Writes to a key in flight, in all.
+    keyed_writers: u32,
+    /// Writes to a key in flight, per bucket.
+    bucket_writers: [u32; BUCKETS],
+}
+
+impl Default for TableState {
+    fn default() -> TableState {
+        TableState {
+            whole: HashSet::new(),
+            by_key: HashMap::new(),
+            generation: 0,
+            keyed_generation: 0,
+            buckets: [0; BUCKETS],
+            writers: 0,
+            keyed_writers: 0,
+            bucket_writers: [0; BUCKETS],
+        }
+    }
+}
+
+/// The bucket of a key class.
+fn bucket(class: u64) -> usize {
+    (class % BUCKETS as u64) as usize
+}
+
+impl TableState {
+    /// Whether a write that concerns a read of `key` (`None`: the whole table) is in flight.
+    fn blocked(&self, key: Option<u64>) -> bool {
+        self.writers > 0
+            || match key {
+                None => self.keyed_writers > 0,
+                Some(k) => self.bucket_writers.get(bucket(k)).is_some_and(|&w| w > 0),
+            }
+    }
+
+    /// The generations a read of `key` depends on.
+    fn stamp(&self, key: Option<u64>) -> (u64, u64) {
+        let keyed = match key {
+            None => self.keyed_generation,
+            Some(k) => self.buckets.get(bucket(k)).copied().unwrap_or(0),
+        };
+        (self.generation, keyed)
+    }
+
+    /// A write to `key` (or the whole table): the generations it concerns move on.
+    fn moved(&mut self, key: Option<u64>) {
+        match key {
+            None => self.generation += 1,
+            Some(k) => {
+                self.keyed_generation += 1;
+                if let Some(b) = self.buckets.get_mut(bucket(k)) {
+                    *b += 1;
+                }
+            }
+        }
+    }
+
+    /// Counts a write to `key` in flight (`starts`) or ended.
+    fn writing(&mut self, key: Option<u64>, starts: bool) {
+        let step = |w: &mut u32| *w = if starts { *w + 1 } else { w.saturating_sub(1) };
+        match key {
+            None => step(&mut self.writers),
+            Some(k) => {
+                step(&mut self.keyed_writers);
+                if let Some(b) = self.bucket_writers.get_mut(bucket(k)) {
+                    step(b);
+                }
+            }
+        }
+    }
+
+    /// Takes the keys of the entries a write to `key` (or the whole table) makes stale out of the index.
+    fn stale(&mut self, key: Option<u64>) -> Vec<Arc<[u8]>> {
+        let mut out: Vec<Arc<[u8]>> = self.whole.drain().collect();
+        match key {
+            None => {
+                for (_, set) in self.by_key.drain() {
+                    out.extend(set);
+                }
+            }
+            Some(k) => out.extend(self.by_key.remove(&k).unwrap_or_default()),
+        }
+        out
+    }
 }
 
 struct Entry {
     reply: Bytes,
     expires: Instant,
-    tables: Box<[TableId]>,
+    parts: Box<[Part]>,
     bytes: usize,
 }
 
@@ -126,7 +275,7 @@ impl Snapshot {
 
 /// The generations a read started under, to insert its reply with (`SessionCache::insert`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Started(Vec<u64>);
+pub struct Started(Vec<(u64, u64)>);
 
 impl SessionCache {
     /// The cache the configuration describes; tables whose target the routing table does not know are left out
@@ -137,7 +286,7 @@ impl SessionCache {
             .iter()
             .filter_map(|t| {
                 let target = table.target_id(&t.target)?;
-                Some(Table { schema: t.schema.clone(), name: t.name.clone(), target, ttl: t.ttl })
+                Some(Table { schema: t.schema.clone(), name: t.name.clone(), target, ttl: t.ttl, key: t.key.clone() })
             })
             .collect();
         let by_name = tables.iter().enumerate().map(|(i, t)| ((t.schema.clone(), t.name.clone()), i)).collect();
@@ -157,9 +306,7 @@ impl SessionCache {
             listen: config.listen,
             store: Mutex::new(Store {
                 lru: lru::LruCache::unbounded(),
-                by_table: vec![HashSet::new(); n],
-                generations: vec![0; n],
-                writers: vec![0; n],
+                tables: (0..n).map(|_| TableState::default()).collect(),
                 bytes: 0,
             }),
             stats: Stats::default(),
@@ -186,11 +333,16 @@ impl SessionCache {
 
     /// The cached table `schema.name`.
     pub fn table_id(&self, schema: &str, name: &str) -> Option<TableId> {
-        // Borrowed lookup without building a tuple of Strings: few tables, a scan is as fast.
+        // Few tables: a scan is as fast as hashing, and needs no owned strings.
         if self.tables.len() <= 8 {
             return self.tables.iter().position(|t| t.schema == schema && t.name == name);
         }
         self.by_name.get(&(schema.to_owned(), name.to_owned())).copied()
+    }
+
+    /// The key column of a cached table, if it has one.
+    pub fn key_of(&self, table: TableId) -> Option<&str> {
+        self.tables.get(table).and_then(|t| t.key.as_deref())
     }
 
     /// Whether the target owns a cached table.
@@ -198,9 +350,9 @@ impl SessionCache {
         self.owns.get(target).copied().unwrap_or(false)
     }
 
-    /// The cached tables of a target.
-    pub fn tables_of(&self, target: TargetId) -> Vec<TableId> {
-        (0..self.tables.len()).filter(|&i| self.tables[i].target == target).collect()
+    /// The cached tables of a target, whole.
+    pub fn tables_of(&self, target: TargetId) -> Vec<Part> {
+        self.tables.iter().enumerate().filter(|(_, t)| t.target == target).map(|(i, _)| Part::whole(i)).collect()
     }
 
     /// Whether pgsplit listens for the trigger's notifications.
@@ -238,48 +390,57 @@ impl SessionCache {
         found
     }
 
-    /// The generations of `tables` before a read that missed is sent; `None` while a write to one of them is in
+    /// The generations of `parts` before a read that missed is sent; `None` while a write to one of them is in
     /// flight (its reply could not be kept).
-    pub fn start_read(&self, tables: &[TableId]) -> Option<Started> {
+    pub fn start_read(&self, parts: &[Part]) -> Option<Started> {
         let store = self.lock();
-        if tables.iter().any(|&t| store.writers.get(t).copied().unwrap_or(1) > 0) {
-            return None;
+        let mut stamps = Vec::with_capacity(parts.len());
+        for p in parts {
+            let t = store.tables.get(p.table)?;
+            if t.blocked(p.key) {
+                return None;
+            }
+            stamps.push(t.stamp(p.key));
         }
-        Some(Started(tables.iter().map(|&t| store.generations.get(t).copied().unwrap_or(0)).collect()))
+        Some(Started(stamps))
     }
 
     /// Keeps a read's reply, unless it is too large or a write, notification or lost LISTEN moved one of its
-    /// tables on since `started` (or a write is in flight). Evicts least recently used entries past the budget.
-    pub fn insert(&self, key: Vec<u8>, reply: Vec<u8>, tables: &[TableId], started: &Started) {
-        let bytes = key.len() + reply.len() + ENTRY_OVERHEAD * (1 + tables.len());
-        if reply.len() > self.max_entry_bytes || bytes > self.max_bytes || started.0.len() != tables.len() {
-            self.stats.not_kept.fetch_add(1, Ordering::Relaxed);
+    /// parts on since `started` (or a write to one is in flight). Evicts least recently used entries past the
+    /// budget.
+    pub fn insert(&self, key: Vec<u8>, reply: Vec<u8>, parts: &[Part], started: &Started) {
+        let bytes = key.len() + reply.len() + ENTRY_OVERHEAD * (1 + parts.len());
+        if reply.len() > self.max_entry_bytes || bytes > self.max_bytes || started.0.len() != parts.len() {
+            self.not_kept();
             return;
         }
-        let ttl = tables.iter().filter_map(|&t| self.tables.get(t)).map(|t| t.ttl).min().unwrap_or_default();
+        let ttl = parts.iter().filter_map(|p| self.tables.get(p.table)).map(|t| t.ttl).min().unwrap_or_default();
         let key: Arc<[u8]> = key.into();
-        let entry = Entry { reply: reply.into(), expires: Instant::now() + ttl, tables: tables.into(), bytes };
+        let entry = Entry { reply: reply.into(), expires: Instant::now() + ttl, parts: parts.into(), bytes };
         let mut store = self.lock();
-        let moved = tables
+        let moved = parts
             .iter()
             .zip(&started.0)
-            .any(|(&t, &g)| store.generations.get(t).copied() != Some(g) || store.writers.get(t).copied().unwrap_or(1) > 0);
+            .any(|(p, stamp)| store.tables.get(p.table).is_none_or(|t| t.blocked(p.key) || t.stamp(p.key) != *stamp));
         if moved {
             drop(store);
-            self.stats.not_kept.fetch_add(1, Ordering::Relaxed);
+            self.not_kept();
             return;
         }
         store.remove(&key);
-        for &t in tables {
-            if let Some(set) = store.by_table.get_mut(t) {
-                set.insert(key.clone());
+        for p in parts {
+            if let Some(t) = store.tables.get_mut(p.table) {
+                match p.key {
+                    None => t.whole.insert(key.clone()),
+                    Some(k) => t.by_key.entry(k).or_default().insert(key.clone()),
+                };
             }
         }
         store.bytes += bytes;
         store.lru.put(key, entry);
         let mut evicted = 0;
         while store.bytes > self.max_bytes {
-            let Some((k, _)) = store.lru.peek_lru().map(|(k, e)| (k.clone(), e.bytes)) else { break };
+            let Some(k) = store.lru.peek_lru().map(|(k, _)| k.clone()) else { break };
             store.remove(&k);
             evicted += 1;
         }
@@ -288,47 +449,54 @@ impl SessionCache {
         self.stats.evictions.fetch_add(evicted, Ordering::Relaxed);
     }
 
-    /// A write to `tables` is about to be sent: their entries go, their generations move on, and nothing is inserted
-    /// for them until the hold is dropped (when the writer's transaction has ended).
-    pub fn write_begin(self: &Arc<Self>, tables: Vec<TableId>) -> WriteHold {
-        let mut store = self.lock();
-        for &t in &tables {
-            if let Some(w) = store.writers.get_mut(t) {
-                *w += 1;
-            }
-        }
-        let dropped = store.invalidate(&tables);
-        drop(store);
-        self.stats.invalidations.fetch_add(dropped, Ordering::Relaxed);
-        WriteHold { cache: self.clone(), tables }
-    }
-
     /// A reply that missed and was not kept (too large, not a clean success, or the session left meanwhile).
     pub fn not_kept(&self) {
         self.stats.not_kept.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Drops the entries of `tables` and moves their generations on (a notification, a lost LISTEN connection, a
+    /// A write to `parts` is about to be sent: their entries go, their generations move on, and nothing is
+    /// inserted for them until the hold is dropped (when the writer's transaction has ended).
+    pub fn write_begin(self: &Arc<Self>, parts: Vec<Part>) -> WriteHold {
+        let mut store = self.lock();
+        for p in &parts {
+            if let Some(t) = store.tables.get_mut(p.table) {
+                t.writing(p.key, true);
+            }
+        }
+        let dropped = store.invalidate(&parts);
+        drop(store);
+        self.stats.invalidations.fetch_add(dropped, Ordering::Relaxed);
+        WriteHold { cache: self.clone(), parts }
+    }
+
+    /// Drops the entries of `parts` and moves their generations on (a notification, a lost LISTEN connection, a
     /// mode switch).
-    pub fn invalidate(&self, tables: &[TableId]) {
-        let dropped = self.lock().invalidate(tables);
+    pub fn invalidate(&self, parts: &[Part]) {
+        let dropped = self.lock().invalidate(parts);
         self.stats.invalidations.fetch_add(dropped, Ordering::Relaxed);
     }
 
-    /// A notification from the target for `schema.table` (the trigger's payload): that table's entries go.
+    /// A notification from the target: the trigger's payload is `schema.table` (a write to the table, or a
+    /// TRUNCATE) or `schema.table key-value` (a row of that key written). A payload pgsplit does not recognise
+    /// evicts every cached table of the target, to be safe.
     pub fn notified(&self, target: TargetId, payload: &str) {
         self.stats.notifications.fetch_add(1, Ordering::Relaxed);
-        let ids: Vec<TableId> = match crate::quote::split_qualified(payload).and_then(|(s, n)| self.table_id(&s, &n)) {
-            Some(t) => vec![t],
-            // A payload pgsplit does not know (another trigger's, or empty): every table of the target, to be safe.
-            None => self.tables_of(target),
+        let (table, value) = match payload.split_once(' ') {
+            Some((t, v)) => (t, Some(v)),
+            None => (payload, None),
         };
-        self.invalidate(&ids);
+        let id = crate::quote::split_qualified(table).and_then(|(s, n)| self.table_id(&s, &n));
+        let parts = match (id, value) {
+            (Some(t), Some(v)) if self.key_of(t).is_some() => vec![Part { table: t, key: key_class(v.as_bytes()) }],
+            (Some(t), _) => vec![Part::whole(t)],
+            (None, _) => self.tables_of(target),
+        };
+        self.invalidate(&parts);
     }
 
     /// Every entry goes.
     pub fn clear(&self) {
-        let all: Vec<TableId> = (0..self.tables.len()).collect();
+        let all: Vec<Part> = (0..self.tables.len()).map(Part::whole).collect();
         self.invalidate(&all);
     }
 
@@ -373,25 +541,33 @@ impl SessionCache {
 impl Store {
     /// Removes one entry and its index references.
     fn remove(&mut self, key: &[u8]) {
-        if let Some(e) = self.lru.pop(key) {
-            self.bytes -= e.bytes;
-            for &t in e.tables.iter() {
-                if let Some(set) = self.by_table.get_mut(t) {
-                    set.remove(key);
+        let Some(e) = self.lru.pop(key) else { return };
+        self.bytes -= e.bytes;
+        for p in e.parts.iter() {
+            let Some(t) = self.tables.get_mut(p.table) else { continue };
+            match p.key {
+                None => {
+                    t.whole.remove(key);
+                }
+                Some(k) => {
+                    if let Some(set) = t.by_key.get_mut(&k) {
+                        set.remove(key);
+                        if set.is_empty() {
+                            t.by_key.remove(&k);
+                        }
+                    }
                 }
             }
         }
     }
 
-    /// Drops every entry of `tables` and moves their generations on; returns how many entries went.
-    fn invalidate(&mut self, tables: &[TableId]) -> u64 {
+    /// Drops the entries `parts` make stale and moves their generations on; returns how many entries went.
+    fn invalidate(&mut self, parts: &[Part]) -> u64 {
         let mut dropped = 0;
-        for &t in tables {
-            if let Some(g) = self.generations.get_mut(t) {
-                *g += 1;
-            }
-            let keys = self.by_table.get_mut(t).map(std::mem::take).unwrap_or_default();
-            for k in keys {
+        for p in parts {
+            let Some(t) = self.tables.get_mut(p.table) else { continue };
+            t.moved(p.key);
+            for k in t.stale(p.key) {
                 if self.lru.contains(&k) {
                     self.remove(&k);
                     dropped += 1;
@@ -402,29 +578,27 @@ impl Store {
     }
 }
 
-/// A write through pgsplit to cached tables whose transaction has not ended: while it lives, nothing of those
-/// tables is inserted; dropping it moves their generations on once more.
+/// A write through pgsplit to cached tables whose transaction has not ended: while it lives, nothing of its parts
+/// is inserted; dropping it moves their generations on once more.
 pub struct WriteHold {
     cache: Arc<SessionCache>,
-    tables: Vec<TableId>,
+    parts: Vec<Part>,
 }
 
 impl WriteHold {
-    /// The tables it holds.
-    pub fn tables(&self) -> &[TableId] {
-        &self.tables
+    /// The parts it holds.
+    pub fn parts(&self) -> &[Part] {
+        &self.parts
     }
 }
 
 impl Drop for WriteHold {
     fn drop(&mut self) {
         let mut store = self.cache.lock();
-        for &t in &self.tables {
-            if let Some(w) = store.writers.get_mut(t) {
-                *w = w.saturating_sub(1);
-            }
-            if let Some(g) = store.generations.get_mut(t) {
-                *g += 1;
+        for p in &self.parts {
+            if let Some(t) = store.tables.get_mut(p.table) {
+                t.writing(p.key, false);
+                t.moved(p.key);
             }
         }
     }

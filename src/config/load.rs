@@ -148,6 +148,7 @@ pub struct RawCachedTable {
     pub name: String,
     #[serde(deserialize_with = "duration")]
     pub ttl: Duration,
+    pub key: Option<String>,
 }
 
 /// One target as written.

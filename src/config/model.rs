@@ -94,6 +94,9 @@ pub struct CachedTable {
     pub ttl: Duration,
     /// The target that owns the schema.
     pub target: String,
+    /// The column reads and writes are confined by (`WHERE key = $1`): a write to one key value evicts only that
+    /// value's entries (and those of reads not confined to a key). Case-folded unless quoted.
+    pub key: Option<String>,
 }
 
 impl Config {

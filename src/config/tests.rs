@@ -301,7 +301,7 @@ fn any_database_is_unset_by_default_and_must_name_a_target() {
 
 #[test]
 fn the_session_cache_lists_tables_of_routed_schemas_with_ttls_and_a_budget() {
-    let c = load(&format!("{SEED}\ncache: {{ max_bytes: 8MiB, tables: [ {{ name: Config.Sessions, ttl: 30s }}, {{ name: '\"customer\".\"Accounts\"', ttl: 1m }} ] }}\n"), SEED_ENV).unwrap();
+    let c = load(&format!("{SEED}\ncache: {{ max_bytes: 8MiB, tables: [ {{ name: Config.Sessions, ttl: 30s, key: Token }}, {{ name: '\"customer\".\"Accounts\"', ttl: 1m, key: '\"Id\"' }} ] }}\n"), SEED_ENV).unwrap();
     let cache = c.cache.expect("cache configured");
     assert_eq!((cache.max_bytes, cache.max_entry_bytes, cache.listen), (8 << 20, 1 << 20, true));
     assert_eq!(cache.stats_period, Duration::from_secs(60));
@@ -314,6 +314,8 @@ fn the_session_cache_lists_tables_of_routed_schemas_with_ttls_and_a_budget() {
             ("customer", "Accounts", Duration::from_secs(60), "primary")
         ]
     );
+    let keys: Vec<Option<&str>> = cache.tables.iter().map(|t| t.key.as_deref()).collect();
+    assert_eq!(keys, [Some("token"), Some("Id")], "folded unless quoted");
     assert_eq!(load(SEED, SEED_ENV).unwrap().cache, None, "no cache: nothing configured");
     let defaults = load(&format!("{SEED}\ncache: {{ tables: [ {{ name: workspace.imports, ttl: 5s }} ] }}\n"), SEED_ENV).unwrap();
     assert_eq!(defaults.cache.map(|c| (c.max_bytes, c.max_entry_bytes)), Some((64 << 20, 1 << 20)));

@@ -122,7 +122,14 @@ fn session_cache(raw: RawSessionCache, targets: &[Target], issues: &mut Issues) 
             issues.add(&["cache", "tables"], format!("{:?} is listed twice", t.name));
             continue;
         }
-        tables.push(CachedTable { schema, name, ttl: t.ttl, target: target.name.clone() });
+        let key = t.key.as_deref().map(str::trim).map(|k| match k.strip_prefix('"').and_then(|k| k.strip_suffix('"')) {
+            Some(quoted) => quoted.replace("\"\"", "\""),
+            None => k.to_lowercase(),
+        });
+        if key.as_deref() == Some("") {
+            issues.add(&["cache", "tables"], format!("key of {:?} is empty", t.name));
+        }
+        tables.push(CachedTable { schema, name, ttl: t.ttl, target: target.name.clone(), key });
     }
     let stats_period = raw.stats_period.unwrap_or(Duration::from_secs(60));
     if stats_period.is_zero() {

@@ -57,6 +57,10 @@ pub fn parse(sql: &str) -> Result<Analysis, ParserError> {
         may_make_temp: false,
         plain: false,
         cacheable: false,
+        keys: match statements.as_slice() {
+            [one] => super::keys::of(one).map(Box::new),
+            _ => None,
+        },
     })
 }
 

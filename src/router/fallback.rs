@@ -73,6 +73,7 @@ fn scanned(names: Vec<Name>, writes: bool, ddl: bool, pins: bool, statements: us
         may_make_temp: true,
         plain: false,
         cacheable: false,
+        keys: None,
     }
 }
 

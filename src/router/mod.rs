@@ -10,6 +10,7 @@ pub mod commands;
 pub mod depth;
 pub mod fallback;
 pub mod hint;
+pub mod keys;
 pub mod literals;
 pub mod memo;
 pub mod resolve;
@@ -198,6 +199,9 @@ pub struct Analysis {
     /// settings: one statement that calls only `CACHEABLE_FUNCTIONS` (never `now()`, `random()`, `current_user`, ...) and names no
     /// time-dependent literal (`'now'`, `'today'`): the session cache may answer it (`cache`).
     pub cacheable: bool,
+    /// For one statement on one table: the values its WHERE clause (or an INSERT's single row) fixes columns to,
+    /// for the session cache's eviction by key (`keys`). `None` for anything else.
+    pub keys: Option<Box<keys::Keys>>,
 }
 
 impl Analysis {

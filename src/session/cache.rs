@@ -4,9 +4,10 @@
 
 use bytes::Bytes;
 
-use crate::cache::{reply, TableId};
+use crate::cache::{key_class, reply, Part, SessionCache, TableId};
 use crate::client::Capture;
 use crate::protocol::Frame;
+use crate::router::keys::KeyValue;
 use crate::router::resolve::{self, Resolved};
 use crate::router::{Analysis, ObjectKind, SharedAnalysis, TargetId};
 
@@ -20,19 +21,19 @@ pub enum CacheUse {
     /// Nothing: no cached table is named, or a read the cache may not answer.
     #[default]
     None,
-    /// A read the cache may answer: every statement a cacheable read, every relation a cached table (these).
-    Read(Vec<TableId>),
-    /// A write to these cached tables.
-    Write(Vec<TableId>),
+    /// A read the cache may answer: every statement a cacheable read, every relation a cached table (these parts).
+    Read(Vec<Part>),
+    /// A write to these parts of cached tables.
+    Write(Vec<Part>),
 }
 
 /// What a batch's statements are to the cache, gathered message by message (`Session::scan_for_cache`).
 #[derive(Debug, Default)]
 pub struct BatchScan {
-    /// Cached tables the batch reads.
-    reads: Vec<TableId>,
-    /// Cached tables the batch writes.
-    writes: Vec<TableId>,
+    /// Parts of cached tables the batch reads.
+    reads: Vec<Part>,
+    /// Parts of cached tables the batch writes.
+    writes: Vec<Part>,
     /// A statement the cache may not answer (or no statement at all so far).
     uncacheable: bool,
     /// A statement runs (a Bind).
@@ -57,11 +58,11 @@ impl BatchScan {
     }
 }
 
-/// Adds `ids` to `set` without duplicates.
-fn add_all(set: &mut Vec<TableId>, ids: &[TableId]) {
-    for &id in ids {
-        if !set.contains(&id) {
-            set.push(id);
+/// Adds `parts` to `set` without duplicates.
+fn add_all(set: &mut Vec<Part>, parts: &[Part]) {
+    for p in parts {
+        if !set.contains(p) {
+            set.push(*p);
         }
     }
 }
@@ -71,8 +72,9 @@ fn add_all(set: &mut Vec<TableId>, ids: &[TableId]) {
 const TIME_WORDS: [&[u8]; 4] = [b"now", b"today", b"tomorrow", b"yesterday"];
 
 impl Session {
-    /// What a statement routed to `target` is to the cache (`None` analysis: a FunctionCall, which may write).
-    pub(super) fn cache_use(&self, target: TargetId, analysis: Option<&Analysis>) -> CacheUse {
+    /// What a statement routed to `target` is to the cache (`None` analysis: a FunctionCall, which may write);
+    /// `bind`: the body of the Bind that runs it, for the parameter its key column is compared with.
+    pub(super) fn cache_use(&self, target: TargetId, analysis: Option<&Analysis>, bind: Option<&[u8]>) -> CacheUse {
         let Some(cache) = self.app.session_cache() else { return CacheUse::None };
         if !cache.owns(target) || self.app.is_single() {
             return CacheUse::None;
@@ -96,13 +98,18 @@ impl Session {
                 None => others = true,
             }
         }
-        if ids.is_empty() {
+        // A statement on one table may be confined to one value of its key column.
+        let parts: Vec<Part> = match (ids.as_slice(), others) {
+            ([id], false) => vec![Part { table: *id, key: key_part(cache, *id, a, bind) }],
+            _ => ids.iter().map(|&id| Part::whole(id)).collect(),
+        };
+        if parts.is_empty() {
             CacheUse::None
         } else if !a.plain && !a.cacheable {
             // A write, a lock, or a call of a function that may write.
-            CacheUse::Write(ids)
+            CacheUse::Write(parts)
         } else if a.cacheable && !others {
-            CacheUse::Read(ids)
+            CacheUse::Read(parts)
         } else {
             CacheUse::None
         }
@@ -110,17 +117,20 @@ impl Session {
 
     /// Adds one message of a batch to what the batch is to the cache: a Parse's or Bind's statement, routed to
     /// `target`. Only a Bind runs a statement: only it writes.
-    pub(super) fn scan_for_cache(&mut self, tag: u8, target: TargetId, analysis: Option<&SharedAnalysis>) {
+    pub(super) fn scan_for_cache(&mut self, f: &Frame, target: TargetId, analysis: Option<&SharedAnalysis>) {
         if self.app.session_cache().is_none() {
             return;
         }
-        let verdict = self.cache_use(target, analysis.map(|a| &**a));
+        let runs = f.tag == b'B';
+        let verdict = self.cache_use(target, analysis.map(|a| &**a), runs.then(|| f.body()));
         let scan = &mut self.batch_cache;
-        scan.runs |= tag == b'B';
+        scan.runs |= runs;
         match verdict {
-            CacheUse::Write(ids) if tag == b'B' => add_all(&mut scan.writes, &ids),
-            CacheUse::Read(ids) => add_all(&mut scan.reads, &ids),
-            _ => scan.uncacheable = true,
+            CacheUse::Write(parts) if runs => add_all(&mut scan.writes, &parts),
+            // What a batch reads is what its Binds run (a Parse alone reads nothing, and knows no parameter).
+            CacheUse::Read(parts) if runs => add_all(&mut scan.reads, &parts),
+            CacheUse::Read(_) | CacheUse::Write(_) => {}
+            CacheUse::None => scan.uncacheable = true,
         }
     }
 
@@ -279,6 +289,55 @@ impl Session {
     }
 }
 
+/// The class of the value a single-table statement confines `table`'s key column to (`WHERE token = $1`, `'abc'`,
+/// an INSERT's value), when the table has a key column, the statement does not assign it, and the value is known:
+/// a string literal, or a text-format parameter of `bind`.
+fn key_part(cache: &SessionCache, table: TableId, a: &Analysis, bind: Option<&[u8]>) -> Option<u64> {
+    let column = cache.key_of(table)?;
+    let keys = a.keys.as_deref()?;
+    if keys.assigned.iter().any(|c| c == column) {
+        return None;
+    }
+    match keys.value_of(column)? {
+        KeyValue::Text(s) => key_class(s.as_bytes()),
+        KeyValue::Param(n) => key_class(bind_param(bind?, usize::from(*n))?),
+    }
+}
+
+/// Parameter `n` (1-based) of a Bind body, when it is sent in text format and not NULL.
+fn bind_param(body: &[u8], n: usize) -> Option<&[u8]> {
+    let (_portal, rest) = split_cstr(body)?;
+    let (_stmt, mut r) = split_cstr(rest)?;
+    let mut take = |len: usize| -> Option<&[u8]> {
+        let (head, tail) = (r.get(..len)?, r.get(len..)?);
+        r = tail;
+        Some(head)
+    };
+    let i16_at = |b: &[u8]| b.try_into().ok().map(i16::from_be_bytes);
+    let nfmt = usize::try_from(i16_at(take(2)?)?).ok()?;
+    let formats: Vec<i16> = (0..nfmt).map(|_| take(2).and_then(i16_at)).collect::<Option<_>>()?;
+    let format = match formats.as_slice() {
+        [] => 0,
+        [all] => *all,
+        each => *each.get(n.checked_sub(1)?)?,
+    };
+    if format != 0 {
+        return None;
+    }
+    let nparams = usize::try_from(i16_at(take(2)?)?).ok()?;
+    for i in 1..=nparams {
+        let len = i32::from_be_bytes(take(4)?.try_into().ok()?);
+        let value = match usize::try_from(len) {
+            Ok(len) => Some(take(len)?),
+            Err(_) => None,
+        };
+        if i == n {
+            return value;
+        }
+    }
+    None
+}
+
 /// Appends a length-prefixed field (the key's parts can never run into each other).
 fn put(key: &mut Vec<u8>, bytes: &[u8]) {
     key.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
@@ -339,6 +398,21 @@ mod tests {
         }
         b.extend_from_slice(&[0, 0]);
         b
+    }
+
+    #[test]
+    fn a_bind_gives_its_text_parameters() {
+        let mut body = b"portal\0stmt\0".to_vec();
+        body.extend_from_slice(&bind_params(&[Some(b"tok-1"), None, Some(b"x")])[..]);
+        assert_eq!(super::bind_param(&body, 1), Some(&b"tok-1"[..]));
+        assert_eq!(super::bind_param(&body, 2), None, "NULL");
+        assert_eq!(super::bind_param(&body, 3), Some(&b"x"[..]));
+        assert_eq!(super::bind_param(&body, 4), None);
+        // Binary parameters are not read.
+        let mut binary = b"\0\0\0\x01\0\x01".to_vec();
+        binary.extend_from_slice(&bind_params(&[Some(b"abc")])[2..]);
+        assert_eq!(super::bind_param(&binary, 1), None);
+        assert_eq!(super::bind_param(b"\0\0\0", 1), None, "malformed");
     }
 
     #[test]

@@ -313,7 +313,7 @@ impl Session {
             b'P' => {
                 let (routed, a) = self.route_parse(f)?;
                 *tx_control &= controls(a.as_deref());
-                self.scan_for_cache(b'P', routed.target, a.as_ref());
+                self.scan_for_cache(f, routed.target, a.as_ref());
                 Ok(Some(routed))
             }
             b'B' => {
@@ -328,7 +328,7 @@ impl Session {
                     self.batch_effects.add(a);
                 }
                 match routed {
-                    Some(r) => self.scan_for_cache(b'B', r.target, analysis.as_ref()),
+                    Some(r) => self.scan_for_cache(f, r.target, analysis.as_ref()),
                     // A statement the client does not have: nothing to cache.
                     None => self.batch_cache.uncacheable(),
                 }

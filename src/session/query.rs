@@ -46,7 +46,7 @@ impl Session {
         let replayed = matches!(analysis.as_deref().map(|a| &a.command), Some(Command::Holdable(_))).then(|| frame.bytes.clone());
         let request = Request { explicit: routed.explicit, plain_read, replayed };
         let effects = Effects::of(analysis.as_deref());
-        let cache_use = self.cache_use(routed.target, analysis.as_deref());
+        let cache_use = self.cache_use(routed.target, analysis.as_deref(), None);
         self.run_request(routed.target, &request, Payload::Raw(&frame.bytes), &effects, cache_use).await
     }
 
@@ -70,7 +70,7 @@ impl Session {
         let effects =
             Effects { sequences: true, observes_sequences: true, calls_nextval: true, may_make_temp: true, ..Effects::default() };
         // It may as well write a cached table.
-        let cache_use = self.cache_use(routed.target, None);
+        let cache_use = self.cache_use(routed.target, None, None);
         self.run_request(routed.target, &request, Payload::Raw(&frame.bytes), &effects, cache_use).await
     }
 
