@@ -22,26 +22,13 @@ trap 'rm -rf "$dir"' EXIT
 grep -v '^cache:' "$CONFIG" > "$dir/plain.yaml"
 { cat "$dir/plain.yaml"; echo "cache: { tables: [ { name: config.sessions, ttl: 30s, key: token } ] }"; } > "$dir/cached.yaml"
 
+psql -qX -v ON_ERROR_STOP=1 "$PRIMARY" -f "$(dirname "$0")/../docs/session-cache-notify.sql" > /dev/null
 psql -qX -v ON_ERROR_STOP=1 "$PRIMARY" > /dev/null <<'SQL'
 insert into config.users (email, name) values ('bench@pgsplit.test', 'bench') on conflict (email) do nothing;
 insert into config.sessions (token, user_id, expires_at)
   select g::text, (select id from config.users where email = 'bench@pgsplit.test'), now() + interval '1 day'
   from generate_series(1, 100000) g
   on conflict (token) do nothing;
-create or replace function public.pgsplit_cache_notify() returns trigger language plpgsql as $$
-begin
-  if tg_level = 'STATEMENT' or tg_nargs = 0 then
-    perform pg_notify('pgsplit_cache', tg_table_schema || '.' || tg_table_name);
-    return null;
-  end if;
-  if tg_op in ('UPDATE', 'DELETE') then
-    perform pg_notify('pgsplit_cache', tg_table_schema || '.' || tg_table_name || ' ' || coalesce(to_jsonb(old) ->> tg_argv[0], ''));
-  end if;
-  if tg_op in ('INSERT', 'UPDATE') then
-    perform pg_notify('pgsplit_cache', tg_table_schema || '.' || tg_table_name || ' ' || coalesce(to_jsonb(new) ->> tg_argv[0], ''));
-  end if;
-  return null;
-end $$;
 drop trigger if exists pgsplit_cache on config.sessions;
 drop trigger if exists pgsplit_cache_truncate on config.sessions;
 create trigger pgsplit_cache after insert or update or delete on config.sessions

@@ -27,6 +27,15 @@ insert into config.users (email, name) values ('ada@example.com', 'Ada'), ('linu
 insert into customer.accounts (name, plan) values ('Acme', 'pro'), ('Globex', 'basic');
 ";
 
+/// The session cache's triggers on PRIMARY's sessions (README, *Session cache*): every pgsplit instance hears which
+/// session changed. Run as the superuser after `PRIMARY_SQL` (the function lives in `public`).
+const PRIMARY_CACHE_SQL: &str = "
+create trigger pgsplit_cache after insert or update or delete on config.sessions
+  for each row execute function public.pgsplit_cache_notify('token');
+create trigger pgsplit_cache_truncate after truncate on config.sessions
+  for each statement execute function public.pgsplit_cache_notify();
+";
+
 /// DATA's sample schema: imports and reference data.
 const DATA_SQL: &str = "
 create schema workspace authorization pgsplit;
@@ -93,7 +102,7 @@ pub async fn run(dir: &Path, port: u16) -> Result<(), DemoError> {
     let http_stop = CancellationToken::new();
     tokio::spawn(crate::http::serve(http, Arc::downgrade(&app), http_stop.clone()));
     println!(
-        "\npgsplit demo is running.\n\n  DSN:     {dsn}\n  admin:   {admin} (SHOW POOLS, SET mode = single, ...)\n  health:  {health} (metrics: /metrics)\n  config:  {}\n  PRIMARY: 127.0.0.1:{} (TLS, SCRAM; schemas config, customer)\n  DATA:    127.0.0.1:{} (plain, md5; schemas workspace, reference)\n\nTry:\n  psql '{dsn}'\n    select * from config.users;                      -- runs on PRIMARY\n    select * from workspace.imports;                 -- runs on DATA\n    select inet_server_port();                       -- no routed schema: default target (PRIMARY)\n    select * from config.users u join workspace.imports i on true;  -- refused: 0A000\n\nCtrl-C stops pgsplit and removes both clusters.\n",
+        "\npgsplit demo is running.\n\n  DSN:     {dsn}\n  admin:   {admin} (SHOW POOLS, SET mode = single, ...)\n  health:  {health} (metrics: /metrics)\n  config:  {}\n  PRIMARY: 127.0.0.1:{} (TLS, SCRAM; schemas config, customer)\n  DATA:    127.0.0.1:{} (plain, md5; schemas workspace, reference)\n\nTry:\n  psql '{dsn}'\n    select * from config.users;                      -- runs on PRIMARY\n    select * from workspace.imports;                 -- runs on DATA\n    select inet_server_port();                       -- no routed schema: default target (PRIMARY)\n    select * from config.users u join workspace.imports i on true;  -- refused: 0A000\n    select user_id from config.sessions where token = 'x';  -- twice: the second from the session cache (SHOW CACHE)\n\nCtrl-C stops pgsplit and removes both clusters.\n",
         config_path.display(),
         primary.port(),
         data.port()
@@ -132,6 +141,8 @@ pub async fn set_up(dir: &Path) -> Result<(Cluster, Cluster, String), crate::clu
         cluster.create_database(db, SERVER_ROLE).await?;
         cluster.psql(db, sql).await?;
     }
+    primary.psql("handled_primary", include_str!("../docs/session-cache-notify.sql")).await?;
+    primary.psql("handled_primary", PRIMARY_CACHE_SQL).await?;
     crate::config::write_private(&dir.join("server-password"), server_password.as_bytes())
         .map_err(|e| crate::cluster::ClusterError::Io(dir.display().to_string(), e))?;
     Ok((primary, data, password()))
@@ -162,6 +173,9 @@ users:
   - {{ name: {APP_USER}, password: \"{app_password}\" }}
   - {{ name: admin, password: \"{app_password}\" }}
 admin_users: [admin]
+cache:
+  tables:
+    - {{ name: config.sessions, ttl: 30s, key: token }}
 ",
         pport = primary.port(),
         dport = data.port(),

@@ -19,21 +19,7 @@ use common::{clusters, config_yaml, direct, parse_bind_execute, raw_login, read_
 
 /// The trigger function the README shows: at commit, `pgsplit_cache` is notified with `schema.table` for a
 /// statement-level trigger (or one without a key column), `schema.table value` for each row's key value.
-const TRIGGER: &str = "
-create or replace function public.pgsplit_cache_notify() returns trigger language plpgsql as $$
-begin
-  if tg_level = 'STATEMENT' or tg_nargs = 0 then
-    perform pg_notify('pgsplit_cache', tg_table_schema || '.' || tg_table_name);
-    return null;
-  end if;
-  if tg_op in ('UPDATE', 'DELETE') then
-    perform pg_notify('pgsplit_cache', tg_table_schema || '.' || tg_table_name || ' ' || coalesce(to_jsonb(old) ->> tg_argv[0], ''));
-  end if;
-  if tg_op in ('INSERT', 'UPDATE') then
-    perform pg_notify('pgsplit_cache', tg_table_schema || '.' || tg_table_name || ' ' || coalesce(to_jsonb(new) ->> tg_argv[0], ''));
-  end if;
-  return null;
-end $$;";
+const TRIGGER: &str = include_str!("../docs/session-cache-notify.sql");
 
 /// A proxy caching `tables` (each `config.NAME`, TTL 10 min: far longer than any test waits; `NAME/COLUMN` with
 /// a key column) with `extra` under `cache:`.
@@ -472,4 +458,64 @@ async fn with_a_key_column_a_write_to_one_key_leaves_the_entries_of_the_others()
     }
     tx.batch_execute("insert into config.cache_keyed (k, v) values ('k9', 9)").await.unwrap();
     assert_eq!(scalar(&c, none).await, "9");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_write_through_pgsplit_evicts_and_a_flushed_one_before_it_is_sent() {
+    use futures_util::SinkExt;
+    table("cache_writes", 2).await;
+    let p = proxy(&["cache_writes"], "listen: false,").await;
+    let c = p.connect().await;
+    let w = p.connect().await;
+    let count = "select count(*) from config.cache_writes";
+    let cached = |want: &'static str| {
+        let (c, p) = (&c, &p);
+        async move {
+            until_kept(p, c, count, 1).await;
+            let hits = snapshot(p).hits;
+            assert_eq!(scalar(c, count).await, want);
+            assert_eq!(snapshot(p).hits, hits + 1, "served from the cache");
+        }
+    };
+    cached("2").await;
+    // COPY FROM STDIN.
+    let sink = w.copy_in("copy config.cache_writes (k, v) from stdin").await.unwrap();
+    let mut sink = std::pin::pin!(sink);
+    sink.send(bytes::Bytes::from_static(b"k3\t1\nk4\t1\n")).await.unwrap();
+    sink.finish().await.unwrap();
+    assert_eq!(scalar(&c, count).await, "4");
+    cached("4").await;
+    // MERGE.
+    w.batch_execute("merge into config.cache_writes t using (select 'k5' as k) s on t.k = s.k when not matched then insert (k, v) values (s.k, 1)")
+        .await
+        .unwrap();
+    assert_eq!(scalar(&c, count).await, "5");
+    cached("5").await;
+    // DELETE, in a transaction that also reads.
+    w.batch_execute("begin; select 1; delete from config.cache_writes where k = 'k5'; commit").await.unwrap();
+    assert_eq!(scalar(&c, count).await, "4");
+    cached("4").await;
+    // TRUNCATE.
+    w.batch_execute("truncate config.cache_writes").await.unwrap();
+    assert_eq!(scalar(&c, count).await, "0");
+    cached("0").await;
+
+    // A write flushed ahead of its Sync (extended protocol): its table's entries are gone before the server has it,
+    // and another session's reads meanwhile are the server's (the write not yet committed) and are not kept.
+    let mut raw = raw_login(p.port).await;
+    let mut out = BytesMut::new();
+    frontend::parse("", "insert into config.cache_writes (k, v) values ('k6', 1)", std::iter::empty(), &mut out).unwrap();
+    common::bind_execute("", &mut out);
+    frontend::flush(&mut out);
+    raw.write_all(&out).await.unwrap();
+    out.clear();
+    assert_eq!(common::read_messages(&mut raw, 3).await, b"12C", "ParseComplete, BindComplete, CommandComplete");
+    let hits = snapshot(&p).hits;
+    assert_eq!(scalar(&c, count).await, "0", "not committed before Sync");
+    assert_eq!(scalar(&c, count).await, "0");
+    assert_eq!(snapshot(&p).hits, hits, "read from the server while the write is in flight");
+    frontend::sync(&mut out);
+    raw.write_all(&out).await.unwrap();
+    assert_eq!(common::read_messages(&mut raw, 1).await, b"Z");
+    assert_eq!(scalar(&c, count).await, "1");
 }

@@ -224,7 +224,11 @@ fn health_interval_defaults_to_5s_and_must_be_positive() {
     let c = load(&format!("{SEED}health_interval: 500ms\n"), SEED_ENV).unwrap();
     assert_eq!(c.health_interval, Duration::from_millis(500));
     let found = issues(&format!("{SEED}health_interval: 0s\n"));
-    assert_eq!((found[0].key.as_str(), found[0].line), ("health_interval", Some(35)));
+    assert_eq!(
+        (found[0].key.as_str(), found[0].line),
+        ("health_interval", Some(SEED.lines().count() + 1)),
+        "the line after the seed's"
+    );
 }
 
 #[test]
@@ -301,7 +305,15 @@ fn any_database_is_unset_by_default_and_must_name_a_target() {
 
 #[test]
 fn the_session_cache_lists_tables_of_routed_schemas_with_ttls_and_a_budget() {
-    let c = load(&format!("{SEED}\ncache: {{ max_bytes: 8MiB, tables: [ {{ name: Config.Sessions, ttl: 30s, key: Token }}, {{ name: '\"customer\".\"Accounts\"', ttl: 1m, key: '\"Id\"' }} ] }}\n"), SEED_ENV).unwrap();
+    // The seed caches the runbook's session lookups.
+    let seeded = load(SEED, SEED_ENV).unwrap().cache.expect("the seed's cache");
+    assert_eq!(
+        seeded.tables.iter().map(|t| (t.schema.as_str(), t.name.as_str(), t.key.as_deref())).collect::<Vec<_>>(),
+        [("config", "sessions", Some("token"))]
+    );
+    let seed_start = SEED.find("\ncache:").expect("the seed's cache section");
+    let seed = &SEED[..seed_start];
+    let c = load(&format!("{seed}\ncache: {{ max_bytes: 8MiB, tables: [ {{ name: Config.Sessions, ttl: 30s, key: Token }}, {{ name: '\"customer\".\"Accounts\"', ttl: 1m, key: '\"Id\"' }} ] }}\n"), SEED_ENV).unwrap();
     let cache = c.cache.expect("cache configured");
     assert_eq!((cache.max_bytes, cache.max_entry_bytes, cache.listen), (8 << 20, 1 << 20, true));
     assert_eq!(cache.stats_period, Duration::from_secs(60));
@@ -316,12 +328,12 @@ fn the_session_cache_lists_tables_of_routed_schemas_with_ttls_and_a_budget() {
     );
     let keys: Vec<Option<&str>> = cache.tables.iter().map(|t| t.key.as_deref()).collect();
     assert_eq!(keys, [Some("token"), Some("Id")], "folded unless quoted");
-    assert_eq!(load(SEED, SEED_ENV).unwrap().cache, None, "no cache: nothing configured");
-    let defaults = load(&format!("{SEED}\ncache: {{ tables: [ {{ name: workspace.imports, ttl: 5s }} ] }}\n"), SEED_ENV).unwrap();
+    assert_eq!(load(seed, SEED_ENV).unwrap().cache, None, "no cache: nothing configured");
+    let defaults = load(&format!("{seed}\ncache: {{ tables: [ {{ name: workspace.imports, ttl: 5s }} ] }}\n"), SEED_ENV).unwrap();
     assert_eq!(defaults.cache.map(|c| (c.max_bytes, c.max_entry_bytes)), Some((64 << 20, 1 << 20)));
     // Every mistake is reported, each on the cache's line.
     let bad = format!(
-        "{SEED}\ncache: {{ max_bytes: 1KiB, max_entry_bytes: 1MiB, tables: [ {{ name: sessions, ttl: 1s }}, {{ name: public.x, ttl: 1s }}, {{ name: config.a, ttl: 0s }}, {{ name: config.b, ttl: 1s }}, {{ name: config.b, ttl: 2s }} ] }}\n"
+        "{seed}\ncache: {{ max_bytes: 1KiB, max_entry_bytes: 1MiB, tables: [ {{ name: sessions, ttl: 1s }}, {{ name: public.x, ttl: 1s }}, {{ name: config.a, ttl: 0s }}, {{ name: config.b, ttl: 1s }}, {{ name: config.b, ttl: 2s }} ] }}\n"
     );
     let found = issues(&bad);
     let messages: Vec<&str> = found.iter().map(|i| i.message.as_str()).collect();
@@ -335,6 +347,6 @@ fn the_session_cache_lists_tables_of_routed_schemas_with_ttls_and_a_budget() {
         assert!(i.key.starts_with("cache"), "{}", i.key);
     }
     // Unknown keys are refused.
-    let unknown = load(&format!("{SEED}\ncache: {{ max_byte: 1MiB, tables: [] }}\n"), SEED_ENV).unwrap_err();
+    let unknown = load(&format!("{seed}\ncache: {{ max_byte: 1MiB, tables: [] }}\n"), SEED_ENV).unwrap_err();
     assert!(unknown.to_string().contains("max_byte"), "{unknown}");
 }
