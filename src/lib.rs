@@ -32,6 +32,7 @@ pub mod demo;
 pub mod fuzzing;
 pub mod http;
 pub mod metrics;
+pub mod migrate;
 pub mod protocol;
 pub mod quote;
 pub mod router;

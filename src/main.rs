@@ -1,4 +1,4 @@
-//! The `pgsplit` command line: serve, check, route, demo, certs.
+//! The `pgsplit` command line: serve, check, route, mode, migrate, demo, certs.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,12 +55,24 @@ enum CliError {
     /// `certs` failed.
     #[error(transparent)]
     Certs(#[from] pgsplit::certs::CertError),
+    /// `migrate` could not start (its files, a migration naming another target's schema).
+    #[error(transparent)]
+    Migrations(#[from] pgsplit::migrate::MigrateError),
+    /// `migrate` ran and something failed, was skipped, is pending or changed (reported above).
+    #[error("{0}")]
+    Migrate(String),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Human,
     Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MigrateAction {
+    /// List each target's migrations: applied, pending, changed since applied, recorded without a file.
+    Status,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -100,6 +112,24 @@ enum Command {
         /// Admin user (default: the first of `admin_users`); the password is PGPASSWORD or the user's in the file.
         #[arg(long)]
         user: Option<String>,
+    },
+    /// Apply DIR/<target>/NNN_name.sql to each target in order, once, recorded there (`migrate status`: list them).
+    Migrate {
+        /// `status` lists instead of applying.
+        #[arg(value_enum)]
+        action: Option<MigrateAction>,
+        /// The migrations folder (one subfolder per target).
+        #[arg(long, default_value = "migrations")]
+        dir: PathBuf,
+        /// Print what would run where, and run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only the migrations that run on this target.
+        #[arg(long)]
+        target: Option<String>,
     },
     /// Write a development CA and server certificate into DIR.
     Certs {
@@ -146,6 +176,9 @@ fn main() -> ExitCode {
                 Ok(pgsplit::check::set_mode(&cli.config, mode, user).await?)
             }
             Command::Demo { dir, port } => Ok(pgsplit::demo::run(&dir, port).await?),
+            Command::Migrate { action, dir, dry_run, json, target } => {
+                migrate(&cli.config, action, &dir, &pgsplit::migrate::Options { dry_run, target }, json).await
+            }
             Command::Certs { dir, hosts } => {
                 let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
                 match pgsplit::certs::write_dev_certs(&dir, &hosts) {
@@ -217,6 +250,74 @@ async fn serve(path: &std::path::Path, config: Option<pgsplit::config::Config>) 
     http_stop.cancel();
     tracing::info!("pgsplit stopped");
     Ok(())
+}
+
+/// `pgsplit migrate [status]`: applies (or lists) the migrations under `dir`, printing one line per target and file,
+/// or JSON. Fails (exit 1) when a target was skipped or failed, or when `status` finds something pending, changed
+/// or unreadable.
+async fn migrate(
+    path: &std::path::Path,
+    action: Option<MigrateAction>,
+    dir: &std::path::Path,
+    options: &pgsplit::migrate::Options,
+    json: bool,
+) -> Result<(), CliError> {
+    let config = pgsplit::config::load_file(path)?;
+    let troubled: Vec<String> = match action {
+        None => {
+            let runs = pgsplit::migrate::apply(&config, dir, options).await?;
+            match json {
+                true => println!("{}", serde_json::to_string_pretty(&runs).unwrap_or_default()),
+                false => print_runs(&runs, options.dry_run),
+            }
+            runs.iter().filter(|r| r.error.is_some()).map(|r| r.target.clone()).collect()
+        }
+        Some(MigrateAction::Status) => {
+            let targets = pgsplit::migrate::status(&config, dir, options).await?;
+            match json {
+                true => println!("{}", serde_json::to_string_pretty(&targets).unwrap_or_default()),
+                false => print_status(&targets),
+            }
+            targets.iter().filter(|t| t.needs_attention()).map(|t| t.target.clone()).collect()
+        }
+    };
+    let what = match action {
+        None => "migrations not applied on",
+        Some(MigrateAction::Status) => "pending, changed or unreadable migrations on",
+    };
+    match troubled.is_empty() {
+        true => Ok(()),
+        false => Err(CliError::Migrate(format!("{what}: {}", troubled.join(", ")))),
+    }
+}
+
+/// `migrate`'s lines: each file applied (or that would be), each target's error, or that it had nothing to do.
+fn print_runs(runs: &[pgsplit::migrate::TargetRun], dry_run: bool) {
+    let verb = if dry_run { "would apply" } else { "applied" };
+    for r in runs {
+        for a in &r.applied {
+            println!("{} ({}): {verb} {} ({} ms)", r.target, r.table, a.file, a.duration_ms);
+        }
+        match &r.error {
+            Some(e) => println!("{} ({}): {e}", r.target, r.table),
+            None if r.applied.is_empty() => println!("{} ({}): nothing to apply", r.target, r.table),
+            None => {}
+        }
+    }
+}
+
+/// `migrate status`'s lines: per target, each migration's state and when it was applied.
+fn print_status(targets: &[pgsplit::migrate::TargetStatus]) {
+    for t in targets {
+        println!("{} ({})", t.target, t.table);
+        if let Some(e) = &t.error {
+            println!("  {e}");
+        }
+        for m in &t.migrations {
+            let at = m.applied_at.as_deref().map(|a| format!("  {a}")).unwrap_or_default();
+            println!("  {:<8} {}{at}", m.state, m.file);
+        }
+    }
 }
 
 /// Re-reads the configuration on SIGHUP; a file that cannot be applied is logged and the running one stays.

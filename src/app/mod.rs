@@ -29,6 +29,11 @@ use crate::router::{RouteCache, RoutingTable, TargetId};
 pub use catalogs::CatalogError;
 pub use reload::{ReloadError, Reloaded};
 pub use targets::target_spec;
+
+/// The routing table a configuration describes (target names, schema owners, default target).
+pub fn routing_table_of(config: &Config) -> RoutingTable {
+    routing_table(config)
+}
 use targets::{pool_settings, routing_table};
 
 /// Why the configuration could not be turned into a running App.

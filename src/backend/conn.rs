@@ -466,7 +466,7 @@ impl ServerConn {
     }
 }
 
-fn data_row(body: &[u8]) -> Vec<Option<String>> {
+pub fn data_row(body: &[u8]) -> Vec<Option<String>> {
     let mut b = body;
     let mut out = Vec::new();
     if b.len() < 2 {

@@ -113,6 +113,8 @@ pub struct RawConfig {
     pub prepare_unnamed: Option<bool>,
     /// The session cache (SPEC §11).
     pub cache: Option<RawSessionCache>,
+    /// `pgsplit migrate` (SPEC §10).
+    pub migrations: Option<RawMigrations>,
     /// Extra top-level keys are allowed (SPEC §2).
     #[serde(flatten)]
     pub _extra: BTreeMap<String, serde_yaml::Value>,
@@ -124,6 +126,13 @@ pub struct RawConfig {
 pub struct RawCache {
     #[serde(deserialize_with = "size")]
     pub max_bytes: usize,
+}
+
+/// `migrations:` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMigrations {
+    pub table: Option<String>,
 }
 
 /// `cache:` as written.

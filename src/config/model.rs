@@ -66,6 +66,9 @@ pub struct Config {
     pub any_database: Option<String>,
     /// The session cache (SPEC §11): `None` when no table is cached.
     pub cache: Option<CacheConfig>,
+    /// `migrations.table`: the table `pgsplit migrate` records applied migrations in on each target (unqualified:
+    /// in the first schema the target owns). `None`: `schema_migrations`.
+    pub migrations_table: Option<String>,
 }
 
 /// `cache:`: reads of these tables answered from memory (`crate::cache`).

@@ -53,6 +53,13 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
         }
     }
     let cache = raw.cache.and_then(|c| session_cache(c, &targets, &mut issues));
+    let migrations_table = raw.migrations.and_then(|m| m.table);
+    if let Some(t) = &migrations_table {
+        let qualified = t.contains('.');
+        if (qualified && crate::quote::split_qualified(t).is_none()) || t.trim().is_empty() {
+            issues.add(&["migrations", "table"], format!("{t:?} is not a table name (name or schema.name)"));
+        }
+    }
     let route_cache_bytes = raw.route_cache.map(|c| c.max_bytes).unwrap_or(DEFAULT_ROUTE_CACHE);
     let health_interval = raw.health_interval.unwrap_or(DEFAULT_HEALTH_INTERVAL);
     if health_interval.is_zero() {
@@ -86,6 +93,7 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
         any_database: raw.any_database,
         prepare_unnamed: raw.prepare_unnamed.unwrap_or(false),
         cache,
+        migrations_table,
     })
 }
 

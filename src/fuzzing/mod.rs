@@ -175,6 +175,14 @@ pub fn route(data: &[u8]) {
         let _ = router::routed_relations(&table, &catalog, &analysis, &view);
     }
     let _ = router::parse_search_path(sql);
+    // A migration file's statements (`pgsplit migrate`): each a piece of the text, in order, where it says it is.
+    if let Some(statements) = crate::migrate::files::statements(sql) {
+        let mut last = 0;
+        for (offset, text) in statements {
+            assert!(offset >= last && sql.get(offset..offset + text.len()) == Some(text), "statement at {offset}");
+            last = offset + text.len();
+        }
+    }
 }
 
 /// The literal shaper and the fallback scan. Texts of one shape share one cached analysis (`router::cache`), so a
