@@ -292,3 +292,24 @@ async fn in_single_mode_everything_applies_to_the_single_target_and_status_shows
     let last = st[0]["migrations"].as_array().unwrap().last().unwrap().clone();
     assert_eq!((last["file"].as_str(), last["state"].as_str()), (Some("data/002_more.sql"), Some("pending")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_record_schema_is_made_when_missing_and_function_bodies_keep_their_semicolons() {
+    let (config, dir) = config("mig8_schema.records", "");
+    let root = files(
+        &dir,
+        &[(
+            "primary/001_atomic.sql",
+            "create function config.mig8_f() returns int language sql\nbegin atomic\n  select 1;\n  select 2;\nend;",
+        )],
+    );
+    let runs = migrate::apply(&config, &root, &migrate::Options::default()).await.unwrap();
+    assert!(runs.iter().all(|r| r.error.is_none()), "{runs:?}");
+    assert_eq!(runs[0].table, "mig8_schema.records");
+    assert_eq!(primary("select config.mig8_f()").await, "2");
+    assert_eq!(primary("select version from mig8_schema.records").await, "001");
+    // The same number written another way is the same migration.
+    std::fs::rename(root.join("primary/001_atomic.sql"), root.join("primary/1_atomic.sql")).unwrap();
+    let st = migrate::status(&config, &root, &migrate::Options::default()).await.unwrap();
+    assert_eq!(states(&st, "primary"), [("primary/1_atomic.sql".to_owned(), "applied")]);
+}

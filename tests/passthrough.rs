@@ -114,6 +114,14 @@ async fn any_database_reaches_databases_clients_made_and_lets_them_drop_them() {
     assert_eq!(scalar(&made, "select sum(a) from t").await, "3");
     let pid = scalar(&made, "select pg_backend_pid()").await;
     drop(made);
+    // The first client's connection goes back to the pool once its session has seen it leave: wait for that (a
+    // client that came earlier would rightly get a connection of its own).
+    let pool = proxy.app.database_pool(1, "made_by_client").await.expect("the database's pool");
+    let started = std::time::Instant::now();
+    while pool.pool_state().1 == 0 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "the connection never went back to the pool");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let again = connect_to(&proxy, "made_by_client").await;
     assert_eq!(scalar(&again, "select pg_backend_pid()").await, pid, "the database's connections are pooled");
     drop(again);

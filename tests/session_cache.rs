@@ -519,3 +519,82 @@ async fn every_kind_of_write_through_pgsplit_evicts_and_a_flushed_one_before_it_
     assert_eq!(common::read_messages(&mut raw, 1).await, b"Z");
     assert_eq!(scalar(&c, count).await, "1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_the_cache_cannot_confine_evict_every_cached_table_of_the_target() {
+    table("cache_wide", 2).await;
+    let p = &clusters().primary;
+    direct(
+        p,
+        "handled_primary",
+        "create or replace function config.cache_wide_bump(key text) returns int language sql as
+           $$ update config.cache_wide set v = v + 10 where k = key returning v $$;
+         drop table if exists config.cache_child; drop table if exists config.cache_parent;
+         create table config.cache_parent (id int primary key);
+         insert into config.cache_parent values (1);
+         create table config.cache_child (k text primary key, parent int references config.cache_parent on delete cascade);
+         insert into config.cache_child values ('c1', 1);
+         alter table config.cache_parent owner to pgsplit; alter table config.cache_child owner to pgsplit;
+         alter function config.cache_wide_bump(text) owner to pgsplit;",
+    )
+    .await;
+    let proxy = proxy(&["cache_wide/k", "cache_child/k"], "listen: false,").await;
+    let c = proxy.connect().await;
+    let w = proxy.connect().await;
+    let k1 = "select v from config.cache_wide where k = 'k1'";
+    let k2 = "select v from config.cache_wide where k = 'k2'";
+    let child = "select count(*) from config.cache_child where k = 'c1'";
+    let read_twice = |sql: &'static str| {
+        let c = &c;
+        async move {
+            let first = scalar(c, sql).await;
+            assert_eq!(scalar(c, sql).await, first);
+            first
+        }
+    };
+    assert_eq!((read_twice(k1).await, read_twice(k2).await, read_twice(child).await), ("1".into(), "1".into(), "1".into()));
+    // A function that writes: it names no cached table, yet its write must be seen at once.
+    scalar(&w, "select config.cache_wide_bump('k2')").await;
+    assert_eq!(scalar(&c, k2).await, "11");
+    // A delete on another table that cascades into a cached one.
+    read_twice(child).await;
+    w.batch_execute("delete from config.cache_parent where id = 1").await.unwrap();
+    assert_eq!(scalar(&c, child).await, "0");
+    // An unqualified write under a search_path set in its own transaction.
+    read_twice(k1).await;
+    w.batch_execute("begin; set local search_path = config; update cache_wide set v = 5 where k = 'k1'; commit").await.unwrap();
+    assert_eq!(scalar(&c, k1).await, "5");
+    // SQL-level PREPARE/EXECUTE of a write.
+    read_twice(k1).await;
+    w.batch_execute("prepare bump as update config.cache_wide set v = 6 where k = 'k1'; execute bump").await.unwrap();
+    assert_eq!(scalar(&c, k1).await, "6");
+    // A read of one key that looks at other rows of the table is filed under the whole table.
+    w.batch_execute("update config.cache_wide set v = 50 where k = 'k1'").await.unwrap();
+    let lonely =
+        "select k from config.cache_wide s where k = 'k1' and not exists (select 1 from config.cache_wide n where n.v > s.v)";
+    assert_eq!(read_twice(lonely).await, "k1", "k1 (50) is above k2 (11)");
+    w.batch_execute("update config.cache_wide set v = 100 where k = 'k2'").await.unwrap();
+    let rows = c.simple_query(lonely).await.unwrap();
+    assert!(!rows.iter().any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))), "k2 (100) is above k1 now");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_prepared_before_ddl_gets_postgresqls_0a000_not_another_clients_cached_reply() {
+    table("cache_shape", 1).await;
+    let p = proxy(&["cache_shape"], "listen: false,").await;
+    let b = p.connect().await;
+    let sql = "select * from config.cache_shape where k = $1";
+    let old = b.prepare(sql).await.unwrap();
+    assert_eq!(b.query_one(&old, &[&"k1"]).await.unwrap().len(), 3);
+    let admin = p.connect().await;
+    admin.batch_execute("alter table config.cache_shape add column extra int default 7").await.unwrap();
+    // Another client parses the same text now and fills the cache with the new shape.
+    let a = p.connect().await;
+    let new = a.prepare(sql).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(a.query_one(&new, &[&"k1"]).await.unwrap().len(), 4);
+    }
+    assert!(snapshot(&p).hits >= 1);
+    let e = b.query_one(&old, &[&"k1"]).await.expect_err("the old statement's shape changed");
+    assert_eq!(common::sqlstate(&e), "0A000");
+}

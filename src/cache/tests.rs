@@ -112,15 +112,23 @@ fn a_write_to_one_key_leaves_the_other_keys_and_takes_the_whole_table_reads() {
 
 #[test]
 fn values_postgresql_may_find_equal_share_a_class() {
-    for (a, b) in
-        [("17", "017"), ("17", " 17 "), ("17", "17.0"), ("1_000", "1000"), ("-0", "0"), ("Tok-A", "tok_a"), ("ab", "AB  ")]
-    {
+    for (a, b) in [
+        ("17", "017"),
+        ("17", " 17 "),
+        ("17", "+17"),
+        ("1_000", "1000"),
+        ("-0", "0"),
+        ("Tok-A", "tok_a"),
+        ("ab", "AB  "),
+        ("1-7", "17"),
+        ("0a1b2c3d-0000-4000-8000-000000000001", "0A1B2C3D000040008000000000000001"),
+    ] {
         assert_eq!(key_class(a.as_bytes()), key_class(b.as_bytes()), "{a} ~ {b}");
         assert!(key_class(a.as_bytes()).is_some());
     }
     assert_ne!(key_class(b"tok-1"), key_class(b"tok-2"));
     assert_ne!(key_class(b"17"), key_class(b"18"));
-    for whole_table in ["é", "0x11", "0o17", "0b1", "NaN", "infinity"] {
+    for whole_table in ["é", "0x11", "0o17", "0b1", "-0x11"] {
         assert_eq!(key_class(whole_table.as_bytes()), None, "{whole_table}");
     }
 }

@@ -182,6 +182,23 @@ fn push<'a>(sql: &'a str, start: usize, end: usize, out: &mut Vec<(usize, &'a st
     }
 }
 
+/// The byte offset of the first token of `text` that is not a blank or a comment (0 when none).
+pub fn first_token(text: &str) -> usize {
+    use sqlparser::dialect::PostgreSqlDialect;
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, text).tokenize_with_location() else { return 0 };
+    let Some(t) = tokens.iter().find(|t| !matches!(t.token, Token::Whitespace(_) | Token::EOF)) else { return 0 };
+    let (line, column) = (t.span.start.line, t.span.start.column);
+    let start: usize = text.split_inclusive('\n').take(usize::try_from(line).unwrap_or(1).saturating_sub(1)).map(str::len).sum();
+    let rest = text.get(start..).unwrap_or_default();
+    start + rest.char_indices().nth(usize::try_from(column).unwrap_or(1).saturating_sub(1)).map_or(rest.len(), |(i, _)| i)
+}
+
+/// Whether two versions are one number (`9` and `009`).
+pub fn same_version(a: &str, b: &str) -> bool {
+    a.trim_start_matches('0') == b.trim_start_matches('0')
+}
+
 /// The 1-based line of byte `offset` in `sql`.
 pub fn line_of(sql: &str, offset: usize) -> usize {
     sql.as_bytes().iter().take(offset).filter(|&&b| b == b'\n').count() + 1

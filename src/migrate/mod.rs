@@ -49,6 +49,14 @@ pub enum MigrateError {
     /// `--target` names no target.
     #[error("no target named {0:?} in the configuration")]
     UnknownTarget(String),
+    /// `--target` names another target than `single_target` in single mode.
+    #[error("single mode: every migration runs on {single}, none on {asked}")]
+    SingleMode {
+        /// The target asked for.
+        asked: String,
+        /// Where everything runs.
+        single: String,
+    },
 }
 
 /// Why a target's run stopped (reported in `TargetRun::error` / `TargetStatus::error`).
@@ -116,7 +124,8 @@ pub struct TargetRun {
     pub target: String,
     /// The record table.
     pub table: String,
-    /// Migrations applied now, in order, with their durations (or that would be, for a dry run).
+    /// Migrations applied now, in order, with their durations (or that would be, for a dry run). A no-transaction
+    /// migration that failed half-way is not among them: the statements before the failing one ran and stay.
     pub applied: Vec<Applied>,
     /// Why the target was skipped or stopped, if it was.
     pub error: Option<String>,
@@ -175,11 +184,11 @@ fn runs_on<'c>(config: &'c Config, m: &Migration) -> Option<&'c Target> {
 
 /// The record table of a target: `migrations.table`, qualified with the first schema the target owns (`public` for
 /// a target that owns none) unless it is qualified already; as SQL, and as reports show it (`config.schema_migrations`).
-pub fn record_table(config: &Config, target: &Target) -> (String, String) {
+pub fn record_table(config: &Config, target: &Target) -> (String, String, String) {
     let name = config.migrations_table.as_deref().unwrap_or(DEFAULT_TABLE);
     let (schema, table) = quote::split_qualified(name)
         .unwrap_or_else(|| (target.schemas.first().map_or("public", String::as_str).to_owned(), name.trim().to_owned()));
-    (format!("{}.{}", quote::ident(&schema), quote::ident(&table)), format!("{schema}.{table}"))
+    (format!("{}.{}", quote::ident(&schema), quote::ident(&table)), format!("{schema}.{table}"), schema)
 }
 
 /// The migrations under `dir` and the targets they run on (only `only`, when given), in run order, after the
@@ -188,6 +197,9 @@ fn plan<'c>(config: &'c Config, dir: &Path, only: Option<&str>) -> Result<Vec<(&
     let names: Vec<String> = config.targets.iter().map(|t| t.name.clone()).collect();
     if let Some(t) = only.filter(|t| !names.iter().any(|n| n == t)) {
         return Err(MigrateError::UnknownTarget(t.to_owned()));
+    }
+    if let Some(t) = only.filter(|t| config.mode == Mode::Single && *t != config.single_target) {
+        return Err(MigrateError::SingleMode { asked: t.to_owned(), single: config.single_target.clone() });
     }
     let mut all = files::read(dir, &names)?;
     all.retain(|m| only.is_none_or(|t| runs_on(config, m).is_some_and(|r| r.name == t)));
@@ -243,7 +255,7 @@ pub async fn apply(config: &Config, dir: &Path, options: &Options) -> Result<Vec
     let mut runs = Vec::new();
     let mut stopped = false;
     for (target, migrations) in plan {
-        let (table, shown) = record_table(config, target);
+        let (table, shown, schema) = record_table(config, target);
         let mut run = TargetRun { target: target.name.clone(), table: shown, ..TargetRun::default() };
         if stopped {
             run.error = Some("not run: an earlier migration failed".into());
@@ -260,7 +272,7 @@ pub async fn apply(config: &Config, dir: &Path, options: &Options) -> Result<Vec
                 continue;
             }
         };
-        if let Err(e) = apply_on(&mut conn, &table, &migrations, dry_run, &mut run).await {
+        if let Err(e) = apply_on(&mut conn, (&table, &schema), &migrations, dry_run, &mut run).await {
             stopped = true;
             run.error = Some(e.to_string());
         }
@@ -280,26 +292,28 @@ async fn connect(target: &Target) -> Result<ServerConn, RunError> {
 /// One target's part of `apply`, on `conn`.
 async fn apply_on(
     conn: &mut ServerConn,
-    table: &str,
+    (table, schema): (&str, &str),
     migrations: &[Migration],
     dry_run: bool,
     run: &mut TargetRun,
 ) -> Result<(), RunError> {
     let lock = quote::literal(&format!("pgsplit migrate {table}"));
     if !dry_run {
-        query(conn, &format!("select pg_advisory_lock(hashtext({lock}))")).await?;
-        query(conn, &create_table_sql(table)).await?;
+        // Tried, not waited for: a session blocked in pg_advisory_lock holds a snapshot, which the other run's
+        // CREATE INDEX CONCURRENTLY would wait for (a deadlock PostgreSQL breaks by failing one of them).
+        let try_lock = format!("select pg_try_advisory_lock(hashtext({lock}))");
+        while query(conn, &try_lock).await?.first().and_then(|r| r.first()).and_then(|v| v.as_deref()) != Some("t") {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        query(conn, &create_table_sql(table, schema)).await?;
     }
     let recorded = recorded(conn, table).await?;
-    let changed: Vec<String> = migrations
-        .iter()
-        .filter(|m| recorded.iter().any(|r| r.folder == m.folder && r.version == m.version && r.checksum != m.checksum))
-        .map(Migration::file)
-        .collect();
+    let changed: Vec<String> =
+        migrations.iter().filter(|m| recorded.iter().any(|r| r.is(m) && r.checksum != m.checksum)).map(Migration::file).collect();
     if !changed.is_empty() {
         return Err(RunError::Changed(changed));
     }
-    for m in migrations.iter().filter(|m| !recorded.iter().any(|r| r.folder == m.folder && r.version == m.version)) {
+    for m in migrations.iter().filter(|m| !recorded.iter().any(|r| r.is(m))) {
         if dry_run {
             run.applied.push(Applied { file: m.file(), duration_ms: 0 });
             continue;
@@ -318,10 +332,13 @@ fn duration_ms(started: &Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The record table, made if missing.
-fn create_table_sql(table: &str) -> String {
+/// The record table, made if missing, in its schema, made if missing (the first migration may be the one meant to
+/// create it).
+fn create_table_sql(table: &str, schema: &str) -> String {
+    let schema = quote::literal(schema);
     format!(
-        "create table if not exists {table} (target text not null, version text not null, name text not null, \
+        "do $pgsplit$ begin if to_regnamespace({schema}) is null then execute 'create schema ' || quote_ident({schema}); \
+         end if; end $pgsplit$; create table if not exists {table} (target text not null, version text not null, name text not null, \
          checksum text not null, applied_at timestamptz not null default now(), duration_ms bigint not null, \
          primary key (target, version))"
     )
@@ -335,6 +352,13 @@ struct Record {
     name: String,
     checksum: String,
     applied_at: String,
+}
+
+impl Record {
+    /// Whether this records `m`: same folder, same number (`9` and `009` are one migration).
+    fn is(&self, m: &Migration) -> bool {
+        self.folder == m.folder && files::same_version(&self.version, &m.version)
+    }
 }
 
 /// The records of `table` (none when it does not exist).
@@ -372,12 +396,14 @@ async fn run_one(conn: &mut ServerConn, table: &str, m: &Migration, started: &In
             quote::literal(&m.checksum),
         )
     };
-    // Statement by statement, so that an error without a position still names its statement's line; in a
-    // transaction unless the file says otherwise (a text the tokenizer cannot split runs whole).
-    let statements = match files::statements(&m.sql) {
-        Some(s) => s,
-        None if !m.no_transaction => vec![(0, m.sql.as_str())],
-        None => return Err(RunError::Unsplittable(m.file())),
+    // Statement by statement, so that an error without a position still names its statement's line: each its own
+    // Query, as CREATE INDEX CONCURRENTLY needs, or in one transaction. A file with a `BEGIN ATOMIC ... END` body
+    // or a rule's `(...; ...)` (semicolons inside one statement) runs in a transaction as one Query.
+    let whole = !m.no_transaction && crate::router::has_word(&m.sql, &["atomic", "rule"]);
+    let statements = match (whole, files::statements(&m.sql)) {
+        (false, Some(s)) => s,
+        (true, _) | (false, None) if !m.no_transaction => vec![(0, m.sql.as_str())],
+        _ => return Err(RunError::Unsplittable(m.file())),
     };
     if !m.no_transaction {
         query(conn, "begin").await?;
@@ -425,10 +451,9 @@ impl QueryError {
     /// The error, naming the migration and the line: the server's position within `text` (which starts at byte
     /// `offset` of the file), else the line `text` starts on.
     fn located(self, m: &Migration, offset: usize, text: &str) -> RunError {
-        let lead = text.len() - text.trim_start().len();
         let at = match self.position {
             Some(p) => offset + files::char_offset(text, p),
-            None => offset + lead,
+            None => offset + files::first_token(text),
         };
         RunError::Failed { file: m.file(), line: files::line_of(&m.sql, at), error: self }
     }
@@ -478,7 +503,7 @@ pub async fn status(config: &Config, dir: &Path, options: &Options) -> Result<Ve
     let plan = plan(config, dir, options.target.as_deref())?;
     let mut out = Vec::new();
     for (target, migrations) in plan {
-        let (table, shown) = record_table(config, target);
+        let (table, shown, _) = record_table(config, target);
         let mut st = TargetStatus { target: target.name.clone(), table: shown, ..TargetStatus::default() };
         let records = match connect(target).await {
             Ok(mut conn) => {
@@ -502,7 +527,7 @@ fn entries(migrations: &[Migration], records: &[Record]) -> Vec<Entry> {
     let mut out: Vec<Entry> = migrations
         .iter()
         .map(|m| {
-            let r = records.iter().find(|r| r.folder == m.folder && r.version == m.version);
+            let r = records.iter().find(|r| r.is(m));
             let state = match r {
                 None => "pending",
                 Some(r) if r.checksum != m.checksum => "changed",
@@ -512,7 +537,7 @@ fn entries(migrations: &[Migration], records: &[Record]) -> Vec<Entry> {
         })
         .collect();
     for r in records {
-        let known = migrations.iter().any(|m| m.folder == r.folder && m.version == r.version);
+        let known = migrations.iter().any(|m| r.is(m));
         let ours = migrations.iter().any(|m| m.folder == r.folder);
         if !known && ours {
             out.push(Entry {

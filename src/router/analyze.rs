@@ -57,6 +57,8 @@ pub fn parse(sql: &str) -> Result<Analysis, ParserError> {
         may_make_temp: false,
         plain: false,
         cacheable: false,
+        may_write: false,
+        known_functions: false,
         keys: match statements.as_slice() {
             [one] => super::keys::of(one).map(Box::new),
             _ => None,
@@ -427,7 +429,7 @@ struct CteScope {
 }
 
 /// Built-in functions whose first argument is a regclass (a string literal naming a relation).
-const REGCLASS_FUNCTIONS: &[&str] = &[
+pub const REGCLASS_FUNCTIONS: &[&str] = &[
     "nextval",
     "currval",
     "setval",

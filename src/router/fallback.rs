@@ -74,6 +74,8 @@ fn scanned(names: Vec<Name>, writes: bool, ddl: bool, pins: bool, statements: us
         plain: false,
         cacheable: false,
         keys: None,
+        may_write: true,
+        known_functions: false,
     }
 }
 

@@ -91,9 +91,10 @@ pub fn of(st: &Statement) -> Option<Keys> {
     }
 }
 
-/// A plain `SELECT ... FROM one_table WHERE ...`.
+/// A plain `SELECT ... FROM one_table WHERE ...`, without a subquery anywhere (one reading other rows of the
+/// table, `NOT EXISTS (SELECT ... WHERE n.user_id = s.user_id)`, would make the reply depend on rows of other keys).
 fn select(q: &Query) -> Option<Keys> {
-    if q.with.is_some() {
+    if q.with.is_some() || subqueries(q) > 0 {
         return None;
     }
     let SetExpr::Select(s) = q.body.as_ref() else { return None };
@@ -104,6 +105,23 @@ fn select(q: &Query) -> Option<Keys> {
     let mut keys = Keys::default();
     conjuncts(s.selection.as_ref()?, &mut keys.equal);
     Some(keys)
+}
+
+/// The queries nested in `q` (subqueries, derived tables, CTE bodies).
+fn subqueries(q: &Query) -> usize {
+    use sqlparser::ast::{Visit, Visitor};
+    use std::ops::ControlFlow;
+    struct Count(usize);
+    impl Visitor for Count {
+        type Break = ();
+        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.0 += 1;
+            ControlFlow::Continue(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = q.visit(&mut c);
+    c.0.saturating_sub(1)
 }
 
 /// One table, no joins.

@@ -202,6 +202,12 @@ pub struct Analysis {
     /// For one statement on one table: the values its WHERE clause (or an INSERT's single row) fixes columns to,
     /// for the session cache's eviction by key (`keys`). `None` for anything else.
     pub keys: Option<Box<keys::Keys>>,
+    /// Running the text may change rows: it writes (DML, COPY FROM, DDL), sqlparser rejected it, it calls a function
+    /// other than the plain and cacheable built-ins (which may write), or it holds a word that may make it write
+    /// (`EXECUTE` of a prepared statement, `CALL`, a data-modifying CTE). The session cache evicts for it.
+    pub may_write: bool,
+    /// Every function the text calls is a plain or cacheable built-in (`PLAIN_FUNCTIONS`, `CACHEABLE_FUNCTIONS`).
+    pub known_functions: bool,
 }
 
 impl Analysis {
@@ -231,11 +237,16 @@ impl Analysis {
             && a.session_changes.is_empty()
             && !has_word(sql, NOT_PLAIN_WORDS);
         a.plain = read && a.calls_only_plain_functions();
+        a.known_functions = a.names.iter().all(|n| n.kind != ObjectKind::Function || cacheable_function(n) || plain_function(n));
         a.cacheable = read
             && !sequence_functions
             && a.statements == 1
             && a.names.iter().all(|n| n.kind != ObjectKind::Function || cacheable_function(n))
-            && !time_literal(sql);
+            && !time_literal(sql)
+            && !has_word(sql, analyze::REGCLASS_FUNCTIONS);
+        // Transaction control and session commands change no rows.
+        a.may_write = a.command == Command::Other
+            && (a.writes || a.ddl || a.fallback || sequence_functions || !a.known_functions || has_word(sql, WRITING_WORDS));
         a
     }
 
@@ -424,12 +435,27 @@ pub fn has_word(sql: &str, words: &[&str]) -> bool {
     sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(|w| words.iter().any(|k| w.eq_ignore_ascii_case(k)))
 }
 
-/// Whether the text quotes a date/time literal PostgreSQL evaluates when it reads it (`'now'::timestamptz`,
-/// `'today'`): its reply changes with the clock.
+/// Words that may make a statement write when they stand in it (beyond what sqlparser marks as a write).
+const WRITING_WORDS: &[&str] = &["insert", "update", "delete", "merge", "execute", "call", "copy", "truncate", "into"];
+
+/// Date/time words PostgreSQL evaluates against the clock when it reads them as a value.
+pub const TIME_WORDS: [&str; 4] = ["now", "today", "tomorrow", "yesterday"];
+
+/// Whether the text quotes a date/time value PostgreSQL evaluates when it reads it (`'now'::timestamptz`,
+/// `' today 10:00'`, `$$now$$`): its reply changes with the clock. Over-approximates: any quote (`'` or `$`)
+/// followed, after blanks, by one of `TIME_WORDS`.
 pub fn time_literal(sql: &str) -> bool {
-    ["'now'", "'today'", "'tomorrow'", "'yesterday'"]
-        .iter()
-        .any(|w| sql.as_bytes().windows(w.len()).any(|win| win.eq_ignore_ascii_case(w.as_bytes())))
+    let b = sql.as_bytes();
+    b.iter().enumerate().filter(|(_, c)| matches!(c, b'\'' | b'$')).any(|(i, _)| {
+        let rest = b.get(i + 1..).unwrap_or_default();
+        let rest = &rest[rest.iter().take_while(|c| c.is_ascii_whitespace() || **c == b'$').count()..];
+        TIME_WORDS.iter().any(|w| rest.get(..w.len()).is_some_and(|p| p.eq_ignore_ascii_case(w.as_bytes())))
+    })
+}
+
+/// Whether a function is one of `PLAIN_FUNCTIONS` (a built-in, by its unqualified or `pg_catalog` name).
+fn plain_function(n: &Name) -> bool {
+    n.schema.as_deref().is_none_or(|s| s == "pg_catalog") && PLAIN_FUNCTIONS.contains(&n.object.as_str())
 }
 
 /// Whether a function is an immutable built-in (or an aggregate of them) whose result depends only on its

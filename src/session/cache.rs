@@ -76,18 +76,19 @@ impl Session {
     /// `bind`: the body of the Bind that runs it, for the parameter its key column is compared with.
     pub(super) fn cache_use(&self, target: TargetId, analysis: Option<&Analysis>, bind: Option<&[u8]>) -> CacheUse {
         let Some(cache) = self.app.session_cache() else { return CacheUse::None };
-        if !cache.owns(target) || self.app.is_single() {
+        // Another database on the server (`any_database`) holds other tables under the same names.
+        if !cache.owns(target) || self.app.is_single() || self.database_pool.is_some() {
             return CacheUse::None;
         }
         let Some(a) = analysis else { return CacheUse::Write(cache.tables_of(target)) };
-        // DDL or a text pgsplit could not parse may reach any table of the target without naming it.
-        if a.ddl || a.fallback {
-            return CacheUse::Write(cache.tables_of(target));
-        }
         let (table, catalog) = (self.app.table(), self.app.catalog());
         let mut ids = Vec::new();
+        // A relation that is not a cached table (or not resolved to one), or an unqualified one (a SET of search_path
+        // pending in the transaction, or earlier in the same text, may resolve it elsewhere on the server).
         let mut others = false;
+        let mut unqualified = false;
         for name in a.names.iter().filter(|n| n.kind == ObjectKind::Relation) {
+            unqualified |= name.schema.is_none();
             let id = match resolve::resolve(&table, &catalog, name, &self.search_path) {
                 Resolved::Target { schema, .. } => cache.table_id(schema, &name.object),
                 _ => None,
@@ -98,20 +99,21 @@ impl Session {
                 None => others = true,
             }
         }
-        // A statement on one table may be confined to one value of its key column.
-        let parts: Vec<Part> = match (ids.as_slice(), others) {
-            ([id], false) => vec![Part { table: *id, key: key_part(cache, *id, a, bind) }],
-            _ => ids.iter().map(|&id| Part::whole(id)).collect(),
-        };
-        if parts.is_empty() {
-            CacheUse::None
-        } else if !a.plain && !a.cacheable {
-            // A write, a lock, or a call of a function that may write.
-            CacheUse::Write(parts)
-        } else if a.cacheable && !others {
-            CacheUse::Read(parts)
-        } else {
-            CacheUse::None
+        if a.may_write {
+            // Only a DML statement on cached tables alone, qualified, calling only built-ins is confined to what it
+            // names; anything else (a function, EXECUTE, a view, a cascade or trigger from another table, DDL) may
+            // reach every cached table of the target.
+            let confined = !ids.is_empty() && !others && !unqualified && !a.ddl && !a.fallback && a.known_functions;
+            return match (confined, ids.as_slice()) {
+                (true, [id]) => CacheUse::Write(vec![Part { table: *id, key: key_part(cache, *id, a, bind) }]),
+                (true, _) => CacheUse::Write(ids.iter().map(|&id| Part::whole(id)).collect()),
+                (false, _) => CacheUse::Write(cache.tables_of(target)),
+            };
+        }
+        match (a.cacheable && !others, ids.as_slice()) {
+            (true, [id]) => CacheUse::Read(vec![Part { table: *id, key: key_part(cache, *id, a, bind) }]),
+            (true, [_, ..]) => CacheUse::Read(ids.iter().map(|&id| Part::whole(id)).collect()),
+            _ => CacheUse::None,
         }
     }
 
@@ -192,7 +194,7 @@ impl Session {
     }
 
     /// Outside a transaction, the writes the session made are over: inserts for their tables may resume.
-    fn end_cache_holds(&mut self) {
+    pub(super) fn end_cache_holds(&mut self) {
         if !self.cache_holds.is_empty() && self.machine.idle() {
             self.cache_holds.clear();
         }
@@ -238,9 +240,11 @@ impl Session {
             match f.tag {
                 b'P' => {
                     let (name, rest) = split_cstr(body)?;
-                    if name.is_empty() {
-                        unnamed = Some((Bytes::copy_from_slice(body), None));
+                    // A named Parse is the session's to record with its shape (`stale`): never answered here.
+                    if !name.is_empty() {
+                        return None;
                     }
+                    unnamed = Some((Bytes::copy_from_slice(body), None));
                     put(key, rest);
                 }
                 b'B' => {
@@ -269,7 +273,13 @@ impl Session {
     fn statement_text(&self, name: &[u8], batch_unnamed: Option<&(Bytes, Option<SharedAnalysis>)>) -> Option<Vec<u8>> {
         let name = std::str::from_utf8(name).ok()?;
         let (body, _) = self.statement_source(name, batch_unnamed)?;
-        Some(split_cstr(&body)?.1.to_vec())
+        let mut text = split_cstr(&body)?.1.to_vec();
+        // A named statement's server-side name says which catalog generation and search_path it was parsed under:
+        // a client that parsed it before DDL gets its own entries (and the server's 0A000 on a miss).
+        if !name.is_empty() {
+            text.extend_from_slice(self.statements.get(name)?.server_name.as_bytes());
+        }
+        Some(text)
     }
 
     /// A hit: the stored reply goes to the client as the server gave it; a Parse in the batch is recorded as when

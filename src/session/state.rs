@@ -146,6 +146,9 @@ impl Session {
                 super::notify::next_frame_or_notification(&mut self.client, &mut self.machine, drain).await?
             };
             let Some(frame) = next else { return Ok(()) };
+            // Writes to cached tables whose transaction ended on a path that ran no request (a batch skipped until
+            // its Sync) let their tables go here.
+            self.end_cache_holds();
             let skipping = self.machine.skipping();
             match frame.tag {
                 // Each request's future in a recycled block: the session's own future stays small while it is idle.
