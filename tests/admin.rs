@@ -426,3 +426,19 @@ async fn show_pools_lists_the_pools_any_database_made() {
     let clients = rows(&a, "SHOW CLIENTS").await;
     assert!(clients.iter().any(|r| r[1] == "app" && r[2] == "postgres"), "{clients:?}");
 }
+
+/// Tools written for PgBouncer connect to its console as database `pgbouncer` and write `SET key=value` without
+/// spaces (issue 20, point 3): both reach pgsplit's console.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_answers_on_pgbouncers_database_name_and_takes_set_without_spaces() {
+    let proxy = Proxy::start(&admin_yaml("")).await;
+    let console = connect_as(proxy.port, "admin", ADMIN_PASSWORD, "pgbouncer").await.expect("console as pgbouncer");
+    assert_eq!(mode(&console).await, "split");
+    console.simple_query("SET mode='single'").await.expect("SET without spaces");
+    assert_eq!(mode(&console).await, "single");
+    console.simple_query("set mode=split").await.expect("SET without spaces or quotes");
+    assert_eq!(mode(&console).await, "split");
+    // An application user is refused there as on `pgsplit`.
+    let app = connect_as(proxy.port, "app", APP_PASSWORD, "pgbouncer").await;
+    assert!(app.is_err(), "only admin users reach the console");
+}

@@ -98,7 +98,8 @@ pub async fn run(app: &App, user: &str, command: &str) -> Result<Answer, PgError
 impl Command {
     /// Parses one command (no `;`); what the console does not know is a 42601 or, for a bad value, a 22023.
     pub fn parse(command: &str) -> Result<Command, PgError> {
-        let lower = command.to_ascii_lowercase();
+        // `SET mode='single'`: PgBouncer's console takes `key=value` without spaces too.
+        let lower = command.to_ascii_lowercase().replace('=', " = ");
         let words: Vec<&str> = lower.split_whitespace().collect();
         match words.as_slice() {
             ["show", what] => Show::parse(what).map(Command::Show),
@@ -149,7 +150,14 @@ mod tests {
 
     #[test]
     fn set_mode_accepts_equals_to_and_quotes() {
-        for command in ["SET mode = single", "set mode to 'single'", "set mode =single", "set mode single"] {
+        for command in [
+            "SET mode = single",
+            "set mode to 'single'",
+            "set mode =single",
+            "set mode single",
+            "set mode=single",
+            "SET mode='single'",
+        ] {
             assert_eq!(Command::parse(command).unwrap(), Command::SetMode(Mode::Single), "{command}");
         }
         assert_eq!(Command::parse("set mode = 'split'").unwrap(), Command::SetMode(Mode::Split));
@@ -157,7 +165,7 @@ mod tests {
 
     #[test]
     fn refuses_unknown_commands_with_42601_and_bad_values_with_22023() {
-        for command in ["show", "show pools extra", "frobnicate", "set mode=single", "SHOW NONSENSE", "pause a b"] {
+        for command in ["show", "show pools extra", "frobnicate", "set mod=single", "SHOW NONSENSE", "pause a b"] {
             assert_eq!(code(command), codes::SYNTAX_ERROR, "{command}");
         }
         for command in ["set mode = bogus", "set mode", "set mode = single split"] {

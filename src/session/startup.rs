@@ -16,6 +16,8 @@ use crate::server::Limits;
 
 /// The database name of the admin console.
 pub const ADMIN_DATABASE: &str = "pgsplit";
+/// The admin console's other name: PgBouncer's, which tools written for PgBouncer hard-code (as PgCat answers it).
+pub const PGBOUNCER_ADMIN_DATABASE: &str = "pgbouncer";
 use crate::protocol::decode::{self, Startup};
 use crate::protocol::encode::{self, PgError};
 use crate::protocol::framing;
@@ -49,7 +51,7 @@ pub async fn startup(
         return Err(refuse(client.stream, client.rbuf, e).await);
     }
     let database = params.get("database").filter(|d| !d.is_empty()).cloned().unwrap_or_else(|| user.clone());
-    let admin = database == ADMIN_DATABASE;
+    let admin = database == ADMIN_DATABASE || database == PGBOUNCER_ADMIN_DATABASE;
     let (passthrough, any_database) = served(app, &database, admin);
     let result = async {
         authenticate(&mut client, app, &user).await?;
