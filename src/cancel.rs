@@ -134,6 +134,14 @@ pub struct ClientInfo {
     pub tls: bool,
     /// When it logged in.
     pub since: std::time::SystemTime,
+    /// The peer's address, when the socket knew it.
+    pub peer_addr: Option<std::net::SocketAddr>,
+    /// pgsplit's end of the socket.
+    pub local_addr: Option<std::net::SocketAddr>,
+    /// The TLS version (`TLSv1.3`), empty when plain.
+    pub tls_version: String,
+    /// The `application_name` of its startup packet.
+    pub application_name: String,
 }
 
 /// The process id and secret pgsplit gave a client, with its slot.

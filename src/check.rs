@@ -161,6 +161,7 @@ pub async fn set_mode(path: &Path, mode: crate::config::Mode, user: Option<Strin
         verified: tls.is_some(),
         tls,
         upstream_pooler: false,
+        servers: Default::default(),
     };
     let mut conn =
         ServerConn::connect(&spec).await.map_err(|source| CheckError::Console { host: host.to_owned(), port, source })?;

@@ -54,6 +54,7 @@ pub use app::App;
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken, grace: Duration) {
     // Unqualified names resolve through the catalog: read it before the first client, then keep it fresh.
     app.first_catalogs().await;
+    app.serve_until(shutdown.clone());
     let refresher = tokio::spawn(background(app.clone(), shutdown.clone()));
     let cache_tasks = cache::listen::start(&app);
     let mut sessions = server::Sessions::default();
@@ -91,12 +92,17 @@ async fn background(app: Arc<App>, shutdown: CancellationToken) {
     let mut probes = tokio::time::interval(app.config().health_interval);
     probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     probes.tick().await;
+    let period = app.config().stats_period;
+    let mut stats = tokio::time::interval(period);
+    stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    stats.tick().await;
     app.open_min_connections().await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = catalogs.tick() => app.refresh_catalogs().await,
             _ = probes.tick() => app.probe_targets().await,
+            _ = stats.tick() => app.roll_stats(period),
         }
     }
 }

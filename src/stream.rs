@@ -23,6 +23,22 @@ impl Stream {
         matches!(self, Stream::Tls(_))
     }
 
+    /// The TCP socket under the stream.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => tls.get_ref().0,
+        }
+    }
+
+    /// The TLS protocol version, as PgBouncer shows it (`TLSv1.3`); empty for plain TCP.
+    pub fn tls_version(&self) -> String {
+        match self {
+            Stream::Plain(_) => String::new(),
+            Stream::Tls(tls) => tls.get_ref().1.protocol_version().and_then(|v| v.as_str()).unwrap_or("TLS").to_owned(),
+        }
+    }
+
     /// Reads into `buf`'s spare capacity (the callers reserve room; some is made if there is none); the number of
     /// bytes read, 0 at end of stream. `tokio::io::AsyncReadExt::read_buf` without its future, for the two reads of
     /// every transaction.

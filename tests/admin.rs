@@ -93,24 +93,33 @@ async fn admin_console_shows_pools_clients_servers_stats_routes_config_mode_and_
     assert_eq!(scalar(&app, "select count(*) >= 0 from workspace.imports").await, "t");
     let a = admin(proxy.port).await;
 
+    let databases = rows(&a, "SHOW DATABASES").await;
+    assert_eq!(databases.iter().map(|r| (r[0].as_str(), r[5].as_str())).collect::<Vec<_>>(), [("primary", "5"), ("data", "10")]);
     let pools = rows(&a, "SHOW POOLS").await;
-    assert_eq!(pools.iter().map(|r| (r[0].as_str(), r[1].as_str())).collect::<Vec<_>>(), [("primary", "5"), ("data", "10")]);
+    assert_eq!(
+        pools.iter().map(|r| (r[0].as_str(), r[1].as_str())).collect::<Vec<_>>(),
+        [("primary", "pgsplit"), ("data", "pgsplit")]
+    );
     assert_eq!(mode(&a).await, "split");
     let routes = rows(&a, "show routes;").await;
     assert!(routes.contains(&vec!["workspace".to_owned(), "data".to_owned()]), "{routes:?}");
     assert!(routes.contains(&vec!["(default)".to_owned(), "primary".to_owned()]), "{routes:?}");
     let clients = rows(&a, "SHOW CLIENTS").await;
-    assert!(clients.iter().any(|r| r[1] == "app" && r[2] == "handled"), "{clients:?}");
-    assert!(clients.iter().any(|r| r[1] == "admin" && r[2] == "pgsplit"), "{clients:?}");
+    assert!(clients.iter().any(|r| r[0] == "C" && r[1] == "app" && r[2] == "handled"), "{clients:?}");
+    assert!(clients.iter().any(|r| r[1] == "admin" && r[2] == "pgsplit" && r[3] == "active"), "{clients:?}");
+    let targets = rows(&a, "SHOW TARGETS").await;
+    assert_eq!(targets.len(), 2);
+    assert_eq!(targets[0][5], "verifyfull");
+    // The connections the app's statement used, one row each, the PRIMARY one over TLS.
     let servers = rows(&a, "SHOW SERVERS").await;
-    assert_eq!(servers.len(), 2);
-    assert_eq!(servers[0][5], "verifyfull");
+    assert!(servers.iter().any(|r| r[0] == "S" && r[2] == "data" && r[16].is_empty()), "{servers:?}");
     app.simple_query("listen admin_sees_pins").await.unwrap();
     // The session counts its pin once the LISTEN's reply is on its way, on its own worker thread: the console,
     // on another, sees it within moments.
-    let stats = rows_once(&a, "SHOW STATS", |stats| stats.iter().any(|r| r[0] == "(pinned sessions)" && r[1] == "1")).await;
-    assert!(stats.iter().any(|r| r[0] == "(pinned sessions)" && r[1] == "1"), "{stats:?}");
-    assert!(stats.iter().any(|r| r[0] == "data" && r[1].parse::<u64>().unwrap() >= 1), "{stats:?}");
+    let lists = rows_once(&a, "SHOW LISTS", |lists| lists.iter().any(|r| r[0] == "pinned_sessions" && r[1] == "1")).await;
+    assert!(lists.iter().any(|r| r[0] == "pinned_sessions" && r[1] == "1"), "{lists:?}");
+    let stats = rows(&a, "SHOW STATS").await;
+    assert!(stats.iter().any(|r| r[0] == "data" && r[2].parse::<u64>().unwrap() >= 1), "{stats:?}");
     let config = rows(&a, "SHOW CONFIG").await;
     let text = format!("{config:?}");
     for secret in [APP_PASSWORD, ADMIN_PASSWORD, clusters().server_password.as_str()] {
@@ -242,8 +251,8 @@ async fn reload_applies_a_changed_file_and_rejects_a_broken_one() {
     std::fs::write(&path, &changed).unwrap();
     a.simple_query("RELOAD").await.unwrap();
     assert_eq!(mode(&a).await, "single");
-    let pools = rows(&a, "SHOW POOLS").await;
-    assert_eq!(pools[1][..2], ["data".to_owned(), "3".to_owned()]);
+    let databases = rows(&a, "SHOW DATABASES").await;
+    assert_eq!((databases[1][0].as_str(), databases[1][5].as_str()), ("data", "3"));
     let late = connect_as(proxy.port, "late", "late-secret", "handled").await.expect("a user added by reload logs in");
     assert_eq!(scalar(&late, "select 1").await, "1");
 
@@ -257,8 +266,8 @@ async fn reload_applies_a_changed_file_and_rejects_a_broken_one() {
     std::fs::write(&path, moved).unwrap();
     let err = a.simple_query("RELOAD").await.unwrap_err();
     assert!(err.as_db_error().unwrap().message().contains("restart"), "{err:?}");
-    let pools = rows(&a, "SHOW POOLS").await;
-    assert_eq!(pools[1][1], "3");
+    let databases = rows(&a, "SHOW DATABASES").await;
+    assert_eq!(databases[1][5], "3");
 }
 
 #[tokio::test]
@@ -278,7 +287,7 @@ async fn pause_holds_new_transactions_of_its_target_until_resume_and_waits_for_r
     assert!(!pause.is_finished(), "PAUSE waits for the running transaction");
     open.simple_query("commit").await.unwrap();
     pause.await.unwrap();
-    assert_eq!(rows(&a, "SHOW POOLS").await[1][7], "true");
+    assert_eq!(rows(&a, "SHOW DATABASES").await[1][11], "1", "paused");
 
     let c = proxy.connect().await;
     let waiting = tokio::spawn(async move { scalar(&c, "select count(*) >= 0 from workspace.imports").await });
@@ -359,7 +368,7 @@ async fn the_mode_command_sighup_and_split_db_mode_switch_the_running_binary() {
     let pid = _pgsplit.0.id().to_string();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     let started = Instant::now();
-    while !rows(&a, "SHOW CONFIG").await.contains(&vec!["mode (file)".to_owned(), "single".to_owned()]) {
+    while !rows(&a, "SHOW CONFIG").await.iter().any(|r| r[0] == "mode (file)" && r[1] == "single") {
         assert!(started.elapsed() < Duration::from_secs(10), "SIGHUP did not reload the file");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -412,17 +421,19 @@ async fn prepared_statements_follow_routes_changed_by_a_reload() {
     );
 }
 
-/// SHOW POOLS lists a pool `any_database` made (issue 16, point 9) after the targets, as `*/database`, with the
-/// target's pool size; SHOW CLIENTS shows the database its client named.
+/// SHOW DATABASES and SHOW POOLS list a pool `any_database` made (issue 16, point 9) after the targets, by its
+/// database's name, with the target's pool size; SHOW CLIENTS shows the database its client named.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn show_pools_lists_the_pools_any_database_made() {
     let proxy = Proxy::start(&admin_yaml("any_database: data\n")).await;
     let other = connect_as(proxy.port, "app", APP_PASSWORD, "postgres").await.expect("any database on DATA");
     assert_eq!(scalar(&other, "select current_database()").await, "postgres");
     let a = admin(proxy.port).await;
+    let databases = rows(&a, "SHOW DATABASES").await;
+    let names: Vec<_> = databases.iter().map(|r| (r[0].as_str(), r[5].as_str())).collect();
+    assert_eq!(names, [("primary", "5"), ("data", "10"), ("postgres", "10")]);
     let pools = rows(&a, "SHOW POOLS").await;
-    let names: Vec<_> = pools.iter().map(|r| (r[0].as_str(), r[1].as_str())).collect();
-    assert_eq!(names, [("primary", "5"), ("data", "10"), ("*/postgres", "10")]);
+    assert_eq!(pools.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(), ["primary", "data", "postgres"]);
     let clients = rows(&a, "SHOW CLIENTS").await;
     assert!(clients.iter().any(|r| r[1] == "app" && r[2] == "postgres"), "{clients:?}");
 }
@@ -441,4 +452,222 @@ async fn the_console_answers_on_pgbouncers_database_name_and_takes_set_without_s
     // An application user is refused there as on `pgsplit`.
     let app = connect_as(proxy.port, "app", APP_PASSWORD, "pgbouncer").await;
     assert!(app.is_err(), "only admin users reach the console");
+}
+
+/// PgBouncer's console beside pgsplit's (issue 20, point 3): every SHOW of PgBouncer's answers with the same column
+/// names, order and type OIDs and the same kinds of messages (SHOW HELP: a notice, no rows), and every command the
+/// same CommandComplete tag, so dashboards, exporters and runbooks written for PgBouncer read pgsplit alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_answers_every_show_and_command_with_pgbouncers_columns_types_and_tags() {
+    let c = clusters();
+    let Some(bouncer) = common::Bouncer::start(|port, dir| {
+        std::fs::write(dir.join("users.txt"), "\"admin\" \"\"\n").expect("users.txt");
+        format!(
+            "[databases]
+data = host=127.0.0.1 port={dport} dbname=handled_data user=pgsplit password={pw}
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {users}
+admin_users = admin
+logfile = {log}
+",
+            dport = c.data.port(),
+            pw = c.server_password,
+            users = dir.join("users.txt").display(),
+            log = dir.join("pgbouncer.log").display(),
+        )
+    })
+    .await
+    else {
+        return;
+    };
+    let proxy = Proxy::start_file(&config_file(&admin_yaml(""))).await;
+    let app = proxy.connect().await;
+    assert_eq!(scalar(&app, "select count(*) >= 0 from workspace.imports").await, "t");
+    let (mut theirs, _) = common::try_login_as(bouncer.port, "admin", "", "pgbouncer", &[]).await.expect("PgBouncer console");
+    let (mut ours, _) = common::try_login_as(proxy.port, "admin", ADMIN_PASSWORD, "pgbouncer", &[]).await.expect("console");
+    for show in [
+        "POOLS",
+        "CLIENTS",
+        "SERVERS",
+        "STATS",
+        "STATS_TOTALS",
+        "STATS_AVERAGES",
+        "DATABASES",
+        "USERS",
+        "LISTS",
+        "CONFIG",
+        "VERSION",
+        "HELP",
+    ] {
+        let sql = format!("SHOW {show}");
+        let want = common::describe_query(&mut theirs, &sql).await;
+        let got = common::describe_query(&mut ours, &sql).await;
+        assert_eq!(got, want, "{sql}: pgsplit's answer against PgBouncer's");
+        if show != "HELP" {
+            assert!(want.columns.as_ref().is_some_and(|c| !c.is_empty()), "{sql} has columns on PgBouncer");
+        }
+    }
+    // The commands PgBouncer takes for one database (`data` on both), in an order that leaves both as they were.
+    for command in [
+        "PAUSE data",
+        "RESUME data",
+        "DISABLE data",
+        "ENABLE data",
+        "RECONNECT data",
+        "WAIT_CLOSE data",
+        "RECONNECT",
+        "WAIT_CLOSE",
+        "KILL data",
+        "RESUME data",
+        "SUSPEND",
+        "RESUME",
+        "PAUSE",
+        "RESUME",
+        "RELOAD",
+    ] {
+        let want = common::describe_query(&mut theirs, command).await;
+        let got = common::describe_query(&mut ours, command).await;
+        assert_eq!(got, want, "{command}: pgsplit's answer against PgBouncer's");
+        assert_eq!(got.outcome, [command.split(' ').next().unwrap()], "{command}");
+    }
+    // A command that needs a database and has none is an error on both (42601 here, as PostgreSQL's syntax error).
+    for command in ["KILL", "DISABLE", "ENABLE"] {
+        let want = common::describe_query(&mut theirs, command).await;
+        let got = common::describe_query(&mut ours, command).await;
+        assert_eq!(got.messages, want.messages, "{command}");
+        assert_eq!(got.outcome, ["E:42601"], "{command}");
+    }
+    assert_eq!(scalar(&app, "select count(*) >= 0 from workspace.imports").await, "t", "the app's session goes on");
+}
+
+/// SHOW's figures are the real ones: integers typed as integers, a row per pool, per client and per server
+/// connection, and SHOW STATS counting transactions, requests and bytes each way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_counts_pools_clients_servers_and_stats_as_pgbouncer_does() {
+    let proxy = Proxy::start(&admin_yaml("stats_period: 1s\n")).await;
+    let a = admin(proxy.port).await;
+    let app = proxy.connect().await;
+    for _ in 0..10 {
+        app.simple_query("select count(*) from workspace.imports").await.unwrap();
+    }
+    app.simple_query("begin; select 1 from workspace.imports limit 1").await.unwrap();
+    app.simple_query("select 2 from workspace.imports limit 1").await.unwrap();
+    // In a transaction: one client active and one server connection lent on DATA.
+    let pools = rows(&a, "SHOW POOLS").await;
+    let data = pools.iter().find(|r| r[0] == "data").expect("data pool");
+    assert_eq!((data[1].as_str(), data[2].as_str(), data[6].as_str()), ("pgsplit", "1", "1"), "{pools:?}");
+    assert_eq!(data[15], "transaction");
+    let servers = rows(&a, "SHOW SERVERS").await;
+    let active: Vec<_> = servers.iter().filter(|r| r[2] == "data" && r[3] == "active").collect();
+    assert_eq!(active.len(), 1, "{servers:?}");
+    let pid = scalar(&app, "select pg_backend_pid()::text from workspace.imports limit 1").await;
+    assert_eq!(active[0][15], pid, "remote_pid is the server's process id");
+    app.simple_query("commit").await.unwrap();
+    // `link` is cleared once the session has taken the reply (on its worker thread, moments after the client).
+    let clients = rows_once(&a, "SHOW CLIENTS", |c| c.iter().any(|r| r[1] == "app" && r[14].is_empty())).await;
+    let me = clients.iter().find(|r| r[1] == "app").expect("the app's client");
+    assert_eq!((me[0].as_str(), me[3].as_str(), me[4].as_str(), me[14].as_str()), ("C", "active", "127.0.0.1", ""), "{me:?}");
+    assert!(me[5].parse::<u16>().unwrap() > 0 && me[7] == proxy.port.to_string(), "{me:?}");
+    assert!(me[8].ends_with(" UTC") && me[8].len() == 23, "PgBouncer's time format: {me:?}");
+
+    let totals =
+        rows_once(&a, "SHOW STATS_TOTALS", |t| t.iter().any(|r| r[0] == "data" && r[1].parse::<u64>().unwrap() >= 11)).await;
+    let data = totals.iter().find(|r| r[0] == "data").expect("data stats");
+    let n = |i: usize| data[i].parse::<u64>().unwrap();
+    assert!(n(1) >= 11, "10 autocommit requests and one transaction: {data:?}");
+    assert!(n(2) >= 12, "requests: {data:?}");
+    assert!(n(3) > 0 && n(4) > n(3), "bytes each way (replies larger than requests here): {data:?}");
+    assert!(n(5) >= n(6), "time in transactions covers time in their requests: {data:?}");
+    // The averages of a stats_period (1 s here) in which requests ran.
+    let averages = rows_once(&a, "SHOW STATS_AVERAGES", |t| t.iter().any(|r| r[0] == "data" && r[2] != "0")).await;
+    assert!(averages.iter().any(|r| r[0] == "data" && r[2] != "0"), "{averages:?}");
+    let stats = rows(&a, "SHOW STATS").await;
+    assert_eq!(stats.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(), ["primary", "data"]);
+    let users = rows(&a, "SHOW USERS").await;
+    assert!(users.iter().any(|r| r[0] == "app"), "{users:?}");
+    assert!(rows(&a, "SHOW VERSION").await[0][0].starts_with("PgBouncer 1.18.0 (pgsplit "));
+}
+
+/// DISABLE refuses new transactions on its target with 57P03 until ENABLE; the other target serves meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_refuses_new_transactions_of_its_target_until_enable() {
+    let proxy = Proxy::start(&admin_yaml("")).await;
+    let a = admin(proxy.port).await;
+    let app = proxy.connect().await;
+    a.simple_query("DISABLE data").await.unwrap();
+    assert_eq!(rows(&a, "SHOW DATABASES").await[1][12], "1", "disabled");
+    let err = app.simple_query("select 1 from workspace.imports").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "57P03");
+    assert_eq!(scalar(&app, "select 'primary serves' from customer.accounts limit 1").await, "primary serves");
+    a.simple_query("ENABLE data").await.unwrap();
+    assert_eq!(scalar(&app, "select count(*) >= 0 from workspace.imports").await, "t");
+    let err = a.simple_query("DISABLE nowhere").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "22023");
+}
+
+/// RECONNECT replaces every server connection of its target once it comes back: WAIT_CLOSE waits for the one
+/// an open transaction holds, which finishes on it; the next transaction runs on a new server process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_replaces_server_connections_after_their_transactions_and_wait_close_waits_for_them() {
+    let proxy = Proxy::start(&admin_yaml("")).await;
+    let a = admin(proxy.port).await;
+    let app = proxy.connect().await;
+    let pid_sql = "select pg_backend_pid()::text from workspace.imports union all select pg_backend_pid()::text limit 1";
+    app.simple_query("begin").await.unwrap();
+    let before = scalar(&app, pid_sql).await;
+    a.simple_query("RECONNECT data").await.unwrap();
+    let servers = rows(&a, "SHOW SERVERS").await;
+    assert!(servers.iter().any(|r| r[2] == "data" && r[15] == before && r[12] == "1"), "close_needed: {servers:?}");
+    let port = proxy.port;
+    let wait = tokio::spawn(async move { admin(port).await.simple_query("WAIT_CLOSE data").await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!wait.is_finished(), "WAIT_CLOSE waits for the connection the open transaction holds");
+    assert_eq!(scalar(&app, pid_sql).await, before, "the open transaction finishes where it began");
+    app.simple_query("commit").await.unwrap();
+    wait.await.unwrap().expect("WAIT_CLOSE answers once it closed");
+    assert_ne!(scalar(&app, pid_sql).await, before, "a new server process");
+}
+
+/// KILL closes its target's server connections at once, in use or not: the transaction on one ends with the
+/// connection lost, the target is paused until RESUME, and the client goes on afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_closes_the_targets_connections_at_once_and_pauses_it_until_resume() {
+    let proxy = Proxy::start(&admin_yaml("")).await;
+    let a = admin(proxy.port).await;
+    let app = proxy.connect().await;
+    app.simple_query("begin; select 1 from workspace.imports limit 1").await.unwrap();
+    a.simple_query("KILL data").await.unwrap();
+    let err = app.simple_query("select 2 from workspace.imports limit 1").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "08006", "{err:?}");
+    assert!(rows(&a, "SHOW SERVERS").await.iter().all(|r| r[2] != "data"), "no DATA connection is left");
+    let _ = app.simple_query("rollback").await;
+    let c = proxy.connect().await;
+    let waiting = tokio::spawn(async move { scalar(&c, "select count(*) >= 0 from workspace.imports").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "a killed target is paused");
+    a.simple_query("RESUME data").await.unwrap();
+    assert_eq!(waiting.await.unwrap(), "t");
+}
+
+/// SHUTDOWN stops the running binary as SIGTERM does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_on_the_console_stops_pgsplit() {
+    let port = free_port();
+    let yaml = admin_yaml("").replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
+    let mut pgsplit = Binary::start(&config_file(&yaml), &[]);
+    let a = admin_when_up(port).await;
+    let _ = a.simple_query("SHUTDOWN").await;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = pgsplit.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "pgsplit still runs after SHUTDOWN");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
 }

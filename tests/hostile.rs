@@ -548,6 +548,7 @@ async fn a_cleartext_password_request_from_an_unverified_server_is_never_answere
         tls: None,
         verified: false,
         upstream_pooler: false,
+        servers: Default::default(),
     };
     let err = pgsplit::backend::ServerConn::connect(&spec).await.err().expect("refused");
     assert!(err.to_string().contains("cleartext password"), "{err}");

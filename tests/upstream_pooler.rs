@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{clusters, direct, pg_tool, scalar, sqlstate, Proxy, APP_PASSWORD};
@@ -16,48 +15,23 @@ use common::{clusters, direct, pg_tool, scalar, sqlstate, Proxy, APP_PASSWORD};
 /// consecutive transactions of one pgsplit connection land on different backends.
 const BOUNCER_POOL: usize = 2;
 
-/// A PgBouncer process in transaction mode in front of PRIMARY; killed when dropped.
-struct Bouncer {
-    /// The PgBouncer process (exec'd directly, no wrapper, so killing it kills PgBouncer).
-    child: std::process::Child,
-    /// Its port on 127.0.0.1.
-    port: u16,
-    /// Its config and log folder.
-    dir: PathBuf,
-}
+/// PgBouncer in transaction mode in front of PRIMARY (`common::Bouncer`).
+struct Bouncer(common::Bouncer);
 
-impl Drop for Bouncer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Bouncer {
+    type Target = common::Bouncer;
+    fn deref(&self) -> &common::Bouncer {
+        &self.0
     }
-}
-
-/// Where Debian installs PgBouncer, else PATH.
-fn pgbouncer_binary() -> Option<PathBuf> {
-    let sbin = PathBuf::from("/usr/sbin/pgbouncer");
-    if sbin.exists() {
-        return Some(sbin);
-    }
-    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("pgbouncer")).find(|p| p.exists()))
 }
 
 impl Bouncer {
     /// Starts PgBouncer, or returns `None` when it is missing and `PGSPLIT_SKIP_PGBOUNCER=1` allows skipping.
     async fn start() -> Option<Bouncer> {
-        let Some(binary) = pgbouncer_binary() else {
-            if std::env::var("PGSPLIT_SKIP_PGBOUNCER").is_ok_and(|v| v == "1") {
-                eprintln!("pgbouncer not installed: skipped (PGSPLIT_SKIP_PGBOUNCER=1)");
-                return None;
-            }
-            panic!("pgbouncer is not installed (apt-get install pgbouncer; .ci/run installs it); set PGSPLIT_SKIP_PGBOUNCER=1 to skip these tests");
-        };
         let c = clusters();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let dir = c.dir.join(format!("pgbouncer-{port}"));
-        std::fs::create_dir_all(&dir).expect("pgbouncer dir");
-        let ini = format!(
-            "[databases]
+        common::Bouncer::start(|port, dir| {
+            format!(
+                "[databases]
 handled_primary = host=127.0.0.1 port={pport} dbname=handled_primary user=pgsplit password={pw}
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -71,41 +45,13 @@ server_tls_sslmode = require
 ignore_startup_parameters = extra_float_digits,options
 logfile = {log}
 ",
-            pport = c.primary.port(),
-            pw = c.server_password,
-            log = dir.join("pgbouncer.log").display(),
-        );
-        let ini_path = dir.join("pgbouncer.ini");
-        std::fs::write(&ini_path, ini).expect("pgbouncer.ini");
-        // SAFETY: geteuid has no preconditions.
-        let root = unsafe { libc::geteuid() } == 0;
-        let mut cmd = if root {
-            // PgBouncer refuses to run as root; setpriv execs it as `postgres` (no extra process to kill).
-            let status = std::process::Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status();
-            assert!(status.is_ok_and(|s| s.success()), "chown the pgbouncer folder");
-            let mut cmd = std::process::Command::new("setpriv");
-            cmd.args(["--reuid=postgres", "--regid=postgres", "--init-groups"]).arg(&binary);
-            cmd
-        } else {
-            std::process::Command::new(&binary)
-        };
-        let child = cmd
-            .arg(&ini_path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("pgbouncer starts");
-        let bouncer = Bouncer { child, port, dir };
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return Some(bouncer);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "pgbouncer did not listen on {port}: {}",
-            std::fs::read_to_string(bouncer.dir.join("pgbouncer.log")).unwrap_or_default()
-        );
+                pport = c.primary.port(),
+                pw = c.server_password,
+                log = dir.join("pgbouncer.log").display(),
+            )
+        })
+        .await
+        .map(Bouncer)
     }
 
     /// A client connected to PgBouncer directly (as another application sharing its backends would be).

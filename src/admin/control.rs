@@ -1,4 +1,5 @@
-//! The admin console's commands that change the running proxy: PAUSE, RESUME, RELOAD and SET mode.
+//! The admin console's commands that change the running proxy: PAUSE, RESUME, SUSPEND, KILL, RECONNECT,
+//! WAIT_CLOSE, ENABLE, DISABLE, RELOAD, SHUTDOWN and SET mode. A PgBouncer database is a pgsplit target here.
 
 use std::time::Duration;
 
@@ -31,7 +32,15 @@ impl Targets {
         match words {
             [] => Ok(Targets::All),
             [name] => Ok(Targets::Named(name.trim_matches('"').to_owned())),
-            _ => Err(errors::admin_syntax("PAUSE and RESUME take at most one target".into())),
+            _ => Err(errors::admin_syntax("the command takes at most one target".into())),
+        }
+    }
+
+    /// For KILL, ENABLE and DISABLE: a target must be named (42601 otherwise), as on PgBouncer's console.
+    pub fn required(self) -> Result<Targets, PgError> {
+        match self {
+            Targets::All => Err(errors::admin_syntax("a database is required".into())),
+            named => Ok(named),
         }
     }
 
@@ -60,14 +69,14 @@ pub async fn reload(app: &App, user: &str) -> Result<Answer, PgError> {
     }
 }
 
-/// PAUSE: new transactions on the targets wait; answers once the transactions running there have ended (or after
-/// `PAUSE_WAIT`).
-pub async fn pause(app: &App, user: &str, targets: &Targets) -> Result<Answer, PgError> {
+/// PAUSE (and SUSPEND, every target): new transactions on the targets wait; answers once the transactions running
+/// there have ended (or after `PAUSE_WAIT`).
+pub async fn pause(app: &App, user: &str, targets: &Targets, tag: &'static str) -> Result<Answer, PgError> {
     let targets = targets.resolve(app)?;
     for &t in &targets {
         app.backend(t).set_paused(true);
     }
-    tracing::warn!(user = %user, targets = ?names(app, &targets), "PAUSE: new transactions wait");
+    tracing::warn!(user = %user, targets = ?names(app, &targets), command = tag, "new transactions wait");
     let in_use = || targets.iter().map(|&t| app.backend(t).in_use()).sum::<u32>();
     let deadline = tokio::time::Instant::now() + PAUSE_WAIT;
     while in_use() > 0 && tokio::time::Instant::now() < deadline {
@@ -80,7 +89,62 @@ pub async fn pause(app: &App, user: &str, targets: &Targets) -> Result<Answer, P
             "PAUSE: connections still in use after 30 s (pinned sessions or long transactions); new transactions wait"
         );
     }
-    Ok(Answer::Done("PAUSE"))
+    Ok(Answer::Done(tag))
+}
+
+/// KILL: the target is paused (new transactions wait until RESUME, as on PgBouncer) and its server connections are
+/// closed at once: idle ones now, those in use by shutting their sockets, so the transactions on them end with the
+/// connection lost (08006; a session pinned there ends, as if the server went away).
+pub async fn kill(app: &App, user: &str, targets: &Targets) -> Result<Answer, PgError> {
+    let targets = targets.resolve(app)?;
+    for &t in &targets {
+        let b = app.backend(t);
+        b.set_paused(true);
+        let in_use = b.kill().await;
+        tracing::warn!(user = %user, target = b.name(), in_use, "KILL: server connections closed; the target is paused");
+    }
+    Ok(Answer::Done("KILL"))
+}
+
+/// RECONNECT: each server connection of the targets is closed when it comes back (idle ones now) and replaced by a
+/// new one when needed; transactions running go on.
+pub async fn reconnect(app: &App, user: &str, targets: &Targets) -> Result<Answer, PgError> {
+    let targets = targets.resolve(app)?;
+    for &t in &targets {
+        let closed = app.backend(t).reconnect().await;
+        tracing::info!(user = %user, target = app.backend(t).name(), closed, "RECONNECT");
+    }
+    Ok(Answer::Done("RECONNECT"))
+}
+
+/// WAIT_CLOSE: answers once every connection RECONNECT or KILL retired on the targets has closed (or pgsplit shuts
+/// down).
+pub async fn wait_close(app: &App, targets: &Targets) -> Result<Answer, PgError> {
+    let targets = targets.resolve(app)?;
+    while targets.iter().any(|&t| app.backend(t).closing()) && !app.is_draining() {
+        tokio::time::sleep(PAUSE_POLL).await;
+    }
+    Ok(Answer::Done("WAIT_CLOSE"))
+}
+
+/// DISABLE (refuse new transactions on the target with 57P03) or ENABLE (take them again).
+pub fn set_disabled(app: &App, user: &str, targets: &Targets, disabled: bool) -> Result<Answer, PgError> {
+    let targets = targets.resolve(app)?;
+    for &t in &targets {
+        app.backend(t).set_disabled(disabled);
+    }
+    let tag = if disabled { "DISABLE" } else { "ENABLE" };
+    tracing::warn!(user = %user, targets = ?names(app, &targets), command = tag, "target enabled or disabled");
+    Ok(Answer::Done(tag))
+}
+
+/// SHUTDOWN: pgsplit stops as on SIGTERM (sessions at rest end, transactions finish within `shutdown_timeout`).
+pub fn shutdown(app: &App, user: &str) -> Result<Answer, PgError> {
+    tracing::warn!(user = %user, "SHUTDOWN from the admin console");
+    match app.shut_down() {
+        true => Ok(Answer::Done("SHUTDOWN")),
+        false => Err(errors::admin_invalid_value("this pgsplit is not serving: nothing to shut down".into())),
+    }
 }
 
 /// RESUME: paused targets take new transactions again.

@@ -1,32 +1,58 @@
 //! The SHOW family of the admin console: one function per kind, each a table read from the App (nothing changes).
+//!
+//! PgBouncer's views keep PgBouncer 1.18's column names, order and types (`tests/admin_pgbouncer.rs` compares them
+//! with a real PgBouncer's), mapped onto pgsplit: a PgBouncer database is a pgsplit pool (a target, or a database
+//! reached through `any_database`), its user the login the pool's connections use. pgsplit's own views (`TARGETS`,
+//! `ROUTES`, `MODE`, `CACHE`) have their own names.
+
+use std::time::SystemTime;
 
 use crate::app::App;
-use crate::metrics::TargetSnapshot;
+use crate::backend::Backend;
+use crate::metrics::{TargetSnapshot, Totals};
 use crate::protocol::encode::PgError;
 use crate::session::errors;
 
-use super::Table;
+use super::{Table, Type};
 
 /// What a SHOW asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Show {
-    /// Each target's pool: size, connections, use, waiters, health, pause.
+    /// PgBouncer's: a row per pool (target, or `any_database` database) and login.
     Pools,
-    /// Each logged-in client and the target its statement runs on.
+    /// PgBouncer's: a row per logged-in client.
     Clients,
-    /// Each target's address, login, TLS and upstream.
+    /// PgBouncer's: a row per server connection.
     Servers,
-    /// Per-target counters, pinned sessions and the route cache.
+    /// PgBouncer's: totals and averages per pool.
     Stats,
-    /// Which target each routed schema goes to, and the default and single targets.
-    Routes,
-    /// The configuration in force, secrets redacted.
+    /// PgBouncer's: totals per pool.
+    StatsTotals,
+    /// PgBouncer's: averages over the last `stats_period` per pool.
+    StatsAverages,
+    /// PgBouncer's: each pool's address, login and limits.
+    Databases,
+    /// PgBouncer's: the configured users and their `pool_mode`.
+    Users,
+    /// PgBouncer's: counts of pgsplit's lists (pools, clients, servers).
+    Lists,
+    /// PgBouncer's: the configuration in force, secrets redacted, with defaults and whether RELOAD changes it.
     Config,
-    /// The routing mode in force.
+    /// PgBouncer's: the version.
+    Version,
+    /// pgsplit's: each target's address, TLS, upstream, health and counters.
+    Targets,
+    /// pgsplit's: which target each routed schema goes to, and the default and single targets.
+    Routes,
+    /// pgsplit's: the routing mode in force.
     Mode,
-    /// The session cache's figures (SPEC §11).
+    /// pgsplit's: the session cache's figures (SPEC §11).
     Cache,
 }
+
+/// The SHOW items, as SHOW HELP and errors list them.
+pub const SHOW_ITEMS: &str =
+    "HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION|LISTS|STATS|STATS_TOTALS|STATS_AVERAGES|TARGETS|ROUTES|MODE|CACHE";
 
 impl Show {
     /// The kind a (lower-case) word names; another word is a 42601.
@@ -36,13 +62,19 @@ impl Show {
             "clients" => Show::Clients,
             "servers" => Show::Servers,
             "stats" => Show::Stats,
-            "routes" => Show::Routes,
+            "stats_totals" => Show::StatsTotals,
+            "stats_averages" => Show::StatsAverages,
+            "databases" => Show::Databases,
+            "users" => Show::Users,
+            "lists" => Show::Lists,
             "config" => Show::Config,
+            "version" => Show::Version,
+            "targets" => Show::Targets,
+            "routes" => Show::Routes,
             "mode" => Show::Mode,
             "cache" => Show::Cache,
             other => {
-                return Err(errors::admin_syntax(format!("unknown SHOW item: {other}"))
-                    .with_hint("SHOW POOLS|CLIENTS|SERVERS|STATS|ROUTES|CONFIG|MODE|CACHE"))
+                return Err(errors::admin_syntax(format!("unknown SHOW item: {other}")).with_hint(format!("SHOW {SHOW_ITEMS}")))
             }
         })
     }
@@ -55,30 +87,434 @@ pub fn table(app: &App, what: Show) -> Table {
         Show::Clients => clients(app),
         Show::Servers => servers(app),
         Show::Stats => stats(app),
+        Show::StatsTotals => stats_part(app, |b| b.stats.totals()),
+        Show::StatsAverages => stats_part(app, |b| b.stats.averages()),
+        Show::Databases => databases(app),
+        Show::Users => users(app),
+        Show::Lists => lists(app),
+        Show::Config => super::config::table(app),
+        Show::Version => Table {
+            columns: &[("version", Type::Text)],
+            rows: vec![vec![text(format!("PgBouncer 1.18.0 (pgsplit {})", env!("CARGO_PKG_VERSION")))]],
+        },
+        Show::Targets => targets(app),
         Show::Routes => routes(app),
-        Show::Config => Table { columns: &["key", "value"], rows: config_rows(app) },
-        Show::Mode => Table { columns: &["mode"], rows: vec![vec![app.mode().as_str().to_owned()]] },
+        Show::Mode => Table { columns: &[("mode", Type::Text)], rows: vec![vec![text(app.mode().as_str())]] },
         Show::Cache => cache(app),
     }
+}
+
+/// A text value.
+pub(super) fn text(v: impl Into<String>) -> Option<String> {
+    Some(v.into())
+}
+
+/// A number.
+pub(super) fn num(v: impl std::fmt::Display) -> Option<String> {
+    Some(v.to_string())
+}
+
+/// PgBouncer's 0/1 for a flag.
+fn flag(b: bool) -> Option<String> {
+    num(u8::from(b))
+}
+
+/// A moment as PgBouncer shows it: `2026-12-05 04:22:35 UTC`.
+fn time(t: SystemTime) -> Option<String> {
+    let iso = crate::http::health::rfc3339(t);
+    Some(format!("{} UTC", iso.get(..19).unwrap_or(&iso).replace('T', " ")))
+}
+
+/// Every pool: the targets in configuration order, then the databases `any_database` made, by name.
+fn each_pool(app: &App, mut f: impl FnMut(&str, &Backend)) {
+    for b in app.backends() {
+        f(b.name(), b);
+    }
+    for (name, b) in app.database_pools() {
+        f(&name, &b);
+    }
+}
+
+/// The pool mode of a pool's sessions (the global one; a user's own is in SHOW USERS).
+fn pool_mode(app: &App) -> Option<String> {
+    text(app.config().pool_mode.as_str())
+}
+
+/// SHOW POOLS: PgBouncer's columns; a pool's clients are the transactions running or waiting on it.
+fn pools(app: &App) -> Table {
+    const COLUMNS: &[(&str, Type)] = &[
+        ("database", Type::Text),
+        ("user", Type::Text),
+        ("cl_active", Type::Int4),
+        ("cl_waiting", Type::Int4),
+        ("cl_active_cancel_req", Type::Int4),
+        ("cl_waiting_cancel_req", Type::Int4),
+        ("sv_active", Type::Int4),
+        ("sv_active_cancel", Type::Int4),
+        ("sv_being_canceled", Type::Int4),
+        ("sv_idle", Type::Int4),
+        ("sv_used", Type::Int4),
+        ("sv_tested", Type::Int4),
+        ("sv_login", Type::Int4),
+        ("maxwait", Type::Int4),
+        ("maxwait_us", Type::Int4),
+        ("pool_mode", Type::Text),
+    ];
+    let mode = pool_mode(app);
+    let mut rows = Vec::new();
+    each_pool(app, |name, b| {
+        let (open, idle) = b.pool_state();
+        let active = b.in_use();
+        let waiting = TargetSnapshot::of(b.name(), &b.stats).waiting;
+        let wait = b.oldest_wait().unwrap_or_default();
+        let login = open.saturating_sub(idle).saturating_sub(active);
+        rows.push(vec![
+            text(name),
+            text(b.spec.user.as_str()),
+            num(active),
+            num(waiting),
+            num(0),
+            num(0),
+            num(active),
+            num(0),
+            num(0),
+            num(idle),
+            num(0),
+            num(0),
+            num(login),
+            num(wait.as_secs()),
+            num(wait.subsec_micros()),
+            mode.clone(),
+        ]);
+    });
+    Table { columns: COLUMNS, rows }
+}
+
+/// The columns of SHOW CLIENTS and SHOW SERVERS (PgBouncer's, the same for both).
+const SOCKET_COLUMNS: &[(&str, Type)] = &[
+    ("type", Type::Text),
+    ("user", Type::Text),
+    ("database", Type::Text),
+    ("state", Type::Text),
+    ("addr", Type::Text),
+    ("port", Type::Int4),
+    ("local_addr", Type::Text),
+    ("local_port", Type::Int4),
+    ("connect_time", Type::Text),
+    ("request_time", Type::Text),
+    ("wait", Type::Int4),
+    ("wait_us", Type::Int4),
+    ("close_needed", Type::Int4),
+    ("ptr", Type::Text),
+    ("link", Type::Text),
+    ("remote_pid", Type::Int4),
+    ("tls", Type::Text),
+    ("application_name", Type::Text),
+];
+
+/// SHOW CLIENTS: every logged-in client, `active` as on PgBouncer (logged in; `active_cancel_req` while its cancel
+/// is forwarded); `link` names the pool a statement of it runs on now; `ptr` and `remote_pid` are the process id
+/// pgsplit gave it (its cancel key).
+fn clients(app: &App) -> Table {
+    let table = app.table();
+    let rows = app
+        .cancels()
+        .all()
+        .into_iter()
+        .filter_map(|(pid, slot)| {
+            let info = slot.info.get()?;
+            let (state, link) = match slot.running.peek() {
+                crate::cancel::InFlight::Running(r) => ("active", table.name(r.target).to_owned()),
+                crate::cancel::InFlight::Nothing => ("active", String::new()),
+                crate::cancel::InFlight::Cancelling => ("active_cancel_req", String::new()),
+            };
+            Some(vec![
+                text("C"),
+                text(info.user.as_str()),
+                text(info.database.as_str()),
+                text(state),
+                text(info.peer_addr.map(|a| a.ip().to_string()).unwrap_or_default()),
+                num(info.peer_addr.map_or(0, |a| a.port())),
+                text(info.local_addr.map(|a| a.ip().to_string()).unwrap_or_default()),
+                num(info.local_addr.map_or(0, |a| a.port())),
+                time(info.since),
+                time(info.since),
+                num(0),
+                num(0),
+                num(0),
+                text(format!("{pid:x}")),
+                text(link),
+                num(pid),
+                text(info.tls_version.as_str()),
+                text(info.application_name.as_str()),
+            ])
+        })
+        .collect();
+    Table { columns: SOCKET_COLUMNS, rows }
+}
+
+/// SHOW SERVERS: every server connection of every pool; `active` while lent to a client, else `idle`;
+/// `close_needed` after RECONNECT until it closes; `remote_pid` is the server's process id.
+fn servers(app: &App) -> Table {
+    let mut rows = Vec::new();
+    each_pool(app, |name, b| {
+        let generation = b.spec.servers.generation();
+        for s in b.spec.servers.list() {
+            let active = s.active.load(std::sync::atomic::Ordering::Relaxed);
+            rows.push(vec![
+                text("S"),
+                text(s.details.user.as_str()),
+                text(name),
+                text(if active { "active" } else { "idle" }),
+                text(s.details.addr.as_str()),
+                num(s.details.port),
+                text(s.details.local.map(|a| a.ip().to_string()).unwrap_or_default()),
+                num(s.details.local.map_or(0, |a| a.port())),
+                time(s.connect_time),
+                time(s.request_time()),
+                num(0),
+                num(0),
+                flag(s.generation < generation),
+                text(format!("{:x}", s.id)),
+                text(""),
+                num(s.details.remote_pid),
+                text(s.details.tls.as_str()),
+                text("pgsplit"),
+            ]);
+        }
+    });
+    Table { columns: SOCKET_COLUMNS, rows }
+}
+
+/// SHOW STATS: each pool's totals, then its averages over the last `stats_period`.
+fn stats(app: &App) -> Table {
+    const COLUMNS: &[(&str, Type)] = &[
+        ("database", Type::Text),
+        ("total_xact_count", Type::Numeric),
+        ("total_query_count", Type::Numeric),
+        ("total_received", Type::Numeric),
+        ("total_sent", Type::Numeric),
+        ("total_xact_time", Type::Numeric),
+        ("total_query_time", Type::Numeric),
+        ("total_wait_time", Type::Numeric),
+        ("avg_xact_count", Type::Numeric),
+        ("avg_query_count", Type::Numeric),
+        ("avg_recv", Type::Numeric),
+        ("avg_sent", Type::Numeric),
+        ("avg_xact_time", Type::Numeric),
+        ("avg_query_time", Type::Numeric),
+        ("avg_wait_time", Type::Numeric),
+    ];
+    let mut rows = Vec::new();
+    each_pool(app, |name, b| {
+        let mut row = vec![text(name)];
+        row.extend(figures(&b.stats.totals()));
+        row.extend(figures(&b.stats.averages()));
+        rows.push(row);
+    });
+    Table { columns: COLUMNS, rows }
+}
+
+/// SHOW STATS_TOTALS and STATS_AVERAGES: one set of figures per pool.
+fn stats_part(app: &App, part: impl Fn(&Backend) -> Totals) -> Table {
+    const COLUMNS: &[(&str, Type)] = &[
+        ("database", Type::Text),
+        ("xact_count", Type::Numeric),
+        ("query_count", Type::Numeric),
+        ("bytes_received", Type::Numeric),
+        ("bytes_sent", Type::Numeric),
+        ("xact_time", Type::Numeric),
+        ("query_time", Type::Numeric),
+        ("wait_time", Type::Numeric),
+    ];
+    let mut rows = Vec::new();
+    each_pool(app, |name, b| {
+        let mut row = vec![text(name)];
+        row.extend(figures(&part(b)));
+        rows.push(row);
+    });
+    Table { columns: COLUMNS, rows }
+}
+
+/// The seven figures of a stats row, in PgBouncer's order.
+fn figures(t: &Totals) -> [Option<String>; 7] {
+    [
+        num(t.xact_count),
+        num(t.query_count),
+        num(t.bytes_received),
+        num(t.bytes_sent),
+        num(t.xact_time_us),
+        num(t.query_time_us),
+        num(t.wait_time_us),
+    ]
+}
+
+/// SHOW DATABASES: each pool's server, login and limits (`max_connections` is the pool's `max`, which holds for
+/// the target as a whole).
+fn databases(app: &App) -> Table {
+    const COLUMNS: &[(&str, Type)] = &[
+        ("name", Type::Text),
+        ("host", Type::Text),
+        ("port", Type::Int4),
+        ("database", Type::Text),
+        ("force_user", Type::Text),
+        ("pool_size", Type::Int4),
+        ("min_pool_size", Type::Int4),
+        ("reserve_pool", Type::Int4),
+        ("pool_mode", Type::Text),
+        ("max_connections", Type::Int4),
+        ("current_connections", Type::Int4),
+        ("paused", Type::Int4),
+        ("disabled", Type::Int4),
+    ];
+    let mode = pool_mode(app);
+    let mut rows = Vec::new();
+    each_pool(app, |name, b| {
+        let s = &b.spec;
+        rows.push(vec![
+            text(name),
+            text(s.host.as_str()),
+            num(s.port),
+            text(s.dbname.as_str()),
+            text(s.user.as_str()),
+            num(b.max()),
+            num(b.min()),
+            num(0),
+            mode.clone(),
+            num(b.max()),
+            num(b.pool_state().0),
+            flag(b.is_paused()),
+            flag(b.is_disabled()),
+        ]);
+    });
+    Table { columns: COLUMNS, rows }
+}
+
+/// SHOW USERS: the configured users and their own `pool_mode` (NULL: the global one).
+fn users(app: &App) -> Table {
+    let config = app.config();
+    let rows = config.users.iter().map(|u| vec![text(u.name.as_str()), u.pool_mode.map(|m| m.as_str().to_owned())]).collect();
+    Table { columns: &[("name", Type::Text), ("pool_mode", Type::Text)], rows }
+}
+
+/// SHOW LISTS: PgBouncer's list counts (pgsplit resolves no DNS itself: those are 0), then pgsplit's own: pinned
+/// sessions and route cache entries.
+fn lists(app: &App) -> Table {
+    let mut pools = 0usize;
+    let (mut idle, mut used) = (0u32, 0u32);
+    each_pool(app, |_, b| {
+        pools += 1;
+        idle += b.pool_state().1;
+        used += b.in_use();
+    });
+    let clients = usize::try_from(app.metrics().clients()).unwrap_or(0);
+    let config = app.config();
+    let rows = [
+        ("databases", pools),
+        ("users", config.users.len()),
+        ("pools", pools),
+        ("free_clients", config.max_client_conn.saturating_sub(clients)),
+        ("used_clients", clients),
+        ("login_clients", 0),
+        ("free_servers", idle as usize),
+        ("used_servers", used as usize),
+        ("dns_names", 0),
+        ("dns_zones", 0),
+        ("dns_queries", 0),
+        ("dns_pending", 0),
+        // pgsplit's own lists.
+        ("pinned_sessions", app.pinned_sessions().load(std::sync::atomic::Ordering::Relaxed)),
+        ("route_cache_entries", app.cache().stats().entries),
+    ];
+    let rows = rows.into_iter().map(|(k, v)| vec![text(k), num(v)]).collect();
+    Table { columns: &[("list", Type::Text), ("items", Type::Int4)], rows }
+}
+
+/// SHOW TARGETS: pgsplit's view of each target: address, login, TLS, upstream, pool and counters.
+fn targets(app: &App) -> Table {
+    const COLUMNS: &[(&str, Type)] = &[
+        ("target", Type::Text),
+        ("host", Type::Text),
+        ("port", Type::Int4),
+        ("database", Type::Text),
+        ("user", Type::Text),
+        ("tls", Type::Text),
+        ("upstream", Type::Text),
+        ("max", Type::Int4),
+        ("connections", Type::Int4),
+        ("idle", Type::Int4),
+        ("in_use", Type::Int4),
+        ("waiting", Type::Int4),
+        ("up", Type::Text),
+        ("paused", Type::Text),
+        ("disabled", Type::Text),
+        ("queries", Type::Int8),
+        ("errors", Type::Int8),
+        ("routed", Type::Int8),
+        ("checkout_failures", Type::Int8),
+    ];
+    let config = app.config();
+    let rows = app
+        .backends()
+        .iter()
+        .zip(&config.targets)
+        .map(|(b, t)| {
+            let (connections, idle) = b.pool_state();
+            let s = TargetSnapshot::of(b.name(), &b.stats);
+            vec![
+                text(b.name()),
+                text(t.server.host.as_str()),
+                num(t.server.port),
+                text(t.server.dbname.as_str()),
+                text(t.server.user.as_str()),
+                text(format!("{:?}", t.tls.mode).to_lowercase()),
+                text(format!("{:?}", t.upstream).to_lowercase()),
+                num(b.max()),
+                num(connections),
+                num(idle),
+                num(b.in_use()),
+                num(s.waiting),
+                num(b.is_up()),
+                num(b.is_paused()),
+                num(b.is_disabled()),
+                num(s.queries),
+                num(s.errors),
+                num(s.routed.iter().sum::<u64>()),
+                num(s.checkout_failures.iter().sum::<u64>()),
+            ]
+        })
+        .collect();
+    Table { columns: COLUMNS, rows }
+}
+
+/// SHOW ROUTES: the routed schemas in order, then the default and single-mode targets.
+fn routes(app: &App) -> Table {
+    let table = app.table();
+    let mut rows: Vec<Vec<Option<String>>> =
+        table.schemas.iter().map(|(schema, t)| vec![text(schema.as_str()), text(table.name(*t))]).collect();
+    rows.sort();
+    rows.push(vec![text("(default)"), text(table.name(table.default_target))]);
+    rows.push(vec![text("(single mode)"), text(table.name(app.single_target()))]);
+    Table { columns: &[("schema", Type::Text), ("target", Type::Text)], rows }
 }
 
 /// SHOW CACHE: one row of the session cache's figures (none when no table is cached), and the tables with the
 /// state of their target's LISTEN connection.
 fn cache(app: &App) -> Table {
-    const COLUMNS: &[&str] = &[
-        "hits",
-        "misses",
-        "hit_rate",
-        "entries",
-        "bytes",
-        "max_bytes",
-        "inserts",
-        "evictions",
-        "invalidations",
-        "expired",
-        "not_kept",
-        "notifications",
-        "tables",
+    const COLUMNS: &[(&str, Type)] = &[
+        ("hits", Type::Int8),
+        ("misses", Type::Int8),
+        ("hit_rate", Type::Numeric),
+        ("entries", Type::Int8),
+        ("bytes", Type::Int8),
+        ("max_bytes", Type::Int8),
+        ("inserts", Type::Int8),
+        ("evictions", Type::Int8),
+        ("invalidations", Type::Int8),
+        ("expired", Type::Int8),
+        ("not_kept", Type::Int8),
+        ("notifications", Type::Int8),
+        ("tables", Type::Text),
     ];
     let Some(c) = app.session_cache() else { return Table { columns: COLUMNS, rows: Vec::new() } };
     let s = c.snapshot();
@@ -96,173 +532,20 @@ fn cache(app: &App) -> Table {
             format!("{}.{} ({}, ttl {:?}, {listening})", t.schema, t.name, app.table().name(t.target), t.ttl)
         })
         .collect();
-    let n = |v: u64| v.to_string();
     let row = vec![
-        n(s.hits),
-        n(s.misses),
-        format!("{:.4}", s.hit_rate()),
-        n(s.entries),
-        n(s.bytes),
-        n(s.max_bytes),
-        n(s.inserts),
-        n(s.evictions),
-        n(s.invalidations),
-        n(s.expired),
-        n(s.not_kept),
-        n(s.notifications),
-        tables.join(", "),
+        num(s.hits),
+        num(s.misses),
+        text(format!("{:.4}", s.hit_rate())),
+        num(s.entries),
+        num(s.bytes),
+        num(s.max_bytes),
+        num(s.inserts),
+        num(s.evictions),
+        num(s.invalidations),
+        num(s.expired),
+        num(s.not_kept),
+        num(s.notifications),
+        text(tables.join(", ")),
     ];
     Table { columns: COLUMNS, rows: vec![row] }
-}
-
-/// SHOW POOLS: a row per target, then one per database reached through `any_database` (named `*/database`).
-fn pools(app: &App) -> Table {
-    let made = app.database_pools();
-    let rows = app
-        .backends()
-        .iter()
-        .map(|b| (b.name().to_owned(), b))
-        .chain(made.iter().map(|(name, b)| (format!("*/{name}"), &**b)))
-        .map(|(name, b)| {
-            let (connections, idle) = b.pool_state();
-            let s = TargetSnapshot::of(b.name(), &b.stats);
-            vec![
-                name,
-                b.max().to_string(),
-                connections.to_string(),
-                idle.to_string(),
-                b.in_use().to_string(),
-                s.waiting.to_string(),
-                b.is_up().to_string(),
-                b.is_paused().to_string(),
-            ]
-        })
-        .collect();
-    Table { columns: &["target", "max", "connections", "idle", "in_use", "waiting", "up", "paused"], rows }
-}
-
-/// SHOW SERVERS.
-fn servers(app: &App) -> Table {
-    let config = app.config();
-    let rows = app
-        .backends()
-        .iter()
-        .zip(&config.targets)
-        .map(|(b, t)| {
-            vec![
-                b.name().to_owned(),
-                t.server.host.clone(),
-                t.server.port.to_string(),
-                t.server.dbname.clone(),
-                t.server.user.clone(),
-                format!("{:?}", t.tls.mode).to_lowercase(),
-                format!("{:?}", t.upstream).to_lowercase(),
-                b.pool_state().0.to_string(),
-                b.is_up().to_string(),
-            ]
-        })
-        .collect();
-    Table { columns: &["target", "host", "port", "database", "user", "tls", "upstream", "connections", "up"], rows }
-}
-
-/// SHOW CLIENTS: the clients that have logged in, with the target of the statement each has in flight.
-fn clients(app: &App) -> Table {
-    let table = app.table();
-    let rows = app
-        .cancels()
-        .all()
-        .into_iter()
-        .filter_map(|(pid, slot)| {
-            let info = slot.info.get()?;
-            let running = match slot.running.peek() {
-                crate::cancel::InFlight::Running(r) => table.name(r.target).to_owned(),
-                crate::cancel::InFlight::Nothing => String::new(),
-                crate::cancel::InFlight::Cancelling => "(cancel in progress)".to_owned(),
-            };
-            Some(vec![
-                pid.to_string(),
-                info.user.clone(),
-                info.database.clone(),
-                info.peer.clone(),
-                info.tls.to_string(),
-                crate::http::health::rfc3339(info.since),
-                running,
-            ])
-        })
-        .collect();
-    Table { columns: &["pid", "user", "database", "peer", "tls", "connected_since", "running_on"], rows }
-}
-
-/// SHOW STATS: a row per target, then the pinned sessions and the route cache.
-fn stats(app: &App) -> Table {
-    let cache = app.cache().stats();
-    let mut rows: Vec<Vec<String>> = app
-        .backends()
-        .iter()
-        .map(|b| {
-            let s = TargetSnapshot::of(b.name(), &b.stats);
-            let failures: u64 = s.checkout_failures.iter().sum();
-            let routed: u64 = s.routed.iter().sum();
-            vec![b.name().to_owned(), s.queries.to_string(), s.errors.to_string(), routed.to_string(), failures.to_string()]
-        })
-        .collect();
-    let pinned = app.pinned_sessions().load(std::sync::atomic::Ordering::Relaxed);
-    rows.push(vec!["(pinned sessions)".into(), pinned.to_string(), String::new(), String::new(), String::new()]);
-    rows.push(vec![
-        "(route cache)".into(),
-        format!("{} hits", cache.hits),
-        format!("{} misses", cache.misses),
-        format!("{} entries", cache.entries),
-        format!("{} bytes", cache.bytes),
-    ]);
-    Table { columns: &["target", "queries", "errors", "routed", "checkout_failures"], rows }
-}
-
-/// SHOW ROUTES: the routed schemas in order, then the default and single-mode targets.
-fn routes(app: &App) -> Table {
-    let table = app.table();
-    let mut rows: Vec<Vec<String>> =
-        table.schemas.iter().map(|(schema, t)| vec![schema.clone(), table.name(*t).to_owned()]).collect();
-    rows.sort();
-    rows.push(vec!["(default)".into(), table.name(table.default_target).to_owned()]);
-    rows.push(vec!["(single mode)".into(), table.name(app.single_target()).to_owned()]);
-    Table { columns: &["schema", "target"], rows }
-}
-
-/// SHOW CONFIG: the configuration in force, secrets redacted (passwords never appear).
-fn config_rows(app: &App) -> Vec<Vec<String>> {
-    let c = app.config();
-    let mut rows = vec![
-        ("listen".to_owned(), c.listen.clone()),
-        ("http".into(), c.http.clone().unwrap_or_default()),
-        ("mode".into(), app.mode().as_str().to_owned()),
-        ("mode (file)".into(), c.mode.as_str().to_owned()),
-        ("database".into(), c.database.clone()),
-        ("default_target".into(), c.default_target.clone()),
-        ("single_target".into(), c.single_target.clone()),
-        ("tls.mode".into(), format!("{:?}", c.tls.mode).to_lowercase()),
-    ];
-    for t in &c.targets {
-        let a = &t.server;
-        let secret = if a.password.is_some() { ":********" } else { "" };
-        let p = |k: &str| format!("targets.{}.{k}", t.name);
-        rows.push((p("url"), format!("postgresql://{}{secret}@{}:{}/{}", a.user, a.host, a.port, a.dbname)));
-        rows.push((p("tls"), format!("{:?}", t.tls.mode).to_lowercase()));
-        rows.push((p("upstream"), format!("{:?}", t.upstream).to_lowercase()));
-        rows.push((p("schemas"), t.schemas.join(", ")));
-        rows.push((p("pool.max"), t.pool.max.to_string()));
-        rows.push((p("pool.min"), t.pool.min.to_string()));
-        rows.push((p("pool.checkout_timeout"), format!("{:?}", t.pool.checkout_timeout)));
-        rows.push((p("alert_connections"), t.alert_connections.map(|a| a.to_string()).unwrap_or_default()));
-    }
-    rows.push(("users".into(), c.users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>().join(", ")));
-    rows.push(("admin_users".into(), c.admin_users.join(", ")));
-    rows.push(("route_cache_bytes".into(), c.route_cache_bytes.to_string()));
-    rows.push(("catalog_refresh".into(), format!("{:?}", c.catalog_refresh)));
-    rows.push(("shutdown_timeout".into(), format!("{:?}", c.shutdown_timeout)));
-    rows.push(("client_login_timeout".into(), format!("{:?}", c.client_login_timeout)));
-    rows.push(("client_first_packet_timeout".into(), format!("{:?}", c.client_first_packet_timeout)));
-    rows.push(("max_client_conn".into(), c.max_client_conn.to_string()));
-    rows.push(("max_login_conn".into(), c.max_login_conn.to_string()));
-    rows.into_iter().map(|(k, v)| vec![k, v]).collect()
 }

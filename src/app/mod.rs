@@ -98,6 +98,8 @@ pub struct App {
     metrics: crate::metrics::Metrics,
     /// The session cache (SPEC §11), when tables are configured for it (fixed for the process).
     session_cache: Option<Arc<crate::cache::SessionCache>>,
+    /// Fired by the admin console's SHUTDOWN: the token `run` serves until (set when it starts).
+    shutdown: std::sync::OnceLock<tokio_util::sync::CancellationToken>,
 }
 
 /// `App::mode` holding split mode.
@@ -152,6 +154,7 @@ impl App {
             is_draining: Default::default(),
             metrics: Default::default(),
             session_cache,
+            shutdown: Default::default(),
         })
     }
 
@@ -190,6 +193,26 @@ impl App {
     /// Whether every statement goes to `single_target`.
     pub fn is_single(&self) -> bool {
         self.mode() == Mode::Single
+    }
+
+    /// `run` serves until `token` fires; SHUTDOWN on the admin console fires it.
+    pub fn serve_until(&self, token: tokio_util::sync::CancellationToken) {
+        let _ = self.shutdown.set(token);
+    }
+
+    /// SHUTDOWN: pgsplit stops as on SIGTERM (`run`). False when it is not serving (a library caller's App).
+    pub fn shut_down(&self) -> bool {
+        self.shutdown.get().map(|t| t.cancel()).is_some()
+    }
+
+    /// Ends a stats period (`stats_period`): each pool's averages over it (SHOW STATS_AVERAGES).
+    pub fn roll_stats(&self, period: Duration) {
+        for b in &self.backends {
+            b.stats.roll(period);
+        }
+        for (_, b) in self.database_pools() {
+            b.stats.roll(period);
+        }
     }
 
     /// Whether pgsplit is draining: one atomic load.

@@ -2,6 +2,7 @@
 //! table of schemas.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::backend::tls::{self, Verify};
 use crate::backend::{PoolSettings, TargetSpec};
@@ -37,6 +38,7 @@ pub fn target_spec(t: &Target) -> Result<TargetSpec, AppError> {
         verified: matches!(t.tls.mode, ServerTlsMode::VerifyCa | ServerTlsMode::VerifyFull),
         tls,
         upstream_pooler: t.upstream == crate::config::Upstream::TransactionPooler,
+        servers: Arc::default(),
     })
 }
 

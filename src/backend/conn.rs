@@ -44,6 +44,8 @@ pub struct TargetSpec {
     /// The address is a transaction pooler (`upstream: transaction_pooler`): consecutive transactions on one
     /// connection may run on different PostgreSQL backends, so no session state may be left between them.
     pub upstream_pooler: bool,
+    /// The pool's registry of server connections (`SHOW SERVERS`, `RECONNECT`, `KILL`); each pool has its own.
+    pub servers: Arc<super::servers::Servers>,
 }
 
 impl TargetSpec {
@@ -59,6 +61,7 @@ impl TargetSpec {
             tls: self.tls.clone(),
             verified: self.verified,
             upstream_pooler: self.upstream_pooler,
+            servers: Arc::default(),
         }
     }
 
@@ -105,6 +108,8 @@ impl ServerConn {
             Some((config, name)) => Stream::Tls(Box::new(start_tls(tcp, config.clone(), name.clone()).await?)),
         };
         let mut conn = ServerConn {
+            registration: None,
+            read_total: 0,
             stream,
             rbuf: BytesMut::with_capacity(8192),
             params: Vec::new(),
@@ -129,7 +134,37 @@ impl ServerConn {
             hidden_ready: 0,
         };
         conn.login(spec).await?;
+        conn.register(spec);
         Ok(conn)
+    }
+
+    /// Joins the pool's registry of server connections (`SHOW SERVERS`).
+    fn register(&mut self, spec: &TargetSpec) {
+        use std::os::fd::AsRawFd;
+        let tcp = self.stream.tcp();
+        self.registration = Some(spec.servers.register(super::servers::Details {
+            user: spec.user.clone(),
+            database: spec.dbname.clone(),
+            pool: spec.name.clone(),
+            addr: spec.host.clone(),
+            port: spec.port,
+            local: tcp.local_addr().ok(),
+            remote_pid: self.key.map_or(0, |(pid, _)| pid),
+            tls: self.stream.tls_version(),
+            fd: tcp.as_raw_fd(),
+        }));
+    }
+
+    /// What the registry shows of this connection (none for one outside a pool's registry).
+    #[inline]
+    pub fn info(&self) -> Option<&Arc<super::servers::ServerInfo>> {
+        self.registration.as_ref().map(|r| &r.info)
+    }
+
+    /// Bytes read from the server since it opened.
+    #[inline]
+    pub fn read_total(&self) -> u64 {
+        self.read_total
     }
 
     async fn login(&mut self, spec: &TargetSpec) -> Result<(), BackendError> {
@@ -235,7 +270,10 @@ impl ServerConn {
                 self.broken = true;
                 Err(BackendError::Closed)
             }
-            Ok(_) => Ok(()),
+            Ok(n) => {
+                self.read_total += n as u64;
+                Ok(())
+            }
             Err(e) => {
                 self.broken = true;
                 Err(e.into())
@@ -356,6 +394,7 @@ impl ServerConn {
         use tokio::io::AsyncWrite;
         let stream = &mut self.stream;
         let rbuf = &mut self.rbuf;
+        let read_total = &mut self.read_total;
         let sent = std::future::poll_fn(|cx| loop {
             let step = if *off < bytes.len() {
                 Pin::new(&mut *stream).poll_write(cx, &bytes[*off..]).map_ok(Some)
@@ -380,7 +419,7 @@ impl ServerConn {
             }
             match stream.poll_read_into(cx, rbuf) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::UnexpectedEof.into())),
-                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Ok(n)) => *read_total += n as u64,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }

@@ -6,6 +6,7 @@ pub mod conn;
 mod describe;
 pub mod pool;
 pub mod relay;
+pub mod servers;
 mod shelf;
 mod statements;
 pub mod tls;
@@ -35,6 +36,11 @@ pub async fn poll_once<F: std::future::Future>(mut f: std::pin::Pin<&mut F>) -> 
 
 /// A logged-in server connection, ready for queries.
 pub struct ServerConn {
+    /// Its entry in the pool's registry (`servers`): declared before the socket, so it leaves the registry before
+    /// the socket closes.
+    registration: Option<servers::Registration>,
+    /// Bytes read from the server since it opened (PgBouncer's `bytes_sent`, to the clients).
+    read_total: u64,
     /// The socket.
     stream: Stream,
     /// Bytes read from the server not yet consumed.

@@ -72,6 +72,12 @@ pub enum CheckoutError {
         /// The configured checkout timeout.
         waited: Duration,
     },
+    /// `DISABLE` on the admin console: the target takes no new transactions until `ENABLE` (SQLSTATE 57P03).
+    #[error("target \"{target}\" is disabled (DISABLE on the admin console); ENABLE lets it take transactions again")]
+    Disabled {
+        /// Target name.
+        target: String,
+    },
     /// The client cancelled while it waited for its turn (SQLSTATE 57014).
     #[error("canceling statement due to user request")]
     Canceled,
@@ -83,7 +89,7 @@ impl CheckoutError {
         match self {
             CheckoutError::Unavailable { .. } => Some(crate::metrics::CheckoutFailure::Unavailable),
             CheckoutError::Timeout { .. } => Some(crate::metrics::CheckoutFailure::Timeout),
-            CheckoutError::Canceled => None,
+            CheckoutError::Disabled { .. } | CheckoutError::Canceled => None,
         }
     }
 }
@@ -120,6 +126,8 @@ pub struct Backend {
     paused: tokio::sync::watch::Sender<bool>,
     /// `paused`'s value, read by every checkout without the watch's lock.
     paused_now: AtomicBool,
+    /// DISABLE: new checkouts are refused until ENABLE.
+    disabled: AtomicBool,
     /// Queries, errors, routes, waits and the connection alert of this target, for `/metrics`.
     pub stats: crate::metrics::TargetStats,
     /// The generation of the target's catalog for prepared statements: it moves on at DDL and when a server says a
@@ -139,7 +147,13 @@ impl Backend {
         let spec = Arc::new(spec);
         let health = Arc::new(Health::default());
         health.up.store(true, Ordering::Relaxed);
-        let shelf = Arc::new(Shelf::new(settings.max.max(1), settings.max_lifetime, settings.idle_timeout, settings.workers));
+        let shelf = Arc::new(Shelf::new(
+            settings.max.max(1),
+            settings.max_lifetime,
+            settings.idle_timeout,
+            settings.workers,
+            spec.servers.clone(),
+        ));
         Backend {
             spec,
             shelf,
@@ -153,6 +167,7 @@ impl Backend {
             catalog_reads: tokio::sync::Mutex::new(()),
             paused: tokio::sync::watch::Sender::new(false),
             paused_now: AtomicBool::new(false),
+            disabled: AtomicBool::new(false),
             stats: Default::default(),
         }
     }
@@ -217,6 +232,44 @@ impl Backend {
     pub fn set_paused(&self, paused: bool) {
         self.paused_now.store(paused, Ordering::Release);
         self.paused.send_replace(paused);
+    }
+
+    /// Connections kept open even when idle.
+    pub fn min(&self) -> u32 {
+        self.min
+    }
+
+    /// DISABLE (true) or ENABLE (false): new checkouts are refused while disabled.
+    pub fn set_disabled(&self, disabled: bool) {
+        self.disabled.store(disabled, Ordering::Relaxed);
+    }
+
+    /// Whether the target is disabled.
+    pub fn is_disabled(&self) -> bool {
+        self.disabled.load(Ordering::Relaxed)
+    }
+
+    /// How long the client first in the checkout queue has waited, if one is queued.
+    pub fn oldest_wait(&self) -> Option<Duration> {
+        self.shelf.turns.oldest_wait()
+    }
+
+    /// RECONNECT: every connection open now is closed when it comes back (idle ones now); new ones replace them.
+    pub async fn reconnect(&self) -> usize {
+        self.spec.servers.next_generation();
+        self.close_idle().await
+    }
+
+    /// KILL: like RECONNECT, and the sockets of the connections in use are shut at once (their clients see the
+    /// server connection lost, as when the server goes away). Returns how many were in use.
+    pub async fn kill(&self) -> usize {
+        self.reconnect().await;
+        self.spec.servers.kill()
+    }
+
+    /// Whether a connection from before the last RECONNECT or KILL is still open (WAIT_CLOSE).
+    pub fn closing(&self) -> bool {
+        self.spec.servers.any_older()
     }
 
     /// Whether the target is paused.
@@ -288,6 +341,9 @@ impl Backend {
         if self.is_paused() {
             *waited = true;
             self.resumed(cancel).await?;
+        }
+        if self.disabled.load(Ordering::Relaxed) {
+            return Err(CheckoutError::Disabled { target: self.spec.name.clone() });
         }
         let checkout_timeout = self.checkout_timeout();
         // A free turn is taken at once, without a future or a timer (the fast path of every checkout).

@@ -31,10 +31,18 @@ pub(super) struct Shelf {
     idle_timeout: Option<Duration>,
     /// One turn per connection of `max`: clients wait their turn here, first come, first served.
     pub(super) turns: Turns,
+    /// The pool's registry of connections: one of an older generation (`RECONNECT`) is closed when it comes back.
+    servers: std::sync::Arc<super::servers::Servers>,
 }
 
 impl Shelf {
-    pub(super) fn new(max: u32, max_lifetime: Option<Duration>, idle_timeout: Option<Duration>, workers: usize) -> Shelf {
+    pub(super) fn new(
+        max: u32,
+        max_lifetime: Option<Duration>,
+        idle_timeout: Option<Duration>,
+        workers: usize,
+        servers: std::sync::Arc<super::servers::Servers>,
+    ) -> Shelf {
         Shelf {
             idle: (0..workers.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
             open: AtomicU32::new(0),
@@ -43,6 +51,7 @@ impl Shelf {
             max_lifetime,
             idle_timeout,
             turns: Turns::new(max as usize),
+            servers,
         }
     }
 
@@ -76,6 +85,9 @@ impl Shelf {
     #[inline]
     pub(super) fn put_back(&self, conn: Box<ServerConn>, now: Instant) {
         let over = self.shrunk.load(Ordering::Relaxed) && self.open.load(Ordering::Relaxed) > self.max.load(Ordering::Relaxed);
+        if let Some(info) = conn.info() {
+            info.back();
+        }
         if conn.reusable() && !over && !self.expired(&conn, now) {
             self.push(conn, now);
         } else {
@@ -115,10 +127,11 @@ impl Shelf {
         let _ = self.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
-    /// Whether `conn` has lived past `max_lifetime`.
+    /// Whether `conn` has lived past `max_lifetime`, or was opened before the last `RECONNECT`.
     #[inline]
     pub(super) fn expired(&self, conn: &ServerConn, now: Instant) -> bool {
         self.max_lifetime.is_some_and(|l| now.saturating_duration_since(conn.created()) >= l)
+            || conn.info().is_some_and(|i| i.generation < self.servers.generation())
     }
 
     /// Closes idle connections, the least recently used of each stack first, while more than `max` are open.
@@ -241,6 +254,9 @@ pub struct PooledConn {
 
 impl PooledConn {
     pub(super) fn lend(conn: Box<ServerConn>, turn: Turn, lent_at: Option<Instant>) -> PooledConn {
+        if let Some(info) = conn.info() {
+            info.lent(lent_at.unwrap_or_else(Instant::now));
+        }
         PooledConn { conn: Some(conn), lent_at, back_at: None, turn }
     }
 

@@ -31,9 +31,11 @@ pub(super) struct Turns {
 }
 
 /// A queued waiter: whether it was handed a turn, and what wakes it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Slot {
     state: Mutex<(bool, Option<Waker>)>,
+    /// When it joined the queue (SHOW POOLS' `maxwait`).
+    since: std::time::Instant,
 }
 
 impl Turns {
@@ -44,6 +46,11 @@ impl Turns {
     /// Turns nobody holds now.
     pub(super) fn available(&self) -> usize {
         self.free.load(Ordering::SeqCst)
+    }
+
+    /// How long the waiter at the front of the queue has waited, if one is queued.
+    pub(super) fn oldest_wait(&self) -> Option<std::time::Duration> {
+        lock(&self.queue).front().map(|s| s.since.elapsed())
     }
 
     /// Takes `n` free turns at once if nobody is queued and that many are free.
@@ -113,7 +120,8 @@ impl Future for Waiting<'_> {
             if turns.try_take(1) {
                 return Poll::Ready(());
             }
-            let slot = Arc::new(Slot { state: Mutex::new((false, Some(cx.waker().clone()))) });
+            let since = std::time::Instant::now();
+            let slot = Arc::new(Slot { state: Mutex::new((false, Some(cx.waker().clone()))), since });
             {
                 let mut queue = lock(&turns.queue);
                 queue.push_back(slot.clone());

@@ -100,7 +100,6 @@ pub struct Table {
 /// The shared store and its counters.
 pub struct SessionCache {
     tables: Vec<Table>,
-    by_name: HashMap<(String, String), TableId>,
     /// Per target: whether it owns a cached table.
     owns: Vec<bool>,
     max_bytes: usize,
@@ -291,7 +290,6 @@ impl SessionCache {
                 Some(Table { schema: t.schema.clone(), name: t.name.clone(), target, ttl: t.ttl, key: t.key.clone() })
             })
             .collect();
-        let by_name = tables.iter().enumerate().map(|(i, t)| ((t.schema.clone(), t.name.clone()), i)).collect();
         let mut owns = vec![false; table.targets.len()];
         for t in &tables {
             if let Some(o) = owns.get_mut(t.target) {
@@ -301,7 +299,6 @@ impl SessionCache {
         let n = tables.len();
         SessionCache {
             tables,
-            by_name,
             owns,
             max_bytes: config.max_bytes,
             max_entry_bytes: config.max_entry_bytes,
@@ -335,11 +332,8 @@ impl SessionCache {
 
     /// The cached table `schema.name`.
     pub fn table_id(&self, schema: &str, name: &str) -> Option<TableId> {
-        // Few tables: a scan is as fast as hashing, and needs no owned strings.
-        if self.tables.len() <= 8 {
-            return self.tables.iter().position(|t| t.schema == schema && t.name == name);
-        }
-        self.by_name.get(&(schema.to_owned(), name.to_owned())).copied()
+        // A configured list of a few tables: a scan, with no owned strings to hash.
+        self.tables.iter().position(|t| t.schema == schema && t.name == name)
     }
 
     /// The key column of a cached table, if it has one.
@@ -591,13 +585,6 @@ impl Store {
 pub struct WriteHold {
     cache: Arc<SessionCache>,
     parts: Vec<Part>,
-}
-
-impl WriteHold {
-    /// The parts it holds.
-    pub fn parts(&self) -> &[Part] {
-        &self.parts
-    }
 }
 
 impl Drop for WriteHold {

@@ -90,6 +90,9 @@ pub struct RawConfig {
     /// How often every target is probed in the background.
     #[serde(default, deserialize_with = "opt_duration")]
     pub health_interval: Option<Duration>,
+    /// The period SHOW STATS_AVERAGES averages over (PgBouncer's `stats_period`).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub stats_period: Option<Duration>,
     /// How long sessions may go on after SIGTERM/SIGINT.
     #[serde(default, deserialize_with = "opt_duration")]
     pub shutdown_timeout: Option<Duration>,

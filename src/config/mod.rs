@@ -3,7 +3,7 @@
 
 mod load;
 mod model;
-mod validate;
+pub(crate) mod validate;
 
 use std::path::Path;
 

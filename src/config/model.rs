@@ -52,6 +52,8 @@ pub struct Config {
     pub max_login_conn: usize,
     /// Period of the background health probes (which also sample connection alerts).
     pub health_interval: Duration,
+    /// The period SHOW STATS_AVERAGES averages over (PgBouncer's `stats_period`; default 60 s, fixed at start).
+    pub stats_period: Duration,
     /// How long a client keeps its server connections (PgBouncer's `pool_mode`) in the logical database, unless its
     /// user says otherwise.
     pub pool_mode: PoolMode,

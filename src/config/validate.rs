@@ -9,24 +9,24 @@ use super::model::*;
 use super::{Issue, UrlError};
 
 /// Default byte budget of the route cache.
-const DEFAULT_ROUTE_CACHE: usize = 16 << 20;
+pub(crate) const DEFAULT_ROUTE_CACHE: usize = 16 << 20;
 /// Default period of catalog snapshot refreshes.
-const DEFAULT_CATALOG_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const DEFAULT_CATALOG_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
 /// Default time above `alert_connections` before a connection alert: three probe ticks.
-const DEFAULT_ALERT_SUSTAIN: std::time::Duration = std::time::Duration::from_secs(15);
+pub(crate) const DEFAULT_ALERT_SUSTAIN: std::time::Duration = std::time::Duration::from_secs(15);
 /// Default period of the background health probes.
-const DEFAULT_HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const DEFAULT_HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 /// Default time sessions may go on after SIGTERM/SIGINT.
-const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// PgBouncer's default `client_login_timeout`.
-const DEFAULT_CLIENT_LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const DEFAULT_CLIENT_LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Default time for a new connection's first packet: a client sends it at once.
-const DEFAULT_FIRST_PACKET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const DEFAULT_FIRST_PACKET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Default most logged-in clients (PgBouncer's default is 100; pgsplit's per-client memory is bounded, README).
-const DEFAULT_MAX_CLIENT_CONN: usize = 10_000;
+pub(crate) const DEFAULT_MAX_CLIENT_CONN: usize = 10_000;
 /// Default most connections logging in at once.
-const DEFAULT_MAX_LOGIN_CONN: usize = 512;
+pub(crate) const DEFAULT_MAX_LOGIN_CONN: usize = 512;
 
 /// Builds the model from the parsed file, or every problem found.
 pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -> Result<Config, Vec<Issue>> {
@@ -65,6 +65,10 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
     if health_interval.is_zero() {
         issues.add(&["health_interval"], "must be longer than 0s");
     }
+    let stats_period = raw.stats_period.unwrap_or(Duration::from_secs(60));
+    if stats_period < Duration::from_secs(1) {
+        issues.add(&["stats_period"], "must be at least 1s");
+    }
     if !issues.found.is_empty() {
         return Err(issues.found);
     }
@@ -89,6 +93,7 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
         max_login_conn: raw.max_login_conn.unwrap_or(DEFAULT_MAX_LOGIN_CONN),
         workers,
         health_interval,
+        stats_period,
         pool_mode: raw.pool_mode.unwrap_or_default(),
         any_database: raw.any_database,
         prepare_unnamed: raw.prepare_unnamed.unwrap_or(false),

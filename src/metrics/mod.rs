@@ -132,8 +132,7 @@ impl Histogram {
 
     /// Records one duration.
     pub fn observe(&self, d: Duration) {
-        // Not `as_micros` (128-bit arithmetic).
-        let us = d.as_secs().saturating_mul(1_000_000).saturating_add(u64::from(d.subsec_micros()));
+        let us = micros(d);
         let bucket = self.bounds_us.iter().position(|&b| us <= b).unwrap_or(self.bounds_us.len());
         let row = &self.rows[stripe()].0;
         if let Some(c) = row.counts.get(bucket) {
@@ -148,6 +147,12 @@ impl Histogram {
         if let Some(c) = self.rows[stripe()].0.counts.first() {
             c.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Observations and their sum in microseconds.
+    fn totals(&self) -> (u64, u64) {
+        let count = self.rows.iter().flat_map(|r| r.0.counts.iter()).map(|c| c.load(Ordering::Relaxed)).sum();
+        (count, self.rows.iter().map(|r| r.0.sum_us.load(Ordering::Relaxed)).sum())
     }
 
     /// Buckets as (upper bound in seconds, count), the sum in seconds and the total count.
@@ -185,6 +190,14 @@ struct Counts {
     errors: AtomicU64,
     /// Route decisions for the target, by `RouteReason` index.
     routed: [AtomicU64; ROUTE_REASONS.len()],
+    /// Transactions ended on the target (PgBouncer's `xact_count`): a request that ended outside a transaction.
+    xacts: AtomicU64,
+    /// Their durations summed, from the start of their first request to the end of their last, in microseconds.
+    xact_us: AtomicU64,
+    /// Bytes of the clients' requests sent to the target (PgBouncer's `bytes_received`: from the clients).
+    received: AtomicU64,
+    /// Bytes the target replied, relayed to the clients (PgBouncer's `bytes_sent`: to the clients).
+    sent: AtomicU64,
     /// Clients that joined the checkout queue on this thread and have not left it yet (a client leaves the
     /// stripe it joined, whatever thread it is on by then; the sum over the stripes is the queue's length).
     waiting: AtomicI64,
@@ -198,6 +211,8 @@ pub struct TargetStats {
     counts: Box<[Line<Counts>; STRIPES]>,
     /// Checkouts that failed, by `CheckoutFailure`.
     checkout_failures: [AtomicU64; 2],
+    /// The totals at the last `roll`, and the averages over the period that ended there (SHOW STATS_AVERAGES).
+    window: Mutex<(Totals, Totals)>,
     /// Time from asking for a server connection to having one.
     checkout_wait: Histogram,
     /// Time from sending a request to its ReadyForQuery.
@@ -211,6 +226,7 @@ impl Default for TargetStats {
         TargetStats {
             counts: Box::default(),
             checkout_failures: Default::default(),
+            window: Mutex::default(),
             checkout_wait: Histogram::new(CHECKOUT_BOUNDS_US),
             query_latency: Histogram::new(QUERY_BOUNDS_US),
             alert: Alert::default(),
@@ -245,6 +261,52 @@ impl TargetStats {
         now
     }
 
+    /// A transaction ended on the target: it began when its first request was sent.
+    #[inline]
+    pub fn transaction(&self, began: Instant, ended: Instant) {
+        let counts = &self.counts[stripe()].0;
+        counts.xacts.fetch_add(1, Ordering::Relaxed);
+        counts.xact_us.fetch_add(micros(ended.saturating_duration_since(began)), Ordering::Relaxed);
+    }
+
+    /// A request of `received` bytes went to the target, which replied `sent` bytes.
+    #[inline]
+    pub fn traffic(&self, received: u64, sent: u64) {
+        let counts = &self.counts[stripe()].0;
+        counts.received.fetch_add(received, Ordering::Relaxed);
+        counts.sent.fetch_add(sent, Ordering::Relaxed);
+    }
+
+    /// The target's totals since start, as PgBouncer counts them.
+    pub fn totals(&self) -> Totals {
+        let (_, query_time_us) = self.query_latency.totals();
+        let (assignments, wait_time_us) = self.checkout_wait.totals();
+        Totals {
+            xact_count: self.sum(|c| c.xacts.load(Ordering::Relaxed)),
+            query_count: self.sum(|c| c.queries.load(Ordering::Relaxed)),
+            bytes_received: self.sum(|c| c.received.load(Ordering::Relaxed)),
+            bytes_sent: self.sum(|c| c.sent.load(Ordering::Relaxed)),
+            xact_time_us: self.sum(|c| c.xact_us.load(Ordering::Relaxed)),
+            query_time_us,
+            wait_time_us,
+            assignments,
+        }
+    }
+
+    /// Ends a stats period of `period`: the averages over it replace the previous period's (`averages`).
+    pub fn roll(&self, period: Duration) {
+        let now = self.totals();
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        window.1 = now.since(&window.0).averaged(period);
+        window.0 = now;
+    }
+
+    /// The averages over the last stats period (all zero before the first has ended), as PgBouncer's
+    /// `SHOW STATS_AVERAGES`: counts and bytes per second, times per transaction, query and assignment.
+    pub fn averages(&self) -> Totals {
+        self.window.lock().unwrap_or_else(|e| e.into_inner()).1
+    }
+
     /// A statement was routed to the target.
     pub fn routed(&self, reason: RouteReason) {
         self.counts[stripe()].0.routed[reason.index()].fetch_add(1, Ordering::Relaxed);
@@ -267,6 +329,66 @@ impl TargetStats {
         }
         if let Some(why) = failure {
             self.checkout_failures[why as usize].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Microseconds in `d`, saturating (not `as_micros`: 128-bit arithmetic).
+#[inline]
+fn micros(d: Duration) -> u64 {
+    d.as_secs().saturating_mul(1_000_000).saturating_add(u64::from(d.subsec_micros()))
+}
+
+/// A target's figures as PgBouncer's `SHOW STATS_TOTALS` counts them, or averaged over a stats period
+/// (`TargetStats::averages`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Transactions.
+    pub xact_count: u64,
+    /// Client requests (PgBouncer counts a Query or an extended batch as one).
+    pub query_count: u64,
+    /// Bytes from the clients.
+    pub bytes_received: u64,
+    /// Bytes to the clients.
+    pub bytes_sent: u64,
+    /// Time in transactions, µs.
+    pub xact_time_us: u64,
+    /// Time in requests, µs.
+    pub query_time_us: u64,
+    /// Time clients waited for a server connection, µs.
+    pub wait_time_us: u64,
+    /// Server connections assigned to clients (checkouts).
+    pub assignments: u64,
+}
+
+impl Totals {
+    /// What was counted between `earlier` and these totals.
+    fn since(&self, earlier: &Totals) -> Totals {
+        Totals {
+            xact_count: self.xact_count.saturating_sub(earlier.xact_count),
+            query_count: self.query_count.saturating_sub(earlier.query_count),
+            bytes_received: self.bytes_received.saturating_sub(earlier.bytes_received),
+            bytes_sent: self.bytes_sent.saturating_sub(earlier.bytes_sent),
+            xact_time_us: self.xact_time_us.saturating_sub(earlier.xact_time_us),
+            query_time_us: self.query_time_us.saturating_sub(earlier.query_time_us),
+            wait_time_us: self.wait_time_us.saturating_sub(earlier.wait_time_us),
+            assignments: self.assignments.saturating_sub(earlier.assignments),
+        }
+    }
+
+    /// The averages of a period's counts, as PgBouncer's: counts and bytes per second, each time per event.
+    fn averaged(&self, period: Duration) -> Totals {
+        let secs = period.as_secs().max(1);
+        let per = |total: u64, n: u64| total.checked_div(n).unwrap_or(0);
+        Totals {
+            xact_count: self.xact_count / secs,
+            query_count: self.query_count / secs,
+            bytes_received: self.bytes_received / secs,
+            bytes_sent: self.bytes_sent / secs,
+            xact_time_us: per(self.xact_time_us, self.xact_count),
+            query_time_us: per(self.query_time_us, self.query_count),
+            wait_time_us: per(self.wait_time_us, self.assignments),
+            assignments: self.assignments / secs,
         }
     }
 }

@@ -26,6 +26,8 @@ pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
 pub const INTERNAL_ERROR: &str = "XX000";
 /// `57P01` pgsplit is shutting down.
 pub const ADMIN_SHUTDOWN: &str = "57P01";
+/// `57P03` a target disabled on the admin console (`DISABLE`), as PostgreSQL's "cannot connect now".
+pub const CANNOT_CONNECT_NOW: &str = "57P03";
 /// `57014` a statement cancelled at the client's request.
 pub const QUERY_CANCELED: &str = "57014";
 /// `42602` a configuration parameter name PostgreSQL refuses (startup packet, `options=-c`).

@@ -11,6 +11,8 @@ pub enum Severity {
     Fatal,
     /// Sent as a NoticeResponse: nothing failed, the client is told something it should know.
     Warning,
+    /// A NoticeResponse that informs (SQLSTATE 00000): the admin console's SHOW HELP.
+    Notice,
 }
 
 impl Severity {
@@ -19,6 +21,7 @@ impl Severity {
             Severity::Error => "ERROR",
             Severity::Fatal => "FATAL",
             Severity::Warning => "WARNING",
+            Severity::Notice => "NOTICE",
         }
     }
 }
@@ -57,6 +60,18 @@ impl PgError {
         PgError { severity: Severity::Warning, code, message: message.into(), detail: None, hint: None, cause: "" }
     }
 
+    /// A NOTICE (SQLSTATE 00000) with a detail, as PgBouncer's console answers SHOW HELP.
+    pub fn info_notice(message: impl Into<String>, detail: String) -> Self {
+        PgError {
+            severity: Severity::Notice,
+            code: "00000",
+            message: message.into(),
+            detail: Some(detail),
+            hint: None,
+            cause: "",
+        }
+    }
+
     /// Adds a DETAIL field.
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
@@ -77,7 +92,7 @@ impl PgError {
 
     /// Writes the ErrorResponse message (NoticeResponse for a warning).
     pub fn encode(&self, buf: &mut BytesMut) {
-        let tag = if self.severity == Severity::Warning { b'N' } else { b'E' };
+        let tag = if matches!(self.severity, Severity::Warning | Severity::Notice) { b'N' } else { b'E' };
         message(buf, tag, |b| {
             let sev = self.severity.as_str();
             field(b, b'S', sev);
@@ -209,6 +224,22 @@ pub fn command_complete(buf: &mut BytesMut, tag: &str) {
 /// EmptyQueryResponse.
 pub fn empty_query(buf: &mut BytesMut) {
     message(buf, b'I', |_| {});
+}
+
+/// RowDescription for columns of the given (name, type OID, type size), in text format (the admin console).
+pub fn typed_row_description(buf: &mut BytesMut, columns: &[(&str, u32, i16)]) {
+    message(buf, b'T', |b| {
+        b.put_i16(columns.len() as i16);
+        for (name, oid, size) in columns {
+            cstr(b, name);
+            b.put_i32(0); // table oid
+            b.put_i16(0); // column number
+            b.put_u32(*oid);
+            b.put_i16(*size);
+            b.put_i32(-1);
+            b.put_i16(0); // text format
+        }
+    });
 }
 
 /// RowDescription for text columns (used by pgsplit's own result sets).

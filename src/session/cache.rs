@@ -67,10 +67,6 @@ fn add_all(set: &mut Vec<Part>, parts: &[Part]) {
     }
 }
 
-/// Parameter values PostgreSQL reads as the current time when typed as a date or time: a Bind carrying one is not
-/// cached.
-const TIME_WORDS: [&[u8]; 4] = [b"now", b"today", b"tomorrow", b"yesterday"];
-
 impl Session {
     /// What a statement routed to `target` is to the cache (`None` analysis: a FunctionCall, which may write);
     /// `bind`: the body of the Bind that runs it, for the parameter its key column is compared with.
@@ -274,10 +270,14 @@ impl Session {
         let name = std::str::from_utf8(name).ok()?;
         let (body, _) = self.statement_source(name, batch_unnamed)?;
         let mut text = split_cstr(&body)?.1.to_vec();
-        // A named statement's server-side name says which catalog generation and search_path it was parsed under:
-        // a client that parsed it before DDL gets its own entries (and the server's 0A000 on a miss).
+        // A named statement's server-side name says which catalog generation and search_path it was parsed under,
+        // and the shape of its result row as the server described it to this client says what it returns: a client
+        // that parsed it before DDL gets its own entries (and the server's 0A000 on a miss) even when the catalog
+        // generation has not yet moved. A statement whose shape is not yet known is not answered from memory.
         if !name.is_empty() {
-            text.extend_from_slice(self.statements.get(name)?.server_name.as_bytes());
+            let p = self.statements.get(name)?;
+            text.extend_from_slice(p.server_name.as_bytes());
+            text.extend_from_slice(&p.shape.get()?.to_le_bytes());
         }
         Some(text)
     }
@@ -360,7 +360,7 @@ fn split_cstr(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((bytes.get(..nul)?, bytes.get(nul + 1..)?))
 }
 
-/// Whether a Bind's parameter section holds a value PostgreSQL may read as the current time (`TIME_WORDS`): any
+/// Whether a Bind's parameter section holds a value PostgreSQL may read as the current time (`router::TIME_WORDS`): any
 /// parameter equal to one, whatever its format, in any case, surrounded by spaces or not. Malformed: true (not
 /// cached; the server will refuse it).
 fn mentions_time(params: &[u8]) -> bool {
@@ -381,7 +381,7 @@ fn mentions_time(params: &[u8]) -> bool {
             }
             let v = take(usize::try_from(len).ok()?)?;
             let v = v.trim_ascii();
-            if TIME_WORDS.iter().any(|w| v.eq_ignore_ascii_case(w)) {
+            if crate::router::TIME_WORDS.iter().any(|w| v.eq_ignore_ascii_case(w.as_bytes())) {
                 return Some(true);
             }
         }

@@ -41,11 +41,16 @@ fn write_reply(buf: &mut BytesMut, reply: &Reply) {
     for answer in &reply.answers {
         match answer {
             Answer::Rows(t) => {
-                encode::row_description(buf, t.columns);
+                let columns: Vec<(&str, u32, i16)> = t.columns.iter().map(|(n, ty)| (*n, ty.oid(), ty.size())).collect();
+                encode::typed_row_description(buf, &columns);
                 for row in &t.rows {
-                    let values: Vec<Option<&str>> = row.iter().map(|v| Some(v.as_str())).collect();
+                    let values: Vec<Option<&str>> = row.iter().map(|v| v.as_deref()).collect();
                     encode::data_row(buf, &values);
                 }
+                encode::command_complete(buf, "SHOW");
+            }
+            Answer::Notice(message, detail) => {
+                crate::protocol::encode::PgError::info_notice(*message, detail.clone()).encode(buf);
                 encode::command_complete(buf, "SHOW");
             }
             Answer::Done(tag) => encode::command_complete(buf, tag),

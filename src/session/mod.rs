@@ -26,6 +26,7 @@
 
 mod cache;
 mod console;
+mod counts;
 mod drain;
 mod effects;
 pub(crate) mod errors;
@@ -186,6 +187,8 @@ pub struct Session {
     rewrite_buf: bytes::BytesMut,
     /// Session parameters (startup, SET, RESET) applied to every server connection the client uses.
     params: params::Params,
+    /// When the open transaction's first request was sent (SHOW STATS' `xact_time`).
+    xact_began: Option<std::time::Instant>,
     /// A target on which DDL ran inside the open transaction: its catalog is re-read when the transaction ends.
     catalog_stale: Option<(crate::router::TargetId, u64)>,
     /// A target on which a request of the open transaction may have made a temporary object unseen: the server is

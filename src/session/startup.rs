@@ -35,7 +35,7 @@ pub async fn startup(
     limits: &Limits,
     login: &crate::server::LoginSlot,
 ) -> Result<Option<(Box<Session>, OwnedSemaphorePermit)>, SessionError> {
-    let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let addrs = (tcp.peer_addr().ok(), tcp.local_addr().ok());
     let mut buf = BytesMut::with_capacity(1024);
     let Some((stream, params)) = startup_packets(Stream::Plain(tcp), &mut buf, app, limits, login).await? else {
         return Ok(None);
@@ -43,7 +43,6 @@ pub async fn startup(
     if app.tls_mode() == ClientTlsMode::Required && !stream.is_tls() {
         return Err(refuse(stream, buf, errors::tls_required()).await);
     }
-    let tls = stream.is_tls();
     let mut client = Client::new(stream, buf);
     let user = params.get("user").cloned().unwrap_or_default();
     if user.is_empty() {
@@ -53,6 +52,7 @@ pub async fn startup(
     let database = params.get("database").filter(|d| !d.is_empty()).cloned().unwrap_or_else(|| user.clone());
     let admin = database == ADMIN_DATABASE || database == PGBOUNCER_ADMIN_DATABASE;
     let (passthrough, any_database) = served(app, &database, admin);
+    let info = client_info(&user, &database, addrs, &client.stream, &params);
     let result = async {
         authenticate(&mut client, app, &user).await?;
         let slot = admit(app, limits, &params, &user, &database, passthrough, admin)?;
@@ -75,13 +75,7 @@ pub async fn startup(
         let real = home.as_ref().and_then(|(_, conn)| conn.key());
         let key =
             real.and_then(|(pid, secret)| app.cancels().register_as(pid, secret)).unwrap_or_else(|| app.cancels().register());
-        let _ = key.slot.info.set(ClientInfo {
-            user: user.clone(),
-            database: database.clone(),
-            peer,
-            tls,
-            since: std::time::SystemTime::now(),
-        });
+        let _ = key.slot.info.set(info);
         let greeter = passthrough.unwrap_or(app.table().default_target);
         let greeted =
             if admin { greet_admin(&mut client, &key).await } else { greet(&mut client, app, greeter, &params, &key).await };
@@ -107,6 +101,27 @@ pub async fn startup(
         session.session_pooled(target, conn);
     }
     Ok(Some((Box::new(session), slot)))
+}
+
+/// What SHOW CLIENTS shows of a client that logs in: its names, addresses (peer, ours), TLS and application.
+fn client_info(
+    user: &str,
+    database: &str,
+    (peer_addr, local_addr): (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>),
+    stream: &Stream,
+    params: &BTreeMap<String, String>,
+) -> ClientInfo {
+    ClientInfo {
+        user: user.to_owned(),
+        database: database.to_owned(),
+        peer: peer_addr.map(|a| a.to_string()).unwrap_or_default(),
+        tls: stream.is_tls(),
+        since: std::time::SystemTime::now(),
+        peer_addr,
+        local_addr,
+        tls_version: stream.tls_version(),
+        application_name: params.get("application_name").cloned().unwrap_or_default(),
+    }
 }
 
 /// The target a database name reaches unsplit (`None`: the logical database, the admin console, or a name pgsplit

@@ -73,6 +73,7 @@ impl Session {
             rewrite_buf: Default::default(),
             params,
             catalog_stale: None,
+            xact_began: None,
             temp_due: None,
             changed_rows: Vec::new(),
             key,
@@ -351,6 +352,8 @@ impl Session {
             self.app.free_database(&self.backend(target).spec, db).await;
         }
         let started = conn.take_lent_at().unwrap_or_else(std::time::Instant::now);
+        let read_before = conn.read_total();
+        let request_bytes = super::counts::request_bytes(&payload);
         let was_in_tx = !prelude.is_empty() || conn.status() != STATUS_IDLE;
         self.pooler_prelude(&mut conn, &mut prelude, effects);
         self.sequences_ahead(&mut conn, effects, was_in_tx);
@@ -383,6 +386,7 @@ impl Session {
             self.set_running(wait).await;
         }
         let ended = self.backend(target).stats.query(started, result.is_err() || conn.outcome().error || held_failed);
+        self.count_traffic(target, request_bytes, conn.read_total().saturating_sub(read_before), &result, started, ended);
         conn.going_back_at(Some(ended));
         let Some(mut conn) = self.settle(target, conn, result, held_failed, effects, was_in_tx)? else { return Ok(()) };
         conn.going_back_at(None);

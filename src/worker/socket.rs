@@ -360,6 +360,16 @@ impl Socket {
         }
     }
 
+    /// This end's address.
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match &self.state {
+            State::Loose(t) => t.local_addr(),
+            State::Own(o) => o.io.local_addr(),
+            State::Tokio(t) => t.local_addr(),
+            State::Gone => Err(gone()),
+        }
+    }
+
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
         match &self.state {

@@ -219,17 +219,28 @@ pub async fn raw_login_with(port: u16, extra: &[(&str, &str)]) -> (tokio::net::T
 
 /// `raw_login_with`, or the SQLSTATE of the error that ended the login.
 pub async fn try_login_with(port: u16, extra: &[(&str, &str)]) -> Result<(tokio::net::TcpStream, Vec<(String, String)>), String> {
+    try_login_as(port, "app", APP_PASSWORD, "handled", extra).await
+}
+
+/// A raw protocol login as `user` (SCRAM with `password` if asked, or none: trust) to `database`.
+pub async fn try_login_as(
+    port: u16,
+    user: &str,
+    password: &str,
+    database: &str,
+    extra: &[(&str, &str)],
+) -> Result<(tokio::net::TcpStream, Vec<(String, String)>), String> {
     use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
     use postgres_protocol::message::{backend::Message, frontend};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
     let mut out = bytes::BytesMut::new();
-    let params = [("user", "app"), ("database", "handled")].into_iter().chain(extra.iter().copied());
+    let params = [("user", user), ("database", database)].into_iter().chain(extra.iter().copied());
     frontend::startup_message(params, &mut out).expect("startup");
     let mut reported = Vec::new();
     s.write_all(&out).await.expect("write startup");
     let mut buf = bytes::BytesMut::new();
-    let mut scram = ScramSha256::new(APP_PASSWORD.as_bytes(), ChannelBinding::unrequested());
+    let mut scram = ScramSha256::new(password.as_bytes(), ChannelBinding::unrequested());
     loop {
         let msg = loop {
             if let Some(m) = Message::parse(&mut buf).expect("server message") {
@@ -412,5 +423,145 @@ pub async fn query_error(port: u16, extra: &[(&str, &str)], sql: &[u8]) -> (Stri
                 assert!(read.await.expect("an answer within 10 s").expect("read") > 0, "server closed");
             }
         }
+    }
+}
+
+/// A real PgBouncer process (`/usr/sbin/pgbouncer`, run as `postgres` when root) on a free port; killed when
+/// dropped. Without PgBouncer installed, tests that need it fail with a message saying so, unless
+/// `PGSPLIT_SKIP_PGBOUNCER=1`.
+pub struct Bouncer {
+    /// The PgBouncer process (exec'd directly, no wrapper, so killing it kills PgBouncer).
+    child: std::process::Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// Its config and log folder.
+    pub dir: PathBuf,
+}
+
+impl Drop for Bouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where Debian installs PgBouncer, else PATH.
+fn pgbouncer_binary() -> Option<PathBuf> {
+    let sbin = PathBuf::from("/usr/sbin/pgbouncer");
+    if sbin.exists() {
+        return Some(sbin);
+    }
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("pgbouncer")).find(|p| p.exists()))
+}
+
+impl Bouncer {
+    /// Starts PgBouncer with the `pgbouncer.ini` `ini` writes for its port and folder, or returns `None` when it is
+    /// missing and `PGSPLIT_SKIP_PGBOUNCER=1` allows skipping.
+    pub async fn start(ini: impl FnOnce(u16, &std::path::Path) -> String) -> Option<Bouncer> {
+        let Some(binary) = pgbouncer_binary() else {
+            if std::env::var("PGSPLIT_SKIP_PGBOUNCER").is_ok_and(|v| v == "1") {
+                eprintln!("pgbouncer not installed: skipped (PGSPLIT_SKIP_PGBOUNCER=1)");
+                return None;
+            }
+            panic!("pgbouncer is not installed (apt-get install pgbouncer; .ci/run installs it); set PGSPLIT_SKIP_PGBOUNCER=1 to skip these tests");
+        };
+        let c = clusters();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let dir = c.dir.join(format!("pgbouncer-{port}"));
+        std::fs::create_dir_all(&dir).expect("pgbouncer dir");
+        let ini = ini(port, &dir);
+        let ini_path = dir.join("pgbouncer.ini");
+        std::fs::write(&ini_path, ini).expect("pgbouncer.ini");
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let mut cmd = if root {
+            // PgBouncer refuses to run as root; setpriv execs it as `postgres` (no extra process to kill).
+            let status = std::process::Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status();
+            assert!(status.is_ok_and(|s| s.success()), "chown the pgbouncer folder");
+            let mut cmd = std::process::Command::new("setpriv");
+            cmd.args(["--reuid=postgres", "--regid=postgres", "--init-groups"]).arg(&binary);
+            cmd
+        } else {
+            std::process::Command::new(&binary)
+        };
+        let child = cmd
+            .arg(&ini_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("pgbouncer starts");
+        let bouncer = Bouncer { child, port, dir };
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return Some(bouncer);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "pgbouncer did not listen on {port}: {}",
+            std::fs::read_to_string(bouncer.dir.join("pgbouncer.log")).unwrap_or_default()
+        );
+    }
+}
+
+/// What a simple Query answers, in raw protocol terms: the RowDescription's columns as (name, type OID), if one
+/// came, the tags of the messages up to ReadyForQuery (DataRows left out), and the CommandComplete tag or the
+/// error's SQLSTATE.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Described {
+    /// (name, type OID) of each column.
+    pub columns: Option<Vec<(String, u32)>>,
+    /// The message types, DataRows left out.
+    pub messages: Vec<u8>,
+    /// The CommandComplete tags, and `E:` + SQLSTATE for an error.
+    pub outcome: Vec<String>,
+}
+
+/// Sends `sql` as a simple Query on a raw connection and reads its answer (`Described`).
+pub async fn describe_query(s: &mut tokio::net::TcpStream, sql: &str) -> Described {
+    use fallible_iterator::FallibleIterator;
+    use postgres_protocol::message::backend::Message;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut out = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::query(sql, &mut out).expect("query");
+    s.write_all(&out).await.expect("write");
+    let mut buf = bytes::BytesMut::new();
+    let mut d = Described { columns: None, messages: Vec::new(), outcome: Vec::new() };
+    loop {
+        let msg = loop {
+            if let Some(m) = Message::parse(&mut buf).expect("server message") {
+                break m;
+            }
+            assert!(s.read_buf(&mut buf).await.expect("read") > 0, "closed during {sql}");
+        };
+        let tag = match msg {
+            Message::RowDescription(r) => {
+                let fields: Vec<_> = r.fields().map(|f| Ok((f.name().to_owned(), f.type_oid()))).collect().expect("fields");
+                d.columns = Some(fields);
+                b'T'
+            }
+            Message::DataRow(_) => continue,
+            Message::CommandComplete(c) => {
+                d.outcome.push(c.tag().expect("tag").to_owned());
+                b'C'
+            }
+            Message::ErrorResponse(e) => {
+                let mut fields = e.fields();
+                while let Some(f) = fields.next().expect("fields") {
+                    if f.type_() == b'C' {
+                        d.outcome.push(format!("E:{}", String::from_utf8_lossy(f.value_bytes())));
+                    }
+                }
+                b'E'
+            }
+            Message::NoticeResponse(_) => b'N',
+            Message::EmptyQueryResponse => b'I',
+            Message::ReadyForQuery(_) => {
+                d.messages.push(b'Z');
+                return d;
+            }
+            _ => b'?',
+        };
+        d.messages.push(tag);
     }
 }
