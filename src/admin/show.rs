@@ -140,7 +140,9 @@ fn pool_mode(app: &App) -> Option<String> {
     text(app.config().pool_mode.as_str())
 }
 
-/// SHOW POOLS: PgBouncer's columns; a pool's clients are the transactions running or waiting on it.
+/// SHOW POOLS: PgBouncer's columns, a row per pool and login (the URL's first, then each user's own login once
+/// used); a pool's clients are the transactions running or waiting on it (the waiting ones, queued for the
+/// target whatever their login, on the URL login's row), its servers those of that login.
 fn pools(app: &App) -> Table {
     const COLUMNS: &[(&str, Type)] = &[
         ("database", Type::Text),
@@ -164,28 +166,34 @@ fn pools(app: &App) -> Table {
     let mut rows = Vec::new();
     each_pool(app, |name, b| {
         let (open, idle) = b.pool_state();
-        let active = b.in_use();
+        let opening = open.saturating_sub(idle).saturating_sub(b.in_use());
         let waiting = TargetSnapshot::of(b.name(), &b.stats).waiting;
         let wait = b.oldest_wait().unwrap_or_default();
-        let login = open.saturating_sub(idle).saturating_sub(active);
-        rows.push(vec![
-            text(name),
-            text(b.spec.user.as_str()),
-            num(active),
-            num(waiting),
-            num(0),
-            num(0),
-            num(active),
-            num(0),
-            num(0),
-            num(idle),
-            num(0),
-            num(0),
-            num(login),
-            num(wait.as_secs()),
-            num(wait.subsec_micros()),
-            mode.clone(),
-        ]);
+        let servers = b.spec.servers.list();
+        for (id, login) in b.logins().iter().enumerate() {
+            let first = id == 0;
+            let of_login: Vec<_> = servers.iter().filter(|s| s.details.login as usize == id).collect();
+            let active = of_login.iter().filter(|s| s.active.load(std::sync::atomic::Ordering::Relaxed)).count();
+            let either = |v: u64| if first { num(v) } else { num(0) };
+            rows.push(vec![
+                text(name),
+                text(login.shown()),
+                num(active),
+                either(waiting.max(0) as u64),
+                num(0),
+                num(0),
+                num(active),
+                num(0),
+                num(0),
+                num(of_login.len() - active),
+                num(0),
+                num(0),
+                either(u64::from(opening)),
+                either(wait.as_secs()),
+                either(u64::from(wait.subsec_micros())),
+                mode.clone(),
+            ]);
+        }
     });
     Table { columns: COLUMNS, rows }
 }

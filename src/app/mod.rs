@@ -7,6 +7,7 @@ mod cancel;
 mod catalogs;
 mod databases;
 mod health;
+mod logins;
 mod params;
 mod reload;
 mod targets;
@@ -100,6 +101,8 @@ pub struct App {
     session_cache: Option<Arc<crate::cache::SessionCache>>,
     /// Fired by the admin console's SHUTDOWN: the token `run` serves until (set when it starts).
     shutdown: std::sync::OnceLock<tokio_util::sync::CancellationToken>,
+    /// Which login roles the targets have (`logins`).
+    login_roles: logins::LoginRoles,
 }
 
 /// `App::mode` holding split mode.
@@ -155,6 +158,7 @@ impl App {
             metrics: Default::default(),
             session_cache,
             shutdown: Default::default(),
+            login_roles: Default::default(),
         })
     }
 

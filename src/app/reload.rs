@@ -46,6 +46,7 @@ impl App {
             return Err(ReloadError::NeedsRestart(restart));
         }
         let users = user_store(&new)?;
+        self.login_roles.clear();
         let mut done = Reloaded::default();
         let table = routing_table(&new);
         let routes_changed = table.schemas != self.table().schemas || table.default_target != self.table().default_target;

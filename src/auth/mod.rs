@@ -6,6 +6,11 @@ use std::collections::HashMap;
 
 pub use scram::{ScramError, ScramExchange, Verifier};
 
+/// Whether a configured password is a stored verifier (SCRAM-SHA-256 or md5), not the password in clear.
+pub fn is_verifier(password: &str) -> bool {
+    password.starts_with("SCRAM-SHA-256$") || (password.len() == 35 && password.starts_with("md5"))
+}
+
 /// The users that may connect to pgsplit, with verifiers computed once at load.
 pub struct UserStore {
     /// user name → SCRAM verifier (from the configured plaintext password or a stored verifier).

@@ -17,7 +17,7 @@ use tokio_rustls::TlsConnector;
 use crate::protocol::framing::{self, Frame};
 use crate::stream::Stream;
 
-use super::{BackendError, Outcome, ServerConn};
+use super::{BackendError, LoginId, Outcome, ServerConn};
 
 /// How long establishing a server connection (TCP, TLS, auth) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -92,15 +92,22 @@ const DISCARD_SEQUENCES: &[u8] = b"Q\0\0\0\x16DISCARD SEQUENCES\0";
 const PEEK_AFTER: Duration = Duration::from_secs(1);
 
 impl ServerConn {
-    /// Connects, negotiates TLS if configured, logs in, and waits for the first ReadyForQuery.
+    /// Connects, negotiates TLS if configured, logs in with the target URL's login, and waits for the first
+    /// ReadyForQuery.
     pub async fn connect(spec: &TargetSpec) -> Result<ServerConn, BackendError> {
-        match tokio::time::timeout(CONNECT_TIMEOUT, Self::connect_inner(spec)).await {
+        let login = super::Login { user: spec.user.clone(), password: spec.password.clone(), role: None };
+        Self::connect_as(spec, &login, 0).await
+    }
+
+    /// `connect` with `login` (number `id` in the target's pool).
+    pub async fn connect_as(spec: &TargetSpec, login: &super::Login, id: LoginId) -> Result<ServerConn, BackendError> {
+        match tokio::time::timeout(CONNECT_TIMEOUT, Self::connect_inner(spec, login, id)).await {
             Ok(r) => r,
             Err(_) => Err(BackendError::Timeout),
         }
     }
 
-    async fn connect_inner(spec: &TargetSpec) -> Result<ServerConn, BackendError> {
+    async fn connect_inner(spec: &TargetSpec, login: &super::Login, id: LoginId) -> Result<ServerConn, BackendError> {
         let tcp = TcpStream::connect(spec.host.as_str(), spec.port).await?;
         tcp.set_nodelay(true)?;
         let stream = match &spec.tls {
@@ -110,6 +117,7 @@ impl ServerConn {
         let mut conn = ServerConn {
             registration: None,
             read_total: 0,
+            login: id,
             stream,
             rbuf: BytesMut::with_capacity(8192),
             params: Vec::new(),
@@ -133,17 +141,18 @@ impl ServerConn {
             discard_ahead: false,
             hidden_ready: 0,
         };
-        conn.login(spec).await?;
-        conn.register(spec);
+        conn.login(spec, login).await?;
+        conn.register(spec, login);
         Ok(conn)
     }
 
     /// Joins the pool's registry of server connections (`SHOW SERVERS`).
-    fn register(&mut self, spec: &TargetSpec) {
+    fn register(&mut self, spec: &TargetSpec, login: &super::Login) {
         use std::os::fd::AsRawFd;
         let tcp = self.stream.tcp();
         self.registration = Some(spec.servers.register(super::servers::Details {
-            user: spec.user.clone(),
+            user: login.shown().to_owned(),
+            login: self.login,
             database: spec.dbname.clone(),
             pool: spec.name.clone(),
             addr: spec.host.clone(),
@@ -161,18 +170,25 @@ impl ServerConn {
         self.registration.as_ref().map(|r| &r.info)
     }
 
+    /// The login it was opened with.
+    #[inline]
+    pub fn login_id(&self) -> LoginId {
+        self.login
+    }
+
     /// Bytes read from the server since it opened.
     #[inline]
     pub fn read_total(&self) -> u64 {
         self.read_total
     }
 
-    async fn login(&mut self, spec: &TargetSpec) -> Result<(), BackendError> {
+    async fn login(&mut self, spec: &TargetSpec, login: &super::Login) -> Result<(), BackendError> {
         let mut out = BytesMut::new();
-        let params = [("user", spec.user.as_str()), ("database", spec.dbname.as_str()), ("application_name", "pgsplit")];
-        frontend::startup_message(params.iter().copied(), &mut out)?;
+        let params = [("user", login.user.as_str()), ("database", spec.dbname.as_str()), ("application_name", "pgsplit")];
+        let role = login.role.as_deref().map(|r| ("role", r));
+        frontend::startup_message(params.iter().copied().chain(role), &mut out)?;
         self.stream.write_all(&out).await?;
-        let password = spec.password.as_deref().unwrap_or("");
+        let password = login.password.as_deref().unwrap_or("");
         let mut scram: Option<ScramSha256> = None;
         loop {
             let msg = self.read_message().await?;
@@ -190,7 +206,7 @@ impl ServerConn {
                     frontend::password_message(password.as_bytes(), &mut out)?;
                 }
                 Message::AuthenticationMd5Password(body) => {
-                    let hash = md5_hash(spec.user.as_bytes(), password.as_bytes(), body.salt());
+                    let hash = md5_hash(login.user.as_bytes(), password.as_bytes(), body.salt());
                     frontend::password_message(hash.as_bytes(), &mut out)?;
                 }
                 Message::AuthenticationSasl(body) => {
@@ -341,6 +357,22 @@ impl ServerConn {
             let _ = self.stream.flush().await;
             let _ = self.stream.shutdown().await;
         }
+    }
+
+    /// `terminate`, then waits (up to `wait`) until the server closes its end: its process has then left
+    /// PostgreSQL's connection count (it closes the socket on exit), so a connection opened next stays within a
+    /// budget the server counts.
+    pub async fn terminate_and_wait(&mut self, wait: Duration) {
+        self.terminate().await;
+        let _ = tokio::time::timeout(wait, async {
+            loop {
+                self.rbuf.clear();
+                if self.fill().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
     }
 
     /// `DISCARD SEQUENCES` before the next request: another session's sequence state (`currval`, `lastval`) may

@@ -24,6 +24,34 @@ pub use describe::Described;
 
 /// The shape of a statement's result row (`protocol::decode::row_shape`), set once it is known.
 pub type Shape = Arc<std::sync::OnceLock<u64>>;
+
+/// A login on a target's server: the role, its password, and a role to take at login (the `role` startup
+/// parameter, as `SET ROLE`, which neither `RESET ROLE` nor `DISCARD ALL` undoes).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Login {
+    /// The role logged in as.
+    pub user: String,
+    /// Its password, if the server asks for one.
+    pub password: Option<String>,
+    /// The role taken at login.
+    pub role: Option<String>,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Login({}, role {:?})", self.user, self.role)
+    }
+}
+
+impl Login {
+    /// How it is shown (SHOW POOLS' `user`): the role taken, else the login.
+    pub fn shown(&self) -> &str {
+        self.role.as_deref().unwrap_or(&self.user)
+    }
+}
+
+/// A login's number in its target's pool (`Backend::login_id`); 0 is the target URL's login.
+pub type LoginId = u32;
 pub use pool::{Backend, CheckoutError, PoolSettings};
 pub use shelf::PooledConn;
 
@@ -41,6 +69,8 @@ pub struct ServerConn {
     registration: Option<servers::Registration>,
     /// Bytes read from the server since it opened (PgBouncer's `bytes_sent`, to the clients).
     read_total: u64,
+    /// The login it was opened with (`Backend::login_id`): lent only to clients of that login.
+    login: LoginId,
     /// The socket.
     stream: Stream,
     /// Bytes read from the server not yet consumed.

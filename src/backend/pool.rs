@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::shelf::{PooledConn, Shelf, Turn};
-use super::{BackendError, ServerConn, TargetSpec};
+use super::{BackendError, Login, LoginId, ServerConn, TargetSpec};
 
 /// Pool sizes and timeouts for one target.
 #[derive(Debug, Clone)]
@@ -72,6 +72,19 @@ pub enum CheckoutError {
         /// The configured checkout timeout.
         waited: Duration,
     },
+    /// The server refused a user's own login (bad password, no such role, no right to the role): the server's
+    /// SQLSTATE (28P01, 28000, 42501, ...); the target stays up for the other logins.
+    #[error("target \"{target}\" refused the login of {user}: {message}")]
+    Refused {
+        /// Target name.
+        target: String,
+        /// The login refused.
+        user: String,
+        /// The server's SQLSTATE.
+        code: &'static str,
+        /// The server's message.
+        message: String,
+    },
     /// `DISABLE` on the admin console: the target takes no new transactions until `ENABLE` (SQLSTATE 57P03).
     #[error("target \"{target}\" is disabled (DISABLE on the admin console); ENABLE lets it take transactions again")]
     Disabled {
@@ -89,7 +102,7 @@ impl CheckoutError {
         match self {
             CheckoutError::Unavailable { .. } => Some(crate::metrics::CheckoutFailure::Unavailable),
             CheckoutError::Timeout { .. } => Some(crate::metrics::CheckoutFailure::Timeout),
-            CheckoutError::Disabled { .. } | CheckoutError::Canceled => None,
+            CheckoutError::Disabled { .. } | CheckoutError::Refused { .. } | CheckoutError::Canceled => None,
         }
     }
 }
@@ -128,6 +141,8 @@ pub struct Backend {
     paused_now: AtomicBool,
     /// DISABLE: new checkouts are refused until ENABLE.
     disabled: AtomicBool,
+    /// The logins its connections use, by number (`LoginId`): the URL's first.
+    logins: Mutex<Vec<Arc<Login>>>,
     /// Queries, errors, routes, waits and the connection alert of this target, for `/metrics`.
     pub stats: crate::metrics::TargetStats,
     /// The generation of the target's catalog for prepared statements: it moves on at DDL and when a server says a
@@ -145,6 +160,7 @@ impl Backend {
     /// Builds a target's pool; no connection is opened until needed (or `min` asks for it).
     pub fn new(spec: TargetSpec, settings: &PoolSettings) -> Backend {
         let spec = Arc::new(spec);
+        let url_login = Login { user: spec.user.clone(), password: spec.password.clone(), role: None };
         let health = Arc::new(Health::default());
         health.up.store(true, Ordering::Relaxed);
         let shelf = Arc::new(Shelf::new(
@@ -168,6 +184,7 @@ impl Backend {
             paused: tokio::sync::watch::Sender::new(false),
             paused_now: AtomicBool::new(false),
             disabled: AtomicBool::new(false),
+            logins: Mutex::new(vec![Arc::new(url_login)]),
             stats: Default::default(),
         }
     }
@@ -232,6 +249,33 @@ impl Backend {
     pub fn set_paused(&self, paused: bool) {
         self.paused_now.store(paused, Ordering::Release);
         self.paused.send_replace(paused);
+    }
+
+    /// The number of `login` in this pool (0: the target URL's login), registered at its first use. Logins are the
+    /// configured users' (bounded by the configuration).
+    pub fn login_id(&self, login: &Login) -> LoginId {
+        let mut logins = lock(&self.logins);
+        if let Some(i) = logins.iter().position(|l| **l == *login) {
+            return i as LoginId;
+        }
+        logins.push(Arc::new(login.clone()));
+        (logins.len() - 1) as LoginId
+    }
+
+    /// The login of number `id` (the URL's for an unknown number).
+    pub fn login(&self, id: LoginId) -> Arc<Login> {
+        let logins = lock(&self.logins);
+        logins.get(id as usize).or_else(|| logins.first()).cloned().unwrap_or_else(|| Arc::new(self.url_login()))
+    }
+
+    /// Every login registered, by number.
+    pub fn logins(&self) -> Vec<Arc<Login>> {
+        lock(&self.logins).clone()
+    }
+
+    /// The target URL's login.
+    fn url_login(&self) -> Login {
+        Login { user: self.spec.user.clone(), password: self.spec.password.clone(), role: None }
     }
 
     /// Connections kept open even when idle.
@@ -315,25 +359,31 @@ impl Backend {
         &self.spec.name
     }
 
-    /// Takes a server connection for one transaction. A target known to be down is tried once directly, so its
-    /// clients learn of the outage at once instead of after the whole checkout timeout.
+    /// Takes a server connection (of the target URL's login) for one transaction. A target known to be down is
+    /// tried once directly, so its clients learn of the outage at once instead of after the whole checkout timeout.
     pub async fn checkout(&self) -> Result<PooledConn, CheckoutError> {
-        self.checkout_or_cancel(None).await
+        self.checkout_or_cancel(0, None).await
     }
 
-    /// `checkout` for a client: `cancel` (its cancel slot) ends a wait for a turn or for RESUME. Only waits are
-    /// raced against it, so a checkout that needs no wait stays a small future (no select, no timer).
-    pub async fn checkout_or_cancel(&self, cancel: Option<&tokio::sync::Notify>) -> Result<PooledConn, CheckoutError> {
+    /// `checkout` of a connection of `login` (`login_id`) for a client: `cancel` (its cancel slot) ends a wait for a
+    /// turn or for RESUME. Only waits are raced against it, so a checkout that needs no wait stays a small future
+    /// (no select, no timer).
+    pub async fn checkout_or_cancel(
+        &self,
+        login: LoginId,
+        cancel: Option<&tokio::sync::Notify>,
+    ) -> Result<PooledConn, CheckoutError> {
         let started = tokio::time::Instant::now();
         let _waiting = self.stats.waiting();
         let mut waited = false;
-        let checkout = self.checkout_inner(started, cancel, &mut waited).await;
+        let checkout = self.checkout_inner(login, started, cancel, &mut waited).await;
         self.stats.checked_out(waited.then_some(started), checkout.as_ref().err().and_then(CheckoutError::failure));
         checkout
     }
 
     async fn checkout_inner(
         &self,
+        login: LoginId,
         started: tokio::time::Instant,
         cancel: Option<&tokio::sync::Notify>,
         waited: &mut bool,
@@ -351,7 +401,7 @@ impl Backend {
             true => Turn::held(&self.shelf, 1),
             false => self.turn(checkout_timeout, cancel, waited).await?,
         };
-        self.lend(turn, started, checkout_timeout, waited).await
+        self.lend(login, turn, started, checkout_timeout, waited).await
     }
 
     /// A connection for the holder of `turn`: the most recently returned idle one that is still alive (one the
@@ -360,12 +410,13 @@ impl Backend {
     /// known to be down with no idle connection is tried once, so its clients learn of an outage at once.
     async fn lend(
         &self,
+        login: LoginId,
         turn: Turn,
         started: tokio::time::Instant,
         checkout_timeout: Duration,
         waited: &mut bool,
     ) -> Result<PooledConn, CheckoutError> {
-        while let Some(mut conn) = self.shelf.take() {
+        while let Some(mut conn) = self.shelf.take(Some(login)) {
             if !self.shelf.expired(&conn, started.into_std()) && conn.idle_and_alive(started.into_std()) {
                 match conn.rehome() {
                     Ok(()) => return Ok(PooledConn::lend(conn, turn, (!*waited).then(|| started.into_std()))),
@@ -379,15 +430,31 @@ impl Backend {
             tracing::debug!(target = %self.spec.name, "dropped a server connection closed while idle");
         }
         *waited = true;
+        // `max` open, none of this login idle: the turn's holder holds none, so one of another login is idle; it
+        // makes room (the target's budget holds across its logins).
+        if self.shelf.open.load(Ordering::Acquire) >= self.shelf.max.load(Ordering::Relaxed) {
+            if let Some(mut other) = self.shelf.take_other(login) {
+                // Until its server process has gone, it still counts on the server: the new one waits for that.
+                other.terminate_and_wait(Duration::from_secs(1)).await;
+                self.shelf.close(other);
+            }
+        }
         // Counted before it exists: the turn's holder may open one, and `open` stays within `max`.
         let opening = self.shelf.opening();
         let left = checkout_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
-        match tokio::time::timeout(left, ServerConn::connect(&self.spec)).await {
+        let spec = self.login(login);
+        match tokio::time::timeout(left, ServerConn::connect_as(&self.spec, &spec, login)).await {
             Ok(Ok(conn)) => {
                 opening.opened();
                 self.health.connected(&conn);
                 Ok(PooledConn::lend(Box::new(conn), turn, None))
             }
+            Ok(Err(BackendError::Server { code, message })) if login != 0 => Err(CheckoutError::Refused {
+                target: self.spec.name.clone(),
+                user: spec.user.clone(),
+                code: crate::protocol::codes::of_login(&code),
+                message,
+            }),
             Ok(Err(e)) => {
                 self.health.failed(&e);
                 Err(self.unavailable())
@@ -469,7 +536,7 @@ impl Backend {
         }
         let turn = Turn::held(&self.shelf, 1);
         let checked = tokio::time::timeout(timeout, async {
-            let mut conn = match self.shelf.take() {
+            let mut conn = match self.shelf.take(None) {
                 Some(mut conn) => {
                     conn.rehome()?;
                     conn

@@ -59,8 +59,10 @@ impl Drop for Registration {
 /// The parts of `ServerInfo` the connection knows when it registers.
 #[derive(Debug)]
 pub struct Details {
-    /// Login role.
+    /// Login role (the role taken at login, if one is).
     pub user: String,
+    /// The login's number in its pool.
+    pub login: super::LoginId,
     /// Database on the server.
     pub database: String,
     /// Pool name.

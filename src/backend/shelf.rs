@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::turns::Turns;
-use super::ServerConn;
+use super::{LoginId, ServerConn};
 
 /// The idle connections of one target, and the counts the pool is bounded by.
 pub(super) struct Shelf {
@@ -55,16 +55,37 @@ impl Shelf {
         }
     }
 
-    /// The most recently returned idle connection of the calling worker's stack, else of another worker's (it must
-    /// then be moved, `ServerConn::rehome`).
+    /// The most recently returned idle connection of `login` (any login: `None`) of the calling worker's stack,
+    /// else of another worker's (it must then be moved, `ServerConn::rehome`).
     #[inline]
-    pub(super) fn take(&self) -> Option<Box<ServerConn>> {
+    pub(super) fn take(&self, login: Option<LoginId>) -> Option<Box<ServerConn>> {
         let mine = self.mine();
-        if let Some((conn, _)) = self.idle.get(mine).and_then(|s| lock(s).pop()) {
+        if let Some(conn) = self.idle.get(mine).and_then(|s| pop_login(&mut lock(s), login)) {
             return Some(conn);
         }
         let n = self.idle.len();
-        (1..n).find_map(|i| self.idle.get((mine + i) % n).and_then(|s| lock(s).pop())).map(|(conn, _)| conn)
+        (1..n).find_map(|i| self.idle.get((mine + i) % n).and_then(|s| pop_login(&mut lock(s), login)))
+    }
+
+    /// Takes the least recently returned idle connection of a login other than `login` off the shelf (still counted
+    /// open: the caller closes it, `close`), to make room for one of `login` within `max` (the budget is the
+    /// target's, whatever the logins).
+    pub(super) fn take_other(&self, login: LoginId) -> Option<Box<ServerConn>> {
+        let oldest = self
+            .idle
+            .iter()
+            .enumerate()
+            .filter_map(|(k, s)| {
+                let s = lock(s);
+                let i = s.iter().position(|(c, _)| c.login_id() != login)?;
+                s.get(i).map(|(_, at)| (*at, k, i))
+            })
+            .min_by_key(|(at, _, _)| *at);
+        let (_, stack, i) = oldest?;
+        self.idle.get(stack).and_then(|s| {
+            let mut s = lock(s);
+            (i < s.len() && s.get(i).is_some_and(|(c, _)| c.login_id() != login)).then(|| s.remove(i).0)
+        })
     }
 
     /// The calling worker's stack.
@@ -183,6 +204,17 @@ impl Shelf {
 
 /// One worker's idle connections, each with the moment it was returned.
 type Stack = Vec<(Box<ServerConn>, Instant)>;
+
+/// Takes the most recently returned connection of `login` (any: `None`) off a stack: the top one in the common case
+/// of a single login.
+#[inline]
+fn pop_login(stack: &mut Stack, login: Option<LoginId>) -> Option<Box<ServerConn>> {
+    let i = match login {
+        None => stack.len().checked_sub(1)?,
+        Some(l) => stack.iter().rposition(|(c, _)| c.login_id() == l)?,
+    };
+    Some(stack.remove(i).0)
+}
 
 /// A connection being opened, counted in `open` (`Shelf::opening`).
 pub(super) struct Opening<'a> {

@@ -306,6 +306,74 @@ pub struct User {
     /// This user's `pool_mode`, over the database's (as in PgBouncer's `[users]`).
     #[serde(default)]
     pub pool_mode: Option<PoolMode>,
+    /// The role its server connections log in as on every target, unless `targets` says otherwise (`ServerLogin`'s
+    /// fields, spelled out: serde cannot flatten a struct into one that denies unknown fields).
+    #[serde(default)]
+    pub server_user: Option<String>,
+    /// Its password.
+    #[serde(default)]
+    pub server_password: Option<String>,
+    /// A role its server connections take at login (`ServerLogin`).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Per target (by name): the login its server connections use there, over `server`.
+    #[serde(default)]
+    pub targets: std::collections::BTreeMap<String, ServerLogin>,
+}
+
+/// How a user's server connections log in to a target (issue 20): as `server_user` (with `server_password`), and/or
+/// taking `role` at login (the `role` startup parameter: `current_user` is that role from the first statement, and
+/// neither `RESET ROLE` nor `DISCARD ALL` leaves it). None given: the client's own name when the target has that login
+/// role and pgsplit knows the client's password in clear, else the target URL's login.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerLogin {
+    /// The role to log in as.
+    #[serde(default)]
+    pub server_user: Option<String>,
+    /// Its password (none: the server asks for none, or the target URL's password when `server_user` is unset).
+    #[serde(default)]
+    pub server_password: Option<String>,
+    /// A role to take at login (`SET ROLE`), on the URL's login or `server_user`.
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+impl ServerLogin {
+    /// Whether anything is configured.
+    pub fn is_set(&self) -> bool {
+        self.server_user.is_some() || self.role.is_some() || self.server_password.is_some()
+    }
+
+    /// `self` over `base`: each field set here wins.
+    pub fn over(&self, base: &ServerLogin) -> ServerLogin {
+        ServerLogin {
+            server_user: self.server_user.clone().or_else(|| base.server_user.clone()),
+            server_password: self.server_password.clone().or_else(|| base.server_password.clone()),
+            role: self.role.clone().or_else(|| base.role.clone()),
+        }
+    }
+}
+
+impl User {
+    /// How its server connections log in to `target`: the target's own entry over the user's.
+    pub fn login_on(&self, target: &str) -> ServerLogin {
+        let base = ServerLogin {
+            server_user: self.server_user.clone(),
+            server_password: self.server_password.clone(),
+            role: self.role.clone(),
+        };
+        match self.targets.get(target) {
+            Some(t) => t.over(&base),
+            None => base,
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ServerLogin({:?}, role {:?})", self.server_user, self.role)
+    }
 }
 
 impl std::fmt::Debug for User {

@@ -350,3 +350,43 @@ fn the_session_cache_lists_tables_of_routed_schemas_with_ttls_and_a_budget() {
     let unknown = load(&format!("{seed}\ncache: {{ max_byte: 1MiB, tables: [] }}\n"), SEED_ENV).unwrap_err();
     assert!(unknown.to_string().contains("max_byte"), "{unknown}");
 }
+
+#[test]
+fn a_configuration_nobody_can_log_in_with_or_naming_unknown_admin_users_is_refused() {
+    let users = "users:                                       # who may connect to pgsplit (SCRAM-SHA-256)\n  - { name: app, password: \"${APP_PASSWORD}\" }\n  - { name: admin, password: \"${ADMIN_PASSWORD:-}\" }\nadmin_users: [admin]\n";
+    assert!(SEED.contains(users));
+    let found = issues(&SEED.replace(users, "users: []\nadmin_users: []\n"));
+    assert!(found.iter().any(|i| i.key == "users" && i.message.contains("no user can log in")), "{found:?}");
+    let found = issues(&SEED.replace("admin_users: [admin]", "admin_users: [admin, ghost]"));
+    assert!(found.iter().any(|i| i.key == "admin_users" && i.message.contains("\"ghost\"")), "{found:?}");
+}
+
+#[test]
+fn server_logins_are_per_user_with_per_target_overrides_on_known_targets() {
+    let c = load(
+        &SEED.replace(
+            "  - { name: app, password: \"${APP_PASSWORD}\" }",
+            "  - { name: app, password: x, server_user: app_srv, server_password: p, role: r, targets: { data: { server_user: app_data } } }",
+        ),
+        SEED_ENV,
+    )
+    .unwrap();
+    let app = c.users.iter().find(|u| u.name == "app").unwrap();
+    let primary = app.login_on("primary");
+    assert_eq!(
+        (primary.server_user.as_deref(), primary.server_password.as_deref(), primary.role.as_deref()),
+        (Some("app_srv"), Some("p"), Some("r"))
+    );
+    let data = app.login_on("data");
+    assert_eq!(
+        (data.server_user.as_deref(), data.role.as_deref()),
+        (Some("app_data"), Some("r")),
+        "the target's entry over the user's"
+    );
+    let found = issues(&SEED.replace(
+        "  - { name: app, password: \"${APP_PASSWORD}\" }",
+        "  - { name: app, password: x, server_password: p, targets: { nowhere: { role: r } } }",
+    ));
+    assert!(found.iter().any(|i| i.key == "users.app.targets.nowhere"), "{found:?}");
+    assert!(found.iter().any(|i| i.key == "users.app.server_password"), "{found:?}");
+}

@@ -39,7 +39,7 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
     if let Some(t) = raw.any_database.as_deref().filter(|t| !targets.iter().any(|x| x.name == *t)) {
         issues.add(&["any_database"], format!("unknown target {t:?}"));
     }
-    check_users(&raw.users, &mut issues);
+    check_users(&raw.users, &raw.admin_users, &targets, &mut issues);
     let mode = mode(split_env, raw.mode);
     let workers = raw.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if workers > MAX_WORKERS {
@@ -325,8 +325,9 @@ fn chosen_targets(
     (default_target, single_target)
 }
 
-/// Every user needs a name, listed once.
-fn check_users(users: &[User], issues: &mut Issues) {
+/// Every user needs a name, listed once, and server logins only on known targets; someone must be able to log in,
+/// and every admin user must be a user.
+fn check_users(users: &[User], admin_users: &[String], targets: &[Target], issues: &mut Issues) {
     let mut seen = HashMap::new();
     for u in users {
         if u.name.is_empty() {
@@ -334,6 +335,22 @@ fn check_users(users: &[User], issues: &mut Issues) {
         } else if seen.insert(u.name.clone(), ()).is_some() {
             issues.add(&["users"], format!("user {:?} is listed twice", u.name));
         }
+        for t in u.targets.keys().filter(|t| !targets.iter().any(|k| &k.name == *t)) {
+            issues.add(&["users", &u.name, "targets", t], format!("unknown target {t:?}"));
+        }
+        let alone = |t: &Target| {
+            let login = u.login_on(&t.name);
+            login.server_password.is_some() && login.server_user.is_none()
+        };
+        if targets.iter().any(alone) {
+            issues.add(&["users", &u.name, "server_password"], "server_password needs server_user");
+        }
+    }
+    if users.is_empty() {
+        issues.add(&["users"], "no user can log in: list at least one user");
+    }
+    for a in admin_users.iter().filter(|a| !users.iter().any(|u| &u.name == *a)) {
+        issues.add(&["admin_users"], format!("admin user {a:?} is not in users: nobody could log in as it"));
     }
 }
 

@@ -77,6 +77,7 @@ pub fn checkout(e: &CheckoutError) -> PgError {
         CheckoutError::Unavailable { .. } => (codes::CONNECTION_FAILURE, "target_unavailable"),
         CheckoutError::Timeout { .. } => (codes::TOO_MANY_CONNECTIONS, "checkout_timeout"),
         CheckoutError::Disabled { .. } => (codes::CANNOT_CONNECT_NOW, "target_disabled"),
+        CheckoutError::Refused { code, .. } => (*code, "login_refused"),
         CheckoutError::Canceled => (codes::QUERY_CANCELED, "canceled_in_queue"),
     };
     PgError::error(code, e.to_string()).because(cause)

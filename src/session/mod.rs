@@ -151,6 +151,22 @@ pub async fn serve(tcp: TcpStream, app: Arc<App>, limits: &Limits, login: OwnedS
 
 impl Session {
     /// The pool the session takes `target`'s connections from: a database's own under `any_database`.
+    /// The login of the user's server connections on `target` (`App::login_for`, asked once per session).
+    #[inline]
+    async fn login_on(&mut self, target: crate::router::TargetId) -> crate::backend::LoginId {
+        if let Some(Some(id)) = self.logins.get(target) {
+            return *id;
+        }
+        let id = self.app.login_for(&self.user, target).await;
+        if self.logins.len() <= target {
+            self.logins.resize(target + 1, None);
+        }
+        if let Some(slot) = self.logins.get_mut(target) {
+            *slot = Some(id);
+        }
+        id
+    }
+
     fn backend(&self, target: crate::router::TargetId) -> &crate::backend::Backend {
         match &self.database_pool {
             Some(pool) if self.passthrough == Some(target) => pool,
@@ -187,6 +203,8 @@ pub struct Session {
     rewrite_buf: bytes::BytesMut,
     /// Session parameters (startup, SET, RESET) applied to every server connection the client uses.
     params: params::Params,
+    /// The login of the user's server connections on each target, once asked (`App::login_for`).
+    logins: Vec<Option<crate::backend::LoginId>>,
     /// When the open transaction's first request was sent (SHOW STATS' `xact_time`).
     xact_began: Option<std::time::Instant>,
     /// A target on which DDL ran inside the open transaction: its catalog is re-read when the transaction ends.

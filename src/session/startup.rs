@@ -66,8 +66,10 @@ pub async fn startup(
         let home = match session_mode {
             true => {
                 let target = app.home_target(passthrough);
+                let login = if pool.is_some() { 0 } else { app.login_for(&user, target).await };
                 let backend = pool.as_deref().unwrap_or_else(|| app.backend(target));
-                let conn = backend.checkout().await.map_err(|e| SessionError::Fatal(errors::no_own_backend(&e)))?;
+                let conn = backend.checkout_or_cancel(login, None).await;
+                let conn = conn.map_err(|e| SessionError::Fatal(errors::no_own_backend(&e)))?;
                 Some((target, conn))
             }
             false => None,

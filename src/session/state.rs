@@ -73,6 +73,7 @@ impl Session {
             rewrite_buf: Default::default(),
             params,
             catalog_stale: None,
+            logins: Vec::new(),
             xact_began: None,
             temp_due: None,
             changed_rows: Vec::new(),
@@ -218,13 +219,15 @@ impl Session {
             None => {
                 // A cancel while the client waits in the queue ends the wait, as it would end the statement.
                 // `Session::backend`, borrowing only the fields it reads (the client is read while waiting).
+                let own_pool = self.database_pool.is_some() && self.passthrough == Some(target);
+                let login = if own_pool { 0 } else { self.login_on(target).await };
                 let backend = match &self.database_pool {
-                    Some(pool) if self.passthrough == Some(target) => &**pool,
+                    Some(pool) if own_pool => &**pool,
                     _ => self.app.backend(target),
                 };
                 // A client that goes away while it waits ends the wait too (the session then ends). The checkout is
                 // polled once first: one that needs no wait (nearly all) costs no race with the client.
-                let mut checkout = std::pin::pin!(backend.checkout_or_cancel(Some(&self.key.slot.waiting)));
+                let mut checkout = std::pin::pin!(backend.checkout_or_cancel(login, Some(&self.key.slot.waiting)));
                 let got = match crate::backend::poll_once(checkout.as_mut()).await {
                     std::task::Poll::Ready(got) => got,
                     std::task::Poll::Pending => tokio::select! {

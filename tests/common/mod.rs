@@ -3,6 +3,8 @@
 //! instance per test on a free port.
 #![allow(dead_code)]
 
+pub mod logins;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
