@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use crate::auth::Passthrough;
 use crate::backend::{Login, LoginId};
 use crate::router::TargetId;
 
@@ -36,32 +37,40 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl App {
-    /// The number of the login `user`'s server connections use on `target` (0: the target URL's login).
-    pub async fn login_for(&self, user: &str, target: TargetId) -> LoginId {
+    /// The number of the login `user`'s server connections use on `target` (0: the target URL's login);
+    /// `passthrough`: what the client's own login left to log in with in its name (`auth::Passthrough`).
+    pub async fn login_for(&self, user: &str, target: TargetId, passthrough: Option<&Passthrough>) -> LoginId {
         let backend = self.backend(target);
         let url = &backend.spec;
-        let login = {
+        let own = |password: Option<String>, passthrough: Option<&Passthrough>| Login {
+            user: user.to_owned(),
+            password,
+            role: None,
+            passthrough: passthrough.cloned(),
+        };
+        // The configured login, or the client's own name (`implicit`: only where the target has that role).
+        let (login, implicit) = {
             let config = self.config();
-            let Some(u) = config.users.iter().find(|u| u.name == user) else { return 0 };
-            let wanted = u.login_on(backend.name());
-            if wanted.is_set() {
-                let own = wanted.server_user.is_some();
-                Some(Login {
-                    user: wanted.server_user.unwrap_or_else(|| url.user.clone()),
-                    password: if own { wanted.server_password } else { url.password.clone() },
-                    role: wanted.role,
-                })
-            } else if u.name != url.user && !crate::auth::is_verifier(&u.password) {
-                Some(Login { user: u.name.clone(), password: Some(u.password.clone()), role: None })
-            } else {
-                None
+            match config.users.iter().find(|u| u.name == user) {
+                Some(u) if u.login_on(backend.name()).is_set() => {
+                    let wanted = u.login_on(backend.name());
+                    let named = wanted.server_user.is_some();
+                    let login = Login {
+                        user: wanted.server_user.unwrap_or_else(|| url.user.clone()),
+                        password: if named { wanted.server_password } else { url.password.clone() },
+                        role: wanted.role,
+                        passthrough: None,
+                    };
+                    (Some(login), false)
+                }
+                Some(u) if u.name == url.user => (None, false),
+                Some(u) if !crate::auth::is_verifier(&u.password) => (Some(own(Some(u.password.clone()), None)), true),
+                // A stored verifier, or a user `auth_query` found: by pass-through.
+                _ => (passthrough.map(|p| own(None, Some(p))), true),
             }
         };
         let Some(login) = login else { return 0 };
-        // The client's own name only where the target has that login role.
-        if login.password.as_deref().is_some_and(|_| login.role.is_none() && login.user == user)
-            && !self.has_login_role(target, &login.user).await
-        {
+        if implicit && !self.has_login_role(target, user).await {
             return 0;
         }
         let id = backend.login_id(&login);

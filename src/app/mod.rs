@@ -3,6 +3,7 @@
 //! the jobs done over it have a file each.
 
 mod analysis;
+mod auth;
 mod cancel;
 mod catalogs;
 mod databases;
@@ -103,6 +104,8 @@ pub struct App {
     shutdown: std::sync::OnceLock<tokio_util::sync::CancellationToken>,
     /// Which login roles the targets have (`logins`).
     login_roles: logins::LoginRoles,
+    /// Secrets `auth_query` found (`auth`).
+    auth_cache: auth::AuthCache,
 }
 
 /// `App::mode` holding split mode.
@@ -135,6 +138,7 @@ impl App {
         let cache = RouteCache::new(config.route_cache_bytes);
         let session_cache = config.cache.as_ref().map(|c| Arc::new(crate::cache::SessionCache::new(c, &table)));
         let catalog = ArcSwap::from_pointee(Catalog::unknown(backends.len()));
+        let auth_cache = auth::AuthCache::new(config.auth_query.as_ref().map_or(1, |q| q.size));
         Ok(App {
             source: None,
             database: config.database.clone(),
@@ -159,6 +163,7 @@ impl App {
             session_cache,
             shutdown: Default::default(),
             login_roles: Default::default(),
+            auth_cache,
         })
     }
 

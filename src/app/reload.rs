@@ -47,6 +47,7 @@ impl App {
         }
         let users = user_store(&new)?;
         self.login_roles.clear();
+        self.auth_cache.clear();
         let mut done = Reloaded::default();
         let table = routing_table(&new);
         let routes_changed = table.schemas != self.table().schemas || table.default_target != self.table().default_target;

@@ -29,6 +29,9 @@ pub enum ScramError {
     /// A configured verifier string is not in PostgreSQL's format.
     #[error("invalid SCRAM verifier")]
     BadVerifier,
+    /// A server's verifier is not the one the client's keys were proven against (another salt or iteration count).
+    #[error("the server holds another verifier for this role than the one the client proved its password against")]
+    OtherVerifier,
 }
 
 /// What the server stores for a user: salt, iterations, StoredKey and ServerKey.
@@ -95,14 +98,13 @@ impl Verifier {
     }
 }
 
-/// Applies SASLprep as PostgreSQL does: use the prepared form when it exists, else the raw password.
+/// Applies SASLprep as PostgreSQL does (`pg_saslprep`): the prepared form when SASLprep accepts the password,
+/// else the raw password.
 fn normalize(password: &str) -> String {
-    // Passwords are ASCII in practice; PostgreSQL falls back to the raw bytes for strings SASLprep rejects,
-    // and ASCII printable text is unchanged by SASLprep, so identity is exact for it.
-    password.to_owned()
+    stringprep::saslprep(password).map(|p| p.into_owned()).unwrap_or_else(|_| password.to_owned())
 }
 
-fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+pub(crate) fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     // HMAC accepts keys of any length, so new_from_slice cannot fail here.
     let mut mac = match HmacSha256::new_from_slice(key) {
         Ok(m) => m,
@@ -183,6 +185,12 @@ impl<'v> ScramExchange<'v> {
 
     /// Checks client-final-message; returns the server-final-message (`v=...`) on success.
     pub fn finish(self, client_final: &[u8]) -> Result<String, ScramError> {
+        self.finish_with_keys(client_final).map(|(server_final, _)| server_final)
+    }
+
+    /// `finish`, and the keys the client's proof gave: what pgsplit logs in with in the client's name
+    /// (`passthrough`).
+    pub fn finish_with_keys(self, client_final: &[u8]) -> Result<(String, super::ScramKeys), ScramError> {
         let text = std::str::from_utf8(client_final).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         let (without_proof, proof) = text.rsplit_once(",p=").ok_or(ScramError::Malformed("no proof"))?;
         let mut channel = None;
@@ -214,7 +222,13 @@ impl<'v> ScramExchange<'v> {
             return Err(ScramError::BadProof);
         }
         let server_signature = hmac(&self.verifier.server_key, auth_message.as_bytes());
-        Ok(format!("v={}", B64.encode(server_signature)))
+        let keys = super::ScramKeys {
+            client_key,
+            server_key: self.verifier.server_key,
+            salt: self.verifier.salt.clone(),
+            iterations: self.verifier.iterations,
+        };
+        Ok((format!("v={}", B64.encode(server_signature)), keys))
     }
 }
 

@@ -5,9 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::worker::Socket as TcpStream;
 use bytes::{Buf, BytesMut};
-use postgres_protocol::authentication::md5_hash;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
-use postgres_protocol::message::backend::{ErrorFields, Message};
+use postgres_protocol::message::backend::ErrorFields;
 use postgres_protocol::message::frontend;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
@@ -95,7 +93,7 @@ impl ServerConn {
     /// Connects, negotiates TLS if configured, logs in with the target URL's login, and waits for the first
     /// ReadyForQuery.
     pub async fn connect(spec: &TargetSpec) -> Result<ServerConn, BackendError> {
-        let login = super::Login { user: spec.user.clone(), password: spec.password.clone(), role: None };
+        let login = super::Login { user: spec.user.clone(), password: spec.password.clone(), role: None, passthrough: None };
         Self::connect_as(spec, &login, 0).await
     }
 
@@ -180,98 +178,6 @@ impl ServerConn {
     #[inline]
     pub fn read_total(&self) -> u64 {
         self.read_total
-    }
-
-    async fn login(&mut self, spec: &TargetSpec, login: &super::Login) -> Result<(), BackendError> {
-        let mut out = BytesMut::new();
-        let params = [("user", login.user.as_str()), ("database", spec.dbname.as_str()), ("application_name", "pgsplit")];
-        let role = login.role.as_deref().map(|r| ("role", r));
-        frontend::startup_message(params.iter().copied().chain(role), &mut out)?;
-        self.stream.write_all(&out).await?;
-        let password = login.password.as_deref().unwrap_or("");
-        let mut scram: Option<ScramSha256> = None;
-        loop {
-            let msg = self.read_message().await?;
-            out.clear();
-            match msg {
-                Message::AuthenticationOk => {}
-                Message::AuthenticationCleartextPassword if !spec.verified => {
-                    return Err(BackendError::Protocol(
-                        "the server asked for a cleartext password, which pgsplit sends only to a server whose certificate \
-                         it verified (tls mode verify-ca or verify-full)"
-                            .into(),
-                    ));
-                }
-                Message::AuthenticationCleartextPassword => {
-                    frontend::password_message(password.as_bytes(), &mut out)?;
-                }
-                Message::AuthenticationMd5Password(body) => {
-                    let hash = md5_hash(login.user.as_bytes(), password.as_bytes(), body.salt());
-                    frontend::password_message(hash.as_bytes(), &mut out)?;
-                }
-                Message::AuthenticationSasl(body) => {
-                    let mut mechs = body.mechanisms();
-                    let mut offered = false;
-                    while let Some(m) = fallible_iterator::FallibleIterator::next(&mut mechs)? {
-                        offered |= m == "SCRAM-SHA-256";
-                    }
-                    if !offered {
-                        return Err(BackendError::Protocol("server offers no SCRAM-SHA-256".into()));
-                    }
-                    let s = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
-                    frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)?;
-                    scram = Some(s);
-                }
-                Message::AuthenticationSaslContinue(body) => {
-                    let s = scram.as_mut().ok_or_else(|| BackendError::Protocol("unexpected SASL continue".into()))?;
-                    s.update(body.data())?;
-                    frontend::sasl_response(s.message(), &mut out)?;
-                }
-                Message::AuthenticationSaslFinal(body) => {
-                    let mut s = scram.take().ok_or_else(|| BackendError::Protocol("unexpected SASL final".into()))?;
-                    s.finish(body.data())?;
-                }
-                Message::ParameterStatus(body) => {
-                    self.params.push((body.name()?.to_owned(), body.value()?.to_owned()));
-                }
-                Message::BackendKeyData(body) => self.key = Some((body.process_id(), body.secret_key())),
-                Message::ReadyForQuery(body) => {
-                    self.status = body.status();
-                    return Ok(());
-                }
-                Message::ErrorResponse(body) => return Err(server_error(body.fields())?),
-                Message::NoticeResponse(body) => self.keep_login_notice(body.fields()),
-                _ => return Err(BackendError::Protocol("unexpected message during login".into())),
-            }
-            if !out.is_empty() {
-                self.stream.write_all(&out).await?;
-            }
-        }
-    }
-
-    /// Keeps a notice of the login for the connection's first client (beyond `LOGIN_NOTICES_MAX`, it is dropped).
-    fn keep_login_notice(&mut self, mut fields: postgres_protocol::message::backend::ErrorFields<'_>) {
-        let mut body = BytesMut::new();
-        while let Ok(Some(f)) = fallible_iterator::FallibleIterator::next(&mut fields) {
-            body.extend_from_slice(&[f.type_()]);
-            body.extend_from_slice(f.value_bytes());
-            body.extend_from_slice(&[0]);
-        }
-        if self.login_notices.len() + body.len() + 6 <= LOGIN_NOTICES_MAX {
-            crate::protocol::encode::message(&mut self.login_notices, b'N', |b| {
-                b.extend_from_slice(&body);
-                b.extend_from_slice(&[0]);
-            });
-        }
-    }
-
-    async fn read_message(&mut self) -> Result<Message, BackendError> {
-        loop {
-            if let Some(m) = Message::parse(&mut self.rbuf)? {
-                return Ok(m);
-            }
-            self.fill().await?;
-        }
     }
 
     /// Reads more bytes from the server; a closed socket is an error, and so is any I/O error: both mark the
@@ -474,6 +380,30 @@ impl ServerConn {
         self.run_own(&out).await
     }
 
+    /// Runs `sql` with text parameters `params` ($1, ...) as one extended-protocol statement and Sync: values never
+    /// become SQL text (`auth_query` looks a client's name up with it).
+    pub async fn extended_with(&mut self, sql: &str, params: &[&str]) -> Result<Vec<Vec<Option<String>>>, BackendError> {
+        let mut out = BytesMut::new();
+        frontend::parse("", sql, std::iter::empty(), &mut out)?;
+        frontend::bind(
+            "",
+            "",
+            std::iter::empty(),
+            params.iter(),
+            |p: &&str, buf| {
+                buf.extend_from_slice(p.as_bytes());
+                Ok(postgres_protocol::IsNull::No)
+            },
+            Some(0),
+            &mut out,
+        )
+        .map_err(|_| BackendError::Protocol("cannot encode Bind".into()))?;
+        frontend::execute("", 0, &mut out)?;
+        frontend::sync(&mut out);
+        self.send_ahead().await?;
+        self.run_own(&out).await
+    }
+
     /// Runs `sql` as one extended-protocol statement and Sync, for a connection that may be in the middle of a
     /// client's extended batch: if the server is skipping until Sync after an error, it ignores the statement and
     /// answers the Sync; either way exactly one ReadyForQuery ends it (a Query there would never be answered).
@@ -571,7 +501,7 @@ pub fn error_from_body(body: &[u8]) -> BackendError {
     }
 }
 
-fn server_error(mut fields: ErrorFields<'_>) -> Result<BackendError, BackendError> {
+pub(super) fn server_error(mut fields: ErrorFields<'_>) -> Result<BackendError, BackendError> {
     let (mut code, mut message) = (String::new(), String::new());
     while let Some(f) = fallible_iterator::FallibleIterator::next(&mut fields)? {
         match f.type_() {
@@ -582,9 +512,6 @@ fn server_error(mut fields: ErrorFields<'_>) -> Result<BackendError, BackendErro
     }
     Ok(BackendError::Server { code, message })
 }
-
-/// Most bytes of login notices a server connection keeps for its first client.
-const LOGIN_NOTICES_MAX: usize = 16 * 1024;
 
 /// Sends a CancelRequest for the server process `key` to the target (over TLS when the target uses it) and waits
 /// until the server has taken it (it closes the connection once the cancel is signalled).

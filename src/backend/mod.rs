@@ -4,6 +4,7 @@
 
 pub mod conn;
 mod describe;
+mod login;
 pub mod pool;
 pub mod relay;
 pub mod servers;
@@ -35,6 +36,9 @@ pub struct Login {
     pub password: Option<String>,
     /// The role taken at login.
     pub role: Option<String>,
+    /// The client's own secret to log in with, no password: the keys of its SCRAM proof or its md5 verifier
+    /// (pass-through); used when the server asks for SCRAM or md5 respectively.
+    pub passthrough: Option<crate::auth::Passthrough>,
 }
 
 impl std::fmt::Debug for Login {

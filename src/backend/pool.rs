@@ -160,7 +160,7 @@ impl Backend {
     /// Builds a target's pool; no connection is opened until needed (or `min` asks for it).
     pub fn new(spec: TargetSpec, settings: &PoolSettings) -> Backend {
         let spec = Arc::new(spec);
-        let url_login = Login { user: spec.user.clone(), password: spec.password.clone(), role: None };
+        let url_login = Login { user: spec.user.clone(), password: spec.password.clone(), role: None, passthrough: None };
         let health = Arc::new(Health::default());
         health.up.store(true, Ordering::Relaxed);
         let shelf = Arc::new(Shelf::new(
@@ -275,7 +275,7 @@ impl Backend {
 
     /// The target URL's login.
     fn url_login(&self) -> Login {
-        Login { user: self.spec.user.clone(), password: self.spec.password.clone(), role: None }
+        Login { user: self.spec.user.clone(), password: self.spec.password.clone(), role: None, passthrough: None }
     }
 
     /// Connections kept open even when idle.
@@ -449,12 +449,15 @@ impl Backend {
                 self.health.connected(&conn);
                 Ok(PooledConn::lend(Box::new(conn), turn, None))
             }
-            Ok(Err(BackendError::Server { code, message })) if login != 0 => Err(CheckoutError::Refused {
-                target: self.spec.name.clone(),
-                user: spec.user.clone(),
-                code: crate::protocol::codes::of_login(&code),
-                message,
-            }),
+            // A user's own login failing says nothing of the target (its probes, with the URL's login, do).
+            Ok(Err(e)) if login != 0 => {
+                let (code, message) = match e {
+                    BackendError::Server { code, message } => (crate::protocol::codes::of_login(&code), message),
+                    BackendError::Protocol(m) => (crate::protocol::codes::INVALID_PASSWORD, m),
+                    other => (crate::protocol::codes::CONNECTION_FAILURE, other.to_string()),
+                };
+                Err(CheckoutError::Refused { target: self.spec.name.clone(), user: spec.user.clone(), code, message })
+            }
             Ok(Err(e)) => {
                 self.health.failed(&e);
                 Err(self.unavailable())

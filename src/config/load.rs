@@ -90,6 +90,21 @@ pub struct RawConfig {
     /// How often every target is probed in the background.
     #[serde(default, deserialize_with = "opt_duration")]
     pub health_interval: Option<Duration>,
+    /// How clients prove their password: `scram-sha-256` (default) or `md5` (PgBouncer's `auth_type`).
+    pub auth_type: Option<String>,
+    /// The query that looks up a client's verifier on `auth_target` (PgBouncer's `auth_query`), `$1` the name.
+    pub auth_query: Option<String>,
+    /// The target `auth_query` runs on (PgBouncer's `auth_dbname`); default: `default_target`.
+    pub auth_target: Option<String>,
+    /// The role `auth_query` runs as (PgBouncer's `auth_user`); default: the target URL's login.
+    pub auth_user: Option<String>,
+    /// Its password.
+    pub auth_password: Option<String>,
+    /// How long a looked-up verifier (or its absence) is reused (default 60 s).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub auth_cache_ttl: Option<Duration>,
+    /// Most users whose lookup is kept (default 1,000).
+    pub auth_cache_size: Option<usize>,
     /// The period SHOW STATS_AVERAGES averages over (PgBouncer's `stats_period`).
     #[serde(default, deserialize_with = "opt_duration")]
     pub stats_period: Option<Duration>,

@@ -54,6 +54,10 @@ pub struct Config {
     pub health_interval: Duration,
     /// The period SHOW STATS_AVERAGES averages over (PgBouncer's `stats_period`; default 60 s, fixed at start).
     pub stats_period: Duration,
+    /// How clients authenticate (PgBouncer's `auth_type`).
+    pub auth_type: AuthType,
+    /// Looking up verifiers of users not in `users` on a target (PgBouncer's `auth_query`), when configured.
+    pub auth_query: Option<AuthQuery>,
     /// How long a client keeps its server connections (PgBouncer's `pool_mode`) in the logical database, unless its
     /// user says otherwise.
     pub pool_mode: PoolMode,
@@ -293,6 +297,39 @@ pub enum Upstream {
     Direct,
     /// A pooler in transaction mode: no session state may survive a transaction.
     TransactionPooler,
+}
+
+/// How clients prove their password (PgBouncer's `auth_type`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AuthType {
+    /// SCRAM-SHA-256 for everyone.
+    #[default]
+    ScramSha256,
+    /// md5 for users whose password is in clear or stored as md5; SCRAM-SHA-256 for those stored as SCRAM.
+    Md5,
+}
+
+/// `auth_query`: where and how a client's verifier is looked up, and how long it is kept.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthQuery {
+    /// The query, `$1` the user name; returns (name, verifier).
+    pub sql: String,
+    /// The target it runs on.
+    pub target: String,
+    /// The login it runs as (none: the target URL's).
+    pub user: Option<String>,
+    /// That login's password.
+    pub password: Option<String>,
+    /// How long an answer is reused.
+    pub ttl: Duration,
+    /// Most users kept.
+    pub size: usize,
+}
+
+impl std::fmt::Debug for AuthQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AuthQuery({:?} on {} as {:?})", self.sql, self.target, self.user)
+    }
 }
 
 /// A client user.

@@ -32,6 +32,8 @@ pub(crate) const DEFAULT_MAX_LOGIN_CONN: usize = 512;
 pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -> Result<Config, Vec<Issue>> {
     let mut issues = Issues { text, found: Vec::new() };
     let resolve = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+    let names: Vec<String> = raw.targets.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect();
+    let auth_query = auth_query(&raw, &names, &mut issues);
     let listen = listen(raw.listen, &mut issues);
     let tls = client_tls(raw.tls, &resolve, &mut issues);
     let targets = targets(raw.targets, &resolve, &mut issues);
@@ -39,7 +41,8 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
     if let Some(t) = raw.any_database.as_deref().filter(|t| !targets.iter().any(|x| x.name == *t)) {
         issues.add(&["any_database"], format!("unknown target {t:?}"));
     }
-    check_users(&raw.users, &raw.admin_users, &targets, &mut issues);
+    check_users(&raw.users, &raw.admin_users, &targets, auth_query.is_some(), &mut issues);
+    let auth_type = auth_type(raw.auth_type.as_deref(), &mut issues);
     let mode = mode(split_env, raw.mode);
     let workers = raw.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if workers > MAX_WORKERS {
@@ -94,6 +97,8 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
         workers,
         health_interval,
         stats_period,
+        auth_type,
+        auth_query,
         pool_mode: raw.pool_mode.unwrap_or_default(),
         any_database: raw.any_database,
         prepare_unnamed: raw.prepare_unnamed.unwrap_or(false),
@@ -327,7 +332,7 @@ fn chosen_targets(
 
 /// Every user needs a name, listed once, and server logins only on known targets; someone must be able to log in,
 /// and every admin user must be a user.
-fn check_users(users: &[User], admin_users: &[String], targets: &[Target], issues: &mut Issues) {
+fn check_users(users: &[User], admin_users: &[String], targets: &[Target], looked_up: bool, issues: &mut Issues) {
     let mut seen = HashMap::new();
     for u in users {
         if u.name.is_empty() {
@@ -346,12 +351,54 @@ fn check_users(users: &[User], admin_users: &[String], targets: &[Target], issue
             issues.add(&["users", &u.name, "server_password"], "server_password needs server_user");
         }
     }
+    if looked_up {
+        return;
+    }
     if users.is_empty() {
-        issues.add(&["users"], "no user can log in: list at least one user");
+        issues.add(&["users"], "no user can log in: list at least one user, or set auth_query");
     }
     for a in admin_users.iter().filter(|a| !users.iter().any(|u| &u.name == *a)) {
         issues.add(&["admin_users"], format!("admin user {a:?} is not in users: nobody could log in as it"));
     }
+}
+
+/// `auth_type`: `scram-sha-256` (default) or `md5`, as PgBouncer spells them.
+fn auth_type(raw: Option<&str>, issues: &mut Issues) -> AuthType {
+    match raw.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("scram-sha-256") => AuthType::ScramSha256,
+        Some("md5") => AuthType::Md5,
+        Some(other) => {
+            issues.add(&["auth_type"], format!("{other:?} is not scram-sha-256 or md5"));
+            AuthType::ScramSha256
+        }
+    }
+}
+
+/// `auth_query` and its settings; the target must exist and the query take the user name as `$1`.
+fn auth_query(raw: &RawConfig, targets: &[String], issues: &mut Issues) -> Option<AuthQuery> {
+    let sql = raw.auth_query.clone()?;
+    if !sql.contains("$1") {
+        issues.add(&["auth_query"], "the query must take the user name as $1");
+    }
+    let target = raw.auth_target.clone().or_else(|| raw.default_target.clone()).unwrap_or_default();
+    if !targets.contains(&target) {
+        issues.add(&["auth_target"], format!("unknown target {target:?}"));
+    }
+    if raw.auth_password.is_some() && raw.auth_user.is_none() {
+        issues.add(&["auth_password"], "auth_password needs auth_user");
+    }
+    let size = raw.auth_cache_size.unwrap_or(1000);
+    if size == 0 {
+        issues.add(&["auth_cache_size"], "must be at least 1");
+    }
+    Some(AuthQuery {
+        sql,
+        target,
+        user: raw.auth_user.clone(),
+        password: raw.auth_password.clone(),
+        ttl: raw.auth_cache_ttl.unwrap_or(Duration::from_secs(60)),
+        size,
+    })
 }
 
 /// The mode: `SPLIT_DB_MODE` when it holds a boolean word, else `mode:`, else split.

@@ -157,7 +157,7 @@ impl Session {
         if let Some(Some(id)) = self.logins.get(target) {
             return *id;
         }
-        let id = self.app.login_for(&self.user, target).await;
+        let id = self.app.login_for(&self.user, target, self.own_secret.as_ref()).await;
         if self.logins.len() <= target {
             self.logins.resize(target + 1, None);
         }
@@ -205,6 +205,8 @@ pub struct Session {
     params: params::Params,
     /// The login of the user's server connections on each target, once asked (`App::login_for`).
     logins: Vec<Option<crate::backend::LoginId>>,
+    /// What the client's login left to log in with in its name (SCRAM keys or md5 verifier; pass-through).
+    own_secret: Option<crate::auth::Passthrough>,
     /// When the open transaction's first request was sent (SHOW STATS' `xact_time`).
     xact_began: Option<std::time::Instant>,
     /// A target on which DDL ran inside the open transaction: its catalog is re-read when the transaction ends.

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::app::{App, ClientTlsMode};
-use crate::auth::ScramExchange;
+use crate::auth::{Passthrough, ScramExchange};
 use crate::cancel::{ClientInfo, ClientKey};
 use crate::config::PoolMode;
 use crate::server::Limits;
@@ -54,7 +54,7 @@ pub async fn startup(
     let (passthrough, any_database) = served(app, &database, admin);
     let info = client_info(&user, &database, addrs, &client.stream, &params);
     let result = async {
-        authenticate(&mut client, app, &user).await?;
+        let own_secret = authenticate(&mut client, app, &user).await?;
         let slot = admit(app, limits, &params, &user, &database, passthrough, admin)?;
         let pool = match any_database {
             Some(t) => Some(app.database_pool(t, &database).await.map_err(SessionError::Fatal)?),
@@ -66,7 +66,7 @@ pub async fn startup(
         let home = match session_mode {
             true => {
                 let target = app.home_target(passthrough);
-                let login = if pool.is_some() { 0 } else { app.login_for(&user, target).await };
+                let login = if pool.is_some() { 0 } else { app.login_for(&user, target, own_secret.as_ref()).await };
                 let backend = pool.as_deref().unwrap_or_else(|| app.backend(target));
                 let conn = backend.checkout_or_cancel(login, None).await;
                 let conn = conn.map_err(|e| SessionError::Fatal(errors::no_own_backend(&e)))?;
@@ -82,7 +82,7 @@ pub async fn startup(
         let greeted =
             if admin { greet_admin(&mut client, &key).await } else { greet(&mut client, app, greeter, &params, &key).await };
         match greeted {
-            Ok(()) => Ok((key, slot, home, pool)),
+            Ok(()) => Ok((key, slot, home, pool, own_secret)),
             Err(e) => {
                 app.cancels().unregister(&key);
                 Err(e)
@@ -93,11 +93,12 @@ pub async fn startup(
     if let Err(SessionError::Fatal(e)) = &result {
         client.fatal(e).await;
     }
-    let (key, slot, home, pool) = result?;
+    let (key, slot, home, pool, own_secret) = result?;
     if let Some(t) = passthrough {
         tracing::info!(%user, target = app.backend(t).name(), %database, "passthrough session");
     }
     let mut session = Session::new(client, app.clone(), user, &params, key);
+    session.own_secret = own_secret;
     session.connected_to(passthrough, pool, admin);
     if let Some((target, conn)) = home {
         session.session_pooled(target, conn);
@@ -296,11 +297,18 @@ async fn refuse(stream: Stream, buf: BytesMut, e: PgError) -> SessionError {
     SessionError::Fatal(e)
 }
 
-/// SCRAM-SHA-256 against the configured users. A name that may not connect is challenged as PostgreSQL challenges
-/// an unknown role — a salt stable for the name, the same iterations, the same cost — and gets the same error as a
-/// wrong password.
-async fn authenticate(client: &mut Client, app: &App, user: &str) -> Result<(), SessionError> {
-    let (verifier, known) = app.users().challenge(user);
+/// Authenticates the client: md5 when `auth_type: md5` and its secret has an md5 verifier (or none is known: a
+/// mock md5 exchange), else SCRAM-SHA-256 (a mock exchange for a name nobody knows, at the same cost). A login that
+/// fails is 28P01 either way. Returns what pgsplit may log in with in the client's name (`auth::Passthrough`).
+async fn authenticate(client: &mut Client, app: &App, user: &str) -> Result<Option<Passthrough>, SessionError> {
+    let (secret, _) = app.client_secret(user).await;
+    let md5 = secret.as_ref().and_then(|s| s.md5.clone());
+    let scram = secret.and_then(|s| s.scram);
+    if app.config().auth_type == crate::config::AuthType::Md5 && (md5.is_some() || scram.is_none()) {
+        return md5_exchange(client, user, md5).await.map(|hash| Some(Passthrough::Md5(hash)));
+    }
+    let known = scram.is_some();
+    let verifier = scram.unwrap_or_else(|| app.users().mock(user));
     encode::auth_sasl(&mut client.wbuf, &["SCRAM-SHA-256"]);
     client.flush().await?;
     let first = expect_password_message(client).await?;
@@ -312,11 +320,34 @@ async fn authenticate(client: &mut Client, app: &App, user: &str) -> Result<(), 
     encode::auth_sasl_data(&mut client.wbuf, 11, server_first.as_bytes());
     client.flush().await?;
     let fin = expect_password_message(client).await?;
-    match exchange.finish(fin.body()) {
-        Ok(server_final) if known => {
+    match exchange.finish_with_keys(fin.body()) {
+        Ok((server_final, keys)) if known => {
             encode::auth_sasl_data(&mut client.wbuf, 12, server_final.as_bytes());
             encode::auth_ok(&mut client.wbuf);
-            Ok(())
+            Ok(Some(Passthrough::Scram(keys)))
+        }
+        _ => {
+            tracing::warn!(%user, "client authentication failed");
+            Err(SessionError::Fatal(errors::password_failed(user)))
+        }
+    }
+}
+
+/// An md5 exchange: a random salt, the client's `md5` answer compared with the one `hash` (the md5 verifier; none
+/// for a name nobody knows) gives, in constant time. Returns the verifier on success.
+async fn md5_exchange(client: &mut Client, user: &str, hash: Option<String>) -> Result<String, SessionError> {
+    let mut salt = [0u8; 4];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut salt);
+    encode::auth_md5(&mut client.wbuf, salt);
+    client.flush().await?;
+    let answer = expect_password_message(client).await?;
+    let got = decode::query(answer.body()).map_err(|e| SessionError::Fatal(errors::protocol_violation(e)))?;
+    let wanted = hash.as_deref().and_then(|h| crate::auth::passthrough::md5_answer(h, salt)).unwrap_or_default();
+    let same = got.len() == wanted.len() && got.iter().zip(wanted.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    match hash {
+        Some(hash) if same && !wanted.is_empty() => {
+            encode::auth_ok(&mut client.wbuf);
+            Ok(hash)
         }
         _ => {
             tracing::warn!(%user, "client authentication failed");

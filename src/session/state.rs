@@ -74,6 +74,7 @@ impl Session {
             params,
             catalog_stale: None,
             logins: Vec::new(),
+            own_secret: None,
             xact_began: None,
             temp_due: None,
             changed_rows: Vec::new(),
