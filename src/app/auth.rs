@@ -13,13 +13,19 @@ use super::App;
 /// How long one lookup may take before the login is refused.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Looked-up secrets by user name, with when they were read (`None`: no such user, or no password).
-pub(crate) struct AuthCache(Mutex<lru::LruCache<String, (Instant, Option<Secret>)>>);
+/// Looked-up secrets by user name, with when they were read (`None`: no such user, or no password), and the
+/// lookups' turns: at most `LOOKUPS` at once, so names sent by clients that have proven nothing cannot take more
+/// than that many of the target's connections.
+pub(crate) struct AuthCache(Mutex<lru::LruCache<String, (Instant, Option<Secret>)>>, tokio::sync::Semaphore);
+
+/// Lookups running at once.
+const LOOKUPS: usize = 2;
 
 impl AuthCache {
     /// A cache of at most `size` users.
     pub(crate) fn new(size: usize) -> AuthCache {
-        AuthCache(Mutex::new(lru::LruCache::new(NonZeroUsize::new(size).unwrap_or(NonZeroUsize::MIN))))
+        let lru = lru::LruCache::new(NonZeroUsize::new(size).unwrap_or(NonZeroUsize::MIN));
+        AuthCache(Mutex::new(lru), tokio::sync::Semaphore::new(LOOKUPS))
     }
 
     /// Forgets everything (RELOAD).
@@ -64,6 +70,7 @@ impl App {
             None => 0,
         };
         let lookup = async {
+            let _turn = self.auth_cache.1.acquire().await.map_err(|e| e.to_string())?;
             let mut conn = backend.checkout_or_cancel(login, None).await.map_err(|e| e.to_string())?;
             conn.extended_with(&q.sql, &[user]).await.map_err(|e| e.to_string())
         };

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use crate::auth::Passthrough;
 use crate::backend::{Login, LoginId};
+use crate::protocol::encode::PgError;
 use crate::router::TargetId;
 
 use super::App;
@@ -39,7 +40,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl App {
     /// The number of the login `user`'s server connections use on `target` (0: the target URL's login);
     /// `passthrough`: what the client's own login left to log in with in its name (`auth::Passthrough`).
-    pub async fn login_for(&self, user: &str, target: TargetId, passthrough: Option<&Passthrough>) -> LoginId {
+    /// A target that cannot say whether it has the client's role refuses the statement (08006), never falls back
+    /// to the URL's login.
+    pub async fn login_for(&self, user: &str, target: TargetId, passthrough: Option<&Passthrough>) -> Result<LoginId, PgError> {
         let backend = self.backend(target);
         let url = &backend.spec;
         let own = |password: Option<String>, passthrough: Option<&Passthrough>| Login {
@@ -69,30 +72,35 @@ impl App {
                 _ => (passthrough.map(|p| own(None, Some(p))), true),
             }
         };
-        let Some(login) = login else { return 0 };
-        if implicit && !self.has_login_role(target, user).await {
-            return 0;
+        let Some(login) = login else { return Ok(0) };
+        if implicit && !self.has_login_role(target, user).await? {
+            return Ok(0);
         }
         let id = backend.login_id(&login);
         tracing::debug!(user, target = backend.name(), login = login.shown(), "server login");
-        id
+        Ok(id)
     }
 
     /// Whether `target` has a role named `role` that may log in (asked once per target and role, on a connection
-    /// of the URL's login; unknown when the target cannot be asked: then not).
-    async fn has_login_role(&self, target: TargetId, role: &str) -> bool {
+    /// of the URL's login); an error when the target cannot be asked (not remembered).
+    async fn has_login_role(&self, target: TargetId, role: &str) -> Result<bool, PgError> {
         if let Some(known) = self.login_roles.get(target, role) {
-            return known;
+            return Ok(known);
         }
         let sql = format!("select 1 from pg_catalog.pg_roles where rolname = {} and rolcanlogin", crate::quote::literal(role));
-        let Ok(mut conn) = self.backend(target).checkout().await else { return false };
-        match conn.simple(&sql).await {
-            Ok(rows) => {
-                let exists = !rows.is_empty();
-                self.login_roles.put(target, role, exists);
-                exists
-            }
-            Err(_) => false,
-        }
+        let backend = self.backend(target);
+        let unknown = |e: String| {
+            tracing::warn!(target = backend.name(), role, error = %e, "cannot ask the target for the client's role");
+            PgError::error(
+                crate::protocol::codes::CONNECTION_FAILURE,
+                format!("target \"{}\" cannot say which login the user's connections use: {e}", backend.name()),
+            )
+        };
+        // A checkout refused is refused as the statement's own would be (57P03 disabled, 53300, 08006 ...).
+        let mut conn = backend.checkout().await.map_err(|e| crate::session::errors::checkout(&e))?;
+        let rows = conn.simple(&sql).await.map_err(|e| unknown(e.to_string()))?;
+        let exists = !rows.is_empty();
+        self.login_roles.put(target, role, exists);
+        Ok(exists)
     }
 }

@@ -280,6 +280,18 @@ mod tests {
     }
 
     #[test]
+    fn passwords_are_saslprepped_as_postgresql_does() {
+        let salt = b"0123456789abcdef".to_vec();
+        // A soft hyphen maps to nothing and a no-break space to a space (RFC 4013).
+        let plain = Verifier::with_salt("IX y", salt.clone(), 4096);
+        let prepped = Verifier::with_salt("I\u{00AD}X\u{00A0}y", salt.clone(), 4096);
+        assert_eq!(plain.stored_key, prepped.stored_key);
+        // A password SASLprep refuses (a prohibited character) is used as it is.
+        let raw = Verifier::with_salt("a\u{0007}b", salt, 4096);
+        assert_ne!(raw.stored_key, plain.stored_key);
+    }
+
+    #[test]
     fn malformed_client_messages_are_errors_not_panics() {
         let v = Verifier::from_password("pw");
         for junk in [&b""[..], b"n", b"n,,", b"x,,r=abc", b"p=tls-server-end-point,,n=,r=a", &[0xff, 0xfe]] {

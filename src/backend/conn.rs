@@ -158,7 +158,8 @@ impl ServerConn {
             local: tcp.local_addr().ok(),
             remote_pid: self.key.map_or(0, |(pid, _)| pid),
             tls: self.stream.tls_version(),
-            fd: tcp.as_raw_fd(),
+            // SAFETY: the descriptor is this connection's open socket for the duration of the call.
+            fd: unsafe { std::os::fd::BorrowedFd::borrow_raw(tcp.as_raw_fd()) }.try_clone_to_owned().ok(),
         }));
     }
 

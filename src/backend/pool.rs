@@ -416,37 +416,60 @@ impl Backend {
         checkout_timeout: Duration,
         waited: &mut bool,
     ) -> Result<PooledConn, CheckoutError> {
-        while let Some(mut conn) = self.shelf.take(Some(login)) {
-            if !self.shelf.expired(&conn, started.into_std()) && conn.idle_and_alive(started.into_std()) {
-                match conn.rehome() {
-                    Ok(()) => return Ok(PooledConn::lend(conn, turn, (!*waited).then(|| started.into_std()))),
-                    Err(e) => {
-                        tracing::warn!(target = %self.spec.name, error = %e, "cannot move a server connection to this worker")
+        loop {
+            while let Some(mut conn) = self.shelf.take(Some(login)) {
+                if !self.shelf.expired(&conn, started.into_std()) && conn.idle_and_alive(started.into_std()) {
+                    match conn.rehome() {
+                        Ok(()) => return Ok(PooledConn::lend(conn, turn, (!*waited).then(|| started.into_std()))),
+                        Err(e) => {
+                            tracing::warn!(target = %self.spec.name, error = %e, "cannot move a server connection to this worker")
+                        }
                     }
                 }
+                conn.broken = true;
+                self.shelf.close(conn);
+                tracing::debug!(target = %self.spec.name, "dropped a server connection closed while idle");
             }
-            conn.broken = true;
-            self.shelf.close(conn);
-            tracing::debug!(target = %self.spec.name, "dropped a server connection closed while idle");
-        }
-        *waited = true;
-        // `max` open, none of this login idle: the turn's holder holds none, so one of another login is idle; it
-        // makes room (the target's budget holds across its logins).
-        if self.shelf.open.load(Ordering::Acquire) >= self.shelf.max.load(Ordering::Relaxed) {
-            if let Some(mut other) = self.shelf.take_other(login) {
-                // Until its server process has gone, it still counts on the server: the new one waits for that.
-                other.terminate_and_wait(Duration::from_secs(1)).await;
-                self.shelf.close(other);
+            *waited = true;
+            // Counted before it exists, and only within `max` (whatever the logins: the budget is the target's).
+            if let Some(opening) = self.shelf.try_opening() {
+                return self.open_for(login, turn, opening, started, checkout_timeout).await;
+            }
+            // `max` open, none of this login idle: the least recently used idle one of another login makes room,
+            // once its server process has gone (the server counts it until then).
+            match self.shelf.take_other(login) {
+                Some(mut other) => {
+                    other.terminate_and_wait(Duration::from_secs(1)).await;
+                    self.shelf.close(other);
+                }
+                None if started.elapsed() >= checkout_timeout => {
+                    return Err(CheckoutError::Timeout { target: self.spec.name.clone(), waited: checkout_timeout });
+                }
+                // Every other connection is being opened or closed, or a reload shrank the pool: soon one is back.
+                None => tokio::time::sleep(Duration::from_millis(2)).await,
             }
         }
-        // Counted before it exists: the turn's holder may open one, and `open` stays within `max`.
-        let opening = self.shelf.opening();
+    }
+
+    /// Opens a connection of `login` for the holder of `turn`, within what is left of the checkout timeout.
+    async fn open_for(
+        &self,
+        login: LoginId,
+        turn: Turn,
+        opening: super::shelf::Opening<'_>,
+        started: tokio::time::Instant,
+        checkout_timeout: Duration,
+    ) -> Result<PooledConn, CheckoutError> {
         let left = checkout_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
         let spec = self.login(login);
         match tokio::time::timeout(left, ServerConn::connect_as(&self.spec, &spec, login)).await {
             Ok(Ok(conn)) => {
                 opening.opened();
-                self.health.connected(&conn);
+                // The greeting's server parameters come from the URL's login only (another login's role settings,
+                // `session_authorization` and `is_superuser` are its own).
+                if login == 0 {
+                    self.health.connected(&conn);
+                }
                 Ok(PooledConn::lend(Box::new(conn), turn, None))
             }
             // A user's own login failing says nothing of the target (its probes, with the URL's login, do).
@@ -545,7 +568,8 @@ impl Backend {
                     conn
                 }
                 None => {
-                    let opening = self.shelf.opening();
+                    // Full of other logins' connections, none idle of the URL's: the target is serving.
+                    let Some(opening) = self.shelf.try_opening() else { return Ok(()) };
                     let conn = ServerConn::connect(&self.spec).await?;
                     opening.opened();
                     Box::new(conn)
@@ -584,12 +608,12 @@ impl Backend {
         }
         let _turns = Turn::held(&self.shelf, wanted as usize);
         for _ in 0..wanted {
+            // Counted while it is being opened, within `max`.
+            let Some(opening) = self.shelf.try_opening() else { break };
             match tokio::time::timeout(timeout, ServerConn::connect(&self.spec)).await {
                 Ok(Ok(conn)) => {
                     self.health.connected(&conn);
-                    if !self.shelf.add_idle(Box::new(conn)) {
-                        break;
-                    }
+                    self.shelf.add_opened(Box::new(conn), opening);
                 }
                 Ok(Err(e)) => {
                     self.health.failed(&e);

@@ -1,12 +1,12 @@
 //! Every server connection pgsplit holds, listed for the admin console (`SHOW SERVERS`, PgBouncer's columns) and
 //! reachable by it: `RECONNECT` marks them to close when they come back, `KILL` shuts their sockets at once.
 //!
-//! A connection registers when it has logged in (`ServerConn::connect`) and leaves when it is dropped: its
-//! `Registration` is dropped before its socket closes, under the registry's lock, so `kill` never shuts a socket
-//! number that has already been closed (and perhaps reused by another connection).
+//! A connection registers when it has logged in (`ServerConn::connect`) and leaves when it is dropped. The registry
+//! keeps its own duplicate of the socket's descriptor, so `kill` shuts that socket whatever became of the
+//! connection's descriptor meanwhile: never another socket that took its number.
 
 use std::collections::HashMap;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -77,8 +77,8 @@ pub struct Details {
     pub remote_pid: i32,
     /// TLS version, or empty.
     pub tls: String,
-    /// The socket.
-    pub fd: RawFd,
+    /// A duplicate of the socket's descriptor, owned by the registry (`kill`).
+    pub fd: Option<OwnedFd>,
 }
 
 impl Servers {
@@ -121,10 +121,10 @@ impl Servers {
         let open = lock(&self.open);
         let mut n = 0;
         for s in open.values().filter(|s| s.generation < generation) {
-            // SAFETY: `s.details.fd` is the socket of a connection still registered, and a connection leaves the registry
-            // (under this lock, held here) before its socket closes: the descriptor is open and still that socket.
-            // shutdown(2) only ends the connection's traffic; the owner still closes the descriptor.
-            unsafe { libc::shutdown(s.details.fd, libc::SHUT_RDWR) };
+            let Some(fd) = &s.details.fd else { continue };
+            // SAFETY: `fd` is a descriptor the registry owns (a duplicate of the connection's socket), open as long
+            // as `s` lives; shutdown(2) ends the socket's traffic for every descriptor of it, and closes nothing.
+            unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
             n += 1;
         }
         n

@@ -129,10 +129,18 @@ impl Shelf {
     /// A connection is about to be opened by a turn's holder: counted from now, and uncounted again unless it
     /// arrives (`Opening::opened`): a failed connect, or a checkout dropped half-way (its client left), leaves the
     /// count as it was.
+    /// Only while fewer than `max` are open: the budget holds across logins and for `keep_min`.
     #[inline]
-    pub(super) fn opening(&self) -> Opening<'_> {
-        self.open.fetch_add(1, Ordering::AcqRel);
-        Opening { shelf: self, arrived: false }
+    pub(super) fn try_opening(&self) -> Option<Opening<'_>> {
+        let max = self.max.load(Ordering::Relaxed);
+        self.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(Opening { shelf: self, arrived: false })
+    }
+
+    /// A connection opened under `try_opening` joins the idle ones.
+    pub(super) fn add_opened(&self, conn: Box<ServerConn>, opening: Opening<'_>) {
+        opening.opened();
+        self.push(conn, Instant::now());
     }
 
     /// A connection closes (dropped: its socket closes), or one being opened failed.
@@ -217,7 +225,7 @@ fn pop_login(stack: &mut Stack, login: Option<LoginId>) -> Option<Box<ServerConn
 }
 
 /// A connection being opened, counted in `open` (`Shelf::opening`).
-pub(super) struct Opening<'a> {
+pub(crate) struct Opening<'a> {
     shelf: &'a Shelf,
     arrived: bool,
 }

@@ -390,3 +390,20 @@ fn server_logins_are_per_user_with_per_target_overrides_on_known_targets() {
     assert!(found.iter().any(|i| i.key == "users.app.targets.nowhere"), "{found:?}");
     assert!(found.iter().any(|i| i.key == "users.app.server_password"), "{found:?}");
 }
+
+#[test]
+fn auth_query_takes_pgbouncers_default_once_auth_user_is_set_and_needs_a_known_target() {
+    let c = load(&format!("{SEED}auth_user: pgbouncer\n"), SEED_ENV).unwrap();
+    let q = c.auth_query.expect("auth_user alone enables auth_query");
+    assert_eq!(
+        (q.sql.as_str(), q.target.as_str(), q.ttl, q.size),
+        (validate::DEFAULT_AUTH_QUERY, "primary", Duration::from_secs(60), 1000)
+    );
+    let found = issues(&format!("{SEED}auth_query: \"select 1\"\nauth_target: nowhere\nauth_type: sha1\n"));
+    for key in ["auth_query", "auth_target", "auth_type"] {
+        assert!(found.iter().any(|i| i.key == key), "{key}: {found:?}");
+    }
+    let users = "  - { name: app, password: \"${APP_PASSWORD}\" }\n  - { name: admin, password: \"${ADMIN_PASSWORD:-}\" }\n";
+    let looked_up = load(&format!("{}auth_query: \"select u, p from f($1)\"\n", SEED.replace(users, "")), SEED_ENV);
+    assert!(looked_up.is_ok(), "with auth_query, users may be empty and admin users looked up: {looked_up:?}");
+}

@@ -362,6 +362,10 @@ fn check_users(users: &[User], admin_users: &[String], targets: &[Target], looke
     }
 }
 
+/// PgBouncer's default `auth_query` (`pg_shadow` needs a superuser `auth_user`).
+/// Schema-qualified: a search_path a client set on a pooled connection cannot swap in another `pg_shadow`.
+pub(crate) const DEFAULT_AUTH_QUERY: &str = "SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename=$1";
+
 /// `auth_type`: `scram-sha-256` (default) or `md5`, as PgBouncer spells them.
 fn auth_type(raw: Option<&str>, issues: &mut Issues) -> AuthType {
     match raw.map(str::to_ascii_lowercase).as_deref() {
@@ -376,7 +380,12 @@ fn auth_type(raw: Option<&str>, issues: &mut Issues) -> AuthType {
 
 /// `auth_query` and its settings; the target must exist and the query take the user name as `$1`.
 fn auth_query(raw: &RawConfig, targets: &[String], issues: &mut Issues) -> Option<AuthQuery> {
-    let sql = raw.auth_query.clone()?;
+    // PgBouncer's default query once `auth_user` is set.
+    let sql = match (&raw.auth_query, &raw.auth_user) {
+        (Some(sql), _) => sql.clone(),
+        (None, Some(_)) => DEFAULT_AUTH_QUERY.to_owned(),
+        (None, None) => return None,
+    };
     if !sql.contains("$1") {
         issues.add(&["auth_query"], "the query must take the user name as $1");
     }

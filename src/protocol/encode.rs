@@ -72,6 +72,12 @@ impl PgError {
         }
     }
 
+    /// The same error, FATAL: it ends the session (a login that cannot go on).
+    pub fn into_fatal(mut self) -> Self {
+        self.severity = Severity::Fatal;
+        self
+    }
+
     /// Adds a DETAIL field.
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());

@@ -153,18 +153,21 @@ impl Session {
     /// The pool the session takes `target`'s connections from: a database's own under `any_database`.
     /// The login of the user's server connections on `target` (`App::login_for`, asked once per session).
     #[inline]
-    async fn login_on(&mut self, target: crate::router::TargetId) -> crate::backend::LoginId {
+    async fn login_on(
+        &mut self,
+        target: crate::router::TargetId,
+    ) -> Result<crate::backend::LoginId, crate::protocol::encode::PgError> {
         if let Some(Some(id)) = self.logins.get(target) {
-            return *id;
+            return Ok(*id);
         }
-        let id = self.app.login_for(&self.user, target, self.own_secret.as_ref()).await;
+        let id = self.app.login_for(&self.user, target, self.own_secret.as_ref()).await?;
         if self.logins.len() <= target {
             self.logins.resize(target + 1, None);
         }
         if let Some(slot) = self.logins.get_mut(target) {
             *slot = Some(id);
         }
-        id
+        Ok(id)
     }
 
     fn backend(&self, target: crate::router::TargetId) -> &crate::backend::Backend {

@@ -66,11 +66,7 @@ pub async fn startup(
         let home = match session_mode {
             true => {
                 let target = app.home_target(passthrough);
-                let login = if pool.is_some() { 0 } else { app.login_for(&user, target, own_secret.as_ref()).await };
-                let backend = pool.as_deref().unwrap_or_else(|| app.backend(target));
-                let conn = backend.checkout_or_cancel(login, None).await;
-                let conn = conn.map_err(|e| SessionError::Fatal(errors::no_own_backend(&e)))?;
-                Some((target, conn))
+                Some((target, own_backend(app, &user, target, pool.as_deref(), own_secret.as_ref()).await?))
             }
             false => None,
         };
@@ -104,6 +100,24 @@ pub async fn startup(
         session.session_pooled(target, conn);
     }
     Ok(Some((Box::new(session), slot)))
+}
+
+/// A session-pooled client's own server connection on `target` (of its `any_database` pool, if it has one), with
+/// the user's login there.
+async fn own_backend(
+    app: &App,
+    user: &str,
+    target: crate::router::TargetId,
+    pool: Option<&crate::backend::Backend>,
+    own_secret: Option<&Passthrough>,
+) -> Result<crate::backend::PooledConn, SessionError> {
+    let login = match pool {
+        Some(_) => 0,
+        None => app.login_for(user, target, own_secret).await.map_err(|e| SessionError::Fatal(e.into_fatal()))?,
+    };
+    let backend = pool.unwrap_or_else(|| app.backend(target));
+    let conn = backend.checkout_or_cancel(login, None).await;
+    conn.map_err(|e| SessionError::Fatal(errors::no_own_backend(&e)))
 }
 
 /// What SHOW CLIENTS shows of a client that logs in: its names, addresses (peer, ours), TLS and application.
@@ -297,14 +311,15 @@ async fn refuse(stream: Stream, buf: BytesMut, e: PgError) -> SessionError {
     SessionError::Fatal(e)
 }
 
-/// Authenticates the client: md5 when `auth_type: md5` and its secret has an md5 verifier (or none is known: a
-/// mock md5 exchange), else SCRAM-SHA-256 (a mock exchange for a name nobody knows, at the same cost). A login that
+/// Authenticates the client: md5 when `auth_type: md5` and its secret has an md5 verifier, else SCRAM-SHA-256 (a
+/// mock exchange for a name nobody knows, at the same cost). A login that
 /// fails is 28P01 either way. Returns what pgsplit may log in with in the client's name (`auth::Passthrough`).
 async fn authenticate(client: &mut Client, app: &App, user: &str) -> Result<Option<Passthrough>, SessionError> {
     let (secret, _) = app.client_secret(user).await;
     let md5 = secret.as_ref().and_then(|s| s.md5.clone());
     let scram = secret.and_then(|s| s.scram);
-    if app.config().auth_type == crate::config::AuthType::Md5 && (md5.is_some() || scram.is_none()) {
+    // A name nobody knows gets a mock SCRAM exchange even under md5, as PostgreSQL's default password_encryption.
+    if app.config().auth_type == crate::config::AuthType::Md5 && md5.is_some() {
         return md5_exchange(client, user, md5).await.map(|hash| Some(Passthrough::Md5(hash)));
     }
     let known = scram.is_some();

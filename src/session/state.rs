@@ -221,7 +221,7 @@ impl Session {
                 // A cancel while the client waits in the queue ends the wait, as it would end the statement.
                 // `Session::backend`, borrowing only the fields it reads (the client is read while waiting).
                 let own_pool = self.database_pool.is_some() && self.passthrough == Some(target);
-                let login = if own_pool { 0 } else { self.login_on(target).await };
+                let login = if own_pool { 0 } else { self.login_on(target).await? };
                 let backend = match &self.database_pool {
                     Some(pool) if own_pool => &**pool,
                     _ => self.app.backend(target),
