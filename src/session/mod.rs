@@ -160,7 +160,8 @@ impl Session {
         if let Some(Some(id)) = self.logins.get(target) {
             return Ok(*id);
         }
-        let id = self.app.login_for(&self.user, target, self.own_secret.as_ref()).await?;
+        // Once per session and target: boxed, so the request's own future stays small (it is moved as a whole).
+        let id = Box::pin(self.app.login_for(&self.user, target, self.own_secret.as_ref())).await?;
         if self.logins.len() <= target {
             self.logins.resize(target + 1, None);
         }
