@@ -20,6 +20,9 @@ pub enum CheckError {
     /// Talking to a target or to the admin console failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// Routed schemas missing on their target or present on another (each printed).
+    #[error("{0} schema problem(s) found")]
+    Schemas(usize),
     /// Some targets did not answer `SELECT version()`.
     #[error("cannot reach target(s): {}", .0.join(", "))]
     Unreachable(Vec<String>),
@@ -55,22 +58,27 @@ pub enum CheckError {
     },
 }
 
-/// Validates the file, builds TLS material, then connects to each target and runs `SELECT version()`.
-/// Every problem is printed; the result is an error if any target failed.
+/// Validates the file, builds TLS material, then connects to each target, runs `SELECT version()` and reads its
+/// schemas: a routed schema missing on its target, or present on another too (its tables there unreachable through
+/// pgsplit), fails the check. Every problem is printed; the result is an error if any was found.
 pub async fn check(path: &Path) -> Result<(), CheckError> {
     let config = crate::config::load_file(path)?;
     let mut failed = Vec::new();
+    let mut found: Vec<(String, Vec<String>)> = Vec::new();
     for t in &config.targets {
         let outcome = async {
             let spec = target_spec(t)?;
             let mut conn = ServerConn::connect(&spec).await?;
             let rows = conn.simple("select version()").await?;
             let version = rows.first().and_then(|r| r.first().cloned().flatten()).unwrap_or_default();
-            Ok::<_, CheckError>((version, conn.is_tls()))
+            let schemas = conn.simple("select nspname from pg_catalog.pg_namespace").await?;
+            let schemas: Vec<String> = schemas.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect();
+            Ok::<_, CheckError>((version, conn.is_tls(), schemas))
         }
         .await;
         match outcome {
-            Ok((version, tls)) => {
+            Ok((version, tls, schemas)) => {
+                found.push((t.name.clone(), schemas));
                 let short = version.split(" on ").next().unwrap_or(&version).to_owned();
                 println!(
                     "{}: ok ({short}, {}, schemas: {})",
@@ -85,13 +93,52 @@ pub async fn check(path: &Path) -> Result<(), CheckError> {
             }
         }
     }
+    let misplaced = misplaced_schemas(&config, &found);
+    for problem in &misplaced {
+        println!("{problem}");
+    }
     App::build(config)?;
+    if !misplaced.is_empty() {
+        return Err(CheckError::Schemas(misplaced.len()));
+    }
     if failed.is_empty() {
         println!("{}: configuration ok", path.display());
         Ok(())
     } else {
         Err(CheckError::Unreachable(failed))
     }
+}
+
+/// What the targets reached (`found`: each one's schemas) say against the routing: in split mode each routed schema
+/// must exist on its target and on no other; in single mode every routed schema must exist on `single_target`.
+fn misplaced_schemas(config: &crate::config::Config, found: &[(String, Vec<String>)]) -> Vec<String> {
+    let has = |target: &str, schema: &str| found.iter().any(|(t, s)| t == target && s.iter().any(|x| x == schema));
+    let reached = |target: &str| found.iter().any(|(t, _)| t == target);
+    let mut problems = Vec::new();
+    for t in &config.targets {
+        for schema in &t.schemas {
+            match config.mode {
+                crate::config::Mode::Split => {
+                    if reached(&t.name) && !has(&t.name, schema) {
+                        problems.push(format!("{}: schema {schema} is routed here but does not exist", t.name));
+                    }
+                    for (other, _) in found.iter().filter(|(o, _)| *o != t.name && has(o, schema)) {
+                        problems.push(format!(
+                            "{other}: schema {schema} exists here too, but is routed to {}: its tables here are unreachable through pgsplit",
+                            t.name
+                        ));
+                    }
+                }
+                crate::config::Mode::Single => {
+                    let single = config.single_target.as_str();
+                    if reached(single) && !has(single, schema) {
+                        problems.push(format!("{single}: schema {schema} does not exist, and single mode sends it here"));
+                    }
+                }
+            }
+        }
+    }
+    problems
 }
 
 /// Prints `{"target", "relations", "reason"}` for a statement; a refused statement is an error (exit 1).
@@ -159,6 +206,7 @@ pub async fn set_mode(path: &Path, mode: crate::config::Mode, user: Option<Strin
         password,
         dbname: crate::session::ADMIN_DATABASE.into(),
         verified: tls.is_some(),
+        tls_required: true,
         tls,
         upstream_pooler: false,
         servers: Default::default(),

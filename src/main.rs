@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 #[command(version, about)]
 struct Cli {
     /// The routing configuration (for `serve`, the default command).
-    #[arg(long, global = true, default_value = "routing.yaml")]
+    #[arg(long, global = true, env = "PGSPLIT_CONFIG", default_value = "routing.yaml")]
     config: PathBuf,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
@@ -360,7 +360,10 @@ pub async fn stop_on_signal(token: CancellationToken) {
 fn init_logging(format: LogFormat) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only on a terminal (never ANSI codes in a log file or the journal), and never under NO_COLOR.
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -546,6 +546,7 @@ async fn a_cleartext_password_request_from_an_unverified_server_is_never_answere
         password: Some("the-secret".into()),
         dbname: "x".into(),
         tls: None,
+        tls_required: false,
         verified: false,
         upstream_pooler: false,
         servers: Default::default(),

@@ -100,6 +100,38 @@ fn check_command_reaches_both_targets_and_fails_on_a_bad_one() {
 }
 
 #[test]
+fn sslmode_prefer_uses_tls_where_the_server_has_it_and_plain_tcp_where_not_and_pgsplit_config_names_the_file() {
+    let port = clusters().data.port();
+    let yaml =
+        config_yaml("prefer", "").replace(&format!(":{port}/handled_data"), &format!(":{port}/handled_data?sslmode=prefer"));
+    let path = write_config("check-prefer.yaml", &yaml);
+    let out = Command::new(env!("CARGO_BIN_EXE_pgsplit")).arg("check").env("PGSPLIT_CONFIG", &path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let line = |name: &str| stdout.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_owned();
+    assert!(line("primary:").contains("TLS"), "{stdout}");
+    assert!(line("data:").contains("plain TCP"), "{stdout}");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_pgsplit")).arg("check").env("PGSPLIT_CONFIG", "/nonexistent/r.yaml").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/r.yaml"), "the environment names the file");
+}
+
+#[test]
+fn check_command_reports_schemas_missing_on_their_target_or_present_on_another() {
+    let yaml = config_yaml("verify-full", "")
+        .replace("schemas: [config, customer]", "schemas: [config, customer, workspace]")
+        .replace("schemas: [workspace, reference]", "schemas: [reference, not_there]");
+    let path = write_config("check-schemas.yaml", &yaml);
+    let out = Command::new(env!("CARGO_BIN_EXE_pgsplit")).args(["check", "--config"]).arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("primary: schema workspace is routed here but does not exist"), "{stdout}");
+    assert!(stdout.contains("data: schema workspace exists here too, but is routed to primary"), "{stdout}");
+    assert!(stdout.contains("data: schema not_there is routed here but does not exist"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("3 schema problem(s) found"));
+}
+
+#[test]
 fn check_command_reports_invalid_configuration_with_line_numbers() {
     let yaml = config_yaml("verify-full", "").replace("schemas: [workspace, reference]", "schemas: [workspace, config]");
     let path = write_config("check-invalid.yaml", &yaml);

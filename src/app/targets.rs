@@ -15,7 +15,7 @@ use super::AppError;
 pub fn target_spec(t: &Target) -> Result<TargetSpec, AppError> {
     let verify = match t.tls.mode {
         ServerTlsMode::Disable => None,
-        ServerTlsMode::Require => Some(Verify::None),
+        ServerTlsMode::Allow | ServerTlsMode::Prefer | ServerTlsMode::Require => Some(Verify::None),
         ServerTlsMode::VerifyCa => Some(Verify::Ca),
         ServerTlsMode::VerifyFull => Some(Verify::Full),
     };
@@ -35,6 +35,7 @@ pub fn target_spec(t: &Target) -> Result<TargetSpec, AppError> {
         user: t.server.user.clone(),
         password: t.server.password.clone(),
         dbname: t.server.dbname.clone(),
+        tls_required: !matches!(t.tls.mode, ServerTlsMode::Allow | ServerTlsMode::Prefer),
         verified: matches!(t.tls.mode, ServerTlsMode::VerifyCa | ServerTlsMode::VerifyFull),
         tls,
         upstream_pooler: t.upstream == crate::config::Upstream::TransactionPooler,

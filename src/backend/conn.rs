@@ -36,6 +36,9 @@ pub struct TargetSpec {
     pub dbname: String,
     /// TLS configuration and the name to verify, when the target uses TLS.
     pub tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    /// A server that answers the SSLRequest with `N` is refused (`require` and the verify modes); otherwise
+    /// (`prefer`, `allow`) the connection goes on in plain TCP, as libpq's does.
+    pub tls_required: bool,
     /// The server's certificate is verified (`verify-ca`, `verify-full`, or pinned): only then is a cleartext
     /// password request answered, since otherwise anyone in the path could ask for it.
     pub verified: bool,
@@ -57,6 +60,7 @@ impl TargetSpec {
             password: self.password.clone(),
             dbname: dbname.to_owned(),
             tls: self.tls.clone(),
+            tls_required: self.tls_required,
             verified: self.verified,
             upstream_pooler: self.upstream_pooler,
             servers: Arc::default(),
@@ -110,7 +114,7 @@ impl ServerConn {
         tcp.set_nodelay(true)?;
         let stream = match &spec.tls {
             None => Stream::Plain(tcp),
-            Some((config, name)) => Stream::Tls(Box::new(start_tls(tcp, config.clone(), name.clone()).await?)),
+            Some((config, name)) => start_tls(tcp, config.clone(), name.clone(), spec.tls_required).await?,
         };
         let mut conn = ServerConn {
             registration: None,
@@ -521,7 +525,7 @@ pub async fn send_cancel(spec: &TargetSpec, key: (i32, i32)) -> Result<(), Backe
     tcp.set_nodelay(true)?;
     let mut stream = match &spec.tls {
         None => Stream::Plain(tcp),
-        Some((config, name)) => Stream::Tls(Box::new(start_tls(tcp, config.clone(), name.clone()).await?)),
+        Some((config, name)) => start_tls(tcp, config.clone(), name.clone(), spec.tls_required).await?,
     };
     let mut packet = [0u8; 16];
     packet[..4].copy_from_slice(&16u32.to_be_bytes());
@@ -536,20 +540,23 @@ pub async fn send_cancel(spec: &TargetSpec, key: (i32, i32)) -> Result<(), Backe
     Ok(())
 }
 
-/// SSLRequest, then exactly one reply byte (never more: CVE-2021-23222), then the TLS handshake.
+/// SSLRequest, then exactly one reply byte (never more: CVE-2021-23222), then the TLS handshake; a refusal (`N`)
+/// goes on in plain TCP unless TLS is `required`.
 async fn start_tls(
     mut tcp: TcpStream,
     config: Arc<ClientConfig>,
     name: ServerName<'static>,
-) -> Result<tokio_rustls::TlsStream<TcpStream>, BackendError> {
+    required: bool,
+) -> Result<Stream, BackendError> {
     tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await?;
     let mut reply = [0u8; 1];
     tcp.read_exact(&mut reply).await?;
     match reply[0] {
         b'S' => {
             let tls = TlsConnector::from(config).connect(name, tcp).await.map_err(BackendError::Tls)?;
-            Ok(tokio_rustls::TlsStream::Client(tls))
+            Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls))))
         }
+        b'N' if !required => Ok(Stream::Plain(tcp)),
         b'N' => Err(BackendError::Protocol("server refused TLS (SSLRequest answered N)".into())),
         other => Err(BackendError::Protocol(format!("unexpected reply {other:#x} to SSLRequest"))),
     }

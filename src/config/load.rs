@@ -1,6 +1,5 @@
 //! Loading: `${VAR}` / `${VAR:-default}` expansion on the raw text (so YAML line numbers stay true), then parsing.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -9,6 +8,11 @@ use super::model::{ClientTls, Mode, PoolMode, ServerTlsMode, Upstream, User};
 use super::Issue;
 
 /// Expands environment references outside comments. Missing variables without a default are all reported.
+///
+/// A value goes in as the YAML around it reads it back verbatim: escaped inside a double-quoted scalar (a `"` or `\\`
+/// in a password), its `'` doubled inside a single-quoted one, and quoted when it is a whole plain scalar that plain
+/// YAML would misread (`: `, ` #`, a leading `*` or `&`). Part of a plain scalar that would be misread is an error that
+/// says to quote it, never a silently different configuration.
 pub fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<Issue>> {
     let mut out = String::with_capacity(text.len());
     let mut issues = Vec::new();
@@ -16,7 +20,8 @@ pub fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<St
         let (code, comment) = split_comment(line);
         let mut rest = code;
         while let Some(at) = rest.find("${") {
-            out.push_str(&rest[..at]);
+            let before = &rest[..at];
+            out.push_str(before);
             let after = &rest[at + 2..];
             let Some(end) = after.find('}') else {
                 issues.push(Issue { line: Some(i + 1), key: String::new(), message: "unterminated ${".into() });
@@ -24,19 +29,28 @@ pub fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<St
                 break;
             };
             let inner = &after[..end];
+            rest = &after[end + 1..];
             let (name, default) = match inner.split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
                 None => (inner, None),
             };
-            match env(name).filter(|v| !v.is_empty() || default.is_none()).or(default.map(str::to_owned)) {
-                Some(v) => out.push_str(&v),
-                None => issues.push(Issue {
+            let Some(value) = env(name).filter(|v| !v.is_empty() || default.is_none()).or(default.map(str::to_owned)) else {
+                issues.push(Issue {
                     line: Some(i + 1),
                     key: String::new(),
                     message: format!("environment variable {name} is not set (use ${{{name}:-default}} for a default)"),
+                });
+                continue;
+            };
+            let line_so_far = out.rsplit('\n').next().unwrap_or("");
+            match place(&value, quote_state(line_so_far), whole_scalar(line_so_far, rest)) {
+                Ok(v) => out.push_str(&v),
+                Err(why) => issues.push(Issue {
+                    line: Some(i + 1),
+                    key: String::new(),
+                    message: format!("the value of environment variable {name} {why}"),
                 }),
             }
-            rest = &after[end + 1..];
         }
         out.push_str(rest);
         out.push_str(comment);
@@ -46,6 +60,84 @@ pub fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<St
     } else {
         Err(issues)
     }
+}
+
+/// Which scalar style a position on a line is inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quote {
+    Plain,
+    Single,
+    Double,
+}
+
+/// The quoting in force at the end of `line` (the line written so far).
+fn quote_state(line: &str) -> Quote {
+    let mut state = Quote::Plain;
+    let mut escaped = false;
+    let mut prev = ' ';
+    for c in line.chars() {
+        state = match (state, c) {
+            (Quote::Double, _) if escaped => {
+                escaped = false;
+                Quote::Double
+            }
+            (Quote::Double, '\\') => {
+                escaped = true;
+                Quote::Double
+            }
+            (Quote::Double, '"') | (Quote::Single, '\'') => Quote::Plain,
+            (Quote::Plain, '"') if starts_scalar(prev) => Quote::Double,
+            (Quote::Plain, '\'') if starts_scalar(prev) => Quote::Single,
+            (s, _) => s,
+        };
+        prev = c;
+    }
+    state
+}
+
+/// Whether a quote after `prev` opens a quoted scalar (in `a'b`, it is part of a plain one).
+fn starts_scalar(prev: char) -> bool {
+    prev.is_whitespace() || matches!(prev, ':' | '[' | '{' | ',' | '-')
+}
+
+/// Whether a reference is a whole plain scalar: after `key: `, `- `, `[` or `,`, and nothing but a flow separator after.
+fn whole_scalar(before: &str, after: &str) -> bool {
+    let lead = before.trim_end();
+    let spaced = before.len() > lead.len() || lead.is_empty();
+    let opens = lead.is_empty() || lead.ends_with('[') || lead.ends_with('{') || lead.ends_with(',') || lead == "-";
+    let keyed = spaced && (lead.ends_with(':') || lead.ends_with(" -") || lead.trim_start() == "-");
+    let tail = after.trim();
+    (opens || keyed) && (tail.is_empty() || tail.starts_with(',') || tail.starts_with('}') || tail.starts_with(']'))
+}
+
+/// The text that reads back as `value` at that position, or why there is none.
+fn place(value: &str, quote: Quote, whole: bool) -> Result<String, &'static str> {
+    match quote {
+        Quote::Double => Ok(serde_json::to_string(value).map(|j| j[1..j.len() - 1].to_owned()).unwrap_or_default()),
+        Quote::Single if value.contains(['\n', '\r']) => Err("holds a line break: use double quotes around it"),
+        Quote::Single => Ok(value.replace('\'', "''")),
+        Quote::Plain if plain_safe(value) => Ok(value.to_owned()),
+        Quote::Plain if whole => Ok(serde_json::to_string(value).unwrap_or_default()),
+        Quote::Plain => Err("would change the YAML around it: put double quotes around the whole value"),
+    }
+}
+
+/// Whether a value reads back as itself in a plain scalar, flow collections included.
+fn plain_safe(v: &str) -> bool {
+    let mut chars = v.chars();
+    let (first, second) = (chars.next(), chars.next());
+    // `-`, `?` and `:` start a plain scalar when a non-space follows (`-1`, `-x`).
+    let first_ok = first.is_some_and(|c| {
+        !c.is_whitespace()
+            && !",[]{}#&*!|>'\"%@`".contains(c)
+            && (!"-?:".contains(c) || second.is_some_and(|s| !s.is_whitespace()))
+    });
+    let last_ok = v.chars().last().is_some_and(|c| !c.is_whitespace() && c != ':');
+    first_ok
+        && last_ok
+        && !v.contains(": ")
+        && !v.contains(" #")
+        && !v.contains(|c: char| c.is_control() || matches!(c, ',' | '[' | ']' | '{' | '}'))
 }
 
 /// Splits a line at a YAML comment (`#` at the start or after white space, outside quotes).
@@ -64,8 +156,10 @@ fn split_comment(line: &str) -> (&str, &str) {
     (line, "")
 }
 
-/// The file as written, before cross-field checks.
+/// The file as written, before cross-field checks. Unknown keys are found and reported by `strict` first (all of them,
+/// with their lines); `deny_unknown_fields` also gives `strict` this struct's key list.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub listen: Option<String>,
     pub tls: Option<ClientTls>,
@@ -133,9 +227,6 @@ pub struct RawConfig {
     pub cache: Option<RawSessionCache>,
     /// `pgsplit migrate` (SPEC §10).
     pub migrations: Option<RawMigrations>,
-    /// Extra top-level keys are allowed (SPEC §2).
-    #[serde(flatten)]
-    pub _extra: BTreeMap<String, serde_yaml::Value>,
 }
 
 /// `route_cache:` settings.

@@ -3,6 +3,7 @@
 
 mod load;
 mod model;
+mod strict;
 pub(crate) mod validate;
 
 use std::path::Path;
@@ -123,14 +124,37 @@ pub fn load_str(text: &str, base_dir: &Path, env: &dyn Fn(&str) -> Option<String
 
 fn load_named(text: &str, base_dir: &Path, env: &dyn Fn(&str) -> Option<String>, file: &str) -> Result<Config, ConfigError> {
     let expanded = load::expand_env(text, env).map_err(|issues| ConfigError::Invalid { file: file.to_owned(), issues })?;
-    let raw: load::RawConfig = serde_yaml::from_str(&expanded).map_err(|e| {
+    let mut tree: serde_yaml::Value = serde_yaml::from_str(&expanded).map_err(|e| {
         let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
         ConfigError::Yaml { file: file.to_owned(), line, column, message: e.to_string() }
     })?;
+    if let Err(e) = tree.apply_merge() {
+        return Err(ConfigError::Yaml { file: file.to_owned(), line: 0, column: 0, message: e.to_string() });
+    }
+    let mut issues = strict::clean(&mut tree, &expanded);
     let split_env = env("SPLIT_DB_MODE");
-    validate::build(raw, &expanded, base_dir, split_env.as_deref())
-        .map_err(|issues| ConfigError::Invalid { file: file.to_owned(), issues })
+    let built = match serde_yaml::from_value::<load::RawConfig>(tree) {
+        Ok(raw) => validate::build(raw, &expanded, base_dir, split_env.as_deref()),
+        Err(e) => Err(vec![Issue { line: None, key: String::new(), message: e.to_string() }]),
+    };
+    match built {
+        Ok(config) if issues.is_empty() => Ok(config),
+        Ok(_) => {
+            issues.sort_by_key(|i| i.line.unwrap_or(usize::MAX));
+            Err(ConfigError::Invalid { file: file.to_owned(), issues })
+        }
+        Err(more) => {
+            // A key already reported was removed before validation: what validation says of its absence is noise.
+            let reported: Vec<String> = issues.iter().map(|i| i.key.clone()).collect();
+            issues.sort_by_key(|i| i.line.unwrap_or(usize::MAX));
+            issues.extend(more.into_iter().filter(|i| !reported.iter().any(|r| !r.is_empty() && i.key.starts_with(r.as_str()))));
+            Err(ConfigError::Invalid { file: file.to_owned(), issues })
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod strict_tests;

@@ -240,7 +240,7 @@ impl std::fmt::Debug for ServerAddr {
 /// TLS towards a server.
 #[derive(Debug, Clone, Default)]
 pub struct ServerTls {
-    /// disable | require | verify-ca | verify-full.
+    /// disable | allow | prefer | require | verify-ca | verify-full (libpq's `sslmode`).
     pub mode: ServerTlsMode,
     /// CA certificates (PEM) to verify the server with.
     pub ca: Option<PathBuf>,
@@ -253,6 +253,11 @@ pub enum ServerTlsMode {
     /// Plain TCP.
     #[default]
     Disable,
+    /// libpq's `allow` (plain first, TLS if the server insists) is taken as `prefer`: TLS first, plain TCP when the
+    /// server has none. It connects where libpq's would, and never in plain text to a server that offers TLS.
+    Allow,
+    /// TLS without verification when the server offers it, plain TCP when it answers the SSLRequest with `N`.
+    Prefer,
     /// TLS without verification.
     Require,
     /// TLS, chain verified.

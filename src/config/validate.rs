@@ -462,7 +462,7 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `sslmode` and `sslrootcert` from a URL's query, when `tls:` is absent. `allow`/`prefer` fall back to plain. A
+/// `sslmode` and `sslrootcert` from a URL's query, when `tls:` is absent. `allow`/`prefer` try TLS first. A
 /// value libpq does not know (`verfy-full`, `VERIFY-FULL`: libpq's values are lower case) is an error, as libpq
 /// makes it, never plain TCP by mistake.
 fn url_tls(s: &str) -> Result<Option<(ServerTlsMode, Option<PathBuf>)>, UrlError> {
@@ -473,7 +473,9 @@ fn url_tls(s: &str) -> Result<Option<(ServerTlsMode, Option<PathBuf>)>, UrlError
         match k.as_ref() {
             "sslmode" => {
                 mode = Some(match v.as_ref() {
-                    "disable" | "allow" | "prefer" => ServerTlsMode::Disable,
+                    "disable" => ServerTlsMode::Disable,
+                    "allow" => ServerTlsMode::Allow,
+                    "prefer" => ServerTlsMode::Prefer,
                     "require" => ServerTlsMode::Require,
                     "verify-ca" => ServerTlsMode::VerifyCa,
                     "verify-full" => ServerTlsMode::VerifyFull,
