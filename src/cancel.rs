@@ -27,7 +27,7 @@ pub struct Running {
 #[derive(Debug, Default)]
 pub struct RunningCell {
     /// The statement, and how many cancels are being delivered to it.
-    state: Mutex<(Option<Running>, u32)>,
+    state: Mutex<(Option<Running>, u32, u64)>,
     /// Wakes a session waiting for deliveries to end.
     delivered: Notify,
 }
@@ -84,7 +84,28 @@ impl RunningCell {
             return false;
         }
         state.0 = running;
+        if running.is_some() {
+            state.2 = state.2.wrapping_add(1);
+        }
         true
+    }
+
+    /// The number of the statement in flight (each statement set gets the next), `None` when none runs: two looks
+    /// that see the same number saw the same statement (`query_timeout`'s watchdog).
+    pub fn statement(&self) -> Option<u64> {
+        let state = lock(&self.state);
+        state.0.map(|_| state.2)
+    }
+
+    /// `begin_cancel`, only while statement number `number` is the one in flight.
+    pub fn begin_cancel_of(&self, number: u64) -> Option<Delivering<'_>> {
+        let mut state = lock(&self.state);
+        if state.2 != number {
+            return None;
+        }
+        let running = state.0?;
+        state.1 += 1;
+        Some(Delivering { cell: self, running })
     }
 
     /// The statement in flight, counted as being delivered a cancel until the guard is dropped; `None` when no

@@ -33,10 +33,12 @@ pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod migrate;
+pub mod net;
 pub mod protocol;
 pub mod quote;
 pub mod router;
 pub mod server;
+pub mod service;
 pub mod session;
 pub mod stream;
 pub mod worker;
@@ -52,6 +54,18 @@ pub use app::App;
 /// Runs the proxy on `listener` until `shutdown` fires, then stops accepting, ends idle sessions, and waits up to
 /// `grace` for sessions in a transaction to end; the sessions still open then are closed.
 pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken, grace: Duration) {
+    run_until(listener, app, shutdown, CancellationToken::new(), grace).await
+}
+
+/// `run`, where `now` cuts the wait for open transactions short (a second SIGTERM): the sessions still open are
+/// closed at once.
+pub async fn run_until(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: CancellationToken,
+    now: CancellationToken,
+    grace: Duration,
+) {
     // Unqualified names resolve through the catalog: read it before the first client, then keep it fresh.
     app.first_catalogs().await;
     app.serve_until(shutdown.clone());
@@ -75,7 +89,11 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationTok
         t.abort();
     }
     tracing::info!(sessions = app.metrics().clients(), ?grace, "shutting down: waiting for open transactions");
-    if !sessions.ended_within(grace).await {
+    let ended = tokio::select! {
+        ended = sessions.ended_within(grace) => ended,
+        _ = now.cancelled() => false,
+    };
+    if !ended {
         tracing::warn!(sessions = app.metrics().clients(), "shutdown timeout reached: closing the sessions still open");
         sessions.close_the_rest(&workers).await;
     }
@@ -96,6 +114,9 @@ async fn background(app: Arc<App>, shutdown: CancellationToken) {
     let mut stats = tokio::time::interval(period);
     stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     stats.tick().await;
+    let mut queries = tokio::time::interval(app::timeouts::WATCH_PERIOD);
+    queries.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watch = app::timeouts::QueryWatch::default();
     app.open_min_connections().await;
     loop {
         tokio::select! {
@@ -103,6 +124,7 @@ async fn background(app: Arc<App>, shutdown: CancellationToken) {
             _ = catalogs.tick() => app.refresh_catalogs().await,
             _ = probes.tick() => app.probe_targets().await,
             _ = stats.tick() => app.roll_stats(period),
+            _ = queries.tick() => app.watch_queries(&mut watch),
         }
     }
 }

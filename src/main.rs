@@ -46,6 +46,9 @@ enum CliError {
         /// Why.
         source: std::io::Error,
     },
+    /// SIGTERM, SIGINT or SIGHUP cannot be watched.
+    #[error("cannot watch signals: {0}")]
+    Signals(std::io::Error),
     /// `check`, `route` or `mode` failed.
     #[error(transparent)]
     Check(#[from] pgsplit::check::CheckError),
@@ -230,8 +233,11 @@ async fn serve(path: &std::path::Path, config: Option<pgsplit::config::Config>) 
     let http = config.http.clone();
     let grace = config.shutdown_timeout;
     let app = Arc::new(pgsplit::App::build(config)?.with_source(path));
-    let listener =
-        tokio::net::TcpListener::bind(&listen).await.map_err(|source| CliError::Listen { addr: listen.clone(), source })?;
+    let signals = pgsplit::service::Signals::watch().map_err(CliError::Signals)?;
+    let (backlog, reuseport) = (app.config().limits.listen_backlog, app.config().limits.so_reuseport);
+    let listener = pgsplit::net::bind(&listen, backlog, reuseport)
+        .await
+        .map_err(|source| CliError::Listen { addr: listen.clone(), source })?;
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
     let shutdown = CancellationToken::new();
     // The operations endpoint outlives the proxy's shutdown: health stays visible while sessions drain.
@@ -244,9 +250,10 @@ async fn serve(path: &std::path::Path, config: Option<pgsplit::config::Config>) 
         tokio::spawn(pgsplit::http::serve(l, Arc::downgrade(&app), http_stop.clone()));
     }
     tracing::info!(listen = %addr, "pgsplit listening");
-    tokio::spawn(stop_on_signal(shutdown.clone()));
-    tokio::spawn(reload_on_hangup(Arc::downgrade(&app)));
-    pgsplit::run(listener, app, shutdown, grace).await;
+    let now = CancellationToken::new();
+    signals.spawn(Arc::downgrade(&app), addr.clone(), shutdown.clone(), now.clone());
+    pgsplit::service::ready(&pgsplit::service::serving_status(&app, &addr));
+    pgsplit::run_until(listener, app, shutdown, now, grace).await;
     http_stop.cancel();
     tracing::info!("pgsplit stopped");
     Ok(())
@@ -318,43 +325,6 @@ fn print_status(targets: &[pgsplit::migrate::TargetStatus]) {
             println!("  {:<8} {}{at}", m.state, m.file);
         }
     }
-}
-
-/// Re-reads the configuration on SIGHUP; a file that cannot be applied is logged and the running one stays.
-async fn reload_on_hangup(app: std::sync::Weak<pgsplit::App>) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
-        while hup.recv().await.is_some() {
-            let Some(app) = app.upgrade() else { return };
-            tracing::info!("SIGHUP: reloading the configuration");
-            if let Err(e) = app.reload().await {
-                tracing::error!(error = %e, "configuration not reloaded; the running configuration stays");
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = app;
-}
-
-/// Cancels `token` on SIGINT or SIGTERM.
-pub async fn stop_on_signal(token: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return,
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-    token.cancel();
 }
 
 fn init_logging(format: LogFormat) {

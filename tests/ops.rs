@@ -204,6 +204,20 @@ async fn metrics_count_clients_queries_errors_refusals_routes_and_cache_hits() {
     assert!(sample(&m, "pgsplit_checkout_wait_seconds_count{target=\"data\"}") >= 3.0);
     assert_eq!(sample(&m, "pgsplit_pinned_sessions"), 0.0);
     assert!(text.contains("# TYPE pgsplit_query_duration_seconds histogram"), "{text}");
+    // PgBouncer's SHOW STATS totals, transactions apart from statements: on PRIMARY, three autocommit statements.
+    assert_eq!(sample(&m, "pgsplit_stats_sql_transactions_pooled_total{target=\"primary\"}"), 3.0);
+    assert_eq!(sample(&m, "pgsplit_stats_queries_pooled_total{target=\"primary\"}"), 3.0);
+    assert!(sample(&m, "pgsplit_stats_received_bytes_total{target=\"primary\"}") > 3.0 * 30.0, "three Query messages");
+    assert!(sample(&m, "pgsplit_stats_sent_bytes_total{target=\"primary\"}") > 0.0);
+    assert!(sample(&m, "pgsplit_stats_queries_duration_seconds_total{target=\"primary\"}") > 0.0);
+    assert_eq!(sample(&m, "pgsplit_databases_pool_size{target=\"primary\"}"), 5.0);
+    assert_eq!(sample(&m, "pgsplit_databases_pool_size{target=\"data\"}"), 10.0);
+    assert_eq!(sample(&m, "pgsplit_config_max_client_connections"), proxy.app.config().max_client_conn as f64);
+    assert_eq!(sample(&m, &format!("pgsplit_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))), 1.0);
+    assert!(sample(&m, "process_resident_memory_bytes") > 0.0 && sample(&m, "process_open_fds") > 0.0);
+    assert!(sample(&m, "process_max_fds") >= sample(&m, "process_open_fds"));
+    assert!(sample(&m, "process_start_time_seconds") > 1.7e9 && sample(&m, "process_cpu_seconds_total") >= 0.0);
+    assert!(text.contains("# TYPE process_cpu_seconds_total counter"), "{text}");
 
     // A pinned session and a closed client show up at the next scrape.
     held.simple_query("commit").await.expect("commit");

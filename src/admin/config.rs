@@ -11,7 +11,8 @@ use super::show::text;
 use super::{Table, Type};
 
 /// Keys a RELOAD cannot change (`app::reload::needs_restart`, and what is read once at start).
-const FIXED: &[&str] = &["listen", "http", "database", "tls.mode", "workers", "stats_period", "cache"];
+const FIXED: &[&str] =
+    &["listen", "http", "database", "tls.mode", "workers", "stats_period", "cache", "listen_backlog", "so_reuseport"];
 
 /// The table.
 pub fn table(app: &App) -> Table {
@@ -62,8 +63,9 @@ pub fn table(app: &App) -> Table {
         ("max_client_conn".into(), c.max_client_conn.to_string(), v::DEFAULT_MAX_CLIENT_CONN.to_string()),
         ("max_login_conn".into(), c.max_login_conn.to_string(), v::DEFAULT_MAX_LOGIN_CONN.to_string()),
         ("workers".into(), c.workers.to_string(), String::new()),
-        ("cache".into(), if c.cache.is_some() { "on" } else { "off" }.into(), "off".into()),
     ]);
+    rows.extend(limit_rows(&c.limits));
+    rows.extend([("cache".into(), if c.cache.is_some() { "on" } else { "off" }.into(), "off".into())]);
     let rows = rows
         .into_iter()
         .map(|(key, value, default)| {
@@ -74,4 +76,25 @@ pub fn table(app: &App) -> Table {
         })
         .collect();
     Table { columns: &[("key", Type::Text), ("value", Type::Text), ("default", Type::Text), ("changeable", Type::Text)], rows }
+}
+
+/// PgBouncer's limits and timeouts, with PgBouncer's way of showing one that is off (`0`).
+fn limit_rows(l: &crate::config::Limits) -> Vec<(String, String, String)> {
+    use crate::config::limits as d;
+    let off = |x: Option<Duration>| x.map_or_else(|| "0".to_owned(), |x| format!("{x:?}"));
+    let opt = |x: Option<Duration>| x.map(|x| format!("{x:?}")).unwrap_or_default();
+    vec![
+        ("client_idle_timeout".into(), off(l.client_idle_timeout), "0".into()),
+        ("idle_transaction_timeout".into(), off(l.idle_transaction_timeout), "0".into()),
+        ("query_timeout".into(), off(l.query_timeout), "0".into()),
+        ("query_wait_timeout".into(), format!("{:?}", l.query_wait_timeout), format!("{:?}", d::DEFAULT_QUERY_WAIT_TIMEOUT)),
+        ("server_lifetime".into(), format!("{:?}", l.server_lifetime), format!("{:?}", d::DEFAULT_SERVER_LIFETIME)),
+        ("server_idle_timeout".into(), off(l.server_idle_timeout), format!("{:?}", d::DEFAULT_SERVER_IDLE_TIMEOUT)),
+        ("tcp_keepalive".into(), l.tcp_keepalive.to_string(), "true".into()),
+        ("tcp_keepidle".into(), opt(l.tcp_keepidle), String::new()),
+        ("tcp_keepintvl".into(), opt(l.tcp_keepintvl), String::new()),
+        ("tcp_keepcnt".into(), l.tcp_keepcnt.map(|n| n.to_string()).unwrap_or_default(), String::new()),
+        ("listen_backlog".into(), l.listen_backlog.to_string(), d::DEFAULT_LISTEN_BACKLOG.to_string()),
+        ("so_reuseport".into(), l.so_reuseport.to_string(), "false".into()),
+    ]
 }

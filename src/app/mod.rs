@@ -12,6 +12,7 @@ mod logins;
 mod params;
 mod reload;
 mod targets;
+pub mod timeouts;
 mod tls;
 
 use std::sync::Arc;
@@ -82,8 +83,10 @@ pub struct App {
     databases: databases::Databases,
     /// Client users and their SCRAM verifiers; replaced by a reload.
     users: ArcSwap<UserStore>,
-    /// Client-side TLS, when enabled.
-    tls: Option<TlsAcceptor>,
+    /// Client-side TLS, when enabled; rebuilt from the files at each reload (renewed certificates).
+    tls: arc_swap::ArcSwapOption<TlsAcceptor>,
+    /// `client_idle_timeout` and `idle_transaction_timeout`, for the sessions.
+    idle_limits: timeouts::IdleLimits,
     /// Target of every statement in single mode.
     single_target: std::sync::atomic::AtomicUsize,
     /// Bumped whenever a reload changes the routes: statements prepared under older routes are routed again.
@@ -132,8 +135,11 @@ impl App {
         let users = user_store(&config)?;
         let tls = match config.tls.mode {
             ClientTlsMode::Disabled => None,
-            _ => Some(tls::acceptor(&config)?),
+            _ => Some(Arc::new(tls::acceptor(&config)?)),
         };
+        let idle_limits = timeouts::IdleLimits::default();
+        idle_limits.store(&config.limits);
+        crate::net::set_keepalive(&config.limits);
         let single_target = table.target_id(&config.single_target).unwrap_or(table.default_target);
         let cache = RouteCache::new(config.route_cache_bytes);
         let session_cache = config.cache.as_ref().map(|c| Arc::new(crate::cache::SessionCache::new(c, &table)));
@@ -153,7 +159,8 @@ impl App {
             backends,
             databases: Default::default(),
             users: ArcSwap::from_pointee(users),
-            tls,
+            tls: arc_swap::ArcSwapOption::new(tls),
+            idle_limits,
             single_target: single_target.into(),
             routes_generation: Default::default(),
             routing_inputs: Default::default(),
@@ -328,9 +335,14 @@ impl App {
         self.tls_mode
     }
 
-    /// Client TLS acceptor, when enabled.
-    pub fn tls(&self) -> Option<&TlsAcceptor> {
-        self.tls.as_ref()
+    /// Client TLS acceptor, when enabled (the one the last reload built).
+    pub fn tls(&self) -> Option<Arc<TlsAcceptor>> {
+        self.tls.load_full()
+    }
+
+    /// `client_idle_timeout` and `idle_transaction_timeout` in force.
+    pub fn idle_limits(&self) -> &timeouts::IdleLimits {
+        &self.idle_limits
     }
 
     /// How many sessions are pinned to a server connection now.

@@ -22,6 +22,9 @@ pub enum ReloadError {
     /// A user's password in the file is unusable.
     #[error(transparent)]
     Users(#[from] AppError),
+    /// The client TLS certificate or key cannot be read or used (the running ones stay).
+    #[error("{0}")]
+    Tls(AppError),
 }
 
 /// What a reload changed, for the log and the admin console.
@@ -46,6 +49,11 @@ impl App {
             return Err(ReloadError::NeedsRestart(restart));
         }
         let users = user_store(&new)?;
+        // Re-read on every reload, changed paths or not: a renewed certificate replaces the old one for new clients.
+        let tls = match new.tls.mode {
+            crate::config::ClientTlsMode::Disabled => None,
+            _ => Some(Arc::new(super::tls::acceptor(&new).map_err(ReloadError::Tls)?)),
+        };
         self.login_roles.clear();
         self.auth_cache.clear();
         let mut done = Reloaded::default();
@@ -77,6 +85,15 @@ impl App {
         }
         self.single_target.store(single, std::sync::atomic::Ordering::SeqCst);
         self.users.store(Arc::new(users));
+        if tls.is_some() {
+            done.changes.push("client TLS certificate re-read".into());
+        }
+        self.tls.store(tls);
+        self.idle_limits.store(&new.limits);
+        crate::net::set_keepalive(&new.limits);
+        if new.limits != old.limits {
+            done.changes.push("limits".into());
+        }
         let file_mode_changed = new.mode != old.mode;
         let mode = new.mode;
         self.config.store(Arc::new(new));
@@ -101,8 +118,14 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.database != new.database {
         what.push("database");
     }
-    if old.tls != new.tls {
-        what.push("tls");
+    if old.tls.mode != new.tls.mode {
+        what.push("tls.mode");
+    }
+    if old.limits.listen_backlog != new.limits.listen_backlog {
+        what.push("listen_backlog");
+    }
+    if old.limits.so_reuseport != new.limits.so_reuseport {
+        what.push("so_reuseport");
     }
     if old.cache != new.cache {
         what.push("cache");

@@ -112,6 +112,7 @@ impl ServerConn {
     async fn connect_inner(spec: &TargetSpec, login: &super::Login, id: LoginId) -> Result<ServerConn, BackendError> {
         let tcp = TcpStream::connect(spec.host.as_str(), spec.port).await?;
         tcp.set_nodelay(true)?;
+        crate::net::keepalive(&tcp);
         let stream = match &spec.tls {
             None => Stream::Plain(tcp),
             Some((config, name)) => start_tls(tcp, config.clone(), name.clone(), spec.tls_required).await?,
@@ -523,6 +524,7 @@ pub(super) fn server_error(mut fields: ErrorFields<'_>) -> Result<BackendError, 
 pub async fn send_cancel(spec: &TargetSpec, key: (i32, i32)) -> Result<(), BackendError> {
     let tcp = TcpStream::connect(spec.host.as_str(), spec.port).await?;
     tcp.set_nodelay(true)?;
+    crate::net::keepalive(&tcp);
     let mut stream = match &spec.tls {
         None => Stream::Plain(tcp),
         Some((config, name)) => start_tls(tcp, config.clone(), name.clone(), spec.tls_required).await?,

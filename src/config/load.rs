@@ -215,6 +215,27 @@ pub struct RawConfig {
     pub max_client_conn: Option<usize>,
     /// Most connections logging in at once.
     pub max_login_conn: Option<usize>,
+    /// PgBouncer's limits and timeouts (`config::limits`).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub client_idle_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub idle_transaction_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub query_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub query_wait_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub server_lifetime: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub server_idle_timeout: Option<Duration>,
+    pub tcp_keepalive: Option<bool>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub tcp_keepidle: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub tcp_keepintvl: Option<Duration>,
+    pub tcp_keepcnt: Option<u32>,
+    pub listen_backlog: Option<u32>,
+    pub so_reuseport: Option<bool>,
     /// `transaction` (default) or `session`.
     pub pool_mode: Option<PoolMode>,
     /// PgBouncer's `*` database: the target whose server serves any other database name.

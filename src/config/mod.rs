@@ -1,6 +1,7 @@
 //! `routing.yaml`: loading (environment expansion, YAML), the model, and validation that reports every problem
 //! with its line (SPEC §2).
 
+pub mod limits;
 mod load;
 mod model;
 mod strict;
@@ -8,6 +9,7 @@ pub(crate) mod validate;
 
 use std::path::Path;
 
+pub use limits::Limits;
 pub use load::{parse_duration, parse_size};
 pub use model::*;
 

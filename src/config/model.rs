@@ -44,6 +44,8 @@ pub struct Config {
     pub client_first_packet_timeout: Duration,
     /// Most logged-in clients, admin console included (PgBouncer's `max_client_conn`); one more gets 53300.
     pub max_client_conn: usize,
+    /// PgBouncer's limits and timeouts: idle clients, statements, waits, server connections' life, sockets.
+    pub limits: super::Limits,
     /// Threads that run sessions, pools and the rest (`pgsplit serve`; 1: a single event loop on the main thread,
     /// as PgBouncer's). Read at start only.
     pub workers: usize,
@@ -286,9 +288,9 @@ impl Default for PoolConfig {
         PoolConfig {
             max: 20,
             min: 0,
-            checkout_timeout: Duration::from_secs(5),
-            idle_timeout: Some(Duration::from_secs(600)),
-            max_lifetime: None,
+            checkout_timeout: super::limits::DEFAULT_QUERY_WAIT_TIMEOUT,
+            idle_timeout: Some(super::limits::DEFAULT_SERVER_IDLE_TIMEOUT),
+            max_lifetime: Some(super::limits::DEFAULT_SERVER_LIFETIME),
         }
     }
 }

@@ -23,8 +23,8 @@ pub(crate) const DEFAULT_CLIENT_LOGIN_TIMEOUT: std::time::Duration = std::time::
 
 /// Default time for a new connection's first packet: a client sends it at once.
 pub(crate) const DEFAULT_FIRST_PACKET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-/// Default most logged-in clients (PgBouncer's default is 100; pgsplit's per-client memory is bounded, README).
-pub(crate) const DEFAULT_MAX_CLIENT_CONN: usize = 10_000;
+/// Default most logged-in clients: PgBouncer's.
+pub(crate) const DEFAULT_MAX_CLIENT_CONN: usize = 100;
 /// Default most connections logging in at once.
 pub(crate) const DEFAULT_MAX_LOGIN_CONN: usize = 512;
 
@@ -34,9 +34,10 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
     let resolve = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
     let names: Vec<String> = raw.targets.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect();
     let auth_query = auth_query(&raw, &names, &mut issues);
+    let limits = super::limits::build(&raw, &mut issues);
     let listen = listen(raw.listen, &mut issues);
     let tls = client_tls(raw.tls, &resolve, &mut issues);
-    let targets = targets(raw.targets, &resolve, &mut issues);
+    let targets = targets(raw.targets, &resolve, &limits.pool_defaults(), &mut issues);
     let (default_target, single_target) = chosen_targets(raw.default_target, raw.single_target, &targets, &mut issues);
     if let Some(t) = raw.any_database.as_deref().filter(|t| !targets.iter().any(|x| x.name == *t)) {
         issues.add(&["any_database"], format!("unknown target {t:?}"));
@@ -94,6 +95,7 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
         client_first_packet_timeout: raw.client_first_packet_timeout.unwrap_or(DEFAULT_FIRST_PACKET_TIMEOUT),
         max_client_conn: raw.max_client_conn.unwrap_or(DEFAULT_MAX_CLIENT_CONN),
         max_login_conn: raw.max_login_conn.unwrap_or(DEFAULT_MAX_LOGIN_CONN),
+        limits,
         workers,
         health_interval,
         stats_period,
@@ -166,7 +168,7 @@ fn session_cache(raw: RawSessionCache, targets: &[Target], issues: &mut Issues) 
 const MAX_WORKERS: usize = 256;
 
 /// The problems found so far, in the order found, each pointed at the line of its key.
-struct Issues<'t> {
+pub(super) struct Issues<'t> {
     /// The (expanded) configuration text, where keys' lines are looked up.
     text: &'t str,
     /// Every problem found.
@@ -175,7 +177,7 @@ struct Issues<'t> {
 
 impl Issues<'_> {
     /// Records a problem with the key at `path`.
-    fn add(&mut self, path: &[&str], message: impl Into<String>) {
+    pub(super) fn add(&mut self, path: &[&str], message: impl Into<String>) {
         self.found.push(Issue { line: line_of(self.text, path), key: path.join("."), message: message.into() });
     }
 }
@@ -201,7 +203,12 @@ fn client_tls(raw: Option<ClientTls>, resolve: &impl Fn(PathBuf) -> PathBuf, iss
 }
 
 /// Every target that can be built, in file order; a schema may belong to one target only.
-fn targets(raw: serde_yaml::Mapping, resolve: &impl Fn(PathBuf) -> PathBuf, issues: &mut Issues) -> Vec<Target> {
+fn targets(
+    raw: serde_yaml::Mapping,
+    resolve: &impl Fn(PathBuf) -> PathBuf,
+    defaults: &PoolConfig,
+    issues: &mut Issues,
+) -> Vec<Target> {
     let mut targets = Vec::new();
     let mut owner: HashMap<String, String> = HashMap::new();
     if raw.is_empty() {
@@ -219,7 +226,7 @@ fn targets(raw: serde_yaml::Mapping, resolve: &impl Fn(PathBuf) -> PathBuf, issu
                 continue;
             }
         };
-        targets.extend(target(name, t, resolve, &mut owner, issues));
+        targets.extend(target(name, t, resolve, defaults, &mut owner, issues));
     }
     targets
 }
@@ -230,6 +237,7 @@ fn target(
     name: String,
     t: RawTarget,
     resolve: &impl Fn(PathBuf) -> PathBuf,
+    defaults: &PoolConfig,
     owner: &mut HashMap<String, String>,
     issues: &mut Issues,
 ) -> Option<Target> {
@@ -241,7 +249,7 @@ fn target(
         }
     };
     let tls = server_tls(&name, t.tls, &t.url, resolve, issues);
-    let pool = pool(&name, &t.pool, t.alert_connections, issues);
+    let pool = pool(&name, &t.pool, defaults, t.alert_connections, issues);
     claim_schemas(&name, &t.schemas, owner, issues);
     let (schemas, upstream, alert_connections, pool_mode) = (t.schemas, t.upstream, t.alert_connections, t.pool_mode);
     server.map(|server| Target { name, server, tls, pool, schemas, upstream, alert_connections, pool_mode })
@@ -271,15 +279,15 @@ fn server_tls(
     tls
 }
 
-/// A target's `pool:` over the defaults, checked together with its `alert_connections`.
-fn pool(name: &str, raw: &RawPool, alert_connections: Option<u32>, issues: &mut Issues) -> PoolConfig {
-    let d = PoolConfig::default();
+/// A target's `pool:` over the defaults (`query_wait_timeout`, `server_idle_timeout`, `server_lifetime`), checked
+/// together with its `alert_connections`.
+fn pool(name: &str, raw: &RawPool, d: &PoolConfig, alert_connections: Option<u32>, issues: &mut Issues) -> PoolConfig {
     let pool = PoolConfig {
         max: raw.max.unwrap_or(d.max),
         min: raw.min.unwrap_or(d.min),
         checkout_timeout: raw.checkout_timeout.unwrap_or(d.checkout_timeout),
         idle_timeout: raw.idle_timeout.or(d.idle_timeout),
-        max_lifetime: raw.max_lifetime,
+        max_lifetime: raw.max_lifetime.or(d.max_lifetime),
     };
     if pool.max == 0 {
         issues.add(&["targets", name, "pool", "max"], "must be at least 1");

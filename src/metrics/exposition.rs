@@ -44,6 +44,10 @@ pub struct TargetSnapshot {
     pub alert_threshold: Option<u32>,
     /// Whether the connection alert is raised.
     pub alert_raised: bool,
+    /// PgBouncer's `SHOW STATS` totals: transactions and statements, bytes each way, time in each.
+    pub totals: super::Totals,
+    /// The pool's `max` (server connections it may open).
+    pub pool_max: u32,
 }
 
 impl TargetSnapshot {
@@ -59,6 +63,7 @@ impl TargetSnapshot {
             checkout_wait: stats.checkout_wait.snapshot(),
             query_latency: stats.query_latency.snapshot(),
             alert_raised: stats.alert.is_raised(),
+            totals: stats.totals(),
             ..TargetSnapshot::default()
         }
     }
@@ -83,6 +88,10 @@ pub struct Snapshot {
     pub targets: Vec<TargetSnapshot>,
     /// The session cache's figures, when it is configured.
     pub session_cache: Option<crate::cache::Snapshot>,
+    /// `max_client_conn`.
+    pub max_client_conn: usize,
+    /// The process's CPU, memory, files and start time.
+    pub process: Option<super::process::Sample>,
 }
 
 impl Snapshot {
@@ -100,6 +109,8 @@ impl Snapshot {
             startup_refusals,
             targets: Vec::new(),
             session_cache: None,
+            max_client_conn: 0,
+            process: None,
         }
     }
 }
@@ -114,9 +125,12 @@ impl Snapshot {
             (t.connections, t.idle) = b.pool_state();
             t.up = b.is_up();
             t.alert_threshold = app.config().targets.get(i).and_then(|c| c.alert_connections);
+            t.pool_max = app.config().targets.get(i).map_or(0, |c| c.pool.max);
             s.targets.push(t);
         }
         s.session_cache = app.session_cache().map(|c| c.snapshot());
+        s.max_client_conn = app.config().max_client_conn;
+        s.process = super::process::sample();
         s
     }
 }
@@ -162,6 +176,20 @@ fn counter<L: EncodeLabelSet>(
     Ok(())
 }
 
+/// One counter family of seconds (exposed with the `_total` suffix).
+fn seconds<L: EncodeLabelSet>(
+    e: &mut Enc<'_>,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (L, f64)>,
+) -> std::fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in rows {
+        m.encode_family(&labels)?.encode_counter::<NoLabelSet, _, f64>(&v, None)?;
+    }
+    Ok(())
+}
+
 /// One histogram family, one histogram per target.
 fn histogram<'a>(
     e: &mut Enc<'_>,
@@ -189,7 +217,10 @@ impl Collector for Snapshot {
         self.encode_refusals(e)?;
         self.encode_cache(e)?;
         self.encode_latencies(e)?;
-        self.encode_alerts(e)
+        self.encode_alerts(e)?;
+        self.encode_stats(e)?;
+        self.encode_build_and_limits(e)?;
+        self.encode_os_process(e)
     }
 }
 
@@ -355,5 +386,89 @@ impl Snapshot {
             "1 while the target's server connections stay above alert_connections.",
             t.iter().filter(|x| x.alert_threshold.is_some()).map(|x| ([("target", x.name.as_str())], i64::from(x.alert_raised))),
         )
+    }
+}
+
+impl Snapshot {
+    /// PgBouncer's `SHOW STATS` totals per target, under the PgBouncer exporter's names (`pgbouncer_stats_*`, here
+    /// `pgsplit_stats_*`): transactions apart from statements, bytes each way, time in transactions, in statements
+    /// and waiting for a server connection.
+    fn encode_stats(&self, e: &mut Enc<'_>) -> std::fmt::Result {
+        let t = &self.targets;
+        let per = |f: fn(&super::Totals) -> u64| t.iter().map(move |x| ([("target", x.name.as_str())], f(&x.totals)));
+        let secs = |f: fn(&super::Totals) -> u64| per(f).map(|(l, us)| (l, us as f64 / 1e6));
+        counter(
+            e,
+            "pgsplit_stats_sql_transactions_pooled",
+            "SQL transactions run on the target (PgBouncer's total_xact_count).",
+            per(|x| x.xact_count),
+        )?;
+        counter(
+            e,
+            "pgsplit_stats_queries_pooled",
+            "SQL statements (a Query, or an extended batch) run on the target (PgBouncer's total_query_count).",
+            per(|x| x.query_count),
+        )?;
+        counter(e, "pgsplit_stats_received_bytes", "Bytes received from clients for the target.", per(|x| x.bytes_received))?;
+        counter(e, "pgsplit_stats_sent_bytes", "Bytes sent to clients from the target.", per(|x| x.bytes_sent))?;
+        seconds(
+            e,
+            "pgsplit_stats_server_in_transaction_seconds",
+            "Time server connections of the target spent in transactions.",
+            secs(|x| x.xact_time_us),
+        )?;
+        seconds(
+            e,
+            "pgsplit_stats_queries_duration_seconds",
+            "Time statements spent running on the target.",
+            secs(|x| x.query_time_us),
+        )?;
+        seconds(
+            e,
+            "pgsplit_stats_client_wait_seconds",
+            "Time clients spent waiting for a server connection of the target.",
+            secs(|x| x.wait_time_us),
+        )
+    }
+
+    /// The build, and the limits configured: each pool's maximum, `max_client_conn`.
+    fn encode_build_and_limits(&self, e: &mut Enc<'_>) -> std::fmt::Result {
+        gauge(
+            e,
+            "pgsplit_build_info",
+            "pgsplit's build: its version (always 1).",
+            [([("version", env!("CARGO_PKG_VERSION"))], 1)],
+        )?;
+        gauge(
+            e,
+            "pgsplit_databases_pool_size",
+            "Server connections the target's pool may open (its pool.max; PgBouncer's pool_size).",
+            self.targets.iter().map(|x| ([("target", x.name.as_str())], i64::from(x.pool_max))),
+        )?;
+        gauge(
+            e,
+            "pgsplit_config_max_client_connections",
+            "Clients that may be logged in at once (max_client_conn).",
+            [(NO_LABELS, i64::try_from(self.max_client_conn).unwrap_or(i64::MAX))],
+        )
+    }
+
+    /// The process's CPU, memory, descriptors and start time, as every Prometheus client library names them.
+    fn encode_os_process(&self, e: &mut Enc<'_>) -> std::fmt::Result {
+        let Some(p) = self.process else { return Ok(()) };
+        let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        seconds(e, "process_cpu_seconds", "Total user and system CPU time spent in seconds.", [(NO_LABELS, p.cpu_seconds)])?;
+        gauge(e, "process_resident_memory_bytes", "Resident memory size in bytes.", [(NO_LABELS, int(p.resident_bytes))])?;
+        gauge(e, "process_virtual_memory_bytes", "Virtual memory size in bytes.", [(NO_LABELS, int(p.virtual_bytes))])?;
+        gauge(e, "process_open_fds", "Number of open file descriptors.", [(NO_LABELS, int(p.open_fds))])?;
+        gauge(e, "process_max_fds", "Maximum number of open file descriptors.", [(NO_LABELS, int(p.max_fds))])?;
+        gauge(e, "process_threads", "Number of OS threads in the process.", [(NO_LABELS, int(p.threads))])?;
+        let mut m = e.encode_descriptor(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            None,
+            MetricType::Gauge,
+        )?;
+        m.encode_family(&NO_LABELS)?.encode_gauge(&p.start_time_seconds)
     }
 }

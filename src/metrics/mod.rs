@@ -8,6 +8,7 @@
 //! Names (all prefixed `pgsplit_`): see `exposition`.
 
 mod exposition;
+pub mod process;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};

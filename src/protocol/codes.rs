@@ -26,6 +26,11 @@ pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
 pub const INTERNAL_ERROR: &str = "XX000";
 /// `57P01` pgsplit is shutting down.
 pub const ADMIN_SHUTDOWN: &str = "57P01";
+/// `57P05` a client idle longer than `client_idle_timeout` (PostgreSQL's `idle_session_timeout`).
+pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
+/// `25P03` a client idle in a transaction longer than `idle_transaction_timeout` (PostgreSQL's
+/// `idle_in_transaction_session_timeout`).
+pub const IDLE_IN_TRANSACTION_SESSION_TIMEOUT: &str = "25P03";
 /// `57P03` a target disabled on the admin console (`DISABLE`), as PostgreSQL's "cannot connect now".
 pub const CANNOT_CONNECT_NOW: &str = "57P03";
 /// `57014` a statement cancelled at the client's request.

@@ -42,6 +42,16 @@ pub fn shutting_down() -> PgError {
     PgError::fatal(codes::ADMIN_SHUTDOWN, "pgsplit is shutting down")
 }
 
+/// `client_idle_timeout`: PostgreSQL's `idle_session_timeout` error.
+pub fn idle_session_timeout() -> PgError {
+    PgError::fatal(codes::IDLE_SESSION_TIMEOUT, "terminating connection due to idle-session timeout")
+}
+
+/// `idle_transaction_timeout`: PostgreSQL's `idle_in_transaction_session_timeout` error.
+pub fn idle_in_transaction_timeout() -> PgError {
+    PgError::fatal(codes::IDLE_IN_TRANSACTION_SESSION_TIMEOUT, "terminating connection due to idle-in-transaction timeout")
+}
+
 /// PostgreSQL's answer to a statement in a failed transaction.
 pub fn in_failed_transaction() -> PgError {
     PgError::error(

@@ -31,6 +31,7 @@ mod drain;
 mod effects;
 pub(crate) mod errors;
 mod extended;
+mod idle;
 mod lost;
 pub(crate) mod machine;
 mod notify;
@@ -110,6 +111,7 @@ impl From<FrameError> for SessionError {
 pub async fn serve(tcp: TcpStream, app: Arc<App>, limits: &Limits, login: OwnedSemaphorePermit) {
     let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let _ = tcp.set_nodelay(true);
+    crate::net::keepalive(&tcp);
     // A client that never finishes logging in (stalled, or a slow drip) is dropped: it would hold a task, a socket
     // and a login slot, and keep pgsplit from exiting at shutdown.
     let login_timeout = app.config().client_login_timeout;

@@ -139,16 +139,7 @@ impl Session {
             return Box::pin(self.run_admin()).await;
         }
         loop {
-            let next = if self.machine.pinned_idle().next().is_none() {
-                self.next_frame_or_drain().await?
-            } else {
-                // At rest, a pinned session ends at shutdown as any other; in a transaction it goes on.
-                let drain = self
-                    .at_rest()
-                    .then(|| (super::drain::Drained { app: &self.app, waker: &self.key.slot.drain }, self.user.as_str()));
-                super::notify::next_frame_or_notification(&mut self.client, &mut self.machine, drain).await?
-            };
-            let Some(frame) = next else { return Ok(()) };
+            let Some(frame) = self.next_message().await? else { return Ok(()) };
             // Writes to cached tables whose transaction ended on a path that ran no request (a batch skipped until
             // its Sync) let their tables go here.
             self.end_cache_holds();

@@ -360,6 +360,16 @@ impl Socket {
         }
     }
 
+    /// Turns TCP keepalive on, with `keepalive`'s timings.
+    pub fn set_keepalive(&self, keepalive: &socket2::TcpKeepalive) -> io::Result<()> {
+        match &self.state {
+            State::Loose(t) => socket2::SockRef::from(t).set_tcp_keepalive(keepalive),
+            State::Own(o) => socket2::SockRef::from(&o.io).set_tcp_keepalive(keepalive),
+            State::Tokio(t) => socket2::SockRef::from(t).set_tcp_keepalive(keepalive),
+            State::Gone => Err(gone()),
+        }
+    }
+
     /// This end's address.
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
         match &self.state {

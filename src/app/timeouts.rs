@@ -1,0 +1,90 @@
+//! `query_timeout` (PgBouncer's): a watchdog that cancels, on its server, a statement that has been running longer
+//! than the limit. It looks at every client's statement in flight a few times a second (`WATCH_PERIOD`); a statement
+//! is known by its number in its client's `RunningCell`, so one seen running at two looks `query_timeout` apart gets
+//! one CancelRequest, sent while the session cannot move on to its next statement (as a client's own cancel). The
+//! client gets the server's 57014 and its session goes on. The data path pays one counter increment per statement.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::App;
+
+/// How often the watchdog looks: a statement is cancelled between `query_timeout` and this much later.
+pub const WATCH_PERIOD: Duration = Duration::from_millis(250);
+
+/// What the watchdog saw at its last look: per client's slot, the statement's number, when it was first seen
+/// running, and whether it was cancelled.
+#[derive(Default)]
+pub struct QueryWatch {
+    seen: HashMap<usize, (u64, Instant, bool)>,
+}
+
+impl App {
+    /// One look of the `query_timeout` watchdog (none configured: nothing to do).
+    pub fn watch_queries(self: &Arc<Self>, watch: &mut QueryWatch) {
+        let Some(limit) = self.config().limits.query_timeout else {
+            watch.seen.clear();
+            return;
+        };
+        let now = Instant::now();
+        let mut seen = HashMap::with_capacity(watch.seen.len());
+        for (pid, slot) in self.cancels.all() {
+            let Some(number) = slot.running.statement() else { continue };
+            let id = Arc::as_ptr(&slot) as usize;
+            let (_, since, mut cancelled) =
+                watch.seen.get(&id).copied().filter(|(n, ..)| *n == number).unwrap_or((number, now, false));
+            if !cancelled && now.duration_since(since) >= limit {
+                cancelled = true;
+                let app = self.clone();
+                tokio::spawn(async move {
+                    // Only that statement: one that ended meanwhile is not followed by a cancel of the next.
+                    let Some(delivering) = slot.running.begin_cancel_of(number) else { return };
+                    let r = delivering.running;
+                    if app.cancel_on_server(r.target, r.key).await {
+                        tracing::warn!(pid, target = app.backend(r.target).name(), ?limit, "statement cancelled: query_timeout");
+                    }
+                    drop(delivering);
+                });
+            }
+            seen.insert(id, (number, since, cancelled));
+        }
+        watch.seen = seen;
+    }
+}
+
+/// `client_idle_timeout` and `idle_transaction_timeout` in milliseconds (0: off), read by every session before each
+/// wait for its client: two relaxed loads, no lock. Set at start and by each reload.
+#[derive(Default)]
+pub struct IdleLimits {
+    client_idle_ms: AtomicU64,
+    idle_transaction_ms: AtomicU64,
+}
+
+impl IdleLimits {
+    /// Takes the configured limits.
+    pub fn store(&self, limits: &crate::config::Limits) {
+        self.client_idle_ms.store(millis(limits.client_idle_timeout), Ordering::Relaxed);
+        self.idle_transaction_ms.store(millis(limits.idle_transaction_timeout), Ordering::Relaxed);
+    }
+
+    /// `client_idle_timeout`, when on.
+    pub fn client_idle(&self) -> Option<Duration> {
+        duration(self.client_idle_ms.load(Ordering::Relaxed))
+    }
+
+    /// `idle_transaction_timeout`, when on.
+    pub fn idle_transaction(&self) -> Option<Duration> {
+        duration(self.idle_transaction_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// A limit in whole milliseconds, at least 1 when on; 0 when off.
+fn millis(d: Option<Duration>) -> u64 {
+    d.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1))
+}
+
+fn duration(ms: u64) -> Option<Duration> {
+    (ms != 0).then(|| Duration::from_millis(ms))
+}

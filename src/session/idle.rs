@@ -1,0 +1,48 @@
+//! The wait for a client's next message, bounded by PgBouncer's `client_idle_timeout` (at rest) and
+//! `idle_transaction_timeout` (in a transaction, or with a batch not yet synced). A client past either is closed with
+//! the FATAL error PostgreSQL's `idle_session_timeout` (57P05) and `idle_in_transaction_session_timeout` (25P03) end a
+//! session with; a server connection in a transaction then closes with the session instead of going back to its pool.
+//! With both off (the default) the wait arms no timer.
+
+use std::task::Poll;
+
+use crate::protocol::Frame;
+
+use super::{errors, Session, SessionError};
+
+impl Session {
+    /// The client's next message (`None`: it closed the connection), within the idle limit that applies now.
+    pub(super) async fn next_message(&mut self) -> Result<Option<Frame>, SessionError> {
+        let at_rest = self.at_rest();
+        let limits = self.app.idle_limits();
+        let limit = if at_rest { limits.client_idle() } else { limits.idle_transaction() };
+        let Some(limit) = limit else { return self.wait_for_client().await };
+        let mut wait = std::pin::pin!(self.wait_for_client());
+        // Polled once first: a message already buffered costs no timer.
+        if let Poll::Ready(next) = crate::backend::poll_once(wait.as_mut()).await {
+            return next;
+        }
+        match tokio::time::timeout(limit, wait).await {
+            Ok(next) => next,
+            Err(_) => {
+                let (setting, error) = match at_rest {
+                    true => ("client_idle_timeout", errors::idle_session_timeout()),
+                    false => ("idle_transaction_timeout", errors::idle_in_transaction_timeout()),
+                };
+                tracing::info!(setting, ?limit, "closing an idle client");
+                Err(SessionError::Fatal(error))
+            }
+        }
+    }
+
+    /// The client's next message; at rest, the end of the session when pgsplit drains.
+    async fn wait_for_client(&mut self) -> Result<Option<Frame>, SessionError> {
+        if self.machine.pinned_idle().next().is_none() {
+            return self.next_frame_or_drain().await;
+        }
+        // At rest, a pinned session ends at shutdown as any other; in a transaction it goes on.
+        let drain =
+            self.at_rest().then(|| (super::drain::Drained { app: &self.app, waker: &self.key.slot.drain }, self.user.as_str()));
+        super::notify::next_frame_or_notification(&mut self.client, &mut self.machine, drain).await
+    }
+}

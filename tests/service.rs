@@ -1,0 +1,336 @@
+//! pgsplit as a service: the Debian package installed with `dpkg -i` (its user, files, unit, and a `pgsplit check`
+//! run from it), and the sd_notify messages it sends on a NOTIFY_SOCKET this test makes, through a reload and a stop,
+//! with a second SIGTERM cutting the drain short; and a restart with `so_reuseport` that refuses no client.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = clusters().dir.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Runs a command, failing the test with its output unless it succeeds; its stdout.
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `cargo deb` on the binary this test run built (its profile's folder), into `dir`.
+fn build_package(dir: &Path) -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_pgsplit"));
+    let profile = match bin.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()) {
+        Some("debug") => "dev".to_owned(),
+        Some(other) => other.to_owned(),
+        None => panic!("cannot tell the profile of {}", bin.display()),
+    };
+    let deb = dir.join("pgsplit.deb");
+    run(Command::new("cargo")
+        .args(["deb", "--no-build", "--profile", &profile, "--output"])
+        .arg(&deb)
+        .current_dir(env!("CARGO_MANIFEST_DIR")));
+    deb
+}
+
+/// `dpkg` as root (the test runs as root, or with password-less sudo).
+fn dpkg(args: &[&str]) -> Command {
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut cmd = Command::new(if root { "dpkg" } else { "sudo" });
+    if !root {
+        cmd.args(["-n", "dpkg"]);
+    }
+    cmd.args(args);
+    cmd
+}
+
+/// Purges the package when the test ends, passed or not.
+struct Installed;
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let _ = dpkg(&["--purge", "pgsplit"]).output();
+    }
+}
+
+#[test]
+fn the_debian_package_installs_a_user_a_private_config_a_notify_unit_and_a_pgsplit_that_checks_the_targets() {
+    let dir = scratch("deb");
+    let deb = build_package(&dir);
+    let fields = run(Command::new("dpkg-deb").arg("--field").arg(&deb));
+    assert!(fields.contains("Package: pgsplit") && fields.contains("adduser"), "{fields}");
+    let _installed = Installed;
+    run(&mut dpkg(&["-i", deb.to_str().expect("path")]));
+
+    let user = run(Command::new("getent").args(["passwd", "pgsplit"]));
+    assert!(user.starts_with("pgsplit:"), "{user}");
+    for file in ["/etc/pgsplit/routing.yaml", "/etc/pgsplit/environment"] {
+        let owner = run(Command::new("stat").args(["-c", "%U:%G %a", file]));
+        assert_eq!(owner.trim(), "root:pgsplit 640", "{file}");
+    }
+    let conffiles = run(Command::new("dpkg-query").args(["--control-show", "pgsplit", "conffiles"]));
+    assert!(conffiles.contains("/etc/pgsplit/routing.yaml"), "{conffiles}");
+    let unit_path = ["/lib/systemd/system/pgsplit.service", "/usr/lib/systemd/system/pgsplit.service"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("the unit is installed");
+    let unit = std::fs::read_to_string(unit_path).expect("unit");
+    for line in
+        ["Type=notify", "User=pgsplit", "ExecReload=/bin/kill -HUP $MAINPID", "NoNewPrivileges=yes", "ProtectSystem=strict"]
+    {
+        assert!(unit.lines().any(|l| l == line), "{line} missing from the unit");
+    }
+    let verify = Command::new("systemd-analyze").args(["verify", unit_path]).output().expect("systemd-analyze");
+    let said = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success(), "systemd-analyze verify: {said}");
+
+    // The installed binary, as the installed user, on the installed configuration: reaches both targets.
+    let c = clusters();
+    let ca = dir.join("ca.crt");
+    std::fs::copy(c.primary.ca_cert().expect("PRIMARY has TLS"), &ca).expect("copy the CA");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(&ca, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = Command::new("runuser")
+        .args(["-u", "pgsplit", "--", "/usr/bin/pgsplit", "check"])
+        .env("PGSPLIT_CONFIG", "/etc/pgsplit/routing.yaml")
+        .env(
+            "PRIMARY_DATABASE_URL",
+            format!("postgresql://pgsplit:{}@localhost:{}/handled_primary", c.server_password, c.primary.port()),
+        )
+        .env("DATA_DATABASE_URL", format!("postgresql://pgsplit:{}@127.0.0.1:{}/handled_data", c.server_password, c.data.port()))
+        .env("PRIMARY_CA", &ca)
+        .env("APP_PASSWORD", "x")
+        .output()
+        .expect("pgsplit check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("primary: ok") && stdout.contains("data: ok"), "{stdout}");
+}
+
+/// A `pgsplit serve` child with a NOTIFY_SOCKET, its stderr collected.
+struct Served {
+    child: Child,
+    socket: UnixDatagram,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Served {
+    fn start(name: &str, extra: &str) -> Served {
+        Served::start_yaml(name, &config_yaml("verify-full", extra))
+    }
+
+    fn start_yaml(name: &str, yaml: &str) -> Served {
+        let dir = scratch(name);
+        let config = dir.join("routing.yaml");
+        std::fs::write(&config, yaml).expect("config");
+        let notify = dir.join("notify.sock");
+        let socket = UnixDatagram::bind(&notify).expect("NOTIFY_SOCKET");
+        socket.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pgsplit"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &notify)
+            .env("RUST_LOG", "info")
+            .env_remove("NO_COLOR")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("pgsplit serve");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("log").push_str(&(line + "\n"));
+            }
+        });
+        Served { child, socket, log }
+    }
+
+    /// The next notification, split into its `KEY=value` lines.
+    fn next(&self) -> Vec<String> {
+        let mut buf = vec![0u8; 4096];
+        let n = self.socket.recv(&mut buf).expect("a notification within 60 s");
+        String::from_utf8_lossy(&buf[..n]).lines().map(str::to_owned).collect()
+    }
+
+    fn signal(&self, sig: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill");
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn notify_socket_hears_ready_reloading_and_stopping_and_the_log_has_no_colour() {
+    let mut served = Served::start("notify", "");
+    let ready = served.next();
+    assert!(ready.contains(&"READY=1".to_owned()), "{ready:?}");
+    let status = ready.iter().find(|l| l.starts_with("STATUS=")).expect("a status line");
+    assert!(status.contains("serving on 127.0.0.1:") && status.contains("mode split"), "{status}");
+
+    served.signal(libc::SIGHUP);
+    let reloading = served.next();
+    assert!(reloading.contains(&"RELOADING=1".to_owned()), "{reloading:?}");
+    assert!(reloading.iter().any(|l| l.starts_with("MONOTONIC_USEC=")), "{reloading:?}");
+    let again = served.next();
+    assert!(again.contains(&"READY=1".to_owned()), "{again:?}");
+
+    served.signal(libc::SIGTERM);
+    let stopping = served.next();
+    assert!(stopping.contains(&"STOPPING=1".to_owned()), "{stopping:?}");
+    assert!(served.wait().success());
+    let log = served.log.lock().expect("log").clone();
+    assert!(log.contains("pgsplit listening"), "{log}");
+    assert!(!log.contains('\u{1b}'), "ANSI codes in a log that is not a terminal:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_closes_the_sessions_a_first_one_waits_for() {
+    let mut served = Served::start("second-sigterm", "shutdown_timeout: 10m\n");
+    let ready = served.next();
+    let status = ready.iter().find(|l| l.starts_with("STATUS=")).expect("status");
+    let addr = status.split("serving on ").nth(1).and_then(|s| s.split(',').next()).expect("address");
+    let port: u16 = addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+    let (client, conn) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user=app password={APP_PASSWORD} dbname=handled"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect");
+    let conn = tokio::spawn(conn);
+    client.batch_execute("begin; select count(*) from pg_catalog.pg_class").await.expect("begin");
+
+    served.signal(libc::SIGTERM);
+    assert!(served.next().contains(&"STOPPING=1".to_owned()));
+    // The first signal waits for the open transaction: it still answers.
+    let one: i32 = client.query_one("select 1", &[]).await.expect("the transaction goes on").get(0);
+    assert_eq!(one, 1);
+    assert!(served.child.try_wait().expect("try_wait").is_none(), "pgsplit left during the grace");
+
+    served.signal(libc::SIGTERM);
+    let status = tokio::task::spawn_blocking(move || served.wait()).await.expect("join");
+    assert!(status.success() || status.code().is_some(), "{status:?}");
+    assert!(client.query_one("select 1", &[]).await.is_err(), "the session was closed");
+    let _ = conn.await;
+}
+
+/// Sets a sysctl for the test's duration, restoring it after.
+struct Sysctl {
+    key: &'static str,
+    old: String,
+}
+
+impl Sysctl {
+    fn set(key: &'static str, value: &str) -> Sysctl {
+        let old = run(Command::new("sysctl").args(["-n", key])).trim().to_owned();
+        run(Command::new("sysctl").args(["-w", &format!("{key}={value}")]));
+        Sysctl { key, old }
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        let _ = Command::new("sysctl").args(["-w", &format!("{}={}", self.key, self.old)]).output();
+    }
+}
+
+/// What the clients of the restart test met.
+#[derive(Default, Debug)]
+struct Outcomes {
+    /// Sessions that logged in and ran their statement.
+    served: u64,
+    /// Connections refused or reset before logging in: what a restart must never cause.
+    refused: Vec<String>,
+    /// Sessions the old instance ended as it drained (57P01, "pgsplit is shutting down").
+    drained: u64,
+    /// Anything else.
+    other: Vec<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_so_reuseport_a_new_pgsplit_takes_over_the_port_while_the_old_drains_and_no_client_is_refused() {
+    // The kernel hands the connections queued on the old listener to the new one when the old closes (Linux 5.14+);
+    // the README's restart recipe sets it the same way.
+    let _migrate = Sysctl::set("net.ipv4.tcp_migrate_req", "1");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
+    let yaml = config_yaml("verify-full", "so_reuseport: true\nlisten_backlog: 512\nshutdown_timeout: 5s\n")
+        .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
+    let mut old = Served::start_yaml("restart-old", &yaml);
+    assert!(old.next().contains(&"READY=1".to_owned()));
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let outcomes = std::sync::Arc::new(std::sync::Mutex::new(Outcomes::default()));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (stop, outcomes) = (stop.clone(), outcomes.clone());
+        clients.push(tokio::spawn(async move {
+            let dsn = format!("host=127.0.0.1 port={port} user=app password={APP_PASSWORD} dbname=handled connect_timeout=10");
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let outcome = match tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await {
+                    Err(e) if e.code().is_none() => Err((true, e.to_string())),
+                    Err(e) => Err((false, format!("{}: {e}", sqlstate(&e)))),
+                    Ok((c, conn)) => {
+                        let conn = tokio::spawn(conn);
+                        match c.simple_query("select 1").await {
+                            Ok(_) => Ok(()),
+                            // A FATAL the server sends while the client is idle ends the connection task, not the
+                            // query: the query sees the connection closed, the task has the SQLSTATE.
+                            Err(e) if e.code().is_none() => match conn.await {
+                                Ok(Err(fatal)) => Err((false, format!("{}: {fatal}", sqlstate(&fatal)))),
+                                _ => Err((false, format!("no SQLSTATE: {e}"))),
+                            },
+                            Err(e) => Err((false, format!("{}: {e}", sqlstate(&e)))),
+                        }
+                    }
+                };
+                let mut o = outcomes.lock().expect("outcomes");
+                match outcome {
+                    Ok(()) => o.served += 1,
+                    Err((true, e)) => o.refused.push(e),
+                    Err((false, e)) if e.starts_with("57P01") => o.drained += 1,
+                    Err((false, e)) => o.other.push(e),
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut new = Served::start_yaml("restart-new", &yaml);
+    assert!(new.next().contains(&"READY=1".to_owned()), "the new instance listens on the same port");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = outcomes.lock().expect("outcomes").served;
+    old.signal(libc::SIGTERM);
+    let exited = tokio::task::spawn_blocking(move || old.wait()).await.expect("join");
+    assert!(exited.success(), "{exited:?}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("client task");
+    }
+    let o = outcomes.lock().expect("outcomes");
+    assert!(o.refused.is_empty(), "connections refused during the restart: {:?}", o.refused);
+    assert!(o.other.is_empty(), "unexpected errors: {:?}", o.other);
+    assert!(o.served > before + 20, "the new instance served after the old one left: {o:?}");
+    new.signal(libc::SIGTERM);
+    assert!(new.wait().success());
+}
