@@ -70,7 +70,10 @@ pub async fn run_until(
     app.first_catalogs().await;
     app.serve_until(shutdown.clone());
     let refresher = tokio::spawn(background(app.clone(), shutdown.clone()));
-    let cache_tasks = cache::listen::start(&app);
+    let mut cache_tasks = cache::listen::start(&app);
+    if app.mode_store().is_some() {
+        cache_tasks.push(tokio::spawn(app::mode_store::follow(Arc::downgrade(&app))));
+    }
     let mut sessions = server::Sessions::default();
     let workers = match worker::Workers::start(app.config().workers) {
         Ok(w) => w,

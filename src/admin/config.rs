@@ -11,8 +11,18 @@ use super::show::text;
 use super::{Table, Type};
 
 /// Keys a RELOAD cannot change (`app::reload::needs_restart`, and what is read once at start).
-const FIXED: &[&str] =
-    &["listen", "http", "database", "tls.mode", "workers", "stats_period", "cache", "listen_backlog", "so_reuseport"];
+const FIXED: &[&str] = &[
+    "listen",
+    "http",
+    "database",
+    "tls.mode",
+    "workers",
+    "stats_period",
+    "cache",
+    "listen_backlog",
+    "so_reuseport",
+    "mode_store",
+];
 
 /// The table.
 pub fn table(app: &App) -> Table {
@@ -28,6 +38,7 @@ pub fn table(app: &App) -> Table {
         ("single_target".into(), c.single_target.clone(), String::new()),
         ("tls.mode".into(), format!("{:?}", c.tls.mode).to_lowercase(), "disabled".into()),
         ("pool_mode".into(), c.pool_mode.as_str().to_owned(), "transaction".into()),
+        ("mode_store".into(), c.mode_store.clone().unwrap_or_default(), String::new()),
     ];
     let pool = PoolConfig::default();
     for t in &c.targets {

@@ -157,11 +157,17 @@ pub fn resume(app: &App, user: &str, targets: &Targets) -> Result<Answer, PgErro
     Ok(Answer::Done("RESUME"))
 }
 
-/// SET mode: each session's next transaction follows `mode`.
-pub fn set_mode(app: &App, user: &str, mode: Mode) -> Answer {
+/// SET mode: each session's next transaction follows `mode` (with `mode_store`, on every instance). An unreachable
+/// store changes nothing: 08006, saying so.
+pub async fn set_mode(app: &App, user: &str, mode: Mode) -> Result<Answer, PgError> {
     tracing::warn!(user = %user, mode = mode.as_str(), "SET mode from the admin console");
-    app.set_mode(mode);
-    Answer::Done("SET")
+    app.switch_mode(mode).await.map_err(|e| {
+        PgError::error(
+            crate::protocol::codes::CONNECTION_FAILURE,
+            format!("mode store unreachable, the mode was not changed: {e}"),
+        )
+    })?;
+    Ok(Answer::Done("SET"))
 }
 
 /// The targets' names, for the log.

@@ -171,7 +171,7 @@ pub async fn run(app: &App, user: &str, command: &str) -> Result<Answer, PgError
         Command::Enable(targets) => control::set_disabled(app, user, &targets, false),
         Command::Disable(targets) => control::set_disabled(app, user, &targets, true),
         Command::Shutdown => control::shutdown(app, user),
-        Command::SetMode(mode) => Ok(control::set_mode(app, user, mode)),
+        Command::SetMode(mode) => control::set_mode(app, user, mode).await,
     }
 }
 

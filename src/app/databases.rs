@@ -42,7 +42,7 @@ impl App {
             return Ok(b.clone());
         }
         let config = self.config();
-        let settings = config.target(server.name()).map(|t| pool_settings(t, config.workers, false));
+        let settings = config.target(server.name()).map(|t| pool_settings(t, config.workers, 0));
         drop(config);
         let Some(settings) = settings else {
             return Err(PgError::fatal(codes::INVALID_CATALOG_NAME, format!("database \"{database}\" does not exist")));

@@ -9,6 +9,7 @@ mod catalogs;
 mod databases;
 mod health;
 mod logins;
+pub mod mode_store;
 mod params;
 mod reload;
 mod targets;
@@ -87,6 +88,8 @@ pub struct App {
     tls: arc_swap::ArcSwapOption<TlsAcceptor>,
     /// `client_idle_timeout` and `idle_transaction_timeout`, for the sessions.
     idle_limits: timeouts::IdleLimits,
+    /// The fleet's shared mode, when `mode_store` names a target (fixed for the process).
+    mode_store: Option<Arc<mode_store::ModeStore>>,
     /// Target of every statement in single mode.
     single_target: std::sync::atomic::AtomicUsize,
     /// Bumped whenever a reload changes the routes: statements prepared under older routes are routed again.
@@ -141,6 +144,8 @@ impl App {
         idle_limits.store(&config.limits);
         crate::net::set_keepalive(&config.limits);
         let single_target = table.target_id(&config.single_target).unwrap_or(table.default_target);
+        let mode_store =
+            config.mode_store.as_deref().and_then(|t| table.target_id(t)).map(|t| Arc::new(mode_store::ModeStore::new(t)));
         let cache = RouteCache::new(config.route_cache_bytes);
         let session_cache = config.cache.as_ref().map(|c| Arc::new(crate::cache::SessionCache::new(c, &table)));
         let catalog = ArcSwap::from_pointee(Catalog::unknown(backends.len()));
@@ -161,6 +166,7 @@ impl App {
             users: ArcSwap::from_pointee(users),
             tls: arc_swap::ArcSwapOption::new(tls),
             idle_limits,
+            mode_store,
             single_target: single_target.into(),
             routes_generation: Default::default(),
             routing_inputs: Default::default(),
@@ -338,6 +344,11 @@ impl App {
     /// Client TLS acceptor, when enabled (the one the last reload built).
     pub fn tls(&self) -> Option<Arc<TlsAcceptor>> {
         self.tls.load_full()
+    }
+
+    /// The fleet's shared mode, when configured.
+    pub fn mode_store(&self) -> Option<&Arc<mode_store::ModeStore>> {
+        self.mode_store.as_ref()
     }
 
     /// `client_idle_timeout` and `idle_transaction_timeout` in force.

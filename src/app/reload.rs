@@ -98,8 +98,14 @@ impl App {
         let mode = new.mode;
         self.config.store(Arc::new(new));
         if file_mode_changed {
-            self.set_mode(mode);
-            done.changes.push(format!("mode = {}", mode.as_str()));
+            // With a mode store the file's change goes to every instance, as `SET mode` would.
+            match self.switch_mode(mode).await {
+                Ok(()) => done.changes.push(format!("mode = {}", mode.as_str())),
+                Err(e) => {
+                    tracing::warn!(error = %e, "mode store unreachable: the file's mode was not applied");
+                    done.changes.push(format!("mode = {} not applied: mode store unreachable", mode.as_str()));
+                }
+            }
         }
         tracing::info!(changes = ?done.changes, "configuration reloaded");
         Ok(done)
@@ -126,6 +132,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.limits.so_reuseport != new.limits.so_reuseport {
         what.push("so_reuseport");
+    }
+    if old.mode_store != new.mode_store {
+        what.push("mode_store");
     }
     if old.cache != new.cache {
         what.push("cache");

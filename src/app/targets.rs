@@ -58,11 +58,12 @@ pub(super) fn routing_table(config: &Config) -> RoutingTable {
 
 /// A target's pool settings.
 ///
-/// `listener`: the session cache keeps a LISTEN connection to the target (`cache::listen`), which counts against
-/// the target's `pool.max` (PRIMARY's budget is the server's, not the pool's): the pool is one smaller.
-pub(super) fn pool_settings(t: &Target, workers: usize, listener: bool) -> PoolSettings {
+/// `listeners`: connections pgsplit keeps to the target outside its pool (the session cache's LISTEN,
+/// `cache::listen`; the mode store's, `mode_store`), which count against the target's `pool.max` (PRIMARY's budget
+/// is the server's, not the pool's): the pool is that much smaller, never below one.
+pub(super) fn pool_settings(t: &Target, workers: usize, listeners: u32) -> PoolSettings {
     PoolSettings {
-        max: if listener && t.pool.max > 1 { t.pool.max - 1 } else { t.pool.max },
+        max: t.pool.max.saturating_sub(listeners).max(1),
         min: t.pool.min,
         checkout_timeout: t.pool.checkout_timeout,
         idle_timeout: t.pool.idle_timeout,
@@ -71,7 +72,9 @@ pub(super) fn pool_settings(t: &Target, workers: usize, listener: bool) -> PoolS
     }
 }
 
-/// Whether the session cache listens on target `t` (it owns a cached table and `cache.listen` is on).
-pub(super) fn listens_on(config: &Config, t: &Target) -> bool {
-    config.cache.as_ref().is_some_and(|c| c.listen && c.tables.iter().any(|x| x.target == t.name))
+/// How many connections pgsplit keeps to target `t` outside its pool: the session cache's (it owns a cached table and
+/// `cache.listen` is on) and the mode store's.
+pub(super) fn listens_on(config: &Config, t: &Target) -> u32 {
+    let cache = config.cache.as_ref().is_some_and(|c| c.listen && c.tables.iter().any(|x| x.target == t.name));
+    u32::from(cache) + u32::from(config.mode_store.as_deref() == Some(t.name.as_str()))
 }

@@ -84,7 +84,7 @@ async fn notifications(conn: &mut ServerConn, cache: &SessionCache, target: Targ
 }
 
 /// NotificationResponse: the sender's process id, the channel and the payload.
-fn notification_payload(body: &[u8]) -> Option<(&[u8], &[u8])> {
+pub(crate) fn notification_payload(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let rest = body.get(4..)?;
     let nul = memchr::memchr(0, rest)?;
     let channel = rest.get(..nul)?;

@@ -238,6 +238,8 @@ pub struct RawConfig {
     pub so_reuseport: Option<bool>,
     /// `transaction` (default) or `session`.
     pub pool_mode: Option<PoolMode>,
+    /// The target whose `pgsplit.mode` table holds the fleet's mode.
+    pub mode_store: Option<String>,
     /// PgBouncer's `*` database: the target whose server serves any other database name.
     pub any_database: Option<String>,
     /// Threads that run the proxy (default: the number of cores).

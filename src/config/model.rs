@@ -14,8 +14,10 @@ pub struct Config {
     pub tls: ClientTls,
     /// Address of the health and metrics endpoint.
     pub http: Option<String>,
-    /// Split by schema, or everything to `single_target`.
+    /// Split by schema, or everything to `single_target`. With `mode_store`, only what the store starts with.
     pub mode: Mode,
+    /// The target whose table `pgsplit.mode` holds the mode every instance follows (`app::mode_store`).
+    pub mode_store: Option<String>,
     /// The logical database name clients connect to.
     pub database: String,
     /// Where statements that touch no routed schema go.

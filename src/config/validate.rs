@@ -39,8 +39,10 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
     let tls = client_tls(raw.tls, &resolve, &mut issues);
     let targets = targets(raw.targets, &resolve, &limits.pool_defaults(), &mut issues);
     let (default_target, single_target) = chosen_targets(raw.default_target, raw.single_target, &targets, &mut issues);
-    if let Some(t) = raw.any_database.as_deref().filter(|t| !targets.iter().any(|x| x.name == *t)) {
-        issues.add(&["any_database"], format!("unknown target {t:?}"));
+    for (key, named) in [("any_database", &raw.any_database), ("mode_store", &raw.mode_store)] {
+        if let Some(t) = named.as_deref().filter(|t| !targets.iter().any(|x| x.name == *t)) {
+            issues.add(&[key], format!("unknown target {t:?}"));
+        }
     }
     check_users(&raw.users, &raw.admin_users, &targets, auth_query.is_some(), &mut issues);
     let auth_type = auth_type(raw.auth_type.as_deref(), &mut issues);
@@ -57,13 +59,7 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
         }
     }
     let cache = raw.cache.and_then(|c| session_cache(c, &targets, &mut issues));
-    let migrations_table = raw.migrations.and_then(|m| m.table);
-    if let Some(t) = &migrations_table {
-        let qualified = t.contains('.');
-        if (qualified && crate::quote::split_qualified(t).is_none()) || t.trim().is_empty() {
-            issues.add(&["migrations", "table"], format!("{t:?} is not a table name (name or schema.name)"));
-        }
-    }
+    let migrations_table = migrations_table(raw.migrations, &mut issues);
     let route_cache_bytes = raw.route_cache.map(|c| c.max_bytes).unwrap_or(DEFAULT_ROUTE_CACHE);
     let health_interval = raw.health_interval.unwrap_or(DEFAULT_HEALTH_INTERVAL);
     if health_interval.is_zero() {
@@ -81,6 +77,7 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
         tls,
         http: raw.http,
         mode,
+        mode_store: raw.mode_store,
         database: raw.database.unwrap_or_else(|| "handled".into()),
         default_target,
         single_target,
@@ -107,6 +104,18 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
         cache,
         migrations_table,
     })
+}
+
+/// `migrations.table`, when set: a name or `schema.name`.
+fn migrations_table(raw: Option<super::load::RawMigrations>, issues: &mut Issues) -> Option<String> {
+    let table = raw.and_then(|m| m.table);
+    if let Some(t) = &table {
+        let qualified = t.contains('.');
+        if (qualified && crate::quote::split_qualified(t).is_none()) || t.trim().is_empty() {
+            issues.add(&["migrations", "table"], format!("{t:?} is not a table name (name or schema.name)"));
+        }
+    }
+    table
 }
 
 /// Default `cache.max_bytes`.

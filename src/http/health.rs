@@ -13,6 +13,19 @@ pub struct TargetHealth<'a> {
     pub up: bool,
 }
 
+/// What an instance knows of the fleet's shared mode (`mode_store`).
+#[derive(Debug, Clone, Copy)]
+pub struct StoreHealth<'a> {
+    /// The target holding it.
+    pub target: &'a str,
+    /// Listening for changes now.
+    pub listening: bool,
+    /// When the stored mode was last read or notified.
+    pub last_seen: Option<SystemTime>,
+    /// Why the store cannot be reached, while it cannot.
+    pub error: Option<&'a str>,
+}
+
 /// The report: HTTP status and JSON body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
@@ -27,7 +40,15 @@ pub struct Report {
 /// The health of the proxy: in split mode the default target down is `unhealthy`, another target down is
 /// `degraded`; in single mode only the single target counts and the others are `unused`.
 /// `essential` is the default target in split mode and the single target in single mode.
-pub fn report(mode: Mode, essential: usize, targets: &[TargetHealth<'_>], now: SystemTime) -> Report {
+/// `store`, when configured, adds `mode_store`: its target, `listening` or `unreachable`, when the mode was last
+/// seen, and why it cannot be reached.
+pub fn report(
+    mode: Mode,
+    essential: usize,
+    targets: &[TargetHealth<'_>],
+    store: Option<StoreHealth<'_>>,
+    now: SystemTime,
+) -> Report {
     let mut databases = Vec::with_capacity(targets.len());
     let mut status = "healthy";
     for (i, t) in targets.iter().enumerate() {
@@ -51,7 +72,13 @@ pub fn report(mode: Mode, essential: usize, targets: &[TargetHealth<'_>], now: S
         Mode::Split => "split",
         Mode::Single => "single",
     };
-    let body = Body { status, mode, databases: Databases(&databases), timestamp: rfc3339(now) };
+    let mode_store = store.map(|s| StoreJson {
+        target: s.target,
+        status: if s.listening { "listening" } else { "unreachable" },
+        last_seen: s.last_seen.map(rfc3339),
+        error: s.error,
+    });
+    let body = Body { status, mode, databases: Databases(&databases), mode_store, timestamp: rfc3339(now) };
     let body = serde_json::to_string(&body).unwrap_or_default();
     Report { http_status: if status == "unhealthy" { 503 } else { 200 }, status, body }
 }
@@ -62,7 +89,19 @@ struct Body<'a> {
     status: &'static str,
     mode: &'static str,
     databases: Databases<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mode_store: Option<StoreJson<'a>>,
     timestamp: String,
+}
+
+/// `mode_store` in the body.
+#[derive(serde::Serialize)]
+struct StoreJson<'a> {
+    target: &'a str,
+    status: &'static str,
+    last_seen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
 }
 
 /// Targets in configuration order, as a JSON object.
@@ -124,7 +163,7 @@ mod tests {
 
     #[test]
     fn split_mode_all_up_is_healthy_with_the_spec_shape() {
-        let r = report(Mode::Split, 0, &targets(true, true), at(0, 0));
+        let r = report(Mode::Split, 0, &targets(true, true), None, at(0, 0));
         assert_eq!((r.http_status, r.status), (200, "healthy"));
         assert_eq!(
             r.body,
@@ -134,22 +173,36 @@ mod tests {
 
     #[test]
     fn split_mode_other_target_down_is_degraded_default_down_is_unhealthy() {
-        let r = report(Mode::Split, 0, &targets(true, false), at(0, 0));
+        let r = report(Mode::Split, 0, &targets(true, false), None, at(0, 0));
         assert_eq!((r.http_status, r.status), (200, "degraded"));
         assert!(r.body.contains("\"data\":\"disconnected\""), "{}", r.body);
-        let r = report(Mode::Split, 0, &targets(false, true), at(0, 0));
+        let r = report(Mode::Split, 0, &targets(false, true), None, at(0, 0));
         assert_eq!((r.http_status, r.status), (503, "unhealthy"));
-        let r = report(Mode::Split, 0, &targets(false, false), at(0, 0));
+        let r = report(Mode::Split, 0, &targets(false, false), None, at(0, 0));
         assert_eq!((r.http_status, r.status), (503, "unhealthy"));
     }
 
     #[test]
     fn single_mode_depends_only_on_the_single_target() {
-        let r = report(Mode::Single, 0, &targets(true, false), at(0, 0));
+        let r = report(Mode::Single, 0, &targets(true, false), None, at(0, 0));
         assert_eq!((r.http_status, r.status), (200, "healthy"));
         assert!(r.body.contains("\"data\":\"unused\"") && r.body.contains("\"mode\":\"single\""), "{}", r.body);
-        let r = report(Mode::Single, 1, &targets(true, false), at(0, 0));
+        let r = report(Mode::Single, 1, &targets(true, false), None, at(0, 0));
         assert_eq!((r.http_status, r.status), (503, "unhealthy"));
         assert!(r.body.contains("\"primary\":\"unused\""), "{}", r.body);
+    }
+
+    #[test]
+    fn a_mode_store_says_whether_it_is_listening_and_when_the_mode_was_last_seen() {
+        let store = StoreHealth { target: "primary", listening: false, last_seen: Some(at(60, 0)), error: Some("refused") };
+        let r = report(Mode::Single, 0, &targets(true, true), Some(store), at(120, 0));
+        assert!(
+            r.body.contains(r#""mode_store":{"target":"primary","status":"unreachable","last_seen":"1970-01-01T00:01:00.000Z","error":"refused"}"#),
+            "{}",
+            r.body
+        );
+        let store = StoreHealth { target: "primary", listening: true, last_seen: None, error: None };
+        let r = report(Mode::Split, 0, &targets(true, true), Some(store), at(0, 0));
+        assert!(r.body.contains(r#""mode_store":{"target":"primary","status":"listening","last_seen":null}"#), "{}", r.body);
     }
 }

@@ -141,7 +141,14 @@ pub fn health_report(app: &App) -> health::Report {
     };
     let targets: Vec<health::TargetHealth<'_>> =
         app.backends().iter().map(|b| health::TargetHealth { name: b.name(), up: b.is_up() }).collect();
-    health::report(mode, essential, &targets, SystemTime::now())
+    let state = app.mode_store().map(|s| (app.backend(s.target).name(), s.state()));
+    let store = state.as_ref().map(|(target, s)| health::StoreHealth {
+        target,
+        listening: s.listening,
+        last_seen: s.last_seen,
+        error: s.error.as_deref(),
+    });
+    health::report(mode, essential, &targets, store, SystemTime::now())
 }
 
 fn reply(code: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
