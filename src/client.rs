@@ -20,6 +20,9 @@ pub enum ClientError {
     /// The client sent a message the framing refuses (length, type).
     #[error(transparent)]
     Frame(#[from] framing::FrameError),
+    /// The client stayed silent past `idle_transaction_timeout` while its flushed batch held a server connection.
+    #[error("idle in a transaction past idle_transaction_timeout")]
+    IdleInTransaction,
 }
 
 /// A read buffer up to this size goes to the thread's spares when its client goes idle (a larger one is freed).

@@ -73,6 +73,10 @@ pub async fn run_until(
     let mut cache_tasks = cache::listen::start(&app);
     if app.mode_store().is_some() {
         cache_tasks.push(tokio::spawn(app::mode_store::follow(Arc::downgrade(&app))));
+        // The fleet's mode before the first client, when the store answers in time.
+        if !app.stored_mode_seen(app::mode_store::FIRST_READ).await {
+            tracing::warn!(mode = app.mode().as_str(), "mode store not read yet: serving in the file's mode until it is");
+        }
     }
     let mut sessions = server::Sessions::default();
     let workers = match worker::Workers::start(app.config().workers) {

@@ -55,7 +55,12 @@ pub fn keepalive(socket: &crate::worker::Socket) {
     let keepalive = KEEPALIVE.read().unwrap_or_else(|e| e.into_inner()).clone();
     if let Some(k) = keepalive {
         if let Err(e) = socket.set_keepalive(&k) {
-            tracing::debug!(error = %e, "cannot set TCP keepalive");
+            // Once at warning level (a setting the system refuses fails on every connection), then quietly.
+            static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            match WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                false => tracing::warn!(error = %e, "cannot set TCP keepalive (tcp_keepalive and its timings)"),
+                true => tracing::debug!(error = %e, "cannot set TCP keepalive"),
+            }
         }
     }
 }

@@ -556,3 +556,54 @@ async fn a_cleartext_password_request_from_an_unverified_server_is_never_answere
     let sent = server.await.expect("server");
     assert!(!String::from_utf8_lossy(&sent).contains("the-secret"), "the password was sent");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sslmode_prefer_a_failed_tls_handshake_is_tried_again_in_plain_tcp_and_with_require_it_is_an_error() {
+    // In front of DATA (plain): the first connection answers the SSLRequest with `S`, then sends what no TLS
+    // handshake accepts; every later one is passed to DATA as it is.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let data = clusters().data.port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            if counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst).is_multiple_of(3) {
+                let mut request = [0u8; 8];
+                if s.read_exact(&mut request).await.is_ok() {
+                    let _ = s.write_all(b"Snot a TLS handshake at all\n").await;
+                }
+                continue;
+            }
+            tokio::spawn(async move {
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(("127.0.0.1", data)).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut s, &mut upstream).await;
+            });
+        }
+    });
+    let spec = |required: bool| pgsplit::backend::TargetSpec {
+        name: "flaky".into(),
+        host: "127.0.0.1".into(),
+        port,
+        user: "pgsplit".into(),
+        password: Some(clusters().server_password.clone()),
+        dbname: "handled_data".into(),
+        tls: Some((
+            pgsplit::backend::tls::client_config(pgsplit::backend::tls::Verify::None, None).expect("tls config"),
+            pgsplit::backend::tls::server_name("127.0.0.1").expect("name"),
+        )),
+        tls_required: required,
+        verified: false,
+        upstream_pooler: false,
+        servers: Default::default(),
+    };
+    let mut conn = pgsplit::backend::ServerConn::connect(&spec(false)).await.expect("prefer: plain after the failed handshake");
+    assert!(!conn.is_tls());
+    let rows = conn.simple("select current_database()").await.expect("query");
+    assert_eq!(rows[0][0].as_deref(), Some("handled_data"));
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "one failed handshake, one plain connection");
+    // The next first-of-three connection fails its handshake again: with `require` that is the error.
+    accepted.store(3, std::sync::atomic::Ordering::SeqCst);
+    let err = pgsplit::backend::ServerConn::connect(&spec(true)).await.err().expect("require: no plain fallback");
+    assert!(err.to_string().to_lowercase().contains("tls"), "{err}");
+}

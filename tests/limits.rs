@@ -64,6 +64,12 @@ async fn query_timeout_cancels_a_long_statement_with_57014_and_the_session_goes_
     let proxy = Proxy::start(&config_yaml("verify-full", "query_timeout: 1s\n")).await;
     let c = proxy.connect().await;
     assert_eq!(scalar(&c, "select pg_sleep(0.1)::text from workspace.imports limit 1").await.len(), 0);
+    // Under the limit, on fresh clients too (their first statements), nothing is cancelled.
+    for _ in 0..3 {
+        let fresh = proxy.connect().await;
+        fresh.simple_query("select pg_sleep(0.6)").await.expect("a statement under query_timeout runs to its end");
+        fresh.simple_query("select pg_sleep(0.6)").await.expect("and the next one too");
+    }
     let started = std::time::Instant::now();
     let err = c.simple_query("select pg_sleep(60) from workspace.imports").await.expect_err("cancelled");
     assert_eq!(sqlstate(&err), "57014", "{err}");
@@ -122,4 +128,27 @@ async fn a_reload_re_reads_the_client_tls_certificate_for_new_clients() {
     let (again, conn) = tokio_postgres::connect(&dsn, connector(&renewed_ca)).await.expect("the running certificate stays");
     tokio::spawn(conn);
     assert_eq!(scalar(&again, "select 8").await, "8");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_silent_after_flushing_a_batch_without_sync_gets_25p03() {
+    use tokio::io::AsyncWriteExt;
+    let proxy = Proxy::start(&config_yaml("verify-full", "idle_transaction_timeout: 1s\n")).await;
+    let mut s = raw_login(proxy.port).await;
+    let mut out = bytes::BytesMut::new();
+    parse_bind_execute("", "select count(*) from workspace.imports", &mut out);
+    out.extend_from_slice(&[b'H', 0, 0, 0, 4]);
+    s.write_all(&out).await.expect("send a flushed batch");
+    let mut tags = Vec::new();
+    loop {
+        let (tag, body) = read_message(&mut s).await;
+        tags.push(tag);
+        if tag == b'E' {
+            let text = String::from_utf8_lossy(&body).into_owned();
+            assert!(text.contains("FATAL") && text.contains("C25P03"), "{text}");
+            break;
+        }
+        assert!(tags.len() < 10, "no FATAL after the replies: {tags:?}");
+    }
+    assert_eq!(&tags[..4], b"12DC", "the batch was answered before the silence counted");
 }

@@ -22,6 +22,8 @@ const FIXED: &[&str] = &[
     "listen_backlog",
     "so_reuseport",
     "mode_store",
+    "server_lifetime",
+    "server_idle_timeout",
 ];
 
 /// The table.

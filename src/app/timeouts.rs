@@ -1,7 +1,7 @@
 //! `query_timeout` (PgBouncer's): a watchdog that cancels, on its server, a statement that has been running longer
 //! than the limit. It looks at every client's statement in flight a few times a second (`WATCH_PERIOD`); a statement
 //! is known by its number in its client's `RunningCell`, so one seen running at two looks `query_timeout` apart gets
-//! one CancelRequest, sent while the session cannot move on to its next statement (as a client's own cancel). The
+//! a CancelRequest (and another each further `query_timeout` while it still runs), sent while the session cannot move on to its next statement (as a client's own cancel). The
 //! client gets the server's 57014 and its session goes on. The data path pays one counter increment per statement.
 
 use std::collections::HashMap;
@@ -10,19 +10,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::App;
+use crate::cancel::CancelSlot;
 
 /// How often the watchdog looks: a statement is cancelled between `query_timeout` and this much later.
 pub const WATCH_PERIOD: Duration = Duration::from_millis(250);
 
-/// What the watchdog saw at its last look: per client's slot, the statement's number, when it was first seen
-/// running, and whether it was cancelled.
+/// What the watchdog saw at its last look: per client's slot (held, so that its address names no other client while
+/// it is here), the statement's number and when it was first seen running or last sent a cancel.
 #[derive(Default)]
 pub struct QueryWatch {
-    seen: HashMap<usize, (u64, Instant, bool)>,
+    seen: HashMap<usize, (Arc<CancelSlot>, u64, Instant)>,
 }
 
 impl App {
-    /// One look of the `query_timeout` watchdog (none configured: nothing to do).
+    /// One look of the `query_timeout` watchdog (none configured: nothing to do). A statement past the limit gets a
+    /// CancelRequest, and another each further `query_timeout` while it still runs (a cancel the server did not get,
+    /// a server that does not answer).
     pub fn watch_queries(self: &Arc<Self>, watch: &mut QueryWatch) {
         let Some(limit) = self.config().limits.query_timeout else {
             watch.seen.clear();
@@ -33,11 +36,10 @@ impl App {
         for (pid, slot) in self.cancels.all() {
             let Some(number) = slot.running.statement() else { continue };
             let id = Arc::as_ptr(&slot) as usize;
-            let (_, since, mut cancelled) =
-                watch.seen.get(&id).copied().filter(|(n, ..)| *n == number).unwrap_or((number, now, false));
-            if !cancelled && now.duration_since(since) >= limit {
-                cancelled = true;
-                let app = self.clone();
+            let mut since = watch.seen.get(&id).filter(|(_, n, _)| *n == number).map_or(now, |(_, _, since)| *since);
+            if now.duration_since(since) >= limit {
+                since = now;
+                let (app, slot) = (self.clone(), slot.clone());
                 tokio::spawn(async move {
                     // Only that statement: one that ended meanwhile is not followed by a cancel of the next.
                     let Some(delivering) = slot.running.begin_cancel_of(number) else { return };
@@ -48,7 +50,7 @@ impl App {
                     drop(delivering);
                 });
             }
-            seen.insert(id, (number, since, cancelled));
+            seen.insert(id, (slot, number, since));
         }
         watch.seen = seen;
     }

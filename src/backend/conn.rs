@@ -110,12 +110,18 @@ impl ServerConn {
     }
 
     async fn connect_inner(spec: &TargetSpec, login: &super::Login, id: LoginId) -> Result<ServerConn, BackendError> {
-        let tcp = TcpStream::connect(spec.host.as_str(), spec.port).await?;
-        tcp.set_nodelay(true)?;
-        crate::net::keepalive(&tcp);
+        let tcp = open_tcp(spec).await?;
         let stream = match &spec.tls {
             None => Stream::Plain(tcp),
-            Some((config, name)) => start_tls(tcp, config.clone(), name.clone(), spec.tls_required).await?,
+            Some((config, name)) => match start_tls(tcp, config.clone(), name.clone(), spec.tls_required).await {
+                Ok(stream) => stream,
+                // libpq's `prefer`: a handshake that fails is tried again in plain TCP, on a new connection.
+                Err(BackendError::Tls(e)) if !spec.tls_required => {
+                    tracing::debug!(target = %spec.name, error = %e, "TLS handshake failed: sslmode prefer goes on in plain TCP");
+                    Stream::Plain(open_tcp(spec).await?)
+                }
+                Err(e) => return Err(e),
+            },
         };
         let mut conn = ServerConn {
             registration: None,
@@ -383,7 +389,16 @@ impl ServerConn {
         let mut out = BytesMut::new();
         frontend::query(sql, &mut out)?;
         self.send_ahead().await?;
-        self.run_own(&out).await
+        self.run_own(&out, None).await
+    }
+
+    /// `simple`, keeping the bodies of the NotificationResponses that arrive meanwhile in `notes` (a LISTEN
+    /// connection's own queries: a notification sent just before ReadyForQuery is not lost).
+    pub async fn simple_noting(&mut self, sql: &str, notes: &mut Vec<Vec<u8>>) -> Result<Vec<Vec<Option<String>>>, BackendError> {
+        let mut out = BytesMut::new();
+        frontend::query(sql, &mut out)?;
+        self.send_ahead().await?;
+        self.run_own(&out, Some(notes)).await
     }
 
     /// Runs `sql` with text parameters `params` ($1, ...) as one extended-protocol statement and Sync: values never
@@ -407,7 +422,7 @@ impl ServerConn {
         frontend::execute("", 0, &mut out)?;
         frontend::sync(&mut out);
         self.send_ahead().await?;
-        self.run_own(&out).await
+        self.run_own(&out, None).await
     }
 
     /// Runs `sql` as one extended-protocol statement and Sync, for a connection that may be in the middle of a
@@ -432,11 +447,15 @@ impl ServerConn {
         .map_err(|_| BackendError::Protocol("cannot encode Bind".into()))?;
         frontend::execute("", 0, &mut out)?;
         frontend::sync(&mut out);
-        self.run_own(&out).await
+        self.run_own(&out, None).await
     }
 
     /// Sends pgsplit's own request and reads until ReadyForQuery: rows, and the server's error if it failed.
-    async fn run_own(&mut self, request: &[u8]) -> Result<Vec<Vec<Option<String>>>, BackendError> {
+    async fn run_own(
+        &mut self,
+        request: &[u8],
+        mut notes: Option<&mut Vec<Vec<u8>>>,
+    ) -> Result<Vec<Vec<Option<String>>>, BackendError> {
         let mut conn = super::relay::Exchange::start(self);
         conn.send(request).await?;
         let mut rows = Vec::new();
@@ -462,6 +481,11 @@ impl ServerConn {
                     };
                 }
                 b'G' | b'H' | b'W' => return Err(BackendError::Protocol("COPY is not supported in internal queries".into())),
+                b'A' => {
+                    if let Some(notes) = notes.as_mut() {
+                        notes.push(f.body().to_vec());
+                    }
+                }
                 _ => {}
             }
         }
@@ -540,6 +564,14 @@ pub async fn send_cancel(spec: &TargetSpec, key: (i32, i32)) -> Result<(), Backe
     // The server sends nothing and closes; a TLS close without close_notify is fine here.
     let _ = stream.read_to_end(&mut rest).await;
     Ok(())
+}
+
+/// A TCP connection to the target, Nagle off and keepalive as configured.
+async fn open_tcp(spec: &TargetSpec) -> Result<TcpStream, BackendError> {
+    let tcp = TcpStream::connect(spec.host.as_str(), spec.port).await?;
+    tcp.set_nodelay(true)?;
+    crate::net::keepalive(&tcp);
+    Ok(tcp)
 }
 
 /// SSLRequest, then exactly one reply byte (never more: CVE-2021-23222), then the TLS handshake; a refusal (`N`)

@@ -97,12 +97,14 @@ pub(super) fn build(raw: &RawConfig, issues: &mut Issues) -> Limits {
     if listen_backlog == 0 {
         issues.add(&["listen_backlog"], "must be at least 1");
     }
-    if raw.tcp_keepcnt == Some(0) {
-        issues.add(&["tcp_keepcnt"], "must be at least 1");
+    // Linux's ranges (TCP_KEEPCNT 1-127, TCP_KEEPIDLE and TCP_KEEPINTVL 1-32767 s): beyond them the socket option
+    // would be refused on every connection.
+    if raw.tcp_keepcnt.is_some_and(|n| !(1..=127).contains(&n)) {
+        issues.add(&["tcp_keepcnt"], "must be between 1 and 127");
     }
     for (key, value) in [("tcp_keepidle", raw.tcp_keepidle), ("tcp_keepintvl", raw.tcp_keepintvl)] {
-        if value.is_some_and(|v| v < Duration::from_secs(1)) {
-            issues.add(&[key], "must be at least 1s (the system counts keepalive time in seconds)");
+        if value.is_some_and(|v| v < Duration::from_secs(1) || v > Duration::from_secs(32_767)) {
+            issues.add(&[key], "must be between 1s and 32767s (the system counts keepalive time in whole seconds)");
         }
     }
     Limits {

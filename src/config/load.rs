@@ -43,7 +43,7 @@ pub fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<St
                 continue;
             };
             let line_so_far = out.rsplit('\n').next().unwrap_or("");
-            match place(&value, quote_state(line_so_far), whole_scalar(line_so_far, rest)) {
+            match place(&value, spot(line_so_far, rest)) {
                 Ok(v) => out.push_str(&v),
                 Err(why) => issues.push(Issue {
                     line: Some(i + 1),
@@ -70,29 +70,39 @@ enum Quote {
     Double,
 }
 
-/// The quoting in force at the end of `line` (the line written so far).
-fn quote_state(line: &str) -> Quote {
-    let mut state = Quote::Plain;
-    let mut escaped = false;
+/// The quoting in force at the end of `line` (the line written so far), and how many flow collections (`[`, `{`)
+/// are open there.
+fn scan(line: &str) -> (Quote, u32) {
+    let (mut state, mut depth) = (Quote::Plain, 0u32);
     let mut prev = ' ';
-    for c in line.chars() {
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
         state = match (state, c) {
-            (Quote::Double, _) if escaped => {
-                escaped = false;
+            // `\x` inside double quotes, `''` inside single quotes: escapes, the quote goes on.
+            (Quote::Double, '\\') => {
+                chars.next();
                 Quote::Double
             }
-            (Quote::Double, '\\') => {
-                escaped = true;
-                Quote::Double
+            (Quote::Single, '\'') if chars.peek() == Some(&'\'') => {
+                chars.next();
+                Quote::Single
             }
             (Quote::Double, '"') | (Quote::Single, '\'') => Quote::Plain,
             (Quote::Plain, '"') if starts_scalar(prev) => Quote::Double,
             (Quote::Plain, '\'') if starts_scalar(prev) => Quote::Single,
+            (Quote::Plain, '[' | '{') => {
+                depth += 1;
+                Quote::Plain
+            }
+            (Quote::Plain, ']' | '}') => {
+                depth = depth.saturating_sub(1);
+                Quote::Plain
+            }
             (s, _) => s,
         };
         prev = c;
     }
-    state
+    (state, depth)
 }
 
 /// Whether a quote after `prev` opens a quoted scalar (in `a'b`, it is part of a plain one).
@@ -100,25 +110,59 @@ fn starts_scalar(prev: char) -> bool {
     prev.is_whitespace() || matches!(prev, ':' | '[' | '{' | ',' | '-')
 }
 
-/// Whether a reference is a whole plain scalar: after `key: `, `- `, `[` or `,`, and nothing but a flow separator after.
-fn whole_scalar(before: &str, after: &str) -> bool {
-    let lead = before.trim_end();
-    let spaced = before.len() > lead.len() || lead.is_empty();
-    let opens = lead.is_empty() || lead.ends_with('[') || lead.ends_with('{') || lead.ends_with(',') || lead == "-";
-    let keyed = spaced && (lead.ends_with(':') || lead.ends_with(" -") || lead.trim_start() == "-");
-    let tail = after.trim();
-    (opens || keyed) && (tail.is_empty() || tail.starts_with(',') || tail.starts_with('}') || tail.starts_with(']'))
+/// Where a reference sits: `before` is the line written so far, `after` the rest of the line's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spot {
+    /// Inside `"..."`.
+    Double,
+    /// Inside `'...'`.
+    Single,
+    /// A whole plain value: after `key: `, `- `, or `[`/`{`/`,` in a flow collection, and nothing but a flow
+    /// separator after it.
+    WholePlain,
+    /// Part of a plain value.
+    PartPlain,
+    /// At the start of a line (a block scalar's content, a continuation line).
+    LineStart,
 }
 
-/// The text that reads back as `value` at that position, or why there is none.
-fn place(value: &str, quote: Quote, whole: bool) -> Result<String, &'static str> {
+fn spot(before: &str, after: &str) -> Spot {
+    let (quote, depth) = scan(before);
     match quote {
-        Quote::Double => Ok(serde_json::to_string(value).map(|j| j[1..j.len() - 1].to_owned()).unwrap_or_default()),
-        Quote::Single if value.contains(['\n', '\r']) => Err("holds a line break: use double quotes around it"),
-        Quote::Single => Ok(value.replace('\'', "''")),
-        Quote::Plain if plain_safe(value) => Ok(value.to_owned()),
-        Quote::Plain if whole => Ok(serde_json::to_string(value).unwrap_or_default()),
-        Quote::Plain => Err("would change the YAML around it: put double quotes around the whole value"),
+        Quote::Double => return Spot::Double,
+        Quote::Single => return Spot::Single,
+        Quote::Plain => {}
+    }
+    let lead = before.trim_end();
+    if lead.trim_start().is_empty() {
+        return Spot::LineStart;
+    }
+    let spaced = before.len() > lead.len();
+    let flow_open = depth > 0 && (lead.ends_with('[') || lead.ends_with('{') || lead.ends_with(','));
+    let keyed = spaced && (lead.ends_with(':') || lead.ends_with(" -") || lead.trim_start() == "-");
+    let tail = after.trim();
+    let ends = tail.is_empty() || depth > 0 && (tail.starts_with(',') || tail.starts_with('}') || tail.starts_with(']'));
+    match (flow_open || keyed) && ends {
+        true => Spot::WholePlain,
+        false => Spot::PartPlain,
+    }
+}
+
+/// The text that reads back as `value` at that spot, or why there is none.
+fn place(value: &str, spot: Spot) -> Result<String, &'static str> {
+    let json = || serde_json::to_string(value).unwrap_or_default();
+    let breaks = value.contains(['\n', '\r']);
+    match spot {
+        Spot::Double => Ok(json().get(1..json().len().saturating_sub(1)).unwrap_or_default().to_owned()),
+        Spot::Single if breaks => Err("holds a line break: use double quotes around it"),
+        Spot::Single => Ok(value.replace('\'', "''")),
+        // YAML reads `~` and `null` as no value at all: quoted, they stay the text they are.
+        Spot::WholePlain if plain_safe(value) && !matches!(value, "~" | "null" | "Null" | "NULL") => Ok(value.to_owned()),
+        Spot::WholePlain => Ok(json()),
+        Spot::PartPlain if plain_safe(value) => Ok(value.to_owned()),
+        Spot::PartPlain => Err("would change the YAML around it: put double quotes around the whole value"),
+        Spot::LineStart if breaks => Err("holds a line break, which would end the line it starts"),
+        Spot::LineStart => Ok(value.to_owned()),
     }
 }
 

@@ -101,3 +101,26 @@ fn environment_values_with_yaml_characters_read_back_verbatim() {
     let ok = load::expand_env("k: pre-${X}\n", &|_: &str| Some("x1".to_owned())).unwrap();
     assert_eq!(ok, "k: pre-x1\n");
 }
+
+/// `text` expanded with `env` and read as YAML: the value at `key`, or the expansion's first message.
+fn expanded(text: &str, env: &[(&str, &str)], key: &str) -> Result<serde_yaml::Value, Issue> {
+    let out = load::expand_env(text, &|k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned()))
+        .map_err(|issues| issues[0].clone())?;
+    let v: serde_yaml::Value = serde_yaml::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    Ok(v.get(key).cloned().unwrap_or(serde_yaml::Value::Null))
+}
+
+#[test]
+fn expansion_keeps_escapes_flow_collections_block_scalars_and_null_words_apart() {
+    let s = |v: &str| serde_yaml::Value::String(v.to_owned());
+    let env = [("A", "it's"), ("B", "a: b"), ("N", "null"), ("Q", "select 1 # not a comment: x")];
+    assert_eq!(expanded("k: '${A}${B}'\n", &env, "k"), Ok(s("it'sa: b")), "'' inside single quotes");
+    assert_eq!(expanded("k: \"${B}\\\\${A}\"\n", &env, "k"), Ok(s("a: b\\it's")));
+    assert_eq!(expanded("k: { x: ${B} }\n", &env, "k").map(|v| v.get("x").cloned()), Ok(Some(s("a: b"))));
+    assert_eq!(expanded("k: [${B}, ${A}]\n", &env, "k").map(|v| v.get(0).cloned()), Ok(Some(s("a: b"))));
+    let err = expanded("k: a, ${B}\n", &env, "k").unwrap_err().message;
+    assert!(err.contains("double quotes"), "a block value's comma is no flow separator: {err}");
+    assert_eq!(expanded("k: |\n  ${Q}\n", &env, "k"), Ok(s("select 1 # not a comment: x\n")), "block scalar content");
+    assert_eq!(expanded("k: ${N}\n", &env, "k"), Ok(s("null")), "a password spelled null stays text");
+    assert_eq!(expanded("k: ${E:-}\n", &env, "k"), Ok(s("")), "an empty default stays an empty string");
+}

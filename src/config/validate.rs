@@ -39,11 +39,7 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
     let tls = client_tls(raw.tls, &resolve, &mut issues);
     let targets = targets(raw.targets, &resolve, &limits.pool_defaults(), &mut issues);
     let (default_target, single_target) = chosen_targets(raw.default_target, raw.single_target, &targets, &mut issues);
-    for (key, named) in [("any_database", &raw.any_database), ("mode_store", &raw.mode_store)] {
-        if let Some(t) = named.as_deref().filter(|t| !targets.iter().any(|x| x.name == *t)) {
-            issues.add(&[key], format!("unknown target {t:?}"));
-        }
-    }
+    named_targets([("any_database", &raw.any_database), ("mode_store", &raw.mode_store)], &targets, &mut issues);
     check_users(&raw.users, &raw.admin_users, &targets, auth_query.is_some(), &mut issues);
     let auth_type = auth_type(raw.auth_type.as_deref(), &mut issues);
     let mode = mode(split_env, raw.mode);
@@ -104,6 +100,21 @@ pub fn build(raw: RawConfig, text: &str, base: &Path, split_env: Option<&str>) -
         cache,
         migrations_table,
     })
+}
+
+/// `any_database` and `mode_store` name targets; the mode store's keeps one connection outside its pool, which must
+/// keep at least one.
+fn named_targets(named: [(&str, &Option<String>); 2], targets: &[Target], issues: &mut Issues) {
+    for (key, named) in named {
+        match named.as_deref().map(|t| (t, targets.iter().find(|x| x.name == *t))) {
+            Some((t, None)) => issues.add(&[key], format!("unknown target {t:?}")),
+            Some((_, Some(t))) if key == "mode_store" && t.pool.max < 2 => issues.add(
+                &["targets", &t.name, "pool", "max"],
+                "must be at least 2 on the mode_store target: one of its connections follows the mode",
+            ),
+            _ => {}
+        }
+    }
 }
 
 /// `migrations.table`, when set: a name or `schema.name`.

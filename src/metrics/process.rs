@@ -37,18 +37,31 @@ pub fn sample() -> Option<Sample> {
         0 => limit.rlim_cur,
         _ => 0,
     };
+    // The boot time; hidden under systemd's ProcSubset=pid, then the start is counted back from the uptime.
     let boot = std::fs::read_to_string("/proc/stat")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse::<u64>().ok()))?;
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse::<f64>().ok()))
+        .or_else(boot_from_uptime)?;
     Some(Sample {
         cpu_seconds: (field(14)? + field(15)?) as f64 / ticks as f64,
         resident_bytes: field(24)?.saturating_mul(page),
         virtual_bytes: field(23)?,
         open_fds: std::fs::read_dir("/proc/self/fd").map(|d| d.count() as u64).unwrap_or(0),
         max_fds,
-        start_time_seconds: boot as f64 + field(22)? as f64 / ticks as f64,
+        start_time_seconds: boot + field(22)? as f64 / ticks as f64,
         threads: field(20)?,
     })
+}
+
+/// The boot time from the system's uptime and the clock, where `/proc/stat` cannot be read.
+fn boot_from_uptime() -> Option<f64> {
+    let mut uptime = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the given timespec only.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut uptime) } != 0 {
+        return None;
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64();
+    Some(now - (uptime.tv_sec as f64 + uptime.tv_nsec as f64 / 1e9))
 }
 
 #[cfg(test)]
@@ -60,5 +73,17 @@ mod tests {
         assert!(s.start_time_seconds > 1.0e9 && s.start_time_seconds <= now + 1.0, "{s:?}");
         assert!(s.resident_bytes > 0 && s.virtual_bytes >= s.resident_bytes, "{s:?}");
         assert!(s.open_fds >= 3 && s.max_fds >= s.open_fds && s.threads >= 1, "{s:?}");
+    }
+
+    #[test]
+    fn the_boot_time_counted_back_from_the_uptime_is_the_kernels() {
+        let btime: f64 = std::fs::read_to_string("/proc/stat")
+            .expect("/proc/stat")
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("btime");
+        let counted = super::boot_from_uptime().expect("uptime");
+        assert!((counted - btime).abs() < 2.0, "{counted} vs {btime}");
     }
 }

@@ -96,6 +96,7 @@ impl From<crate::client::ClientError> for SessionError {
             crate::client::ClientError::Gone => SessionError::ClientGone,
             crate::client::ClientError::Io(e) => SessionError::Io(e),
             crate::client::ClientError::Frame(e) => e.into(),
+            crate::client::ClientError::IdleInTransaction => SessionError::Fatal(errors::idle_in_transaction_timeout()),
         }
     }
 }

@@ -153,8 +153,15 @@ pub async fn exchange(client: &mut Client, conn: &mut ServerConn, bytes: &[u8], 
     Ok(status)
 }
 
-/// Sends a batch that ends with Flush and relays its replies until the client speaks (see `until_client_speaks`).
-pub async fn exchange_until_client_speaks(client: &mut Client, conn: &mut ServerConn, bytes: &[u8]) -> Result<(), RelayError> {
+/// Sends a batch that ends with Flush and relays its replies until the client speaks (see `until_client_speaks`);
+/// once every reply is relayed, a client silent for `idle` (`idle_transaction_timeout`) ends the wait with
+/// `ClientError::IdleInTransaction`.
+pub async fn exchange_until_client_speaks(
+    client: &mut Client,
+    conn: &mut ServerConn,
+    bytes: &[u8],
+    idle: Option<std::time::Duration>,
+) -> Result<(), RelayError> {
     let mut conn = Exchange::start(conn);
     conn.send_ahead().await?;
     let over = match send(client, &mut conn, bytes, Sink::Client).await? {
@@ -163,7 +170,7 @@ pub async fn exchange_until_client_speaks(client: &mut Client, conn: &mut Server
         _ => false,
     };
     if !over {
-        until_client_speaks(client, &mut conn).await?;
+        until_client_speaks(client, &mut conn, idle).await?;
     }
     conn.done();
     Ok(())
@@ -513,9 +520,22 @@ fn failed_until_sync(conn: &mut ServerConn) {
 
 /// After a Flush: relays whatever the server sends until the client has more to say (or the server sends
 /// ReadyForQuery, which cannot happen before a Sync, but is handled).
-async fn until_client_speaks(client: &mut Client, conn: &mut ServerConn) -> Result<(), RelayError> {
+async fn until_client_speaks(
+    client: &mut Client,
+    conn: &mut ServerConn,
+    idle: Option<std::time::Duration>,
+) -> Result<(), RelayError> {
     while !relay_buffered(client, conn).await? && client.rbuf.is_empty() {
-        if read_either(client, conn).await? == Side::Client {
+        // With every reply relayed the server is idle: the wait is the client's, bounded by `idle`.
+        let side = match idle.filter(|_| conn.expect.is_empty()) {
+            None => read_either(client, conn).await?,
+            // Cancel-safe: each side's read lands in its buffer.
+            Some(limit) => match tokio::time::timeout(limit, read_either(client, conn)).await {
+                Ok(side) => side?,
+                Err(_) => return Err(RelayError::Client(ClientError::IdleInTransaction)),
+            },
+        };
+        if side == Side::Client {
             break;
         }
     }
