@@ -71,6 +71,14 @@ impl IdleLimits {
         self.idle_transaction_ms.store(millis(limits.idle_transaction_timeout), Ordering::Relaxed);
     }
 
+    /// The limit on a session's wait for its client: `client_idle_timeout` at rest, `idle_transaction_timeout` in a
+    /// transaction (one relaxed load).
+    #[inline]
+    pub fn of(&self, at_rest: bool) -> Option<Duration> {
+        let ms = if at_rest { &self.client_idle_ms } else { &self.idle_transaction_ms };
+        duration(ms.load(Ordering::Relaxed))
+    }
+
     /// `client_idle_timeout`, when on.
     pub fn client_idle(&self) -> Option<Duration> {
         duration(self.client_idle_ms.load(Ordering::Relaxed))

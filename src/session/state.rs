@@ -139,7 +139,19 @@ impl Session {
             return Box::pin(self.run_admin()).await;
         }
         loop {
-            let Some(frame) = self.next_message().await? else { return Ok(()) };
+            let at_rest = self.at_rest();
+            let next = match self.app.idle_limits().of(at_rest) {
+                None if self.machine.pinned_idle().next().is_none() => self.next_frame_or_drain().await?,
+                None => {
+                    // At rest, a pinned session ends at shutdown as any other; in a transaction it goes on.
+                    let drain = at_rest
+                        .then(|| (super::drain::Drained { app: &self.app, waker: &self.key.slot.drain }, self.user.as_str()));
+                    super::notify::next_frame_or_notification(&mut self.client, &mut self.machine, drain).await?
+                }
+                // Boxed: the timer's future takes memory, and its wrapper instructions, only where a limit is set.
+                Some(limit) => Box::pin(self.next_message_within(limit, at_rest)).await?,
+            };
+            let Some(frame) = next else { return Ok(()) };
             // Writes to cached tables whose transaction ended on a path that ran no request (a batch skipped until
             // its Sync) let their tables go here.
             self.end_cache_holds();
