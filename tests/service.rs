@@ -85,9 +85,14 @@ fn the_debian_package_installs_a_user_a_private_config_a_notify_unit_and_a_pgspl
         .find(|p| Path::new(p).exists())
         .expect("the unit is installed");
     let unit = std::fs::read_to_string(unit_path).expect("unit");
-    for line in
-        ["Type=notify", "User=pgsplit", "ExecReload=/bin/kill -HUP $MAINPID", "NoNewPrivileges=yes", "ProtectSystem=strict"]
-    {
+    for line in [
+        "Type=notify",
+        "User=pgsplit",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProcSubset=pid",
+    ] {
         assert!(unit.lines().any(|l| l == line), "{line} missing from the unit");
     }
     let verify = Command::new("systemd-analyze").args(["verify", unit_path]).output().expect("systemd-analyze");
