@@ -30,11 +30,6 @@ pub fn stopping(status: &str) {
     send(&[NotifyState::Stopping, NotifyState::Status(status)]);
 }
 
-/// A status line alone (`STATUS=`).
-pub fn status(status: &str) {
-    send(&[NotifyState::Status(status)]);
-}
-
 fn send(states: &[NotifyState]) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;

@@ -78,16 +78,6 @@ impl IdleLimits {
         let ms = if at_rest { &self.client_idle_ms } else { &self.idle_transaction_ms };
         duration(ms.load(Ordering::Relaxed))
     }
-
-    /// `client_idle_timeout`, when on.
-    pub fn client_idle(&self) -> Option<Duration> {
-        duration(self.client_idle_ms.load(Ordering::Relaxed))
-    }
-
-    /// `idle_transaction_timeout`, when on.
-    pub fn idle_transaction(&self) -> Option<Duration> {
-        duration(self.idle_transaction_ms.load(Ordering::Relaxed))
-    }
 }
 
 /// A limit in whole milliseconds, at least 1 when on; 0 when off.

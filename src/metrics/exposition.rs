@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeCounterValue, EncodeLabelSet, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
@@ -162,30 +162,17 @@ fn gauge<L: EncodeLabelSet>(
     Ok(())
 }
 
-/// One counter family (exposed with the `_total` suffix): its descriptor, then one sample per label set.
-fn counter<L: EncodeLabelSet>(
+/// One counter family (exposed with the `_total` suffix), of counts or seconds: its descriptor, then one sample per
+/// label set.
+fn counter<L: EncodeLabelSet, V: EncodeCounterValue>(
     e: &mut Enc<'_>,
     name: &str,
     help: &str,
-    rows: impl IntoIterator<Item = (L, u64)>,
+    rows: impl IntoIterator<Item = (L, V)>,
 ) -> std::fmt::Result {
     let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (labels, v) in rows {
         m.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&v, None)?;
-    }
-    Ok(())
-}
-
-/// One counter family of seconds (exposed with the `_total` suffix).
-fn seconds<L: EncodeLabelSet>(
-    e: &mut Enc<'_>,
-    name: &str,
-    help: &str,
-    rows: impl IntoIterator<Item = (L, f64)>,
-) -> std::fmt::Result {
-    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, v) in rows {
-        m.encode_family(&labels)?.encode_counter::<NoLabelSet, _, f64>(&v, None)?;
     }
     Ok(())
 }
@@ -411,19 +398,19 @@ impl Snapshot {
         )?;
         counter(e, "pgsplit_stats_received_bytes", "Bytes received from clients for the target.", per(|x| x.bytes_received))?;
         counter(e, "pgsplit_stats_sent_bytes", "Bytes sent to clients from the target.", per(|x| x.bytes_sent))?;
-        seconds(
+        counter(
             e,
             "pgsplit_stats_server_in_transaction_seconds",
             "Time server connections of the target spent in transactions.",
             secs(|x| x.xact_time_us),
         )?;
-        seconds(
+        counter(
             e,
             "pgsplit_stats_queries_duration_seconds",
             "Time statements spent running on the target.",
             secs(|x| x.query_time_us),
         )?;
-        seconds(
+        counter(
             e,
             "pgsplit_stats_client_wait_seconds",
             "Time clients spent waiting for a server connection of the target.",
@@ -457,7 +444,7 @@ impl Snapshot {
     fn encode_os_process(&self, e: &mut Enc<'_>) -> std::fmt::Result {
         let Some(p) = self.process else { return Ok(()) };
         let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        seconds(e, "process_cpu_seconds", "Total user and system CPU time spent in seconds.", [(NO_LABELS, p.cpu_seconds)])?;
+        counter(e, "process_cpu_seconds", "Total user and system CPU time spent in seconds.", [(NO_LABELS, p.cpu_seconds)])?;
         gauge(e, "process_resident_memory_bytes", "Resident memory size in bytes.", [(NO_LABELS, int(p.resident_bytes))])?;
         gauge(e, "process_virtual_memory_bytes", "Virtual memory size in bytes.", [(NO_LABELS, int(p.virtual_bytes))])?;
         gauge(e, "process_open_fds", "Number of open file descriptors.", [(NO_LABELS, int(p.open_fds))])?;

@@ -155,7 +155,7 @@ impl Session {
         if let Some(wait) = self.in_flight(&conn) {
             self.set_running(wait).await;
         }
-        let idle = self.app.idle_limits().idle_transaction();
+        let idle = self.app.idle_limits().of(false);
         let relayed = relay::exchange_until_client_speaks(&mut self.client, &mut conn, &payload, idle).await;
         self.give_back_rewrite(payload);
         if let Some(wait) = self.landed() {
