@@ -159,6 +159,8 @@ pub struct ClientInfo {
     pub peer_addr: Option<std::net::SocketAddr>,
     /// pgsplit's end of the socket.
     pub local_addr: Option<std::net::SocketAddr>,
+    /// For a client of the Unix-domain socket, its name (`/tmp/.s.PGSQL.6432`).
+    pub unix_socket: Option<String>,
     /// The TLS version (`TLSv1.3`), empty when plain.
     pub tls_version: String,
     /// The `application_name` of its startup packet.

@@ -46,21 +46,21 @@ pub mod worker;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use app::App;
 
-/// Runs the proxy on `listener` until `shutdown` fires, then stops accepting, ends idle sessions, and waits up to
-/// `grace` for sessions in a transaction to end; the sessions still open then are closed.
-pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken, grace: Duration) {
+/// Runs the proxy on `listener` (a `TcpListener`, or `server::Listeners` with a Unix-domain socket too) until
+/// `shutdown` fires, then stops accepting, ends idle sessions, and waits up to `grace` for sessions in a transaction
+/// to end; the sessions still open then are closed.
+pub async fn run(listener: impl Into<server::Listeners>, app: Arc<App>, shutdown: CancellationToken, grace: Duration) {
     run_until(listener, app, shutdown, CancellationToken::new(), grace).await
 }
 
 /// `run`, where `now` cuts the wait for open transactions short (a second SIGTERM): the sessions still open are
 /// closed at once.
 pub async fn run_until(
-    listener: TcpListener,
+    listener: impl Into<server::Listeners>,
     app: Arc<App>,
     shutdown: CancellationToken,
     now: CancellationToken,
@@ -87,7 +87,7 @@ pub async fn run_until(
             worker::Workers::none()
         }
     };
-    server::run(listener, app.clone(), shutdown, &mut sessions, &workers).await;
+    server::run(listener.into(), app.clone(), shutdown, &mut sessions, &workers).await;
     // The listener is closed: new connections are refused. Idle sessions end now, the others with their transaction.
     app.start_draining();
     refresher.abort();

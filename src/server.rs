@@ -167,17 +167,63 @@ impl Drop for Silent<'_> {
     }
 }
 
-/// Serves clients from `listener` until `shutdown` is cancelled. Sessions already running go on, as tasks of
+/// Where clients connect: the TCP listener (`listen`) and, with `unix_socket_dir`, the Unix-domain socket (its
+/// file is removed when this is dropped, as the accept loop ends).
+pub struct Listeners {
+    pub tcp: TcpListener,
+    pub unix: Option<crate::net::UnixListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(tcp: TcpListener) -> Listeners {
+        Listeners { tcp, unix: None }
+    }
+}
+
+/// A connection just accepted, on either listener.
+enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Listeners {
+    /// The next connection, on whichever listener has one.
+    async fn accept(&self) -> std::io::Result<Accepted> {
+        let tcp = async { self.tcp.accept().await.map(|(tcp, _)| Accepted::Tcp(tcp)) };
+        match &self.unix {
+            None => tcp.await,
+            Some(unix) => tokio::select! {
+                r = tcp => r,
+                r = unix.accept() => r.map(Accepted::Unix),
+            },
+        }
+    }
+}
+
+impl Accepted {
+    /// The socket, left on this runtime's reactor, or out of it for a worker's loop to take (deregistered here,
+    /// registered there when the task first reads it).
+    fn into_socket(self, to_worker: bool) -> std::io::Result<TcpStream> {
+        Ok(match (self, to_worker) {
+            (Accepted::Tcp(t), false) => TcpStream::from(t),
+            (Accepted::Unix(u), false) => TcpStream::from(u),
+            (Accepted::Tcp(t), true) => TcpStream::from(t.into_std()?),
+            (Accepted::Unix(u), true) => TcpStream::from(u.into_std()?),
+        })
+    }
+}
+
+/// Serves clients from `listeners` until `shutdown` is cancelled. Sessions already running go on, as tasks of
 /// `sessions`; the caller decides how long to wait for them. Every connection is accepted (none waits silently in
 /// the listen backlog) and gets a task; one over the budgets is told 53300 and closed.
-pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken, sessions: &mut Sessions, workers: &Workers) {
+pub async fn run(listeners: Listeners, app: Arc<App>, shutdown: CancellationToken, sessions: &mut Sessions, workers: &Workers) {
     let config = app.config();
     let limits = Arc::new(Limits::new(config.max_login_conn, config.max_client_conn));
     drop(config);
     loop {
-        let (tcp, _) = tokio::select! {
+        let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
+            r = listeners.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
@@ -188,24 +234,24 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: CancellationTok
             },
         };
         let (app, limits) = (app.clone(), limits.clone());
-        let Some((worker, placed)) = workers.pick() else {
-            sessions.spawn_holding(None, move |alive| async move {
-                let _alive = alive;
-                connection(TcpStream::from(tcp), app, limits).await;
-            });
-            continue;
-        };
-        // The socket moves to the worker's loop: deregistered here, registered there when the task first reads it.
-        let tcp = match tcp.into_std() {
+        let worker = workers.pick();
+        let tcp = match accepted.into_socket(worker.is_some()) {
             Ok(tcp) => tcp,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot hand an accepted connection to a worker");
                 continue;
             }
         };
+        let Some((worker, placed)) = worker else {
+            sessions.spawn_holding(None, move |alive| async move {
+                let _alive = alive;
+                connection(tcp, app, limits).await;
+            });
+            continue;
+        };
         sessions.spawn_holding(Some(worker), move |alive| async move {
             let (_alive, _placed) = (alive, placed);
-            connection(TcpStream::from(tcp), app, limits).await;
+            connection(tcp, app, limits).await;
         });
     }
 }

@@ -1,6 +1,8 @@
 //! pgsplit as a service: the Debian package installed with `dpkg -i` (its user, files, unit, and a `pgsplit check`
 //! run from it), and the sd_notify messages it sends on a NOTIFY_SOCKET this test makes, through a reload and a stop,
-//! with a second SIGTERM cutting the drain short; and a restart with `so_reuseport` that refuses no client.
+//! with a second SIGTERM cutting the drain short; a restart with `so_reuseport` that refuses no client, over TCP
+//! or the Unix-domain socket; and `unix_socket_dir`: psql and a driver on the socket file, SHOW CLIENTS, a stale
+//! file replaced, a live one or a regular file left alone, the abstract namespace.
 
 mod common;
 
@@ -92,6 +94,8 @@ fn the_debian_package_installs_a_user_a_private_config_a_notify_unit_and_a_pgspl
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "ProcSubset=pid",
+        "Environment=PGSPLIT_UNIX_SOCKET_DIR=/run/pgsplit",
+        "RuntimeDirectory=pgsplit",
     ] {
         assert!(unit.lines().any(|l| l == line), "{line} missing from the unit");
     }
@@ -176,6 +180,18 @@ impl Served {
 
     fn wait(&mut self) -> std::process::ExitStatus {
         self.child.wait().expect("wait")
+    }
+
+    /// The log once it holds `needle` (its reader may lag behind the process's end); fails the test after 10 s.
+    fn log_with(&self, needle: &str) -> String {
+        for _ in 0..100 {
+            let log = self.log.lock().expect("log").clone();
+            if log.contains(needle) {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{needle:?} not in the log: {}", self.log.lock().expect("log"));
     }
 }
 
@@ -273,6 +289,8 @@ struct Outcomes {
     refused: Vec<String>,
     /// Sessions the old instance ended as it drained (57P01, "pgsplit is shutting down").
     drained: u64,
+    /// Queries answered over the Unix-domain socket (counted in `served` too).
+    unix_served: u64,
     /// Anything else.
     other: Vec<String>,
 }
@@ -283,18 +301,24 @@ async fn with_so_reuseport_a_new_pgsplit_takes_over_the_port_while_the_old_drain
     // the README's restart recipe sets it the same way.
     let _migrate = Sysctl::set("net.ipv4.tcp_migrate_req", "1");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
-    let yaml = config_yaml("verify-full", "so_reuseport: true\nlisten_backlog: 512\nshutdown_timeout: 5s\n")
-        .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
+    // The Unix-domain socket too: the new instance renames its own over the old one's name.
+    let sockets = scratch("restart-sockets");
+    let extra =
+        format!("so_reuseport: true\nlisten_backlog: 512\nshutdown_timeout: 5s\nunix_socket_dir: {}\n", sockets.display());
+    let yaml = config_yaml("verify-full", &extra).replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
+    let socket_file = sockets.join(format!(".s.PGSQL.{port}"));
     let mut old = Served::start_yaml("restart-old", &yaml);
     assert!(old.next().contains(&"READY=1".to_owned()));
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let outcomes = std::sync::Arc::new(std::sync::Mutex::new(Outcomes::default()));
     let mut clients = Vec::new();
-    for _ in 0..4 {
+    for i in 0..6 {
         let (stop, outcomes) = (stop.clone(), outcomes.clone());
+        // Four over TCP, two over the Unix-domain socket.
+        let host = if i < 4 { "127.0.0.1".to_owned() } else { sockets.display().to_string() };
         clients.push(tokio::spawn(async move {
-            let dsn = format!("host=127.0.0.1 port={port} user=app password={APP_PASSWORD} dbname=handled connect_timeout=10");
+            let dsn = format!("host={host} port={port} user=app password={APP_PASSWORD} dbname=handled connect_timeout=10");
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let outcome = match tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await {
                     Err(e) if e.code().is_none() => Err((true, e.to_string())),
@@ -315,7 +339,10 @@ async fn with_so_reuseport_a_new_pgsplit_takes_over_the_port_while_the_old_drain
                 };
                 let mut o = outcomes.lock().expect("outcomes");
                 match outcome {
-                    Ok(()) => o.served += 1,
+                    Ok(()) => {
+                        o.served += 1;
+                        o.unix_served += u64::from(i >= 4);
+                    }
                     Err((true, e)) => o.refused.push(e),
                     Err((false, e)) if e.starts_with("57P01") => o.drained += 1,
                     Err((false, e)) => o.other.push(e),
@@ -327,10 +354,14 @@ async fn with_so_reuseport_a_new_pgsplit_takes_over_the_port_while_the_old_drain
     let mut new = Served::start_yaml("restart-new", &yaml);
     assert!(new.next().contains(&"READY=1".to_owned()), "the new instance listens on the same port");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = outcomes.lock().expect("outcomes").served;
+    let (before, unix_before) = {
+        let o = outcomes.lock().expect("outcomes");
+        (o.served, o.unix_served)
+    };
     old.signal(libc::SIGTERM);
     let exited = tokio::task::spawn_blocking(move || old.wait()).await.expect("join");
     assert!(exited.success(), "{exited:?}");
+    assert!(socket_file.exists(), "the old instance leaves the socket file the new one took over");
     tokio::time::sleep(Duration::from_millis(1000)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for c in clients {
@@ -340,6 +371,117 @@ async fn with_so_reuseport_a_new_pgsplit_takes_over_the_port_while_the_old_drain
     assert!(o.refused.is_empty(), "connections refused during the restart: {:?}", o.refused);
     assert!(o.other.is_empty(), "unexpected errors: {:?}", o.other);
     assert!(o.served > before + 20, "the new instance served after the old one left: {o:?}");
+    assert!(o.unix_served > unix_before + 5, "and over the Unix-domain socket: {o:?}");
     new.signal(libc::SIGTERM);
     assert!(new.wait().success());
+    assert!(!socket_file.exists(), "the new instance removes its socket file at exit");
+}
+
+/// A free TCP port on 127.0.0.1, and the test configuration listening on it, with `extra`.
+fn on_a_free_port(extra: &str) -> (u16, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
+    let yaml = config_yaml("verify-full", extra)
+        .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"))
+        .replace("admin_users: []", "admin_users: [admin]")
+        .replace("users:\n", "users:\n  - { name: admin, password: \"admin-secret\" }\n");
+    (port, yaml)
+}
+
+/// psql's output for `sql` as `user` on `host` (a socket directory, or `@name`) and `port`, or its error.
+fn psql_over(host: &str, port: u16, user: &str, sql: &str, sslmode: &str) -> Result<String, String> {
+    let password = if user == "admin" { "admin-secret" } else { APP_PASSWORD };
+    let dbname = if user == "admin" { "pgsplit" } else { "handled" };
+    let url = format!("host={host} port={port} user={user} password={password} dbname={dbname} sslmode={sslmode}");
+    let out = psql_script(&url, sql);
+    match out.status.success() {
+        true => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket_dir_serves_psql_and_drivers_on_a_socket_file_made_at_start_and_removed_at_exit() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let dir = scratch("unix-socket");
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).expect("socket dir");
+    let certs = pgsplit::certs::write_dev_certs(&dir.join("certs"), &["localhost", "127.0.0.1"]).expect("certs");
+    let tls = format!(
+        "tls: {{ mode: required, cert: \"{}\", key: \"{}\" }}\n",
+        certs.server_cert.display(),
+        certs.server_key.display()
+    );
+    let (port, yaml) = on_a_free_port(&format!("unix_socket_dir: {}\nunix_socket_mode: 0770\n{tls}", run.display()));
+    let path = run.join(format!(".s.PGSQL.{port}"));
+    // Left by a pgsplit killed earlier: a socket file nothing listens on, replaced at start.
+    drop(std::os::unix::net::UnixListener::bind(&path).expect("a stale socket file"));
+    assert!(path.exists());
+
+    let mut served = Served::start_yaml("unix-socket-serve", &yaml);
+    assert!(served.next().contains(&"READY=1".to_owned()), "{}", served.log.lock().expect("log"));
+    let meta = std::fs::symlink_metadata(&path).expect("the socket file");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o770, "unix_socket_mode");
+
+    // psql, routed to both targets; TLS is required of TCP clients, not of the local socket (as PostgreSQL's
+    // `local` lines and PgBouncer's unix socket), where an SSLRequest is answered N.
+    let host = run.display().to_string();
+    let both = "select count(*) > 0 from customer.accounts; select count(*) >= 0 from workspace.imports;";
+    assert_eq!(psql_over(&host, port, "app", both, "prefer").expect("psql over the socket"), "t\nt\n");
+    // (libpq never asks for TLS on a Unix-domain socket; a client that does is told N.)
+    let mut raw = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+    std::io::Write::write_all(&mut raw, &[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).expect("SSLRequest");
+    let mut answer = [0u8; 1];
+    std::io::Read::read_exact(&mut raw, &mut answer).expect("an answer");
+    assert_eq!(&answer, b"N", "no TLS on a Unix-domain socket");
+    let refused = psql_over("127.0.0.1", port, "app", "select 1", "disable").expect_err("TLS is required over TCP");
+    assert!(refused.contains("requires TLS"), "{refused}");
+
+    // A driver (tokio-postgres takes a directory as its host), seen by SHOW CLIENTS as PgBouncer shows such a client.
+    let dsn = format!("host={host} port={port} user=app password={APP_PASSWORD} dbname=handled");
+    let (c, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await.expect("tokio-postgres over the socket");
+    tokio::spawn(conn);
+    assert_eq!(scalar(&c, "select (count(*) > 0)::text from customer.accounts").await, "true");
+    assert_eq!(scalar(&c, "select (count(*) >= 0)::text from workspace.imports").await, "true");
+    let clients = psql_over(&host, port, "admin", "show clients", "disable").expect("the console over the socket");
+    let unix_rows: Vec<&str> = clients.lines().filter(|l| l.contains(&format!("|unix|{port}|unix|{port}|"))).collect();
+    assert_eq!(unix_rows.len(), 2, "the driver and the console itself, addr unix with the port: {clients}");
+    assert!(unix_rows.iter().any(|l| l.starts_with("C|app|handled|")), "{clients}");
+
+    served.signal(libc::SIGTERM);
+    assert!(served.wait().success());
+    assert!(!path.exists(), "the socket file is removed at exit");
+}
+
+#[test]
+fn a_socket_another_server_listens_on_or_a_file_at_its_name_stops_the_start_and_is_left_alone() {
+    let dir = scratch("unix-socket-taken");
+    let (port, yaml) = on_a_free_port(&format!("unix_socket_dir: {}\n", dir.display()));
+    let path = dir.join(format!(".s.PGSQL.{port}"));
+    let other = std::os::unix::net::UnixListener::bind(&path).expect("another server's socket");
+    let mut served = Served::start_yaml("unix-socket-taken-serve", &yaml);
+    let status = served.wait();
+    assert!(!status.success(), "pgsplit must not start on a socket another server listens on");
+    let log = served.log_with("another server listens");
+    assert!(log.contains(&path.display().to_string()), "{log}");
+    std::os::unix::net::UnixStream::connect(&path).expect("the other server's socket is untouched");
+    drop(other);
+
+    std::fs::remove_file(&path).expect("rm");
+    std::fs::write(&path, "not a socket").expect("a regular file");
+    let mut served = Served::start_yaml("unix-socket-file-serve", &yaml);
+    assert!(!served.wait().success());
+    served.log_with("not a socket");
+    assert_eq!(std::fs::read_to_string(&path).expect("the file is kept"), "not a socket");
+}
+
+#[test]
+fn unix_socket_dir_starting_with_at_listens_in_the_abstract_namespace() {
+    let name = format!("@pgsplit-test-{}", std::process::id());
+    let (port, yaml) = on_a_free_port(&format!("unix_socket_dir: \"{name}\"\n"));
+    let mut served = Served::start_yaml("unix-socket-abstract", &yaml);
+    assert!(served.next().contains(&"READY=1".to_owned()), "{}", served.log.lock().expect("log"));
+    assert_eq!(psql_over(&name, port, "app", "select 41 + 1", "disable").expect("psql, abstract socket"), "42\n");
+    served.signal(libc::SIGTERM);
+    assert!(served.wait().success());
 }

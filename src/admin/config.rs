@@ -21,6 +21,8 @@ const FIXED: &[&str] = &[
     "cache",
     "listen_backlog",
     "so_reuseport",
+    "unix_socket_dir",
+    "unix_socket_mode",
     "mode_store",
     "server_lifetime",
     "server_idle_timeout",
@@ -109,5 +111,7 @@ fn limit_rows(l: &crate::config::Limits) -> Vec<(String, String, String)> {
         ("tcp_keepcnt".into(), l.tcp_keepcnt.map(|n| n.to_string()).unwrap_or_default(), String::new()),
         ("listen_backlog".into(), l.listen_backlog.to_string(), d::DEFAULT_LISTEN_BACKLOG.to_string()),
         ("so_reuseport".into(), l.so_reuseport.to_string(), "false".into()),
+        ("unix_socket_dir".into(), l.unix_socket_dir.clone().unwrap_or_default(), d::DEFAULT_UNIX_SOCKET_DIR.into()),
+        ("unix_socket_mode".into(), format!("{:04o}", l.unix_socket_mode), format!("{:04o}", d::DEFAULT_UNIX_SOCKET_MODE)),
     ]
 }

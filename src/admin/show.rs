@@ -220,6 +220,25 @@ const SOCKET_COLUMNS: &[(&str, Type)] = &[
     ("application_name", Type::Text),
 ];
 
+/// A client's address as PgBouncer shows it: the IP address, or `unix` for a client of the Unix-domain socket.
+fn addr_of(ip: Option<std::net::SocketAddr>, unix_socket: Option<&str>) -> String {
+    match (ip, unix_socket) {
+        (Some(a), _) => a.ip().to_string(),
+        (None, Some(_)) => "unix".to_owned(),
+        (None, None) => String::new(),
+    }
+}
+
+/// A client's port as PgBouncer shows it: the TCP port, or for a client of the Unix-domain socket, the port its
+/// name carries (`.s.PGSQL.6432`).
+fn port_of(ip: Option<std::net::SocketAddr>, unix_socket: Option<&str>) -> i64 {
+    match (ip, unix_socket) {
+        (Some(a), _) => i64::from(a.port()),
+        (None, Some(name)) => name.rsplit(".s.PGSQL.").next().and_then(|p| p.parse::<u16>().ok()).map_or(0, i64::from),
+        (None, None) => 0,
+    }
+}
+
 /// SHOW CLIENTS: every logged-in client, `active` as on PgBouncer (logged in; `active_cancel_req` while its cancel
 /// is forwarded); `link` names the pool a statement of it runs on now; `ptr` and `remote_pid` are the process id
 /// pgsplit gave it (its cancel key).
@@ -241,10 +260,10 @@ fn clients(app: &App) -> Table {
                 text(info.user.as_str()),
                 text(info.database.as_str()),
                 text(state),
-                text(info.peer_addr.map(|a| a.ip().to_string()).unwrap_or_default()),
-                num(info.peer_addr.map_or(0, |a| a.port())),
-                text(info.local_addr.map(|a| a.ip().to_string()).unwrap_or_default()),
-                num(info.local_addr.map_or(0, |a| a.port())),
+                text(addr_of(info.peer_addr, info.unix_socket.as_deref())),
+                num(port_of(info.peer_addr, info.unix_socket.as_deref())),
+                text(addr_of(info.local_addr, info.unix_socket.as_deref())),
+                num(port_of(info.local_addr, info.unix_socket.as_deref())),
                 time(info.since),
                 time(info.since),
                 num(0),

@@ -133,6 +133,12 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.limits.so_reuseport != new.limits.so_reuseport {
         what.push("so_reuseport");
     }
+    if old.limits.unix_socket_dir != new.limits.unix_socket_dir {
+        what.push("unix_socket_dir");
+    }
+    if old.limits.unix_socket_mode != new.limits.unix_socket_mode {
+        what.push("unix_socket_mode");
+    }
     if old.mode_store != new.mode_store {
         what.push("mode_store");
     }

@@ -16,6 +16,10 @@ pub const DEFAULT_SERVER_LIFETIME: Duration = Duration::from_secs(3600);
 pub const DEFAULT_SERVER_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// PgBouncer's `listen_backlog`.
 pub const DEFAULT_LISTEN_BACKLOG: u32 = 128;
+/// PgBouncer's `unix_socket_dir`.
+pub const DEFAULT_UNIX_SOCKET_DIR: &str = "/tmp";
+/// PgBouncer's `unix_socket_mode`.
+pub const DEFAULT_UNIX_SOCKET_MODE: u32 = 0o777;
 
 /// The limits in force.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +52,11 @@ pub struct Limits {
     pub listen_backlog: u32,
     /// SO_REUSEPORT on the listening socket: another pgsplit may listen on the same port (read at start).
     pub so_reuseport: bool,
+    /// The directory of the Unix-domain socket `.s.PGSQL.<port>` (`@...`: Linux's abstract namespace); `None`: no
+    /// Unix-domain socket (read at start).
+    pub unix_socket_dir: Option<String>,
+    /// The socket file's permission bits (read at start).
+    pub unix_socket_mode: u32,
 }
 
 impl Default for Limits {
@@ -65,6 +74,8 @@ impl Default for Limits {
             tcp_keepcnt: None,
             listen_backlog: DEFAULT_LISTEN_BACKLOG,
             so_reuseport: false,
+            unix_socket_dir: Some(DEFAULT_UNIX_SOCKET_DIR.to_owned()),
+            unix_socket_mode: DEFAULT_UNIX_SOCKET_MODE,
         }
     }
 }
@@ -121,6 +132,9 @@ pub(super) fn build(raw: &RawConfig, issues: &mut Issues) -> Limits {
         tcp_keepcnt: raw.tcp_keepcnt,
         listen_backlog,
         so_reuseport: raw.so_reuseport.unwrap_or(d.so_reuseport),
+        // "" turns it off, as PgBouncer's.
+        unix_socket_dir: raw.unix_socket_dir.clone().map_or(d.unix_socket_dir, |dir| Some(dir).filter(|d| !d.is_empty())),
+        unix_socket_mode: raw.unix_socket_mode.unwrap_or(d.unix_socket_mode),
     }
 }
 
@@ -147,6 +161,7 @@ mod tests {
         assert_eq!(l.server_idle_timeout, Some(Duration::from_secs(600)));
         assert_eq!((l.tcp_keepalive, l.listen_backlog, l.so_reuseport), (true, 128, false));
         assert_eq!(c.max_client_conn, 100);
+        assert_eq!((l.unix_socket_dir.as_deref(), l.unix_socket_mode), (Some("/tmp"), 0o777));
         let main = &c.target("main").unwrap().pool;
         assert_eq!(main.checkout_timeout, Duration::from_secs(120));
         assert_eq!(main.max_lifetime, Some(Duration::from_secs(3600)));
@@ -167,6 +182,10 @@ mod tests {
         assert_eq!(c.limits.query_wait_timeout, super::MAX_DURATION, "0 waits as long as it takes");
         assert_eq!(c.limits.idle_transaction_timeout, Some(Duration::from_secs(2)));
         assert_eq!((c.limits.tcp_keepidle, c.limits.tcp_keepcnt), (Some(Duration::from_secs(30)), Some(3)));
+        let c = load("unix_socket_dir: ''\nunix_socket_mode: 0770\n").unwrap();
+        assert_eq!((c.limits.unix_socket_dir, c.limits.unix_socket_mode), (None, 0o770), "'' is off; the mode is octal");
+        let c = load("unix_socket_dir: /run/pgsplit\nunix_socket_mode: '0700'\n").unwrap();
+        assert_eq!((c.limits.unix_socket_dir.as_deref(), c.limits.unix_socket_mode), (Some("/run/pgsplit"), 0o700));
     }
 
     #[test]
@@ -177,5 +196,9 @@ mod tests {
         for key in ["server_lifetime", "listen_backlog", "tcp_keepcnt", "tcp_keepidle", "so_reuseport"] {
             assert!(text.contains(key), "{key} not reported: {text}");
         }
+        let text = load("unix_socket_mode: 0789\n").unwrap_err().to_string();
+        assert!(text.contains("unix_socket_mode") && text.contains("octal"), "{text}");
+        let text = load("unix_socket_mode: 1777\n").unwrap_err().to_string();
+        assert!(text.contains("unix_socket_mode"), "setuid/sticky bits are refused: {text}");
     }
 }

@@ -280,6 +280,10 @@ pub struct RawConfig {
     pub tcp_keepcnt: Option<u32>,
     pub listen_backlog: Option<u32>,
     pub so_reuseport: Option<bool>,
+    /// Where the Unix-domain socket is made (`""`: none).
+    pub unix_socket_dir: Option<String>,
+    #[serde(default, deserialize_with = "opt_octal")]
+    pub unix_socket_mode: Option<u32>,
     /// `transaction` (default) or `session`.
     pub pool_mode: Option<PoolMode>,
     /// The target whose `pgsplit.mode` table holds the fleet's mode.
@@ -426,6 +430,20 @@ fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
         NumOrText::Text(t) => parse_duration(&t)
             .map(Some)
             .ok_or_else(|| serde::de::Error::custom(format!("invalid duration {t:?} (use e.g. 500ms, 5s, 10m, 1h)"))),
+    }
+}
+
+/// A file mode written in octal, as PgBouncer's `unix_socket_mode` (`0770`, `"0770"`, `770`): its digits are read
+/// as octal however YAML read the number.
+fn opt_octal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let digits = match NumOrText::deserialize(d)? {
+        NumOrText::Num(n) => n.to_string(),
+        NumOrText::Text(t) => t,
+    };
+    let octal = digits.strip_prefix("0o").unwrap_or(&digits);
+    match u32::from_str_radix(octal, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(Some(mode)),
+        _ => Err(serde::de::Error::custom(format!("invalid mode {digits:?} (octal permission bits, e.g. 0770)"))),
     }
 }
 

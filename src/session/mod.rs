@@ -110,7 +110,10 @@ impl From<FrameError> for SessionError {
 /// Serves one client connection to its end. Errors end only this session. `login` is the connection's slot in the
 /// login budget, given back once it has logged in (it then holds a `max_client_conn` slot instead).
 pub async fn serve(tcp: TcpStream, app: Arc<App>, limits: &Limits, login: OwnedSemaphorePermit) {
-    let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let peer = match tcp.unix_path() {
+        Some(socket) => format!("unix:{socket}"),
+        None => tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
+    };
     let _ = tcp.set_nodelay(true);
     crate::net::keepalive(&tcp);
     // A client that never finishes logging in (stalled, or a slow drip) is dropped: it would hold a task, a socket

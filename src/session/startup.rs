@@ -35,12 +35,13 @@ pub async fn startup(
     limits: &Limits,
     login: &crate::server::LoginSlot,
 ) -> Result<Option<(Box<Session>, OwnedSemaphorePermit)>, SessionError> {
-    let addrs = (tcp.peer_addr().ok(), tcp.local_addr().ok());
+    let addrs = (tcp.peer_addr().ok(), tcp.local_addr().ok(), tcp.unix_path());
     let mut buf = BytesMut::with_capacity(1024);
     let Some((stream, params)) = startup_packets(Stream::Plain(tcp), &mut buf, app, limits, login).await? else {
         return Ok(None);
     };
-    if app.tls_mode() == ClientTlsMode::Required && !stream.is_tls() {
+    // A Unix-domain socket is local, and never offered TLS (as PostgreSQL's and PgBouncer's).
+    if app.tls_mode() == ClientTlsMode::Required && !stream.is_tls() && !stream.tcp().is_unix() {
         return Err(refuse(stream, buf, errors::tls_required()).await);
     }
     let mut client = Client::new(stream, buf);
@@ -120,22 +121,24 @@ async fn own_backend(
     conn.map_err(|e| SessionError::Fatal(errors::no_own_backend(&e)))
 }
 
-/// What SHOW CLIENTS shows of a client that logs in: its names, addresses (peer, ours), TLS and application.
+/// What SHOW CLIENTS shows of a client that logs in: its names, addresses (peer, ours; or the Unix-domain socket it
+/// came in by), TLS and application.
 fn client_info(
     user: &str,
     database: &str,
-    (peer_addr, local_addr): (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>),
+    (peer_addr, local_addr, unix_socket): (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>, Option<String>),
     stream: &Stream,
     params: &BTreeMap<String, String>,
 ) -> ClientInfo {
     ClientInfo {
         user: user.to_owned(),
         database: database.to_owned(),
-        peer: peer_addr.map(|a| a.to_string()).unwrap_or_default(),
+        peer: peer_addr.map(|a| a.to_string()).or_else(|| unix_socket.as_ref().map(|_| "unix".to_owned())).unwrap_or_default(),
         tls: stream.is_tls(),
         since: std::time::SystemTime::now(),
         peer_addr,
         local_addr,
+        unix_socket,
         tls_version: stream.tls_version(),
         application_name: params.get("application_name").cloned().unwrap_or_default(),
     }
@@ -257,7 +260,8 @@ async fn next_packet(
 }
 
 /// Answers an SSLRequest: `S` and the TLS handshake (within the first-packet deadline) when TLS is configured,
-/// else `N`; an SSLRequest inside TLS is refused.
+/// else `N`, and always `N` on a Unix-domain socket (as PostgreSQL answers there); an SSLRequest inside TLS is
+/// refused.
 async fn upgrade(
     stream: Stream,
     buf: &mut BytesMut,
@@ -266,14 +270,14 @@ async fn upgrade(
     timeout: std::time::Duration,
 ) -> Result<Stream, SessionError> {
     match (stream, app.tls()) {
-        (Stream::Plain(mut tcp), Some(acceptor)) => {
+        (Stream::Plain(mut tcp), Some(acceptor)) if !tcp.is_unix() => {
             tcp.write_all(b"S").await?;
             let Ok(tls) = tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await else {
                 return Err(SessionError::FirstPacketTimeout(timeout));
             };
             Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(tls?))))
         }
-        (Stream::Plain(mut tcp), None) => {
+        (Stream::Plain(mut tcp), _) => {
             tcp.write_all(b"N").await?;
             Ok(Stream::Plain(tcp))
         }

@@ -1,4 +1,4 @@
-//! A TCP socket that is served by whichever event loop polls it: a worker's own loop (`exec.rs`) on a worker
+//! A TCP or Unix-domain stream socket that is served by whichever event loop polls it: a worker's own loop (`exec.rs`) on a worker
 //! thread, tokio's reactor anywhere else (the main runtime, tests). A socket moves when it is polled on another
 //! thread than the one it is registered with: a client handed from the accept loop to its worker, a server
 //! connection taken from another worker's idle stack or opened on the main thread, a connection the main thread
@@ -132,19 +132,95 @@ impl Drop for Registration {
     }
 }
 
+/// A connected socket outside any loop: TCP, or a Unix-domain socket (a client of `unix_socket_dir`).
+enum Plain {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Plain {
+    fn set_nonblocking(&self) -> io::Result<()> {
+        match self {
+            Plain::Tcp(t) => t.set_nonblocking(true),
+            Plain::Unix(u) => u.set_nonblocking(true),
+        }
+    }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Plain::Tcp(t) => t.shutdown(std::net::Shutdown::Write),
+            Plain::Unix(u) => u.shutdown(std::net::Shutdown::Write),
+        }
+    }
+
+    /// The TCP socket; `None` for a Unix-domain one.
+    fn tcp(&self) -> Option<&std::net::TcpStream> {
+        match self {
+            Plain::Tcp(t) => Some(t),
+            Plain::Unix(_) => None,
+        }
+    }
+
+    fn unix(&self) -> Option<&std::os::unix::net::UnixStream> {
+        match self {
+            Plain::Tcp(_) => None,
+            Plain::Unix(u) => Some(u),
+        }
+    }
+}
+
+impl AsRawFd for Plain {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Plain::Tcp(t) => t.as_raw_fd(),
+            Plain::Unix(u) => u.as_raw_fd(),
+        }
+    }
+}
+
+/// A connected socket on tokio's reactor.
+enum Reactor {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Reactor {
+    fn from_std(plain: Plain) -> io::Result<Reactor> {
+        plain.set_nonblocking()?;
+        Ok(match plain {
+            Plain::Tcp(t) => Reactor::Tcp(tokio::net::TcpStream::from_std(t)?),
+            Plain::Unix(u) => Reactor::Unix(tokio::net::UnixStream::from_std(u)?),
+        })
+    }
+
+    fn into_std(self) -> io::Result<Plain> {
+        Ok(match self {
+            Reactor::Tcp(t) => Plain::Tcp(t.into_std()?),
+            Reactor::Unix(u) => Plain::Unix(u.into_std()?),
+        })
+    }
+
+    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+        match self {
+            Reactor::Tcp(t) => Some(t),
+            Reactor::Unix(_) => None,
+        }
+    }
+}
+
 /// A socket registered with this worker's loop (`reg` first: it is deregistered before the socket closes).
 struct Own {
     reg: Registration,
-    io: std::net::TcpStream,
+    io: Plain,
 }
 
 impl Own {
     /// Registers `tcp` with the calling worker's loop.
-    fn register(tcp: std::net::TcpStream) -> io::Result<Own> {
+    fn register(tcp: Plain) -> io::Result<Own> {
         let Some(shared) = SHARED.with(|s| s.borrow().clone()) else {
             return Err(io::Error::other("not on a worker thread"));
         };
-        tcp.set_nonblocking(true)?;
+        tcp.set_nonblocking()?;
         let slot = Box::new(IoSlot { ready: Cell::new(READABLE | WRITABLE), reader: Cell::new(None), writer: Cell::new(None) });
         let slot = std::ptr::NonNull::from(Box::leak(slot));
         let fd = tcp.as_raw_fd();
@@ -156,7 +232,7 @@ impl Own {
     }
 
     /// The socket, out of the loop.
-    fn into_std(self) -> std::net::TcpStream {
+    fn into_std(self) -> Plain {
         let Own { reg, io } = self;
         drop(reg);
         io
@@ -268,30 +344,43 @@ impl Own {
 /// Where a socket is registered.
 enum State {
     /// Nowhere yet (just accepted and handed over, or between two loops).
-    Loose(std::net::TcpStream),
+    Loose(Plain),
     /// With a worker's loop.
     Own(Own),
     /// With tokio's reactor.
-    Tokio(tokio::net::TcpStream),
+    Tokio(Reactor),
     /// Moving failed half-way; every use is an error.
     Gone,
 }
 
-/// A TCP socket, plain; TLS wraps it (`crate::stream::Stream`).
+/// A TCP or Unix-domain socket, plain; TLS wraps it (`crate::stream::Stream`).
 pub struct Socket {
     state: State,
 }
 
 impl From<tokio::net::TcpStream> for Socket {
     fn from(tcp: tokio::net::TcpStream) -> Socket {
-        Socket { state: State::Tokio(tcp) }
+        Socket { state: State::Tokio(Reactor::Tcp(tcp)) }
     }
 }
 
 impl From<std::net::TcpStream> for Socket {
     /// A socket registered nowhere yet: the loop of the thread that first polls it takes it.
     fn from(tcp: std::net::TcpStream) -> Socket {
-        Socket { state: State::Loose(tcp) }
+        Socket { state: State::Loose(Plain::Tcp(tcp)) }
+    }
+}
+
+impl From<std::os::unix::net::UnixStream> for Socket {
+    /// A Unix-domain socket registered nowhere yet, as a TCP one.
+    fn from(unix: std::os::unix::net::UnixStream) -> Socket {
+        Socket { state: State::Loose(Plain::Unix(unix)) }
+    }
+}
+
+impl From<tokio::net::UnixStream> for Socket {
+    fn from(unix: tokio::net::UnixStream) -> Socket {
+        Socket { state: State::Tokio(Reactor::Unix(unix)) }
     }
 }
 
@@ -329,8 +418,7 @@ impl Socket {
                 // No reactor on this thread (a plain thread dropping or checking a connection): left loose.
                 State::Loose(tcp)
             } else {
-                tcp.set_nonblocking(true)?;
-                State::Tokio(tokio::net::TcpStream::from_std(tcp)?)
+                State::Tokio(Reactor::from_std(tcp)?)
             }
         } else {
             State::Own(Own::register(tcp)?)
@@ -345,48 +433,77 @@ impl Socket {
         }
         match &self.state {
             State::Own(o) => o.poll_read_ready(cx),
-            State::Tokio(t) => t.poll_read_ready(cx),
+            State::Tokio(Reactor::Tcp(t)) => t.poll_read_ready(cx),
+            State::Tokio(Reactor::Unix(u)) => u.poll_read_ready(cx),
             State::Loose(_) | State::Gone => Poll::Ready(Err(gone())),
         }
     }
 
-    /// Disables Nagle's algorithm.
+    /// The TCP socket, wherever it is registered; `None` for a Unix-domain one, or a lost one.
+    fn std_tcp(&self) -> Result<Option<socket2::SockRef<'_>>, io::Error> {
+        Ok(match &self.state {
+            State::Loose(p) => p.tcp().map(socket2::SockRef::from),
+            State::Own(o) => o.io.tcp().map(socket2::SockRef::from),
+            State::Tokio(r) => r.tcp().map(socket2::SockRef::from),
+            State::Gone => return Err(gone()),
+        })
+    }
+
+    /// Whether this is a Unix-domain socket (a client of `unix_socket_dir`).
+    pub fn is_unix(&self) -> bool {
+        match &self.state {
+            State::Loose(p) | State::Own(Own { io: p, .. }) => p.unix().is_some(),
+            State::Tokio(r) => r.tcp().is_none(),
+            State::Gone => false,
+        }
+    }
+
+    /// Disables Nagle's algorithm (nothing to do on a Unix-domain socket).
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
-        match &self.state {
-            State::Loose(t) => t.set_nodelay(on),
-            State::Own(o) => o.io.set_nodelay(on),
-            State::Tokio(t) => t.set_nodelay(on),
-            State::Gone => Err(gone()),
+        match self.std_tcp()? {
+            Some(t) => t.set_tcp_nodelay(on),
+            None => Ok(()),
         }
     }
 
-    /// Turns TCP keepalive on, with `keepalive`'s timings.
+    /// Turns TCP keepalive on, with `keepalive`'s timings (nothing to do on a Unix-domain socket).
     pub fn set_keepalive(&self, keepalive: &socket2::TcpKeepalive) -> io::Result<()> {
-        match &self.state {
-            State::Loose(t) => socket2::SockRef::from(t).set_tcp_keepalive(keepalive),
-            State::Own(o) => socket2::SockRef::from(&o.io).set_tcp_keepalive(keepalive),
-            State::Tokio(t) => socket2::SockRef::from(t).set_tcp_keepalive(keepalive),
-            State::Gone => Err(gone()),
+        match self.std_tcp()? {
+            Some(t) => t.set_tcp_keepalive(keepalive),
+            None => Ok(()),
         }
     }
 
-    /// This end's address.
+    /// This end's address; an error for a Unix-domain socket, which has none (see `unix_path`).
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        match &self.state {
-            State::Loose(t) => t.local_addr(),
-            State::Own(o) => o.io.local_addr(),
-            State::Tokio(t) => t.local_addr(),
-            State::Gone => Err(gone()),
-        }
+        self.ip_addr(socket2::Socket::local_addr)
     }
 
-    /// The peer's address.
+    /// The peer's address; an error for a Unix-domain socket, which has none.
     pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
-        match &self.state {
-            State::Loose(t) => t.peer_addr(),
-            State::Own(o) => o.io.peer_addr(),
-            State::Tokio(t) => t.peer_addr(),
-            State::Gone => Err(gone()),
+        self.ip_addr(socket2::Socket::peer_addr)
+    }
+
+    fn ip_addr(&self, which: fn(&socket2::Socket) -> io::Result<socket2::SockAddr>) -> io::Result<std::net::SocketAddr> {
+        let Some(t) = self.std_tcp()? else {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "a Unix-domain socket has no IP address"));
+        };
+        which(&t)?.as_socket().ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "not an IP address"))
+    }
+
+    /// For a Unix-domain socket, the name of the listening socket it came in by (`/tmp/.s.PGSQL.6432`, or
+    /// `@name/.s.PGSQL.6432` in the abstract namespace).
+    pub fn unix_path(&self) -> Option<String> {
+        let addr = match &self.state {
+            State::Loose(p) | State::Own(Own { io: p, .. }) => p.unix()?.local_addr().ok()?,
+            State::Tokio(Reactor::Unix(u)) => u.local_addr().ok()?.into(),
+            State::Tokio(Reactor::Tcp(_)) | State::Gone => return None,
+        };
+        use std::os::linux::net::SocketAddrExt;
+        match (addr.as_pathname(), addr.as_abstract_name()) {
+            (Some(path), _) => Some(path.display().to_string()),
+            (None, Some(name)) => Some(format!("@{}", String::from_utf8_lossy(name))),
+            (None, None) => None,
         }
     }
 }
@@ -394,9 +511,10 @@ impl Socket {
 impl AsRawFd for Socket {
     fn as_raw_fd(&self) -> RawFd {
         match &self.state {
-            State::Loose(t) => t.as_raw_fd(),
+            State::Loose(p) => p.as_raw_fd(),
             State::Own(o) => o.io.as_raw_fd(),
-            State::Tokio(t) => t.as_raw_fd(),
+            State::Tokio(Reactor::Tcp(t)) => t.as_raw_fd(),
+            State::Tokio(Reactor::Unix(u)) => u.as_raw_fd(),
             State::Gone => -1,
         }
     }
@@ -411,7 +529,8 @@ impl AsyncRead for Socket {
         }
         match &mut this.state {
             State::Own(o) => o.poll_read(cx, buf),
-            State::Tokio(t) => Pin::new(t).poll_read(cx, buf),
+            State::Tokio(Reactor::Tcp(t)) => Pin::new(t).poll_read(cx, buf),
+            State::Tokio(Reactor::Unix(u)) => Pin::new(u).poll_read(cx, buf),
             State::Loose(_) | State::Gone => Poll::Ready(Err(gone())),
         }
     }
@@ -426,7 +545,8 @@ impl AsyncWrite for Socket {
         }
         match &mut this.state {
             State::Own(o) => o.poll_write(cx, |fd| send(fd, buf), buf.len()),
-            State::Tokio(t) => Pin::new(t).poll_write(cx, buf),
+            State::Tokio(Reactor::Tcp(t)) => Pin::new(t).poll_write(cx, buf),
+            State::Tokio(Reactor::Unix(u)) => Pin::new(u).poll_write(cx, buf),
             State::Loose(_) | State::Gone => Poll::Ready(Err(gone())),
         }
     }
@@ -444,7 +564,8 @@ impl AsyncWrite for Socket {
                 let len = bufs.iter().take(1024).map(|b| b.len()).sum();
                 o.poll_write(cx, |fd| send_vectored(fd, bufs), len)
             }
-            State::Tokio(t) => Pin::new(t).poll_write_vectored(cx, bufs),
+            State::Tokio(Reactor::Tcp(t)) => Pin::new(t).poll_write_vectored(cx, bufs),
+            State::Tokio(Reactor::Unix(u)) => Pin::new(u).poll_write_vectored(cx, bufs),
             State::Loose(_) | State::Gone => Poll::Ready(Err(gone())),
         }
     }
@@ -461,9 +582,10 @@ impl AsyncWrite for Socket {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         match &mut this.state {
-            State::Tokio(t) => Pin::new(t).poll_shutdown(cx),
-            State::Own(o) => Poll::Ready(o.io.shutdown(std::net::Shutdown::Write)),
-            State::Loose(t) => Poll::Ready(t.shutdown(std::net::Shutdown::Write)),
+            State::Tokio(Reactor::Tcp(t)) => Pin::new(t).poll_shutdown(cx),
+            State::Tokio(Reactor::Unix(u)) => Pin::new(u).poll_shutdown(cx),
+            State::Own(o) => Poll::Ready(o.io.shutdown_write()),
+            State::Loose(t) => Poll::Ready(t.shutdown_write()),
             State::Gone => Poll::Ready(Ok(())),
         }
     }
