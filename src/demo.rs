@@ -99,10 +99,18 @@ pub async fn run(dir: &Path, port: u16) -> Result<(), DemoError> {
         Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(DemoError::HttpListen)?,
     };
     let health = http.local_addr().map(|a| format!("http://{a}/api/health")).unwrap_or_default();
+    let mut listener = crate::server::Listeners::from(listener);
+    let socket = match listener.add_unix(&app.config().limits) {
+        Ok(()) => listener
+            .unix_name()
+            .map(|name| format!("  socket:  {name} (psql -h {})\n", name.rsplit_once('/').map_or(name, |(dir, _)| dir))),
+        Err((name, e)) => Some(format!("  socket:  none: {name}: {e}\n")),
+    };
     let http_stop = CancellationToken::new();
     tokio::spawn(crate::http::serve(http, Arc::downgrade(&app), http_stop.clone()));
     println!(
-        "\npgsplit demo is running.\n\n  DSN:     {dsn}\n  admin:   {admin} (SHOW POOLS, SET mode = single, ...)\n  health:  {health} (metrics: /metrics)\n  config:  {}\n  PRIMARY: 127.0.0.1:{} (TLS, SCRAM; schemas config, customer)\n  DATA:    127.0.0.1:{} (plain, md5; schemas workspace, reference)\n\nTry:\n  psql '{dsn}'\n    select * from config.users;                      -- runs on PRIMARY\n    select * from workspace.imports;                 -- runs on DATA\n    select inet_server_port();                       -- no routed schema: default target (PRIMARY)\n    select * from config.users u join workspace.imports i on true;  -- refused: 0A000\n    select user_id from config.sessions where token = 'x';  -- twice: the second from the session cache (SHOW CACHE)\n\nCtrl-C stops pgsplit and removes both clusters.\n",
+        "\npgsplit demo is running.\n\n  DSN:     {dsn}\n  admin:   {admin} (SHOW POOLS, SET mode = single, ...)\n{}  health:  {health} (metrics: /metrics)\n  config:  {}\n  PRIMARY: 127.0.0.1:{} (TLS, SCRAM; schemas config, customer)\n  DATA:    127.0.0.1:{} (plain, md5; schemas workspace, reference)\n\nTry:\n  psql '{dsn}'\n    select * from config.users;                      -- runs on PRIMARY\n    select * from workspace.imports;                 -- runs on DATA\n    select inet_server_port();                       -- no routed schema: default target (PRIMARY)\n    select * from config.users u join workspace.imports i on true;  -- refused: 0A000\n    select user_id from config.sessions where token = 'x';  -- twice: the second from the session cache (SHOW CACHE)\n\nCtrl-C stops pgsplit and removes both clusters.\n",
+        socket.unwrap_or_default(),
         config_path.display(),
         primary.port(),
         data.port()

@@ -239,18 +239,6 @@ async fn serve(path: &std::path::Path, config: Option<pgsplit::config::Config>) 
         .await
         .map_err(|source| CliError::Listen { addr: listen.clone(), source })?;
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
-    let unix = match &app.config().limits.unix_socket_dir {
-        Some(dir) => {
-            let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
-            let mode = app.config().limits.unix_socket_mode;
-            let unix = pgsplit::net::bind_unix(dir, port, backlog, mode, reuseport)
-                .map_err(|source| CliError::Listen { addr: pgsplit::net::unix_socket_path(dir, port), source })?;
-            Some(unix)
-        }
-        None => None,
-    };
-    let socket = unix.as_ref().map(|u| u.name().to_owned()).unwrap_or_default();
-    let listener = pgsplit::server::Listeners { tcp: listener, unix };
     let shutdown = CancellationToken::new();
     // The operations endpoint outlives the proxy's shutdown: health stays visible while sessions drain.
     let http_stop = CancellationToken::new();
@@ -261,6 +249,11 @@ async fn serve(path: &std::path::Path, config: Option<pgsplit::config::Config>) 
         tracing::info!(%http, "health and metrics at http://{http}/api/health and /metrics");
         tokio::spawn(pgsplit::http::serve(l, Arc::downgrade(&app), http_stop.clone()));
     }
+    // Last of what can fail: a socket taken over from a running pgsplit (so_reuseport) must not be dropped (and its
+    // file removed) because something after it failed.
+    let mut listener = pgsplit::server::Listeners::from(listener);
+    listener.add_unix(&app.config().limits).map_err(|(addr, source)| CliError::Listen { addr, source })?;
+    let socket = listener.unix_name().unwrap_or_default().to_owned();
     tracing::info!(listen = %addr, unix_socket = %socket, "pgsplit listening");
     let now = CancellationToken::new();
     signals.spawn(Arc::downgrade(&app), addr.clone(), shutdown.clone(), now.clone());

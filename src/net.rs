@@ -74,10 +74,11 @@ pub fn unix_socket_path(dir: &str, port: u16) -> String {
 /// pgsplit has taken the name over meanwhile (`bind_unix`'s `takeover`).
 pub struct UnixListener {
     listener: tokio::net::UnixListener,
-    /// The socket's file with its device and inode; `None` in the abstract namespace, which has no file.
+    /// The file with its device and inode; `None` in the abstract namespace, which has no file.
     file: Option<(std::path::PathBuf, (u64, u64))>,
-    /// The name clients connect to (`/tmp/.s.PGSQL.6432`, `@name/.s.PGSQL.6432`).
-    name: String,
+    /// The name clients connect to (`/tmp/.s.PGSQL.6432`, `@name/.s.PGSQL.6432`): what SHOW CLIENTS and the log
+    /// show of its clients (an accepted socket would tell the name it was made under, before a takeover's rename).
+    name: std::sync::Arc<str>,
 }
 
 impl UnixListener {
@@ -87,7 +88,7 @@ impl UnixListener {
     }
 
     /// The name clients connect to.
-    pub fn name(&self) -> &str {
+    pub fn name(&self) -> &std::sync::Arc<str> {
         &self.name
     }
 }
@@ -108,76 +109,100 @@ fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
     std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// What is at a socket's name before it is made.
+enum Found {
+    /// Nothing, or a socket file nothing answers on (left by a server that is gone; removed).
+    Free,
+    /// A socket a server answers on, made by this user.
+    Ours,
+    /// A socket a server answers on, made by another user.
+    Theirs,
+}
+
 /// Listens at `dir`/.s.PGSQL.`port` (`unix_socket_dir`) with `backlog`, the file's mode set to `mode`
-/// (`unix_socket_mode`); a `dir` starting with `@` names a socket in Linux's abstract namespace, as PgBouncer's.
+/// (`unix_socket_mode`); a `dir` starting with `@` names a socket in Linux's abstract namespace, as PgBouncer's
+/// (which has no file, hence no mode: any local user may connect, and authenticates as over TCP).
 ///
 /// A socket file nothing answers on is left over from a server that is gone, and is replaced. One that answers
 /// belongs to a running server: that is an error (as PgBouncer's; PostgreSQL's lock file does the same), unless
-/// `takeover` (`so_reuseport`: a restart beside the old instance), where the new socket is made under another name
-/// and renamed over the old one, so that a connecting client finds one or the other, never nothing. The old
-/// instance then leaves the file alone when it exits. Anything else at that name (a regular file) is never removed.
+/// `takeover` (`so_reuseport`: a restart beside the old instance) and the file is this user's: the new socket is
+/// then made under another name and renamed over the old one, so that a connecting client finds one or the other,
+/// never nothing, and the old instance leaves the file alone when it exits. Anything else at that name (a regular
+/// file, a symbolic link) is never removed.
 pub fn bind_unix(dir: &str, port: u16, backlog: u32, mode: u32, takeover: bool) -> std::io::Result<UnixListener> {
+    use std::io::{Error, ErrorKind};
     let name = unix_socket_path(dir, port);
     if let Some(rest) = name.strip_prefix('@') {
-        let listener = listen_unix(&socket2::SockAddr::unix(format!("\0{rest}"))?, backlog).map_err(|e| {
-            let hint = if takeover { ": each instance needs its own unix_socket_dir in the abstract namespace" } else { "" };
-            std::io::Error::new(e.kind(), format!("{name}: {e}{hint}"))
+        let listener = listen_unix(&socket2::SockAddr::unix(format!("\0{rest}"))?, backlog).map_err(|e| match takeover {
+            true => Error::new(e.kind(), format!("{e} (each instance needs its own unix_socket_dir in the abstract namespace)")),
+            false => e,
         })?;
-        return Ok(UnixListener { listener, file: None, name });
+        return Ok(UnixListener { listener, file: None, name: name.into() });
     }
     let path = std::path::PathBuf::from(&name);
-    let context = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{name}: {e}"));
-    let live = match std::fs::symlink_metadata(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => return Err(context(e)),
-        Ok(meta) => {
-            use std::os::unix::fs::FileTypeExt;
-            if !meta.file_type().is_socket() {
-                return Err(context(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists and is not a socket")));
-            }
-            match std::os::unix::net::UnixStream::connect(&path) {
-                Ok(_) => true,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    std::fs::remove_file(&path).map_err(context)?;
-                    false
-                }
-                Err(e) => return Err(context(e)),
-            }
-        }
-    };
-    let listener = match (live, takeover) {
-        (false, _) => made_at(&path, &path, backlog, mode)?,
-        (true, false) => {
-            let e = std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                "another server listens on it (set a unix_socket_dir of its own, or so_reuseport to take over from \
-                 a pgsplit being restarted)",
-            );
-            return Err(context(e));
-        }
-        (true, true) => {
+    let listener = match (found_at(&path)?, takeover) {
+        (Found::Free, _) => made_at(&path, backlog, mode)?,
+        (Found::Ours, true) => {
             let fresh = std::path::PathBuf::from(format!("{name}.{}", std::process::id()));
-            let _ = std::fs::remove_file(&fresh);
-            let listener = made_at(&fresh, &path, backlog, mode)?;
+            let context = |e: Error| Error::new(e.kind(), format!("{}: {e}", fresh.display()));
+            match std::fs::remove_file(&fresh) {
+                Err(e) if e.kind() != ErrorKind::NotFound => return Err(context(e)),
+                _ => {}
+            }
+            let listener = made_at(&fresh, backlog, mode).map_err(context)?;
             if let Err(e) = std::fs::rename(&fresh, &path) {
                 let _ = std::fs::remove_file(&fresh);
-                return Err(context(e));
+                return Err(e);
             }
             listener
         }
+        (Found::Ours, false) => {
+            let e = "another server listens on it (give each its own unix_socket_dir; so_reuseport takes over from a \
+                     pgsplit being restarted)";
+            return Err(Error::new(ErrorKind::AddrInUse, e));
+        }
+        (Found::Theirs, _) => {
+            return Err(Error::new(ErrorKind::AddrInUse, "a server of another user listens on it"));
+        }
     };
-    let id = identity(&path).ok_or_else(|| context(std::io::Error::from(std::io::ErrorKind::NotFound)))?;
-    Ok(UnixListener { listener, file: Some((path, id)), name })
+    let id = identity(&path).ok_or_else(|| Error::from(ErrorKind::NotFound))?;
+    Ok(UnixListener { listener, file: Some((path, id)), name: name.into() })
 }
 
-/// A listening socket bound at `at` with `mode`, to be known as `name` (for errors).
-fn made_at(at: &std::path::Path, name: &std::path::Path, backlog: u32, mode: u32) -> std::io::Result<tokio::net::UnixListener> {
+/// Whether a server answers at `path`; a socket file nothing answers on is removed. The probe does not block: a
+/// server whose backlog is full is busy, not gone.
+fn found_at(path: &std::path::Path) -> std::io::Result<Found> {
+    use std::io::{Error, ErrorKind};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Found::Free),
+        other => other?,
+    };
+    if !meta.file_type().is_socket() {
+        return Err(Error::new(ErrorKind::AlreadyExists, "exists and is not a socket"));
+    }
+    let probe = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    probe.set_nonblocking(true)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let live = if meta.uid() == unsafe { libc::geteuid() } { Found::Ours } else { Found::Theirs };
+    match probe.connect(&socket2::SockAddr::unix(path)?) {
+        Ok(()) => Ok(live),
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(live),
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+            std::fs::remove_file(path)?;
+            Ok(Found::Free)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A listening socket bound at `at` with `mode`.
+fn made_at(at: &std::path::Path, backlog: u32, mode: u32) -> std::io::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
-    let context = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", name.display()));
-    let listener = listen_unix(&socket2::SockAddr::unix(at).map_err(context)?, backlog).map_err(context)?;
+    let listener = listen_unix(&socket2::SockAddr::unix(at)?, backlog)?;
     if let Err(e) = std::fs::set_permissions(at, std::fs::Permissions::from_mode(mode)) {
         let _ = std::fs::remove_file(at);
-        return Err(context(e));
+        return Err(e);
     }
     Ok(listener)
 }

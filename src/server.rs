@@ -180,10 +180,30 @@ impl From<TcpListener> for Listeners {
     }
 }
 
-/// A connection just accepted, on either listener.
+impl Listeners {
+    /// Adds the Unix-domain socket `unix_socket_dir` names, at the TCP listener's port, when it is set; the error
+    /// names the socket.
+    pub fn add_unix(&mut self, limits: &crate::config::Limits) -> Result<(), (String, std::io::Error)> {
+        let Some(dir) = &limits.unix_socket_dir else {
+            return Ok(());
+        };
+        let port = self.tcp.local_addr().map(|a| a.port()).map_err(|e| (dir.clone(), e))?;
+        let unix = crate::net::bind_unix(dir, port, limits.listen_backlog, limits.unix_socket_mode, limits.so_reuseport)
+            .map_err(|e| (crate::net::unix_socket_path(dir, port), e))?;
+        self.unix = Some(unix);
+        Ok(())
+    }
+
+    /// The Unix-domain socket's name, if there is one.
+    pub fn unix_name(&self) -> Option<&str> {
+        self.unix.as_ref().map(|u| &**u.name())
+    }
+}
+
+/// A connection just accepted, on either listener (a Unix-domain one with its listener's name).
 enum Accepted {
     Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
+    Unix(tokio::net::UnixStream, Arc<str>),
 }
 
 impl Listeners {
@@ -194,7 +214,7 @@ impl Listeners {
             None => tcp.await,
             Some(unix) => tokio::select! {
                 r = tcp => r,
-                r = unix.accept() => r.map(Accepted::Unix),
+                r = unix.accept() => r.map(|u| Accepted::Unix(u, unix.name().clone())),
             },
         }
     }
@@ -203,12 +223,12 @@ impl Listeners {
 impl Accepted {
     /// The socket, left on this runtime's reactor, or out of it for a worker's loop to take (deregistered here,
     /// registered there when the task first reads it).
-    fn into_socket(self, to_worker: bool) -> std::io::Result<TcpStream> {
+    fn into_socket(self, to_worker: bool) -> std::io::Result<(TcpStream, Option<Arc<str>>)> {
         Ok(match (self, to_worker) {
-            (Accepted::Tcp(t), false) => TcpStream::from(t),
-            (Accepted::Unix(u), false) => TcpStream::from(u),
-            (Accepted::Tcp(t), true) => TcpStream::from(t.into_std()?),
-            (Accepted::Unix(u), true) => TcpStream::from(u.into_std()?),
+            (Accepted::Tcp(t), false) => (TcpStream::from(t), None),
+            (Accepted::Unix(u, name), false) => (TcpStream::from(u), Some(name)),
+            (Accepted::Tcp(t), true) => (TcpStream::from(t.into_std()?), None),
+            (Accepted::Unix(u, name), true) => (TcpStream::from(u.into_std()?), Some(name)),
         })
     }
 }
@@ -235,8 +255,8 @@ pub async fn run(listeners: Listeners, app: Arc<App>, shutdown: CancellationToke
         };
         let (app, limits) = (app.clone(), limits.clone());
         let worker = workers.pick();
-        let tcp = match accepted.into_socket(worker.is_some()) {
-            Ok(tcp) => tcp,
+        let (tcp, unix) = match accepted.into_socket(worker.is_some()) {
+            Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot hand an accepted connection to a worker");
                 continue;
@@ -245,21 +265,22 @@ pub async fn run(listeners: Listeners, app: Arc<App>, shutdown: CancellationToke
         let Some((worker, placed)) = worker else {
             sessions.spawn_holding(None, move |alive| async move {
                 let _alive = alive;
-                connection(tcp, app, limits).await;
+                connection(tcp, unix, app, limits).await;
             });
             continue;
         };
         sessions.spawn_holding(Some(worker), move |alive| async move {
             let (_alive, _placed) = (alive, placed);
-            connection(tcp, app, limits).await;
+            connection(tcp, unix, app, limits).await;
         });
     }
 }
 
-/// One accepted connection: a session, or 53300 when the login budget is full.
-async fn connection(tcp: TcpStream, app: Arc<App>, limits: Arc<Limits>) {
+/// One accepted connection (`unix`: the name of the Unix-domain socket it came in by): a session, or 53300 when the
+/// login budget is full.
+async fn connection(tcp: TcpStream, unix: Option<Arc<str>>, app: Arc<App>, limits: Arc<Limits>) {
     match limits.login_slot().await {
-        Some(login) => crate::session::serve(tcp, app, &limits, login).await,
+        Some(login) => crate::session::serve(tcp, unix, app, &limits, login).await,
         None => refuse_over_login_budget(tcp, &app).await,
     }
 }

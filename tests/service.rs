@@ -182,6 +182,17 @@ impl Served {
         self.child.wait().expect("wait")
     }
 
+    /// The exit status, which must come within 30 s (a pgsplit that should not have started fails the test).
+    fn exit_within_30s(&mut self) -> std::process::ExitStatus {
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("still running after 30 s: {}", self.log.lock().expect("log"));
+    }
+
     /// The log once it holds `needle` (its reader may lag behind the process's end); fails the test after 10 s.
     fn log_with(&self, needle: &str) -> String {
         for _ in 0..100 {
@@ -305,7 +316,10 @@ async fn with_so_reuseport_a_new_pgsplit_takes_over_the_port_while_the_old_drain
     let sockets = scratch("restart-sockets");
     let extra =
         format!("so_reuseport: true\nlisten_backlog: 512\nshutdown_timeout: 5s\nunix_socket_dir: {}\n", sockets.display());
-    let yaml = config_yaml("verify-full", &extra).replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
+    let yaml = config_yaml("verify-full", &extra)
+        .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"))
+        .replace("admin_users: []", "admin_users: [admin]")
+        .replace("users:\n", "users:\n  - { name: admin, password: \"admin-secret\" }\n");
     let socket_file = sockets.join(format!(".s.PGSQL.{port}"));
     let mut old = Served::start_yaml("restart-old", &yaml);
     assert!(old.next().contains(&"READY=1".to_owned()));
@@ -372,6 +386,9 @@ async fn with_so_reuseport_a_new_pgsplit_takes_over_the_port_while_the_old_drain
     assert!(o.other.is_empty(), "unexpected errors: {:?}", o.other);
     assert!(o.served > before + 20, "the new instance served after the old one left: {o:?}");
     assert!(o.unix_served > unix_before + 5, "and over the Unix-domain socket: {o:?}");
+    // Its clients are shown under the socket's name, not the one the new instance made it under before renaming it.
+    let clients = psql_over(&sockets.display().to_string(), port, "admin", "show clients", "disable").expect("console");
+    assert!(clients.lines().any(|l| l.starts_with("C|admin|pgsplit|") && l.contains(&format!("|unix|{port}|"))), "{clients}");
     new.signal(libc::SIGTERM);
     assert!(new.wait().success());
     assert!(!socket_file.exists(), "the new instance removes its socket file at exit");
@@ -438,15 +455,18 @@ async fn unix_socket_dir_serves_psql_and_drivers_on_a_socket_file_made_at_start_
     assert!(refused.contains("requires TLS"), "{refused}");
 
     // A driver (tokio-postgres takes a directory as its host), seen by SHOW CLIENTS as PgBouncer shows such a client.
-    let dsn = format!("host={host} port={port} user=app password={APP_PASSWORD} dbname=handled");
+    let dsn = format!("host={host} port={port} user=app password={APP_PASSWORD} dbname=handled application_name=on-unix");
     let (c, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await.expect("tokio-postgres over the socket");
     tokio::spawn(conn);
     assert_eq!(scalar(&c, "select (count(*) > 0)::text from customer.accounts").await, "true");
     assert_eq!(scalar(&c, "select (count(*) >= 0)::text from workspace.imports").await, "true");
     let clients = psql_over(&host, port, "admin", "show clients", "disable").expect("the console over the socket");
-    let unix_rows: Vec<&str> = clients.lines().filter(|l| l.contains(&format!("|unix|{port}|unix|{port}|"))).collect();
-    assert_eq!(unix_rows.len(), 2, "the driver and the console itself, addr unix with the port: {clients}");
-    assert!(unix_rows.iter().any(|l| l.starts_with("C|app|handled|")), "{clients}");
+    let on_unix = format!("|unix|{port}|unix|{port}|");
+    let row = |starts: &str, ends: &str| clients.lines().find(|l| l.starts_with(starts) && l.ends_with(ends)).map(str::to_owned);
+    let driver = row("C|app|handled|", "|on-unix").unwrap_or_else(|| panic!("the driver's row: {clients}"));
+    assert!(driver.contains(&on_unix), "addr unix with the port, as PgBouncer shows it: {driver}");
+    let console = row("C|admin|pgsplit|", "|psql").unwrap_or_else(|| panic!("the console's row: {clients}"));
+    assert!(console.contains(&on_unix), "{console}");
 
     served.signal(libc::SIGTERM);
     assert!(served.wait().success());
@@ -460,17 +480,25 @@ fn a_socket_another_server_listens_on_or_a_file_at_its_name_stops_the_start_and_
     let path = dir.join(format!(".s.PGSQL.{port}"));
     let other = std::os::unix::net::UnixListener::bind(&path).expect("another server's socket");
     let mut served = Served::start_yaml("unix-socket-taken-serve", &yaml);
-    let status = served.wait();
+    let status = served.exit_within_30s();
     assert!(!status.success(), "pgsplit must not start on a socket another server listens on");
     let log = served.log_with("another server listens");
     assert!(log.contains(&path.display().to_string()), "{log}");
     std::os::unix::net::UnixStream::connect(&path).expect("the other server's socket is untouched");
+
+    // With so_reuseport, a live socket is taken over only from this user (a pgsplit being restarted).
+    run(Command::new("chown").arg("postgres").arg(&path));
+    let reuse = yaml.replace("listen: 127.0.0.1", "so_reuseport: true\nlisten: 127.0.0.1");
+    let mut served = Served::start_yaml("unix-socket-theirs-serve", &reuse);
+    assert!(!served.exit_within_30s().success(), "another user's socket is never taken over");
+    served.log_with("a server of another user listens on it");
+    std::os::unix::net::UnixStream::connect(&path).expect("the other user's socket is untouched");
     drop(other);
 
     std::fs::remove_file(&path).expect("rm");
     std::fs::write(&path, "not a socket").expect("a regular file");
     let mut served = Served::start_yaml("unix-socket-file-serve", &yaml);
-    assert!(!served.wait().success());
+    assert!(!served.exit_within_30s().success());
     served.log_with("not a socket");
     assert_eq!(std::fs::read_to_string(&path).expect("the file is kept"), "not a socket");
 }

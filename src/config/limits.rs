@@ -198,7 +198,14 @@ mod tests {
         }
         let text = load("unix_socket_mode: 0789\n").unwrap_err().to_string();
         assert!(text.contains("unix_socket_mode") && text.contains("octal"), "{text}");
-        let text = load("unix_socket_mode: 1777\n").unwrap_err().to_string();
+        let text = load("unix_socket_mode: 01777\n").unwrap_err().to_string();
         assert!(text.contains("unix_socket_mode"), "setuid/sticky bits are refused: {text}");
+        // YAML reads 0o770 as 504 and 770 as decimal: refused, never taken for another mode.
+        for number in ["0o770", "770"] {
+            let text = load(&format!("unix_socket_mode: {number}\n")).unwrap_err().to_string();
+            assert!(text.contains("unix_socket_mode") && text.contains("leading zero"), "{number}: {text}");
+        }
+        let c = load("unix_socket_mode: '0o750'\n").unwrap();
+        assert_eq!(c.limits.unix_socket_mode, 0o750);
     }
 }

@@ -433,16 +433,21 @@ fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
     }
 }
 
-/// A file mode written in octal, as PgBouncer's `unix_socket_mode` (`0770`, `"0770"`, `770`): its digits are read
-/// as octal however YAML read the number.
+/// A file mode written in octal with its leading zero, as PgBouncer's `unix_socket_mode` (`0770`, `'0770'`, `0o770`
+/// quoted). YAML reads `0770` as text, but `770` as decimal and `0o770` as the number 504: a number is refused
+/// rather than guessed at.
 fn opt_octal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     let digits = match NumOrText::deserialize(d)? {
-        NumOrText::Num(n) => n.to_string(),
+        NumOrText::Num(n) => {
+            return Err(serde::de::Error::custom(format!(
+                "mode {n} is ambiguous to YAML: write it in octal with its leading zero, e.g. 0770"
+            )))
+        }
         NumOrText::Text(t) => t,
     };
     let octal = digits.strip_prefix("0o").unwrap_or(&digits);
     match u32::from_str_radix(octal, 8) {
-        Ok(mode) if mode <= 0o777 => Ok(Some(mode)),
+        Ok(mode) if mode <= 0o777 && !octal.starts_with('+') => Ok(Some(mode)),
         _ => Err(serde::de::Error::custom(format!("invalid mode {digits:?} (octal permission bits, e.g. 0770)"))),
     }
 }

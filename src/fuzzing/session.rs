@@ -221,7 +221,7 @@ client_login_timeout: 5s
             let (app, limits) = (served.clone(), limits.clone());
             let session = tokio::spawn(async move {
                 if let Some(login) = limits.login_slot().await {
-                    crate::session::serve(tcp.into(), app, &limits, login).await;
+                    crate::session::serve(tcp.into(), None, app, &limits, login).await;
                 }
             });
             if tx.send(session).is_err() {

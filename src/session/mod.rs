@@ -109,8 +109,9 @@ impl From<FrameError> for SessionError {
 
 /// Serves one client connection to its end. Errors end only this session. `login` is the connection's slot in the
 /// login budget, given back once it has logged in (it then holds a `max_client_conn` slot instead).
-pub async fn serve(tcp: TcpStream, app: Arc<App>, limits: &Limits, login: OwnedSemaphorePermit) {
-    let peer = match tcp.unix_path() {
+/// `unix`: the name of the Unix-domain socket it came in by.
+pub async fn serve(tcp: TcpStream, unix: Option<Arc<str>>, app: Arc<App>, limits: &Limits, login: OwnedSemaphorePermit) {
+    let peer = match &unix {
         Some(socket) => format!("unix:{socket}"),
         None => tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
     };
@@ -121,7 +122,7 @@ pub async fn serve(tcp: TcpStream, app: Arc<App>, limits: &Limits, login: OwnedS
     let login_timeout = app.config().client_login_timeout;
     // Boxed: the login's future (TLS, SCRAM) takes memory only while the client logs in.
     let login: crate::server::LoginSlot = Arc::new(std::sync::Mutex::new(Some(login)));
-    let logged_in = tokio::time::timeout(login_timeout, Box::pin(startup::startup(tcp, &app, limits, &login))).await;
+    let logged_in = tokio::time::timeout(login_timeout, Box::pin(startup::startup(tcp, unix, &app, limits, &login))).await;
     drop(login);
     let (mut session, _client_slot) = match logged_in.unwrap_or_else(|_| Err(SessionError::LoginTimeout(login_timeout))) {
         Ok(Some(s)) => s,

@@ -28,14 +28,16 @@ use super::{errors, Session};
 use crate::client::Client;
 
 /// Reads startup packets until a StartupMessage (after an optional TLS upgrade), authenticates, and greets.
-/// `Ok(None)` for connections that end normally during startup (cancel requests, probes).
+/// `Ok(None)` for connections that end normally during startup (cancel requests, probes). `unix`: the name of the
+/// Unix-domain socket the client came in by.
 pub async fn startup(
     tcp: TcpStream,
+    unix: Option<Arc<str>>,
     app: &Arc<App>,
     limits: &Limits,
     login: &crate::server::LoginSlot,
 ) -> Result<Option<(Box<Session>, OwnedSemaphorePermit)>, SessionError> {
-    let addrs = (tcp.peer_addr().ok(), tcp.local_addr().ok(), tcp.unix_path());
+    let addrs = (tcp.peer_addr().ok(), tcp.local_addr().ok(), unix.map(|u| u.to_string()));
     let mut buf = BytesMut::with_capacity(1024);
     let Some((stream, params)) = startup_packets(Stream::Plain(tcp), &mut buf, app, limits, login).await? else {
         return Ok(None);

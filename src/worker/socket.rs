@@ -474,7 +474,7 @@ impl Socket {
         }
     }
 
-    /// This end's address; an error for a Unix-domain socket, which has none (see `unix_path`).
+    /// This end's address; an error for a Unix-domain socket, which has none.
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
         self.ip_addr(socket2::Socket::local_addr)
     }
@@ -489,22 +489,6 @@ impl Socket {
             return Err(io::Error::new(io::ErrorKind::Unsupported, "a Unix-domain socket has no IP address"));
         };
         which(&t)?.as_socket().ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "not an IP address"))
-    }
-
-    /// For a Unix-domain socket, the name of the listening socket it came in by (`/tmp/.s.PGSQL.6432`, or
-    /// `@name/.s.PGSQL.6432` in the abstract namespace).
-    pub fn unix_path(&self) -> Option<String> {
-        let addr = match &self.state {
-            State::Loose(p) | State::Own(Own { io: p, .. }) => p.unix()?.local_addr().ok()?,
-            State::Tokio(Reactor::Unix(u)) => u.local_addr().ok()?.into(),
-            State::Tokio(Reactor::Tcp(_)) | State::Gone => return None,
-        };
-        use std::os::linux::net::SocketAddrExt;
-        match (addr.as_pathname(), addr.as_abstract_name()) {
-            (Some(path), _) => Some(path.display().to_string()),
-            (None, Some(name)) => Some(format!("@{}", String::from_utf8_lossy(name))),
-            (None, None) => None,
-        }
     }
 }
 
