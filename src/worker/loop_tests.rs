@@ -39,26 +39,69 @@ fn a_socket_is_served_by_the_loop_of_whichever_thread_polls_it_and_moves_between
         let msg = format!("hop{i}");
         far.write_all(msg.as_bytes()).expect("far writes");
         let (tx, rx) = mpsc::channel();
-        let echo = async move {
-            let mut buf = [0u8; 4];
-            let read = near.read_exact(&mut buf).await.map(|_| buf);
-            let at = here();
-            let _ = near.write_all(&buf).await;
-            let _ = tx.send((read.is_ok(), at, near));
-        };
-        match hop {
-            Some(w) => workers.workers[w].shared.spawn(echo),
-            None => tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(echo),
-        }
-        let (read, at, socket) = rx.recv_timeout(WAIT).expect("the hop ran");
+        run_at(&workers, hop, echo(near, tx));
+        let (read, at, unix, socket) = rx.recv_timeout(WAIT).expect("the hop ran");
         near = socket;
         assert!(read, "hop {i} read its message");
+        assert!(!unix, "hop {i}: a TCP socket");
         assert_eq!(at, hop.map_or(MAIN, |w| w as u16), "hop {i} ran where it was sent");
         assert_eq!(read_far(&mut far, 4), &msg.as_bytes()[..4], "hop {i} echoed");
     }
     // The end: the far side sees the socket close once its last holder drops it.
     drop(near);
     assert_eq!(read_far_to_end(&mut far), 0);
+}
+
+/// A Unix-domain socket (a client of `unix_socket_dir`) moves the same way: worker, tokio's reactor, worker, and
+/// tells its kind in each state; it has no IP address, and Nagle's setting is nothing to do.
+#[test]
+fn a_unix_domain_socket_moves_between_the_loops_as_a_tcp_one() {
+    use std::io::{Read, Write};
+    let workers = Workers::start(2).expect("two worker threads");
+    let (mut far, near) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+    far.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut near = Socket::from(near);
+    assert!(near.is_unix(), "loose");
+    assert!(near.peer_addr().is_err() && near.local_addr().is_err());
+    near.set_nodelay(true).expect("nothing to do on a Unix-domain socket");
+    for (i, hop) in [Some(0usize), None, Some(1)].into_iter().enumerate() {
+        let msg = format!("hop{i}");
+        far.write_all(msg.as_bytes()).expect("far writes");
+        let (tx, rx) = mpsc::channel();
+        run_at(&workers, hop, echo(near, tx));
+        let (read, _, unix, socket) = rx.recv_timeout(WAIT).expect("the hop ran");
+        near = socket;
+        assert!(read && unix, "hop {i}: read {read}, is_unix {unix}");
+        let mut echoed = [0u8; 4];
+        far.read_exact(&mut echoed).expect("the far end reads");
+        assert_eq!(&echoed, &msg.as_bytes()[..4], "hop {i} echoed");
+    }
+    let (tx, rx) = mpsc::channel();
+    workers.workers[0].shared.spawn(async move {
+        let _ = tx.send(near.shutdown().await.is_ok());
+    });
+    assert!(rx.recv_timeout(WAIT).expect("the shutdown ran"), "shut down on a worker");
+    let mut rest = Vec::new();
+    assert_eq!(far.read_to_end(&mut rest).expect("the far end reads to the end"), 0);
+}
+
+/// Reads 4 bytes from `near` and writes them back; sends whether it read them, where it ran, whether the socket is
+/// a Unix-domain one, and the socket.
+async fn echo(mut near: Socket, tx: mpsc::Sender<(bool, super::Home, bool, Socket)>) {
+    let mut buf = [0u8; 4];
+    let read = near.read_exact(&mut buf).await.map(|_| buf);
+    let at = here();
+    let _ = near.write_all(&buf).await;
+    let unix = near.is_unix();
+    let _ = tx.send((read.is_ok(), at, unix, near));
+}
+
+/// Runs `task` on worker `hop`, or on a tokio runtime on this thread for `None`.
+fn run_at(workers: &Workers, hop: Option<usize>, task: impl std::future::Future<Output = ()> + Send + 'static) {
+    match hop {
+        Some(w) => workers.workers[w].shared.spawn(task),
+        None => tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(task),
+    }
 }
 
 fn read_far_to_end(far: &mut std::net::TcpStream) -> usize {

@@ -65,7 +65,8 @@ pub fn clusters() -> &'static Clusters {
 /// Password of the `app` user in test configurations.
 pub const APP_PASSWORD: &str = "app-secret";
 
-/// A routing.yaml for the shared clusters; `extra` is appended at the top level.
+/// A routing.yaml for the shared clusters; `extra` is appended at the top level. Its Unix-domain socket is in the
+/// test's directory, unless `extra` sets `unix_socket_dir`.
 pub fn config_yaml(primary_tls: &str, extra: &str) -> String {
     let c = clusters();
     let ca = c.primary.ca_cert().map(|p| p.display().to_string()).unwrap_or_default();
@@ -86,7 +87,10 @@ targets:
 users:
   - {{ name: app, password: \"{APP_PASSWORD}\" }}
 admin_users: []
-{extra}",
+{unix}{extra}",
+        // A pgsplit binary a test kills leaves its Unix-domain socket file: in the test's directory, removed at exit,
+        // rather than in /tmp (the default).
+        unix = if extra.contains("unix_socket_dir") { String::new() } else { format!("unix_socket_dir: {}\n", c.dir.display()) },
         pw = c.server_password,
         pport = c.primary.port(),
         dport = c.data.port(),
