@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use rand::Rng;
 use tokio::sync::Notify;
 
+use crate::locks::lock;
 use crate::router::TargetId;
 
 /// A statement in flight on a server connection: where to send its cancel.
@@ -242,10 +243,6 @@ impl CancelRegistry {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

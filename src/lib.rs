@@ -31,6 +31,7 @@ pub mod demo;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod locks;
 pub mod metrics;
 pub mod migrate;
 pub mod net;

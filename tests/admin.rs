@@ -438,6 +438,35 @@ async fn show_pools_lists_the_pools_any_database_made() {
     assert!(clients.iter().any(|r| r[1] == "app" && r[2] == "postgres"), "{clients:?}");
 }
 
+/// RECONNECT, KILL, PAUSE and RESUME reach a pool `any_database` made, by its database's name as PgBouncer's console
+/// names a `*` database, and RECONNECT without a name includes it; an unknown name lists those databases too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_commands_reach_the_pools_any_database_made_by_their_database_name() {
+    let proxy = Proxy::start(&admin_yaml("any_database: data\n")).await;
+    let other = connect_as(proxy.port, "app", APP_PASSWORD, "postgres").await.expect("any database on DATA");
+    let first = scalar(&other, "select pg_backend_pid()").await;
+    let a = admin(proxy.port).await;
+    a.simple_query("RECONNECT postgres").await.expect("RECONNECT names a database any_database reaches");
+    a.simple_query("WAIT_CLOSE postgres").await.expect("WAIT_CLOSE too");
+    let second = scalar(&other, "select pg_backend_pid()").await;
+    assert_ne!(first, second, "RECONNECT postgres replaced its server connection");
+    a.simple_query("RECONNECT").await.expect("RECONNECT every pool");
+    a.simple_query("WAIT_CLOSE").await.expect("WAIT_CLOSE every pool");
+    assert_ne!(scalar(&other, "select pg_backend_pid()").await, second, "RECONNECT without a name includes it");
+
+    a.simple_query("KILL postgres").await.expect("KILL names it");
+    let waiting = tokio::spawn(async move { scalar(&other, "select 7").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "KILL paused the pool: the statement waits for RESUME");
+    a.simple_query("RESUME postgres").await.expect("RESUME names it");
+    assert_eq!(waiting.await.expect("join"), "7");
+
+    let e = a.simple_query("KILL nosuch").await.expect_err("an unknown name");
+    let db = e.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "22023");
+    assert!(db.hint().is_some_and(|h| h.contains("databases through any_database: postgres")), "{:?}", db.hint());
+}
+
 /// Tools written for PgBouncer connect to its console as database `pgbouncer` and write `SET key=value` without
 /// spaces (issue 20, point 3): both reach pgsplit's console.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

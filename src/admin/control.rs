@@ -1,12 +1,13 @@
 //! The admin console's commands that change the running proxy: PAUSE, RESUME, SUSPEND, KILL, RECONNECT,
-//! WAIT_CLOSE, ENABLE, DISABLE, RELOAD, SHUTDOWN and SET mode. A PgBouncer database is a pgsplit target here.
+//! WAIT_CLOSE, ENABLE, DISABLE, RELOAD, SHUTDOWN and SET mode. A PgBouncer database is a pgsplit target here, or a
+//! database reached through `any_database` (PgBouncer's `*`), which has a pool of its own.
 
 use std::time::Duration;
 
 use crate::app::App;
+use crate::backend::Backend;
 use crate::config::Mode;
 use crate::protocol::encode::PgError;
-use crate::router::TargetId;
 use crate::session::errors;
 
 use super::Answer;
@@ -44,15 +45,49 @@ impl Targets {
         }
     }
 
-    /// The targets' ids in the routing table in force; an unknown name is a 22023 that lists the targets.
-    fn resolve(&self, app: &App) -> Result<Vec<TargetId>, PgError> {
+    /// The pools named: every target's and every pool `any_database` made, or the one of that name (a target, or a
+    /// database reached through `any_database`, as PgBouncer's console names its `*` databases); an unknown name is
+    /// a 22023 that lists them.
+    fn resolve<'a>(&self, app: &'a App) -> Result<Vec<Pool<'a>>, PgError> {
         let table = app.table();
+        let targets = (0..table.targets.len()).map(|t| Pool { name: table.name(t).to_owned(), of: Of::Target(app.backend(t)) });
+        let databases = app.database_pools().into_iter().map(|(name, b)| Pool { name, of: Of::Database(b) });
+        let mut all = targets.chain(databases);
         match self {
-            Targets::All => Ok((0..table.targets.len()).collect()),
-            Targets::Named(name) => table.target_id(name).map(|t| vec![t]).ok_or_else(|| {
-                errors::admin_invalid_value(format!("unknown target \"{name}\""))
-                    .with_hint(format!("targets: {}", table.targets.join(", ")))
+            Targets::All => Ok(all.collect()),
+            Targets::Named(name) => all.find(|p| &p.name == name).map(|p| vec![p]).ok_or_else(|| {
+                let databases: Vec<String> = app.database_pools().into_iter().map(|(name, _)| name).collect();
+                let hint = match databases.is_empty() {
+                    true => format!("targets: {}", table.targets.join(", ")),
+                    false => {
+                        format!("targets: {}; databases through any_database: {}", table.targets.join(", "), databases.join(", "))
+                    }
+                };
+                errors::admin_invalid_value(format!("unknown target \"{name}\"")).with_hint(hint)
             }),
+        }
+    }
+}
+
+/// A pool a console command acts on, with its name.
+struct Pool<'a> {
+    name: String,
+    of: Of<'a>,
+}
+
+/// Whose pool: a target's, or one `any_database` made for a database name.
+enum Of<'a> {
+    Target(&'a Backend),
+    Database(std::sync::Arc<Backend>),
+}
+
+impl std::ops::Deref for Pool<'_> {
+    type Target = Backend;
+
+    fn deref(&self) -> &Backend {
+        match &self.of {
+            Of::Target(b) => b,
+            Of::Database(b) => b,
         }
     }
 }
@@ -72,12 +107,12 @@ pub async fn reload(app: &App, user: &str) -> Result<Answer, PgError> {
 /// PAUSE (and SUSPEND, every target): new transactions on the targets wait; answers once the transactions running
 /// there have ended (or after `PAUSE_WAIT`).
 pub async fn pause(app: &App, user: &str, targets: &Targets, tag: &'static str) -> Result<Answer, PgError> {
-    let targets = targets.resolve(app)?;
-    for &t in &targets {
-        app.backend(t).set_paused(true);
+    let pools = targets.resolve(app)?;
+    for p in &pools {
+        p.set_paused(true);
     }
-    tracing::warn!(user = %user, targets = ?names(app, &targets), command = tag, "new transactions wait");
-    let in_use = || targets.iter().map(|&t| app.backend(t).in_use()).sum::<u32>();
+    tracing::warn!(user = %user, targets = ?names(&pools), command = tag, "new transactions wait");
+    let in_use = || pools.iter().map(|p| p.in_use()).sum::<u32>();
     let deadline = tokio::time::Instant::now() + PAUSE_WAIT;
     while in_use() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(PAUSE_POLL).await;
@@ -96,12 +131,10 @@ pub async fn pause(app: &App, user: &str, targets: &Targets, tag: &'static str) 
 /// closed at once: idle ones now, those in use by shutting their sockets, so the transactions on them end with the
 /// connection lost (08006; a session pinned there ends, as if the server went away).
 pub async fn kill(app: &App, user: &str, targets: &Targets) -> Result<Answer, PgError> {
-    let targets = targets.resolve(app)?;
-    for &t in &targets {
-        let b = app.backend(t);
-        b.set_paused(true);
-        let in_use = b.kill().await;
-        tracing::warn!(user = %user, target = b.name(), in_use, "KILL: server connections closed; the target is paused");
+    for p in targets.resolve(app)? {
+        p.set_paused(true);
+        let in_use = p.kill().await;
+        tracing::warn!(user = %user, target = p.name, in_use, "KILL: server connections closed; the target is paused");
     }
     Ok(Answer::Done("KILL"))
 }
@@ -109,10 +142,9 @@ pub async fn kill(app: &App, user: &str, targets: &Targets) -> Result<Answer, Pg
 /// RECONNECT: each server connection of the targets is closed when it comes back (idle ones now) and replaced by a
 /// new one when needed; transactions running go on.
 pub async fn reconnect(app: &App, user: &str, targets: &Targets) -> Result<Answer, PgError> {
-    let targets = targets.resolve(app)?;
-    for &t in &targets {
-        let closed = app.backend(t).reconnect().await;
-        tracing::info!(user = %user, target = app.backend(t).name(), closed, "RECONNECT");
+    for p in targets.resolve(app)? {
+        let closed = p.reconnect().await;
+        tracing::info!(user = %user, target = p.name, closed, "RECONNECT");
     }
     Ok(Answer::Done("RECONNECT"))
 }
@@ -120,8 +152,8 @@ pub async fn reconnect(app: &App, user: &str, targets: &Targets) -> Result<Answe
 /// WAIT_CLOSE: answers once every connection RECONNECT or KILL retired on the targets has closed (or pgsplit shuts
 /// down).
 pub async fn wait_close(app: &App, targets: &Targets) -> Result<Answer, PgError> {
-    let targets = targets.resolve(app)?;
-    while targets.iter().any(|&t| app.backend(t).closing()) && !app.is_draining() {
+    let pools = targets.resolve(app)?;
+    while pools.iter().any(|p| p.closing()) && !app.is_draining() {
         tokio::time::sleep(PAUSE_POLL).await;
     }
     Ok(Answer::Done("WAIT_CLOSE"))
@@ -129,12 +161,12 @@ pub async fn wait_close(app: &App, targets: &Targets) -> Result<Answer, PgError>
 
 /// DISABLE (refuse new transactions on the target with 57P03) or ENABLE (take them again).
 pub fn set_disabled(app: &App, user: &str, targets: &Targets, disabled: bool) -> Result<Answer, PgError> {
-    let targets = targets.resolve(app)?;
-    for &t in &targets {
-        app.backend(t).set_disabled(disabled);
+    let pools = targets.resolve(app)?;
+    for p in &pools {
+        p.set_disabled(disabled);
     }
     let tag = if disabled { "DISABLE" } else { "ENABLE" };
-    tracing::warn!(user = %user, targets = ?names(app, &targets), command = tag, "target enabled or disabled");
+    tracing::warn!(user = %user, targets = ?names(&pools), command = tag, "target enabled or disabled");
     Ok(Answer::Done(tag))
 }
 
@@ -149,11 +181,11 @@ pub fn shutdown(app: &App, user: &str) -> Result<Answer, PgError> {
 
 /// RESUME: paused targets take new transactions again.
 pub fn resume(app: &App, user: &str, targets: &Targets) -> Result<Answer, PgError> {
-    let targets = targets.resolve(app)?;
-    for &t in &targets {
-        app.backend(t).set_paused(false);
+    let pools = targets.resolve(app)?;
+    for p in &pools {
+        p.set_paused(false);
     }
-    tracing::info!(user = %user, targets = ?names(app, &targets), "RESUME");
+    tracing::info!(user = %user, targets = ?names(&pools), "RESUME");
     Ok(Answer::Done("RESUME"))
 }
 
@@ -170,8 +202,7 @@ pub async fn set_mode(app: &App, user: &str, mode: Mode) -> Result<Answer, PgErr
     Ok(Answer::Done("SET"))
 }
 
-/// The targets' names, for the log.
-fn names(app: &App, targets: &[TargetId]) -> Vec<String> {
-    let table = app.table();
-    targets.iter().map(|&t| table.name(t).to_owned()).collect()
+/// The pools' names, for the log.
+fn names(pools: &[Pool<'_>]) -> Vec<String> {
+    pools.iter().map(|p| p.name.clone()).collect()
 }

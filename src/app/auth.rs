@@ -9,6 +9,7 @@ use crate::auth::Secret;
 use crate::backend::Login;
 
 use super::App;
+use crate::locks::lock;
 
 /// How long one lookup may take before the login is refused.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,10 +39,6 @@ impl std::fmt::Debug for AuthCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("AuthCache")
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl App {

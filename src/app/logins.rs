@@ -12,6 +12,7 @@ use crate::protocol::encode::PgError;
 use crate::router::TargetId;
 
 use super::App;
+use crate::locks::lock;
 
 /// What the targets said of login roles: (target, role) → whether it exists and may log in. Filled at a user's
 /// first transaction on a target, emptied by RELOAD (a role made since is then found).
@@ -31,10 +32,6 @@ impl LoginRoles {
     pub(crate) fn clear(&self) {
         lock(&self.0).clear();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl App {

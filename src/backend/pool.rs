@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::shelf::{PooledConn, Shelf, Turn};
 use super::{BackendError, Login, LoginId, ServerConn, TargetSpec};
+use crate::locks::lock;
 
 /// Pool sizes and timeouts for one target.
 #[derive(Debug, Clone)]
@@ -47,10 +48,6 @@ impl Health {
         *lock(&self.last_error) = None;
         *lock(&self.server_params) = conn.params.clone();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Why no server connection could be had.

@@ -5,6 +5,7 @@
 //! keeps its own duplicate of the socket's descriptor, so `kill` shuts that socket whatever became of the
 //! connection's descriptor meanwhile: never another socket that took its number.
 
+use crate::locks::lock;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -161,8 +162,4 @@ impl ServerInfo {
         let ago = Instant::now().saturating_duration_since(*EPOCH + std::time::Duration::from_micros(us));
         SystemTime::now().checked_sub(ago).unwrap_or(self.connect_time)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

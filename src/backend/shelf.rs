@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::turns::Turns;
 use super::{LoginId, ServerConn};
+use crate::locks::lock;
 
 /// The idle connections of one target, and the counts the pool is bounded by.
 pub(super) struct Shelf {
@@ -244,10 +245,6 @@ impl Drop for Opening<'_> {
             self.shelf.closed();
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Turns held (`n` of them, one per connection lent; `Backend::keep_min` and `close_idle` hold several): given back

@@ -12,6 +12,7 @@
 //! again, and the giver adds the free turn before it looks for waiters (both sequentially consistent), so at least
 //! one of them sees the other.
 
+use crate::locks::lock;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -171,10 +172,6 @@ impl Drop for Waiting<'_> {
             self.turns.give(1);
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
