@@ -79,6 +79,27 @@ async fn query_timeout_cancels_a_long_statement_with_57014_and_the_session_goes_
     assert_eq!(sqlstate(&err), "57014");
 }
 
+/// A statement that ignores its cancels (PL/pgSQL trapping `query_canceled` in a loop) still ends: after
+/// `CANCELS_BEFORE_CLOSE` cancels, a `query_timeout` later, pgsplit closes its server connection, as PgBouncer closes
+/// it at the first limit. The client sees the connection lost and its session goes on with another one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_that_ignores_its_cancels_loses_its_server_connection_and_the_session_goes_on() {
+    let c = clusters();
+    let stubborn = "create or replace function workspace.stubborn() returns int language plpgsql as $$ begin loop begin \
+                    perform pg_sleep(0.05); exception when query_canceled then null; end; end loop; end $$";
+    direct(&c.data, "handled_data", stubborn).await;
+    let proxy = Proxy::start(&config_yaml("verify-full", "query_timeout: 500ms\n")).await;
+    let client = proxy.connect().await;
+    let err = client.simple_query("select workspace.stubborn()").await.expect_err("ended by pgsplit");
+    assert_eq!(sqlstate(&err), "08006", "the server connection was closed: {err}");
+    let on_data = "select (count(*) >= 0)::text from workspace.imports";
+    assert_eq!(scalar(&client, on_data).await, "true", "the session goes on, on another server connection");
+    // The server never stopped it (the cancels were trapped): only the closed connection ended it for the client.
+    let running = "select count(pg_terminate_backend(pid)) from pg_stat_activity where query like '%stubborn()%' \
+                   and pid <> pg_backend_pid()";
+    assert_eq!(direct(&c.data, "handled_data", running).await, "1", "the statement was still running on the server");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_re_reads_the_client_tls_certificate_for_new_clients() {
     use rustls_pki_types::pem::PemObject;

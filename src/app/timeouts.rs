@@ -1,8 +1,11 @@
 //! `query_timeout` (PgBouncer's): a watchdog that cancels, on its server, a statement that has been running longer
 //! than the limit. It looks at every client's statement in flight a few times a second (`WATCH_PERIOD`); a statement
 //! is known by its number in its client's `RunningCell`, so one seen running at two looks `query_timeout` apart gets
-//! a CancelRequest (and another each further `query_timeout` while it still runs), sent while the session cannot move on to its next statement (as a client's own cancel). The
-//! client gets the server's 57014 and its session goes on. The data path pays one counter increment per statement.
+//! a CancelRequest, sent while the session cannot move on to its next statement (as a client's own cancel). The
+//! client gets the server's 57014 and its session goes on. A statement still running a `query_timeout` after each of
+//! `CANCELS_BEFORE_CLOSE` cancels (a server that ignores them, or that they do not reach) has its server connection
+//! closed, as PgBouncer does at once: the client sees the connection lost (08006), and the pool opens another. The
+//! data path pays one counter increment per statement.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,17 +18,21 @@ use crate::cancel::CancelSlot;
 /// How often the watchdog looks: a statement is cancelled between `query_timeout` and this much later.
 pub const WATCH_PERIOD: Duration = Duration::from_millis(250);
 
+/// Cancels a statement past `query_timeout` gets before its server connection is closed instead.
+pub const CANCELS_BEFORE_CLOSE: u32 = 2;
+
 /// What the watchdog saw at its last look: per client's slot (held, so that its address names no other client while
-/// it is here), the statement's number and when it was first seen running or last sent a cancel.
+/// it is here), the statement's number, when it was first seen running or last sent a cancel, and how many cancels
+/// it was sent.
 #[derive(Default)]
 pub struct QueryWatch {
-    seen: HashMap<usize, (Arc<CancelSlot>, u64, Instant)>,
+    seen: HashMap<usize, (Arc<CancelSlot>, u64, Instant, u32)>,
 }
 
 impl App {
     /// One look of the `query_timeout` watchdog (none configured: nothing to do). A statement past the limit gets a
     /// CancelRequest, and another each further `query_timeout` while it still runs (a cancel the server did not get,
-    /// a server that does not answer).
+    /// a server that does not answer), up to `CANCELS_BEFORE_CLOSE`; a limit later its server connection is closed.
     pub fn watch_queries(self: &Arc<Self>, watch: &mut QueryWatch) {
         let Some(limit) = self.config().limits.query_timeout else {
             watch.seen.clear();
@@ -36,23 +43,39 @@ impl App {
         for (pid, slot) in self.cancels.all() {
             let Some(number) = slot.running.statement() else { continue };
             let id = Arc::as_ptr(&slot) as usize;
-            let mut since = watch.seen.get(&id).filter(|(_, n, _)| *n == number).map_or(now, |(_, _, since)| *since);
+            let seen_before = watch.seen.get(&id).filter(|(_, n, _, _)| *n == number);
+            let (mut since, mut cancels) = seen_before.map_or((now, 0), |(_, _, since, cancels)| (*since, *cancels));
             if now.duration_since(since) >= limit {
                 since = now;
+                cancels += 1;
                 let (app, slot) = (self.clone(), slot.clone());
                 tokio::spawn(async move {
                     // Only that statement: one that ended meanwhile is not followed by a cancel of the next.
                     let Some(delivering) = slot.running.begin_cancel_of(number) else { return };
                     let r = delivering.running;
-                    if app.cancel_on_server(r.target, r.key).await {
-                        tracing::warn!(pid, target = app.backend(r.target).name(), ?limit, "statement cancelled: query_timeout");
+                    let target = app.backend(r.target).name();
+                    if cancels > CANCELS_BEFORE_CLOSE {
+                        if app.close_server_of(r.target, r.key.0) {
+                            tracing::warn!(pid, target, ?limit, "server connection closed: query_timeout, cancels unanswered");
+                        }
+                    } else if app.cancel_on_server(r.target, r.key).await {
+                        tracing::warn!(pid, target, ?limit, "statement cancelled: query_timeout");
                     }
                     drop(delivering);
                 });
             }
-            seen.insert(id, (slot, number, since));
+            seen.insert(id, (slot, number, since, cancels));
         }
         watch.seen = seen;
+    }
+}
+
+impl App {
+    /// Closes the connection to server process `pid` of `target`'s pool, or of a pool `any_database` made on it.
+    fn close_server_of(&self, target: crate::router::TargetId, pid: i32) -> bool {
+        self.backend(target).shut_down_server(pid)
+            || (self.any_database_target() == Some(target)
+                && self.database_pools().iter().any(|(_, pool)| pool.shut_down_server(pid)))
     }
 }
 

@@ -308,6 +308,11 @@ impl Backend {
         self.spec.servers.kill()
     }
 
+    /// Closes this pool's connection to server process `pid`, if it has one (`query_timeout`'s last resort).
+    pub fn shut_down_server(&self, pid: i32) -> bool {
+        self.spec.servers.shut_down(pid)
+    }
+
     /// Whether a connection from before the last RECONNECT or KILL is still open (WAIT_CLOSE).
     pub fn closing(&self) -> bool {
         self.spec.servers.any_older()

@@ -82,6 +82,13 @@ pub struct Details {
     pub fd: Option<OwnedFd>,
 }
 
+/// Ends a registered connection's traffic for whoever uses it.
+fn shut(fd: &OwnedFd) {
+    // SAFETY: `fd` is a descriptor the registry owns (a duplicate of the connection's socket), open as long as its
+    // entry lives; shutdown(2) ends the socket's traffic for every descriptor of it, and closes nothing.
+    unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+}
+
 impl Servers {
     /// Adds a connection that has just logged in.
     pub fn register(self: &Arc<Self>, d: Details) -> Registration {
@@ -123,12 +130,23 @@ impl Servers {
         let mut n = 0;
         for s in open.values().filter(|s| s.generation < generation) {
             let Some(fd) = &s.details.fd else { continue };
-            // SAFETY: `fd` is a descriptor the registry owns (a duplicate of the connection's socket), open as long
-            // as `s` lives; shutdown(2) ends the socket's traffic for every descriptor of it, and closes nothing.
-            unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+            shut(fd);
             n += 1;
         }
         n
+    }
+
+    /// Shuts the socket of the connection to server process `pid` (a statement `query_timeout`'s cancels did not
+    /// end): its user sees it closed, as after KILL. Whether there was such a connection.
+    pub fn shut_down(&self, pid: i32) -> bool {
+        let open = lock(&self.open);
+        match open.values().find(|s| s.details.remote_pid == pid).and_then(|s| s.details.fd.as_ref()) {
+            Some(fd) => {
+                shut(fd);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Whether a connection of an older generation is still open (`WAIT_CLOSE`).

@@ -31,8 +31,8 @@ pub struct Limits {
     /// `idle_in_transaction_session_timeout`); its transaction is rolled back with its server connection. Off by
     /// default.
     pub idle_transaction_timeout: Option<Duration>,
-    /// A statement running longer than this is cancelled on its server (the client gets 57014 and goes on). Off by
-    /// default.
+    /// A statement running longer than this is cancelled on its server (the client gets 57014 and goes on); one that
+    /// ignores its cancels loses its server connection (`app::timeouts`). Off by default.
     pub query_timeout: Option<Duration>,
     /// How long a client waits for a server connection: the default of every target's `pool.checkout_timeout`.
     pub query_wait_timeout: Duration,
