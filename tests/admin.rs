@@ -442,7 +442,8 @@ async fn show_pools_lists_the_pools_any_database_made() {
 /// names a `*` database, and RECONNECT without a name includes it; an unknown name lists those databases too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_commands_reach_the_pools_any_database_made_by_their_database_name() {
-    let proxy = Proxy::start(&admin_yaml("any_database: data\n")).await;
+    // Health ticks (where unused pools are swept) every 100 ms.
+    let proxy = Proxy::start(&admin_yaml("any_database: data\nhealth_interval: 100ms\n")).await;
     let other = connect_as(proxy.port, "app", APP_PASSWORD, "postgres").await.expect("any database on DATA");
     let first = scalar(&other, "select pg_backend_pid()").await;
     let a = admin(proxy.port).await;
@@ -460,6 +461,20 @@ async fn console_commands_reach_the_pools_any_database_made_by_their_database_na
     assert!(!waiting.is_finished(), "KILL paused the pool: the statement waits for RESUME");
     a.simple_query("RESUME postgres").await.expect("RESUME names it");
     assert_eq!(waiting.await.expect("join"), "7");
+
+    // KILLed with no client left, the pool holds nothing: it is kept paused across health ticks (not swept and made
+    // anew, unpaused, for the next client) until RESUME.
+    a.simple_query("KILL postgres").await.expect("KILL with no client");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let port = proxy.port;
+    let next = tokio::spawn(async move {
+        let c = connect_as(port, "app", APP_PASSWORD, "postgres").await.expect("a new client");
+        scalar(&c, "select 8").await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!next.is_finished(), "still paused after the health ticks");
+    a.simple_query("RESUME postgres").await.expect("RESUME still names it");
+    assert_eq!(next.await.expect("join"), "8");
 
     let e = a.simple_query("KILL nosuch").await.expect_err("an unknown name");
     let db = e.as_db_error().expect("a server error");

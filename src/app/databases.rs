@@ -81,9 +81,11 @@ impl App {
     }
 
     /// Drops the pools `any_database` made that no session uses and that hold no connection (their idle ones are
-    /// closed by the target's `idle_timeout`). Called at every health tick.
+    /// closed by the target's `idle_timeout`), unless the console paused or disabled them (kept until RESUME or
+    /// ENABLE). Called at every health tick.
     pub fn sweep_databases(&self) {
-        self.databases.lock().retain(|_, b| Arc::strong_count(b) > 1 || b.pool_state().0 > 0);
+        let kept = |b: &Arc<Backend>| Arc::strong_count(b) > 1 || b.pool_state().0 > 0 || b.is_paused() || b.is_disabled();
+        self.databases.lock().retain(|_, b| kept(b));
     }
 
     /// The pools `any_database` made, by database name, for the admin console.

@@ -55,7 +55,7 @@ impl App {
                     let r = delivering.running;
                     let target = app.backend(r.target).name();
                     if cancels > CANCELS_BEFORE_CLOSE {
-                        if app.close_server_of(r.target, r.key.0) {
+                        if app.close_server_of(r.target, r.key) {
                             tracing::warn!(pid, target, ?limit, "server connection closed: query_timeout, cancels unanswered");
                         }
                     } else if app.cancel_on_server(r.target, r.key).await {
@@ -71,11 +71,10 @@ impl App {
 }
 
 impl App {
-    /// Closes the connection to server process `pid` of `target`'s pool, or of a pool `any_database` made on it.
-    fn close_server_of(&self, target: crate::router::TargetId, pid: i32) -> bool {
-        self.backend(target).shut_down_server(pid)
-            || (self.any_database_target() == Some(target)
-                && self.database_pools().iter().any(|(_, pool)| pool.shut_down_server(pid)))
+    /// Closes the connection with BackendKeyData `key` of `target`'s pool, or of a pool `any_database` made (the
+    /// key, process id and secret, names one connection on one server).
+    fn close_server_of(&self, target: crate::router::TargetId, key: (i32, i32)) -> bool {
+        self.backend(target).shut_down_server(key) || self.database_pools().iter().any(|(_, pool)| pool.shut_down_server(key))
     }
 }
 

@@ -168,6 +168,7 @@ impl ServerConn {
             port: spec.port,
             local: tcp.local_addr().ok(),
             remote_pid: self.key.map_or(0, |(pid, _)| pid),
+            remote_secret: self.key.map_or(0, |(_, secret)| secret),
             tls: self.stream.tls_version(),
             // SAFETY: the descriptor is this connection's open socket for the duration of the call.
             fd: unsafe { std::os::fd::BorrowedFd::borrow_raw(tcp.as_raw_fd()) }.try_clone_to_owned().ok(),

@@ -308,9 +308,9 @@ impl Backend {
         self.spec.servers.kill()
     }
 
-    /// Closes this pool's connection to server process `pid`, if it has one (`query_timeout`'s last resort).
-    pub fn shut_down_server(&self, pid: i32) -> bool {
-        self.spec.servers.shut_down(pid)
+    /// Closes this pool's connection with BackendKeyData `key`, if it has it (`query_timeout`'s last resort).
+    pub fn shut_down_server(&self, key: (i32, i32)) -> bool {
+        self.spec.servers.shut_down(key)
     }
 
     /// Whether a connection from before the last RECONNECT or KILL is still open (WAIT_CLOSE).

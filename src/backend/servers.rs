@@ -76,6 +76,9 @@ pub struct Details {
     pub local: Option<std::net::SocketAddr>,
     /// Server process id.
     pub remote_pid: i32,
+    /// The secret of its BackendKeyData: with the process id, names this connection and no other (a process id
+    /// alone may be a dead connection's, reused).
+    pub remote_secret: i32,
     /// TLS version, or empty.
     pub tls: String,
     /// A duplicate of the socket's descriptor, owned by the registry (`kill`).
@@ -136,11 +139,12 @@ impl Servers {
         n
     }
 
-    /// Shuts the socket of the connection to server process `pid` (a statement `query_timeout`'s cancels did not
+    /// Shuts the socket of the connection with BackendKeyData `key` (a statement `query_timeout`'s cancels did not
     /// end): its user sees it closed, as after KILL. Whether there was such a connection.
-    pub fn shut_down(&self, pid: i32) -> bool {
+    pub fn shut_down(&self, (pid, secret): (i32, i32)) -> bool {
         let open = lock(&self.open);
-        match open.values().find(|s| s.details.remote_pid == pid).and_then(|s| s.details.fd.as_ref()) {
+        let found = open.values().find(|s| s.details.remote_pid == pid && s.details.remote_secret == secret);
+        match found.and_then(|s| s.details.fd.as_ref()) {
             Some(fd) => {
                 shut(fd);
                 true
